@@ -1,0 +1,1 @@
+"""bertforge's data side: the corpus, vocab and shards stages."""

@@ -1,0 +1,25 @@
+"""Reading a finished corpus folder back, and the held-out split every later stage agrees on."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+import xxhash
+
+
+def iter_documents(corpus_dir: Path, split: str = "all", heldout_percent: float = 0.0) -> Iterator[dict]:
+    """Documents of a corpus folder in a fixed order; `split` is all, train or heldout."""
+    for path in sorted((Path(corpus_dir) / "documents").glob("*.jsonl.gz")):
+        with gzip.open(path, "rb") as handle:
+            for line in handle:
+                doc = orjson.loads(line)
+                if split == "all" or (split == "heldout") == is_heldout(doc["id"], heldout_percent):
+                    yield doc
+
+
+def is_heldout(doc_id: str, percent: float) -> bool:
+    """True for about `percent` % of documents, chosen by a hash of the id (stable across runs)."""
+    return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) % 10_000 < percent * 100

@@ -1,0 +1,14 @@
+"""Errors a user can act on: each names the file (and line) at fault and what to do."""
+
+
+class CorpusInputError(ValueError):
+    """Bad corpus input: a missing path, an empty corpus, undecodable or malformed records."""
+
+    def __init__(self, path: str, problem: str, fix: str, line: int | None = None):
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}. {fix}")
+        self.path, self.line = path, line
+
+
+class ConfigError(ValueError):
+    """A config key that is unknown, misspelt or has a value that cannot work."""

@@ -1,0 +1,117 @@
+"""Stage folders: named by a hash of what produced them, complete only when the marker exists.
+
+A stage builds into a hidden temporary folder beside its final place, writes `manifest.json`,
+then the completion marker, and only then renames the folder into place. A folder at the final
+path is therefore always finished; a killed run leaves only a `.tmp-*` folder that is ignored
+and cleaned up by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+COMPLETE_MARKER = "COMPLETE"
+MANIFEST = "manifest.json"
+
+
+def config_hash(payload: Any) -> str:
+    """A stable 12-hex-digit hash of any JSON-serialisable payload (key order does not matter)."""
+    blob = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARKER).is_file() and (folder / MANIFEST).is_file()
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of a finished stage folder; a clear error if the folder is not finished."""
+    folder = Path(folder)
+    if not is_complete(folder):
+        raise FileNotFoundError(
+            f"{folder} is not a finished bertforge stage folder (no {COMPLETE_MARKER} marker): "
+            "run the stage that produces it first."
+        )
+    return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that readers see either the old file or the whole new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class StageBuild:
+    """A stage folder being built: write into `tmp`, fill `manifest`, and it is published on exit."""
+
+    stage: str
+    final: Path
+    tmp: Path
+    manifest: dict
+
+
+@contextlib.contextmanager
+def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str]) -> Iterator[StageBuild]:
+    """Context manager that builds one stage folder atomically.
+
+    `payload` is the part of the resolved config the stage depends on; `inputs` maps upstream
+    stage names to their hashes. Both go into the folder name and the manifest. On an exception
+    the temporary folder is removed and nothing appears at the final path.
+    """
+    digest = config_hash({"stage": stage, "config": payload, "inputs": inputs})
+    final = Path(work_dir) / stage / f"{stage}-{digest}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never reused
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    started = time.time()
+    manifest = {
+        "stage": stage,
+        "hash": digest,
+        "config": payload,
+        "inputs": inputs,
+        "versions": _versions(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+    }
+    build = StageBuild(stage=stage, final=final, tmp=tmp, manifest=manifest)
+    try:
+        yield build
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest["seconds"] = round(time.time() - started, 3)
+    write_json_atomic(tmp / MANIFEST, manifest)
+    (tmp / COMPLETE_MARKER).write_text("ok\n")  # written last: the folder is finished
+    if final.exists():  # a concurrent run finished the same stage first; keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+
+
+def stage_folder(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str]) -> Path:
+    """Where `build_stage` would put this stage; check it with `is_complete` to skip finished work."""
+    digest = config_hash({"stage": stage, "config": payload, "inputs": inputs})
+    return Path(work_dir) / stage / f"{stage}-{digest}"
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("bertforge", "torch", "transformers", "tokenizers", "datatrove", "lightning"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return versions

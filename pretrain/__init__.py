@@ -1,0 +1,1 @@
+"""bertforge's model side: the pretrain, evaluate and publish stages, and the `bertforge` CLI."""

@@ -1,0 +1,72 @@
+"""The `bertforge` command: one Hydra app per stage, chosen by the first argument.
+
+    bertforge corpus filters=none           # one stage, Hydra overrides after it
+    bertforge vocab -m tokenizer.vocab_size=4000,8000
+    bertforge run experiment=demo_ga        # every stage of one experiment
+    bertforge demo                          # the Irish demo on CPU
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from corpora.errors import ConfigError, CorpusInputError
+
+STAGES = {
+    "corpus": ("corpora.corpus_stage", "run_corpus", "clean and deduplicate raw text"),
+    "vocab": ("corpora.vocab_stage", "run_vocab", "train a subword vocabulary"),
+    "shards": ("corpora.shards_stage", "run_shards", "tokenise and pack into memory-mapped rows"),
+    "pretrain": ("pretrain.train_stage", "run_pretrain", "masked-language-model pretraining"),
+    "evaluate": ("pretrain.evaluate_stage", "run_evaluate", "held-out masked-token loss and accuracy"),
+    "publish": ("pretrain.publish_stage", "run_publish", "export an HF folder with a model card"),
+    "run": ("pretrain.run_stage", "run_all", "every stage of one experiment"),
+    "demo": ("pretrain.run_stage", "run_demo", "the whole path on Irish treebank text, tiny BERT, CPU"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: bertforge <stage> [hydra overrides...] [-m for a sweep]", "", "stages:"]
+    lines += [f"  {name:<9} {help_text}" for name, (_, _, help_text) in STAGES.items()]
+    lines += ["", "Config help for a stage: bertforge <stage> --help"]
+    return "\n".join(lines)
+
+
+def stage_app(stage: str):
+    """The Hydra app for one stage: compose conf/<stage>.yaml, validate it, run the stage."""
+    module_name, func_name, _ = STAGES[stage]
+
+    @hydra.main(version_base=None, config_path="pkg://bertforge_conf", config_name=stage)
+    def app(raw: DictConfig):
+        from pretrain.config import load_config
+
+        try:
+            if stage == "demo":
+                from pretrain.run_stage import ensure_demo_data
+
+                raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
+            cfg = load_config(raw)
+            return getattr(importlib.import_module(module_name), func_name)(cfg)
+        except (ConfigError, CorpusInputError) as err:
+            logging.getLogger("bertforge").error("%s", err)
+            print(f"bertforge {stage}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"bertforge: unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [f"bertforge-{stage}", *rest]  # Hydra parses sys.argv
+    stage_app(stage)()
