@@ -71,9 +71,8 @@ class TokenizerConfig:
     limit_alphabet: int = 1000
     """Cap on initial characters, so large alphabets do not push the vocabulary past vocab_size."""
     max_training_docs: int = 0
-    """Train on at most this many documents (a deterministic prefix); 0 means all."""
-    heldout_percent: float = 5.0
-    """Share of documents kept aside to measure fertility and UNK rate."""
+    """Train on at most this many documents (a deterministic prefix); 0 means all. Held-out
+    documents (shards.heldout_percent) are never trained on; they measure fertility and UNK rate."""
 
 
 @dataclass

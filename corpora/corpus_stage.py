@@ -14,7 +14,7 @@ from datatrove.pipeline.writers import JsonlWriter
 from corpora.errors import CorpusInputError
 from corpora.filters import ExactDedupFilter, LengthFilter
 from corpora.readers import make_reader
-from corpora.stagedir import build_stage, is_complete, stage_folder, write_json_atomic
+from corpora.stagedir import build_stage, stage_folder, reuse, write_json_atomic
 
 log = logging.getLogger("bertforge.corpus")
 
@@ -26,8 +26,7 @@ def run_corpus(cfg) -> Path:
     readers, fingerprint = _checked_readers(cfg)
     payload = section(cfg, "source", "filters") | {"files": fingerprint}
     folder = stage_folder(cfg.paths.work_dir, "corpus", payload, {})
-    if is_complete(folder):
-        log.info("corpus: reusing %s", folder)
+    if reuse(folder, log):
         return folder
     _preflight(readers)
     with build_stage(cfg.paths.work_dir, "corpus", payload, {}) as build:

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from corpora.corpus_stage import run_corpus
 from corpora.documents import iter_documents
 from corpora.errors import CorpusInputError
-from corpora.stagedir import build_stage, is_complete, read_manifest, stage_folder
+from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
 
 log = logging.getLogger("bertforge.shards")
@@ -35,8 +35,7 @@ def run_shards(cfg) -> Path:
     payload = section(cfg, "shards")
     inputs = {"corpus": read_manifest(corpus_dir)["hash"], "vocab": read_manifest(vocab_dir)["hash"]}
     folder = stage_folder(cfg.paths.work_dir, "shards", payload, inputs)
-    if is_complete(folder):
-        log.info("shards: reusing %s", folder)
+    if reuse(folder, log):
         return folder
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32

@@ -115,3 +115,29 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     return versions
+
+
+def lineage(folder: Path) -> dict[str, str]:
+    """Stage name -> folder for `folder` and every finished stage upstream of it (via manifests)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    found = {manifest["stage"]: str(folder)}
+    work_dir = folder.parent.parent
+    for stage, digest in manifest.get("inputs", {}).items():
+        upstream = work_dir / stage / f"{stage}-{digest}"
+        if stage not in found and is_complete(upstream):
+            found.update({k: v for k, v in lineage(upstream).items() if k not in found})
+    return found
+
+
+_announced: set[str] = set()
+
+
+def reuse(folder: Path, log) -> bool:
+    """True when `folder` is finished; says so once per process (stages ask for upstreams often)."""
+    if not is_complete(folder):
+        return False
+    if str(folder) not in _announced:
+        _announced.add(str(folder))
+        log.info("%s: reusing %s", Path(folder).parent.name, folder)
+    return True

@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerFast
 from corpora.corpus_stage import run_corpus
 from corpora.documents import iter_documents
 from corpora.errors import CorpusInputError
-from corpora.stagedir import build_stage, is_complete, read_manifest, stage_folder, write_json_atomic
+from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse, write_json_atomic
 from corpora.tokenizer_build import SPECIAL_TOKENS, add_bert_post_processor, build_untrained
 
 log = logging.getLogger("bertforge.vocab")
@@ -24,8 +24,7 @@ def run_vocab(cfg) -> Path:
     payload = section(cfg, "tokenizer") | {"heldout_percent": cfg.shards.heldout_percent}
     inputs = {"corpus": read_manifest(corpus_dir)["hash"]}
     folder = stage_folder(cfg.paths.work_dir, "vocab", payload, inputs)
-    if is_complete(folder):
-        log.info("vocab: reusing %s", folder)
+    if reuse(folder, log):
         return folder
     tokenizer, trainer = build_untrained(cfg.tokenizer)
     with build_stage(cfg.paths.work_dir, "vocab", payload, inputs) as build:

@@ -13,9 +13,12 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from corpora.errors import ConfigError, CorpusInputError
+from corpora.stagedir import lineage
+from pretrain.sweep_report import record_job_result
 
 STAGES = {
     "corpus": ("corpora.corpus_stage", "run_corpus", "clean and deduplicate raw text"),
@@ -50,11 +53,15 @@ def stage_app(stage: str):
 
                 raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
             cfg = load_config(raw)
-            return getattr(importlib.import_module(module_name), func_name)(cfg)
+            result = getattr(importlib.import_module(module_name), func_name)(cfg)
         except (ConfigError, CorpusInputError) as err:
             logging.getLogger("bertforge").error("%s", err)
             print(f"bertforge {stage}: error: {err}", file=sys.stderr)
             sys.exit(2)
+        folders = result if isinstance(result, dict) else lineage(result)
+        hydra_cfg = HydraConfig.get()
+        record_job_result(hydra_cfg.runtime.output_dir, stage, list(hydra_cfg.overrides.task), folders)
+        return result
 
     return app
 

@@ -6,7 +6,8 @@ key fails once, at start-up, with its full name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from typing import get_args, get_origin, get_type_hints
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
@@ -140,6 +141,10 @@ def load_config(cfg: DictConfig | dict) -> ExperimentConfig:
     """
     raw = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]) if "hydra" in raw else raw
+    unknown = _unknown_keys(OmegaConf.to_container(raw, resolve=False), ExperimentConfig)
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}: check its spelling against conf/ "
+                          f"(the known keys of each section are in pretrain/config.py)")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
         typed = OmegaConf.to_object(merged)
@@ -155,6 +160,34 @@ def load_config(cfg: DictConfig | dict) -> ExperimentConfig:
     return typed
 
 
+def _unknown_keys(node, schema, prefix: str = "") -> list[str]:
+    """Dotted names of keys in `node` that the dataclass `schema` (recursively) does not define."""
+    if not (is_dataclass(schema) and isinstance(node, dict)):
+        if isinstance(node, list) and get_origin(schema) is list:
+            item = get_args(schema)[0]
+            return [k for i, child in enumerate(node) for k in _unknown_keys(child, item, f"{prefix[:-1]}[{i}].")]
+        return []
+    types = get_type_hints(schema)
+    found = []
+    for key, child in node.items():
+        if key not in types:
+            found.append(f"{prefix}{key}")
+        else:
+            found += _unknown_keys(child, types[key], f"{prefix}{key}.")
+    return found
+
+
 def section(cfg: ExperimentConfig, *names: str) -> dict:
     """Plain-dict copy of some config sections, for hashing stage folders and writing manifests."""
     return {name: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, name))) for name in names}
+
+
+def register_schema() -> None:
+    """Make `ExperimentConfig` the base of every primary config (conf/base.yaml names it), so every
+    key exists with its default and Hydra rejects a misspelt override while composing."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="bertforge_schema", node=ExperimentConfig)
+
+
+register_schema()

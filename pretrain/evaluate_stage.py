@@ -12,7 +12,7 @@ from transformers import AutoModelForMaskedLM
 
 from corpora.errors import ConfigError
 from corpora.shards_stage import file_sha256, load_rows, run_shards
-from corpora.stagedir import build_stage, is_complete, read_manifest, stage_folder, write_json_atomic
+from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse, write_json_atomic
 from pretrain.masking import IGNORE_INDEX, mask_tokens
 from pretrain.model import build_model
 from pretrain.train_stage import run_pretrain
@@ -61,8 +61,7 @@ def run_evaluate(cfg) -> Path:
         inputs = {"shards": read_manifest(shards_dir)["hash"], "pretrain": read_manifest(pretrain_dir)["hash"]}
     payload = section(cfg, "evaluate")
     folder = stage_folder(cfg.paths.work_dir, "evaluate", payload, inputs)
-    if is_complete(folder):
-        log.info("evaluate: reusing %s", folder)
+    if reuse(folder, log):
         return folder
     rows = load_rows(shards_dir, "heldout")
     with build_stage(cfg.paths.work_dir, "evaluate", payload, inputs) as build:

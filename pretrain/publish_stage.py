@@ -9,7 +9,7 @@ from pathlib import Path
 
 from corpora.corpus_stage import run_corpus
 from corpora.shards_stage import run_shards
-from corpora.stagedir import build_stage, is_complete, read_manifest, stage_folder
+from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
 from pretrain.evaluate_stage import run_evaluate
 from pretrain.train_stage import run_pretrain
@@ -28,8 +28,7 @@ def run_publish(cfg) -> Path:
     payload = section(cfg, "publish")
     inputs = {name: m["hash"] for name, m in manifests.items()}
     folder = stage_folder(cfg.paths.work_dir, "publish", payload, inputs)
-    if is_complete(folder):
-        log.info("publish: reusing %s", folder)
+    if reuse(folder, log):
         return folder
     with build_stage(cfg.paths.work_dir, "publish", payload, inputs) as build:
         shutil.copytree(folders["pretrain"] / "hf", build.tmp / "model")

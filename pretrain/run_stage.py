@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from corpora.errors import CorpusInputError
-from corpora.stagedir import read_manifest
+from corpora.stagedir import lineage, read_manifest
 from pretrain.publish_stage import run_publish
 
 log = logging.getLogger("bertforge.run")
@@ -26,11 +26,7 @@ DEMO_SENTENCES = (
 
 def run_all(cfg) -> dict:
     """Every stage for one experiment (finished stages are reused); returns the stage folders."""
-    publish_dir = run_publish(cfg)
-    inputs = read_manifest(publish_dir)["inputs"]
-    folders = {stage: str(next((Path(cfg.paths.work_dir) / stage).glob(f"{stage}-{digest}")))
-               for stage, digest in inputs.items()}
-    folders["publish"] = str(publish_dir)
+    folders = lineage(run_publish(cfg))
     print(format_summary(folders))
     return folders
 

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from torch.utils.data import DataLoader
 
 from corpora.shards_stage import file_sha256, load_rows, run_shards
-from corpora.stagedir import build_stage, is_complete, read_manifest, stage_folder
+from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
 from pretrain.data import PackedRows
 from pretrain.model import build_model
@@ -35,8 +35,7 @@ def run_pretrain(cfg) -> Path:
     payload = section(cfg, "model", "masking", "optim", "trainer")
     inputs = {"shards": read_manifest(shards_dir)["hash"], "vocab": read_manifest(vocab_dir)["hash"]}
     folder = stage_folder(cfg.paths.work_dir, "pretrain", payload, inputs)
-    if is_complete(folder):
-        log.info("pretrain: reusing %s", folder)
+    if reuse(folder, log):
         return folder
     fmt = read_manifest(shards_dir)["format"]
     if fmt["tokenizer_sha256"] != file_sha256(vocab_dir / "tokenizer.json"):
@@ -65,6 +64,7 @@ def run_pretrain(cfg) -> Path:
             enable_progress_bar=False, enable_model_summary=False,
         )
         trainer.fit(module, loader)
+        _finish_loggers(trainer)
         export_hf(module.model, vocab_dir, build.tmp / "hf")
         curve = read_loss_curve(build.tmp)
         plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)
@@ -87,6 +87,13 @@ def _loggers(cfg, out: Path, payload: dict) -> list:
         loggers.append(WandbLogger(project=cfg.logger.project, name=cfg.name, save_dir=str(out),
                                    offline=offline, config=payload))
     return loggers
+
+
+def _finish_loggers(trainer) -> None:
+    """Close the wandb run before the stage folder is renamed into place."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def export_hf(model, vocab_dir: Path, out: Path) -> None:
