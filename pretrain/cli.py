@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from corpora.errors import ConfigError, CorpusInputError
 from corpora.stagedir import lineage
+from pretrain.config import load_config  # also registers the schema conf/base.yaml builds on
 from pretrain.sweep_report import record_job_result
 
 STAGES = {
@@ -45,8 +46,6 @@ def stage_app(stage: str):
 
     @hydra.main(version_base=None, config_path="pkg://bertforge_conf", config_name=stage)
     def app(raw: DictConfig):
-        from pretrain.config import load_config
-
         try:
             if stage == "demo":
                 from pretrain.run_stage import ensure_demo_data

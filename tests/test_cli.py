@@ -1,0 +1,42 @@
+"""The `bertforge` command as a user runs it: stages, errors, and a sweep that ends in a comparison."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def bertforge(*args, data_dir, work, module=None):
+    env = dict(os.environ, BERTFORGE_DATA=str(data_dir), BERTFORGE_WORK=str(work), WANDB_MODE="offline")
+    script = Path(sys.executable).parent / "bertforge"  # the console script of this environment
+    command = [sys.executable, "-m", module, *args] if module else [str(script), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_usage_lists_every_stage(tmp_path, data_dir):
+    out = bertforge(data_dir=data_dir, work=tmp_path).stdout
+    for stage in ("corpus", "vocab", "shards", "pretrain", "evaluate", "publish", "run", "demo"):
+        assert stage in out
+
+
+def test_bad_input_exits_with_one_clear_line(tmp_path, data_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"body": "no text"}\n')
+    result = bertforge("corpus", "source=jsonl", f"source.inputs.0.path={bad}", data_dir=data_dir,
+                       work=tmp_path / "w")
+    assert result.returncode == 2
+    assert f"{bad}:2: no string field 'text'" in result.stderr and "text_key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_vocab_sweep_ends_in_a_table_and_a_plot(tmp_path, data_dir):
+    work = tmp_path / "w"
+    result = bertforge("vocab", "-m", "tokenizer.vocab_size=1000,3000", data_dir=data_dir, work=work,
+                       module="corpora")
+    assert result.returncode == 0, result.stderr[-2000:]
+    [sweep] = list((work / "hydra").glob("multirun-*"))
+    table = (sweep / "comparison.md").read_text()
+    assert table.count("\n") == 4 and "tokenizer.vocab_size" in table and "vocab/fertility" in table
+    assert (sweep / "comparison.png").stat().st_size > 1000
+    assert len(list((work / "corpus").iterdir())) == 1  # both jobs shared one corpus stage
+    assert len(list((work / "vocab").iterdir())) == 2
