@@ -70,6 +70,17 @@ class TrainerConfig:
     """Sequences per optimiser step."""
     accelerator: str = "auto"
     devices: int = 1
+    """Devices (one process each) per node; -1: every visible GPU (or CPU core)."""
+    num_nodes: int = 1
+    """Machines in the run; more than one needs torchrun or SLURM (launch/)."""
+    strategy: str = "auto"
+    """auto (one device), ddp (a model copy per device) or fsdp (sharded parameters, GPUs only)."""
+    cluster: str = "auto"
+    """Who starts the processes: auto (detect), local (Lightning), torchrun, slurm (srun; requeue on SIGUSR1)."""
+    fsdp_sharding: str = "FULL_SHARD"
+    """fsdp only: FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD or NO_SHARD (torch's ShardingStrategy)."""
+    log_data_positions: bool = False
+    """Each rank appends the stream positions it trained on to data_positions/rank<r>.tsv (an audit)."""
     precision: str = "32"
     """32 on CPU; bf16-mixed on GPUs that support it."""
     log_every_n_steps: int = 10

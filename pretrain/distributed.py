@@ -1,0 +1,266 @@
+"""One experiment on any number of devices: who this process is, how the global batch splits, which
+Lightning strategy and cluster environment run it, and clear errors before any process group starts.
+
+The experiment fixes the global batch (sequences per optimiser step); the world size only decides
+how it is cut: `global = world_size x micro_batch x accumulation`. The learning-rate schedule counts
+optimiser steps, so it is the same on one device or on a cluster.
+
+Four ways a process can be started, each with its own source of truth for rank and world size:
+
+- local: `bertforge pretrain trainer=ddp` on one machine; Lightning starts ranks 1..N-1 itself
+  (they inherit LOCAL_RANK/NODE_RANK and BERTFORGE_RUN_ID from rank 0).
+- torchrun: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by torchrun.
+- slurm: one task per device under `srun` (launch/slurm/*.sbatch or the Hydra submitit launcher);
+  SLURM_* variables; Lightning's SLURM auto-requeue on SIGUSR1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from corpora.errors import ConfigError
+
+CLUSTERS = ("auto", "local", "torchrun", "slurm")
+STRATEGIES = ("auto", "ddp", "fsdp")
+SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_LOCALID",
+                   "SLURM_NODEID", "SLURM_JOB_NUM_NODES")
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+RUN_ID_VARIABLE = "BERTFORGE_RUN_ID"
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How one global batch is cut: every rank runs `accumulation` micro-batches per optimiser step."""
+
+    global_batch_size: int
+    micro_batch_size: int
+    accumulation: int
+    world_size: int
+
+    @property
+    def rows_per_rank_step(self) -> int:
+        """Sequences one rank reads per optimiser step."""
+        return self.micro_batch_size * self.accumulation
+
+
+def batch_layout(global_batch_size: int, micro_batch_size: int, world_size: int) -> BatchLayout:
+    """Derive the gradient accumulation that keeps `global_batch_size` whatever the world size.
+
+    `micro_batch_size` 0 means the largest micro-batch (global / world, no accumulation). Raises
+    `ConfigError` naming the keys when the global batch does not split evenly.
+    """
+    if global_batch_size <= 0 or world_size <= 0 or micro_batch_size < 0:
+        raise ConfigError(f"trainer.batch_size={global_batch_size} and trainer.micro_batch_size={micro_batch_size} "
+                          f"must be positive (micro-batch 0 means no accumulation); world size {world_size}")
+    micro = micro_batch_size or global_batch_size // world_size
+    per_step = world_size * micro
+    if micro == 0 or global_batch_size % per_step:
+        per_rank = global_batch_size / world_size
+        fits = [m for m in range(1, int(per_rank) + 1) if per_rank == int(per_rank) and int(per_rank) % m == 0]
+        hint = (f"micro-batch sizes that divide it: {fits}" if fits else
+                f"make trainer.batch_size a multiple of the world size {world_size}")
+        raise ConfigError(
+            f"trainer.batch_size={global_batch_size} (the global batch) is not divisible by world size "
+            f"{world_size} x trainer.micro_batch_size={micro} = {per_step}; {hint}")
+    return BatchLayout(global_batch_size, micro, global_batch_size // per_step, world_size)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What this process is in the run, decided from config and environment before anything starts."""
+
+    cluster: str
+    """local, torchrun or slurm (never auto)."""
+    accelerator: str
+    """cpu or gpu."""
+    devices: int
+    """Devices (= processes) per node."""
+    num_nodes: int
+    rank: int
+    run_id: str | None
+    """Shared by every rank of the run (and kept across a SLURM requeue); None for one local process."""
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    """'auto' -> gpu when CUDA is visible, else cpu; 'cuda' is a spelling of gpu."""
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator in ("gpu", "cuda"):
+        return "gpu"
+    if accelerator == "cpu":
+        return "cpu"
+    raise ConfigError(f"trainer.accelerator={accelerator!r}: choose auto, cpu or gpu")
+
+
+def available_devices(accelerator: str) -> int:
+    """GPUs visible to this process, or CPU cores it may use (one gloo process per core at most)."""
+    if accelerator == "gpu":
+        return torch.cuda.device_count()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def detect_cluster(requested: str, env: Mapping[str, str]) -> str:
+    """The launcher that started this process: the requested one, or for 'auto' what the environment shows."""
+    if requested not in CLUSTERS:
+        raise ConfigError(f"trainer.cluster={requested!r}: choose one of {', '.join(CLUSTERS)}")
+    if requested != "auto":
+        return requested
+    if "TORCHELASTIC_RUN_ID" in env and "WORLD_SIZE" in env:
+        return "torchrun"
+    # The same rule as Lightning's: an interactive `salloc` shell is not a task started by srun.
+    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        return "slurm"
+    return "local"
+
+
+def _require(env: Mapping[str, str], names: tuple[str, ...], cluster: str, how: str) -> None:
+    missing = [name for name in names if not env.get(name)]
+    if missing:
+        raise ConfigError(f"trainer.cluster={cluster} but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set in the environment: {how}")
+
+
+def plan_launch(trainer_cfg, env: Mapping[str, str] | None = None) -> LaunchPlan:
+    """Check devices, strategy and cluster variables against each other; raise `ConfigError` on a mismatch.
+
+    Runs before Lightning creates a process group, so a wrong launch fails at once with the key to fix.
+    """
+    env = os.environ if env is None else env
+    accelerator = resolve_accelerator(trainer_cfg.accelerator)
+    cluster = detect_cluster(trainer_cfg.cluster, env)
+    strategy, num_nodes = trainer_cfg.strategy, trainer_cfg.num_nodes
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"trainer.strategy={strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if strategy == "fsdp" and accelerator != "gpu":
+        raise ConfigError("trainer.strategy=fsdp needs GPUs (Lightning's FSDP strategy runs on CUDA only); "
+                          "on CPU use trainer=ddp_cpu, or set trainer.accelerator=gpu on a GPU machine")
+    if num_nodes < 1:
+        raise ConfigError(f"trainer.num_nodes={num_nodes} must be at least 1")
+    have = available_devices(accelerator)
+    devices = have if trainer_cfg.devices == -1 else trainer_cfg.devices
+    kind = "GPUs" if accelerator == "gpu" else "CPU cores"
+    if devices < 1:
+        raise ConfigError(f"trainer.devices={trainer_cfg.devices}: give a count, or -1 for every visible device "
+                          f"(found {have} {kind})")
+    if devices > have:
+        raise ConfigError(f"trainer.devices={devices} but this machine has {have} {kind} visible; "
+                          f"lower trainer.devices (or -1 for all of them)")
+    if devices * num_nodes > 1 and strategy == "auto":
+        raise ConfigError(f"trainer.devices={devices} x trainer.num_nodes={num_nodes} processes need "
+                          f"trainer.strategy=ddp or fsdp (e.g. trainer=ddp)")
+
+    if cluster == "slurm":
+        _require(env, SLURM_VARIABLES, cluster,
+                 "start the run with sbatch launch/slurm/one_node.sbatch (or multi_node.sbatch), whose srun "
+                 "sets them, or choose trainer.cluster=auto/local outside SLURM")
+        ntasks, nnodes = int(env["SLURM_NTASKS"]), int(env["SLURM_JOB_NUM_NODES"])
+        if ntasks != devices * num_nodes or nnodes != num_nodes:
+            raise ConfigError(
+                f"SLURM started {ntasks} tasks on {nnodes} node(s) but the config asks for trainer.devices="
+                f"{devices} per node x trainer.num_nodes={num_nodes}: set --ntasks-per-node to trainer.devices "
+                f"and --nodes to trainer.num_nodes (the launch/slurm scripts pass them from SLURM's variables)")
+        rank = int(env["SLURM_PROCID"])
+        job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if env.get("SLURM_ARRAY_JOB_ID")
+               else env["SLURM_JOB_ID"])
+        run_id = f"slurm-{job}"  # the same for every task and for every requeued attempt
+    elif cluster == "torchrun":
+        _require(env, TORCHRUN_VARIABLES, cluster,
+                 "start the run with launch/torchrun.sh (torchrun sets them), or choose trainer.cluster=auto")
+        if int(env["WORLD_SIZE"]) != devices * num_nodes:
+            raise ConfigError(
+                f"torchrun started WORLD_SIZE={env['WORLD_SIZE']} processes but the config asks for "
+                f"trainer.devices={devices} x trainer.num_nodes={num_nodes}: pass --nproc-per-node=trainer.devices "
+                f"and --nnodes=trainer.num_nodes")
+        rank = int(env["RANK"])
+        elastic = env.get("TORCHELASTIC_RUN_ID", "none")
+        run_id = env.get(RUN_ID_VARIABLE) or (
+            f"torchrun-{elastic}" if elastic != "none" else f"torchrun-{env['MASTER_ADDR']}-{env['MASTER_PORT']}")
+    else:
+        if num_nodes > 1:
+            raise ConfigError(f"trainer.num_nodes={num_nodes}: several nodes need a cluster launcher; use "
+                              f"launch/torchrun.sh or launch/slurm/multi_node.sbatch")
+        # Lightning's own launcher starts ranks 1..N-1 with LOCAL_RANK set and rank 0's environment.
+        rank = int(env.get("NODE_RANK", 0)) * devices + int(env.get("LOCAL_RANK", 0))
+        run_id = env.get(RUN_ID_VARIABLE) or (f"local-{os.getpid()}" if devices > 1 else None)
+    return LaunchPlan(cluster, accelerator, devices, num_nodes, rank, run_id)
+
+
+def share_run_id(plan: LaunchPlan) -> None:
+    """Export the run id so processes Lightning starts for the other local ranks find the same stage folder."""
+    if plan.run_id is not None:
+        os.environ[RUN_ID_VARIABLE] = plan.run_id
+
+
+def transformer_layer_classes(model: torch.nn.Module) -> set[type]:
+    """Classes of the repeated blocks (the children of ModuleLists): FSDP wraps each block as one unit."""
+    return {type(layer) for module in model.modules() if isinstance(module, torch.nn.ModuleList) for layer in module}
+
+
+def trainer_arguments(trainer_cfg, plan: LaunchPlan, layout: BatchLayout, model: torch.nn.Module) -> dict:
+    """Keyword arguments for `lightning.Trainer` that place the run on its devices and cluster."""
+    from lightning.pytorch.plugins.environments import (LightningEnvironment, SLURMEnvironment,
+                                                         TorchElasticEnvironment)
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    if trainer_cfg.strategy == "fsdp":
+        strategy = FSDPStrategy(sharding_strategy=trainer_cfg.fsdp_sharding, state_dict_type="full",
+                                auto_wrap_policy=transformer_layer_classes(model))
+    elif trainer_cfg.strategy == "ddp":
+        # gloo on CPU, nccl on GPUs: Lightning's default per accelerator.
+        strategy = DDPStrategy()
+    else:
+        strategy = "auto"
+    environment = {
+        # Lightning saves hpc_ckpt_<n>.ckpt into default_root_dir on SIGUSR1 and runs `scontrol requeue`.
+        "slurm": lambda: SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1),
+        "torchrun": TorchElasticEnvironment,
+        "local": LightningEnvironment,
+    }[plan.cluster]()
+    return dict(accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=strategy,
+                plugins=[environment], accumulate_grad_batches=layout.accumulation,
+                use_distributed_sampler=False)  # RankSliceSampler already gives each rank its slice
+
+
+def resume_checkpoint(stage_tmp: Path) -> Path | None:
+    """The checkpoint a restarted attempt continues from: Lightning's newest SLURM requeue checkpoint
+    (hpc_ckpt_<n>.ckpt), else the periodic checkpoints/last.ckpt, else None (a fresh start)."""
+    stage_tmp = Path(stage_tmp)
+    hpc = sorted(stage_tmp.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    if hpc:
+        return hpc[-1]
+    last = stage_tmp / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimiser step a Lightning checkpoint was saved at (memory-mapped: tensors are not read)."""
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return int(state["global_step"])
+
+
+def wait_for_stage(folder: Path, timeout_s: float = 600.0, poll_s: float = 0.5) -> None:
+    """Ranks other than 0 wait until rank 0 has published the stage folder (so every rank returns it)."""
+    import time
+
+    from corpora.stagedir import is_complete
+
+    deadline = time.monotonic() + timeout_s
+    while not is_complete(Path(folder)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not publish {folder} within {timeout_s:.0f} s after training; "
+                               "see rank 0's log")
+        time.sleep(poll_s)

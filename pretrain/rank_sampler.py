@@ -1,0 +1,154 @@
+"""Every rank reads a disjoint slice of one seeded order; the data position is a step number.
+
+The rows form an endless stream: epoch 0 is the `PackedRows` order itself (already a seeded
+permutation), each later epoch a fresh seeded permutation of it. Optimiser step `s` reads stream
+positions `[s*G, (s+1)*G)` for a global batch `G`, whatever the world size. Inside that block
+rank `r` reads the contiguous slice `[r*a*m, (r+1)*a*m)` as `a` micro-batches of `m` rows
+(accumulation `a`); the micro-batch's *slot* `r*a + k` is its place in the global batch, the same
+slot one rank would give it when accumulating alone. Within an epoch no row is read twice or
+skipped, on any world size, and resuming at step `s` costs nothing: the position is `s*G`.
+
+`DataPositionCallback` ties Lightning to that stream: it reseeds torch's RNG (masking, dropout)
+per micro-batch from (seed, step, slot), so the loss curve does not depend on how many devices
+share the batch, checks that Lightning's step and the sampler's agree, and can keep a ledger of
+the positions each rank trained on.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from pretrain.distributed import BatchLayout
+
+
+class RankSliceSampler(Sampler[list[int]]):
+    """Batch sampler: yields this rank's micro-batches (lists of dataset indices) for steps
+    `start_step .. stop_step-1`, where positions are counted from `first_step` (the step this data
+    source starts at; 0 unless a later training phase brings its own rows)."""
+
+    def __init__(self, num_rows: int, layout: BatchLayout, rank: int, seed: int, stop_step: int,
+                 start_step: int = 0, first_step: int = 0):
+        if not 0 <= rank < layout.world_size:
+            raise ValueError(f"rank {rank} outside world size {layout.world_size}")
+        if num_rows < 1:
+            raise ValueError("no rows to sample from: the shards split is empty")
+        self.num_rows, self.layout, self.rank, self.seed = num_rows, layout, rank, seed
+        self.first_step, self.start_step, self.stop_step = first_step, start_step, stop_step
+        self.pending: deque[tuple[int, int, int]] = deque()
+        """(step, slot, first stream position) of every micro-batch yielded and not yet trained on."""
+        self._epoch_order: tuple[int, np.ndarray | None] = (0, None)
+
+    def __len__(self) -> int:
+        # Counted from first_step, not start_step: Lightning restores its batch counter on resume and
+        # compares it with this length, so the length must be that of the whole run.
+        return (self.stop_step - self.first_step) * self.layout.accumulation
+
+    def stream_position(self, step: int, micro: int) -> int:
+        """First stream position of this rank's micro-batch `micro` of optimiser step `step`."""
+        lay = self.layout
+        return ((step - self.first_step) * lay.global_batch_size
+                + (self.rank * lay.accumulation + micro) * lay.micro_batch_size)
+
+    def indices(self, start: int, stop: int) -> list[int]:
+        """Dataset indices of stream positions [start, stop) (at most one epoch boundary inside)."""
+        return [self._index(p) for p in range(start, stop)]
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, self.num_rows)
+        if epoch == 0:
+            return offset
+        if self._epoch_order[0] != epoch:  # one permutation in memory: positions only move forward
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch_order = (epoch, rng.permutation(self.num_rows))
+        return int(self._epoch_order[1][offset])
+
+    def __iter__(self):
+        self.pending.clear()
+        lay = self.layout
+        for step in range(self.start_step, self.stop_step):
+            for micro in range(lay.accumulation):
+                start = self.stream_position(step, micro)
+                self.pending.append((step, self.rank * lay.accumulation + micro, start))
+                yield self.indices(start, start + lay.micro_batch_size)
+
+
+def micro_batch_seed(seed: int, step: int, slot: int) -> int:
+    """A 63-bit seed for one micro-batch's masking and dropout, the same on any world size."""
+    return int(np.random.SeedSequence([seed, step, slot]).generate_state(2, dtype=np.uint32).view(np.uint64)[0]
+               >> np.uint64(1))
+
+
+class DataPositionCallback(L.Callback):
+    """Keeps Lightning's steps and the sampler's stream in step; reseeds the RNG per micro-batch.
+
+    `ledger_dir`: when given, each rank appends `attempt step slot start stop` per trained
+    micro-batch to `rank<r>.tsv` there (an audit that ranks read disjoint data and resumed in place).
+    """
+
+    def __init__(self, sampler: RankSliceSampler, seed: int, ledger_dir: Path | None = None, attempt: int = 0):
+        self.sampler, self.seed, self.attempt = sampler, seed, attempt
+        self.ledger_dir = Path(ledger_dir) if ledger_dir else None
+        self._ledger = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        realign_partial_accumulation(trainer, self.sampler.layout.accumulation)
+        if trainer.global_step != self.sampler.start_step:
+            raise RuntimeError(f"Lightning resumed at step {trainer.global_step} but the data sampler starts at step "
+                               f"{self.sampler.start_step}: pass the step of the checkpoint given to fit()")
+        if trainer.global_rank != self.sampler.rank:
+            raise RuntimeError(f"this process is Lightning rank {trainer.global_rank} but reads the data slice of "
+                               f"rank {self.sampler.rank}: the launch environment and the config disagree")
+        if self.ledger_dir is not None:
+            self.ledger_dir.mkdir(parents=True, exist_ok=True)
+            self._ledger = open(self.ledger_dir / f"rank{self.sampler.rank}.tsv", "a", encoding="utf-8")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        step, slot, _ = self.sampler.pending[0]
+        if step != trainer.global_step:
+            raise RuntimeError(f"micro-batch of step {step} reached the model at Lightning step {trainer.global_step}: "
+                               "gradient accumulation and the sampler are out of step")
+        torch.manual_seed(micro_batch_seed(self.seed, step, slot))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step, slot, start = self.sampler.pending.popleft()
+        if self._ledger is not None:
+            stop = start + self.sampler.layout.micro_batch_size
+            self._ledger.write(f"{self.attempt}\t{step}\t{slot}\t{start}\t{stop}\n")
+            self._ledger.flush()  # a preempted attempt keeps what it trained on
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+
+def realign_partial_accumulation(trainer, accumulation: int) -> int:
+    """After a resume, drop the micro-batches of a half-accumulated step from Lightning's counters.
+
+    Lightning's SLURM requeue checkpoint is saved whenever the signal lands, possibly after `j`
+    micro-batches of step `k` whose gradients are not in the checkpoint. The sampler restarts step
+    `k` at its first micro-batch, so Lightning's batch counter (which decides when to step the
+    optimiser) is moved back by `j` to match. Every counter moves by the same `j`, so Lightning's
+    own reading of where the checkpoint was taken is unchanged. Returns `j`.
+    """
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    partial = _completed_batches(progress.current) % accumulation
+    if partial:
+        for tracker in (progress.current, progress.total):
+            for name in ("ready", "started", "processed", "completed"):
+                setattr(tracker, name, getattr(tracker, name) - partial)
+    return partial
+
+
+def _completed_batches(tracker) -> int:
+    # A checkpoint written inside on_train_batch_end has the batch processed but not yet completed;
+    # Lightning counts it as completed on restart, and so do we.
+    if tracker.ready == tracker.started == tracker.processed == tracker.completed + 1:
+        return tracker.processed
+    return tracker.completed

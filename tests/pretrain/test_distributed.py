@@ -1,0 +1,210 @@
+"""Batch layout, per-rank data slices, launch validation: the parts of multi-device training that need no
+second process. The runs with two processes are in tests/launch/."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from corpora.errors import ConfigError
+from pretrain.config import TrainerConfig
+from pretrain.distributed import (LaunchPlan, batch_layout, plan_launch, resume_checkpoint, trainer_arguments,
+                                  transformer_layer_classes)
+from pretrain.rank_sampler import RankSliceSampler, micro_batch_seed, realign_partial_accumulation
+
+GLOBAL_BATCH = 24
+
+
+@pytest.mark.parametrize("world,micro,accumulation", [(1, 0, 1), (1, 6, 4), (2, 0, 1), (2, 4, 3), (3, 8, 1),
+                                                      (4, 2, 3), (8, 3, 1), (24, 1, 1)])
+def test_global_batch_stays_whatever_the_world_size(world, micro, accumulation):
+    layout = batch_layout(GLOBAL_BATCH, micro, world)
+    assert layout.accumulation == accumulation
+    assert layout.world_size * layout.micro_batch_size * layout.accumulation == GLOBAL_BATCH
+
+
+@pytest.mark.parametrize("world,micro", [(5, 0), (2, 5), (4, 4), (48, 0)])
+def test_indivisible_global_batch_is_a_clear_error(world, micro):
+    with pytest.raises(ConfigError, match=r"trainer.batch_size=24 .*world size .*trainer.micro_batch_size"):
+        batch_layout(GLOBAL_BATCH, micro, world)
+
+
+def rank_streams(num_rows: int, world: int, micro: int, steps: int, seed: int = 7, start: int = 0):
+    """Per rank: the (step, slot, dataset indices) of every micro-batch it would read."""
+    layout = batch_layout(GLOBAL_BATCH, micro, world)
+    out = []
+    for rank in range(world):
+        sampler = RankSliceSampler(num_rows, layout, rank, seed, stop_step=steps, start_step=start)
+        micro_batches = []
+        for indices in sampler:
+            step, slot, _ = sampler.pending.popleft()
+            micro_batches.append((step, slot, indices))
+        out.append(micro_batches)
+    return out
+
+
+def global_order(streams) -> list[int]:
+    """Every rank's rows put back in their place in the global batches: (step, slot) order."""
+    merged = sorted((step, slot, indices) for rank in streams for step, slot, indices in rank)
+    return [i for _, _, indices in merged for i in indices]
+
+
+@pytest.mark.parametrize("world,micro", [(1, 0), (1, 4), (2, 0), (2, 3), (3, 2), (4, 6), (6, 1), (12, 2)])
+def test_ranks_read_disjoint_slices_of_one_order_covering_each_epoch(world, micro):
+    num_rows, steps = 101, 10  # 240 positions: two full epochs of 101 rows and 38 rows of a third
+    streams = rank_streams(num_rows, world, micro, steps)
+    order = global_order(streams)
+    assert len(order) == steps * GLOBAL_BATCH
+    for epoch in range(2):  # within an epoch every row exactly once, on any world size
+        assert sorted(order[epoch * num_rows:(epoch + 1) * num_rows]) == list(range(num_rows))
+    assert len(set(order[2 * num_rows:])) == len(order) - 2 * num_rows  # the partial third epoch: no repeats
+    assert order[:num_rows] == list(range(num_rows))  # epoch 0 is PackedRows' own seeded order
+    assert order[num_rows:2 * num_rows] != order[:num_rows]  # later epochs are reshuffled
+    # The same global order as one device reading everything: world size changes only who reads what.
+    assert order == global_order(rank_streams(num_rows, 1, 0, steps))
+    per_step = {}
+    for micro_batches in streams:
+        for step, _, indices in micro_batches:
+            per_step.setdefault(step, []).append(set(indices))
+    for step, slices in per_step.items():
+        if (step * GLOBAL_BATCH) // num_rows == ((step + 1) * GLOBAL_BATCH - 1) // num_rows:  # inside one epoch
+            union = set().union(*slices)
+            assert sum(len(s) for s in slices) == len(union) == GLOBAL_BATCH  # ranks' slices are disjoint
+
+
+def test_resume_at_a_step_reads_exactly_the_rest():
+    full = rank_streams(50, 2, 4, steps=9)
+    resumed = rank_streams(50, 2, 4, steps=9, start=5)
+    for rank in range(2):
+        assert resumed[rank] == [mb for mb in full[rank] if mb[0] >= 5]
+
+
+def test_sampler_length_is_the_whole_run_even_when_resumed():
+    layout = batch_layout(GLOBAL_BATCH, 4, 2)
+    sampler = RankSliceSampler(50, layout, 1, 0, stop_step=9, start_step=5)
+    assert len(sampler) == 9 * 3 and len(list(sampler)) == 4 * 3
+
+
+def test_micro_batch_seed_depends_on_place_not_rank_count():
+    seeds = {micro_batch_seed(1, step, slot) for step in range(50) for slot in range(8)}
+    assert len(seeds) == 400 and all(0 <= s < 2 ** 63 for s in seeds)
+    assert micro_batch_seed(1, 3, 2) == micro_batch_seed(1, 3, 2) != micro_batch_seed(2, 3, 2)
+
+
+def cpu_trainer(**overrides) -> TrainerConfig:
+    return replace(TrainerConfig(accelerator="cpu", devices=1), **overrides)
+
+
+SLURM_ENV = {"SLURM_JOB_ID": "42", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "1",
+             "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NAME": "bf"}
+
+
+def test_slurm_plan_reads_rank_and_a_run_id_that_survives_requeue():
+    plan = plan_launch(cpu_trainer(devices=2, strategy="ddp", cluster="slurm"), SLURM_ENV)
+    assert (plan.cluster, plan.rank, plan.world_size, plan.run_id) == ("slurm", 1, 2, "slurm-42")
+    assert plan_launch(cpu_trainer(devices=2, strategy="ddp"), SLURM_ENV).cluster == "slurm"  # auto-detected
+
+
+@pytest.mark.parametrize("missing", ["SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_ID"])
+def test_missing_slurm_variables_are_named(missing):
+    env = {k: v for k, v in SLURM_ENV.items() if k != missing}
+    with pytest.raises(ConfigError, match=rf"trainer.cluster=slurm but {missing} is not set.*sbatch launch/slurm"):
+        plan_launch(cpu_trainer(devices=2, strategy="ddp", cluster="slurm"), env)
+
+
+def test_slurm_task_count_must_match_devices_and_nodes():
+    with pytest.raises(ConfigError, match=r"SLURM started 2 tasks on 1 node\(s\) .*trainer.devices=1"):
+        plan_launch(cpu_trainer(devices=1, strategy="ddp", cluster="slurm"), SLURM_ENV)
+
+
+def test_torchrun_world_size_must_match():
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "4", "MASTER_ADDR": "h", "MASTER_PORT": "29500",
+           "TORCHELASTIC_RUN_ID": "none"}
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE=4 .*trainer.devices=2"):
+        plan_launch(cpu_trainer(devices=2, strategy="ddp"), env)
+    plan = plan_launch(cpu_trainer(devices=2, strategy="ddp"), {**env, "WORLD_SIZE": "2", "RANK": "1"})
+    assert (plan.cluster, plan.rank, plan.run_id) == ("torchrun", 1, "torchrun-h-29500")
+
+
+def test_more_devices_than_exist_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"trainer.devices=4096 but this machine has \d+ CPU cores"):
+        plan_launch(cpu_trainer(devices=4096, strategy="ddp"), {})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"trainer.devices=1 but this machine has 0 GPUs"):
+            plan_launch(cpu_trainer(accelerator="gpu"), {})
+
+
+def test_bad_strategy_combinations_are_named():
+    with pytest.raises(ConfigError, match="trainer.strategy=fsdp needs GPUs"):
+        plan_launch(cpu_trainer(strategy="fsdp"), {})
+    with pytest.raises(ConfigError, match="need trainer.strategy=ddp or fsdp"):
+        plan_launch(cpu_trainer(devices=2), {})
+    with pytest.raises(ConfigError, match="several nodes need a cluster launcher"):
+        plan_launch(cpu_trainer(num_nodes=2, strategy="ddp"), {})
+    with pytest.raises(ConfigError, match="trainer.cluster='pbs'"):
+        plan_launch(cpu_trainer(cluster="pbs"), {})
+
+
+def test_local_ranks_share_the_run_id_rank_zero_exports():
+    plan = plan_launch(cpu_trainer(devices=2, strategy="ddp"), {})
+    assert plan.rank == 0 and plan.run_id.startswith("local-")
+    child = plan_launch(cpu_trainer(devices=2, strategy="ddp"), {"LOCAL_RANK": "1", "BERTFORGE_RUN_ID": plan.run_id})
+    assert child.rank == 1 and child.run_id == plan.run_id
+    assert plan_launch(cpu_trainer(), {}).run_id is None  # one process: the stage folder is per process
+
+
+def tiny_bert():
+    from transformers import BertConfig, BertForMaskedLM
+
+    return BertForMaskedLM(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=32))
+
+
+def test_fsdp_config_builds_a_sharded_strategy_wrapping_each_block():
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import ShardingStrategy
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    model = tiny_bert()
+    assert transformer_layer_classes(model) == {BertLayer}
+    plan = LaunchPlan("slurm", "gpu", 8, 2, 0, "slurm-1")
+    cfg = TrainerConfig(strategy="fsdp", fsdp_sharding="HYBRID_SHARD", devices=8, num_nodes=2)
+    args = trainer_arguments(cfg, plan, batch_layout(256, 4, 16), model)
+    strategy = args["strategy"]
+    assert isinstance(strategy, FSDPStrategy) and strategy.sharding_strategy == ShardingStrategy.HYBRID_SHARD
+    assert strategy._state_dict_type == "full"
+    assert (args["devices"], args["num_nodes"], args["accumulate_grad_batches"]) == (8, 2, 4)
+    assert args["use_distributed_sampler"] is False
+    environment = args["plugins"][0]
+    assert environment.auto_requeue and environment.requeue_signal == signal.SIGUSR1
+
+
+def test_resume_prefers_the_newest_requeue_checkpoint(tmp_path):
+    assert resume_checkpoint(tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    for n in (1, 2, 10):
+        (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"x")
+    assert resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_10.ckpt"
+
+
+def progress(ready, started, processed, completed):
+    from lightning.pytorch.loops.progress import _BatchProgress
+
+    bp = _BatchProgress()
+    for tracker in (bp.current, bp.total):
+        tracker.ready, tracker.started, tracker.processed, tracker.completed = ready, started, processed, completed
+    return SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=bp))), bp
+
+
+def test_requeue_checkpoint_mid_accumulation_restarts_the_step():
+    trainer, bp = progress(11, 11, 10, 10)  # signal during micro-batch 3 of step 3 (accumulation 4)
+    assert realign_partial_accumulation(trainer, 4) == 2
+    assert (bp.current.ready, bp.current.completed, bp.total.processed) == (9, 8, 8)
+    trainer, bp = progress(8, 8, 8, 7)  # saved inside on_train_batch_end after step 2's last micro-batch
+    assert realign_partial_accumulation(trainer, 4) == 0 and bp.current.completed == 7
