@@ -63,20 +63,32 @@ class StageBuild:
 
 
 @contextlib.contextmanager
-def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str]) -> Iterator[StageBuild]:
+def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str],
+                run_id: str | None = None, publish: bool = True) -> Iterator[StageBuild]:
     """Context manager that builds one stage folder atomically.
 
     `payload` is the part of the resolved config the stage depends on; `inputs` maps upstream
     stage names to their hashes. Both go into the folder name and the manifest. On an exception
     the temporary folder is removed and nothing appears at the final path.
+
+    A resumable build (several processes of one distributed run, or a SLURM job that may be
+    requeued) passes a `run_id` shared by all of them: they all write into `.<name>.tmp-<run_id>`,
+    and an attempt that dies leaves that folder (its checkpoints) for the next attempt with the
+    same id instead of deleting it. Only the process with `publish=True` (rank 0) clears other
+    runs' leftovers, writes the manifest and renames the folder into place; the others only write.
     """
     digest = config_hash({"stage": stage, "config": payload, "inputs": inputs})
     final = Path(work_dir) / stage / f"{stage}-{digest}"
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never reused
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
+    tmp = final.parent / f".{final.name}.tmp-{run_id or os.getpid()}"
+    if publish:
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            if stale != tmp:
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never reused
+    if run_id is None:
+        tmp.mkdir()
+    else:
+        tmp.mkdir(exist_ok=True)  # another rank, or an earlier attempt of this run, may have made it
     started = time.time()
     manifest = {
         "stage": stage,
@@ -90,8 +102,11 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
     try:
         yield build
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if run_id is None:  # a resumable build keeps its checkpoints for the next attempt
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if not publish:
+        return
     manifest["seconds"] = round(time.time() - started, 3)
     write_json_atomic(tmp / MANIFEST, manifest)
     (tmp / COMPLETE_MARKER).write_text("ok\n")  # written last: the folder is finished
