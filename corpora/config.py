@@ -14,17 +14,22 @@ class InputConfig:
     path: str = MISSING
     """File or folder to read; folders are searched recursively with `glob`."""
     format: str = "txt"
-    """txt, jsonl (also .jsonl.gz) or conllu."""
+    """txt, jsonl (also .jsonl.gz), parquet, hf (a folder written by `Dataset.save_to_disk`) or conllu."""
     name: str = ""
     """Source tag stored on every document (defaults to the source name)."""
     glob: str = ""
     """File pattern inside a folder; empty means the format's default (e.g. **/*.conllu)."""
     text_key: str = "text"
-    """jsonl: the field that holds the text."""
+    """jsonl, parquet, hf: the field (column) that holds the text."""
     txt_unit: str = "paragraph"
     """txt: one document per file, paragraph (blank-line separated) or line."""
     sentences_per_doc: int = 10
     """conllu: sentences per document when no `# newdoc` marker comes first."""
+    weight: float = 1.0
+    """Mixing weight of this input in the kept corpus: 0.5 keeps a hash-chosen half of its documents,
+    2.0 writes each kept document twice (after deduplication, so copies are not removed as duplicates)."""
+    max_docs: int = 0
+    """Cap on kept documents from this input (the first ones in reading order); 0 means no cap."""
 
 
 @dataclass
@@ -33,6 +38,160 @@ class SourceConfig:
 
     name: str = MISSING
     inputs: list[InputConfig] = field(default_factory=list)
+    on_bad_record: str = "error"
+    """error: stop at the first undecodable, malformed or oversized record, naming file and line.
+    skip: leave it out, and list it (file, line, problem) in the report and in skipped/."""
+    max_record_mib: float = 16.0
+    """A record (line, paragraph or file, by format) longer than this is bad input; memory per
+    reader stays near this bound however long a line in the file is."""
+
+
+@dataclass
+class NormaliseConfig:
+    """Text normalisation applied to every document before any filter sees it."""
+
+    unicode_form: str = "NFC"
+    """NFC, NFKC or none. NFC joins combining accents (Irish fadas typed as two code points)."""
+    remove_control_chars: bool = True
+    """Drop C0/C1 control and other non-printing characters (NUL, BEL, zero-width joiners kept)."""
+    collapse_spaces: bool = True
+    """Runs of spaces/tabs become one space; lines are stripped; 3+ newlines become a blank line."""
+    fix_mojibake: bool = False
+    """Repair UTF-8 decoded as Latin-1/cp1252 (\"Ã©\" -> \"é\") with ftfy (install bertforge[ftfy])."""
+
+
+@dataclass
+class QualityConfig:
+    """Document heuristics. Every threshold is off when null (or 0 for counts).
+
+    Words are whitespace-separated tokens and characters are Unicode code points, so no rule
+    assumes English; ratios are of non-space characters unless named otherwise.
+    """
+
+    min_words: int = 0
+    max_words: int = 0
+    """0 means no limit."""
+    min_chars: int = 0
+    max_chars: int = 0
+    """0 means no limit."""
+    min_mean_word_chars: float | None = None
+    max_mean_word_chars: float | None = None
+    min_alpha_word_ratio: float | None = None
+    """Share of words holding at least one letter (Gopher: 0.8)."""
+    min_alpha_ratio: float | None = None
+    """Share of non-space characters that are letters (gaBERT/OpusFilter alpha ratio)."""
+    max_digit_ratio: float | None = None
+    max_punct_ratio: float | None = None
+    max_symbol_ratio: float | None = None
+    """Symbols: Unicode categories S* (currency, maths, emoji...) plus '#'."""
+    max_upper_ratio: float | None = None
+    """Uppercase letters among letters; only scripts with case count."""
+    scripts: list[str] = field(default_factory=list)
+    """Unicode scripts the language is written in (Latin, Cyrillic, Greek...); empty means any."""
+    min_script_ratio: float | None = None
+    """Share of letters that belong to `scripts`."""
+    min_terminal_punct_line_ratio: float | None = None
+    """Share of lines ending in terminal punctuation (. ! ? … and their CJK/Arabic/Devanagari forms)."""
+    max_bullet_line_ratio: float | None = None
+    """Share of lines starting with a bullet (Gopher: 0.9)."""
+    max_ellipsis_line_ratio: float | None = None
+    """Share of lines ending with an ellipsis (Gopher: 0.3)."""
+    max_word_chars: int = 0
+    """Drop documents holding a word longer than this (C4: 1000); 0 means no limit."""
+    max_hash_ellipsis_word_ratio: float | None = None
+    """'#' and ellipses per word (Gopher: 0.1)."""
+    min_sentences: int = 0
+    """Sentences are counted by terminal punctuation of any script; 0 turns the rule off."""
+    max_short_line_ratio: float | None = None
+    """Share of lines with at most `short_line_chars` characters (FineWeb: 0.67 at 30)."""
+    short_line_chars: int = 30
+    max_newlines_per_word: float | None = None
+    """Newlines per word: lists and menus have many (FineWeb: 0.3)."""
+    blocked_substrings: list[str] = field(default_factory=list)
+    """Drop documents containing any of these, case-insensitively (C4: lorem ipsum, '{')."""
+    reject_html_tags: bool = False
+    """Drop documents containing HTML/XML tags (OpusFilter HtmlTagFilter)."""
+    max_dup_line_ratio: float | None = None
+    """Gopher repetition: duplicate lines / lines."""
+    max_dup_para_ratio: float | None = None
+    max_dup_line_char_ratio: float | None = None
+    max_dup_para_char_ratio: float | None = None
+    max_top_ngram_char_ratio: dict[str, float] = field(default_factory=dict)
+    """n -> max share of characters covered by the most frequent n-gram (Gopher: 2: 0.2, 3: 0.18, 4: 0.16)."""
+    max_dup_ngram_char_ratio: dict[str, float] = field(default_factory=dict)
+    """n -> max share of characters in repeated n-grams (Gopher: 5: 0.15 ... 10: 0.10)."""
+
+
+@dataclass
+class StopwordConfig:
+    """Stop-word presence: real prose in any language is full of its function words."""
+
+    min_stopwords: int = 0
+    """Drop documents with fewer stop-word tokens than this; 0 turns the rule off."""
+    words: dict[str, list[str]] = field(default_factory=dict)
+    """language code -> stop words; the `default` list applies to documents of any other language."""
+    derive_top_k: int = 0
+    """When `words` is empty: take the k words found in the most documents of a sample of the corpus."""
+    derive_sample_docs: int = 2000
+
+
+@dataclass
+class BlocklistConfig:
+    """A user list of words or phrases (one per line, UTF-8, case-insensitive, whole words)."""
+
+    file: str = ""
+    """Empty turns the rule off."""
+    max_matches: int = 0
+    """Drop a document with more than this many matches."""
+
+
+@dataclass
+class UrlConfig:
+    """URL/domain rules for web sources (documents carrying a URL in metadata)."""
+
+    metadata_key: str = "url"
+    blocked_domains: list[str] = field(default_factory=list)
+    """A domain and its subdomains (example.com also blocks www.example.com)."""
+    blocked_domains_file: str = ""
+    """One domain per line."""
+    allowed_tlds: list[str] = field(default_factory=list)
+    """If set, only these top-level domains pass (e.g. [ie, eu] for Irish web text)."""
+    max_url_chars_ratio: float | None = None
+    """Share of the text's characters inside URLs written in the text itself."""
+
+
+@dataclass
+class LangIdConfig:
+    """Language identification with a model shipped inside a PyPI package (no downloads)."""
+
+    languages: list[str] = field(default_factory=list)
+    """ISO 639-1 codes to keep (e.g. [ga]); empty turns language ID off."""
+    min_score: float = 0.0
+    """Keep a document only when its best language is listed and scores at least this (0..1)."""
+    backend: str = "cld2"
+    """cld2 (pycld2, C++, fast) or py3langid (pure Python + numpy, 97 languages)."""
+    max_chars: int = 2000
+    """Classify at most this many characters from the start of each document (bounds the cost)."""
+
+
+@dataclass
+class NearDedupConfig:
+    """MinHash LSH near-duplicate removal across the whole corpus; the first copy is kept."""
+
+    enabled: bool = False
+    shingle_words: int = 5
+    """Words per shingle; the word splitter is a Unicode regex (\\w+), fast and language-neutral for
+    scripts that separate words with spaces (use shingle_unit=chars for Chinese, Japanese, Thai)."""
+    shingle_unit: str = "words"
+    """words or chars (then shingles are `shingle_words` characters)."""
+    num_perm: int = 128
+    """MinHash permutations; those beyond bands*rows only sharpen the similarity estimate."""
+    bands: int = 20
+    rows: int = 5
+    """LSH: a pair becomes a candidate when all `rows` hashes of any of the `bands` agree."""
+    threshold: float = 0.7
+    """Candidates whose estimated Jaccard (share of equal MinHash values) reaches this are duplicates."""
+    seed: int = 1
 
 
 @dataclass
@@ -40,13 +199,36 @@ class FiltersConfig:
     """Which documents are kept. Every removal is counted and written aside with its rule."""
 
     name: str = "length"
-    min_words: int = 0
-    """Drop documents with fewer whitespace-separated words."""
-    max_words: int = 0
-    """Drop documents with more words; 0 means no limit."""
-    min_chars: int = 0
+    normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    stopwords: StopwordConfig = field(default_factory=StopwordConfig)
+    blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)
+    urls: UrlConfig = field(default_factory=UrlConfig)
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
     exact_dedup: bool = True
-    """Drop exact duplicates (after whitespace and case normalisation); the first copy is kept."""
+    """Drop exact duplicates (after whitespace and case normalisation) across the whole corpus."""
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    min_repeated_line_docs: int = 0
+    """Boilerplate: remove lines (of 20+ characters) found in at least this many documents; 0 is off."""
+
+
+@dataclass
+class ExecutorConfig:
+    """Where the datatrove pipelines run; switching this group never changes the output."""
+
+    name: str = "local"
+    """local (this machine, `tasks` processes) or slurm (datatrove's SLURM executor, one array job per step)."""
+    partition: str = ""
+    """slurm: partition to submit to."""
+    time: str = "01:00:00"
+    """slurm: time limit of each task."""
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    venv_path: str = ""
+    """slurm: activate script run before each task (empty: the python running bertforge)."""
+    poll_seconds: float = 5.0
+    """slurm: how often to look whether the submitted tasks have finished."""
+    max_wait_hours: float = 24.0
 
 
 @dataclass
@@ -54,8 +236,9 @@ class CorpusConfig:
     """How the corpus stage runs (not what it keeps)."""
 
     tasks: int = 1
-    """datatrove tasks; each holds its own exact-dedup set, so keep 1 until near-dup lands."""
+    """Parallel datatrove tasks (input files are split between them; dedup is global anyway)."""
     examples_per_rule: int = 3
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 @dataclass
@@ -123,6 +306,10 @@ class ShardsConfig:
     """How documents become packed, fixed-length training rows."""
 
     seq_len: int = 128
+    """Row length of the main shards (evaluation reads these); trainer.phases[].seq_len add more."""
+    extra_seq_lens: list[int] = field(default_factory=list)
+    """Further row lengths packed from the same token stream (phase lengths are added automatically)."""
     heldout_percent: float = 5.0
     """Share of documents (chosen by hash of their id) kept for held-out evaluation."""
     encode_batch_docs: int = 1000
+    """Documents per call of the tokenizers batch encoder (which tokenises them on all cores)."""

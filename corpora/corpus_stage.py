@@ -1,20 +1,35 @@
-"""The corpus stage: raw sources -> cleaned, deduplicated documents + a report of every removal."""
+"""The corpus stage: raw sources -> cleaned, deduplicated documents + a report of every removal.
+
+Three datatrove pipelines run one after the other (locally or on SLURM, see `corpora.executors`):
+
+1. filter (N tasks): readers -> normalise -> quality rules -> URL/blocklist -> language -> stop
+   words -> signatures; survivors go to an intermediate folder, removals to removed/<step>/.
+2. index (1 task): exact and near-duplicate clusters and source caps/weights over the whole corpus.
+3. apply (N tasks): drop the duplicates, write documents/ and removed/dedup/.
+
+The folder is built by `build_stage`: a killed run leaves only a temporary folder that the next
+run removes, and a rerun of a finished configuration reuses the folder without redoing work.
+"""
 
 from __future__ import annotations
 
-import gzip
+import itertools
 import logging
-from collections import Counter, defaultdict
+import shutil
 from pathlib import Path
 
-import orjson
-from datatrove.executor import LocalPipelineExecutor
+from datatrove.data import Document
+from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers import JsonlWriter
 
+from corpora.corpus_report import corpus_report, report_markdown
 from corpora.errors import CorpusInputError
-from corpora.filters import ExactDedupFilter, LengthFilter
+from corpora.executors import run_chain
+from corpora.filters import filter_steps, stopword_lists
+from corpora.near_dedup import DecisionApplier, DuplicateIndex, SignatureWriter
+from corpora.normalise import normalise_text
 from corpora.readers import make_reader
-from corpora.stagedir import build_stage, stage_folder, reuse, write_json_atomic
+from corpora.stagedir import build_stage, reuse, stage_folder, write_json_atomic
 
 log = logging.getLogger("bertforge.corpus")
 
@@ -23,37 +38,48 @@ def run_corpus(cfg) -> Path:
     """Build (or reuse) the corpus folder for `cfg` (an `ExperimentConfig`) and return its path."""
     from pretrain.config import section
 
-    readers, fingerprint = _checked_readers(cfg)
+    specs, fingerprint, empty_files = _checked_inputs(cfg)
     payload = section(cfg, "source", "filters") | {"files": fingerprint}
     folder = stage_folder(cfg.paths.work_dir, "corpus", payload, {})
     if reuse(folder, log):
         return folder
-    _preflight(readers)
     with build_stage(cfg.paths.work_dir, "corpus", payload, {}) as build:
-        _run_pipeline(cfg, readers, build.tmp)
-        report = corpus_report(build.tmp, cfg.corpus.examples_per_rule)
+        _run_pipelines(cfg, specs, build.tmp)
+        report = corpus_report(build.tmp, cfg.corpus.examples_per_rule, extra_skipped=empty_files)
+        if report["documents_in"] == 0:
+            raise CorpusInputError(", ".join(s.path for s in specs), "contains no documents with text",
+                                   "Check the format and text_key of each input.")
         write_json_atomic(build.tmp / "report.json", report)
         (build.tmp / "report.md").write_text(report_markdown(report), encoding="utf-8")
-        build.manifest["counts"] = {k: report[k] for k in ("documents_in", "documents_kept", "documents_removed")}
+        build.manifest["counts"] = {k: report[k] for k in (
+            "documents_in", "documents_kept", "documents_removed", "skipped_records")}
+        build.manifest["counts"] |= {"kept_words": report["kept"]["words"],
+                                     "kept_characters": report["kept"]["characters"],
+                                     "kept_share": report["kept_share"]}
+        build.manifest["timing_s"] = report["timing_s"]
     log.info("corpus: kept %d of %d documents -> %s", report["documents_kept"], report["documents_in"], folder)
     return folder
 
 
-def _checked_readers(cfg):
-    """One reader per input, after checking every path exists and holds non-empty files."""
-    if not cfg.source.inputs:
-        raise CorpusInputError(f"source {cfg.source.name!r}", "has no inputs",
+def _checked_inputs(cfg):
+    """Inputs with their names set, after checking every path exists and holds files.
+
+    Returns (specs, fingerprint of the files, empty files). An empty file is an error unless
+    source.on_bad_record is skip, when it is listed among the skipped records instead.
+    """
+    source = cfg.source
+    if not source.inputs:
+        raise CorpusInputError(f"source {source.name!r}", "has no inputs",
                                "Add at least one entry under source.inputs.")
-    readers, fingerprint = [], []
-    for index, spec in enumerate(cfg.source.inputs):
-        spec.name = spec.name or cfg.source.name
+    fingerprint, empty = [], []
+    for index, spec in enumerate(source.inputs):
+        spec.name = spec.name or source.name
         path = Path(spec.path)
         if not path.exists():
             hint = (" paths.data_dir is empty: set BERTFORGE_DATA to the data folder."
                     if not cfg.paths.data_dir and "ud/" in spec.path else "")
-            raise CorpusInputError(spec.path, "does not exist",
-                                   f"Fix source.inputs[{index}].path.{hint}")
-        reader = make_reader(spec)
+            raise CorpusInputError(spec.path, "does not exist", f"Fix source.inputs[{index}].path.{hint}")
+        reader = make_reader(spec, index)
         files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
         if not files:
             raise CorpusInputError(spec.path, f"holds no files matching {reader.glob_pattern!r}",
@@ -61,89 +87,83 @@ def _checked_readers(cfg):
         for name in files:
             full = Path(reader.data_folder.resolve_paths(name))
             if full.stat().st_size == 0:
-                raise CorpusInputError(str(full), "is empty", "Remove it or give it text.")
+                if source.on_bad_record != "skip":
+                    raise CorpusInputError(str(full), "is empty",
+                                           "Remove it or give it text (or set source.on_bad_record=skip).")
+                empty.append({"file": str(full), "line": None, "problem": "empty file", "input": spec.name})
             fingerprint.append([str(full), full.stat().st_size, int(full.stat().st_mtime)])
-        readers.append(reader)
-    return readers, fingerprint
+    return list(source.inputs), fingerprint, empty
 
 
-def _preflight(readers) -> None:
-    """Parse every input once before any output is written, so bad input fails fast and cleanly.
-
-    The readers raise `CorpusInputError` naming file and line; an input with no text at all is
-    an error too, because training on nothing silently is worse than stopping.
-    """
-    total = 0
-    for reader in readers:
-        files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
-        count = sum(1 for name in files for _ in reader.read_file(name))  # read_file: no stats
-        if count == 0:
-            raise CorpusInputError(reader.data_folder.path, "contains no documents with text",
-                                   "Check the format and text_key of this input.")
-        total += count
-    log.info("corpus: %d documents in %d inputs passed the input check", total, len(readers))
+def _readers(cfg, specs, skipped_folder: str) -> list:
+    return [make_reader(spec, index, cfg.source.on_bad_record, cfg.source.max_record_mib, skipped_folder)
+            for index, spec in enumerate(specs)]
 
 
-def _run_pipeline(cfg, readers, out: Path) -> None:
-    def removed_writer(rule: str) -> JsonlWriter:
-        return JsonlWriter(str(out / "removed" / rule), output_filename="${rank}.jsonl.gz")
+def _sample_texts(cfg, specs):
+    """First documents of the inputs, normalised as the pipeline will: for deriving stop words."""
+    norm = cfg.filters.normalise
+
+    def sample(count: int):
+        def docs():
+            for reader in _readers(cfg, specs, ""):
+                reader.on_bad_record = "skip"  # a sample: bad records are the pipeline's to report
+                for name in reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern):
+                    yield from reader.read_file(name)
+        return (normalise_text(d.text, norm.unicode_form, norm.remove_control_chars, norm.collapse_spaces)
+                for d in itertools.islice(docs(), count))
+
+    return sample
+
+
+class _RankFileReader(PipelineStep):
+    """Reads back, in order, the intermediate file this task's rank wrote in the filter pipeline."""
+
+    type = "📖 - READER"
+    name = "📖 intermediate"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        import orjson
+
+        path = Path(self.folder) / f"{rank:05d}.jsonl"
+        if not path.exists():
+            return
+        with open(path, "rb") as handle:
+            for line in handle:
+                row = orjson.loads(line)
+                yield Document(text=row["text"], id=row["id"], metadata=row.get("metadata", {}))
+
+
+def _run_pipelines(cfg, specs, out: Path) -> None:
+    work = out / "work"  # intermediate files; removed when the stage succeeds
+
+    def removed_writer(step: str) -> JsonlWriter:
+        return JsonlWriter(str(out / "removed" / step), output_filename="${rank}.jsonl.gz")
 
     filters = cfg.filters
-    pipeline = [
-        *readers,
-        LengthFilter(filters.min_words, filters.max_words, filters.min_chars,
-                     exclusion_writer=removed_writer("length")),
+    stopwords = stopword_lists(filters.stopwords, _sample_texts(cfg, specs))
+    if stopwords:
+        (out / "stopwords.txt").write_text(
+            "\n".join(f"{lang}: {' '.join(words)}" for lang, words in stopwords.items()) + "\n", encoding="utf-8")
+    tasks = max(1, cfg.corpus.tasks)
+    filter_pipeline = [
+        *_readers(cfg, specs, str(out / "skipped")),
+        *filter_steps(filters, removed_writer, stopwords),
+        SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup),
+        JsonlWriter(str(work / "filtered"), output_filename="${rank}.jsonl", compression=None),
     ]
-    if filters.exact_dedup:
-        pipeline.append(ExactDedupFilter(exclusion_writer=removed_writer("exact_dedup")))
-    pipeline.append(JsonlWriter(str(out / "documents"), output_filename="${rank}.jsonl.gz"))
-    LocalPipelineExecutor(pipeline, tasks=cfg.corpus.tasks, logging_dir=str(out / "datatrove"),
-                          skip_completed=False).run()
-
-
-def _scan(folder: Path):
-    for path in sorted(folder.glob("**/*.jsonl.gz")):
-        with gzip.open(path, "rb") as handle:
-            for line in handle:
-                yield orjson.loads(line)
-
-
-def corpus_report(out: Path, examples_per_rule: int = 3) -> dict:
-    """Counts of kept and removed documents, per rule and per source, read from the written files."""
-    kept = {"documents": 0, "words": 0, "characters": 0}
-    sources: Counter = Counter()
-    for doc in _scan(out / "documents"):
-        kept["documents"] += 1
-        kept["words"] += len(doc["text"].split())
-        kept["characters"] += len(doc["text"])
-        sources[doc.get("metadata", {}).get("source", "?")] += 1
-    rules: dict = defaultdict(lambda: {"documents": 0, "characters": 0, "examples": []})
-    for doc in _scan(out / "removed"):
-        rule = rules[doc["metadata"].get("filter_reason", "unknown")]
-        rule["documents"] += 1
-        rule["characters"] += len(doc["text"])
-        if len(rule["examples"]) < examples_per_rule:
-            rule["examples"].append({"id": doc["id"], "text": doc["text"][:200]})
-    removed = sum(rule["documents"] for rule in rules.values())
-    return {
-        "documents_in": kept["documents"] + removed,
-        "documents_kept": kept["documents"],
-        "documents_removed": removed,
-        "kept": kept,
-        "sources": dict(sources),
-        "removed_by_rule": dict(rules),
-    }
-
-
-def report_markdown(report: dict) -> str:
-    lines = [
-        "# Corpus report", "",
-        f"{report['documents_kept']} of {report['documents_in']} documents kept "
-        f"({report['kept']['words']} words, {report['kept']['characters']} characters).", "",
-        "| rule | documents removed | characters removed |", "|---|---:|---:|",
+    index_pipeline = [DuplicateIndex(str(work / "signatures"), str(work / "decisions"), filters.near_dedup,
+                                     exact=filters.exact_dedup,
+                                     inputs=[{"weight": s.weight, "max_docs": s.max_docs} for s in specs])]
+    apply_pipeline = [
+        _RankFileReader(str(work / "filtered")),
+        DecisionApplier(str(work / "decisions"), exclusion_writer=removed_writer("dedup")),
+        JsonlWriter(str(out / "documents"), output_filename="${rank}.jsonl.gz"),
     ]
-    for rule, stats in sorted(report["removed_by_rule"].items()):
-        lines.append(f"| {rule} | {stats['documents']} | {stats['characters']} |")
-    lines += ["", "| source | documents kept |", "|---|---:|"]
-    lines += [f"| {name} | {count} |" for name, count in sorted(report["sources"].items())]
-    return "\n".join(lines) + "\n"
+    run_chain(cfg.corpus.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
+                                    ("apply", apply_pipeline, tasks)], out / "datatrove")
+    shutil.rmtree(work, ignore_errors=True)

@@ -8,6 +8,10 @@ class CorpusInputError(ValueError):
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {problem}. {fix}")
         self.path, self.line = path, line
+        self._parts = (path, problem, fix, line)
+
+    def __reduce__(self):  # survives pickling out of a datatrove worker process
+        return type(self), self._parts
 
 
 class ConfigError(ValueError):

@@ -1,56 +1,52 @@
-"""Document filters as datatrove steps. Each returns a named reason so removals are reported."""
+"""The filtering part of the corpus pipeline, in order, as datatrove steps built from `FiltersConfig`.
+
+normalise -> quality rule groups -> URL rules -> blocklist -> language ID -> stop words.
+Cheap rules come first so expensive ones see fewer documents; language ID comes before stop
+words because the stop-word list is chosen by the detected language. A step whose thresholds are
+all off is not in the pipeline at all. Each step writes what it removes to removed/<step>/.
+"""
 
 from __future__ import annotations
 
-import re
+from typing import Callable, Iterable
 
-import xxhash
-from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.base import PipelineStep
 
-_SPACE = re.compile(r"\s+")
-
-
-class LengthFilter(BaseFilter):
-    """Keeps documents within word and character bounds (whitespace words: no language assumed)."""
-
-    name = "📏 length"
-
-    def __init__(self, min_words: int = 0, max_words: int = 0, min_chars: int = 0, exclusion_writer=None):
-        super().__init__(exclusion_writer)
-        self.min_words, self.max_words, self.min_chars = min_words, max_words, min_chars
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        words = len(doc.text.split())
-        if words < self.min_words:
-            return False, "too_few_words"
-        if self.max_words and words > self.max_words:
-            return False, "too_many_words"
-        if len(doc.text) < self.min_chars:
-            return False, "too_few_chars"
-        return True
+from corpora.langid import LanguageFilter
+from corpora.lexical_filters import BlocklistFilter, StopwordFilter, UrlFilter, derive_stopwords, read_word_list
+from corpora.normalise import Normaliser
+from corpora.quality_filters import QualityFilter, active_groups
 
 
-def normalised_text_hash(text: str) -> int:
-    """64-bit hash of the text with case folded and whitespace runs collapsed."""
-    return xxhash.xxh64_intdigest(_SPACE.sub(" ", text.casefold()).strip().encode("utf-8"))
+def stopword_lists(cfg, sample_texts: Callable[[int], Iterable[str]]) -> dict[str, list[str]]:
+    """The configured lists, or `derive_top_k` words derived from a sample of the corpus (as `default`)."""
+    if cfg.words:
+        return {lang: list(words) for lang, words in cfg.words.items()}
+    if cfg.derive_top_k:
+        return {"default": derive_stopwords(sample_texts(cfg.derive_sample_docs), cfg.derive_top_k)}
+    return {}
 
 
-class ExactDedupFilter(BaseFilter):
-    """Drops a document whose normalised text was already seen in this task; the first copy stays.
-
-    Memory: 8 bytes (plus set overhead) per kept document.
-    """
-
-    name = "🫂 exact dedup"
-
-    def __init__(self, exclusion_writer=None):
-        super().__init__(exclusion_writer)
-        self._seen: set[int] = set()
-
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        digest = normalised_text_hash(doc.text)
-        if digest in self._seen:
-            return False, "exact_duplicate"
-        self._seen.add(digest)
-        return True
+def filter_steps(filters, removed_writer: Callable[[str], object], stopwords: dict[str, list[str]]
+                 ) -> list[PipelineStep]:
+    """datatrove steps for `filters` (a FiltersConfig); `removed_writer(step)` gives each its writer."""
+    steps: list[PipelineStep] = [Normaliser(filters.normalise, exclusion_writer=removed_writer("normalise"))]
+    groups = active_groups(filters.quality)
+    if groups:
+        steps.append(QualityFilter(groups, filters.quality, exclusion_writer=removed_writer("quality")))
+    urls = filters.urls
+    blocked = list(urls.blocked_domains)
+    if urls.blocked_domains_file:
+        blocked += read_word_list(urls.blocked_domains_file, "filters.urls.blocked_domains_file")
+    if blocked or urls.allowed_tlds or urls.max_url_chars_ratio is not None:
+        steps.append(UrlFilter(urls, blocked, exclusion_writer=removed_writer("urls")))
+    if filters.blocklist.file:
+        phrases = read_word_list(filters.blocklist.file, "filters.blocklist.file")
+        steps.append(BlocklistFilter(phrases, filters.blocklist.max_matches,
+                                     exclusion_writer=removed_writer("blocklist")))
+    if filters.langid.languages:
+        steps.append(LanguageFilter(filters.langid, exclusion_writer=removed_writer("language")))
+    if filters.stopwords.min_stopwords and stopwords:
+        steps.append(StopwordFilter(stopwords, filters.stopwords.min_stopwords,
+                                    exclusion_writer=removed_writer("stopwords")))
+    return steps

@@ -1,0 +1,148 @@
+"""The corpus report: what was kept, what each rule removed (with examples), duplicate clusters,
+skipped input records and where the time went. Built from the written files, so it cannot
+disagree with them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import orjson
+
+EXAMPLE_CHARS = 300
+MAX_LISTED_SKIPS = 100
+CLUSTERS_SHOWN = 5
+
+
+def _scan(folder: Path):
+    for path in sorted(folder.glob("**/*.jsonl.gz")):
+        with gzip.open(path, "rb") as handle:
+            for line in handle:
+                yield orjson.loads(line)
+
+
+def _removed(out: Path, examples_per_rule: int):
+    rules: dict = defaultdict(lambda: {"documents": 0, "characters": 0, "step": "", "examples": []})
+    clusters: dict = defaultdict(list)
+    for step_dir in sorted(p for p in (out / "removed").glob("*") if p.is_dir()):
+        for doc in _scan(step_dir):
+            meta = doc.get("metadata", {})
+            rule = rules[meta.get("filter_reason", "unknown")]
+            rule["documents"] += 1
+            rule["characters"] += len(doc["text"])
+            rule["step"] = step_dir.name
+            if len(rule["examples"]) < examples_per_rule:
+                example = {"id": doc["id"], "text": doc["text"][:EXAMPLE_CHARS]}
+                if "language" in meta:
+                    example["language"] = [meta["language"], meta.get("language_score")]
+                rule["examples"].append(example)
+            if meta.get("filter_reason") == "near_duplicate" and "duplicate_of" in meta:
+                cluster = clusters[meta["duplicate_of"]]
+                if len(cluster) < 3 or len(clusters) <= CLUSTERS_SHOWN:
+                    cluster.append({"id": doc["id"], "similarity": meta.get("similarity"),
+                                    "text": doc["text"][:EXAMPLE_CHARS]})
+                else:
+                    cluster.append({"id": doc["id"], "similarity": meta.get("similarity")})
+    return dict(rules), clusters
+
+
+def _skipped(out: Path, extra: list[dict]) -> list[dict]:
+    records = list(extra)
+    for path in sorted((out / "skipped").glob("*.jsonl")):
+        records += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return records
+
+
+def _timing(out: Path) -> dict[str, float]:
+    """Seconds per datatrove step, summed over tasks (from each pipeline's stats.json)."""
+    seconds: dict[str, float] = {}
+    for stats_file in sorted((out / "datatrove").glob("*/stats.json")):
+        for step in json.loads(stats_file.read_text()):
+            time_stats = step.get("time_stats")  # readers report 0: their time is not tracked
+            total = time_stats.get("total") if isinstance(time_stats, dict) else None
+            if total is not None:
+                key = f"{stats_file.parent.name}/{step['name']}"
+                seconds[key] = round(seconds.get(key, 0.0) + total, 3)
+    return seconds
+
+
+def corpus_report(out: Path, examples_per_rule: int = 3, extra_skipped: list[dict] | None = None) -> dict:
+    """Counts of kept and removed documents, per rule and per source, read from the written files."""
+    rules, clusters = _removed(out, examples_per_rule)
+    kept = {"documents": 0, "words": 0, "characters": 0, "copies": 0}
+    sources: Counter = Counter()
+    languages: Counter = Counter()
+    biggest = sorted(clusters.items(), key=lambda item: -len(item[1]))[:CLUSTERS_SHOWN]
+    keeper_text = {doc_id: "" for doc_id, _ in biggest}
+    for doc in _scan(out / "documents"):
+        kept["documents"] += 1
+        kept["words"] += len(doc["text"].split())
+        kept["characters"] += len(doc["text"])
+        kept["copies"] += "#copy" in doc["id"]
+        meta = doc.get("metadata", {})
+        sources[meta.get("source", "?")] += 1
+        languages[meta.get("language", "not identified")] += 1
+        if doc["id"] in keeper_text:
+            keeper_text[doc["id"]] = doc["text"][:EXAMPLE_CHARS]
+    removed = sum(rule["documents"] for rule in rules.values())
+    skipped = _skipped(out, extra_skipped or [])
+    documents_in = kept["documents"] - kept["copies"] + removed
+    return {
+        "documents_in": documents_in,
+        "documents_kept": kept["documents"],
+        "documents_removed": removed,
+        "kept_share": round(kept["documents"] / documents_in, 4) if documents_in else 0.0,
+        "kept": kept,
+        "sources": dict(sources),
+        "languages": dict(languages),
+        "removed_by_rule": rules,
+        "duplicate_clusters": [{"kept_id": doc_id, "kept_text": keeper_text[doc_id], "size": len(members) + 1,
+                                "removed": members[:5]} for doc_id, members in biggest],
+        "skipped_records": len(skipped),
+        "skipped": skipped[:MAX_LISTED_SKIPS],
+        "skipped_by_file": dict(Counter(r["file"] for r in skipped)),
+        "timing_s": _timing(out),
+    }
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:160]
+
+
+def report_markdown(report: dict) -> str:
+    """The report as Markdown: totals, per-rule table with examples, clusters, skipped records."""
+    lines = [
+        "# Corpus report", "",
+        f"{report['documents_kept']} of {report['documents_in']} documents kept "
+        f"({report['kept']['words']} words, {report['kept']['characters']} characters).", "",
+        "| rule | step | documents removed | characters removed |", "|---|---|---:|---:|",
+    ]
+    for rule, stats in sorted(report["removed_by_rule"].items(), key=lambda kv: -kv[1]["documents"]):
+        lines.append(f"| {rule} | {stats['step']} | {stats['documents']} | {stats['characters']} |")
+    lines += ["", "| source | documents kept |", "|---|---:|"]
+    lines += [f"| {name} | {count} |" for name, count in sorted(report["sources"].items())]
+    lines += ["", "| language | documents kept |", "|---|---:|"]
+    lines += [f"| {name} | {count} |" for name, count in sorted(report["languages"].items(), key=lambda kv: -kv[1])]
+    lines += ["", "## Examples of removed documents", ""]
+    for rule, stats in sorted(report["removed_by_rule"].items()):
+        lines.append(f"**{rule}**")
+        lines += [f"- `{ex['id']}`: {_cell(ex['text'])}" for ex in stats["examples"]]
+        lines.append("")
+    if report["duplicate_clusters"]:
+        lines += ["## Largest near-duplicate clusters", ""]
+        for cluster in report["duplicate_clusters"]:
+            lines.append(f"- kept `{cluster['kept_id']}` ({cluster['size']} documents): {_cell(cluster['kept_text'])}")
+            lines += [f"  - removed `{m['id']}` (estimated Jaccard {m['similarity']}): {_cell(m.get('text', ''))}"
+                      for m in cluster["removed"]]
+        lines.append("")
+    if report["skipped_records"]:
+        lines += [f"## Skipped input records ({report['skipped_records']})", "",
+                  "| file | line | problem |", "|---|---:|---|"]
+        lines += [f"| {r['file']} | {r['line']} | {_cell(r['problem'])} |" for r in report["skipped"]]
+        lines.append("")
+    if report["timing_s"]:
+        lines += ["## Time per step (seconds, summed over tasks)", "", "| step | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(report["timing_s"].items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,124 @@
+"""Word-list and URL rules: stop-word presence, a user blocklist, domains of web documents.
+
+Nothing here ships an English word list: stop words come from config (per language) or are
+derived from the corpus itself (`derive_stopwords`), and the blocklist is the user's own file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlsplit
+
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from corpora.errors import CorpusInputError
+
+_WORD = re.compile(r"\w+")
+_URL_IN_TEXT = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+
+
+def derive_stopwords(texts: Iterable[str], top_k: int) -> list[str]:
+    """The `top_k` words (casefolded) found in the most documents: a language's function words."""
+    doc_freq: Counter = Counter()
+    for text in texts:
+        doc_freq.update(set(_WORD.findall(text.casefold())))
+    return [word for word, _ in doc_freq.most_common(top_k)]
+
+
+def count_stopwords(text: str, stopwords: frozenset[str]) -> int:
+    """Stop-word tokens in `text` (casefolded Unicode words)."""
+    return sum(1 for word in _WORD.findall(text.casefold()) if word in stopwords)
+
+
+class StopwordFilter(BaseFilter):
+    """Drops documents with fewer than `min_stopwords` stop-word tokens of their language.
+
+    `words` maps a language code (as set by the language step) to its list; `default` applies
+    to documents of other or unknown language.
+    """
+
+    name = "🛑 stop words"
+
+    def __init__(self, words: dict[str, list[str]], min_stopwords: int, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.words = {lang: frozenset(w.casefold() for w in ws) for lang, ws in words.items()}
+        self.min_stopwords = min_stopwords
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        stopwords = self.words.get(doc.metadata.get("language", "default"), self.words.get("default"))
+        if stopwords is None:
+            return True  # no list for this language: the rule cannot judge it
+        if count_stopwords(doc.text, stopwords) < self.min_stopwords:
+            return False, "few_stopwords"
+        return True
+
+
+def read_word_list(path: str, key: str) -> list[str]:
+    """Non-empty, non-comment lines of a UTF-8 file; a clear error names the file and config key."""
+    file = Path(path)
+    if not file.is_file():
+        raise CorpusInputError(path, "does not exist", f"Fix {key} or set it to an empty string.")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise CorpusInputError(path, f"is not UTF-8 ({err.reason})", "Re-encode it as UTF-8.") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+class BlocklistFilter(BaseFilter):
+    """Drops documents with more than `max_matches` whole-word matches of the user's phrases."""
+
+    name = "⛔ blocklist"
+
+    def __init__(self, phrases: list[str], max_matches: int = 0, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        alternatives = "|".join(re.escape(p.casefold()) for p in sorted(set(phrases), key=len, reverse=True))
+        self.pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)") if phrases else None
+        self.max_matches = max_matches
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        if self.pattern is None:
+            return True
+        matches = 0
+        for _ in self.pattern.finditer(doc.text.casefold()):
+            matches += 1
+            if matches > self.max_matches:
+                return False, "blocklist"
+        return True
+
+
+def domain_of(url: str) -> str:
+    """Lower-cased host of a URL without port or leading `www.` ('' when there is none)."""
+    host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    return host.removeprefix("www.")
+
+
+class UrlFilter(BaseFilter):
+    """Web-source rules: blocked domains (with subdomains), allowed top-level domains, URL-heavy text."""
+
+    name = "🔗 urls"
+
+    def __init__(self, cfg, blocked_domains: list[str], exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.key, self.blocked = cfg.metadata_key, frozenset(d.lower().removeprefix("www.") for d in blocked_domains)
+        self.allowed_tlds = frozenset(t.lower().lstrip(".") for t in cfg.allowed_tlds)
+        self.max_url_chars_ratio = cfg.max_url_chars_ratio
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        url = doc.metadata.get(self.key)
+        if isinstance(url, str) and url:
+            host = domain_of(url)
+            parts = host.split(".")
+            if any(".".join(parts[i:]) in self.blocked for i in range(len(parts))):
+                return False, "blocked_domain"
+            if self.allowed_tlds and parts[-1] not in self.allowed_tlds:
+                return False, "tld_not_allowed"
+        if self.max_url_chars_ratio is not None:
+            url_chars = sum(len(m) for m in _URL_IN_TEXT.findall(doc.text))
+            if url_chars > self.max_url_chars_ratio * max(1, len(doc.text)):
+                return False, "url_heavy"
+        return True

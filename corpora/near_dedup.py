@@ -1,0 +1,293 @@
+"""Exact and MinHash-LSH near-duplicate removal across the whole corpus, as three datatrove steps.
+
+1. `SignatureWriter` (every task): for each document, a normalised-text hash and a MinHash
+   signature (`num_perm` uint32) are appended to per-task binary files; the document goes on.
+2. `DuplicateIndex` (one task): reads all signatures; exact duplicates share a hash; LSH puts a
+   pair in a candidate bucket when one band of `rows` values agrees, and a candidate is a
+   duplicate when its estimated Jaccard (share of equal values) reaches `threshold`; connected
+   documents form a cluster whose first document (in reading order) is kept. Source caps and
+   weights are decided here too, because only this step sees the whole corpus.
+3. `DecisionApplier` (every task): drops what step 2 decided, naming the kept copy.
+
+Memory of step 2: 4 * num_perm bytes per document (512 B at 128), plus 8 bytes per band.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import xxhash
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+_WORD = re.compile(r"\w+")
+_SPACE = re.compile(r"\s+")
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
+_CHUNK_SHINGLES = 4096  # rows of the (shingles x permutations) product held at once: bounds memory
+
+KEEP, EXACT, NEAR, CAP, WEIGHT = 0, 1, 2, 3, 4
+ACTION_REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CAP: "source_cap", WEIGHT: "source_weight"}
+META_DTYPE = np.dtype([("exact", "<u8"), ("input", "<u2"), ("has_sig", "u1")])
+
+
+def normalised_text_hash(text: str) -> int:
+    """64-bit hash of the text with case folded and whitespace runs collapsed."""
+    return xxhash.xxh64_intdigest(_SPACE.sub(" ", text.casefold()).strip().encode("utf-8"))
+
+
+def shingle_hashes(text: str, size: int = 5, unit: str = "words") -> np.ndarray:
+    """uint64 hashes of the `size`-token shingles of `text` (casefolded).
+
+    Words come from the Unicode regex `\\w+` (one C-level pass, no tokeniser model); `unit=chars`
+    shingles non-space characters instead, for scripts written without spaces. A text shorter
+    than one shingle gives one shingle of all its tokens.
+    """
+    folded = text.casefold()
+    tokens = _WORD.findall(folded) if unit == "words" else list(_SPACE.sub("", folded))
+    if not tokens:
+        return np.empty(0, dtype=np.uint64)
+    token_hashes = np.fromiter(map(xxhash.xxh3_64_intdigest, tokens), dtype=np.uint64, count=len(tokens))
+    size = min(size, len(tokens))
+    count = len(tokens) - size + 1
+    shingles = token_hashes[:count].copy()
+    with np.errstate(over="ignore"):  # multiply-add wraps modulo 2**64 on purpose
+        for offset in range(1, size):
+            shingles = shingles * _MIX + token_hashes[offset:offset + count]
+    return shingles
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Odd multipliers and offsets of the `num_perm` multiply-shift hash functions."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+    return a, b
+
+
+def minhash(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """uint32 signature: per permutation, the minimum of the top 32 bits of a*x+b (mod 2**64)."""
+    signature = np.full(len(a), np.iinfo(np.uint32).max, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(shingles), _CHUNK_SHINGLES):
+            block = shingles[start:start + _CHUNK_SHINGLES, None] * a[None, :] + b[None, :]  # (S, P)
+            np.minimum(signature, (block >> np.uint64(32)).min(axis=0).astype(np.uint32), out=signature)
+    return signature
+
+
+def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(N, bands) uint64: one hash per band of `rows` signature values, for LSH bucketing."""
+    out = np.zeros((len(signatures), bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            h = np.zeros(len(signatures), dtype=np.uint64) + np.uint64(band + 1)
+            for row in range(rows):
+                h = (h ^ signatures[:, band * rows + row].astype(np.uint64)) * _MIX
+            out[:, band] = h
+    return out
+
+
+class SignatureWriter(PipelineStep):
+    """Step 1: exact hash and MinHash signature of each document, appended to per-task files."""
+
+    type = "🫂 - DEDUP"
+    name = "✍️ signatures"
+
+    def __init__(self, folder: str, cfg, exact: bool):
+        super().__init__()
+        self.folder, self.cfg, self.exact = folder, cfg, exact
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        folder = Path(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        a, b = permutations(self.cfg.num_perm, self.cfg.seed)
+        near = self.cfg.enabled
+        with open(folder / f"{rank:05d}.meta", "wb") as meta_out, \
+                open(folder / f"{rank:05d}.sig", "wb") as sig_out, \
+                open(folder / f"{rank:05d}.ids", "w", encoding="utf-8") as ids_out:
+            for doc in data:
+                with self.track_time():
+                    meta = np.zeros(1, dtype=META_DTYPE)
+                    meta["exact"] = normalised_text_hash(doc.text) if self.exact else 0
+                    meta["input"] = doc.metadata.pop("input_index", 0)
+                    if near:
+                        shingles = shingle_hashes(doc.text, self.cfg.shingle_words, self.cfg.shingle_unit)
+                        meta["has_sig"] = len(shingles) > 0
+                        sig_out.write(minhash(shingles, a, b).tobytes())
+                    meta_out.write(meta.tobytes())
+                    ids_out.write(doc.id.replace("\n", " ") + "\n")
+                yield doc
+
+
+def _runs_of_equal(values: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (first, other) of indices in `candidates` whose `values` are equal; first is the lowest."""
+    order = candidates[np.argsort(values[candidates], kind="stable")]
+    sorted_vals = values[order]
+    same = sorted_vals[1:] == sorted_vals[:-1]
+    if not same.any():
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    # run start for each position: index of the first element of its run of equal values
+    starts = np.where(np.concatenate(([True], ~same)), np.arange(len(order)), 0)
+    starts = np.maximum.accumulate(starts)
+    members = np.nonzero(np.concatenate(([False], same)))[0]
+    return order[starts[members]], order[members]
+
+
+class DuplicateIndex(PipelineStep):
+    """Step 2 (one task): decide, for every document of every task, keep or drop and why."""
+
+    type = "🫂 - DEDUP"
+    name = "🧮 duplicate index"
+
+    def __init__(self, sig_folder: str, out_folder: str, cfg, exact: bool, inputs: list[dict],
+                 examples: int = 5):
+        super().__init__()
+        self.sig_folder, self.out_folder, self.cfg, self.exact = sig_folder, out_folder, cfg, exact
+        self.inputs, self.examples = inputs, examples  # inputs: [{"weight": w, "max_docs": n}, ...]
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        sig_dir, out = Path(self.sig_folder), Path(self.out_folder)
+        out.mkdir(parents=True, exist_ok=True)
+        ranks = sorted(int(p.stem) for p in sig_dir.glob("*.meta"))
+        metas = [np.fromfile(sig_dir / f"{r:05d}.meta", dtype=META_DTYPE) for r in ranks]
+        sizes = [len(m) for m in metas]
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        meta = np.concatenate(metas) if metas else np.zeros(0, META_DTYPE)
+        total = len(meta)
+        action = np.zeros(total, dtype=np.uint8)
+        rep = np.arange(total, dtype=np.int64)
+        similarity = np.ones(total, dtype=np.float32)
+        with self.track_time():
+            if self.exact and total:
+                first, other = _runs_of_equal(meta["exact"], np.arange(total))
+                action[other], rep[other] = EXACT, first
+            if self.cfg.enabled and total:
+                self._near(sig_dir, ranks, total, meta, action, rep, similarity)
+            copies = self._mix(meta, action)
+        self.stat_update("documents", value=total)
+        for code, reason in ACTION_REASONS.items():
+            self.stat_update(reason, value=int((action == code).sum()))
+        rep_ids = self._ids_of(sig_dir, ranks, offsets, set(rep[action == EXACT].tolist()) |
+                               set(rep[action == NEAR].tolist()))
+        for r, start, size in zip(ranks, offsets[:-1], sizes):
+            sl = slice(start, start + size)
+            np.save(out / f"{r:05d}.action.npy", action[sl])
+            np.save(out / f"{r:05d}.copies.npy", copies[sl])
+            dups = {int(i - start): [rep_ids[int(rep[i])], round(float(similarity[i]), 3)]
+                    for i in np.nonzero((action[sl] == EXACT) | (action[sl] == NEAR))[0] + start}
+            (out / f"{r:05d}.dups.json").write_text(json.dumps(dups), encoding="utf-8")
+        return iter(())
+
+    def _near(self, sig_dir, ranks, total, meta, action, rep, similarity) -> None:
+        cfg = self.cfg
+        if cfg.bands * cfg.rows > cfg.num_perm:
+            raise ValueError(f"filters.near_dedup: bands*rows ({cfg.bands}*{cfg.rows}) exceeds num_perm "
+                             f"({cfg.num_perm}); raise num_perm or lower bands/rows")
+        sigs = np.concatenate([np.fromfile(sig_dir / f"{r:05d}.sig", dtype=np.uint32).reshape(-1, cfg.num_perm)
+                               for r in ranks])  # (N, num_perm)
+        candidates = np.nonzero((action == KEEP) & (meta["has_sig"] == 1))[0]
+        bands = band_hashes(sigs[candidates], cfg.bands, cfg.rows)  # (C, bands)
+        firsts, others = [], []
+        for band in range(cfg.bands):
+            first, other = _runs_of_equal(bands[:, band], np.arange(len(candidates)))
+            firsts.append(candidates[first])
+            others.append(candidates[other])
+        first, other = np.concatenate(firsts), np.concatenate(others)
+        if not len(first):
+            return
+        pairs = np.unique(np.stack([first, other], axis=1), axis=0)  # (E, 2), each pair once
+        estimate = (sigs[pairs[:, 0]] == sigs[pairs[:, 1]]).mean(axis=1)  # estimated Jaccard per pair
+        self.stat_update("lsh_candidate_pairs", value=len(pairs))
+        pairs, estimate = pairs[estimate >= cfg.threshold], estimate[estimate >= cfg.threshold]
+        if not len(pairs):
+            return
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(total, total))
+        _, label = connected_components(graph, directed=False)
+        in_pairs = np.unique(pairs)
+        # the kept copy of each cluster is its first document in reading order
+        first_of = {}
+        for doc in in_pairs:
+            first_of.setdefault(int(label[doc]), int(doc))
+        for doc in in_pairs:
+            keeper = first_of[int(label[doc])]
+            if doc != keeper:
+                action[doc], rep[doc] = NEAR, keeper
+                similarity[doc] = float((sigs[doc] == sigs[keeper]).mean())
+
+    def _mix(self, meta, action) -> np.ndarray:
+        """Source caps (first kept documents win) and weights (hash-chosen sampling or repeats)."""
+        copies = np.ones(len(meta), dtype=np.uint8)
+        for index, spec in enumerate(self.inputs):
+            mine = np.nonzero((meta["input"] == index) & (action == KEEP))[0]
+            weight = float(spec.get("weight", 1.0))
+            whole, fraction = math.floor(weight), weight - math.floor(weight)
+            uniform = (meta["exact"][mine] >> np.uint64(11)).astype(np.float64) / 2.0**53
+            # exact hash is 0 when exact dedup is off; fall back to the position for the draw
+            if not self.exact:
+                uniform = (np.arange(len(mine)) * 0.6180339887498949) % 1.0
+            n_copies = whole + (uniform < fraction)
+            copies[mine] = np.minimum(n_copies, 255)
+            action[mine[n_copies == 0]] = WEIGHT
+            cap = int(spec.get("max_docs", 0))
+            if cap:
+                kept = mine[n_copies > 0]
+                action[kept[cap:]] = CAP
+        return copies
+
+    def _ids_of(self, sig_dir, ranks, offsets, wanted: set[int]) -> dict[int, str]:
+        """Document ids of the global indices in `wanted` (read line by line: memory ~ len(wanted))."""
+        found: dict[int, str] = {}
+        if not wanted:
+            return found
+        for r, start in zip(ranks, offsets[:-1]):
+            with open(sig_dir / f"{r:05d}.ids", encoding="utf-8") as handle:
+                for i, line in enumerate(handle):
+                    if int(start) + i in wanted:
+                        found[int(start) + i] = line.rstrip("\n")
+        return found
+
+
+class DecisionApplier(BaseFilter):
+    """Step 3: drop what `DuplicateIndex` decided for this task's documents (same order as step 1);
+    a removed duplicate carries `duplicate_of` (the kept id) and `similarity` (estimated Jaccard)."""
+
+    name = "🧹 apply dedup"
+
+    def __init__(self, decisions_folder: str, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.folder = decisions_folder
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        folder = Path(self.folder)
+        if not (folder / f"{rank:05d}.action.npy").exists():  # this task had no documents
+            yield from data
+            return
+        self._action = np.load(folder / f"{rank:05d}.action.npy")
+        self._copies = np.load(folder / f"{rank:05d}.copies.npy")
+        self._dups = json.loads((folder / f"{rank:05d}.dups.json").read_text(encoding="utf-8"))
+        self._index = 0
+        for doc in super().run(data, rank, world_size):
+            for copy in range(1, int(doc.metadata.pop("_copies", 1))):
+                yield Document(text=doc.text, id=f"{doc.id}#copy{copy}", metadata=dict(doc.metadata))
+            yield doc
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        index = self._index
+        self._index += 1
+        if index >= len(self._action):
+            raise RuntimeError(f"dedup decisions hold {len(self._action)} documents but more arrived: "
+                               "the intermediate files changed between steps; rerun the corpus stage")
+        action = int(self._action[index])
+        if action == KEEP:
+            if self._copies[index] > 1:
+                doc.metadata["_copies"] = int(self._copies[index])
+            return True
+        if action in (EXACT, NEAR):
+            doc.metadata["duplicate_of"], doc.metadata["similarity"] = self._dups[str(index)]
+        return False, ACTION_REASONS[action]
