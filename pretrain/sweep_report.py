@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from corpora.stagedir import read_manifest, write_json_atomic
+from corpora.vocab_sweep import recommend_vocab_size, recommendation_markdown
 
 log = logging.getLogger("bertforge.sweep")
 
@@ -24,7 +25,8 @@ RESULT_FILE = "bertforge_result.json"
 # What a user came to learn from a sweep, per stage (dotted paths into manifest["counts"]).
 HEADLINE = {
     "corpus": ["documents_kept", "documents_removed"],
-    "vocab": ["vocab_size", "fertility", "continued_word_share", "unk_rate", "chars_per_token"],
+    "vocab": ["fertility", "gold.fertility", "continued_word_share", "unk_rate", "chars_per_token",
+              "vocab_used_share", "vocab_size", "reference.heldout.fertility", "reference.gold.fertility"],
     "shards": ["train.rows", "train.tokens"],
     "pretrain": ["last_loss", "tokens_trained"],
     "evaluate": ["trained.loss", "trained.accuracy"],
@@ -55,8 +57,9 @@ def _parse_overrides(overrides: list[str]) -> dict[str, str]:
     return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
 
 
-def write_comparison(sweep_dir: Path) -> Path | None:
-    """Table (markdown + CSV) and plot of every job under `sweep_dir`; returns the markdown path."""
+def write_comparison(sweep_dir: Path, fertility_tolerance_percent: float = 2.0) -> Path | None:
+    """Table (markdown + CSV) and plot of every job under `sweep_dir`; returns the markdown path.
+    A sweep over vocabulary sizes also gets the recommended size (see corpora.vocab_sweep)."""
     results = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}"),
                                                          key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)]
     if not results:
@@ -73,6 +76,10 @@ def write_comparison(sweep_dir: Path) -> Path | None:
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    recommended = recommend_vocab_size(knobs_per_job, [r["metrics"] for r in results], fertility_tolerance_percent)
+    if recommended:
+        md += ["", recommendation_markdown(recommended)]
+        write_json_atomic(Path(sweep_dir) / "recommendation.json", recommended)
     path = Path(sweep_dir) / "comparison.md"
     path.write_text("\n".join(md) + "\n", encoding="utf-8")
     if swept and metric_names:
@@ -94,7 +101,10 @@ def _plot(path: Path, swept: list[str], knobs_per_job: list[dict], results: list
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x_key, others = swept[0], swept[1:]
+    # x: the first numeric knob (e.g. tokenizer.vocab_size), so `tokenizer=a,b vocab_size=...` gives a line per a, b
+    x_key = next((k for k in swept if all(isinstance(_as_number(j.get(k, "")), float) for j in knobs_per_job)),
+                 swept[0])
+    others = [k for k in swept if k != x_key]
     shown = metrics[:6]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.5), squeeze=False)
     groups: dict[str, list[int]] = {}
@@ -122,6 +132,7 @@ class SweepComparison(Callback):
     """Hydra callback (configured in conf/base.yaml) that writes the comparison after a multirun."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        path = write_comparison(Path(config.hydra.sweep.dir))
+        tolerance = config.tokenizer.recommend_within_percent if "tokenizer" in config else 2.0
+        path = write_comparison(Path(config.hydra.sweep.dir), tolerance)
         if path:
             print(f"\nsweep comparison: {path}\n{path.read_text()}")

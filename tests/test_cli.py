@@ -36,7 +36,8 @@ def test_vocab_sweep_ends_in_a_table_and_a_plot(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     [sweep] = list((work / "hydra").glob("multirun-*"))
     table = (sweep / "comparison.md").read_text()
-    assert table.count("\n") == 4 and "tokenizer.vocab_size" in table and "vocab/fertility" in table
+    assert sum(line.startswith("|") for line in table.splitlines()) == 4  # header, rule, two jobs
+    assert "tokenizer.vocab_size" in table and "vocab/fertility" in table and "**Recommended:**" in table
     assert (sweep / "comparison.png").stat().st_size > 1000
     assert len(list((work / "corpus").iterdir())) == 1  # both jobs shared one corpus stage
     assert len(list((work / "vocab").iterdir())) == 2
