@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import hydra
@@ -21,6 +22,7 @@ from corpora.stagedir import lineage
 from pretrain.config import load_config  # also registers the schema conf/base.yaml builds on
 from pretrain.sweep_report import record_job_result
 
+STAGE_VARIABLE = "BERTFORGE_STAGE"  # tells ranks started by Lightning which stage they run
 STAGES = {
     "corpus": ("corpora.corpus_stage", "run_corpus", "clean and deduplicate raw text"),
     "vocab": ("corpora.vocab_stage", "run_vocab", "train a subword vocabulary"),
@@ -71,8 +73,14 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     stage, rest = argv[0], argv[1:]
+    if stage not in STAGES and os.environ.get("LOCAL_RANK") and os.environ.get(STAGE_VARIABLE) in STAGES:
+        # A rank Lightning started for a multi-device run: it re-runs our command line without the stage.
+        stage, rest = os.environ[STAGE_VARIABLE], argv
     if stage not in STAGES:
         print(f"bertforge: unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [f"bertforge-{stage}", *rest]  # Hydra parses sys.argv
+    os.environ[STAGE_VARIABLE] = stage
+    # Hydra parses the overrides from sys.argv[1:]; Lightning restarts sys.argv[0] for other local ranks,
+    # so it must stay the real program.
+    sys.argv = [os.path.abspath(sys.argv[0]) if os.path.isfile(sys.argv[0]) else sys.argv[0], *rest]
     stage_app(stage)()

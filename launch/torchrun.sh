@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# When to use: any cluster without SLURM (Kubernetes, plain SSH machines, cloud VMs), or one machine
+# when you prefer torchrun to Lightning's own process launcher. Run the same command on every node;
+# torchrun starts one process per device and Lightning reads RANK/WORLD_SIZE from it.
+#
+#   launch/torchrun.sh demo_ga                                        # one node, every GPU
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 launch/torchrun.sh my_exp  # on node0 (NODE_RANK=1 on node1)
+#   NPROC_PER_NODE=2 TRAINER=ddp_cpu launch/torchrun.sh demo_ga       # two CPU processes (gloo)
+#
+# The work folder (BERTFORGE_WORK) must be on a filesystem every node sees. Set RUN_ID to the same
+# value on every node when you restart a killed run and want it to resume from its last checkpoint.
+set -euo pipefail
+experiment=${1:?usage: launch/torchrun.sh EXPERIMENT [hydra overrides...]}
+shift
+nnodes=${NNODES:-1}
+nproc=${NPROC_PER_NODE:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+[ "$nproc" -gt 0 ] || { echo "torchrun.sh: no GPU found; set NPROC_PER_NODE (and TRAINER=ddp_cpu on CPUs)" >&2; exit 2; }
+if [ "$nnodes" -eq 1 ]; then
+  rendezvous=(--standalone)
+else
+  port=${MASTER_PORT:-29500}
+  rendezvous=(--nnodes="$nnodes" --node-rank="${NODE_RANK:?set NODE_RANK (0..NNODES-1)}"
+              --master-addr="${MASTER_ADDR:?set MASTER_ADDR to node 0}" --master-port="$port")
+  export BERTFORGE_RUN_ID=${RUN_ID:-torchrun-$MASTER_ADDR-$port}
+fi
+[ -z "${RUN_ID:-}" ] || export BERTFORGE_RUN_ID=$RUN_ID
+default_trainer=$([ "$nnodes" -gt 1 ] && echo multinode || echo ddp)
+exec torchrun "${rendezvous[@]}" --nproc-per-node="$nproc" -m pretrain pretrain experiment="$experiment" \
+  trainer="${TRAINER:-$default_trainer}" trainer.devices="$nproc" trainer.num_nodes="$nnodes" \
+  trainer.cluster=torchrun "$@"
