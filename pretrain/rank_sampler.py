@@ -1,7 +1,7 @@
 """Every rank reads a disjoint slice of one seeded order; the data position is a step number.
 
-The rows form an endless stream: epoch 0 is the `PackedRows` order itself (already a seeded
-permutation), each later epoch a fresh seeded permutation of it. Optimiser step `s` reads stream
+The rows form an endless stream of positions: `PackedRows` maps position p to a row (pass
+p // rows in its own seeded order, so every pass reads each row once). Optimiser step `s` reads stream
 positions `[s*G, (s+1)*G)` for a global batch `G`, whatever the world size. Inside that block
 rank `r` reads the contiguous slice `[r*a*m, (r+1)*a*m)` as `a` micro-batches of `m` rows
 (accumulation `a`); the micro-batch's *slot* `r*a + k` is its place in the global batch, the same
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -28,7 +29,7 @@ from pretrain.distributed import BatchLayout
 
 
 class RankSliceSampler(Sampler[list[int]]):
-    """Batch sampler: yields this rank's micro-batches (lists of dataset indices) for steps
+    """Batch sampler: yields this rank's micro-batches (lists of stream positions) for steps
     `start_step .. stop_step-1`, where positions are counted from `first_step` (the step this data
     source starts at; 0 unless a later training phase brings its own rows)."""
 
@@ -42,7 +43,6 @@ class RankSliceSampler(Sampler[list[int]]):
         self.first_step, self.start_step, self.stop_step = first_step, start_step, stop_step
         self.pending: deque[tuple[int, int, int]] = deque()
         """(step, slot, first stream position) of every micro-batch yielded and not yet trained on."""
-        self._epoch_order: tuple[int, np.ndarray | None] = (0, None)
 
     def __len__(self) -> int:
         # Counted from first_step, not start_step: Lightning restores its batch counter on resume and
@@ -55,19 +55,6 @@ class RankSliceSampler(Sampler[list[int]]):
         return ((step - self.first_step) * lay.global_batch_size
                 + (self.rank * lay.accumulation + micro) * lay.micro_batch_size)
 
-    def indices(self, start: int, stop: int) -> list[int]:
-        """Dataset indices of stream positions [start, stop) (at most one epoch boundary inside)."""
-        return [self._index(p) for p in range(start, stop)]
-
-    def _index(self, position: int) -> int:
-        epoch, offset = divmod(position, self.num_rows)
-        if epoch == 0:
-            return offset
-        if self._epoch_order[0] != epoch:  # one permutation in memory: positions only move forward
-            rng = np.random.default_rng([self.seed, epoch])
-            self._epoch_order = (epoch, rng.permutation(self.num_rows))
-        return int(self._epoch_order[1][offset])
-
     def __iter__(self):
         self.pending.clear()
         lay = self.layout
@@ -75,7 +62,7 @@ class RankSliceSampler(Sampler[list[int]]):
             for micro in range(lay.accumulation):
                 start = self.stream_position(step, micro)
                 self.pending.append((step, self.rank * lay.accumulation + micro, start))
-                yield self.indices(start, start + lay.micro_batch_size)
+                yield list(range(start, start + lay.micro_batch_size))
 
 
 def micro_batch_seed(seed: int, step: int, slot: int) -> int:
@@ -87,38 +74,42 @@ def micro_batch_seed(seed: int, step: int, slot: int) -> int:
 class DataPositionCallback(L.Callback):
     """Keeps Lightning's steps and the sampler's stream in step; reseeds the RNG per micro-batch.
 
+    `current_sampler` returns the sampler of the loader Lightning is iterating (one per training phase).
     `ledger_dir`: when given, each rank appends `attempt step slot start stop` per trained
     micro-batch to `rank<r>.tsv` there (an audit that ranks read disjoint data and resumed in place).
     """
 
-    def __init__(self, sampler: RankSliceSampler, seed: int, ledger_dir: Path | None = None, attempt: int = 0):
-        self.sampler, self.seed, self.attempt = sampler, seed, attempt
+    def __init__(self, current_sampler: Callable[[], RankSliceSampler], seed: int, ledger_dir: Path | None = None,
+                 attempt: int = 0):
+        self.current_sampler, self.seed, self.attempt = current_sampler, seed, attempt
         self.ledger_dir = Path(ledger_dir) if ledger_dir else None
         self._ledger = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        realign_partial_accumulation(trainer, self.sampler.layout.accumulation)
-        if trainer.global_step != self.sampler.start_step:
+        sampler = self.current_sampler()
+        realign_partial_accumulation(trainer, sampler.layout.accumulation)
+        if trainer.global_step != sampler.start_step:
             raise RuntimeError(f"Lightning resumed at step {trainer.global_step} but the data sampler starts at step "
-                               f"{self.sampler.start_step}: pass the step of the checkpoint given to fit()")
-        if trainer.global_rank != self.sampler.rank:
+                               f"{sampler.start_step}: pass the step of the checkpoint given to fit()")
+        if trainer.global_rank != sampler.rank:
             raise RuntimeError(f"this process is Lightning rank {trainer.global_rank} but reads the data slice of "
-                               f"rank {self.sampler.rank}: the launch environment and the config disagree")
+                               f"rank {sampler.rank}: the launch environment and the config disagree")
         if self.ledger_dir is not None:
             self.ledger_dir.mkdir(parents=True, exist_ok=True)
-            self._ledger = open(self.ledger_dir / f"rank{self.sampler.rank}.tsv", "a", encoding="utf-8")
+            self._ledger = open(self.ledger_dir / f"rank{sampler.rank}.tsv", "a", encoding="utf-8")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        step, slot, _ = self.sampler.pending[0]
+        step, slot, _ = self.current_sampler().pending[0]
         if step != trainer.global_step:
             raise RuntimeError(f"micro-batch of step {step} reached the model at Lightning step {trainer.global_step}: "
                                "gradient accumulation and the sampler are out of step")
         torch.manual_seed(micro_batch_seed(self.seed, step, slot))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step, slot, start = self.sampler.pending.popleft()
+        sampler = self.current_sampler()
+        step, slot, start = sampler.pending.popleft()
         if self._ledger is not None:
-            stop = start + self.sampler.layout.micro_batch_size
+            stop = start + sampler.layout.micro_batch_size
             self._ledger.write(f"{self.attempt}\t{step}\t{slot}\t{start}\t{stop}\n")
             self._ledger.flush()  # a preempted attempt keeps what it trained on
 

@@ -7,11 +7,13 @@ import signal
 from dataclasses import replace
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from corpora.errors import ConfigError
 from pretrain.config import TrainerConfig
+from pretrain.data import PackedRows
 from pretrain.distributed import (LaunchPlan, batch_layout, plan_launch, resume_checkpoint, trainer_arguments,
                                   transformer_layer_classes)
 from pretrain.rank_sampler import RankSliceSampler, micro_batch_seed, realign_partial_accumulation
@@ -34,15 +36,17 @@ def test_indivisible_global_batch_is_a_clear_error(world, micro):
 
 
 def rank_streams(num_rows: int, world: int, micro: int, steps: int, seed: int = 7, start: int = 0):
-    """Per rank: the (step, slot, dataset indices) of every micro-batch it would read."""
+    """Per rank: the (step, slot, row ids) of every micro-batch it would read, through the real PackedRows."""
     layout = batch_layout(GLOBAL_BATCH, micro, world)
+    rows = PackedRows(np.arange(num_rows, dtype=np.uint16).reshape(num_rows, 1), seed=seed)  # row i holds i
     out = []
     for rank in range(world):
         sampler = RankSliceSampler(num_rows, layout, rank, seed, stop_step=steps, start_step=start)
         micro_batches = []
-        for indices in sampler:
-            step, slot, _ = sampler.pending.popleft()
-            micro_batches.append((step, slot, indices))
+        for positions in sampler:
+            step, slot, first = sampler.pending.popleft()
+            assert positions == list(range(first, first + layout.micro_batch_size))
+            micro_batches.append((step, slot, [int(rows[p][0]) for p in positions]))
         out.append(micro_batches)
     return out
 
@@ -62,7 +66,7 @@ def test_ranks_read_disjoint_slices_of_one_order_covering_each_epoch(world, micr
     for epoch in range(2):  # within an epoch every row exactly once, on any world size
         assert sorted(order[epoch * num_rows:(epoch + 1) * num_rows]) == list(range(num_rows))
     assert len(set(order[2 * num_rows:])) == len(order) - 2 * num_rows  # the partial third epoch: no repeats
-    assert order[:num_rows] == list(range(num_rows))  # epoch 0 is PackedRows' own seeded order
+    assert order[:num_rows] == PackedRows(np.zeros((num_rows, 1)), seed=7).order.tolist()  # the seeded order
     assert order[num_rows:2 * num_rows] != order[:num_rows]  # later epochs are reshuffled
     # The same global order as one device reading everything: world size changes only who reads what.
     assert order == global_order(rank_streams(num_rows, 1, 0, steps))
