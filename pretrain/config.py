@@ -30,44 +30,89 @@ class ModelConfig:
 
     name: str = "tiny"
     arch: str = "bert"
+    """bert (BertForMaskedLM), roberta (RobertaForMaskedLM) or modernbert (ModernBertForMaskedLM)."""
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 512
+    """Longest usable sequence; every shards length must fit."""
     dropout: float = 0.1
     pad_vocab_to_multiple_of: int = 64
     """Embedding rows rounded up so matmuls hit tensor-core friendly shapes."""
+    local_attention_window: int = 128
+    """modernbert only: tokens seen by its sliding-window attention layers."""
 
 
 @dataclass
 class MaskingConfig:
-    """Dynamic masking, drawn anew for every batch."""
+    """Dynamic masking, drawn anew for every batch on the device."""
 
     ratio: float = 0.15
+    """Share of non-special tokens masked in training (a fixed count per row, so shapes stay static)."""
     replace_with_mask: float = 0.8
     replace_with_random: float = 0.1
     """The rest of the chosen tokens are left unchanged (BERT's 80/10/10)."""
+    whole_word: bool = False
+    """Mask whole words, using the vocabulary's word-start table (WordPiece ##, Metaspace, ByteLevel)."""
+    span_mean_len: float = 1.0
+    """Above 1: mask spans of this geometric mean length (in words when whole_word is on); SpanBERT ~3.8."""
+    eval_ratio: float = 0.15
+    """Ratio for the held-out loss logged during training (val/loss), independent of the training ratio."""
 
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"
+    """adamw (fused where the device supports it) or lamb (layer-wise trust ratio, for large batches)."""
     lr: float = 1e-3
+    """Peak learning rate (phases may scale it with their own lr)."""
     weight_decay: float = 0.01
-    """Decoupled; not applied to biases and LayerNorm weights."""
+    """Decoupled; not applied to biases and normalisation weights."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     warmup_steps: int = 100
     schedule: str = "linear"
-    """linear: warmup then linear decay to zero at max_steps."""
+    """After linear warmup: linear (to min_lr_ratio at max_steps), cosine, wsd (warmup-stable-decay),
+    inverse_sqrt, or constant."""
+    min_lr_ratio: float = 0.0
+    """Floor of the decay as a fraction of the peak (linear, cosine, wsd)."""
+    decay_fraction: float = 0.1
+    """wsd: share of max_steps spent in the final linear decay."""
     grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off (the norm is still logged)."""
+
+
+@dataclass
+class PhaseConfig:
+    """One training phase: e.g. 90% of steps at length 128, then 512 (BERT, EstBERT, gaBERT)."""
+
+    seq_len: int = 128
+    """Rows of this length; the shards stage builds every phase's length from the same corpus."""
+    fraction: float = 1.0
+    """Share of trainer.max_steps; the fractions of all phases add up to 1."""
+    batch_size: int = 0
+    """Sequences per optimiser step in this phase; 0 means trainer.batch_size."""
+    tokens_per_batch: int = 0
+    """Alternative to batch_size: tokens per optimiser step (must be a multiple of seq_len)."""
+    lr: float = 0.0
+    """Peak learning rate of this phase; 0 means optim.lr."""
+    warmup_steps: int = 0
+    """Extra linear re-warm-up at the start of this phase (e.g. after a change of length)."""
 
 
 @dataclass
 class TrainerConfig:
     max_steps: int = 1000
+    """Optimiser steps over all phases."""
     batch_size: int = 32
-    """Sequences per optimiser step."""
+    """Sequences per optimiser step over all devices (the global batch)."""
+    tokens_per_batch: int = 0
+    """Alternative to batch_size: tokens per optimiser step; 0 means use batch_size."""
+    micro_batch_size: int = 0
+    """Sequences per device per forward pass; gradients accumulate up to the global batch. 0: no accumulation."""
+    phases: list[PhaseConfig] = field(default_factory=list)
+    """Empty: one phase at shards.seq_len with the settings above."""
     accelerator: str = "auto"
     devices: int = 1
     """Devices (one process each) per node; -1: every visible GPU (or CPU core)."""
@@ -84,8 +129,17 @@ class TrainerConfig:
     precision: str = "32"
     """32 on CPU; bf16-mixed on GPUs that support it."""
     log_every_n_steps: int = 10
+    """Metrics are read from the device (one host sync) only this often."""
+    val_every_n_steps: int = 0
+    """Held-out masked loss/accuracy at masking.eval_ratio every this many steps (and at the end); 0: never."""
+    val_batches: int = 4
+    """Held-out batches per validation (always the same rows and masks)."""
     checkpoint_every_n_steps: int = 500
     seed: int = 1234
+    peak_tflops: float = 989.0
+    """Peak dense TFLOP/s of one device for throughput/mfu (989: H100 SXM bf16)."""
+    progress_bar: bool = True
+    """A progress bar over optimiser steps with loss, tokens/s and ETA."""
 
 
 @dataclass
@@ -94,9 +148,13 @@ class ImplConfig:
 
     name: str = "default"
     compile: bool = False
+    """torch.compile the forward and loss with static shapes (one compile per phase length)."""
+    compile_backend: str = "inductor"
     attention: str = "sdpa"
+    """sdpa (fused kernels, flash on GPUs) or eager (the reference implementation)."""
     num_workers: int = 0
     matmul_precision: str = "high"
+    """torch.set_float32_matmul_precision: high allows TF32 on GPUs."""
 
 
 @dataclass

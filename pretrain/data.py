@@ -1,26 +1,87 @@
-"""Feeding packed rows to the model: a seeded permutation over a memory-mapped array."""
+"""Feeding packed rows to the model: a seeded permutation over a memory-mapped array, one phase at a time."""
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class PackedRows(Dataset):
     """Rows of a shards split in a seeded random order; item i is always the same row.
 
     Because the order is a pure function of (seed, number of rows), the data position of a run
-    is one integer: resuming means starting at that index.
+    is one integer: resuming means starting at that index. Indices past the end continue into
+    further passes over the data, each in its own seeded order, so a long phase never runs dry.
     """
 
     def __init__(self, rows: np.ndarray, seed: int):
-        self.rows = rows
+        self.rows, self.seed = rows, seed
         self.order = np.random.default_rng(seed).permutation(len(rows))
+        self._pass, self._pass_order = 0, self.order
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def row_index(self, index: int) -> int:
+        """Which stored row item `index` is."""
+        data_pass, offset = divmod(index, len(self.rows))
+        if data_pass != self._pass:
+            self._pass = data_pass
+            self._pass_order = self.order if data_pass == 0 else \
+                np.random.default_rng([self.seed, data_pass]).permutation(len(self.rows))
+        return int(self._pass_order[offset])
+
     def __getitem__(self, index: int) -> torch.Tensor:
-        row = np.asarray(self.rows[self.order[index]], dtype=np.int64)  # (seq_len,)
+        row = np.asarray(self.rows[self.row_index(index)], dtype=np.int64)  # (seq_len,)
         return torch.from_numpy(row)
+
+
+class PositionRange(Sampler[int]):
+    """Data positions start, start + 1, ..., start + count - 1 (one phase's share of the stream)."""
+
+    def __init__(self, start: int, count: int):
+        self.start, self.count = start, count
+
+    def __iter__(self):
+        return iter(range(self.start, self.start + self.count))
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class PhasedData(L.LightningDataModule):
+    """One Lightning epoch per phase: the loader of epoch k serves phase k's rows and batch size.
+
+    Needs `Trainer(reload_dataloaders_every_n_epochs=1)`. Phase k reads the shards of its own
+    length from data position 0; it needs steps x global batch rows.
+    """
+
+    def __init__(self, plan, rows_by_len: dict[int, PackedRows], num_workers: int = 0, pin_memory: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.plan, self.rows_by_len = plan, rows_by_len
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.rank, self.world_size = rank, world_size
+        self.start_step = 0
+        """Optimiser step to resume at (the step of the checkpoint given to fit); 0 for a fresh run."""
+        self.sampler = None
+        """The current phase's RankSliceSampler (read by DataPositionCallback)."""
+
+    def loader(self, phase) -> DataLoader:
+        """The loader of one phase for this rank: its slice of every global batch, from `start_step` on."""
+        from pretrain.distributed import BatchLayout
+        from pretrain.rank_sampler import RankSliceSampler
+
+        layout = BatchLayout(phase.batch_size, phase.micro_batch_size, phase.accumulation, self.world_size)
+        rows = self.rows_by_len[phase.seq_len]
+        self.sampler = RankSliceSampler(len(rows), layout, self.rank, rows.seed, stop_step=phase.end_step,
+                                        start_step=max(self.start_step, phase.start_step),
+                                        first_step=phase.start_step)
+        return DataLoader(rows, batch_sampler=self.sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=False)
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer else 0
+        return self.loader(self.plan[min(epoch, len(self.plan) - 1)])

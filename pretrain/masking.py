@@ -1,10 +1,121 @@
-"""Dynamic masked-language-model masking, drawn on the device for every batch."""
+"""Dynamic masked-language-model masking, drawn on the device for every batch.
+
+Two entry points:
+  `mask_tokens`      Bernoulli choice of `ratio` of the tokens, dense labels (any HF model can score
+                     them); the evaluate stage uses it.
+  `mask_fixed_count` exactly `masked_per_row` positions per row, returned as (batch, k) index and
+                     target tensors, so every shape in the training step is static: the sparse MLM
+                     head gathers those rows without a data-dependent size and without a host sync.
+
+Whole-word and span masking work by grouping tokens into *units* (a word, or a span of words or
+tokens) and drawing one random score per unit; taking the k lowest-scoring tokens of a row then
+takes whole units, except at most one unit per row that is cut at the k-th token so the count stays
+fixed.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 IGNORE_INDEX = -100
+_NEVER = 2.0  # a score above every uniform draw: special tokens are never chosen
+
+
+@dataclass
+class MaskedBatch:
+    """One masked batch with a fixed number of masked positions per row."""
+
+    input_ids: torch.Tensor  # (batch, seq) ids fed to the encoder
+    positions: torch.Tensor  # (batch, k) masked positions, each row's positions distinct
+    targets: torch.Tensor  # (batch, k) original ids at those positions
+
+    def dense_labels(self) -> torch.Tensor:
+        """(batch, seq) labels in the transformers convention: the original id where masked, -100 elsewhere."""
+        labels = torch.full_like(self.input_ids, IGNORE_INDEX)
+        return labels.scatter(1, self.positions, self.targets)
+
+
+def masked_per_row(ratio: float, seq_len: int, maskable_share: float) -> int:
+    """The fixed number of masked tokens per row that makes `ratio` of the maskable tokens masked.
+
+    `maskable_share` is the share of non-special tokens in the shards (their manifest has it), so the
+    expected ratio over maskable tokens is exact although the count is a constant.
+    """
+    return max(1, round(ratio * seq_len * maskable_share))
+
+
+def unit_starts(input_ids: torch.Tensor, word_starts: torch.Tensor | None, span_mean_len: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """(batch, seq) bool: where a masking unit begins.
+
+    Without whole-word masking every token is a word. With span masking a unit boundary is kept at a
+    word start with probability 1/span_mean_len, so unit lengths (in words) are geometric with that
+    mean, as in SpanBERT.
+    """
+    starts = word_starts[input_ids] if word_starts is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    if span_mean_len > 1.0:
+        keep = torch.rand(input_ids.shape, device=input_ids.device, generator=generator) < 1.0 / span_mean_len
+        starts = starts & keep
+    starts[:, 0] = True  # every row begins a unit
+    return starts
+
+
+def _unit_scores(starts: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(batch, seq) one uniform draw per unit, copied onto every token of the unit."""
+    seq = starts.shape[1]
+    draw = torch.rand(starts.shape, device=starts.device, generator=generator)
+    position = torch.arange(seq, device=starts.device).expand_as(starts)  # (batch, seq)
+    # Index of the unit's first token for every token: running max of the start positions.
+    first = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values  # (batch, seq)
+    return draw.gather(1, first)
+
+
+def mask_fixed_count(
+    input_ids: torch.Tensor,
+    count: int,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: torch.Tensor,
+    replace_with_mask: float = 0.8,
+    replace_with_random: float = 0.1,
+    word_starts: torch.Tensor | None = None,
+    span_mean_len: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> MaskedBatch:
+    """Mask exactly `count` non-special tokens in every row; shapes depend only on the input shape.
+
+    `word_starts` is a (vocab,) bool table (see `pretrain.word_starts`) for whole-word masking;
+    `span_mean_len` > 1 masks spans of that mean length (in words when whole-word masking is on).
+    Of the chosen positions `replace_with_mask` become [MASK], `replace_with_random` a random
+    non-special token, and the rest keep their token (BERT's 80/10/10).
+    """
+    special = torch.isin(input_ids, special_ids)  # (batch, seq)
+    if word_starts is None and span_mean_len <= 1.0:
+        scores = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
+    else:
+        scores = _unit_scores(unit_starts(input_ids, word_starts, span_mean_len, generator), generator)
+    scores = scores.masked_fill(special, _NEVER)
+    positions = scores.topk(count, dim=1, largest=False).indices  # (batch, count)
+    targets = input_ids.gather(1, positions)  # (batch, count)
+    replaced = _replacements(targets, mask_id, vocab_size, special_ids, replace_with_mask,
+                             replace_with_random, generator)
+    return MaskedBatch(input_ids.scatter(1, positions, replaced), positions, targets)
+
+
+def _replacements(targets: torch.Tensor, mask_id: int, vocab_size: int, special_ids: torch.Tensor,
+                  replace_with_mask: float, replace_with_random: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """What each chosen token becomes: [MASK], a random non-special token, or itself."""
+    split = torch.rand(targets.shape, device=targets.device, generator=generator)
+    random_ids = torch.randint(0, vocab_size, targets.shape, device=targets.device, generator=generator)
+    # A random draw that lands on a special token keeps the original instead (rare; the split stays
+    # within a fraction of a percent of the configured one for any real vocabulary).
+    random_ids = torch.where(torch.isin(random_ids, special_ids), targets, random_ids)
+    out = torch.where(split < replace_with_mask, torch.full_like(targets, mask_id), targets)
+    use_random = (split >= replace_with_mask) & (split < replace_with_mask + replace_with_random)
+    return torch.where(use_random, random_ids, out)
 
 
 def mask_tokens(
@@ -17,24 +128,15 @@ def mask_tokens(
     replace_with_random: float = 0.1,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Choose `ratio` of the non-special tokens; return (masked input ids, labels).
+    """Choose each non-special token with probability `ratio`; return (masked input ids, labels).
 
-    Labels hold the original id at chosen positions and IGNORE_INDEX elsewhere. Of the chosen
-    positions, `replace_with_mask` become [MASK], `replace_with_random` a random non-special
-    token, and the rest keep their token (BERT's 80/10/10).
+    Labels hold the original id at chosen positions and IGNORE_INDEX elsewhere (the transformers
+    convention), so any HF masked-LM can be scored on them.
     """
-    device = input_ids.device
     maskable = ~torch.isin(input_ids, special_ids)  # (batch, seq)
-    draw = torch.rand(input_ids.shape, device=device, generator=generator)
+    draw = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
     chosen = (draw < ratio) & maskable
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-    # One more uniform draw splits the chosen positions into mask / random / keep.
-    split = torch.rand(input_ids.shape, device=device, generator=generator)
-    to_mask = chosen & (split < replace_with_mask)
-    to_random = chosen & (split >= replace_with_mask) & (split < replace_with_mask + replace_with_random)
-    random_ids = torch.randint(0, vocab_size, input_ids.shape, device=device, generator=generator)
-    # A random draw that lands on a special token keeps the original instead (rare, unbiased enough).
-    random_ids = torch.where(torch.isin(random_ids, special_ids), input_ids, random_ids)
-    masked = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
-    masked = torch.where(to_random, random_ids, masked)
-    return masked, labels
+    replaced = _replacements(input_ids, mask_id, vocab_size, special_ids, replace_with_mask,
+                             replace_with_random, generator)
+    return torch.where(chosen, replaced, input_ids), labels

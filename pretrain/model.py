@@ -1,12 +1,23 @@
-"""Models built from config with transformers, so every checkpoint is a plain HF model."""
+"""Models built from config with transformers, so every checkpoint is a plain HF model.
+
+Three layouts: `bert` (BertForMaskedLM), `roberta` (RobertaForMaskedLM: one token type, positions
+offset past the padding id) and `modernbert` (ModernBertForMaskedLM: rotary positions, GLU
+feed-forward, alternating local/global attention, no biases). Sizes live in conf/model/.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
-from transformers import BertConfig, BertForMaskedLM
+import torch
+from transformers import (AutoModelForMaskedLM, BertConfig, ModernBertConfig, PretrainedConfig,
+                          RobertaConfig)
 
 from corpora.errors import ConfigError
+
+ARCHS = ("bert", "roberta", "modernbert")
+ATTENTION = ("sdpa", "eager")
 
 
 def padded_vocab_size(vocab_size: int, multiple: int) -> int:
@@ -14,25 +25,66 @@ def padded_vocab_size(vocab_size: int, multiple: int) -> int:
     return math.ceil(vocab_size / multiple) * multiple if multiple > 1 else vocab_size
 
 
-def build_model(model_cfg, vocab_size: int, pad_token_id: int, seq_len: int) -> BertForMaskedLM:
-    """A freshly initialised masked-LM model of the configured size for this vocabulary."""
-    if model_cfg.arch != "bert":
-        raise ConfigError(f"model.arch={model_cfg.arch!r}: only 'bert' is available so far")
+def check_model_config(model_cfg, seq_len: int) -> None:
+    """Fail at start-up, naming the key, on an architecture that cannot train on these shards."""
+    if model_cfg.arch not in ARCHS:
+        raise ConfigError(f"model.arch={model_cfg.arch!r} is not one of {list(ARCHS)}")
     if seq_len > model_cfg.max_position_embeddings:
-        raise ConfigError(f"shards.seq_len={seq_len} exceeds model.max_position_embeddings="
-                          f"{model_cfg.max_position_embeddings}: build shorter shards or a larger model")
+        raise ConfigError(f"sequence length {seq_len} exceeds model.max_position_embeddings="
+                          f"{model_cfg.max_position_embeddings}: build shorter shards (shards.seq_len, "
+                          "trainer.phases[].seq_len) or raise model.max_position_embeddings")
     if model_cfg.hidden_size % model_cfg.num_heads:
         raise ConfigError(f"model.hidden_size={model_cfg.hidden_size} is not divisible by "
                           f"model.num_heads={model_cfg.num_heads}")
-    config = BertConfig(
-        vocab_size=padded_vocab_size(vocab_size, model_cfg.pad_vocab_to_multiple_of),
-        hidden_size=model_cfg.hidden_size,
-        num_hidden_layers=model_cfg.num_layers,
-        num_attention_heads=model_cfg.num_heads,
-        intermediate_size=model_cfg.intermediate_size,
-        max_position_embeddings=model_cfg.max_position_embeddings,
-        hidden_dropout_prob=model_cfg.dropout,
-        attention_probs_dropout_prob=model_cfg.dropout,
-        pad_token_id=pad_token_id,
-    )
-    return BertForMaskedLM(config)
+
+
+def hf_config(model_cfg, vocab_size: int, special_ids: dict[str, int]) -> PretrainedConfig:
+    """The transformers config of this architecture and size for a vocabulary of `vocab_size`."""
+    common = dict(vocab_size=padded_vocab_size(vocab_size, model_cfg.pad_vocab_to_multiple_of),
+                  hidden_size=model_cfg.hidden_size, num_hidden_layers=model_cfg.num_layers,
+                  num_attention_heads=model_cfg.num_heads, intermediate_size=model_cfg.intermediate_size,
+                  pad_token_id=special_ids["[PAD]"])
+    if model_cfg.arch == "modernbert":
+        return ModernBertConfig(
+            **common, max_position_embeddings=model_cfg.max_position_embeddings,
+            attention_dropout=model_cfg.dropout, mlp_dropout=model_cfg.dropout,
+            embedding_dropout=model_cfg.dropout, local_attention=model_cfg.local_attention_window,
+            cls_token_id=special_ids["[CLS]"], bos_token_id=special_ids["[CLS]"],
+            sep_token_id=special_ids["[SEP]"], eos_token_id=special_ids["[SEP]"],
+        )
+    dropouts = dict(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout)
+    if model_cfg.arch == "roberta":
+        # RoBERTa numbers positions from pad_token_id + 1, so its table needs that many extra rows
+        # for the same usable length.
+        return RobertaConfig(**common, **dropouts, type_vocab_size=1, layer_norm_eps=1e-5,
+                             max_position_embeddings=model_cfg.max_position_embeddings + special_ids["[PAD]"] + 1,
+                             bos_token_id=special_ids["[CLS]"], eos_token_id=special_ids["[SEP]"])
+    return BertConfig(**common, **dropouts, max_position_embeddings=model_cfg.max_position_embeddings)
+
+
+def build_model(model_cfg, vocab_size: int, pad_token_id: int, seq_len: int,
+                special_ids: dict[str, int] | None = None, attention: str = "sdpa"):
+    """A freshly initialised masked-LM model of the configured architecture and size.
+
+    `vocab_size` is the tokenizer's; the embedding is padded to `model.pad_vocab_to_multiple_of`.
+    `attention` picks the transformers attention kernel (a speed switch: `impl.attention`).
+    """
+    check_model_config(model_cfg, seq_len)
+    if attention not in ATTENTION:
+        raise ConfigError(f"impl.attention={attention!r} is not one of {list(ATTENTION)}")
+    special = {"[PAD]": pad_token_id, "[CLS]": pad_token_id, "[SEP]": pad_token_id} | (special_ids or {})
+    config = hf_config(model_cfg, vocab_size, special)
+    return AutoModelForMaskedLM.from_config(config, attn_implementation=attention)
+
+
+def encoder_and_head(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """(encoder, head) of a transformers masked-LM: hidden = encoder(input_ids=...).last_hidden_state,
+    logits = head(hidden). Splitting them lets the head run on the masked positions only."""
+    model_type = model.config.model_type
+    if model_type == "bert":
+        return model.bert, model.cls
+    if model_type in ("roberta", "xlm-roberta"):
+        return model.roberta, model.lm_head
+    if model_type == "modernbert":
+        return model.model, lambda hidden: model.decoder(model.head(hidden))
+    raise ConfigError(f"no sparse MLM head for model type {model_type!r}: use one of {list(ARCHS)}")

@@ -1,64 +1,135 @@
-"""The Lightning module: dynamic masking, a loss on masked positions only, AdamW with warmup."""
+"""The Lightning module: dynamic masking on the device, a sparse MLM head, metrics kept on the device.
+
+Nothing in `training_step` reads a value back to the host: the masked count is a constant, the
+metrics accumulate in device tensors, and `ThroughputMonitor` (pretrain/throughput.py) reads them
+once every `trainer.log_every_n_steps` steps.
+"""
 
 from __future__ import annotations
+
+from functools import partial
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from pretrain.masking import IGNORE_INDEX, mask_tokens
+from pretrain.masking import MaskedBatch, mask_fixed_count, masked_per_row
+from pretrain.model import encoder_and_head
+from pretrain.optim import build_optimizer
 from pretrain.schedules import lr_lambda
 
 
-def masked_lm_outputs(model, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(loss, correct, masked) with the MLM head applied only where labels are set.
+def sparse_mlm_loss(model, input_ids: torch.Tensor, positions: torch.Tensor,
+                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss, number of correct predictions) with the MLM head applied only at `positions`.
 
     The encoder runs on every position; the vocabulary projection, the biggest matmul of a small
-    BERT, runs only on the ~15% masked rows. Full rows need no attention mask.
+    BERT, runs only on the masked ~15-30%. Rows are full, so no attention mask is passed and SDPA
+    takes its fastest path. Every shape depends only on the input shapes (static for compile).
     """
-    hidden = model.bert(input_ids=input_ids).last_hidden_state  # (batch, seq, hidden)
-    chosen = labels != IGNORE_INDEX  # (batch, seq)
-    # Boolean indexing has a data-dependent size: one host sync per step (fixed-count masking removes it).
-    logits = model.cls(hidden[chosen])  # (masked, vocab)
-    targets = labels[chosen]  # (masked,)
-    loss = F.cross_entropy(logits.float(), targets)
+    encoder, head = encoder_and_head(model)
+    hidden = encoder(input_ids=input_ids).last_hidden_state  # (batch, seq, hidden)
+    index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # (batch, k, hidden)
+    logits = head(hidden.gather(1, index)).float()  # (batch, k, vocab)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
     correct = (logits.argmax(-1) == targets).sum()
-    return loss, correct, targets.numel()
+    return loss, correct
 
 
 class MaskedLMModule(L.LightningModule):
-    """Wraps a transformers `*ForMaskedLM`; the wrapped model is what gets exported."""
+    """Wraps a transformers `*ForMaskedLM`; the wrapped model is what gets exported.
 
-    def __init__(self, model, masking_cfg, optim_cfg, max_steps: int, mask_id: int,
-                 vocab_size: int, special_ids: list[int]):
+    `plan` is the list of `pretrain.phases.Phase`; the learning rate follows `optim.schedule` over
+    all steps, scaled and re-warmed per phase.
+    """
+
+    def __init__(self, model, masking_cfg, optim_cfg, plan, special_ids: dict[str, int], vocab_size: int,
+                 maskable_share: dict[int, float], word_starts: torch.Tensor | None = None, compile_backend: str = ""):
         super().__init__()
         self.model = model
-        self.masking, self.optim, self.max_steps = masking_cfg, optim_cfg, max_steps
-        self.mask_id, self.vocab_size = mask_id, vocab_size  # vocab_size: the tokenizer's, not padded
-        self.register_buffer("special_ids", torch.tensor(special_ids), persistent=False)
+        self.masking, self.optim, self.plan = masking_cfg, optim_cfg, plan
+        self.mask_id, self.vocab_size = special_ids["[MASK]"], vocab_size  # the tokenizer's size, not padded
+        self.maskable_share = maskable_share  # row length -> share of non-special tokens in the shards
+        self.register_buffer("special_ids", torch.tensor(sorted(set(special_ids.values()))), persistent=False)
+        self.register_buffer("word_starts", word_starts, persistent=False)
+        loss_fn = partial(sparse_mlm_loss, self.model)
+        # dynamic=False: one graph per input shape (one per phase length), never a dynamic-shape graph.
+        self.loss_fn = torch.compile(loss_fn, backend=compile_backend, dynamic=False) if compile_backend else loss_fn
+        self.window = None  # device-side sums since the last log, see `pop_window`
+        self.reset_window()
+
+    def mask(self, input_ids: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> MaskedBatch:
+        """Fixed-count masking of a batch with this run's settings at `ratio`."""
+        seq_len = input_ids.shape[1]
+        count = masked_per_row(ratio, seq_len, self.maskable_share.get(seq_len, 1.0))
+        return mask_fixed_count(input_ids, count, self.mask_id, self.vocab_size, self.special_ids,
+                                self.masking.replace_with_mask, self.masking.replace_with_random,
+                                self.word_starts if self.masking.whole_word else None,
+                                self.masking.span_mean_len, generator)
 
     def training_step(self, input_ids: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        masked, labels = mask_tokens(
-            input_ids, self.masking.ratio, self.mask_id, self.vocab_size, self.special_ids,
-            self.masking.replace_with_mask, self.masking.replace_with_random,
-        )
-        loss, correct, count = masked_lm_outputs(self.model, masked, labels)
-        # Logged tensors stay on the device; Lightning reads them only every log_every_n_steps.
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
-        self.log("train/masked_accuracy", correct / max(count, 1), on_step=True, on_epoch=False)
+        batch = self.mask(input_ids, self.masking.ratio)
+        loss, correct = self.loss_fn(batch.input_ids, batch.positions, batch.targets)
+        # Accumulate on the device: no .item() here (that would wait for the GPU every step).
+        self.window["loss_sum"] += loss.detach()
+        self.window["correct"] += correct
+        self.window["micro_batches"] += 1  # Python ints: known without asking the device
+        self.window["masked"] += batch.targets.numel()
+        self.window["tokens"] += input_ids.numel()
         return loss
 
+    def on_train_start(self) -> None:
+        self.reset_window()  # now on the training device
+
+    def reset_window(self) -> None:
+        zero = torch.zeros((), device=self.device)
+        self.window = {"loss_sum": zero.clone(), "correct": zero.clone(), "grad_norm": zero.clone(),
+                       "micro_batches": 0, "masked": 0, "tokens": 0}
+
+    def pop_window(self) -> dict:
+        """Metrics since the last call, as Python numbers. This is the one host sync per log interval."""
+        w = self.window
+        values = torch.stack([w["loss_sum"], w["correct"], w["grad_norm"]]).tolist()  # host sync
+        self.reset_window()
+        return {"train/loss": values[0] / max(w["micro_batches"], 1),
+                "train/masked_accuracy": values[1] / max(w["masked"], 1),
+                "train/grad_norm": values[2], "tokens": w["tokens"]}
+
+    @torch.no_grad()
+    def heldout_metrics(self, batches, ratio: float, seed: int) -> dict:
+        """Masked loss and accuracy on held-out batches, with masks fixed by `seed` (comparable over time)."""
+        was_training = self.training
+        self.eval()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        masked = 0
+        for input_ids in batches:
+            batch = self.mask(input_ids.to(self.device), ratio, generator)
+            loss, hits = sparse_mlm_loss(self.model, batch.input_ids, batch.positions, batch.targets)
+            loss_sum += loss * batch.targets.numel()
+            correct += hits
+            masked += batch.targets.numel()
+        self.train(was_training)
+        loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()  # host sync, once
+        return {"val/loss": loss_value / max(masked, 1), "val/masked_accuracy": correct_value / max(masked, 1)}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip to `optim.grad_clip` and keep the norm (on the device) for logging."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if self.optim.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.optim.grad_clip, norm)
+        self.window["grad_norm"] = norm.detach()  # the latest step's norm is what gets logged
+
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            # Biases and LayerNorm weights are not decayed (they are not weights to shrink).
-            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.optim.lr, betas=tuple(self.optim.betas), eps=self.optim.eps,
-            fused=torch.cuda.is_available(),
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(self.optim.schedule, self.optim.warmup_steps, self.max_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        optimizer = build_optimizer(self.model, self.optim)
+        schedule = lr_lambda(self.optim.schedule, self.optim.warmup_steps, self.plan[-1].end_step,
+                             self.optim.min_lr_ratio, self.optim.decay_fraction)
+
+        def multiplier(step: int) -> float:
+            phase = next((p for p in self.plan if step < p.end_step), self.plan[-1])
+            return schedule(step) * phase.lr_scale * phase.rewarm(step)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

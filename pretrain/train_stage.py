@@ -10,16 +10,20 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from torch.utils.data import DataLoader
 
+from corpora.errors import ConfigError
 from corpora.shards_stage import file_sha256, load_rows, run_shards
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
-from pretrain.data import PackedRows
-from pretrain.model import build_model
+from pretrain.data import PackedRows, PhasedData
+from pretrain.flops import flops_per_token
+from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
+from pretrain.phases import plan_phases
+from pretrain.throughput import ThroughputMonitor
+from pretrain.word_starts import load_word_start_table
 
 log = logging.getLogger("bertforge.pretrain")
 
@@ -38,44 +42,94 @@ def run_pretrain(cfg) -> Path:
     if reuse(folder, log):
         return folder
     fmt = read_manifest(shards_dir)["format"]
-    if fmt["tokenizer_sha256"] != file_sha256(vocab_dir / "tokenizer.json"):
-        raise ValueError(f"{shards_dir} was built with another tokenizer than {vocab_dir}: rebuild the shards")
+    plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
     torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     special = fmt["special_ids"]
-    model = build_model(cfg.model, fmt["vocab_size"], special["[PAD]"], fmt["seq_len"])
-    module = MaskedLMModule(model, cfg.masking, cfg.optim, cfg.trainer.max_steps, special["[MASK]"],
-                            fmt["vocab_size"], sorted(special.values()))
-    rows = PackedRows(load_rows(shards_dir, "train"), seed=cfg.trainer.seed)
-    loader = DataLoader(rows, batch_size=cfg.trainer.batch_size, shuffle=False, drop_last=True,
-                        num_workers=cfg.impl.num_workers, pin_memory=torch.cuda.is_available())
+    model = build_model(cfg.model, fmt["vocab_size"], special["[PAD]"], max(p.seq_len for p in plan), special,
+                        attention=cfg.impl.attention)
+    word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
+        if cfg.masking.whole_word else None
+    maskable = {int(length): share for length, share in fmt["maskable_share"].items()}
+    module = MaskedLMModule(model, cfg.masking, cfg.optim, plan, special, fmt["vocab_size"], maskable, word_starts,
+                            compile_backend=cfg.impl.compile_backend if cfg.impl.compile else "")
+    rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=cfg.trainer.seed) for p in plan}
+    data = PhasedData(plan, rows, cfg.impl.num_workers, pin_memory=torch.cuda.is_available())
+    monitor = ThroughputMonitor(
+        plan, [flops_per_token(model.config, p.seq_len, cfg.masking.ratio) for p in plan],
+        cfg.trainer.log_every_n_steps, cfg.trainer.peak_tflops, world_size(cfg.trainer), cfg.trainer.progress_bar,
+        heldout_batches(shards_dir, plan[0].micro_batch_size, cfg.trainer.val_batches),
+        cfg.trainer.val_every_n_steps, cfg.masking.eval_ratio, cfg.trainer.seed)
     with build_stage(cfg.paths.work_dir, "pretrain", payload, inputs) as build:
         trainer = L.Trainer(
             max_steps=cfg.trainer.max_steps, accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices, precision=cfg.trainer.precision,
-            gradient_clip_val=cfg.optim.grad_clip or None, log_every_n_steps=cfg.trainer.log_every_n_steps,
             logger=_loggers(cfg, build.tmp, payload), default_root_dir=str(build.tmp),
+            reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
+            limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in ThroughputMonitor
             callbacks=[
                 ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
                                 every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True,
                                 save_top_k=1, auto_insert_metric_name=False),
-                LearningRateMonitor(logging_interval="step"),
+                GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
+                monitor,
             ],
             enable_progress_bar=False, enable_model_summary=False,
         )
-        trainer.fit(module, loader)
+        trainer.fit(module, datamodule=data)
         _finish_loggers(trainer)
         export_hf(module.model, vocab_dir, build.tmp / "hf")
         curve = read_loss_curve(build.tmp)
         plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)
         build.manifest["counts"] = {
             "steps": trainer.global_step,
-            "tokens_trained": trainer.global_step * cfg.trainer.batch_size * fmt["seq_len"],
+            "tokens_trained": sum(p.steps * p.tokens_per_step for p in plan),
             "first_loss": curve[0][1] if curve else None,
             "last_loss": curve[-1][1] if curve else None,
             "parameters": sum(p.numel() for p in model.parameters()),
+            "phases": [{"seq_len": p.seq_len, "steps": p.steps, "batch_size": p.batch_size,
+                        "accumulation": p.accumulation, "lr_scale": p.lr_scale} for p in plan],
+            "throughput": throughput_summary(monitor.history),
         }
     return folder
+
+
+def world_size(trainer_cfg) -> int:
+    """Devices taking part in one optimiser step (all of them, on every node)."""
+    return trainer_cfg.devices * getattr(trainer_cfg, "num_nodes", 1)
+
+
+def check_start_up(cfg, shards_dir: Path, vocab_dir: Path, fmt: dict) -> list:
+    """Every check that can fail before training, each naming the file or key: returns the phase plan."""
+    tokenizer = vocab_dir / "tokenizer.json"
+    if fmt["tokenizer_sha256"] != file_sha256(tokenizer):
+        raise ConfigError(f"{shards_dir} was built with another tokenizer than {tokenizer} (the model's "
+                          "vocabulary): rebuild the shards with it (delete the shards folder or change shards.*)")
+    plan = plan_phases(cfg.trainer, cfg.optim, fmt["seq_len"], world_size(cfg.trainer))
+    for phase in plan:
+        check_model_config(cfg.model, phase.seq_len)
+        if phase.seq_len not in fmt["seq_lens"]:
+            raise ConfigError(f"trainer.phases[{phase.index}].seq_len={phase.seq_len}: {shards_dir} has rows "
+                              f"of {fmt['seq_lens']} only; rebuild the shards")
+    return plan
+
+
+def heldout_batches(shards_dir: Path, batch_size: int, count: int) -> list[torch.Tensor]:
+    """The first `count` batches of held-out rows (main length): the same rows at every validation."""
+    rows = load_rows(shards_dir, "heldout")
+    usable = min(count * batch_size, len(rows)) // batch_size * batch_size
+    return [torch.from_numpy(rows[i:i + batch_size].astype("int64")) for i in range(0, usable, batch_size)]
+
+
+def throughput_summary(history: list[dict]) -> dict:
+    """Median tokens/s and MFU over the logged intervals, leaving out the first (compile, warm-up)."""
+    rows = [h for h in history if "throughput/tokens_per_s" in h]
+    rows = rows[1:] or rows
+    if not rows:
+        return {}
+    median = lambda key: sorted(h[key] for h in rows)[len(rows) // 2]  # noqa: E731
+    return {"tokens_per_s": median("throughput/tokens_per_s"), "mfu": median("throughput/mfu"),
+            "data_wait_share": median("throughput/data_wait_share")}
 
 
 def _loggers(cfg, out: Path, payload: dict) -> list:

@@ -1,49 +1,188 @@
-"""Masking statistics: the ratio, the 80/10/10 split, and special tokens never chosen."""
+"""Masking, tested by its statistics on real Irish text: ratio, 80/10/10, whole words for WordPiece,
+byte-level BPE and Unigram vocabularies, spans, and the fixed count that keeps shapes static."""
 
+import numpy as np
+import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from pretrain.masking import IGNORE_INDEX, mask_tokens
+from pretrain.masking import IGNORE_INDEX, mask_fixed_count, mask_tokens, masked_per_row, unit_starts
+from pretrain.word_starts import word_start_table
 
-SPECIAL = torch.tensor([0, 1, 2, 3, 4])
-MASK_ID, VOCAB = 4, 1000
-
-
-def draw(ratio=0.15, shape=(256, 128), seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, VOCAB, shape, generator=gen)
-    ids[:, 0] = 2  # [CLS]
-    ids[:, 64] = 3  # [SEP]
-    masked, labels = mask_tokens(ids, ratio, MASK_ID, VOCAB, SPECIAL, generator=gen)
-    return ids, masked, labels
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIAL = torch.arange(5)
+CLS, SEP, MASK_ID = 2, 3, 4
+SEQ = 128
 
 
-def test_ratio_matches_over_maskable_tokens():
+@pytest.fixture(scope="module")
+def irish_texts(data_dir):
+    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-dev.conllu"
+    return [line[len("# text = "):].strip() for line in path.open(encoding="utf-8") if line.startswith("# text = ")]
+
+
+def _train(kind: str, texts) -> Tokenizer:
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=1000, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    elif kind == "bytelevel_bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=1000, special_tokens=SPECIAL_TOKENS, unk_token="[UNK]",
+                                          show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def tokenizers_by_kind(irish_texts):
+    return {kind: _train(kind, irish_texts) for kind in ("wordpiece", "bytelevel_bpe", "unigram")}
+
+
+def packed_rows(tok: Tokenizer, texts, rows: int = 256) -> torch.Tensor:
+    """Rows as the shards stage writes them: [CLS] then the document stream joined by [SEP]."""
+    stream = []
+    for encoding in tok.encode_batch(texts, add_special_tokens=False):
+        stream += encoding.ids + [SEP]
+    stream = np.resize(np.asarray(stream), rows * (SEQ - 1)).reshape(rows, SEQ - 1)  # (rows, seq-1)
+    return torch.from_numpy(np.concatenate([np.full((rows, 1), CLS), stream], axis=1))
+
+
+def maskable_share(ids: torch.Tensor) -> float:
+    return (~torch.isin(ids, SPECIAL)).float().mean().item()
+
+
+def test_fixed_count_hits_the_ratio_over_maskable_tokens(tokenizers_by_kind, irish_texts):
+    ids = packed_rows(tokenizers_by_kind["wordpiece"], irish_texts)
+    vocab = tokenizers_by_kind["wordpiece"].get_vocab_size()
     for ratio in (0.15, 0.3):
-        ids, _, labels = draw(ratio)
-        chosen = (labels != IGNORE_INDEX).float()
-        maskable = ids.numel() - 2 * ids.shape[0]
-        assert abs(chosen.sum().item() / maskable - ratio) < 0.01
+        k = masked_per_row(ratio, SEQ, maskable_share(ids))
+        out = mask_fixed_count(ids, k, MASK_ID, vocab, SPECIAL, generator=torch.Generator().manual_seed(0))
+        assert out.positions.shape == out.targets.shape == (ids.shape[0], k)  # static: depends on k only
+        labels = out.dense_labels()
+        assert ((labels != IGNORE_INDEX).sum(1) == k).all()  # positions distinct, exactly k per row
+        chosen = labels != IGNORE_INDEX
+        assert abs(chosen.sum().item() / (~torch.isin(ids, SPECIAL)).sum().item() - ratio) < 0.005
+        assert not torch.isin(ids[chosen], SPECIAL).any()  # [CLS]/[SEP] never chosen
+        assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(out.input_ids[~chosen], ids[~chosen])
 
 
-def test_eighty_ten_ten_split():
-    ids, masked, labels = draw(shape=(512, 128))
+def test_eighty_ten_ten_split(tokenizers_by_kind, irish_texts):
+    ids = packed_rows(tokenizers_by_kind["wordpiece"], irish_texts, rows=1024)
+    vocab = tokenizers_by_kind["wordpiece"].get_vocab_size()
+    out = mask_fixed_count(ids, 19, MASK_ID, vocab, SPECIAL, generator=torch.Generator().manual_seed(1))
+    after = out.input_ids.gather(1, out.positions)
+    to_mask = (after == MASK_ID).float().mean().item()
+    unchanged = (after == out.targets).float().mean().item()
+    assert abs(to_mask - 0.8) < 0.01 and abs(unchanged - 0.1) < 0.01  # random draws equal to the original are rare
+    assert abs(1 - to_mask - unchanged - 0.1) < 0.01
+    assert not torch.isin(after[(after != MASK_ID) & (after != out.targets)], SPECIAL).any()
+
+
+def test_bernoulli_masking_for_evaluation_keeps_ratio_and_split():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (512, 128), generator=gen)
+    masked, labels = mask_tokens(ids, 0.3, MASK_ID, 1000, SPECIAL, generator=gen)
     chosen = labels != IGNORE_INDEX
-    n = chosen.sum().item()
-    to_mask = (masked[chosen] == MASK_ID).sum().item() / n
-    unchanged = (masked[chosen] == ids[chosen]).sum().item() / n
-    randomised = 1 - to_mask - unchanged
-    assert abs(to_mask - 0.8) < 0.01 and abs(unchanged - 0.1) < 0.01 and abs(randomised - 0.1) < 0.01
-    assert (labels[chosen] == ids[chosen]).all()  # labels hold the original tokens
-    assert (masked[~chosen] == ids[~chosen]).all()  # nothing else is touched
+    assert abs(chosen.float().mean().item() - 0.3) < 0.01
+    assert abs((masked[chosen] == MASK_ID).float().mean().item() - 0.8) < 0.01
 
 
-def test_special_tokens_are_never_chosen_or_inserted():
-    ids, masked, labels = draw()
-    assert (labels[:, 0] == IGNORE_INDEX).all() and (labels[:, 64] == IGNORE_INDEX).all()
-    random_positions = (labels != IGNORE_INDEX) & (masked != MASK_ID) & (masked != ids)
-    assert not torch.isin(masked[random_positions], SPECIAL).any()
+@pytest.mark.parametrize("kind", ["wordpiece", "unigram"])
+def test_word_start_table_matches_the_tokenizers_words(tokenizers_by_kind, irish_texts, kind):
+    tok = tokenizers_by_kind[kind]
+    table = word_start_table(tok)
+    for encoding in tok.encode_batch(irish_texts[:100], add_special_tokens=False):
+        first = [i == 0 or w != encoding.word_ids[i - 1] for i, w in enumerate(encoding.word_ids)]
+        assert table[encoding.ids].tolist() == first
+    assert table[:5].all()  # special tokens count as starts
 
 
-def test_same_seed_same_masks():
-    assert torch.equal(draw(seed=7)[1], draw(seed=7)[1])
-    assert not torch.equal(draw(seed=7)[1], draw(seed=8)[1])
+def test_word_start_table_for_byte_level_bpe_follows_spaces(tokenizers_by_kind, irish_texts):
+    tok = tokenizers_by_kind["bytelevel_bpe"]
+    table = word_start_table(tok, padded_size=1024)
+    assert table.shape == (1024,)
+    agree = total = 0
+    for text in irish_texts[:100]:
+        encoding = tok.encode(text, add_special_tokens=False)
+        for token_id, (start, _) in zip(encoding.ids, encoding.offsets):
+            after_space = start == 0 or text[start].isspace() or text[start - 1].isspace()
+            agree += table[token_id] == after_space
+            total += 1
+    assert agree / total > 0.99  # the rest: punctuation pre-split from its word with no space before it
+
+
+def _partial_words(ids, chosen, starts):
+    """Per row: how many words have some but not all of their tokens chosen."""
+    counts = []
+    for row_ids, row_chosen, row_starts in zip(ids.tolist(), chosen.tolist(), starts.tolist()):
+        word, partial = [], 0
+        for flag, start, token in zip(row_chosen, row_starts, row_ids):
+            if (start or token in (CLS, SEP)) and word:
+                partial += 0 < sum(word) < len(word)
+                word = []
+            if token not in (CLS, SEP):
+                word.append(flag)
+        partial += bool(word) and 0 < sum(word) < len(word)
+        counts.append(partial)
+    return counts
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bytelevel_bpe", "unigram"])
+def test_whole_word_masking_takes_whole_words(tokenizers_by_kind, irish_texts, kind):
+    tok = tokenizers_by_kind[kind]
+    ids = packed_rows(tok, irish_texts, rows=64)
+    starts = torch.from_numpy(word_start_table(tok))
+    out = mask_fixed_count(ids, 19, MASK_ID, tok.get_vocab_size(), SPECIAL, word_starts=starts,
+                           generator=torch.Generator().manual_seed(2))
+    chosen = out.dense_labels() != IGNORE_INDEX
+    assert (chosen.sum(1) == 19).all()
+    # At most one word per row is cut, where the fixed count ends; multi-token words are common here.
+    assert max(_partial_words(ids, chosen, starts[ids])) <= 1
+    plain = mask_fixed_count(ids, 19, MASK_ID, tok.get_vocab_size(), SPECIAL, generator=torch.Generator().manual_seed(2))
+    assert sum(_partial_words(ids, plain.dense_labels() != IGNORE_INDEX, starts[ids])) > 3 * len(ids)
+
+
+def _mean_run_length(chosen: torch.Tensor) -> float:
+    runs = lengths = 0
+    for row in chosen.int().tolist():
+        text = "".join(map(str, row))
+        pieces = [p for p in text.split("0") if p]
+        runs += len(pieces)
+        lengths += sum(map(len, pieces))
+    return lengths / runs
+
+
+def test_span_masking_masks_contiguous_spans_of_the_mean_length(tokenizers_by_kind, irish_texts):
+    ids = packed_rows(tokenizers_by_kind["wordpiece"], irish_texts)
+    vocab = tokenizers_by_kind["wordpiece"].get_vocab_size()
+    runs = {}
+    for span in (1.0, 3.0, 6.0):
+        out = mask_fixed_count(ids, 19, MASK_ID, vocab, SPECIAL, span_mean_len=span,
+                               generator=torch.Generator().manual_seed(3))
+        chosen = out.dense_labels() != IGNORE_INDEX
+        assert (chosen.sum(1) == 19).all()
+        runs[span] = _mean_run_length(chosen)
+        if span > 1.0:  # unit lengths are geometric with the configured mean
+            starts = unit_starts(ids, None, span, torch.Generator().manual_seed(4))
+            assert abs(starts.numel() / starts.sum().item() - span) < 0.1 * span
+    # Token masking: runs are mostly single tokens. Spans: runs near the mean; the fixed count cuts the
+    # last span of a row and [SEP] cuts others, so long spans come out shorter.
+    assert runs[1.0] < 1.3
+    assert 2.4 < runs[3.0] < 4.5 and runs[6.0] > runs[3.0] + 0.8
+
+
+def test_same_seed_same_masks(tokenizers_by_kind, irish_texts):
+    ids = packed_rows(tokenizers_by_kind["wordpiece"], irish_texts, rows=8)
+
+    def draw(seed):
+        return mask_fixed_count(ids, 19, MASK_ID, 1000, SPECIAL, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(7).input_ids, draw(7).input_ids)
+    assert not torch.equal(draw(7).input_ids, draw(8).input_ids)

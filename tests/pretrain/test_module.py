@@ -1,28 +1,73 @@
-"""The sparse MLM head gives the same loss as transformers' dense head; the schedule is right."""
+"""The sparse MLM head equals transformers' dense head; models build at every size and layout; the
+FLOP count matches torch's own counter."""
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
+from torch.utils.flop_counter import FlopCounterMode
 
-from pretrain.masking import mask_tokens
-from pretrain.model import build_model, padded_vocab_size
-from pretrain.module import masked_lm_outputs
-from pretrain.schedules import lr_lambda
-from pretrain.config import ModelConfig
 from corpora.errors import ConfigError
+from pretrain.config import ModelConfig
+from pretrain.flops import flops_per_token, mfu
+from pretrain.masking import mask_fixed_count
+from pretrain.model import build_model, encoder_and_head, padded_vocab_size
+from pretrain.module import sparse_mlm_loss
+from tests.conftest import compose_raw
+from pretrain.config import load_config
+
+SPECIAL = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)
 
 
-def test_sparse_head_loss_equals_dense_head_loss():
+def small_model(arch: str, attention: str = "sdpa", **overrides):
     torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=320, hidden_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, intermediate_size=128)).eval()
-    ids = torch.randint(5, 320, (4, 32))
-    masked, labels = mask_tokens(ids, 0.15, 4, 320, torch.arange(5))
+    cfg = ModelConfig(arch=arch, **(SMALL | overrides))
+    return build_model(cfg, vocab_size=300, pad_token_id=0, seq_len=64, special_ids=SPECIAL, attention=attention)
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
+def test_sparse_head_loss_equals_dense_head_loss(arch):
+    model = small_model(arch).eval()
+    ids = torch.randint(5, 300, (4, 64))
+    ids[:, 0], ids[:, 30] = 2, 3
+    batch = mask_fixed_count(ids, 10, 4, 300, torch.arange(5), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        dense = model(input_ids=masked, labels=labels).loss
-        sparse, correct, count = masked_lm_outputs(model, masked, labels)
-    assert torch.allclose(sparse, dense, atol=1e-5)
-    assert count == (labels != -100).sum().item()
+        out = model(input_ids=batch.input_ids, labels=batch.dense_labels())  # transformers' own dense loss
+        sparse, correct = sparse_mlm_loss(model, batch.input_ids, batch.positions, batch.targets)
+    assert torch.allclose(sparse, out.loss, atol=1e-5)
+    dense_correct = (out.logits.argmax(-1).gather(1, batch.positions) == batch.targets).sum()
+    assert correct == dense_correct
+
+
+@pytest.mark.parametrize("size,params_millions", [("tiny", 4.4), ("mini", 11.2), ("small", 28.8),
+                                                  ("medium", 41.4), ("base", 109.5), ("large", 335.2)])
+def test_standard_sizes_have_their_published_parameter_counts(size, params_millions):
+    cfg = load_config(compose_raw("pretrain", ["paths.data_dir=/d", f"model={size}"])).model
+    with torch.device("meta"):  # no memory, no init time: only shapes
+        model = build_model(cfg, vocab_size=30522, pad_token_id=0, seq_len=512, special_ids=SPECIAL)
+    encoder, _ = encoder_and_head(model)
+    count = sum(p.numel() for p in encoder.parameters()) / 1e6  # the encoder, as papers count it
+    assert count == pytest.approx(params_millions, rel=0.02)
+
+
+def test_xl_is_scholarbert_xl_sized():
+    cfg = load_config(compose_raw("pretrain", ["paths.data_dir=/d", "model=xl"])).model
+    with torch.device("meta"):
+        model = build_model(cfg, vocab_size=50000, pad_token_id=0, seq_len=512, special_ids=SPECIAL)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(770, rel=0.02)
+
+
+@pytest.mark.parametrize("option,model_type", [("roberta_base", "roberta"), ("modernbert_base", "modernbert"),
+                                               ("modernbert_tiny", "modernbert")])
+def test_other_layouts_build_from_config(option, model_type):
+    cfg = load_config(compose_raw("pretrain", ["paths.data_dir=/d", f"model={option}"])).model
+    with torch.device("meta"):
+        model = build_model(cfg, vocab_size=3849, pad_token_id=0, seq_len=512, special_ids=SPECIAL)
+    assert model.config.model_type == model_type and model.config.vocab_size == 3904
+
+
+def test_roberta_uses_the_full_configured_length():
+    model = small_model("roberta", max_position_embeddings=64)
+    model(input_ids=torch.randint(5, 300, (1, 64)))  # positions run to pad_id + 64 without overflow
 
 
 def test_vocab_padded_to_multiple_of_64():
@@ -36,7 +81,28 @@ def test_sequence_longer_than_positions_is_refused():
         build_model(ModelConfig(max_position_embeddings=128), vocab_size=100, pad_token_id=0, seq_len=256)
 
 
-def test_linear_warmup_then_decay():
-    f = lr_lambda("linear", warmup_steps=10, max_steps=110)
-    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
-    assert f(60) == pytest.approx(0.5) and f(110) == 0.0
+def test_unknown_arch_is_named():
+    with pytest.raises(ConfigError, match="model.arch='gpt'"):
+        build_model(ModelConfig(arch="gpt"), vocab_size=100, pad_token_id=0, seq_len=64)
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
+def test_flops_per_token_matches_torch_flop_counter(arch):
+    # Eager attention: torch's counter sees its matmuls (it has no formula for the CPU SDPA kernel).
+    model = small_model(arch, attention="eager")
+    ids, positions = torch.randint(5, 300, (4, 64)), torch.randint(0, 64, (4, 10))
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = sparse_mlm_loss(model, ids, positions, torch.randint(5, 300, (4, 10)))
+        loss.backward()
+    assert counter.get_total_flops() == pytest.approx(flops_per_token(model.config, 64, 10 / 64) * ids.numel(),
+                                                      rel=1e-6)
+
+
+def test_flops_of_bert_base_and_mfu():
+    cfg = load_config(compose_raw("pretrain", ["paths.data_dir=/d", "model=base"])).model
+    with torch.device("meta"):
+        config = build_model(cfg, vocab_size=30522, pad_token_id=0, seq_len=128, special_ids=SPECIAL).config
+    per_token = flops_per_token(config, 128, masked_fraction=1.0)
+    # 6 x (85M encoder matmul weights + the 23.5M decoder + 0.6M head dense) plus attention 3 x 12 x 4 x 128 x 768
+    assert per_token == pytest.approx(6 * (85e6 + 768 * 30528 + 768 * 768) + 3 * 12 * 4 * 128 * 768, rel=0.01)
+    assert mfu(1e6, 4e8, 989.0) == pytest.approx(4e14 / 989e12)

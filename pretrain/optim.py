@@ -1,0 +1,88 @@
+"""Optimisers: fused AdamW and LAMB, both with decoupled weight decay kept off biases and norms."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from corpora.errors import ConfigError
+
+OPTIMISERS = ("adamw", "lamb")
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: matrices decayed; biases and normalisation weights not (they are not weights to
+    shrink towards zero). Embeddings are decayed, as in BERT."""
+    norm_params = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
+    norm_params |= {id(p) for name, p in model.named_parameters() if "norm" in name.lower()}  # custom norms
+    decay, no_decay, seen = [], [], set()
+    for param in model.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue  # tied weights (decoder = embeddings) appear once
+        seen.add(id(param))
+        (no_decay if param.ndim < 2 or id(param) in norm_params else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, optim_cfg) -> torch.optim.Optimizer:
+    """The configured optimiser over `model`'s parameters (call after the model is on its device)."""
+    groups = parameter_groups(model, optim_cfg.weight_decay)
+    betas = tuple(optim_cfg.betas)
+    if optim_cfg.name == "adamw":
+        device = next(model.parameters()).device
+        # One fused kernel for all parameters (CUDA, and CPU since torch 2.4) instead of a loop of small ones.
+        return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=betas, eps=optim_cfg.eps,
+                                 fused=device.type in ("cuda", "cpu"))
+    if optim_cfg.name == "lamb":
+        return Lamb(groups, lr=optim_cfg.lr, betas=betas, eps=optim_cfg.eps)
+    raise ConfigError(f"optim.name={optim_cfg.name!r} is not one of {list(OPTIMISERS)}")
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning", algorithm 2).
+
+    Per parameter tensor: the Adam direction with bias correction plus decoupled weight decay,
+        u = m_hat / (sqrt(v_hat) + eps) + weight_decay * w,
+    scaled by the layer-wise trust ratio ||w|| / ||u|| (1 when either norm is zero):
+        w <- w - lr * (||w|| / ||u||) * u.
+    The trust ratio lets one learning rate suit layers whose weights and updates differ in scale,
+    which is what keeps very large batches (BERT in 76 minutes: 64k sequences) stable.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0):
+        if lr <= 0 or eps <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"invalid LAMB hyperparameters lr={lr} betas={betas} eps={eps}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["step"] += 1
+                grad, m, v = param.grad.float(), state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                m_hat = m / (1 - beta1 ** state["step"])
+                v_hat = v / (1 - beta2 ** state["step"])
+                update = m_hat / (v_hat.sqrt() + group["eps"])
+                if group["weight_decay"]:
+                    update.add_(param, alpha=group["weight_decay"])
+                # Norms stay on the device: a torch.where, not a Python `if`, so no host sync.
+                w_norm, u_norm = param.float().norm(), update.norm()
+                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+                param.add_((update * trust).to(param.dtype), alpha=-group["lr"])
+        return loss

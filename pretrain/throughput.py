@@ -1,0 +1,100 @@
+"""Logging every N optimiser steps: loss, accuracy, lr, grad norm, tokens/s, MFU, data wait, ETA.
+
+The module keeps its sums on the device; this callback reads them once per interval (the only
+host sync of the loop) and times the interval on the host. Between two reads the host may run
+ahead of the GPU, but the read at the end of each interval waits for it, so the interval's wall
+time and token count are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+from tqdm.auto import tqdm
+
+from pretrain.flops import mfu
+
+log = logging.getLogger("bertforge.pretrain")
+
+
+class ThroughputMonitor(L.Callback):
+    """Logs `train/*`, `throughput/*` and `val/*` to every logger of the trainer, and drives a progress bar.
+
+    `flops_by_phase[k]` is the training FLOPs per token of phase k (pretrain.flops.flops_per_token);
+    `heldout` is a list of held-out batches scored every `val_every_n_steps` (0: never).
+    """
+
+    def __init__(self, plan, flops_by_phase: list[float], every_n_steps: int, peak_tflops: float,
+                 world_size: int = 1, progress_bar: bool = True, heldout=None, val_every_n_steps: int = 0,
+                 eval_ratio: float = 0.15, eval_seed: int = 0):
+        self.plan, self.flops_by_phase, self.every = plan, flops_by_phase, max(1, every_n_steps)
+        self.peak_tflops, self.world_size, self.show_bar = peak_tflops, world_size, progress_bar
+        self.heldout, self.val_every, self.eval_ratio, self.eval_seed = heldout, val_every_n_steps, eval_ratio, eval_seed
+        self.bar = None
+        self.window_start = self.batch_end = 0.0
+        self.data_wait_s = 0.0
+        self.logged_step = -1
+        self.history: list[dict] = []  # every logged row, for the stage manifest and tests
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.window_start = self.batch_end = time.perf_counter()
+        if self.show_bar and trainer.is_global_zero:
+            self.bar = tqdm(total=trainer.max_steps, desc="pretrain", unit="step", dynamic_ncols=True,
+                            mininterval=1.0)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # Host time between the end of the last step and this batch arriving: the loader's share.
+        self.data_wait_s += time.perf_counter() - self.batch_end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batch_end = time.perf_counter()
+        step = trainer.global_step  # optimiser steps done
+        if step == self.logged_step or not (step % self.every == 0 or step >= trainer.max_steps):
+            return
+        self.logged_step = step
+        self._log(trainer, pl_module, step)
+        if self.val_every and self.heldout and (step % self.val_every == 0 or step >= trainer.max_steps):
+            self._validate(trainer, pl_module, step)
+        self.batch_end = time.perf_counter()  # logging and validation are not data wait
+
+    def _log(self, trainer, pl_module, step: int) -> None:
+        metrics = pl_module.pop_window()  # host sync: waits for the device to finish the interval
+        now = time.perf_counter()
+        elapsed = max(now - self.window_start, 1e-9)
+        phase = next(p for p in self.plan if step - 1 < p.end_step)
+        tokens_per_s = metrics.pop("tokens") * self.world_size / elapsed
+        metrics |= {
+            "train/lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "train/seq_len": phase.seq_len,
+            "throughput/tokens_per_s": tokens_per_s,
+            "throughput/mfu": mfu(tokens_per_s / self.world_size, self.flops_by_phase[phase.index], self.peak_tflops),
+            "throughput/data_wait_share": min(1.0, self.data_wait_s / elapsed),
+            "time/data_wait_s": self.data_wait_s,
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        self.history.append({"step": step, **metrics})
+        self.window_start, self.data_wait_s = now, 0.0
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}",
+                                 mfu=f"{metrics['throughput/mfu']:.2%}", refresh=False)
+            self.bar.update(step - self.bar.n)  # tqdm shows elapsed and the ETA from its rate
+
+    def _validate(self, trainer, pl_module, step: int) -> None:
+        started = time.perf_counter()
+        metrics = pl_module.heldout_metrics(self.heldout, self.eval_ratio, self.eval_seed)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        self.history.append({"step": step, **metrics})
+        self.window_start += time.perf_counter() - started  # validation time is not training throughput
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        last = next((h for h in reversed(self.history) if "throughput/tokens_per_s" in h), None)
+        if last and trainer.is_global_zero:
+            log.info("pretrain: %d steps, last loss %.3f, %.0f tokens/s, MFU %.2f%% of %.0f TFLOP/s",
+                     trainer.global_step, last["train/loss"], last["throughput/tokens_per_s"],
+                     100 * last["throughput/mfu"], self.peak_tflops)
