@@ -21,7 +21,9 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 TERMINAL_PUNCT = tuple(".!?;…。！？｡։؟۔।॥።፧၊။\"'”’»)")
 BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "◦", "‣", "⁃", "-", "*", "–", "—", "·")
 ELLIPSES = ("...", "…")
-_SENTENCE_END = re.compile(r"[.!?…。！？｡։؟۔।॥።፧၊။]+(?=\s|$)")
+# Latin-style stops end a sentence only before a space or the end (not in "3.14" or "e.g.x");
+# CJK, Devanagari, Ethiopic... stops end one wherever they stand (those scripts need no space).
+_SENTENCE_END = re.compile(r"[.!?…;]+(?=\s|$)|[。！？｡։؟۔।॥።፧၊။]+")
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(\s[^<>]*)?/?>")
 
 

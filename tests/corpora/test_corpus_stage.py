@@ -79,3 +79,67 @@ def test_missing_data_dir_says_what_to_set(make_cfg, data_dir, tmp_path):
     cfg.source.inputs[0].path = "/ud/UD_Irish-IDT"
     with pytest.raises(CorpusInputError, match="BERTFORGE_DATA"):
         run_corpus(cfg)
+
+
+def test_presets_run_on_real_irish_text_and_say_why_each_document_went(make_cfg, data_dir):
+    texts = (data_dir / "ud" / "UD_Irish-IDT").glob("*.conllu")
+    total = sum(-(-f.read_text(encoding="utf-8").count("# text =") // 10) for f in texts)  # 10 sentences a doc
+    reports = {}
+    for preset in ("none", "gabert_doc", "opusfilter_basic", "gopher", "c4", "fineweb"):
+        folder = run_corpus(make_cfg("corpus", [f"filters={preset}"]))
+        report = reports[preset] = json.loads((folder / "report.json").read_text())
+        removed = sum(r["documents"] for r in report["removed_by_rule"].values())
+        assert report["documents_in"] == report["documents_kept"] + removed == total
+        for rule in report["removed_by_rule"].values():
+            assert rule["examples"] and rule["step"]
+    assert reports["none"]["documents_kept"] == total  # nothing removed, not even duplicates
+    assert reports["gabert_doc"]["documents_kept"] < total and reports["gopher"]["documents_kept"] < total
+    assert reports["gabert_doc"]["languages"] == {"ga": reports["gabert_doc"]["documents_kept"]}
+    # 10-sentence treebank documents often pass 512 words: OpusFilter's segment limit bites
+    assert set(reports["opusfilter_basic"]["removed_by_rule"]) <= {"too_many_words", "word_too_long",
+                                                                   "wrong_language", "exact_duplicate"}
+
+
+def test_language_filter_removes_estonian_from_an_irish_corpus(make_cfg, data_dir, tmp_path):
+    ga, et = data_dir / "ud" / "UD_Irish-IDT", data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
+    folder = run_corpus(make_cfg("corpus", [
+        f"source.inputs=[{{path: '{ga}', format: conllu, name: ga}}, {{path: '{et}', format: conllu, name: et}}]",
+        "filters=none", "filters.langid.languages=[ga]", "filters.langid.min_score=0.5"]))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["sources"] == {"ga": report["documents_kept"]}
+    wrong = report["removed_by_rule"]["wrong_language"]
+    assert wrong["documents"] > 250 and wrong["examples"][0]["language"][0] == "et"
+
+
+def test_sources_mix_with_weights_and_caps(make_cfg, data_dir):
+    ga, et = data_dir / "ud" / "UD_Irish-IDT", data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
+    folder = run_corpus(make_cfg("corpus", [
+        f"source.inputs=[{{path: '{ga}', format: conllu, name: ga, weight: 2.0}},"
+        f" {{path: '{et}', format: conllu, name: et, max_docs: 40}}]", "filters=none"]))
+    report = json.loads((folder / "report.json").read_text())
+    n_irish = report["sources"]["ga"] // 2
+    assert report["sources"] == {"ga": 2 * n_irish, "et": 40} and n_irish > 80
+    assert report["removed_by_rule"]["source_cap"]["documents"] > 200
+    ids = [d["id"] for d in iter_documents(folder)]
+    assert len(ids) == len(set(ids)) and sum("#copy1" in i for i in ids) == n_irish
+
+
+def test_skip_mode_reports_bad_records_and_empty_files(make_cfg, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b'{"text": "Dia duit, a chara, conas ata tu inniu?"}\n{bad json}\n'
+                                              b'{"text": "Ta me go maith, go raibh maith agat."}\n')
+    (tmp_path / "in" / "empty.jsonl").write_bytes(b"")
+    with pytest.raises(CorpusInputError, match="is empty"):
+        run_corpus(make_cfg("corpus", jsonl_source(tmp_path / "in")))
+    folder = run_corpus(make_cfg("corpus", jsonl_source(tmp_path / "in") + ["source.on_bad_record=skip"]))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["documents_kept"] == 2 and report["skipped_records"] == 2
+    problems = {(r["file"].rsplit("/", 1)[-1], r["line"], r["problem"].split(" (")[0]) for r in report["skipped"]}
+    assert problems == {("a.jsonl", 2, "not a JSON object"), ("empty.jsonl", None, "empty file")}
+    assert "Skipped input records (2)" in (folder / "report.md").read_text()
+
+
+def test_two_tasks_give_the_same_corpus_as_one(make_cfg, data_dir, tmp_path):
+    one = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=1"], work_dir=tmp_path / "a"))
+    two = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2"], work_dir=tmp_path / "b"))
+    assert sorted(d["id"] for d in iter_documents(one)) == sorted(d["id"] for d in iter_documents(two))

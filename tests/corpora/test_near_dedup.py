@@ -1,0 +1,79 @@
+"""MinHash pieces and the whole dedup chain on real sentences with near-duplicates of known Jaccard."""
+
+import gzip
+import json
+import random
+
+import numpy as np
+
+from corpora.corpus_stage import run_corpus
+from corpora.near_dedup import minhash, permutations, shingle_hashes
+
+
+def sentences(data_dir):
+    path = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-test.conllu"
+    return [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.startswith("# text =")]
+
+
+def jaccard(a: str, b: str) -> float:
+    sa, sb = set(shingle_hashes(a).tolist()), set(shingle_hashes(b).tolist())
+    return len(sa & sb) / len(sa | sb)
+
+
+def edit_to_jaccard(text: str, target: float, rng: random.Random) -> tuple[str, float]:
+    """Replace random words with new ones (at least one) until one more would take the 5-gram
+    Jaccard with `text` below `target`."""
+    edited = text.split()
+    edited[len(edited) // 2] = "muudetud"
+    while True:
+        i = rng.randrange(len(edited))
+        candidate = edited[:i] + [f"uus{rng.randrange(10**6)}"] + edited[i + 1:]
+        if jaccard(text, " ".join(candidate)) < target:
+            return " ".join(edited), jaccard(text, " ".join(edited))
+        edited = candidate
+
+
+def test_minhash_estimates_jaccard(data_dir):
+    rng = random.Random(0)
+    sents = sentences(data_dir)
+    a, b = permutations(256, seed=3)
+    for target in (0.9, 0.7, 0.5):
+        text = " ".join(rng.sample(sents, 12))
+        near, true_j = edit_to_jaccard(text, target, rng)
+        estimate = (minhash(shingle_hashes(text), a, b) == minhash(shingle_hashes(near), a, b)).mean()
+        assert abs(estimate - true_j) < 0.1, (target, true_j, estimate)
+
+
+def test_word_splitter_is_unicode_and_case_blind():
+    assert np.array_equal(shingle_hashes("Tá SÉ go breá inniu, a chara"), shingle_hashes("tá sé go breá inniu a chara"))
+    assert len(shingle_hashes("一二三四五六", size=3, unit="chars")) == 4
+    assert len(shingle_hashes("")) == 0 and len(shingle_hashes("aon dó")) == 1
+
+
+def test_corpus_removes_planted_near_duplicates_and_keeps_unrelated_documents(make_cfg, data_dir, tmp_path):
+    rng = random.Random(7)
+    sents = sentences(data_dir)
+    originals = [" ".join(rng.sample(sents, 10)) for _ in range(300)]
+    rows = [{"text": t, "kind": "original"} for t in originals]
+    planted = {}
+    for i, target in enumerate([0.9, 0.85, 0.8] * 10):
+        near, true_j = edit_to_jaccard(originals[i], target, rng)
+        planted[f"n{i}"] = true_j
+        rows.append({"text": near, "kind": f"n{i}"})
+    rows += [{"text": originals[50 + i].upper(), "kind": "exact"} for i in range(5)]  # exact up to case
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    folder = run_corpus(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=none",
+                                            "filters.exact_dedup=true", "filters.near_dedup.enabled=true"]))
+    report = json.loads((folder / "report.json").read_text())
+    removed = [json.loads(line) for p in (folder / "removed" / "dedup").glob("*.jsonl.gz") for line in gzip.open(p)]
+    near = [d for d in removed if d["metadata"]["filter_reason"] == "near_duplicate"]
+    exact = [d for d in removed if d["metadata"]["filter_reason"] == "exact_duplicate"]
+    assert len(exact) == 5 and all(d["metadata"]["kind"] == "exact" for d in exact)
+    assert {d["metadata"]["kind"] for d in near} == set(planted)  # every plant found, nothing else
+    assert report["documents_kept"] == 300
+    assert all(d["metadata"]["duplicate_of"].endswith(f"/{int(d['metadata']['kind'][1:]) + 1}") for d in near)
+    biggest = report["duplicate_clusters"][0]
+    assert biggest["size"] == 2 and biggest["kept_text"] and 0.7 <= biggest["removed"][0]["similarity"] <= 1
+    assert "Largest near-duplicate clusters" in (folder / "report.md").read_text()

@@ -1,0 +1,126 @@
+"""Each quality rule on text built to break it, in several scripts, and real Irish prose passing them."""
+
+import pytest
+
+from corpora.config import LangIdConfig, NormaliseConfig, QualityConfig
+from corpora.langid import LanguageIdentifier
+from corpora.lexical_filters import BlocklistFilter, StopwordFilter, UrlFilter, derive_stopwords, domain_of
+from corpora.normalise import normalise_text
+from corpora.quality_filters import TextStats, active_groups, character_rule, content_rule, length_rule, \
+    line_rule, repetition_rule
+from corpora.config import UrlConfig
+from datatrove.data import Document
+
+
+def irish_docs(data_dir, sentences_per_doc=10):
+    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
+    sents = [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
+             if line.startswith("# text =")]
+    return [" ".join(sents[i:i + sentences_per_doc]) for i in range(0, len(sents), sentences_per_doc)]
+
+
+def broken(rule, text, **thresholds):
+    return rule(TextStats(text), QualityConfig(**thresholds))
+
+
+def test_normalise_nfc_controls_and_whitespace():
+    decomposed = "Gae\u0301ilge"  # e + combining acute, as some keyboards type it
+    text = normalise_text(f"  {decomposed}\x00 is\u00a0\u00a0 \t  brea\u0301\r\n\r\n\r\n\r\nAlt\x07 eile  ")
+    assert text == "Gaéilge is breá\n\nAlt eile"
+    assert normalise_text("Ã©ire", fix_mojibake=True) == "éire"
+
+
+def test_length_rules():
+    assert broken(length_rule, "aon dó", min_words=3) == "too_few_words"
+    assert broken(length_rule, "a " * 11, max_words=10) == "too_many_words"
+    assert broken(length_rule, "a b c", min_mean_word_chars=3) == "mean_word_too_short"
+    assert broken(length_rule, "x" * 41 + " y", max_word_chars=40) == "word_too_long"
+    assert broken(length_rule, "Dia duit a chara", min_words=3, max_word_chars=40) is None
+
+
+@pytest.mark.parametrize("text,thresholds,rule", [
+    ("1234 5678 99 go", {"max_digit_ratio": 0.3}, "high_digit_ratio"),
+    ("!!! ??? ... ,,, a", {"max_punct_ratio": 0.3}, "high_punct_ratio"),
+    ("ΠΟΛΎ ΜΕΓΆΛΑ ΓΡΆΜΜΑΤΑ εδώ", {"max_upper_ratio": 0.5}, "high_upper_ratio"),  # Greek has case too
+    ("€€€ $$$ ©©© λόγος", {"max_symbol_ratio": 0.3}, "high_symbol_ratio"),
+    ("Привет мир, это русский текст", {"scripts": ["Latin"], "min_script_ratio": 0.9}, "wrong_script"),
+    ("123 456 789 ## a", {"min_alpha_word_ratio": 0.5}, "few_alphabetic_words"),
+    ("# # # # a b c", {"max_hash_ellipsis_word_ratio": 0.1}, "high_hash_ellipsis_ratio"),
+])
+def test_character_rules_in_any_script(text, thresholds, rule):
+    assert broken(character_rule, text, **thresholds) == rule
+
+
+def test_script_rule_accepts_the_right_script():
+    assert broken(character_rule, "Привет мир, это русский текст", scripts=["Cyrillic"], min_script_ratio=0.9) is None
+    assert broken(character_rule, "Tá sé go breá inniu", scripts=["Latin"], min_script_ratio=0.98) is None
+
+
+def test_line_rules():
+    menu = "\n".join(["• Baile", "• Nuacht", "• Spórt", "Tá fáilte romhat."])
+    assert broken(line_rule, menu, max_bullet_line_ratio=0.5) == "bullet_lines"
+    assert broken(line_rule, "Líne a haon\nLíne a dó\nLíne a trí.", min_terminal_punct_line_ratio=0.5) \
+        == "few_terminal_punct_lines"
+    assert broken(line_rule, "Chonaic mé…\nAgus ansin...\nCríoch.", max_ellipsis_line_ratio=0.3) == "ellipsis_lines"
+    assert broken(line_rule, "Abairt amháin. Abairt eile.", min_sentences=3) == "too_few_sentences"
+    assert broken(line_rule, "这是第一句。这是第二句。这是第三句。", min_sentences=3) is None  # CJK full stops count
+
+
+def test_gopher_repetition_rules():
+    assert broken(repetition_rule, "Líne\nLíne\nLíne\nEile", max_dup_line_ratio=0.3) == "duplicate_lines"
+    spam = "ceannaigh anois ceannaigh anois ceannaigh anois ceannaigh anois rud eile"
+    assert broken(repetition_rule, spam, max_top_ngram_char_ratio={"2": 0.2}) == "top_2gram"
+    looped = " ".join(["a b c d e f"] * 4)
+    assert broken(repetition_rule, looped, max_dup_ngram_char_ratio={"5": 0.15}) == "duplicate_5grams"
+
+
+def test_content_rules():
+    assert broken(content_rule, "Lorem Ipsum dolor sit amet", blocked_substrings=["lorem ipsum"]) == "blocked_substring"
+    assert broken(content_rule, "Téacs <b>trom</b> anseo", reject_html_tags=True) == "html_tags"
+    assert broken(content_rule, "3 < 4 agus 5 > 2", reject_html_tags=True) is None
+
+
+def test_real_irish_prose_passes_the_gabert_document_rules(data_dir):
+    q = QualityConfig(min_words=30, max_upper_ratio=0.1, min_alpha_word_ratio=0.8, max_digit_ratio=0.075,
+                      scripts=["Latin"], min_script_ratio=0.98, min_sentences=3)
+    docs = irish_docs(data_dir)
+    failed = [d for d in docs if any(rule(TextStats(d), q) for rule in (length_rule, character_rule, line_rule))]
+    assert len(failed) < 0.2 * len(docs)
+    assert active_groups(q) == ["length", "characters", "lines"]
+
+
+def test_stopwords_derived_from_the_corpus_are_irish_function_words(data_dir):
+    words = derive_stopwords(irish_docs(data_dir), 8)
+    assert {"an", "agus"} <= set(words) or {"an", "na"} <= set(words)
+    keep = StopwordFilter({"default": words}, 2)
+    assert keep.filter(Document(text=irish_docs(data_dir)[0], id="1")) is True
+    assert keep.filter(Document(text="ERROR 404 page not found", id="2")) == (False, "few_stopwords")
+
+
+def test_blocklist_matches_whole_words_case_insensitively():
+    block = BlocklistFilter(["drochfhocal", "two words"], max_matches=0)
+    assert block.filter(Document(text="Seo DROCHFHOCAL anseo", id="1")) == (False, "blocklist")
+    assert block.filter(Document(text="drochfhocalacha is a longer word", id="2")) is True
+    assert block.filter(Document(text="Two  words", id="3")) is True  # normalisation collapses spaces first
+
+
+def test_url_rules():
+    rule = UrlFilter(UrlConfig(allowed_tlds=["ie"]), ["spam.example.com"])
+    assert domain_of("https://www.Example.com:8080/x") == "example.com"
+    assert rule.filter(Document(text="t", id="1", metadata={"url": "http://a.spam.example.com/p"})) == \
+        (False, "blocked_domain")
+    assert rule.filter(Document(text="t", id="2", metadata={"url": "https://nuacht.com/p"})) == (False, "tld_not_allowed")
+    assert rule.filter(Document(text="t", id="3", metadata={"url": "https://www.rte.ie/nuacht"})) is True
+    assert rule.filter(Document(text="t", id="4")) is True  # not a web document
+
+
+@pytest.mark.parametrize("backend", ["cld2", "py3langid"])
+def test_language_id_on_real_irish_and_estonian(data_dir, backend):
+    identify = LanguageIdentifier(backend)
+    irish = irish_docs(data_dir)[:10]
+    et_path = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-test.conllu"
+    estonian = [line[8:].strip() for line in et_path.read_text(encoding="utf-8").splitlines()
+                if line.startswith("# text =")][:200:20]
+    assert sum(identify(t)[0] == "ga" for t in irish) >= 9
+    assert sum(identify(t)[0] == "et" for t in estonian) >= 8
+    assert all(0.0 <= identify(t)[1] <= 1.0 for t in irish)
