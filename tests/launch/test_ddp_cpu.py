@@ -1,0 +1,52 @@
+"""Two CPU processes over gloo, started by Lightning as `bertforge pretrain trainer=ddp_cpu` would on two
+GPUs: the same global batch gives the same training as one process that accumulates."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from corpora.stagedir import read_manifest
+from tests.launch.conftest import GLOBAL_BATCH, STEPS, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
+
+
+@pytest.fixture(scope="module")
+def one_and_two_ranks(upstream_work, tmp_path_factory, data_dir):
+    work = tmp_path_factory.mktemp("ddp")
+    for stage in ("corpus", "vocab", "shards"):
+        shutil.copytree(upstream_work / stage, work / stage)
+    env = bertforge_env(data_dir, work)
+    # One process, micro-batches of 4 accumulated twice; then two processes with 4 rows each.
+    run_cli(["bertforge", "pretrain", *TINY_RUN, "trainer.micro_batch_size=4"], env)
+    run_cli(["bertforge", "pretrain", *TINY_RUN, "trainer=ddp_cpu"], env)
+    by_devices = {read_manifest(f)["config"]["trainer"]["devices"]: f for f in pretrain_folders(work)}
+    return by_devices[1], by_devices[2]
+
+
+def test_two_ranks_train_like_one_rank_on_the_same_global_batch(one_and_two_ranks):
+    one, two = (metrics(folder) for folder in one_and_two_ranks)
+    assert [m["step"] for m in one] == [m["step"] for m in two] == list(range(1, STEPS + 1))
+    assert [m["train/lr"] for m in one] == [m["train/lr"] for m in two]  # the schedule ignores the world size
+    for a, b in zip(one, two):
+        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-4, abs=1e-4)
+        assert b["train/grad_norm"] == pytest.approx(a["train/grad_norm"], rel=1e-3)
+    assert one[-1]["train/loss"] < one[0]["train/loss"]  # it did learn
+    weights = [load_file(folder / "hf" / "model.safetensors") for folder in one_and_two_ranks]
+    worst = max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0])
+    assert worst < 1e-4, f"final weights differ by up to {worst}"
+
+
+def test_each_rank_read_its_own_half_of_every_global_batch(one_and_two_ranks):
+    _, two = one_and_two_ranks
+    ranks = ledger(two)
+    assert sorted(ranks) == [0, 1]
+    seen = [p for rows in ranks.values() for (_, _, _, start, stop) in rows for p in range(start, stop)]
+    assert sorted(seen) == list(range(STEPS * GLOBAL_BATCH))  # disjoint, nothing skipped
+    for rank, rows in ranks.items():
+        assert [(step, slot) for _, step, slot, _, _ in rows] == [(s, rank) for s in range(STEPS)]
+    manifest = read_manifest(two)
+    assert manifest["counts"]["steps"] == STEPS and manifest["config"]["trainer"]["strategy"] == "ddp"
+    assert torch.load(two / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == STEPS
