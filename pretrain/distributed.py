@@ -210,8 +210,11 @@ def transformer_layer_classes(model: torch.nn.Module) -> set[type]:
     return {type(layer) for module in model.modules() if isinstance(module, torch.nn.ModuleList) for layer in module}
 
 
-def trainer_arguments(trainer_cfg, plan: LaunchPlan, layout: BatchLayout, model: torch.nn.Module) -> dict:
-    """Keyword arguments for `lightning.Trainer` that place the run on its devices and cluster."""
+def trainer_arguments(trainer_cfg, plan: LaunchPlan, model: torch.nn.Module) -> dict:
+    """Keyword arguments for `lightning.Trainer` that place the run on its devices and cluster.
+
+    Gradient accumulation is not among them: it changes per training phase (a callback sets it).
+    """
     from lightning.pytorch.plugins.environments import (LightningEnvironment, SLURMEnvironment,
                                                          TorchElasticEnvironment)
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
@@ -231,8 +234,7 @@ def trainer_arguments(trainer_cfg, plan: LaunchPlan, layout: BatchLayout, model:
         "local": LightningEnvironment,
     }[plan.cluster]()
     return dict(accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=strategy,
-                plugins=[environment], accumulate_grad_batches=layout.accumulation,
-                use_distributed_sampler=False)  # RankSliceSampler already gives each rank its slice
+                plugins=[environment], use_distributed_sampler=False)  # RankSliceSampler already gives each rank its slice
 
 
 def resume_checkpoint(stage_tmp: Path) -> Path | None:
@@ -250,6 +252,17 @@ def checkpoint_step(path: Path) -> int:
     """The optimiser step a Lightning checkpoint was saved at (memory-mapped: tensors are not read)."""
     state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     return int(state["global_step"])
+
+
+def unsharded_copy(checkpoint: Path, build_model) -> torch.nn.Module:
+    """A fresh model from `build_model()` with the weights of a full (unsharded) Lightning checkpoint,
+    for export after FSDP training, where the trained module holds only this rank's shards."""
+    fresh = build_model()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    # The LightningModule keeps the transformers model as `.model`; its keys are the HF model's.
+    fresh.load_state_dict({key.removeprefix("model."): value for key, value in state.items()
+                           if key.startswith("model.")})
+    return fresh
 
 
 def wait_for_stage(folder: Path, timeout_s: float = 600.0, poll_s: float = 0.5) -> None:

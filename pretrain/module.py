@@ -89,11 +89,19 @@ class MaskedLMModule(L.LightningModule):
     def pop_window(self) -> dict:
         """Metrics since the last call, as Python numbers. This is the one host sync per log interval."""
         w = self.window
-        values = torch.stack([w["loss_sum"], w["correct"], w["grad_norm"]]).tolist()  # host sync
+        sums = torch.stack([w["loss_sum"], w["correct"], w["loss_sum"].new_tensor(w["micro_batches"]),
+                            w["loss_sum"].new_tensor(w["masked"]), w["grad_norm"]])
+        ranks = 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Loss and accuracy of the whole global batch, not of this rank's slice: one all-reduce per
+            # log interval (every rank calls this at the same steps).
+            torch.distributed.all_reduce(sums)
+            ranks = torch.distributed.get_world_size()
+        loss_sum, correct, micro_batches, masked, grad_norm_sum = sums.tolist()  # host sync
+        grad_norm = grad_norm_sum / ranks  # the same on every rank: gradients were reduced before it
         self.reset_window()
-        return {"train/loss": values[0] / max(w["micro_batches"], 1),
-                "train/masked_accuracy": values[1] / max(w["masked"], 1),
-                "train/grad_norm": values[2], "tokens": w["tokens"]}
+        return {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
+                "train/grad_norm": grad_norm, "tokens": w["tokens"]}
 
     @torch.no_grad()
     def heldout_metrics(self, batches, ratio: float, seed: int) -> dict:

@@ -51,7 +51,8 @@ class ThroughputMonitor(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batch_end = time.perf_counter()
         step = trainer.global_step  # optimiser steps done
-        if step == self.logged_step or not (step % self.every == 0 or step >= trainer.max_steps):
+        # step 0: micro-batches before the first optimiser step (accumulation) belong to step 1's window.
+        if step in (0, self.logged_step) or not (step % self.every == 0 or step >= trainer.max_steps):
             return
         self.logged_step = step
         self._log(trainer, pl_module, step)

@@ -18,10 +18,13 @@ from corpora.shards_stage import file_sha256, load_rows, run_shards
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
 from pretrain.data import PackedRows, PhasedData
+from pretrain.distributed import (checkpoint_step, plan_launch, resume_checkpoint, share_run_id,
+                                  trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
 from pretrain.phases import plan_phases
+from pretrain.rank_sampler import DataPositionCallback
 from pretrain.throughput import ThroughputMonitor
 from pretrain.word_starts import load_word_start_table
 
@@ -42,6 +45,7 @@ def run_pretrain(cfg) -> Path:
     if reuse(folder, log):
         return folder
     fmt = read_manifest(shards_dir)["format"]
+    launch = plan_launch(cfg.trainer)  # devices, cluster variables: clear errors before any process group
     plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
     torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -54,16 +58,25 @@ def run_pretrain(cfg) -> Path:
     module = MaskedLMModule(model, cfg.masking, cfg.optim, plan, special, fmt["vocab_size"], maskable, word_starts,
                             compile_backend=cfg.impl.compile_backend if cfg.impl.compile else "")
     rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=cfg.trainer.seed) for p in plan}
-    data = PhasedData(plan, rows, cfg.impl.num_workers, pin_memory=torch.cuda.is_available())
+    data = PhasedData(plan, rows, cfg.impl.num_workers, pin_memory=torch.cuda.is_available(),
+                      rank=launch.rank, world_size=launch.world_size)
     monitor = ThroughputMonitor(
         plan, [flops_per_token(model.config, p.seq_len, cfg.masking.ratio) for p in plan],
         cfg.trainer.log_every_n_steps, cfg.trainer.peak_tflops, world_size(cfg.trainer), cfg.trainer.progress_bar,
         heldout_batches(shards_dir, plan[0].micro_batch_size, cfg.trainer.val_batches),
         cfg.trainer.val_every_n_steps, cfg.masking.eval_ratio, cfg.trainer.seed)
-    with build_stage(cfg.paths.work_dir, "pretrain", payload, inputs) as build:
+    share_run_id(launch)
+    # Every rank writes into one temporary stage folder named by the run id; a requeued SLURM job finds
+    # its checkpoints there and resumes at the same step and data position.
+    with build_stage(cfg.paths.work_dir, "pretrain", payload, inputs, run_id=launch.run_id,
+                     publish=launch.is_global_zero) as build:
+        resume = resume_checkpoint(build.tmp)
+        data.start_step = checkpoint_step(resume) if resume else 0
+        if resume:
+            log.info("resuming from %s at step %d", resume, data.start_step)
         trainer = L.Trainer(
-            max_steps=cfg.trainer.max_steps, accelerator=cfg.trainer.accelerator,
-            devices=cfg.trainer.devices, precision=cfg.trainer.precision,
+            max_steps=cfg.trainer.max_steps, precision=cfg.trainer.precision,
+            **trainer_arguments(cfg.trainer, launch, model),
             logger=_loggers(cfg, build.tmp, payload), default_root_dir=str(build.tmp),
             reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
             limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in ThroughputMonitor
@@ -73,12 +86,24 @@ def run_pretrain(cfg) -> Path:
                                 save_top_k=1, auto_insert_metric_name=False),
                 GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
                 monitor,
+                DataPositionCallback(lambda: data.sampler, cfg.trainer.seed,
+                                     build.tmp / "data_positions" if cfg.trainer.log_data_positions else None,
+                                     attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0))),
             ],
             enable_progress_bar=False, enable_model_summary=False,
         )
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+        if cfg.trainer.strategy == "fsdp":  # gather the shards into one full checkpoint (every rank takes part)
+            trainer.save_checkpoint(build.tmp / "checkpoints" / "final.ckpt")
+        if not launch.is_global_zero:  # rank 0 exports and publishes; the others wait and return its folder
+            wait_for_stage(folder)
+            return folder
+        trained = module.model if cfg.trainer.strategy != "fsdp" else unsharded_copy(
+            build.tmp / "checkpoints" / "final.ckpt", lambda: build_model(
+                cfg.model, fmt["vocab_size"], special["[PAD]"], max(p.seq_len for p in plan), special,
+                attention=cfg.impl.attention))
         _finish_loggers(trainer)
-        export_hf(module.model, vocab_dir, build.tmp / "hf")
+        export_hf(trained, vocab_dir, build.tmp / "hf")
         curve = read_loss_curve(build.tmp)
         plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)
         build.manifest["counts"] = {
@@ -95,8 +120,8 @@ def run_pretrain(cfg) -> Path:
 
 
 def world_size(trainer_cfg) -> int:
-    """Devices taking part in one optimiser step (all of them, on every node)."""
-    return trainer_cfg.devices * getattr(trainer_cfg, "num_nodes", 1)
+    """Devices taking part in one optimiser step (all of them, on every node; devices=-1 counted)."""
+    return plan_launch(trainer_cfg).world_size
 
 
 def check_start_up(cfg, shards_dir: Path, vocab_dir: Path, fmt: dict) -> list:

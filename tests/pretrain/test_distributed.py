@@ -177,11 +177,11 @@ def test_fsdp_config_builds_a_sharded_strategy_wrapping_each_block():
     assert transformer_layer_classes(model) == {BertLayer}
     plan = LaunchPlan("slurm", "gpu", 8, 2, 0, "slurm-1")
     cfg = TrainerConfig(strategy="fsdp", fsdp_sharding="HYBRID_SHARD", devices=8, num_nodes=2)
-    args = trainer_arguments(cfg, plan, batch_layout(256, 4, 16), model)
+    args = trainer_arguments(cfg, plan, model)
     strategy = args["strategy"]
     assert isinstance(strategy, FSDPStrategy) and strategy.sharding_strategy == ShardingStrategy.HYBRID_SHARD
     assert strategy._state_dict_type == "full"
-    assert (args["devices"], args["num_nodes"], args["accumulate_grad_batches"]) == (8, 2, 4)
+    assert (args["devices"], args["num_nodes"]) == (8, 2)
     assert args["use_distributed_sampler"] is False
     environment = args["plugins"][0]
     assert environment.auto_requeue and environment.requeue_signal == signal.SIGUSR1
