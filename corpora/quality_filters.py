@@ -24,6 +24,8 @@ ELLIPSES = ("...", "…")
 # Latin-style stops end a sentence only before a space or the end (not in "3.14" or "e.g.x");
 # CJK, Devanagari, Ethiopic... stops end one wherever they stand (those scripts need no space).
 _SENTENCE_END = re.compile(r"[.!?…;]+(?=\s|$)|[。！？｡։؟۔।॥።፧၊။]+")
+# a whitespace-separated token without a single letter (letters: \w minus digits and underscore)
+_LETTERLESS_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(\s[^<>]*)?/?>")
 
 
@@ -105,8 +107,8 @@ def length_rule(s: TextStats, q) -> str | None:
 def character_rule(s: TextStats, q) -> str | None:
     """Alphabetic, digit, punctuation, symbol, uppercase and script ratios."""
     if q.min_alpha_word_ratio is not None:
-        alpha_words = sum(1 for w in s.words if any(char_class(c) in ("L", "Lu") for c in w))
-        if alpha_words < q.min_alpha_word_ratio * len(s.words):
+        letterless = len(_LETTERLESS_WORD.findall(s.text))
+        if len(s.words) - letterless < q.min_alpha_word_ratio * len(s.words):
             return "few_alphabetic_words"
     if q.min_alpha_ratio is not None and s.letters < q.min_alpha_ratio * s.nonspace_chars:
         return "low_alpha_ratio"
@@ -208,15 +210,24 @@ def repetition_rule(s: TextStats, q) -> str | None:
         if q.max_dup_para_char_ratio is not None and dup_chars > q.max_dup_para_char_ratio * len(s.text):
             return "duplicate_paragraph_chars"
     if q.max_top_ngram_char_ratio or q.max_dup_ngram_char_ratio:
-        words = [w.casefold() for w in s.words]
+        words = s.text.casefold().split()
         word_chars = max(1, sum(map(len, words)))
         for n, limit in sorted((int(k), v) for k, v in q.max_top_ngram_char_ratio.items()):
             if _top_ngram_chars(words, n) > limit * word_chars:
                 return f"top_{n}gram"
-        for n, limit in sorted((int(k), v) for k, v in q.max_dup_ngram_char_ratio.items()):
-            if _dup_ngram_chars(words, n) > limit * word_chars:
-                return f"duplicate_{n}grams"
+        dup_limits = sorted((int(k), v) for k, v in q.max_dup_ngram_char_ratio.items())
+        # a repeated (n+1)-gram contains a repeated n-gram: when the smallest n has no repeat
+        # (most real text), no larger one has either, and one set of tuples decides it
+        if dup_limits and _has_repeated_ngram(words, dup_limits[0][0]):
+            for n, limit in dup_limits:
+                if _dup_ngram_chars(words, n) > limit * word_chars:
+                    return f"duplicate_{n}grams"
     return None
+
+
+def _has_repeated_ngram(words: list[str], n: int) -> bool:
+    grams = list(zip(*(words[i:] for i in range(n))))
+    return len(set(grams)) < len(grams)
 
 
 def content_rule(s: TextStats, q) -> str | None:
