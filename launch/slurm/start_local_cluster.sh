@@ -29,7 +29,9 @@ node_usable() {
   [[ "$state" =~ ^(idle|mixed|allocated|completing)$ ]]
 }
 
-if node_usable; then
+# A working cluster is left alone, unless it is ours and we are root: then slurm.conf is refreshed below
+# (a no-op when unchanged).
+if node_usable && { [ "$(id -u)" != 0 ] || ! grep -qsF "$MARKER" "$CONF"; }; then
   say "SLURM already up on $HOST ($(sinfo -h -N -n "$HOST" -o %T | head -n1))"
   exit 0
 fi
@@ -83,7 +85,9 @@ SelectTypeParameters=CR_CPU
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 ReturnToService=2
-# Requeued jobs (preemption tests) restart quickly; finished jobs stay visible to scontrol for 10 min.
+# Requeued jobs (preemption tests) restart quickly: a requeued job waits cred_expire seconds (default
+# 120) before it may start again. Finished jobs stay visible to scontrol for 10 minutes.
+AuthInfo=cred_expire=10
 JobRequeue=1
 KillWait=5
 MinJobAge=600
@@ -91,6 +95,8 @@ SchedulerParameters=sched_interval=2
 $NODE_LINE State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
+changed=1
+if [ -e "$CONF" ] && cmp -s "$CONF.new" "$CONF"; then changed=0; fi
 mv "$CONF.new" "$CONF"
 
 # munged: its key comes with the Debian package; it must run as the munge user.
@@ -99,7 +105,12 @@ if ! pgrep -x munged >/dev/null; then
   mkdir -p /run/munge && chown munge:munge /run/munge
   runuser -u munge -- /usr/sbin/munged || give_up "munged failed to start"
 fi
-pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld || give_up "slurmctld failed; see $LOG_DIR/slurmctld.log"
+if pgrep -x slurmctld >/dev/null; then
+  # Running daemons read a changed slurm.conf only when told to.
+  [ "$changed" = 0 ] || scontrol reconfigure || give_up "scontrol reconfigure failed; see $LOG_DIR/slurmctld.log"
+else
+  /usr/sbin/slurmctld || give_up "slurmctld failed; see $LOG_DIR/slurmctld.log"
+fi
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd || give_up "slurmd failed; see $LOG_DIR/slurmd.log"
 
 for _ in $(seq 1 60); do
