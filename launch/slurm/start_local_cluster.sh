@@ -105,12 +105,13 @@ if ! pgrep -x munged >/dev/null; then
   mkdir -p /run/munge && chown munge:munge /run/munge
   runuser -u munge -- /usr/sbin/munged || give_up "munged failed to start"
 fi
-if pgrep -x slurmctld >/dev/null; then
-  # Running daemons read a changed slurm.conf only when told to.
-  [ "$changed" = 0 ] || scontrol reconfigure || give_up "scontrol reconfigure failed; see $LOG_DIR/slurmctld.log"
-else
-  /usr/sbin/slurmctld || give_up "slurmctld failed; see $LOG_DIR/slurmctld.log"
+if pgrep -x slurmctld >/dev/null && [ "$changed" = 1 ]; then
+  # Some settings (cred_expire) are read only at start-up: restart the controller on a changed slurm.conf.
+  scontrol shutdown slurmctld >/dev/null 2>&1 || true
+  for _ in $(seq 1 20); do pgrep -x slurmctld >/dev/null || break; sleep 0.5; done
+  scontrol reconfigure >/dev/null 2>&1 || true  # slurmd picks the new file up when the controller is back
 fi
+pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld || give_up "slurmctld failed; see $LOG_DIR/slurmctld.log"
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd || give_up "slurmd failed; see $LOG_DIR/slurmd.log"
 
 for _ in $(seq 1 60); do
