@@ -36,6 +36,7 @@ class ThroughputMonitor(L.Callback):
         self.window_start = self.batch_end = 0.0
         self.data_wait_s = 0.0
         self.logged_step = -1
+        self.step_lr = 0.0
         self.history: list[dict] = []  # every logged row, for the stage manifest and tests
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -43,6 +44,9 @@ class ThroughputMonitor(L.Callback):
         if self.show_bar and trainer.is_global_zero:
             self.bar = tqdm(total=trainer.max_steps, desc="pretrain", unit="step", dynamic_ncols=True,
                             mininterval=1.0)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves on after it)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # Host time between the end of the last step and this batch arriving: the loader's share.
@@ -67,7 +71,7 @@ class ThroughputMonitor(L.Callback):
         phase = next(p for p in self.plan if step - 1 < p.end_step)
         tokens_per_s = metrics.pop("tokens") * self.world_size / elapsed
         metrics |= {
-            "train/lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "train/lr": self.step_lr,
             "train/seq_len": phase.seq_len,
             "throughput/tokens_per_s": tokens_per_s,
             "throughput/mfu": mfu(tokens_per_s / self.world_size, self.flops_by_phase[phase.index], self.peak_tflops),

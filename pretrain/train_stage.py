@@ -78,6 +78,7 @@ def run_pretrain(cfg) -> Path:
             max_steps=cfg.trainer.max_steps, precision=cfg.trainer.precision,
             **trainer_arguments(cfg.trainer, launch, model),
             logger=_loggers(cfg, build.tmp, payload), default_root_dir=str(build.tmp),
+            log_every_n_steps=cfg.trainer.log_every_n_steps,  # ThroughputMonitor logs; this only quiets a warning
             reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
             limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in ThroughputMonitor
             callbacks=[
