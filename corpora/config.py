@@ -217,7 +217,8 @@ class ExecutorConfig:
     """Where the datatrove pipelines run; switching this group never changes the output."""
 
     name: str = "local"
-    """local (this machine, `tasks` processes) or slurm (datatrove's SLURM executor, one array job per step)."""
+    """local (this machine, `tasks` processes), slurm (datatrove's SLURM executor, one array job per step)
+    or ray (datatrove's Ray executor, where Ray is installed)."""
     partition: str = ""
     """slurm: partition to submit to."""
     time: str = "01:00:00"

@@ -1,10 +1,11 @@
-"""Run a chain of datatrove pipelines on this machine or on a SLURM cluster, chosen by config.
+"""Run a chain of datatrove pipelines on this machine, a SLURM cluster or Ray, chosen by config.
 
 `run_chain` takes (name, pipeline, tasks) steps that must run one after the other and returns
 when the last has finished. Locally each step is a `LocalPipelineExecutor`; on SLURM each is a
 `SlurmPipelineExecutor` (an sbatch array job) depending on the previous one, and this process
 waits for the last to complete (polling datatrove's completion markers) so the stage folder is
-published only when the work is done. The choice never changes the output.
+published only when the work is done. With Ray (where installed) each step is a
+`RayPipelineExecutor` run. The choice never changes the output.
 """
 
 from __future__ import annotations
@@ -41,8 +42,27 @@ def run_chain(executor_cfg, steps: list[tuple[str, list, int]], logging_dir: Pat
     if executor_cfg.name == "slurm":
         _run_on_slurm(executor_cfg, steps, logging_dir)
         return
-    raise ConfigError(f"corpus.executor.name must be local or slurm, not {executor_cfg.name!r} "
-                      "(choose with executor=local or executor=slurm)")
+    if executor_cfg.name == "ray":
+        _run_on_ray(executor_cfg, steps, logging_dir)
+        return
+    raise ConfigError(f"corpus.executor.name must be local, slurm or ray, not {executor_cfg.name!r} "
+                      "(choose with executor=local, executor=slurm or executor=ray)")
+
+
+def _run_on_ray(cfg, steps, logging_dir: Path) -> None:
+    """Each step on the Ray cluster that `ray.init()` finds (RAY_ADDRESS), one after the other."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor=ray needs Ray: pip install 'ray[default]'") from None
+    from datatrove.executor.ray import RayPipelineExecutor
+
+    if not ray.is_initialized():
+        ray.init()
+    for name, pipeline, tasks in steps:
+        log.info("corpus: step %s, %d task(s) on Ray", name, tasks)
+        RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir / name), skip_completed=False,
+                            cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb).run()
 
 
 def _run_on_slurm(cfg, steps, logging_dir: Path) -> None:

@@ -143,3 +143,20 @@ def test_two_tasks_give_the_same_corpus_as_one(make_cfg, data_dir, tmp_path):
     one = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=1"], work_dir=tmp_path / "a"))
     two = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2"], work_dir=tmp_path / "b"))
     assert sorted(d["id"] for d in iter_documents(one)) == sorted(d["id"] for d in iter_documents(two))
+
+
+def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
+    import importlib.util
+
+    from corpora.errors import ConfigError
+
+    cfg = make_cfg("corpus", ["executor=ray"])
+    assert cfg.corpus.executor.name == "ray"
+    if importlib.util.find_spec("ray") is None:
+        with pytest.raises(ConfigError, match="pip install 'ray"):
+            run_corpus(cfg)
+        assert not list((tmp_path / "work" / "corpus").glob("corpus-*"))  # nothing looks finished
+    else:  # Ray installed: the same corpus as the local executor
+        local = run_corpus(make_cfg("corpus", ["executor=local"], work_dir=tmp_path / "local"))
+        assert sorted(d["id"] for d in iter_documents(run_corpus(cfg))) == \
+            sorted(d["id"] for d in iter_documents(local))
