@@ -160,3 +160,37 @@ def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
         local = run_corpus(make_cfg("corpus", ["executor=local"], work_dir=tmp_path / "local"))
         assert sorted(d["id"] for d in iter_documents(run_corpus(cfg))) == \
             sorted(d["id"] for d in iter_documents(local))
+
+
+def test_killed_run_leaves_nothing_finished_and_rerun_does_not_duplicate(data_dir, tmp_path):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sentences = [line[len("# text ="):].strip() for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
+                 for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
+    rng = random.Random(1)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": " ".join(rng.sample(sentences, 8))}, ensure_ascii=False) + "\n"
+                           for _ in range(2000)), encoding="utf-8")
+    env = dict(os.environ, BERTFORGE_WORK=str(tmp_path / "w"), BERTFORGE_DATA=str(data_dir))
+    command = [sys.executable, "-m", "corpora", "corpus", "source=jsonl", f"source.inputs.0.path={src}"]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    corpus_dir = tmp_path / "w" / "corpus"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(corpus_dir.glob(".corpus-*.tmp-*/work/filtered/*.jsonl")):
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # killed half-way through the filter step
+    run.wait()
+    assert list(corpus_dir.glob(".corpus-*.tmp-*")) and not list(corpus_dir.glob("corpus-*"))
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    [folder] = list(corpus_dir.glob("corpus-*"))
+    assert not list(corpus_dir.glob(".corpus-*.tmp-*"))  # the killed run's leftovers are gone
+    report = json.loads((folder / "report.json").read_text())
+    ids = [d["id"] for d in iter_documents(folder)]
+    assert report["documents_in"] == 2000 and len(ids) == len(set(ids)) == report["documents_kept"]
