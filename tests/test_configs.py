@@ -26,7 +26,7 @@ def test_primary_config_composes(stage):
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS)
 def test_every_group_option_composes(group, option):
     overrides = ["paths.data_dir=/data", f"{group}={option}"]
-    if group in ("source",) and option in ("jsonl", "txt"):
+    if group in ("source",) and option in ("jsonl", "txt", "parquet", "hf"):
         overrides.append("source.inputs.0.path=/data/x")
     cfg = load_config(compose_raw("run", overrides))
     assert isinstance(cfg, ExperimentConfig)
