@@ -151,6 +151,9 @@ def plan_launch(trainer_cfg, env: Mapping[str, str] | None = None) -> LaunchPlan
     if num_nodes < 1:
         raise ConfigError(f"trainer.num_nodes={num_nodes} must be at least 1")
     have = available_devices(accelerator)
+    if accelerator == "gpu" and have == 0:
+        raise ConfigError(f"trainer.accelerator={trainer_cfg.accelerator} but no GPU is visible to this process "
+                          "(torch.cuda.device_count() is 0): on CPUs use trainer=cpu or trainer=ddp_cpu")
     devices = have if trainer_cfg.devices == -1 else trainer_cfg.devices
     kind = "GPUs" if accelerator == "gpu" else "CPU cores"
     if devices < 1:

@@ -44,8 +44,10 @@ def run_pretrain(cfg) -> Path:
     folder = stage_folder(cfg.paths.work_dir, "pretrain", payload, inputs)
     if reuse(folder, log):
         return folder
+    # Devices, strategy and cluster variables before anything heavy: a wrong launch fails at once, before
+    # any process group starts (a finished folder is reused above on any machine, e.g. to evaluate it).
+    launch = plan_launch(cfg.trainer)
     fmt = read_manifest(shards_dir)["format"]
-    launch = plan_launch(cfg.trainer)  # devices, cluster variables: clear errors before any process group
     plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
     torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)

@@ -10,6 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from corpora.stagedir import read_manifest
+from pretrain.config import load_config
+from pretrain.train_stage import run_pretrain
+from tests.conftest import compose_raw
 from tests.launch.conftest import GLOBAL_BATCH, STEPS, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
 
@@ -18,12 +21,13 @@ def one_and_two_ranks(upstream_work, tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("ddp")
     for stage in ("corpus", "vocab", "shards"):
         shutil.copytree(upstream_work / stage, work / stage)
-    env = bertforge_env(data_dir, work)
-    # One process, micro-batches of 4 accumulated twice; then two processes with 4 rows each.
-    run_cli(["bertforge", "pretrain", *TINY_RUN, "trainer.micro_batch_size=4"], env)
-    run_cli(["bertforge", "pretrain", *TINY_RUN, "trainer=ddp_cpu"], env)
-    by_devices = {read_manifest(f)["config"]["trainer"]["devices"]: f for f in pretrain_folders(work)}
-    return by_devices[1], by_devices[2]
+    # One process (here, in the test process), micro-batches of 4 accumulated twice; then two processes
+    # with 4 rows each, started as a user would: Lightning launches rank 1 from the `bertforge` command.
+    one = run_pretrain(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
+                                                            *TINY_RUN, "trainer.micro_batch_size=4"])))
+    run_cli(["bertforge", "pretrain", *TINY_RUN, "trainer=ddp_cpu"], bertforge_env(data_dir, work))
+    [two] = [f for f in pretrain_folders(work) if f != one]
+    return one, two
 
 
 def test_two_ranks_train_like_one_rank_on_the_same_global_batch(one_and_two_ranks):
