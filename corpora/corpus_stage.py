@@ -30,6 +30,7 @@ from corpora.near_dedup import DecisionApplier, DuplicateIndex, SignatureWriter
 from corpora.normalise import normalise_text
 from corpora.readers import make_reader
 from corpora.stagedir import build_stage, reuse, stage_folder, write_json_atomic
+from corpora.writers import FastGzipJsonlWriter
 
 log = logging.getLogger("bertforge.corpus")
 
@@ -141,8 +142,8 @@ class _RankFileReader(PipelineStep):
 def _run_pipelines(cfg, specs, out: Path) -> None:
     work = out / "work"  # intermediate files; removed when the stage succeeds
 
-    def removed_writer(step: str) -> JsonlWriter:
-        return JsonlWriter(str(out / "removed" / step), output_filename="${rank}.jsonl.gz")
+    def removed_writer(step: str) -> FastGzipJsonlWriter:
+        return FastGzipJsonlWriter(str(out / "removed" / step))
 
     filters = cfg.filters
     stopwords = stopword_lists(filters.stopwords, _sample_texts(cfg, specs))
@@ -153,16 +154,19 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
     filter_pipeline = [
         *_readers(cfg, specs, str(out / "skipped")),
         *filter_steps(filters, removed_writer, stopwords),
-        SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup),
+        SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
+                        boilerplate_lines=filters.min_repeated_line_docs > 0),
         JsonlWriter(str(work / "filtered"), output_filename="${rank}.jsonl", compression=None),
     ]
     index_pipeline = [DuplicateIndex(str(work / "signatures"), str(work / "decisions"), filters.near_dedup,
                                      exact=filters.exact_dedup,
-                                     inputs=[{"weight": s.weight, "max_docs": s.max_docs} for s in specs])]
+                                     inputs=[{"weight": s.weight, "max_docs": s.max_docs} for s in specs],
+                                     min_repeated_line_docs=filters.min_repeated_line_docs)]
     apply_pipeline = [
         _RankFileReader(str(work / "filtered")),
-        DecisionApplier(str(work / "decisions"), exclusion_writer=removed_writer("dedup")),
-        JsonlWriter(str(out / "documents"), output_filename="${rank}.jsonl.gz"),
+        DecisionApplier(str(work / "decisions"), exclusion_writer=removed_writer("dedup"),
+                        cut_lines_folder=str(out / "removed_lines" / "boilerplate")),
+        FastGzipJsonlWriter(str(out / "documents")),
     ]
     run_chain(cfg.corpus.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
                                     ("apply", apply_pipeline, tasks)], out / "datatrove")

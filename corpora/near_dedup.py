@@ -9,17 +9,23 @@
    weights are decided here too, because only this step sees the whole corpus.
 3. `DecisionApplier` (every task): drops what step 2 decided, naming the kept copy.
 
+Optional boilerplate removal rides on the same steps: step 1 records a hash of each line of 20+
+characters, step 2 marks lines found in at least `min_repeated_line_docs` kept documents, step 3
+cuts them out (writing each cut line aside) and drops a document left with nothing.
+
 Memory of step 2: 4 * num_perm bytes per document (512 B at 128), plus 8 bytes per band.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
 from pathlib import Path
 
 import numpy as np
+import orjson
 import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -35,6 +41,18 @@ _CHUNK_SHINGLES = 4096  # rows of the (shingles x permutations) product held at 
 KEEP, EXACT, NEAR, CAP, WEIGHT = 0, 1, 2, 3, 4
 ACTION_REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CAP: "source_cap", WEIGHT: "source_weight"}
 META_DTYPE = np.dtype([("exact", "<u8"), ("input", "<u2"), ("has_sig", "u1")])
+LINE_DTYPE = np.dtype([("doc", "<u4"), ("hash", "<u8")])
+BOILERPLATE_MIN_LINE_CHARS = 20  # shorter lines ("Yes.", dates) repeat innocently
+
+
+def line_hash(line: str) -> int:
+    """Hash of a line for boilerplate counting: case and surrounding space ignored."""
+    return xxhash.xxh64_intdigest(line.strip().casefold().encode("utf-8"))
+
+
+def boilerplate_candidates(text: str) -> set[int]:
+    """Hashes of the lines of `text` long enough to count as boilerplate."""
+    return {line_hash(line) for line in text.split("\n") if len(line.strip()) >= BOILERPLATE_MIN_LINE_CHARS}
 
 
 def normalised_text_hash(text: str) -> int:
@@ -99,9 +117,10 @@ class SignatureWriter(PipelineStep):
     type = "🫂 - DEDUP"
     name = "✍️ signatures"
 
-    def __init__(self, folder: str, cfg, exact: bool):
+    def __init__(self, folder: str, cfg, exact: bool, boilerplate_lines: bool = False):
         super().__init__()
-        self.folder, self.cfg, self.exact = folder, cfg, exact
+        self.folder, self.cfg, self.exact, self.boilerplate_lines = folder, cfg, exact, boilerplate_lines
+        self._written = 0
 
     batch_docs = 256  # documents per write; bounds what a task holds between writes
 
@@ -111,18 +130,19 @@ class SignatureWriter(PipelineStep):
         a, b = permutations(self.cfg.num_perm, self.cfg.seed)
         with open(folder / f"{rank:05d}.meta", "wb") as meta_out, \
                 open(folder / f"{rank:05d}.sig", "wb") as sig_out, \
-                open(folder / f"{rank:05d}.ids", "w", encoding="utf-8") as ids_out:
+                open(folder / f"{rank:05d}.ids", "w", encoding="utf-8") as ids_out, \
+                open(folder / f"{rank:05d}.lines", "wb") as lines_out:
             batch: list[Document] = []
             for doc in data:
                 batch.append(doc)
                 if len(batch) == self.batch_docs:
-                    self._write(batch, a, b, meta_out, sig_out, ids_out)
+                    self._write(batch, a, b, meta_out, sig_out, ids_out, lines_out)
                     yield from batch
                     batch = []
-            self._write(batch, a, b, meta_out, sig_out, ids_out)
+            self._write(batch, a, b, meta_out, sig_out, ids_out, lines_out)
             yield from batch
 
-    def _write(self, batch, a, b, meta_out, sig_out, ids_out) -> None:
+    def _write(self, batch, a, b, meta_out, sig_out, ids_out, lines_out) -> None:
         if not batch:
             return
         with self.track_time("batch"):
@@ -138,6 +158,10 @@ class SignatureWriter(PipelineStep):
                 sig_out.write(b"".join(minhash(sh, a, b).tobytes() for sh in shingles))
             meta_out.write(meta.tobytes())
             ids_out.write("".join(doc.id.replace("\n", " ") + "\n" for doc in batch))
+            if self.boilerplate_lines:
+                rows = [(self._written + k, h) for k, doc in enumerate(batch) for h in boilerplate_candidates(doc.text)]
+                lines_out.write(np.array(rows, dtype=LINE_DTYPE).tobytes())
+            self._written += len(batch)
 
 
 def _runs_of_equal(values: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,10 +185,11 @@ class DuplicateIndex(PipelineStep):
     name = "🧮 duplicate index"
 
     def __init__(self, sig_folder: str, out_folder: str, cfg, exact: bool, inputs: list[dict],
-                 examples: int = 5):
+                 min_repeated_line_docs: int = 0):
         super().__init__()
         self.sig_folder, self.out_folder, self.cfg, self.exact = sig_folder, out_folder, cfg, exact
-        self.inputs, self.examples = inputs, examples  # inputs: [{"weight": w, "max_docs": n}, ...]
+        self.inputs = inputs  # [{"weight": w, "max_docs": n}, ...] per input, in config order
+        self.min_repeated_line_docs = min_repeated_line_docs
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         sig_dir, out = Path(self.sig_folder), Path(self.out_folder)
@@ -184,6 +209,8 @@ class DuplicateIndex(PipelineStep):
                 action[other], rep[other] = EXACT, first
             if self.cfg.enabled and total:
                 self._near(sig_dir, ranks, total, meta, action, rep, similarity)
+            if self.min_repeated_line_docs:
+                self._boilerplate(sig_dir, ranks, offsets, action, out)
             copies = self._mix(meta, action)
         self.stat_update("documents", value=total)
         for code, reason in ACTION_REASONS.items():
@@ -235,6 +262,18 @@ class DuplicateIndex(PipelineStep):
                 action[doc], rep[doc] = NEAR, keeper
                 similarity[doc] = float((sigs[doc] == sigs[keeper]).mean())
 
+    def _boilerplate(self, sig_dir, ranks, offsets, action, out: Path) -> None:
+        """Hashes of lines found in at least `min_repeated_line_docs` documents that survive dedup
+        (so duplicated documents do not make their own lines look like boilerplate)."""
+        hashes = []
+        for r, start in zip(ranks, offsets[:-1]):
+            rows = np.fromfile(sig_dir / f"{r:05d}.lines", dtype=LINE_DTYPE)
+            hashes.append(rows["hash"][action[start + rows["doc"].astype(np.int64)] == KEEP])
+        values, counts = np.unique(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64), return_counts=True)
+        repeated = values[counts >= self.min_repeated_line_docs]
+        self.stat_update("boilerplate_lines", value=len(repeated))
+        np.save(out / "boilerplate.npy", repeated)
+
     def _mix(self, meta, action) -> np.ndarray:
         """Source caps (first kept documents win) and weights (hash-chosen sampling or repeats)."""
         copies = np.ones(len(meta), dtype=np.uint8)
@@ -274,9 +313,9 @@ class DecisionApplier(BaseFilter):
 
     name = "🧹 apply dedup"
 
-    def __init__(self, decisions_folder: str, exclusion_writer=None):
+    def __init__(self, decisions_folder: str, exclusion_writer=None, cut_lines_folder: str = ""):
         super().__init__(exclusion_writer)
-        self.folder = decisions_folder
+        self.folder, self.cut_lines_folder = decisions_folder, cut_lines_folder
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         folder = Path(self.folder)
@@ -287,10 +326,38 @@ class DecisionApplier(BaseFilter):
         self._copies = np.load(folder / f"{rank:05d}.copies.npy")
         self._dups = json.loads((folder / f"{rank:05d}.dups.json").read_text(encoding="utf-8"))
         self._index = 0
-        for doc in super().run(data, rank, world_size):
-            for copy in range(1, int(doc.metadata.pop("_copies", 1))):
-                yield Document(text=doc.text, id=f"{doc.id}#copy{copy}", metadata=dict(doc.metadata))
-            yield doc
+        boilerplate = folder / "boilerplate.npy"
+        self._boilerplate = set(np.load(boilerplate).tolist()) if boilerplate.exists() else set()
+        self._cut_out = None
+        if self._boilerplate and self.cut_lines_folder:
+            Path(self.cut_lines_folder).mkdir(parents=True, exist_ok=True)
+            self._cut_out = gzip.open(Path(self.cut_lines_folder) / f"{rank:05d}.jsonl.gz", "wb", compresslevel=1)
+        try:
+            for doc in super().run(data, rank, world_size):
+                for copy in range(1, int(doc.metadata.pop("_copies", 1))):
+                    yield Document(text=doc.text, id=f"{doc.id}#copy{copy}", metadata=dict(doc.metadata))
+                yield doc
+        finally:
+            if self._cut_out is not None:
+                self._cut_out.close()
+
+    def _cut_boilerplate(self, doc: Document) -> bool:
+        """Cut boilerplate lines out of `doc` (writing them aside); False when nothing would be left,
+        in which case the document is left whole, to be written aside itself."""
+        kept, cut = [], []
+        for line in doc.text.split("\n"):
+            long = len(line.strip()) >= BOILERPLATE_MIN_LINE_CHARS
+            (cut if long and line_hash(line) in self._boilerplate else kept).append(line)
+        if not cut:
+            return True
+        remaining = "\n".join(kept).strip()
+        if not remaining:
+            return False
+        doc.text = remaining
+        self.stat_update("boilerplate_lines_cut", value=len(cut))
+        if self._cut_out is not None:
+            self._cut_out.write(b"".join(orjson.dumps({"id": doc.id, "line": line}) + b"\n" for line in cut))
+        return True
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         index = self._index
@@ -299,6 +366,8 @@ class DecisionApplier(BaseFilter):
             raise RuntimeError(f"dedup decisions hold {len(self._action)} documents but more arrived: "
                                "the intermediate files changed between steps; rerun the corpus stage")
         action = int(self._action[index])
+        if action == KEEP and self._boilerplate and not self._cut_boilerplate(doc):
+            return False, "only_boilerplate"
         if action == KEEP:
             if self._copies[index] > 1:
                 doc.metadata["_copies"] = int(self._copies[index])

@@ -77,3 +77,21 @@ def test_corpus_removes_planted_near_duplicates_and_keeps_unrelated_documents(ma
     biggest = report["duplicate_clusters"][0]
     assert biggest["size"] == 2 and biggest["kept_text"] and 0.7 <= biggest["removed"][0]["similarity"] <= 1
     assert "Largest near-duplicate clusters" in (folder / "report.md").read_text()
+
+
+def test_boilerplate_lines_repeated_across_documents_are_cut_and_written_aside(make_cfg, data_dir, tmp_path):
+    rng = random.Random(3)
+    sents = sentences(data_dir)
+    footer = "Cóipcheart © Nuachtán na Gaeltachta. Gach ceart ar cosaint."
+    rows = [" ".join(rng.sample(sents, 6)) + ("\n" + footer if i % 2 == 0 else "") for i in range(60)]
+    rows.append(footer)  # a document that is nothing but boilerplate
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
+    folder = run_corpus(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=none",
+                                            "filters.min_repeated_line_docs=10"]))
+    report = json.loads((folder / "report.json").read_text())
+    texts = [json.loads(line)["text"] for p in (folder / "documents").glob("*.jsonl.gz") for line in gzip.open(p)]
+    assert len(texts) == 60 and not any("Cóipcheart" in t for t in texts)
+    assert report["removed_by_rule"]["only_boilerplate"]["documents"] == 1
+    cut = report["boilerplate_lines_cut"]
+    assert cut["lines"] == 30 and cut["most_frequent"][0] == {"line": footer, "documents": 30}
