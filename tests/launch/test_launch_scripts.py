@@ -1,0 +1,53 @@
+"""The launch/ scripts: each says when to use it, only selects an experiment, and parses; the Hydra SLURM
+launcher config composes with the trainer's device and node counts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+import pretrain.config  # noqa: F401  (registers the schema the primary configs build on)
+
+LAUNCH = Path(__file__).resolve().parents[2] / "launch"
+SCRIPTS = sorted(p for p in LAUNCH.rglob("*") if p.suffix in (".sh", ".sbatch"))
+RUN_SCRIPTS = [p for p in SCRIPTS if p.name != "start_local_cluster.sh"]
+# Hyperparameter groups and keys that belong in conf/experiment/, never in a launch script.
+HYPERPARAMETERS = re.compile(r"\b(optim|masking|model|tokenizer|shards|corpus|filters)[./=]|"
+                             r"trainer\.(batch_size|max_steps|micro_batch_size|tokens_per_batch|seed|precision)")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(LAUNCH)))
+def test_script_says_when_to_use_it_and_parses(script):
+    lines = script.read_text().splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert lines[1].startswith("# When to use:"), f"{script}: the first comment must say when to use it"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+@pytest.mark.parametrize("script", RUN_SCRIPTS, ids=lambda p: str(p.relative_to(LAUNCH)))
+def test_script_only_selects_an_experiment(script):
+    code = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if HYPERPARAMETERS.search(line)]
+    assert any('experiment="$experiment"' in line for line in code)
+
+
+@pytest.mark.parametrize("name", ["one_node.sbatch", "multi_node.sbatch"])
+def test_slurm_scripts_requeue_on_preemption_and_say_where_logs_go(name):
+    text = (LAUNCH / "slurm" / name).read_text()
+    for directive in ("--signal=USR1@", "--requeue", "--output=logs/slurm/", "--ntasks-per-node=", "--nodes="):
+        assert f"#SBATCH {directive}" in text
+    assert "srun " in text and "trainer.cluster=slurm" in text and "SLURM_JOB_NUM_NODES" in text
+
+
+def test_slurm_sweep_launcher_asks_for_one_task_per_device_of_the_trainer():
+    with initialize_config_module(config_module="bertforge_conf", version_base=None):
+        cfg = compose(config_name="pretrain", return_hydra_config=True,
+                      overrides=["paths.data_dir=/d", "paths.work_dir=/w", "trainer=multinode", "hydra/launcher=slurm"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
+    assert launcher.submitit_folder == "/w/hydra/submitit/%j"
