@@ -25,6 +25,11 @@ else
 fi
 [ -z "${RUN_ID:-}" ] || export BERTFORGE_RUN_ID=$RUN_ID
 default_trainer=$([ "$nnodes" -gt 1 ] && echo multinode || echo ddp)
+# Corpus, vocabulary and shards once, in one process, before the ranks start (reused if built). On
+# several nodes only node 0 builds them: start the other nodes once it has printed "shards: ...".
+if [ "${NODE_RANK:-0}" = 0 ]; then
+  bertforge shards experiment="$experiment" "$@"
+fi
 exec torchrun "${rendezvous[@]}" --nproc-per-node="$nproc" -m pretrain pretrain experiment="$experiment" \
   trainer="${TRAINER:-$default_trainer}" trainer.devices="$nproc" trainer.num_nodes="$nnodes" \
   trainer.cluster=torchrun "$@"

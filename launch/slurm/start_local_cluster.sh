@@ -109,7 +109,6 @@ if pgrep -x slurmctld >/dev/null && [ "$changed" = 1 ]; then
   # Some settings (cred_expire) are read only at start-up: restart the controller on a changed slurm.conf.
   scontrol shutdown slurmctld >/dev/null 2>&1 || true
   for _ in $(seq 1 20); do pgrep -x slurmctld >/dev/null || break; sleep 0.5; done
-  scontrol reconfigure >/dev/null 2>&1 || true  # slurmd picks the new file up when the controller is back
 fi
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld || give_up "slurmctld failed; see $LOG_DIR/slurmctld.log"
 pgrep -x slurmd >/dev/null || /usr/sbin/slurmd || give_up "slurmd failed; see $LOG_DIR/slurmd.log"
