@@ -35,12 +35,13 @@ def test_two_ranks_train_like_one_rank_on_the_same_global_batch(one_and_two_rank
     assert [m["step"] for m in one] == [m["step"] for m in two] == list(range(1, STEPS + 1))
     assert [m["train/lr"] for m in one] == [m["train/lr"] for m in two]  # the schedule ignores the world size
     for a, b in zip(one, two):
-        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-4, abs=1e-4)
-        assert b["train/grad_norm"] == pytest.approx(a["train/grad_norm"], rel=1e-3)
+        # Measured here: equal to 5e-7 (float32 summation order); a different mask or batch moves it by ~0.05.
+        assert b["train/loss"] == pytest.approx(a["train/loss"], abs=1e-5)
+        assert b["train/grad_norm"] == pytest.approx(a["train/grad_norm"], rel=1e-5)
     assert one[-1]["train/loss"] < one[0]["train/loss"]  # it did learn
     weights = [load_file(folder / "hf" / "model.safetensors") for folder in one_and_two_ranks]
     worst = max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0])
-    assert worst < 1e-4, f"final weights differ by up to {worst}"
+    assert worst < 1e-5, f"final weights differ by up to {worst}"
 
 
 def test_each_rank_read_its_own_half_of_every_global_batch(one_and_two_ranks):
