@@ -280,3 +280,50 @@ def wait_for_stage(folder: Path, timeout_s: float = 600.0, poll_s: float = 0.5) 
             raise TimeoutError(f"rank 0 did not publish {folder} within {timeout_s:.0f} s after training; "
                                "see rank 0's log")
         time.sleep(poll_s)
+
+
+METRICS_BEFORE_RESUME = "metrics-before-resume.csv"
+
+
+def set_aside_metrics(log_dir: Path, resume_step: int) -> None:
+    """Keep the metrics a resumed run will not log again (steps up to `resume_step`) out of the way of
+    Lightning's CSVLogger, which deletes an existing metrics.csv when it starts."""
+    import csv
+
+    log_dir = Path(log_dir)
+    rows = _read_rows(log_dir / METRICS_BEFORE_RESUME) + _read_rows(log_dir / "version_0" / "metrics.csv")
+    rows = [row for row in rows if row.get("step") and int(row["step"]) <= resume_step]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(log_dir / METRICS_BEFORE_RESUME, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def merge_metrics(log_dir: Path) -> None:
+    """Put the rows set aside before a resume back in front of the resumed run's metrics.csv."""
+    import csv
+
+    log_dir = Path(log_dir)
+    aside = log_dir / METRICS_BEFORE_RESUME
+    if not aside.exists():
+        return
+    current = log_dir / "version_0" / "metrics.csv"
+    rows = _read_rows(aside) + _read_rows(current)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    current.parent.mkdir(parents=True, exist_ok=True)
+    with open(current, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    aside.unlink()
+
+
+def _read_rows(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]

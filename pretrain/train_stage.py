@@ -18,8 +18,9 @@ from corpora.shards_stage import file_sha256, load_rows, run_shards
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
 from pretrain.data import PackedRows, PhasedData
-from pretrain.distributed import (checkpoint_step, plan_launch, resume_checkpoint, share_run_id,
-                                  trainer_arguments, unsharded_copy, wait_for_stage)
+from pretrain.distributed import (checkpoint_step, merge_metrics, plan_launch, resume_checkpoint,
+                                  set_aside_metrics, share_run_id, trainer_arguments, unsharded_copy,
+                                  wait_for_stage)
 from pretrain.flops import flops_per_token
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
@@ -50,6 +51,8 @@ def run_pretrain(cfg) -> Path:
     fmt = read_manifest(shards_dir)["format"]
     plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
     torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
+    if cfg.impl.cpu_threads:
+        torch.set_num_threads(cfg.impl.cpu_threads)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     special = fmt["special_ids"]
     model = build_model(cfg.model, fmt["vocab_size"], special["[PAD]"], max(p.seq_len for p in plan), special,
@@ -76,6 +79,8 @@ def run_pretrain(cfg) -> Path:
         data.start_step = checkpoint_step(resume) if resume else 0
         if resume:
             log.info("resuming from %s at step %d", resume, data.start_step)
+            if launch.is_global_zero:
+                set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
         trainer = L.Trainer(
             max_steps=cfg.trainer.max_steps, precision=cfg.trainer.precision,
             **trainer_arguments(cfg.trainer, launch, model),
@@ -106,6 +111,7 @@ def run_pretrain(cfg) -> Path:
                 cfg.model, fmt["vocab_size"], special["[PAD]"], max(p.seq_len for p in plan), special,
                 attention=cfg.impl.attention))
         _finish_loggers(trainer)
+        merge_metrics(build.tmp / "logs")
         export_hf(trained, vocab_dir, build.tmp / "hf")
         curve = read_loss_curve(build.tmp)
         plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)

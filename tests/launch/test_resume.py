@@ -1,0 +1,58 @@
+"""A run outside SLURM (local or torchrun) that is interrupted resumes from its last periodic checkpoint
+when restarted with the same run id, at that step's data position."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from corpora.stagedir import read_manifest
+from pretrain.config import load_config
+from pretrain.train_stage import run_pretrain
+from tests.conftest import compose_raw
+from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders
+
+STEPS, EVERY = 40, 10
+RUN = [o for o in TINY_RUN if not o.startswith(("trainer.max_steps", "trainer.checkpoint_every"))] + [
+    f"trainer.max_steps={STEPS}", f"trainer.checkpoint_every_n_steps={EVERY}"]
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(upstream_work, tmp_path, data_dir, monkeypatch, caplog):
+    import shutil
+
+    for stage in ("corpus", "vocab", "shards"):
+        shutil.copytree(upstream_work / stage, tmp_path / stage)
+    env = bertforge_env(data_dir, tmp_path) | {"BERTFORGE_RUN_ID": "resume-test"}
+    with open(tmp_path / "attempt0.log", "w") as log:
+        first = subprocess.Popen(["bertforge", "pretrain", *RUN], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None:
+            trained = list(tmp_path.glob("pretrain/.pretrain-*.tmp-resume-test/data_positions/rank0.tsv"))
+            if trained and len(trained[0].read_text().splitlines()) >= EVERY + 10:
+                break
+            time.sleep(0.1)
+        assert first.poll() is None, "the run ended before it could be interrupted"
+        first.send_signal(signal.SIGINT)  # Ctrl+C, or a cluster killing the job
+        assert first.wait(timeout=120) != 0
+    [kept] = list(tmp_path.glob("pretrain/.pretrain-*.tmp-resume-test"))
+    assert (kept / "checkpoints" / "last.ckpt").is_file() and not pretrain_folders(tmp_path)
+
+    monkeypatch.setenv("BERTFORGE_RUN_ID", "resume-test")  # the restart: same run id, here in-process
+    caplog.set_level("INFO", logger="bertforge.pretrain")
+    folder = run_pretrain(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}",
+                                                               f"paths.work_dir={tmp_path}", *RUN])))
+    assert read_manifest(folder)["counts"]["steps"] == STEPS
+    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from")]
+    assert len(resumed) == 1 and "last.ckpt" in resumed[0]
+    resumed_at = int(resumed[0].rsplit(" ", 1)[1])
+    assert resumed_at % EVERY == 0 and resumed_at >= EVERY
+
+    rows = ledger(folder)[0]  # one process: attempts appended to one file
+    restart = next(i for i in range(1, len(rows)) if rows[i][1] < rows[i - 1][1])
+    assert rows[restart][1] == resumed_at and rows[restart][3] == resumed_at * GLOBAL_BATCH
+    latest = {step: (start, stop) for _, step, _, start, stop in rows}  # the attempt that counted
+    assert sorted(latest) == list(range(STEPS))
+    assert sorted(p for start, stop in latest.values() for p in range(start, stop)) == list(range(STEPS * GLOBAL_BATCH))
+    # The loss curve keeps the first attempt's steps (Lightning's CSV logger alone would delete them).
+    assert [int(m["step"]) for m in metrics(folder)] == list(range(1, STEPS + 1))
