@@ -155,6 +155,8 @@ class ImplConfig:
     num_workers: int = 0
     matmul_precision: str = "high"
     """torch.set_float32_matmul_precision: high allows TF32 on GPUs."""
+    cpu_threads: int = 0
+    """torch intra-op threads; 0 keeps torch's default (all cores). 1 avoids thread thrashing on a busy, shared CPU."""
 
 
 @dataclass

@@ -7,8 +7,6 @@ once every `trainer.log_every_n_steps` steps.
 
 from __future__ import annotations
 
-from functools import partial
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -52,11 +50,16 @@ class MaskedLMModule(L.LightningModule):
         self.maskable_share = maskable_share  # row length -> share of non-special tokens in the shards
         self.register_buffer("special_ids", torch.tensor(sorted(set(special_ids.values()))), persistent=False)
         self.register_buffer("word_starts", word_starts, persistent=False)
-        loss_fn = partial(sparse_mlm_loss, self.model)
         # dynamic=False: one graph per input shape (one per phase length), never a dynamic-shape graph.
-        self.loss_fn = torch.compile(loss_fn, backend=compile_backend, dynamic=False) if compile_backend else loss_fn
+        # The bound method looks `self.model` up at call time, so a strategy that wraps it still works.
+        self.loss_fn = torch.compile(self.masked_loss, backend=compile_backend, dynamic=False) \
+            if compile_backend else self.masked_loss
         self.window = None  # device-side sums since the last log, see `pop_window`
         self.reset_window()
+
+    def masked_loss(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor):
+        """`sparse_mlm_loss` of the wrapped model (the function torch.compile traces)."""
+        return sparse_mlm_loss(self.model, input_ids, positions, targets)
 
     def mask(self, input_ids: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> MaskedBatch:
         """Fixed-count masking of a batch with this run's settings at `ratio`."""

@@ -51,6 +51,8 @@ def run_pretrain(cfg) -> Path:
     fmt = read_manifest(shards_dir)["format"]
     plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
     torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
+    if cfg.impl.cpu_threads:
+        torch.set_num_threads(cfg.impl.cpu_threads)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     special = fmt["special_ids"]
     model = build_model(cfg.model, fmt["vocab_size"], special["[PAD]"], max(p.seq_len for p in plan), special,

@@ -65,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hf-compile", action="store_true", help="TrainingArguments(torch_compile=True) for HF")
     parser.add_argument("--only", choices=["bertforge", "hf"], default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--note", default="", help="conditions worth recording (shared machine, other load)")
     return parser.parse_args()
 
 
@@ -301,6 +302,7 @@ def main() -> None:
         }
     report = {
         "device": device_name(args.device), "command_args": vars(args) | {"out": str(args.out)},
+        "note": args.note, "load_average_1min_at_end": os.getloadavg()[0],
         "model": {"name": args.model, "parameters": sum(p.numel() for p in reference.parameters()),
                   "vocab_size_padded": hf_config.vocab_size},
         "tokens_per_step": args.batch_size * args.seq_len, "results": results,
