@@ -61,10 +61,12 @@ def batch_layout(global_batch_size: int, micro_batch_size: int, world_size: int)
     micro = micro_batch_size or global_batch_size // world_size
     per_step = world_size * micro
     if micro == 0 or global_batch_size % per_step:
-        per_rank = global_batch_size / world_size
-        fits = [m for m in range(1, int(per_rank) + 1) if per_rank == int(per_rank) and int(per_rank) % m == 0]
-        hint = (f"micro-batch sizes that divide it: {fits}" if fits else
-                f"make trainer.batch_size a multiple of the world size {world_size}")
+        if global_batch_size % world_size:
+            hint = f"make trainer.batch_size a multiple of the world size {world_size}"
+        else:
+            per_rank = global_batch_size // world_size
+            fits = [m for m in range(1, per_rank + 1) if per_rank % m == 0]
+            hint = f"trainer.micro_batch_size values that fit {per_rank} sequences per device: {fits}"
         raise ConfigError(
             f"trainer.batch_size={global_batch_size} (the global batch) is not divisible by world size "
             f"{world_size} x trainer.micro_batch_size={micro} = {per_step}; {hint}")
