@@ -68,6 +68,7 @@ def train_sentencepiece(texts: Iterable[str], tok_cfg, workdir: Path) -> Tokeniz
             vocab_size=target_vocab_size(tok_cfg), character_coverage=1.0,
             normalization_rule_name="identity", remove_extra_whitespaces=False,
             input_sentence_size=0,  # the file is already the bounded sample: read it all, no reshuffle
+            hard_vocab_limit=False,  # like the tokenizers trainers: stop short when the text has no more pieces
             num_threads=tok_cfg.sentencepiece_threads, max_sentence_length=_MAX_LINE_BYTES * 2,
             control_symbols=controls, minloglevel=2, **ids, **pieces)
     except RuntimeError as err:

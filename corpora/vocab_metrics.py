@@ -34,17 +34,17 @@ def unk_id(tokenizer: Tokenizer, path: str | Path | None = None) -> int | None:
         return None
 
 
-def text_metrics(tokenizer: Tokenizer, texts: Iterable[str], unk: int | None, n_special: int) -> dict:
+def text_metrics(tokenizer: Tokenizer, texts: Iterable[str], unk: int | None) -> dict:
     """Metrics of `tokenizer` on running text, words being whitespace-separated strings."""
     spans = ((text, np.array([m.end() for m in _WORD.finditer(text)], dtype=np.int64)) for text in texts)
-    return _score(tokenizer, spans, unk, n_special)
+    return _score(tokenizer, spans, unk)
 
 
 def gold_metrics(tokenizer: Tokenizer, sentences: list[tuple[str, list[str]]], unk: int | None) -> dict:
     """Metrics of `tokenizer` on gold words, each sentence tokenised as running text (so every word is
     in its real context) and its tokens assigned to the gold words they fall in."""
     aligned = [(text, ends) for text, words in sentences if (ends := align_words(text, words)) is not None]
-    metrics = _score(tokenizer, aligned, unk, n_special=0)
+    metrics = _score(tokenizer, aligned, unk)
     metrics.pop("vocab_used_share")
     metrics["sentences"] = metrics.pop("documents")
     metrics["sentences_unaligned"] = len(sentences) - len(aligned)
@@ -64,10 +64,12 @@ def align_words(text: str, words: list[str]) -> np.ndarray | None:
     return np.array(ends, dtype=np.int64)
 
 
-def _score(tokenizer: Tokenizer, spans: Iterable[tuple[str, np.ndarray]], unk: int | None, n_special: int) -> dict:
+def _score(tokenizer: Tokenizer, spans: Iterable[tuple[str, np.ndarray]], unk: int | None) -> dict:
     """Token counts per word for (text, word end offsets) pairs, summed into the metrics."""
     words = tokens = continued = unks = chars = docs = 0
     used = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
+    ordinary = np.ones_like(used)  # the vocabulary text can use: all but special (and reserved) tokens
+    ordinary[[i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special and i < len(used)]] = False
     for batch in _batches(spans, _ENCODE_BATCH_TEXTS):
         encodings = tokenizer.encode_batch([text for text, _ in batch], add_special_tokens=False)
         for (text, ends), encoding in zip(batch, encodings):
@@ -91,7 +93,7 @@ def _score(tokenizer: Tokenizer, spans: Iterable[tuple[str, np.ndarray]], unk: i
         "continued_word_share": continued / max(words, 1),
         "unk_rate": unks / max(tokens, 1),
         "chars_per_token": chars / max(tokens, 1),
-        "vocab_used_share": int(used.sum()) / max(len(used) - n_special, 1),
+        "vocab_used_share": int(used[ordinary].sum()) / max(int(ordinary.sum()), 1),
     }
 
 

@@ -2,7 +2,7 @@
 
 The folder holds tokenizer.json and the transformers files naming the special tokens,
 metrics.json (held-out text, gold treebank words, and the same for a reference tokenizer),
-tokenizer_dropout.json when BPE dropout is asked for, and added_tokens.json when an existing
+tokenizer_dropout.json when BPE dropout is asked for, and new_tokens.json when an existing
 vocabulary was extended instead of trained.
 """
 
@@ -21,7 +21,7 @@ from corpora.documents import iter_documents
 from corpora.errors import CorpusInputError
 from corpora.special_tokens import special_tokens
 from corpora.stagedir import build_stage, read_manifest, reuse, stage_folder, write_json_atomic
-from corpora.tokenizer_build import build_untrained, check_alphabet, check_options, finish, special_token_list
+from corpora.tokenizer_build import build_untrained, check_alphabet, check_options, finish
 from corpora.vocab_extend import add_tokens, choose_new_tokens, count_words
 from corpora.vocab_metrics import conllu_files, gold_metrics, gold_sentences, load_reference, text_metrics, unk_id
 from corpora.vocab_sample import TrainingSample
@@ -98,7 +98,7 @@ def _extend(base: Tokenizer, tok_cfg, sample: TrainingSample, workdir: Path):
     counts = count_words(base, sample)
     chosen = choose_new_tokens(base, counts, tok_cfg.extend_tokens)
     tokenizer = add_tokens(base, [c["token"] for c in chosen])
-    write_json_atomic(workdir / "added_tokens.json", chosen)
+    write_json_atomic(workdir / "new_tokens.json", chosen)
     extension = {"base": tok_cfg.extend_from, "base_vocab_size": base.get_vocab_size(with_added_tokens=True),
                  "added_tokens": len(chosen), "domain_words_counted": sum(counts.values())}
     return tokenizer, special_tokens(Path(tok_cfg.extend_from)), extension
@@ -117,8 +117,7 @@ def measure(tokenizer: Tokenizer, roles: dict[str, str], cfg, corpus_dir: Path, 
     """Held-out and gold-word metrics of `tokenizer`, and of the reference on the same words."""
     tok_cfg = cfg.tokenizer
     heldout = _heldout_texts(corpus_dir, cfg.shards.heldout_percent, tok_cfg.metrics_max_chars)
-    n_special = len(special_token_list(tok_cfg)) if not tok_cfg.extend_from else len(roles)
-    ours = text_metrics(tokenizer, heldout, tokenizer.token_to_id(roles["unk"]), n_special)
+    ours = text_metrics(tokenizer, heldout, tokenizer.token_to_id(roles["unk"]))
     metrics = {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
                "heldout_documents": ours.pop("documents"), "heldout_words": ours.pop("words")} | ours
     # A treebank that is also a corpus input is scored only on sentences of held-out documents.
@@ -130,10 +129,9 @@ def measure(tokenizer: Tokenizer, roles: dict[str, str], cfg, corpus_dir: Path, 
             "files": [str(f) for f in gold_files], "heldout_sentences_only": only_in is not None}
     if reference is not None:
         ref_unk = unk_id(reference, reference_path)
-        ref_specials = len(special_tokens(Path(reference_path))) if ref_unk is not None else 0
         metrics["reference"] = {"path": reference_path,
                                 "vocab_size": reference.get_vocab_size(with_added_tokens=True),
-                                "heldout": text_metrics(reference, heldout, ref_unk, ref_specials)}
+                                "heldout": text_metrics(reference, heldout, ref_unk)}
         if sentences:
             metrics["reference"]["gold"] = gold_metrics(reference, sentences, ref_unk)
         metrics["fertility_vs_reference"] = metrics["fertility"] / max(metrics["reference"]["heldout"]["fertility"], 1e-9)
