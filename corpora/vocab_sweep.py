@@ -14,9 +14,10 @@ def recommend_vocab_size(knobs_per_job: list[dict[str, str]], metrics_per_job: l
                          tolerance_percent: float) -> dict | None:
     """The recommended job of a sweep, or None when the sweep did not vary the vocabulary size.
 
-    Each job's size is its `tokenizer.vocab_size` override (else its measured size); among the jobs
-    whose held-out fertility is at most `tolerance_percent` % above the best one, the smallest size
-    wins (ties: the lower fertility). The other swept knobs (e.g. the algorithm) label each job.
+    Each job's size is the size it reached (trainers stop short of `tokenizer.vocab_size` when the
+    corpus has no more pieces to learn), else its override; among the jobs whose held-out fertility
+    is at most `tolerance_percent` % above the best one, the smallest size wins (ties: the lower
+    fertility). The other swept knobs (e.g. the algorithm) label each job.
     """
     varying = [k for k in dict.fromkeys(k for knobs in knobs_per_job for k in knobs)
                if k != SIZE_KNOB and len({knobs.get(k) for knobs in knobs_per_job}) > 1]
@@ -24,8 +25,9 @@ def recommend_vocab_size(knobs_per_job: list[dict[str, str]], metrics_per_job: l
     for knobs, metrics in zip(knobs_per_job, metrics_per_job):
         if FERTILITY not in metrics:
             continue
-        size = float(knobs[SIZE_KNOB]) if SIZE_KNOB in knobs else metrics.get("vocab/vocab_size")
-        label = ", ".join(f"{k}={knobs.get(k)}" for k in varying) or "all"
+        requested = knobs.get(SIZE_KNOB)
+        size = metrics.get("vocab/vocab_size", float(requested) if requested else None)
+        label = ", ".join(f"{k}={knobs.get(k)}" for k in varying + [SIZE_KNOB] if k in knobs) or "all"
         jobs.append({"label": label, "vocab_size": int(size), "fertility": metrics[FERTILITY]})
     if len({j["vocab_size"] for j in jobs}) < 2:
         return None
@@ -38,7 +40,7 @@ def recommend_vocab_size(knobs_per_job: list[dict[str, str]], metrics_per_job: l
 def recommendation_markdown(found: dict) -> str:
     """One sentence a user can act on."""
     chosen, best = found["recommended"], found["best"]
-    return (f"**Recommended:** {chosen['label']}, {SIZE_KNOB}={chosen['vocab_size']} — held-out fertility "
+    return (f"**Recommended:** {chosen['label']} ({chosen['vocab_size']} tokens): held-out fertility "
             f"{chosen['fertility']:.4g}, within {found['tolerance_percent']:g}% of the best "
-            f"({best['fertility']:.4g} with {best['label']}, {SIZE_KNOB}={best['vocab_size']}); "
-            f"tolerance: tokenizer.recommend_within_percent.")
+            f"({best['fertility']:.4g} with {best['label']}, {best['vocab_size']} tokens); "
+            f"set the tolerance with tokenizer.recommend_within_percent.")

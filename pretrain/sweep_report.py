@@ -105,7 +105,10 @@ def _plot(path: Path, swept: list[str], knobs_per_job: list[dict], results: list
     x_key = next((k for k in swept if all(isinstance(_as_number(j.get(k, "")), float) for j in knobs_per_job)),
                  swept[0])
     others = [k for k in swept if k != x_key]
-    shown = metrics[:6]
+    # Metrics that differ between jobs, most telling first (HEADLINE order): constant ones teach nothing.
+    rank = {f"{stage}/{name}": i for stage, names in HEADLINE.items() for i, name in enumerate(names)}
+    varying = [m for m in metrics if len({json.dumps(r["metrics"].get(m)) for r in results}) > 1]
+    shown = sorted(varying or metrics, key=lambda m: rank.get(m, len(rank)))[:6]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.5), squeeze=False)
     groups: dict[str, list[int]] = {}
     for index, job in enumerate(knobs_per_job):

@@ -17,10 +17,18 @@ def test_recommends_the_smallest_size_within_tolerance_of_the_best():
     knobs, metrics = _jobs([("bpe", 8000, 1.60), ("bpe", 16000, 1.45), ("bpe", 32000, 1.40),
                             ("unigram", 8000, 1.70), ("unigram", 16000, 1.43), ("unigram", 32000, 1.41)])
     found = recommend_vocab_size(knobs, metrics, tolerance_percent=3.0)  # limit 1.442
-    assert found["best"] == {"label": "tokenizer=bpe", "vocab_size": 32000, "fertility": 1.40}
-    assert found["recommended"] == {"label": "tokenizer=unigram", "vocab_size": 16000, "fertility": 1.43}
+    assert found["best"] == {"label": "tokenizer=bpe, tokenizer.vocab_size=32000", "vocab_size": 32000, "fertility": 1.40}
+    assert found["recommended"] == {"label": "tokenizer=unigram, tokenizer.vocab_size=16000", "vocab_size": 16000,
+                                    "fertility": 1.43}
     tight = recommend_vocab_size(knobs, metrics, tolerance_percent=0.5)
-    assert tight["recommended"]["vocab_size"] == 32000 and tight["recommended"]["label"] == "tokenizer=bpe"
+    assert tight["recommended"]["label"] == "tokenizer=bpe, tokenizer.vocab_size=32000"
+
+
+def test_the_size_reached_ranks_before_the_size_asked():
+    # On a small corpus 8000 asked may give fewer tokens than 4000 asked gives another algorithm.
+    knobs, metrics = _jobs([("wordpiece", 4000, 1.60), ("wordpiece", 8000, 1.59)])
+    metrics[0]["vocab/vocab_size"], metrics[1]["vocab/vocab_size"] = 3900, 3850
+    assert recommend_vocab_size(knobs, metrics, 2.0)["recommended"]["vocab_size"] == 3850
 
 
 def test_no_recommendation_without_a_size_sweep():
@@ -43,6 +51,7 @@ def test_algorithm_by_size_sweep_on_irish(tmp_path, data_dir):
     assert all(float(r["vocab/gold.fertility"]) > 1.0 for r in rows)
     recommended = json.loads((sweep / "recommendation.json").read_text())
     # 50 % tolerance on Irish: the smaller size is always within it, so 1000 is recommended.
-    assert recommended["recommended"]["vocab_size"] == 1000
+    assert recommended["recommended"]["vocab_size"] == 1000 and "tokenizer.vocab_size=1000" in \
+        recommended["recommended"]["label"]
     assert "**Recommended:**" in (sweep / "comparison.md").read_text()
     assert (sweep / "comparison.png").stat().st_size > 1000
