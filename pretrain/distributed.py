@@ -329,3 +329,38 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return [{k: v for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - hydra is a dependency; this only keeps the import order free
+    _HydraCallback = object
+
+
+def check_slurm_sweep(config) -> None:
+    """With `hydra/launcher=slurm`: ConfigError when this machine cannot submit the sweep to SLURM."""
+    import shutil
+
+    if not str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        return
+    if shutil.which("sbatch") is None:
+        raise ConfigError("hydra/launcher=slurm but `sbatch` is not on PATH: run the sweep from a SLURM "
+                          "login node (or drop hydra/launcher=slurm to run the jobs here one after another)")
+    if config.trainer.devices < 1:
+        raise ConfigError(f"hydra/launcher=slurm needs a device count: trainer.devices={config.trainer.devices} "
+                          "(-1 means 'what this machine has', which a submitting login node cannot know)")
+
+
+class SlurmSweepCheck(_HydraCallback):
+    """Hydra callback (conf/base.yaml): a sweep sent to SLURM fails before anything is submitted when this
+    machine cannot submit it, with our message instead of one from deep inside submitit."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        import sys
+
+        try:
+            check_slurm_sweep(config)
+        except ConfigError as err:
+            # Hydra turns exceptions from callbacks into warnings and carries on; a sweep must stop here.
+            print(f"bertforge: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None

@@ -51,3 +51,23 @@ def test_slurm_sweep_launcher_asks_for_one_task_per_device_of_the_trainer():
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
     assert launcher.submitit_folder == "/w/hydra/submitit/%j"
+
+
+def test_slurm_sweep_without_sbatch_is_a_clear_error_before_submitting(monkeypatch, tmp_path):
+    from corpora.errors import ConfigError
+    from pretrain.distributed import SlurmSweepCheck, check_slurm_sweep
+
+    with initialize_config_module(config_module="bertforge_conf", version_base=None):
+        cfg = compose(config_name="pretrain", return_hydra_config=True,
+                      overrides=["paths.data_dir=/d", "paths.work_dir=/w", "trainer=ddp_cpu", "hydra/launcher=slurm"])
+    assert "slurm_sweep_check" in cfg.hydra.callbacks
+    check_slurm_sweep(cfg)  # sbatch is here (the test cluster) or the SLURM tests are skipped anyway
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(ConfigError, match="hydra/launcher=slurm but `sbatch` is not on PATH"):
+        check_slurm_sweep(cfg)
+    with pytest.raises(SystemExit) as stopped:  # Hydra would only warn about an exception from a callback
+        SlurmSweepCheck().on_multirun_start(cfg)
+    assert stopped.value.code == 2
+    with initialize_config_module(config_module="bertforge_conf", version_base=None):
+        local = compose(config_name="pretrain", return_hydra_config=True, overrides=["paths.data_dir=/d"])
+    SlurmSweepCheck().on_multirun_start(local)  # the basic launcher: nothing to check
