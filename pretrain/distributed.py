@@ -5,7 +5,7 @@ The experiment fixes the global batch (sequences per optimiser step); the world 
 how it is cut: `global = world_size x micro_batch x accumulation`. The learning-rate schedule counts
 optimiser steps, so it is the same on one device or on a cluster.
 
-Four ways a process can be started, each with its own source of truth for rank and world size:
+Three ways a process can be started, each with its own source of truth for rank and world size:
 
 - local: `bertforge pretrain trainer=ddp` on one machine; Lightning starts ranks 1..N-1 itself
   (they inherit LOCAL_RANK/NODE_RANK and BERTFORGE_RUN_ID from rank 0).

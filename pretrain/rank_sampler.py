@@ -2,11 +2,12 @@
 
 The rows form an endless stream of positions: `PackedRows` maps position p to a row (pass
 p // rows in its own seeded order, so every pass reads each row once). Optimiser step `s` reads stream
-positions `[s*G, (s+1)*G)` for a global batch `G`, whatever the world size. Inside that block
+positions `[s*G, (s+1)*G)` for a global batch `G` (counted from the first step of the training
+phase that owns the rows), whatever the world size. Inside that block
 rank `r` reads the contiguous slice `[r*a*m, (r+1)*a*m)` as `a` micro-batches of `m` rows
 (accumulation `a`); the micro-batch's *slot* `r*a + k` is its place in the global batch, the same
-slot one rank would give it when accumulating alone. Within an epoch no row is read twice or
-skipped, on any world size, and resuming at step `s` costs nothing: the position is `s*G`.
+slot one rank would give it when accumulating alone. Within a pass over the rows none is read
+twice or skipped, on any world size, and resuming at step `s` costs nothing: the position is `s*G`.
 
 `DataPositionCallback` ties Lightning to that stream: it reseeds torch's RNG (masking, dropout)
 per micro-batch from (seed, step, slot), so the loss curve does not depend on how many devices
