@@ -25,13 +25,13 @@ from tokenizers import Tokenizer
 from corpora.corpus_stage import run_corpus
 from corpora.documents import iter_documents
 from corpora.errors import CorpusInputError
+from corpora.special_tokens import special_token_ids
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
 
 log = logging.getLogger("bertforge.shards")
 
 SPLITS = ("train", "heldout")
-SPECIAL_NAMES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def shard_seq_lens(cfg) -> list[int]:
@@ -75,7 +75,7 @@ def run_shards(cfg) -> Path:
             "seq_len": lengths[0], "seq_lens": lengths, "dtype": np.dtype(dtype).name,
             "vocab_size": tokenizer.get_vocab_size(),
             "tokenizer_sha256": file_sha256(vocab_dir / "tokenizer.json"),
-            "special_ids": {t: tokenizer.token_to_id(t) for t in SPECIAL_NAMES},
+            "special_ids": special_token_ids(tokenizer),  # by role: BERT and RoBERTa styles alike
             "maskable_share": {str(k): 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * k)
                                for k, v in by_len.items()},
         }
@@ -117,7 +117,8 @@ def write_packed_rows(texts, tokenizer: Tokenizer, paths: dict[int, Path], dtype
     Returns counts per length: rows, documents, tokens (without the [SEP]s), special tokens in rows,
     and the tokens of the last partial row, which is dropped.
     """
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    ids = special_token_ids(tokenizer)
+    cls_id, sep_id = ids["cls"], ids["sep"]
     packers = {length: RowPacker(path, length, cls_id, sep_id, dtype) for length, path in paths.items()}
     documents = tokens = 0
     try:

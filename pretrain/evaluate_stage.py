@@ -34,7 +34,7 @@ def evaluate_mlm(model, rows, fmt: dict, eval_cfg) -> dict:
     loss_sum, correct, count = 0.0, 0, 0
     for start in range(0, min(limit, len(rows)), eval_cfg.batch_size):
         input_ids = torch.as_tensor(rows[start:min(start + eval_cfg.batch_size, limit)].astype("int64"))
-        masked, labels = mask_tokens(input_ids, eval_cfg.mask_ratio, fmt["special_ids"]["[MASK]"],
+        masked, labels = mask_tokens(input_ids, eval_cfg.mask_ratio, fmt["special_ids"]["mask"],
                                      fmt["vocab_size"], special, generator=generator)
         logits = model(input_ids=masked).logits  # (batch, seq, vocab)
         chosen = labels != IGNORE_INDEX
@@ -67,7 +67,7 @@ def run_evaluate(cfg) -> Path:
     with build_stage(cfg.paths.work_dir, "evaluate", payload, inputs) as build:
         trained = AutoModelForMaskedLM.from_pretrained(str(checkpoint))
         torch.manual_seed(cfg.trainer.seed)
-        untrained = build_model(cfg.model, fmt["vocab_size"], fmt["special_ids"]["[PAD]"], fmt["seq_len"]) \
+        untrained = build_model(cfg.model, fmt["vocab_size"], fmt["special_ids"]["pad"], fmt["seq_len"]) \
             if not cfg.evaluate.checkpoint else type(trained)(trained.config)
         metrics = {"checkpoint": str(checkpoint), "heldout_rows": len(rows),
                    "trained": evaluate_mlm(trained, rows, fmt, cfg.evaluate),

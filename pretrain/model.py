@@ -43,22 +43,22 @@ def hf_config(model_cfg, vocab_size: int, special_ids: dict[str, int]) -> Pretra
     common = dict(vocab_size=padded_vocab_size(vocab_size, model_cfg.pad_vocab_to_multiple_of),
                   hidden_size=model_cfg.hidden_size, num_hidden_layers=model_cfg.num_layers,
                   num_attention_heads=model_cfg.num_heads, intermediate_size=model_cfg.intermediate_size,
-                  pad_token_id=special_ids["[PAD]"])
+                  pad_token_id=special_ids["pad"])
     if model_cfg.arch == "modernbert":
         return ModernBertConfig(
             **common, max_position_embeddings=model_cfg.max_position_embeddings,
             attention_dropout=model_cfg.dropout, mlp_dropout=model_cfg.dropout,
             embedding_dropout=model_cfg.dropout, local_attention=model_cfg.local_attention_window,
-            cls_token_id=special_ids["[CLS]"], bos_token_id=special_ids["[CLS]"],
-            sep_token_id=special_ids["[SEP]"], eos_token_id=special_ids["[SEP]"],
+            cls_token_id=special_ids["cls"], bos_token_id=special_ids["cls"],
+            sep_token_id=special_ids["sep"], eos_token_id=special_ids["sep"],
         )
     dropouts = dict(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout)
     if model_cfg.arch == "roberta":
         # RoBERTa numbers positions from pad_token_id + 1, so its table needs that many extra rows
         # for the same usable length.
         return RobertaConfig(**common, **dropouts, type_vocab_size=1, layer_norm_eps=1e-5,
-                             max_position_embeddings=model_cfg.max_position_embeddings + special_ids["[PAD]"] + 1,
-                             bos_token_id=special_ids["[CLS]"], eos_token_id=special_ids["[SEP]"])
+                             max_position_embeddings=model_cfg.max_position_embeddings + special_ids["pad"] + 1,
+                             bos_token_id=special_ids["cls"], eos_token_id=special_ids["sep"])
     return BertConfig(**common, **dropouts, max_position_embeddings=model_cfg.max_position_embeddings)
 
 
@@ -72,7 +72,7 @@ def build_model(model_cfg, vocab_size: int, pad_token_id: int, seq_len: int,
     check_model_config(model_cfg, seq_len)
     if attention not in ATTENTION:
         raise ConfigError(f"impl.attention={attention!r} is not one of {list(ATTENTION)}")
-    special = {"[PAD]": pad_token_id, "[CLS]": pad_token_id, "[SEP]": pad_token_id} | (special_ids or {})
+    special = {"pad": pad_token_id, "cls": pad_token_id, "sep": pad_token_id} | (special_ids or {})
     config = hf_config(model_cfg, vocab_size, special)
     return AutoModelForMaskedLM.from_config(config, attn_implementation=attention)
 

@@ -46,7 +46,7 @@ class MaskedLMModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.masking, self.optim, self.plan = masking_cfg, optim_cfg, plan
-        self.mask_id, self.vocab_size = special_ids["[MASK]"], vocab_size  # the tokenizer's size, not padded
+        self.mask_id, self.vocab_size = special_ids["mask"], vocab_size  # the tokenizer's size, not padded
         self.maskable_share = maskable_share  # row length -> share of non-special tokens in the shards
         self.register_buffer("special_ids", torch.tensor(sorted(set(special_ids.values()))), persistent=False)
         self.register_buffer("word_starts", word_starts, persistent=False)

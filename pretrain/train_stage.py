@@ -55,7 +55,7 @@ def run_pretrain(cfg) -> Path:
         torch.set_num_threads(cfg.impl.cpu_threads)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     special = fmt["special_ids"]
-    model = build_model(cfg.model, fmt["vocab_size"], special["[PAD]"], max(p.seq_len for p in plan), special,
+    model = build_model(cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
                         attention=cfg.impl.attention)
     word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
         if cfg.masking.whole_word else None
@@ -108,7 +108,7 @@ def run_pretrain(cfg) -> Path:
             return folder
         trained = module.model if cfg.trainer.strategy != "fsdp" else unsharded_copy(
             build.tmp / "checkpoints" / "final.ckpt", lambda: build_model(
-                cfg.model, fmt["vocab_size"], special["[PAD]"], max(p.seq_len for p in plan), special,
+                cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
                 attention=cfg.impl.attention))
         _finish_loggers(trainer)
         merge_metrics(build.tmp / "logs")

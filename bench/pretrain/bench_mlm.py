@@ -105,7 +105,7 @@ def synthetic_tokenizer(vocab_size: int):
                                    mask_token="[MASK]")
 
 
-SPECIAL = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 
 
 # --------------------------------------------------------------------------- timing
@@ -273,7 +273,7 @@ def main() -> None:
     vocab_size = len(tokenizer)
     model_cfg = composed("pretrain", ["paths.data_dir=/unused", "paths.work_dir=/unused", f"model={args.model}"]).model
     torch.manual_seed(0)
-    reference = build_model(model_cfg, vocab_size, SPECIAL["[PAD]"], args.seq_len, SPECIAL)
+    reference = build_model(model_cfg, vocab_size, SPECIAL["pad"], args.seq_len, SPECIAL)
     hf_config, init_state = reference.config, {k: v.clone() for k, v in reference.state_dict().items()}
     systems = ["bertforge", "hf"] if args.only is None else [args.only]
     seconds = {name: [] for name in systems}

@@ -30,7 +30,7 @@ def test_rows_are_packed_token_streams(shards):
     train, heldout = load_rows(shards, "train"), load_rows(shards, "heldout")
     assert train.dtype == np.uint16 and train.shape == (counts["train"]["rows"], 64)
     assert heldout.shape[0] == counts["heldout"]["rows"] > 0
-    assert (train[:, 0] == fmt["special_ids"]["[CLS]"]).all()
+    assert (train[:, 0] == fmt["special_ids"]["cls"]).all()
     assert int(train.max()) < fmt["vocab_size"]
     # every token of the stream is in a row except the dropped tail
     body = counts["train"]["tokens"] + counts["train"]["documents"]  # tokens plus one [SEP] per document
@@ -48,7 +48,7 @@ def test_every_length_packs_the_same_token_stream(shards):
     streams = {}
     for length in fmt["seq_lens"]:
         rows = load_rows(shards, "train", length)
-        assert rows.shape[1] == length and (rows[:, 0] == fmt["special_ids"]["[CLS]"]).all()
+        assert rows.shape[1] == length and (rows[:, 0] == fmt["special_ids"]["cls"]).all()
         streams[length] = rows[:, 1:].reshape(-1)  # the stream without the row-leading [CLS]
     shortest = min(len(s) for s in streams.values())
     assert all(np.array_equal(s[:shortest], streams[64][:shortest]) for s in streams.values())
@@ -58,7 +58,7 @@ def test_document_boundaries_and_maskable_share_are_recorded(shards):
     manifest = read_manifest(shards)
     fmt, by_len = manifest["format"], manifest["counts"]["by_seq_len"]
     rows = load_rows(shards, "train", 128)
-    sep = fmt["special_ids"]["[SEP]"]
+    sep = fmt["special_ids"]["sep"]
     seps = int((rows == sep).sum())
     # one [SEP] per document, every one of them in a row except those in the dropped tail
     assert by_len["128"]["train"]["documents"] - 1 <= seps <= by_len["128"]["train"]["documents"]

@@ -14,7 +14,7 @@ from pretrain.module import sparse_mlm_loss
 from tests.conftest import compose_raw
 from pretrain.config import load_config
 
-SPECIAL = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)
 
 

@@ -17,7 +17,7 @@ from pretrain.schedules import lr_lambda
 @pytest.mark.parametrize("arch", ["bert", "modernbert"])
 def test_no_weight_decay_on_biases_and_norms(arch):
     model = build_model(ModelConfig(arch=arch), vocab_size=100, pad_token_id=0, seq_len=64,
-                        special_ids={"[PAD]": 0, "[CLS]": 2, "[SEP]": 3})
+                        special_ids={"pad": 0, "cls": 2, "sep": 3})
     decay, no_decay = parameter_groups(model, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0

@@ -1,0 +1,23 @@
+"""A RoBERTa-style path (byte-level BPE with <s> </s> <mask>, RoBERTa layout) runs end to end:
+later stages find special tokens by role, not by BERT's names."""
+
+from pathlib import Path
+
+from transformers import AutoModelForMaskedLM, pipeline
+
+from corpora.stagedir import read_manifest
+from pretrain.run_stage import run_all
+from tests.conftest import QUICK
+
+
+def test_roberta_style_vocabulary_and_model(make_cfg):
+    overrides = [*QUICK, "trainer.max_steps=10", "trainer.checkpoint_every_n_steps=10",
+                 "tokenizer=bpe_bytelevel", "tokenizer.vocab_size=1000", "model.arch=roberta"]
+    folders = run_all(make_cfg("run", overrides))
+    fmt = read_manifest(Path(folders["shards"]))["format"]
+    assert fmt["special_ids"] == {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": 4}
+    model_dir = Path(folders["publish"]) / "model"
+    model = AutoModelForMaskedLM.from_pretrained(model_dir)
+    assert model.config.model_type == "roberta" and model.config.pad_token_id == 1
+    predictions = pipeline("fill-mask", model=str(model_dir), device="cpu")("Tá an <mask> go maith.", top_k=3)
+    assert len(predictions) == 3
