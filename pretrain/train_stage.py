@@ -31,6 +31,9 @@ from pretrain.word_starts import load_word_start_table
 
 log = logging.getLogger("bertforge.pretrain")
 
+# Trainer keys that say where and how visibly a run happens, not what it computes.
+LAYOUT_ONLY = ("accelerator", "devices", "num_nodes", "strategy", "cluster", "fsdp_sharding", "micro_batch_size",
+               "log_data_positions", "progress_bar", "peak_tflops")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -39,8 +42,10 @@ def run_pretrain(cfg) -> Path:
     from pretrain.config import section
 
     shards_dir, vocab_dir = run_shards(cfg), run_vocab(cfg)
-    # impl and logger are left out of the hash: they change speed and bookkeeping, not the model.
+    # impl, logger and the hardware layout are left out of the hash: they change speed and bookkeeping,
+    # not the model (the global batch, data order and masks are the same on any world size).
     payload = section(cfg, "model", "masking", "optim", "trainer")
+    layout = {key: payload["trainer"].pop(key) for key in LAYOUT_ONLY}
     inputs = {"shards": read_manifest(shards_dir)["hash"], "vocab": read_manifest(vocab_dir)["hash"]}
     folder = stage_folder(cfg.paths.work_dir, "pretrain", payload, inputs)
     if reuse(folder, log):
@@ -115,6 +120,7 @@ def run_pretrain(cfg) -> Path:
         export_hf(trained, vocab_dir, build.tmp / "hf")
         curve = read_loss_curve(build.tmp)
         plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)
+        build.manifest["layout"] = layout  # recorded, not hashed
         build.manifest["counts"] = {
             "steps": trainer.global_step,
             "tokens_trained": sum(p.steps * p.tokens_per_step for p in plan),

@@ -93,7 +93,7 @@ def test_sbatch_two_task_run_trains_disjoint_halves_and_writes_one_checkpoint(
     [stage] = pretrain_folders(tmp_path)
     manifest = read_manifest(stage)
     assert manifest["counts"]["steps"] == STEPS
-    assert (manifest["config"]["trainer"]["devices"], manifest["config"]["trainer"]["cluster"]) == (2, "slurm")
+    assert (manifest["layout"]["devices"], manifest["layout"]["cluster"]) == (2, "slurm")
     check_ranks_read_disjoint_halves(stage, STEPS)
     checkpoints = sorted(p.name for p in (stage / "checkpoints").glob("*.ckpt"))
     assert checkpoints == [f"step{STEPS}.ckpt", "last.ckpt"] or checkpoints == ["last.ckpt", f"step{STEPS}.ckpt"]
