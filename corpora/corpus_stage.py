@@ -102,17 +102,20 @@ def _readers(cfg, specs, skipped_folder: str) -> list:
 
 
 def _sample_texts(cfg, specs):
-    """First documents of the inputs, normalised as the pipeline will: for deriving stop words."""
+    """Documents from the start of every input (an equal share each), normalised as the pipeline
+    will: for deriving stop words."""
     norm = cfg.filters.normalise
 
     def sample(count: int):
+        per_input = max(1, count // len(specs))
+
         def docs():
             for reader in _readers(cfg, specs, ""):
                 reader.on_bad_record = "skip"  # a sample: bad records are the pipeline's to report
-                for name in reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern):
-                    yield from reader.read_file(name)
+                files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
+                yield from itertools.islice((d for name in files for d in reader.read_file(name)), per_input)
         return (normalise_text(d.text, norm.unicode_form, norm.remove_control_chars, norm.collapse_spaces)
-                for d in itertools.islice(docs(), count))
+                for d in docs())
 
     return sample
 
@@ -146,7 +149,7 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
         return FastGzipJsonlWriter(str(out / "removed" / step))
 
     filters = cfg.filters
-    stopwords = stopword_lists(filters.stopwords, _sample_texts(cfg, specs))
+    stopwords = stopword_lists(filters, _sample_texts(cfg, specs))
     if stopwords:
         (out / "stopwords.txt").write_text(
             "\n".join(f"{lang}: {' '.join(words)}" for lang, words in stopwords.items()) + "\n", encoding="utf-8")

@@ -12,19 +12,34 @@ from typing import Callable, Iterable
 
 from datatrove.pipeline.base import PipelineStep
 
-from corpora.langid import LanguageFilter
+from corpora.langid import LanguageFilter, LanguageIdentifier
 from corpora.lexical_filters import BlocklistFilter, StopwordFilter, UrlFilter, derive_stopwords, read_word_list
 from corpora.normalise import Normaliser
 from corpora.quality_filters import QualityFilter, active_groups
 
 
-def stopword_lists(cfg, sample_texts: Callable[[int], Iterable[str]]) -> dict[str, list[str]]:
-    """The configured lists, or `derive_top_k` words derived from a sample of the corpus (as `default`)."""
+def stopword_lists(filters, sample_texts: Callable[[int], Iterable[str]]) -> dict[str, list[str]]:
+    """The configured lists, or `derive_top_k` words derived from a sample of the corpus.
+
+    With language ID on, words are derived per identified language (a mixed Irish/Estonian corpus
+    gets an Irish list and an Estonian list, each document judged by its own language's list);
+    without it, one `default` list.
+    """
+    cfg = filters.stopwords
     if cfg.words:
         return {lang: list(words) for lang, words in cfg.words.items()}
-    if cfg.derive_top_k:
-        return {"default": derive_stopwords(sample_texts(cfg.derive_sample_docs), cfg.derive_top_k)}
-    return {}
+    if not cfg.derive_top_k:
+        return {}
+    texts = list(sample_texts(cfg.derive_sample_docs))
+    if not filters.langid.languages:
+        return {"default": derive_stopwords(texts, cfg.derive_top_k)}
+    identify = LanguageIdentifier(filters.langid.backend)
+    by_language: dict[str, list[str]] = {}
+    for text in texts:
+        language, _ = identify(text[: filters.langid.max_chars] if filters.langid.max_chars else text)
+        if language in filters.langid.languages:
+            by_language.setdefault(language, []).append(text)
+    return {lang: derive_stopwords(docs, cfg.derive_top_k) for lang, docs in sorted(by_language.items())}
 
 
 def filter_steps(filters, removed_writer: Callable[[str], object], stopwords: dict[str, list[str]]

@@ -194,3 +194,12 @@ def test_killed_run_leaves_nothing_finished_and_rerun_does_not_duplicate(data_di
     report = json.loads((folder / "report.json").read_text())
     ids = [d["id"] for d in iter_documents(folder)]
     assert report["documents_in"] == 2000 and len(ids) == len(set(ids)) == report["documents_kept"]
+
+
+def test_derived_stopwords_are_per_language_in_a_mixed_corpus(make_cfg):
+    folder = run_corpus(make_cfg("corpus", ["source=ud_mixed", "filters=gopher", "filters.langid.languages=[ga,et]"]))
+    lists = dict(line.split(": ", 1) for line in (folder / "stopwords.txt").read_text(encoding="utf-8").splitlines())
+    assert {"agus", "an"} <= set(lists["ga"].split()) and {"ja", "on"} <= set(lists["et"].split())
+    report = json.loads((folder / "report.json").read_text())
+    assert report["sources"]["ga"] > 150  # Irish judged by Irish stop words, not by Estonian ones
+    assert report["removed_by_rule"]["few_stopwords"]["documents"] < 20
