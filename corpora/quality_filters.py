@@ -122,7 +122,7 @@ def character_rule(s: TextStats, q) -> str | None:
     if q.max_upper_ratio is not None and s.classes["Lu"] > q.max_upper_ratio * max(1, s.letters):
         return "high_upper_ratio"
     if q.max_hash_ellipsis_word_ratio is not None:
-        marks = s.char_counts["#"] + s.text.count("...") + s.char_counts["…"]
+        marks = s.text.count("#") + s.text.count("...") + s.text.count("…")  # str.count: no Counter needed
         if marks > q.max_hash_ellipsis_word_ratio * max(1, len(s.words)):
             return "high_hash_ellipsis_ratio"
     if q.scripts and q.min_script_ratio is not None:
@@ -154,7 +154,7 @@ def line_rule(s: TextStats, q) -> str | None:
         if short > q.max_short_line_ratio * n_lines:
             return "short_lines"
     if q.max_newlines_per_word is not None and \
-            s.char_counts["\n"] > q.max_newlines_per_word * max(1, len(s.words)):
+            s.text.count("\n") > q.max_newlines_per_word * max(1, len(s.words)):
         return "list_like"
     if q.min_sentences and len(_SENTENCE_END.findall(s.text)) < q.min_sentences:
         return "too_few_sentences"
@@ -185,13 +185,17 @@ def _top_ngram_chars(words: list[str], n: int) -> int:
 def _dup_ngram_chars(words: list[str], n: int) -> int:
     """Characters of words covered by an n-gram seen earlier (each word counted once)."""
     seen: set = set()
-    covered = [False] * len(words)
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i:i + n])
+    repeats = []
+    for i, gram in enumerate(zip(*(words[k:] for k in range(n)))):  # n-grams built in C by zip
         if gram in seen:
-            covered[i:i + n] = [True] * n
+            repeats.append(i)
         else:
             seen.add(gram)
+    if not repeats:
+        return 0
+    covered = bytearray(len(words))
+    for i in repeats:
+        covered[i:i + n] = b"\x01" * n
     return sum(len(w) for w, hit in zip(words, covered) if hit)
 
 
