@@ -2,7 +2,7 @@
 
 import pytest
 
-from corpora.config import LangIdConfig, NormaliseConfig, QualityConfig
+from corpora.config import QualityConfig
 from corpora.langid import LanguageIdentifier
 from corpora.lexical_filters import BlocklistFilter, StopwordFilter, UrlFilter, derive_stopwords, domain_of
 from corpora.normalise import normalise_text
