@@ -132,7 +132,7 @@ class _StrictReader(BaseDiskReader):
                         metadata={"source": self.source, **(extra or {}), "input_index": self.input_index})
 
     def _check_size(self, text: str, line: int) -> BadRecord | None:
-        if len(text) > self.max_record_bytes:  # characters >= bytes / 4; a cheap, conservative check
+        if len(text) > self.max_record_bytes:  # counts characters (no encoding pass): up to 4x the bytes
             return BadRecord(line, f"record longer than {self.max_record_bytes >> 20} MiB",
                              "Split the record, or raise source.max_record_mib.")
         return None
@@ -209,7 +209,7 @@ class JsonlReader(_StrictReader):
                 yield doc
 
 
-def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, text_key: str, columns: list[str]):
+def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, text_key: str):
     """Documents from table rows (Parquet, HF datasets); the row number stands in for the line."""
     for number, row in enumerate(rows, start=1):
         text = row.get(text_key)
@@ -258,7 +258,7 @@ class ParquetReader(_StrictReader):
             for batch in handle.iter_batches(batch_size=self.batch_rows):
                 yield from batch.to_pylist()
 
-        yield from _row_records(self, rows(), filepath, self.text_key, columns)
+        yield from _row_records(self, rows(), filepath, self.text_key)
 
 
 class HFDatasetReader(_StrictReader):
@@ -310,7 +310,7 @@ class HFDatasetReader(_StrictReader):
                 for values in zip(*batch.values()):
                     yield dict(zip(keys, values))
 
-        yield from _row_records(self, rows(), f"rank{rank}", self.text_key, dataset.column_names)
+        yield from _row_records(self, rows(), f"rank{rank}", self.text_key)
 
 
 class ConlluReader(_StrictReader):
