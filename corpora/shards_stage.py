@@ -23,7 +23,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from corpora.corpus_stage import run_corpus
-from corpora.documents import iter_documents
+from corpora.documents import batched, iter_documents
 from corpora.errors import CorpusInputError
 from corpora.special_tokens import special_token_ids
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
@@ -122,7 +122,7 @@ def write_packed_rows(texts, tokenizer: Tokenizer, paths: dict[int, Path], dtype
     packers = {length: RowPacker(path, length, cls_id, sep_id, dtype) for length, path in paths.items()}
     documents = tokens = 0
     try:
-        for batch in _batched(texts, batch_docs):
+        for batch in batched(texts, batch_docs):
             stream: list[int] = []
             for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
                 stream.extend(encoding.ids)
@@ -149,14 +149,3 @@ def load_rows(shards_dir: Path, split: str, seq_len: int | None = None) -> np.me
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _batched(items, size: int):
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

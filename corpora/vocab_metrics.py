@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Tokenizer
 
+from corpora.documents import batched
 from corpora.errors import ConfigError, CorpusInputError
 from corpora.special_tokens import special_tokens
 
@@ -70,7 +71,7 @@ def _score(tokenizer: Tokenizer, spans: Iterable[tuple[str, np.ndarray]], unk: i
     used = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
     ordinary = np.ones_like(used)  # the vocabulary text can use: all but special (and reserved) tokens
     ordinary[[i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special and i < len(used)]] = False
-    for batch in _batches(spans, _ENCODE_BATCH_TEXTS):
+    for batch in batched(spans, _ENCODE_BATCH_TEXTS):
         encodings = tokenizer.encode_batch([text for text, _ in batch], add_special_tokens=False)
         for (text, ends), encoding in zip(batch, encodings):
             ids = np.array(encoding.ids, dtype=np.int64)
@@ -175,14 +176,3 @@ def load_reference(path: str, key: str = "tokenizer.reference") -> Tokenizer:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
-
-
-def _batches(items: Iterable[str], size: int) -> Iterable[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

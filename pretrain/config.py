@@ -176,6 +176,8 @@ class EvaluateConfig:
     batch_size: int = 64
     max_rows: int = 0
     """0 means every held-out row."""
+    mask_draws: int = 8
+    """Independent maskings of every held-out row (more masked tokens, a steadier score)."""
 
 
 @dataclass

@@ -22,7 +22,8 @@ log = logging.getLogger("bertforge.evaluate")
 
 @torch.no_grad()
 def evaluate_mlm(model, rows, fmt: dict, eval_cfg) -> dict:
-    """Mean masked-token loss and accuracy over held-out rows, with masks fixed by `eval_cfg.seed`.
+    """Mean masked-token loss and accuracy over held-out rows, each masked `eval_cfg.mask_draws` times
+    with masks fixed by `eval_cfg.seed`.
 
     Works for any HF masked-LM (full logits, then the masked positions), so foreign checkpoints
     are scored exactly like ours.
@@ -32,7 +33,9 @@ def evaluate_mlm(model, rows, fmt: dict, eval_cfg) -> dict:
     generator = torch.Generator().manual_seed(eval_cfg.seed)
     limit = eval_cfg.max_rows or len(rows)
     loss_sum, correct, count = 0.0, 0, 0
-    for start in range(0, min(limit, len(rows)), eval_cfg.batch_size):
+    # Several mask draws per row: a small held-out split still gives a stable estimate.
+    starts = range(0, min(limit, len(rows)), eval_cfg.batch_size)
+    for start in [s for _ in range(eval_cfg.mask_draws) for s in starts]:
         input_ids = torch.as_tensor(rows[start:min(start + eval_cfg.batch_size, limit)].astype("int64"))
         masked, labels = mask_tokens(input_ids, eval_cfg.mask_ratio, fmt["special_ids"]["mask"],
                                      fmt["vocab_size"], special, generator=generator)

@@ -71,7 +71,7 @@ def model_card(cfg, manifests: dict, corpus_report: dict) -> str:
         f"= {train['tokens_trained']:,} tokens; precision {t.precision}",
         f"- Masking: {cfg.masking.ratio:.0%} of tokens ({cfg.masking.replace_with_mask:.0%} [MASK], "
         f"{cfg.masking.replace_with_random:.0%} random)",
-        f"- AdamW lr {o.lr}, weight decay {o.weight_decay}, {o.warmup_steps} warmup steps, {o.schedule} schedule",
+        f"- {o.name} lr {o.lr}, weight decay {o.weight_decay}, {o.warmup_steps} warmup steps, {o.schedule} schedule",
         f"- Train loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}", "",
         "## Evaluation (held-out masked tokens)", "",
         "| model | loss | accuracy |", "|---|---:|---:|",
