@@ -13,7 +13,8 @@ from pretrain.train_stage import run_pretrain
 from tests.conftest import compose_raw
 from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders
 
-STEPS, EVERY = 40, 10
+# Long enough that the interrupt lands mid-training even on a fast, idle machine (40 steps took 1.7 s in CI).
+STEPS, EVERY = 300, 10
 RUN = [o for o in TINY_RUN if not o.startswith(("trainer.max_steps", "trainer.checkpoint_every"))] + [
     f"trainer.max_steps={STEPS}", f"trainer.checkpoint_every_n_steps={EVERY}"]
 
