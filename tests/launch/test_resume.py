@@ -26,7 +26,9 @@ def test_interrupted_run_resumes_from_last_checkpoint(upstream_work, tmp_path, d
         shutil.copytree(upstream_work / stage, tmp_path / stage)
     env = bertforge_env(data_dir, tmp_path) | {"BERTFORGE_RUN_ID": "resume-test"}
     with open(tmp_path / "attempt0.log", "w") as log:
-        first = subprocess.Popen(["bertforge", "pretrain", *RUN], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # SIGINT restored in the child: a test run started in the background (nohup, CI) inherits it ignored.
+        first = subprocess.Popen(["bertforge", "pretrain", *RUN], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
             trained = list(tmp_path.glob("pretrain/.pretrain-*.tmp-resume-test/data_positions/rank0.tsv"))
