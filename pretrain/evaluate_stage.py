@@ -13,7 +13,7 @@ from transformers import AutoModelForMaskedLM
 from corpora.errors import ConfigError
 from corpora.shards_stage import file_sha256, load_rows, run_shards
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse, write_json_atomic
-from pretrain.masking import IGNORE_INDEX, mask_tokens
+from pretrain.masking import mask_fixed_count, masked_per_row
 from pretrain.model import build_model
 from pretrain.train_stage import run_pretrain
 
@@ -25,23 +25,25 @@ def evaluate_mlm(model, rows, fmt: dict, eval_cfg) -> dict:
     """Mean masked-token loss and accuracy over held-out rows, each masked `eval_cfg.mask_draws` times
     with masks fixed by `eval_cfg.seed`.
 
-    Works for any HF masked-LM (full logits, then the masked positions), so foreign checkpoints
-    are scored exactly like ours.
+    Masks are drawn as in training (a fixed count per row); the model runs its own full head and the
+    masked positions are read from its logits, so any HF masked-LM is scored exactly like ours.
     """
     model.eval()
     special = torch.tensor(sorted(fmt["special_ids"].values()))
     generator = torch.Generator().manual_seed(eval_cfg.seed)
+    seq_len = rows.shape[1]
+    per_row = masked_per_row(eval_cfg.mask_ratio, seq_len, fmt["maskable_share"].get(str(seq_len), 1.0))
     limit = eval_cfg.max_rows or len(rows)
     loss_sum, correct, count = 0.0, 0, 0
     # Several mask draws per row: a small held-out split still gives a stable estimate.
     starts = range(0, min(limit, len(rows)), eval_cfg.batch_size)
     for start in [s for _ in range(eval_cfg.mask_draws) for s in starts]:
         input_ids = torch.as_tensor(rows[start:min(start + eval_cfg.batch_size, limit)].astype("int64"))
-        masked, labels = mask_tokens(input_ids, eval_cfg.mask_ratio, fmt["special_ids"]["mask"],
-                                     fmt["vocab_size"], special, generator=generator)
-        logits = model(input_ids=masked).logits  # (batch, seq, vocab)
-        chosen = labels != IGNORE_INDEX
-        picked, targets = logits[chosen].float(), labels[chosen]
+        batch = mask_fixed_count(input_ids, per_row, fmt["special_ids"]["mask"], fmt["vocab_size"], special,
+                                 generator=generator)
+        logits = model(input_ids=batch.input_ids).logits  # (batch, seq, vocab)
+        index = batch.positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])  # (batch, k, vocab)
+        picked, targets = logits.gather(1, index).float().flatten(0, 1), batch.targets.flatten()  # (batch*k, ...)
         loss_sum += F.cross_entropy(picked, targets, reduction="sum").item()
         correct += (picked.argmax(-1) == targets).sum().item()
         count += targets.numel()

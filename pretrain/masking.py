@@ -1,11 +1,9 @@
 """Dynamic masked-language-model masking, drawn on the device for every batch.
 
-Two entry points:
-  `mask_tokens`      Bernoulli choice of `ratio` of the tokens, dense labels (any HF model can score
-                     them); the evaluate stage uses it.
-  `mask_fixed_count` exactly `masked_per_row` positions per row, returned as (batch, k) index and
-                     target tensors, so every shape in the training step is static: the sparse MLM
-                     head gathers those rows without a data-dependent size and without a host sync.
+`mask_fixed_count` masks exactly `masked_per_row` positions per row, returned as (batch, k) index and
+target tensors, so every shape in the training step is static: the sparse MLM head gathers those
+rows without a data-dependent size and without a host sync. Training, validation and the evaluate
+stage all mask this way (`MaskedBatch.dense_labels` gives transformers-style labels where needed).
 
 Whole-word and span masking work by grouping tokens into *units* (a word, or a span of words or
 tokens) and drawing one random score per unit; taking the k lowest-scoring tokens of a row then
@@ -116,27 +114,3 @@ def _replacements(targets: torch.Tensor, mask_id: int, vocab_size: int, special_
     out = torch.where(split < replace_with_mask, torch.full_like(targets, mask_id), targets)
     use_random = (split >= replace_with_mask) & (split < replace_with_mask + replace_with_random)
     return torch.where(use_random, random_ids, out)
-
-
-def mask_tokens(
-    input_ids: torch.Tensor,
-    ratio: float,
-    mask_id: int,
-    vocab_size: int,
-    special_ids: torch.Tensor,
-    replace_with_mask: float = 0.8,
-    replace_with_random: float = 0.1,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Choose each non-special token with probability `ratio`; return (masked input ids, labels).
-
-    Labels hold the original id at chosen positions and IGNORE_INDEX elsewhere (the transformers
-    convention), so any HF masked-LM can be scored on them.
-    """
-    maskable = ~torch.isin(input_ids, special_ids)  # (batch, seq)
-    draw = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
-    chosen = (draw < ratio) & maskable
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-    replaced = _replacements(input_ids, mask_id, vocab_size, special_ids, replace_with_mask,
-                             replace_with_random, generator)
-    return torch.where(chosen, replaced, input_ids), labels

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from pretrain.masking import IGNORE_INDEX, mask_fixed_count, mask_tokens, masked_per_row, unit_starts
+from pretrain.masking import IGNORE_INDEX, mask_fixed_count, masked_per_row, unit_starts
 from pretrain.word_starts import word_start_table
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -83,15 +83,6 @@ def test_eighty_ten_ten_split(tokenizers_by_kind, irish_texts):
     assert abs(to_mask - 0.8) < 0.01 and abs(unchanged - 0.1) < 0.01  # random draws equal to the original are rare
     assert abs(1 - to_mask - unchanged - 0.1) < 0.01
     assert not torch.isin(after[(after != MASK_ID) & (after != out.targets)], SPECIAL).any()
-
-
-def test_bernoulli_masking_for_evaluation_keeps_ratio_and_split():
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 1000, (512, 128), generator=gen)
-    masked, labels = mask_tokens(ids, 0.3, MASK_ID, 1000, SPECIAL, generator=gen)
-    chosen = labels != IGNORE_INDEX
-    assert abs(chosen.float().mean().item() - 0.3) < 0.01
-    assert abs((masked[chosen] == MASK_ID).float().mean().item() - 0.8) < 0.01
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "unigram"])
