@@ -201,18 +201,16 @@ def _dup_ngram_chars(words: list[str], n: int) -> int:
 
 def repetition_rule(s: TextStats, q) -> str | None:
     """Gopher repetition: duplicate lines and paragraphs, top and duplicated n-gram character shares."""
-    if q.max_dup_line_ratio is not None or q.max_dup_line_char_ratio is not None:
-        dup, dup_chars = _duplicates(s.lines)
-        if q.max_dup_line_ratio is not None and dup > q.max_dup_line_ratio * max(1, len(s.lines)):
-            return "duplicate_lines"
-        if q.max_dup_line_char_ratio is not None and dup_chars > q.max_dup_line_char_ratio * len(s.text):
-            return "duplicate_line_chars"
-    if q.max_dup_para_ratio is not None or q.max_dup_para_char_ratio is not None:
-        dup, dup_chars = _duplicates(s.paragraphs)
-        if q.max_dup_para_ratio is not None and dup > q.max_dup_para_ratio * max(1, len(s.paragraphs)):
-            return "duplicate_paragraphs"
-        if q.max_dup_para_char_ratio is not None and dup_chars > q.max_dup_para_char_ratio * len(s.text):
-            return "duplicate_paragraph_chars"
+    for unit, parts, count_limit, char_limit in (
+            ("line", s.lines, q.max_dup_line_ratio, q.max_dup_line_char_ratio),
+            ("paragraph", s.paragraphs, q.max_dup_para_ratio, q.max_dup_para_char_ratio)):
+        if count_limit is None and char_limit is None:
+            continue
+        dup, dup_chars = _duplicates(parts)
+        if count_limit is not None and dup > count_limit * max(1, len(parts)):
+            return f"duplicate_{unit}s"
+        if char_limit is not None and dup_chars > char_limit * len(s.text):
+            return f"duplicate_{unit}_chars"
     if q.max_top_ngram_char_ratio or q.max_dup_ngram_char_ratio:
         words = s.text.casefold().split()
         word_chars = max(1, sum(map(len, words)))
