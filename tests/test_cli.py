@@ -13,6 +13,14 @@ def bertforge(*args, data_dir, work, module=None):
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
+def sweep(*args, data_dir, work, module=None) -> Path:
+    """Run a `-m` sweep as a user does, require success, and return its one sweep folder."""
+    result = bertforge(*args, data_dir=data_dir, work=work, module=module)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [folder] = list((work / "hydra").glob("multirun-*"))
+    return folder
+
+
 def test_usage_lists_every_stage(tmp_path, data_dir):
     out = bertforge(data_dir=data_dir, work=tmp_path).stdout
     for stage in ("corpus", "vocab", "shards", "pretrain", "evaluate", "publish", "run", "demo"):
@@ -31,13 +39,10 @@ def test_bad_input_exits_with_one_clear_line(tmp_path, data_dir):
 
 def test_vocab_sweep_ends_in_a_table_and_a_plot(tmp_path, data_dir):
     work = tmp_path / "w"
-    result = bertforge("vocab", "-m", "tokenizer.vocab_size=1000,3000", data_dir=data_dir, work=work,
-                       module="corpora")
-    assert result.returncode == 0, result.stderr[-2000:]
-    [sweep] = list((work / "hydra").glob("multirun-*"))
-    table = (sweep / "comparison.md").read_text()
+    folder = sweep("vocab", "-m", "tokenizer.vocab_size=1000,3000", data_dir=data_dir, work=work, module="corpora")
+    table = (folder / "comparison.md").read_text()
     assert sum(line.startswith("|") for line in table.splitlines()) == 4  # header, rule, two jobs
     assert "tokenizer.vocab_size" in table and "vocab/fertility" in table and "**Recommended:**" in table
-    assert (sweep / "comparison.png").stat().st_size > 1000
+    assert (folder / "comparison.png").stat().st_size > 1000
     assert len(list((work / "corpus").iterdir())) == 1  # both jobs shared one corpus stage
     assert len(list((work / "vocab").iterdir())) == 2
