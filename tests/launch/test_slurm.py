@@ -113,8 +113,10 @@ def test_preempted_job_requeues_and_resumes_at_its_step_and_data_position(
 
     def trained_a_few_steps(fields) -> bool:
         assert fields["JobState"] not in FINISHED, "the job ended before it could be preempted"
-        ledgers = list(tmp_path.glob("pretrain/.pretrain-*.tmp-*/data_positions/rank0.tsv"))
-        return bool(ledgers) and len(ledgers[0].read_text().splitlines()) >= 5
+        # Both ranks must be training: Lightning's USR1 handler saves a checkpoint with a barrier, and a
+        # signal that reaches a rank still starting up left rank 0 waiting there forever (seen once in CI).
+        ledgers = list(tmp_path.glob("pretrain/.pretrain-*.tmp-*/data_positions/rank[01].tsv"))
+        return len(ledgers) == 2 and all(len(p.read_text().splitlines()) >= 5 for p in ledgers)
 
     wait_for(job_id, timeout_s=180, until=trained_a_few_steps)
     # What SLURM does before a time limit or a preemption (--signal=USR1@90): signal every task of the job.
