@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from corpora.errors import ConfigError, CorpusInputError
 from corpora.stagedir import lineage
 from pretrain.config import load_config  # also registers the schema conf/base.yaml builds on
+from pretrain.preemption import EXIT_PREEMPTED, Preempted
 from pretrain.sweep_report import record_job_result
 
 STAGE_VARIABLE = "BERTFORGE_STAGE"  # tells ranks started by Lightning which stage they run
@@ -59,6 +60,10 @@ def stage_app(stage: str):
             logging.getLogger("bertforge").error("%s", err)
             print(f"bertforge {stage}: error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Preempted as stop:
+            logging.getLogger("bertforge").warning("%s", stop)
+            print(f"bertforge {stage}: {stop}", file=sys.stderr)
+            sys.exit(EXIT_PREEMPTED)
         folders = result if isinstance(result, dict) else lineage(result)
         hydra_cfg = HydraConfig.get()
         record_job_result(hydra_cfg.runtime.output_dir, stage, list(hydra_cfg.overrides.task), folders)

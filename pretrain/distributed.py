@@ -11,13 +11,12 @@ Three ways a process can be started, each with its own source of truth for rank 
   (they inherit LOCAL_RANK/NODE_RANK and BERTFORGE_RUN_ID from rank 0).
 - torchrun: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by torchrun.
 - slurm: one task per device under `srun` (launch/slurm/*.sbatch or the Hydra submitit launcher);
-  SLURM_* variables; Lightning's SLURM auto-requeue on SIGUSR1.
+  SLURM_* variables; SIGUSR1 stops the run at a step boundary and requeues it (pretrain/preemption.py).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -179,9 +178,7 @@ def plan_launch(trainer_cfg, env: Mapping[str, str] | None = None) -> LaunchPlan
                 f"{devices} per node x trainer.num_nodes={num_nodes}: set --ntasks-per-node to trainer.devices "
                 f"and --nodes to trainer.num_nodes (the launch/slurm scripts pass them from SLURM's variables)")
         rank = int(env["SLURM_PROCID"])
-        job = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if env.get("SLURM_ARRAY_JOB_ID")
-               else env["SLURM_JOB_ID"])
-        run_id = f"slurm-{job}"  # the same for every task and for every requeued attempt
+        run_id = f"slurm-{slurm_job_id(env)}"  # the same for every task and for every requeued attempt
     elif cluster == "torchrun":
         _require(env, TORCHRUN_VARIABLES, cluster,
                  "start the run with launch/torchrun.sh (torchrun sets them), or choose trainer.cluster=auto")
@@ -202,6 +199,21 @@ def plan_launch(trainer_cfg, env: Mapping[str, str] | None = None) -> LaunchPlan
         rank = int(env.get("NODE_RANK", 0)) * devices + int(env.get("LOCAL_RANK", 0))
         run_id = env.get(RUN_ID_VARIABLE) or (f"local-{os.getpid()}" if devices > 1 else None)
     return LaunchPlan(cluster, accelerator, devices, num_nodes, rank, run_id)
+
+
+def slurm_job_id(env: Mapping[str, str]) -> str:
+    """The id `scontrol requeue` takes: `<array job>_<task>` for an array task, else the job id."""
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env["SLURM_JOB_ID"]
+
+
+def requeue_command(plan: LaunchPlan, env: Mapping[str, str] | None = None) -> list[str] | None:
+    """What rank 0 runs after a preemption checkpoint: `scontrol requeue <job>` under SLURM; elsewhere
+    nothing (a local or torchrun run is restarted by whoever started it, with the same run id)."""
+    if plan.cluster != "slurm":
+        return None
+    return ["scontrol", "requeue", slurm_job_id(os.environ if env is None else env)]
 
 
 def share_run_id(plan: LaunchPlan) -> None:
@@ -233,8 +245,9 @@ def trainer_arguments(trainer_cfg, plan: LaunchPlan, model: torch.nn.Module) -> 
     else:
         strategy = "auto"
     environment = {
-        # Lightning saves hpc_ckpt_<n>.ckpt into default_root_dir on SIGUSR1 and runs `scontrol requeue`.
-        "slurm": lambda: SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1),
+        # Lightning's own requeue handler is off: it checkpoints inside the signal handler, behind a barrier
+        # that hangs when the ranks get the signal at different moments. pretrain/preemption.py does it.
+        "slurm": lambda: SLURMEnvironment(auto_requeue=False),
         "torchrun": TorchElasticEnvironment,
         "local": LightningEnvironment,
     }[plan.cluster]()
@@ -242,14 +255,14 @@ def trainer_arguments(trainer_cfg, plan: LaunchPlan, model: torch.nn.Module) -> 
                 plugins=[environment], use_distributed_sampler=False)  # RankSliceSampler already gives each rank its slice
 
 
+def last_checkpoint(stage_tmp: Path) -> Path:
+    """checkpoints/last.ckpt: written by the periodic checkpoints and by a preemption stop."""
+    return Path(stage_tmp) / "checkpoints" / "last.ckpt"
+
+
 def resume_checkpoint(stage_tmp: Path) -> Path | None:
-    """The checkpoint a restarted attempt continues from: Lightning's newest SLURM requeue checkpoint
-    (hpc_ckpt_<n>.ckpt), else the periodic checkpoints/last.ckpt, else None (a fresh start)."""
-    stage_tmp = Path(stage_tmp)
-    hpc = sorted(stage_tmp.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    if hpc:
-        return hpc[-1]
-    last = stage_tmp / "checkpoints" / "last.ckpt"
+    """The checkpoint a restarted attempt continues from (`last_checkpoint`), or None for a fresh start."""
+    last = last_checkpoint(stage_tmp)
     return last if last.is_file() else None
 
 

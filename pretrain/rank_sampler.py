@@ -88,7 +88,7 @@ class DataPositionCallback(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         sampler = self.current_sampler()
-        realign_partial_accumulation(trainer, sampler.layout.accumulation)
+        check_step_boundary(trainer, sampler.layout.accumulation)
         if trainer.global_step != sampler.start_step:
             raise RuntimeError(f"Lightning resumed at step {trainer.global_step} but the data sampler starts at step "
                                f"{sampler.start_step}: pass the step of the checkpoint given to fit()")
@@ -120,22 +120,17 @@ class DataPositionCallback(L.Callback):
             self._ledger = None
 
 
-def realign_partial_accumulation(trainer, accumulation: int) -> int:
-    """After a resume, drop the micro-batches of a half-accumulated step from Lightning's counters.
+def check_step_boundary(trainer, accumulation: int) -> None:
+    """Refuse a checkpoint taken part-way through a gradient accumulation.
 
-    Lightning's SLURM requeue checkpoint is saved whenever the signal lands, possibly after `j`
-    micro-batches of step `k` whose gradients are not in the checkpoint. The sampler restarts step
-    `k` at its first micro-batch, so Lightning's batch counter (which decides when to step the
-    optimiser) is moved back by `j` to match. Every counter moves by the same `j`, so Lightning's
-    own reading of where the checkpoint was taken is unchanged. Returns `j`.
+    The sampler restarts a step at its first micro-batch, while Lightning would go on counting from the
+    middle and step the optimiser at the wrong micro-batch. bertforge saves only at step boundaries
+    (periodic checkpoints and preemption stops both save right after an optimiser step).
     """
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    partial = _completed_batches(progress.current) % accumulation
+    partial = _completed_batches(trainer.fit_loop.epoch_loop.batch_progress.current) % accumulation
     if partial:
-        for tracker in (progress.current, progress.total):
-            for name in ("ready", "started", "processed", "completed"):
-                setattr(tracker, name, getattr(tracker, name) - partial)
-    return partial
+        raise RuntimeError(f"the checkpoint was saved after {partial} of {accumulation} micro-batches of a step; "
+                           "resume from one saved at a step boundary (checkpoints/step*.ckpt)")
 
 
 def _completed_batches(tracker) -> int:

@@ -18,13 +18,14 @@ from corpora.shards_stage import file_sha256, load_rows, run_shards
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
 from corpora.vocab_stage import run_vocab
 from pretrain.data import PackedRows, PhasedData
-from pretrain.distributed import (checkpoint_step, merge_metrics, plan_launch, resume_checkpoint,
-                                  set_aside_metrics, share_run_id, trainer_arguments, unsharded_copy,
-                                  wait_for_stage)
+from pretrain.distributed import (RUN_ID_VARIABLE, checkpoint_step, last_checkpoint, merge_metrics, plan_launch,
+                                  requeue_command, resume_checkpoint, set_aside_metrics, share_run_id,
+                                  trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
 from pretrain.phases import plan_phases
+from pretrain.preemption import Preempted, StopOnPreemption, flag_on_signal
 from pretrain.rank_sampler import DataPositionCallback
 from pretrain.throughput import ThroughputMonitor
 from pretrain.word_starts import load_word_start_table
@@ -53,85 +54,98 @@ def run_pretrain(cfg) -> Path:
     # Devices, strategy and cluster variables before anything heavy: a wrong launch fails at once, before
     # any process group starts (a finished folder is reused above on any machine, e.g. to evaluate it).
     launch = plan_launch(cfg.trainer)
-    fmt = read_manifest(shards_dir)["format"]
-    plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
-    torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
-    if cfg.impl.cpu_threads:
-        torch.set_num_threads(cfg.impl.cpu_threads)
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    special = fmt["special_ids"]
-    model = build_model(cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
-                        attention=cfg.impl.attention)
-    word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
-        if cfg.masking.whole_word else None
-    maskable = {int(length): share for length, share in fmt["maskable_share"].items()}
-    module = MaskedLMModule(model, cfg.masking, cfg.optim, plan, special, fmt["vocab_size"], maskable, word_starts,
-                            compile_backend=cfg.impl.compile_backend if cfg.impl.compile else "")
-    rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=cfg.trainer.seed) for p in plan}
-    data = PhasedData(plan, rows, cfg.impl.num_workers, pin_memory=torch.cuda.is_available(),
-                      rank=launch.rank, world_size=launch.world_size)
-    monitor = ThroughputMonitor(
-        plan, [flops_per_token(model.config, p.seq_len, cfg.masking.ratio) for p in plan],
-        cfg.trainer.log_every_n_steps, cfg.trainer.peak_tflops, world_size(cfg.trainer), cfg.trainer.progress_bar,
-        heldout_batches(shards_dir, plan[0].micro_batch_size, cfg.trainer.val_batches),
-        cfg.trainer.val_every_n_steps, cfg.masking.eval_ratio, cfg.trainer.seed)
-    share_run_id(launch)
-    # Every rank writes into one temporary stage folder named by the run id; a requeued SLURM job finds
-    # its checkpoints there and resumes at the same step and data position.
-    with build_stage(cfg.paths.work_dir, "pretrain", payload, inputs, run_id=launch.run_id,
-                     publish=launch.is_global_zero) as build:
-        resume = resume_checkpoint(build.tmp)
-        data.start_step = checkpoint_step(resume) if resume else 0
-        if resume:
-            log.info("resuming from %s at step %d", resume, data.start_step)
-            if launch.is_global_zero:
-                set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
-        trainer = L.Trainer(
-            max_steps=cfg.trainer.max_steps, precision=cfg.trainer.precision,
-            **trainer_arguments(cfg.trainer, launch, model),
-            logger=_loggers(cfg, build.tmp, payload), default_root_dir=str(build.tmp),
-            log_every_n_steps=cfg.trainer.log_every_n_steps,  # ThroughputMonitor logs; this only quiets a warning
-            reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
-            limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in ThroughputMonitor
-            callbacks=[
-                ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
-                                every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True,
-                                save_top_k=1, auto_insert_metric_name=False),
-                GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
-                monitor,
-                DataPositionCallback(lambda: data.sampler, cfg.trainer.seed,
-                                     build.tmp / "data_positions" if cfg.trainer.log_data_positions else None,
-                                     attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0))),
-            ],
-            enable_progress_bar=False, enable_model_summary=False,
-        )
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
-        if cfg.trainer.strategy == "fsdp":  # gather the shards into one full checkpoint (every rank takes part)
-            trainer.save_checkpoint(build.tmp / "checkpoints" / "final.ckpt")
-        if not launch.is_global_zero:  # rank 0 exports and publishes; the others wait and return its folder
-            wait_for_stage(folder)
-            return folder
-        trained = module.model if cfg.trainer.strategy != "fsdp" else unsharded_copy(
-            build.tmp / "checkpoints" / "final.ckpt", lambda: build_model(
-                cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
-                attention=cfg.impl.attention))
-        _finish_loggers(trainer)
-        merge_metrics(build.tmp / "logs")
-        export_hf(trained, vocab_dir, build.tmp / "hf")
-        curve = read_loss_curve(build.tmp)
-        plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)
-        build.manifest["layout"] = layout  # recorded, not hashed
-        build.manifest["counts"] = {
-            "steps": trainer.global_step,
-            "tokens_trained": sum(p.steps * p.tokens_per_step for p in plan),
-            "first_loss": curve[0][1] if curve else None,
-            "last_loss": curve[-1][1] if curve else None,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "phases": [{"seq_len": p.seq_len, "steps": p.steps, "batch_size": p.batch_size,
-                        "accumulation": p.accumulation, "lr_scale": p.lr_scale} for p in plan],
-            "throughput": throughput_summary(monitor.history),
-        }
+    # From here on the cluster's warning signal only raises a flag (a resumable run stops at a step boundary).
+    with flag_on_signal(enabled=launch.run_id is not None) as preemption:
+        fmt = read_manifest(shards_dir)["format"]
+        plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
+        torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
+        if cfg.impl.cpu_threads:
+            torch.set_num_threads(cfg.impl.cpu_threads)
+        L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+        special = fmt["special_ids"]
+        model = build_model(cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
+                            attention=cfg.impl.attention)
+        word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
+            if cfg.masking.whole_word else None
+        maskable = {int(length): share for length, share in fmt["maskable_share"].items()}
+        module = MaskedLMModule(model, cfg.masking, cfg.optim, plan, special, fmt["vocab_size"], maskable, word_starts,
+                                compile_backend=cfg.impl.compile_backend if cfg.impl.compile else "")
+        rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=cfg.trainer.seed) for p in plan}
+        data = PhasedData(plan, rows, cfg.impl.num_workers, pin_memory=torch.cuda.is_available(),
+                          rank=launch.rank, world_size=launch.world_size)
+        monitor = ThroughputMonitor(
+            plan, [flops_per_token(model.config, p.seq_len, cfg.masking.ratio) for p in plan],
+            cfg.trainer.log_every_n_steps, cfg.trainer.peak_tflops, world_size(cfg.trainer), cfg.trainer.progress_bar,
+            heldout_batches(shards_dir, plan[0].micro_batch_size, cfg.trainer.val_batches),
+            cfg.trainer.val_every_n_steps, cfg.masking.eval_ratio, cfg.trainer.seed)
+        share_run_id(launch)
+        # Every rank writes into one temporary stage folder named by the run id; a requeued SLURM job finds
+        # its checkpoints there and resumes at the same step and data position.
+        with build_stage(cfg.paths.work_dir, "pretrain", payload, inputs, run_id=launch.run_id,
+                         publish=launch.is_global_zero) as build:
+            resume = resume_checkpoint(build.tmp)
+            data.start_step = checkpoint_step(resume) if resume else 0
+            if resume:
+                log.info("resuming from %s at step %d", resume, data.start_step)
+                if launch.is_global_zero:
+                    set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
+            stopper = [StopOnPreemption(preemption, last_checkpoint(build.tmp), requeue_command(launch))
+                       ] if preemption else []
+            trainer = L.Trainer(
+                max_steps=cfg.trainer.max_steps, precision=cfg.trainer.precision,
+                **trainer_arguments(cfg.trainer, launch, model),
+                logger=_loggers(cfg, build.tmp, payload), default_root_dir=str(build.tmp),
+                log_every_n_steps=cfg.trainer.log_every_n_steps,  # ThroughputMonitor logs; this only quiets a warning
+                reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
+                limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in ThroughputMonitor
+                callbacks=[
+                    ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
+                                    every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True,
+                                    save_top_k=1, auto_insert_metric_name=False),
+                    GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
+                    monitor,
+                    DataPositionCallback(lambda: data.sampler, cfg.trainer.seed,
+                                         build.tmp / "data_positions" if cfg.trainer.log_data_positions else None,
+                                         attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0))),
+                    *stopper,
+                ],
+                enable_progress_bar=False, enable_model_summary=False,
+            )
+            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            if stopper and stopper[0].stopped_at is not None:  # leaves build.tmp for the next attempt
+                raise Preempted(preempted_message(launch, stopper[0]))
+            if cfg.trainer.strategy == "fsdp":  # gather the shards into one full checkpoint (every rank takes part)
+                trainer.save_checkpoint(build.tmp / "checkpoints" / "final.ckpt")
+            if not launch.is_global_zero:  # rank 0 exports and publishes; the others wait and return its folder
+                wait_for_stage(folder)
+                return folder
+            trained = module.model if cfg.trainer.strategy != "fsdp" else unsharded_copy(
+                build.tmp / "checkpoints" / "final.ckpt", lambda: build_model(
+                    cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
+                    attention=cfg.impl.attention))
+            _finish_loggers(trainer)
+            merge_metrics(build.tmp / "logs")
+            export_hf(trained, vocab_dir, build.tmp / "hf")
+            curve = read_loss_curve(build.tmp)
+            plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)
+            build.manifest["layout"] = layout  # recorded, not hashed
+            build.manifest["counts"] = {
+                "steps": trainer.global_step,
+                "tokens_trained": sum(p.steps * p.tokens_per_step for p in plan),
+                "first_loss": curve[0][1] if curve else None,
+                "last_loss": curve[-1][1] if curve else None,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "phases": [{"seq_len": p.seq_len, "steps": p.steps, "batch_size": p.batch_size,
+                            "accumulation": p.accumulation, "lr_scale": p.lr_scale} for p in plan],
+                "throughput": throughput_summary(monitor.history),
+            }
     return folder
+
+
+def preempted_message(launch, stopper: StopOnPreemption) -> str:
+    how = ("SLURM requeues the job (same job id) and it resumes there" if stopper.requeue else
+           f"start the same command again with {RUN_ID_VARIABLE}={launch.run_id} to resume there")
+    return f"stopped on the preemption signal at step {stopper.stopped_at}; saved {stopper.checkpoint}: {how}"
 
 
 def world_size(trainer_cfg) -> int:

@@ -16,7 +16,7 @@ from pretrain.config import TrainerConfig
 from pretrain.data import PackedRows
 from pretrain.distributed import (LaunchPlan, batch_layout, plan_launch, resume_checkpoint, trainer_arguments,
                                   transformer_layer_classes)
-from pretrain.rank_sampler import RankSliceSampler, micro_batch_seed, realign_partial_accumulation
+from pretrain.rank_sampler import RankSliceSampler, check_step_boundary, micro_batch_seed
 
 GLOBAL_BATCH = 24
 
@@ -184,17 +184,14 @@ def test_fsdp_config_builds_a_sharded_strategy_wrapping_each_block():
     assert (args["devices"], args["num_nodes"]) == (8, 2)
     assert args["use_distributed_sampler"] is False
     environment = args["plugins"][0]
-    assert environment.auto_requeue and environment.requeue_signal == signal.SIGUSR1
+    assert not environment.auto_requeue  # Lightning's in-handler requeue is off: pretrain/preemption.py does it
 
 
-def test_resume_prefers_the_newest_requeue_checkpoint(tmp_path):
+def test_resume_continues_from_last_checkpoint(tmp_path):
     assert resume_checkpoint(tmp_path) is None
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
-    for n in (1, 2, 10):
-        (tmp_path / f"hpc_ckpt_{n}.ckpt").write_bytes(b"x")
-    assert resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_10.ckpt"
 
 
 def progress(ready, started, processed, completed):
@@ -206,9 +203,9 @@ def progress(ready, started, processed, completed):
     return SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=bp))), bp
 
 
-def test_requeue_checkpoint_mid_accumulation_restarts_the_step():
-    trainer, bp = progress(11, 11, 10, 10)  # signal during micro-batch 3 of step 3 (accumulation 4)
-    assert realign_partial_accumulation(trainer, 4) == 2
-    assert (bp.current.ready, bp.current.completed, bp.total.processed) == (9, 8, 8)
-    trainer, bp = progress(8, 8, 8, 7)  # saved inside on_train_batch_end after step 2's last micro-batch
-    assert realign_partial_accumulation(trainer, 4) == 0 and bp.current.completed == 7
+def test_checkpoint_from_the_middle_of_an_accumulation_is_refused():
+    trainer, _ = progress(11, 11, 10, 10)  # saved during micro-batch 3 of step 3 (accumulation 4)
+    with pytest.raises(RuntimeError, match="2 of 4 micro-batches"):
+        check_step_boundary(trainer, 4)
+    trainer, _ = progress(8, 8, 8, 7)  # saved inside on_train_batch_end right after step 2's last micro-batch
+    check_step_boundary(trainer, 4)

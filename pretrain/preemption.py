@@ -1,0 +1,118 @@
+"""Stopping a run cleanly when the cluster says it is about to end it, so the next attempt resumes in place.
+
+SLURM warns a job before its time limit or a preemption with SIGUSR1 (`--signal=USR1@90` in
+launch/slurm/*.sbatch). Lightning's own SLURM handler saves a checkpoint *inside* the signal handler,
+which waits at a barrier for the other ranks: a rank that gets the signal while another is elsewhere
+(starting up, in a collective, between steps) waits there forever, and the job hangs until it is killed.
+
+Here the handler only raises a flag. At each optimiser-step boundary every rank learns, through one tiny
+all-reduce over CPU (gloo, so no GPU sync), whether any rank has the flag; then all of them, at the same
+step, save `checkpoints/last.ckpt` together, rank 0 runs `scontrol requeue` (under SLURM), and training
+stops. The checkpoint sits exactly on a step boundary, so the next attempt repeats and skips nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import subprocess
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger("bertforge.pretrain")
+
+PREEMPTION_SIGNAL = signal.SIGUSR1
+EXIT_PREEMPTED = 75
+"""Exit status of a stopped, resumable run (EX_TEMPFAIL: try again). Not 0: the model is not finished."""
+
+
+class Preempted(Exception):
+    """Training stopped on the cluster's warning signal; the checkpoint to resume from is saved."""
+
+
+class SignalFlag:
+    """Set by a signal handler; read at step boundaries. The handler does nothing else."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+
+@contextlib.contextmanager
+def flag_on_signal(enabled: bool = True, signum: int = PREEMPTION_SIGNAL) -> Iterator[SignalFlag | None]:
+    """While inside, `signum` only sets the returned flag (instead of its default: ending the process).
+
+    Enter it as early as possible: a signal that arrives before would end the process. Disabled (a run
+    that cannot resume, so stopping it cleanly would save nothing useful), it yields None and leaves the
+    signal alone.
+    """
+    if not enabled:
+        yield None
+        return
+    flag = SignalFlag()
+    previous = signal.signal(signum, flag._handle)
+    try:
+        yield flag
+    finally:
+        signal.signal(signum, previous)
+
+
+class StopOnPreemption(L.Callback):
+    """At each optimiser-step boundary: if any rank got the signal, every rank saves `checkpoint` at that
+    step, rank 0 runs `requeue` (a command, or None outside SLURM), and training stops.
+
+    After `fit` returns, `stopped_at` is the step saved at (None when the run was not preempted).
+    """
+
+    def __init__(self, flag: SignalFlag, checkpoint: Path, requeue: Sequence[str] | None = None):
+        self.flag, self.checkpoint, self.requeue = flag, Path(checkpoint), list(requeue) if requeue else None
+        self.stopped_at: int | None = None
+        self._group = None
+        self._last_step = -1
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last_step = trainer.global_step
+        if trainer.world_size > 1 and dist.is_initialized():
+            # The flag travels over CPU: on a NCCL run a CUDA tensor here would sync the host every step.
+            # new_group is collective; every rank reaches on_train_start.
+            self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._last_step:  # mid-accumulation: no optimiser step yet, nothing consistent to save
+            return
+        self._last_step = step
+        if step >= trainer.max_steps > 0:  # the run is finishing anyway
+            return
+        if not self._anyone_signalled(trainer):
+            return
+        log.warning("preemption signal: saving %s at step %d and stopping", self.checkpoint, step)
+        trainer.save_checkpoint(self.checkpoint)  # every rank takes part (FSDP gathers); ends at a barrier
+        if trainer.is_global_zero and self.requeue:
+            done = subprocess.run(self.requeue, capture_output=True, text=True)
+            if done.returncode:
+                log.error("`%s` failed (%d): %s; resume by resubmitting the job", " ".join(self.requeue),
+                          done.returncode, done.stderr.strip())
+            else:
+                log.warning("requeued: `%s`", " ".join(self.requeue))
+        self.stopped_at = step
+        trainer.should_stop = True
+
+    def _anyone_signalled(self, trainer) -> bool:
+        if not (trainer.world_size > 1 and dist.is_initialized()):
+            return self.flag.received
+        received = torch.tensor([int(self.flag.received)], dtype=torch.int32)
+        dist.all_reduce(received, op=dist.ReduceOp.MAX, group=self._group)
+        return bool(received.item())
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._group is not None:
+            dist.destroy_process_group(self._group)
+            self._group = None
