@@ -3,7 +3,6 @@ second process. The runs with two processes are in tests/launch/."""
 
 from __future__ import annotations
 
-import signal
 from dataclasses import replace
 from types import SimpleNamespace
 
