@@ -125,9 +125,12 @@ def test_preempted_job_requeues_and_resumes_at_its_step_and_data_position(
     assert (fields["JobState"], fields["ExitCode"]) == ("COMPLETED", "0:0"), output[-4000:]
     assert fields["Restarts"] == "1", output[-4000:]
     assert "attempt 0" in output and "attempt 1" in output
-    stopped = re.findall(r"bertforge pretrain: stopped on the preemption signal at step (\d+)", output)
+    # Logged by each rank before the checkpoint is saved (after `scontrol requeue` SLURM kills the tasks,
+    # so what they would print later may never come).
+    stopped = re.findall(r"preemption signal: saving \S+last\.ckpt at step (\d+)", output)
     resumed = re.findall(r"resuming from \S+last\.ckpt at step (\d+)", output)
     assert len(stopped) == 2 and len(resumed) == 2, output[-4000:]  # each line once per rank
+    assert "requeued: `scontrol requeue" in output
     assert set(stopped) == set(resumed) and len(set(stopped)) == 1
     resumed_at = int(stopped[0])
     assert 0 < resumed_at < LONG_STEPS
