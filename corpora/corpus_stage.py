@@ -20,7 +20,6 @@ from pathlib import Path
 
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.writers import JsonlWriter
 
 from corpora.corpus_report import corpus_report, report_markdown
 from corpora.errors import CorpusInputError
@@ -30,7 +29,7 @@ from corpora.near_dedup import DecisionApplier, DuplicateIndex, SignatureWriter
 from corpora.normalise import normalise_text
 from corpora.readers import make_reader
 from corpora.stagedir import build_stage, reuse, stage_folder, write_json_atomic
-from corpora.writers import FastGzipJsonlWriter
+from corpora.writers import DocumentWriter
 
 log = logging.getLogger("bertforge.corpus")
 
@@ -145,8 +144,8 @@ class _RankFileReader(PipelineStep):
 def _run_pipelines(cfg, specs, out: Path) -> None:
     work = out / "work"  # intermediate files; removed when the stage succeeds
 
-    def removed_writer(step: str) -> FastGzipJsonlWriter:
-        return FastGzipJsonlWriter(str(out / "removed" / step))
+    def removed_writer(step: str) -> DocumentWriter:
+        return DocumentWriter(str(out / "removed" / step))
 
     filters = cfg.filters
     stopwords = stopword_lists(filters, _sample_texts(cfg, specs))
@@ -159,7 +158,7 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
         *filter_steps(filters, removed_writer, stopwords),
         SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
                         boilerplate_lines=filters.min_repeated_line_docs > 0),
-        JsonlWriter(str(work / "filtered"), output_filename="${rank}.jsonl", compression=None),
+        DocumentWriter(str(work / "filtered"), output_filename="${rank}.jsonl", compression=None),
     ]
     index_pipeline = [DuplicateIndex(str(work / "signatures"), str(work / "decisions"), filters.near_dedup,
                                      exact=filters.exact_dedup,
@@ -169,7 +168,7 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
         _RankFileReader(str(work / "filtered")),
         DecisionApplier(str(work / "decisions"), exclusion_writer=removed_writer("dedup"),
                         cut_lines_folder=str(out / "removed_lines" / "boilerplate")),
-        FastGzipJsonlWriter(str(out / "documents")),
+        DocumentWriter(str(out / "documents")),
     ]
     run_chain(cfg.corpus.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
                                     ("apply", apply_pipeline, tasks)], out / "datatrove")

@@ -8,7 +8,8 @@ Each returns (ISO 639-1 code, score in 0..1).
 from __future__ import annotations
 
 from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from corpora.filter_step import FilterStep
 
 BACKENDS = ("cld2", "py3langid")
 
@@ -28,7 +29,8 @@ class LanguageIdentifier:
 
             self._model = pycld2
         else:
-            from py3langid.langid import MODEL_FILE, LanguageIdentifier as NaiveBayes
+            from py3langid.langid import MODEL_FILE
+            from py3langid.langid import LanguageIdentifier as NaiveBayes
 
             self._model = NaiveBayes.from_model_file(MODEL_FILE, norm_probs=True)
 
@@ -47,7 +49,7 @@ class LanguageIdentifier:
         return code, float(prob)
 
 
-class LanguageFilter(BaseFilter):
+class LanguageFilter(FilterStep):
     """Keeps documents whose best language is in `languages` with score >= `min_score`.
 
     Stores `language` and `language_score` in the metadata of every document it sees, so the

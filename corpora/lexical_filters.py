@@ -13,9 +13,9 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from corpora.errors import CorpusInputError
+from corpora.filter_step import FilterStep
 
 _WORD = re.compile(r"\w+")
 _URL_IN_TEXT = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -29,12 +29,21 @@ def derive_stopwords(texts: Iterable[str], top_k: int) -> list[str]:
     return [word for word, _ in doc_freq.most_common(top_k)]
 
 
-def count_stopwords(text: str, stopwords: frozenset[str]) -> int:
-    """Stop-word tokens in `text` (casefolded Unicode words)."""
-    return sum(1 for word in _WORD.findall(text.casefold()) if word in stopwords)
+def has_stopwords(text: str, stopwords: frozenset[str], needed: int) -> bool:
+    """True when `text` has at least `needed` stop-word tokens (casefolded Unicode words).
+
+    Stops reading at the `needed`-th: in real text that is within the first few words.
+    """
+    found = 0
+    for match in _WORD.finditer(text.casefold()):
+        if match.group() in stopwords:
+            found += 1
+            if found >= needed:
+                return True
+    return needed <= 0
 
 
-class StopwordFilter(BaseFilter):
+class StopwordFilter(FilterStep):
     """Drops documents with fewer than `min_stopwords` stop-word tokens of their language.
 
     `words` maps a language code (as set by the language step) to its list; `default` applies
@@ -52,7 +61,7 @@ class StopwordFilter(BaseFilter):
         stopwords = self.words.get(doc.metadata.get("language", "default"), self.words.get("default"))
         if stopwords is None:
             return True  # no list for this language: the rule cannot judge it
-        if count_stopwords(doc.text, stopwords) < self.min_stopwords:
+        if not has_stopwords(doc.text, stopwords, self.min_stopwords):
             return False, "few_stopwords"
         return True
 
@@ -69,7 +78,7 @@ def read_word_list(path: str, key: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-class BlocklistFilter(BaseFilter):
+class BlocklistFilter(FilterStep):
     """Drops documents with more than `max_matches` whole-word matches of the user's phrases."""
 
     name = "⛔ blocklist"
@@ -97,7 +106,7 @@ def domain_of(url: str) -> str:
     return host.removeprefix("www.")
 
 
-class UrlFilter(BaseFilter):
+class UrlFilter(FilterStep):
     """Web-source rules: blocked domains (with subdomains), allowed top-level domains, URL-heavy text."""
 
     name = "🔗 urls"

@@ -10,7 +10,8 @@ import re
 import unicodedata
 
 from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from corpora.filter_step import FilterStep
 
 # C0/C1 controls except tab and newline, DEL, and the non-characters/format marks that break
 # tokenisers (BOM, soft hyphen). Zero-width (non-)joiners are kept: Persian and Indic scripts need them.
@@ -19,6 +20,7 @@ _CR = re.compile(r"\r\n?")
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline (tabs, NBSP, ideographic space...)
 _LINE_EDGES = re.compile(r" *\n *")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_ODD_SPACE = re.compile(r"[^\S \n]")  # whitespace other than a plain space or a newline
 
 
 def normalise_text(text: str, unicode_form: str = "NFC", remove_control_chars: bool = True,
@@ -30,15 +32,23 @@ def normalise_text(text: str, unicode_form: str = "NFC", remove_control_chars: b
         text = ftfy.fix_text(text, normalization=unicode_form if unicode_form != "none" else None)
     elif unicode_form != "none" and not (text.isascii()):  # ASCII is already in every normal form
         text = unicodedata.normalize(unicode_form, text)
-    text = _CR.sub("\n", text)
+    if "\r" in text:
+        text = _CR.sub("\n", text)
     if remove_control_chars:
         text = _CONTROL.sub("", text)
-    if collapse_spaces:
+    if collapse_spaces and _has_space_to_collapse(text):
         text = _BLANK_RUNS.sub("\n\n", _LINE_EDGES.sub("\n", _SPACES.sub(" ", text)))
     return text.strip()
 
 
-class Normaliser(BaseFilter):
+def _has_space_to_collapse(text: str) -> bool:
+    """Whether the three whitespace rewrites would change `text`: substring tests and one regex scan,
+    cheaper than the rewrites themselves on the (usual) text that is already clean."""
+    return ("  " in text or " \n" in text or "\n " in text or "\n\n\n" in text
+            or _ODD_SPACE.search(text) is not None)
+
+
+class Normaliser(FilterStep):
     """datatrove step: normalise every document's text in place (see `normalise_text`)."""
 
     name = "🧼 normalise"

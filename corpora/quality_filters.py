@@ -8,6 +8,7 @@ come from `corpora.config.QualityConfig` (null or 0 turns a rule off).
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 from collections import Counter
@@ -15,7 +16,8 @@ from functools import cached_property, lru_cache
 
 import regex
 from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from corpora.filter_step import FilterStep
 
 # Sentence-final marks of Latin, Greek (;), Armenian, Arabic, Devanagari, CJK, Ethiopic, Myanmar...
 TERMINAL_PUNCT = tuple(".!?;…。！？｡։؟۔।॥።፧၊။\"'”’»)")
@@ -214,22 +216,31 @@ def repetition_rule(s: TextStats, q) -> str | None:
     if q.max_top_ngram_char_ratio or q.max_dup_ngram_char_ratio:
         words = s.text.casefold().split()
         word_chars = max(1, sum(map(len, words)))
-        for n, limit in sorted((int(k), v) for k, v in q.max_top_ngram_char_ratio.items()):
-            if _top_ngram_chars(words, n) > limit * word_chars:
-                return f"top_{n}gram"
+        top_limits = sorted((int(k), v) for k, v in q.max_top_ngram_char_ratio.items())
+        if top_limits:
+            # Every word of an n-gram occurs at least as often as the n-gram, so (n-gram characters x
+            # its count) <= n x the heaviest single word (count x length). Where that bound is within
+            # the limit (most text), no n-gram can break it and the n-gram counts are skipped.
+            counts = Counter(words)
+            heaviest = max(map(operator.mul, counts.values(), map(len, counts)), default=0)
+            for n, limit in top_limits:
+                if n * heaviest > limit * word_chars and _top_ngram_chars(words, n) > limit * word_chars:
+                    return f"top_{n}gram"
         dup_limits = sorted((int(k), v) for k, v in q.max_dup_ngram_char_ratio.items())
-        # a repeated (n+1)-gram contains a repeated n-gram: when the smallest n has no repeat
-        # (most real text), no larger one has either, and one set of tuples decides it
+        # A repeated (n+1)-gram is made of repeated n-grams, so the words the smallest n covers include
+        # those of every larger n: no repeat at the smallest n (most real text) clears them all, and so
+        # does a share under the lowest limit. One set of tuples decides most documents.
         if dup_limits and _has_repeated_ngram(words, dup_limits[0][0]):
-            for n, limit in dup_limits:
-                if _dup_ngram_chars(words, n) > limit * word_chars:
-                    return f"duplicate_{n}grams"
+            smallest = _dup_ngram_chars(words, dup_limits[0][0])
+            if smallest > min(limit for _, limit in dup_limits) * word_chars:
+                for n, limit in dup_limits:
+                    if (smallest if n == dup_limits[0][0] else _dup_ngram_chars(words, n)) > limit * word_chars:
+                        return f"duplicate_{n}grams"
     return None
 
 
 def _has_repeated_ngram(words: list[str], n: int) -> bool:
-    grams = list(zip(*(words[i:] for i in range(n))))
-    return len(set(grams)) < len(grams)
+    return len(set(zip(*(words[i:] for i in range(n))))) < len(words) - n + 1
 
 
 def content_rule(s: TextStats, q) -> str | None:
@@ -265,7 +276,7 @@ def active_groups(q) -> list[str]:
                                                           for n in names)]
 
 
-class QualityFilter(BaseFilter):
+class QualityFilter(FilterStep):
     """datatrove step running the given rule groups in order on one shared `TextStats` per document
     (words, lines and character classes are computed once); `filter_reason` names the broken rule."""
 

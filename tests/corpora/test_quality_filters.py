@@ -74,6 +74,55 @@ def test_gopher_repetition_rules():
     assert broken(repetition_rule, looped, max_dup_ngram_char_ratio={"5": 0.15}) == "duplicate_5grams"
 
 
+def spammy_variants(docs: list[str]) -> list[str]:
+    """Real documents with a phrase or a passage repeated into them, at shares around each threshold."""
+    out = []
+    for k, doc in enumerate(docs[:40]):
+        words = doc.split()
+        phrase = words[k % len(words): k % len(words) + 1 + k % 4]
+        out += [" ".join(words + phrase * times) for times in (2, 5, 10, 20)]
+        out += [" ".join(words + words[:span]) for span in (6, 12, 25, 50)]
+    return out
+
+
+def test_repetition_shortcuts_decide_exactly_as_counting_every_ngram(data_dir):
+    from corpora import quality_filters as qf
+
+    q = QualityConfig(max_top_ngram_char_ratio={"2": 0.20, "3": 0.18, "4": 0.16},
+                      max_dup_ngram_char_ratio={"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
+    docs = irish_docs(data_dir) + spammy_variants(irish_docs(data_dir))
+
+    def count_everything(text):  # the rule without its bounds: every n-gram of every size counted
+        words = text.casefold().split()
+        chars = max(1, sum(map(len, words)))
+        for n, limit in sorted((int(k), v) for k, v in q.max_top_ngram_char_ratio.items()):
+            if qf._top_ngram_chars(words, n) > limit * chars:
+                return f"top_{n}gram"
+        for n, limit in sorted((int(k), v) for k, v in q.max_dup_ngram_char_ratio.items()):
+            if qf._dup_ngram_chars(words, n) > limit * chars:
+                return f"duplicate_{n}grams"
+        return None
+
+    fast = [repetition_rule(TextStats(d), q) for d in docs]
+    assert fast == [count_everything(d) for d in docs]
+    kinds = {r.split("_")[0] if r else None for r in fast}
+    assert kinds == {None, "top", "duplicate"}  # every outcome occurs
+
+
+def test_normalise_fast_path_changes_nothing_the_rewrites_would_change():
+    import random
+
+    from corpora import normalise
+
+    rng = random.Random(0)
+    pieces = ["a", "bé", " ", "  ", "\n", "\n\n\n", "\t", "\u00a0", "\u3000", "\r\n", "x.", " \n", "\n "]
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        rewritten = normalise._BLANK_RUNS.sub("\n\n", normalise._LINE_EDGES.sub("\n", normalise._SPACES.sub(
+            " ", normalise._CR.sub("\n", text)))).strip()
+        assert normalise_text(text, unicode_form="none") == rewritten, repr(text)
+
+
 def test_content_rules():
     assert broken(content_rule, "Lorem Ipsum dolor sit amet", blocked_substrings=["lorem ipsum"]) == "blocked_substring"
     assert broken(content_rule, "Téacs <b>trom</b> anseo", reject_html_tags=True) == "html_tags"
@@ -95,6 +144,8 @@ def test_stopwords_derived_from_the_corpus_are_irish_function_words(data_dir):
     keep = StopwordFilter({"default": words}, 2)
     assert keep.filter(Document(text=irish_docs(data_dir)[0], id="1")) is True
     assert keep.filter(Document(text="ERROR 404 page not found", id="2")) == (False, "few_stopwords")
+    assert keep.filter(Document(text=f"ERROR {words[0].upper()} page not found", id="3")) == (False, "few_stopwords")
+    assert keep.filter(Document(text=f"ERROR {words[0].upper()} page {words[1]} found", id="4")) is True
 
 
 def test_blocklist_matches_whole_words_case_insensitively():
