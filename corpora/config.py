@@ -219,6 +219,11 @@ class ExecutorConfig:
     name: str = "local"
     """local (this machine, `tasks` processes), slurm (datatrove's SLURM executor, one array job per step)
     or ray (datatrove's Ray executor, where Ray is installed)."""
+    start_method: str = "fork"
+    """local: how worker processes start. fork (the default) starts them in milliseconds; datatrove's
+    own default, forkserver, re-imports every library in every worker of every pipeline (3 s of a 14 s
+    run in the 20 MB benchmark). forkserver or spawn are there for a parent process holding threads
+    that must not be forked."""
     partition: str = ""
     """slurm: partition to submit to."""
     time: str = "01:00:00"

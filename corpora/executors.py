@@ -25,9 +25,15 @@ from corpora.errors import ConfigError
 log = logging.getLogger("bertforge.corpus")
 
 
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
 def run_chain(executor_cfg, steps: list[tuple[str, list, int]], logging_dir: Path) -> None:
     """Run `steps` in order with the executor `executor_cfg.name` (local or slurm)."""
     if executor_cfg.name == "local":
+        if executor_cfg.start_method not in START_METHODS:
+            raise ConfigError(f"corpus.executor.start_method={executor_cfg.start_method!r}: choose one of "
+                              f"{', '.join(START_METHODS)}")
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
             (logging_dir / name).mkdir(parents=True, exist_ok=True)
@@ -37,7 +43,7 @@ def run_chain(executor_cfg, steps: list[tuple[str, list, int]], logging_dir: Pat
             with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
                     contextlib.redirect_stderr(console):
                 LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir / name),
-                                      skip_completed=False).run()
+                                      skip_completed=False, start_method=executor_cfg.start_method).run()
         return
     if executor_cfg.name == "slurm":
         _run_on_slurm(executor_cfg, steps, logging_dir)

@@ -7,7 +7,7 @@ import pytest
 
 from corpora.corpus_stage import run_corpus
 from corpora.documents import iter_documents
-from corpora.errors import CorpusInputError
+from corpora.errors import ConfigError, CorpusInputError
 from corpora.stagedir import read_manifest
 
 
@@ -142,6 +142,13 @@ def test_two_tasks_give_the_same_corpus_as_one(make_cfg, data_dir, tmp_path):
     one = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=1"], work_dir=tmp_path / "a"))
     two = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2"], work_dir=tmp_path / "b"))
     assert sorted(d["id"] for d in iter_documents(one)) == sorted(d["id"] for d in iter_documents(two))
+    # Workers forked (the default) or started fresh by a fork server: the same documents.
+    served = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2",
+                                            "corpus.executor.start_method=forkserver"], work_dir=tmp_path / "c"))
+    assert sorted(d["id"] for d in iter_documents(served)) == sorted(d["id"] for d in iter_documents(two))
+    with pytest.raises(ConfigError, match="corpus.executor.start_method='thread'"):
+        run_corpus(make_cfg("corpus", ["corpus.tasks=2", "corpus.executor.start_method=thread"],
+                            work_dir=tmp_path / "d"))
 
 
 def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
