@@ -200,6 +200,9 @@ class FiltersConfig:
 
     name: str = "length"
     normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
+    line_quality: QualityConfig = field(default_factory=QualityConfig)
+    """The same thresholds judged on each line: a line that breaks one is cut out (C4, FineWeb and
+    OpusFilter rules work on lines); a document left with none is removed. Runs before `quality`."""
     quality: QualityConfig = field(default_factory=QualityConfig)
     stopwords: StopwordConfig = field(default_factory=StopwordConfig)
     blocklist: BlocklistConfig = field(default_factory=BlocklistConfig)

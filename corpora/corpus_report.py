@@ -48,15 +48,19 @@ def _removed(out: Path, examples_per_rule: int):
     return dict(rules), clusters
 
 
-def _cut_lines(out: Path) -> dict:
-    """Boilerplate lines cut out of kept documents: totals and the most frequent lines."""
-    counts: Counter = Counter()
+def _cut_lines(out: Path) -> dict[str, dict]:
+    """Lines cut out of kept documents, per rule (a line rule's name, or `boilerplate`): totals and
+    the most frequent lines."""
+    counts: dict[str, Counter] = defaultdict(Counter)
     for path in sorted((out / "removed_lines").glob("*/*.jsonl.gz")):
         with gzip.open(path, "rb") as handle:
-            counts.update(orjson.loads(line)["line"] for line in handle)
-    return {"lines": sum(counts.values()), "characters": sum(len(k) * v for k, v in counts.items()),
-            "distinct_lines": len(counts),
-            "most_frequent": [{"line": line[:EXAMPLE_CHARS], "documents": n} for line, n in counts.most_common(10)]}
+            for line in handle:
+                record = orjson.loads(line)
+                counts[record.get("rule", path.parent.name)][record["line"]] += 1
+    return {rule: {"lines": sum(c.values()), "characters": sum(len(k) * v for k, v in c.items()),
+                   "distinct_lines": len(c),
+                   "most_frequent": [{"line": line[:EXAMPLE_CHARS], "documents": n} for line, n in c.most_common(10)]}
+            for rule, c in sorted(counts.items())}
 
 
 def _skipped(out: Path, extra: list[dict]) -> list[dict]:
@@ -111,7 +115,7 @@ def corpus_report(out: Path, examples_per_rule: int = 3, extra_skipped: list[dic
         "removed_by_rule": rules,
         "duplicate_clusters": [{"kept_id": doc_id, "kept_text": keeper_text[doc_id], "size": len(members) + 1,
                                 "removed": members[:5]} for doc_id, members in biggest],
-        "boilerplate_lines_cut": _cut_lines(out),
+        "lines_cut_by_rule": _cut_lines(out),
         "skipped_records": len(skipped),
         "skipped": skipped[:MAX_LISTED_SKIPS],
         "skipped_by_file": dict(Counter(r["file"] for r in skipped)),
@@ -149,10 +153,9 @@ def report_markdown(report: dict) -> str:
             lines += [f"  - removed `{m['id']}` (estimated Jaccard {m['similarity']}): {_cell(m.get('text', ''))}"
                       for m in cluster["removed"]]
         lines.append("")
-    cut = report["boilerplate_lines_cut"]
-    if cut["lines"]:
-        lines += [f"## Boilerplate lines cut ({cut['lines']} lines, {cut['characters']} characters, "
-                  f"{cut['distinct_lines']} distinct)", "", "| line | documents |", "|---|---:|"]
+    for rule, cut in report["lines_cut_by_rule"].items():
+        lines += [f"## Lines cut by {rule} ({cut['lines']} lines, {cut['characters']} characters, "
+                  f"{cut['distinct_lines']} distinct)", "", "| line | times |", "|---|---:|"]
         lines += [f"| {_cell(item['line'])} | {item['documents']} |" for item in cut["most_frequent"]]
         lines.append("")
     if report["skipped_records"]:

@@ -53,7 +53,8 @@ def run_corpus(cfg) -> Path:
         (build.tmp / "report.md").write_text(report_markdown(report), encoding="utf-8")
         build.manifest["counts"] = {k: report[k] for k in (
             "documents_in", "documents_kept", "documents_removed", "skipped_records")}
-        build.manifest["counts"] |= {"kept_words": report["kept"]["words"],
+        build.manifest["counts"] |= {"lines_cut": sum(c["lines"] for c in report["lines_cut_by_rule"].values()),
+                                     "kept_words": report["kept"]["words"],
                                      "kept_characters": report["kept"]["characters"],
                                      "kept_share": report["kept_share"]}
         build.manifest["timing_s"] = report["timing_s"]
@@ -155,7 +156,7 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
     tasks = max(1, cfg.corpus.tasks)
     filter_pipeline = [
         *_readers(cfg, specs, str(out / "skipped")),
-        *filter_steps(filters, removed_writer, stopwords),
+        *filter_steps(filters, removed_writer, stopwords, str(out / "removed_lines" / "lines")),
         SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
                         boilerplate_lines=filters.min_repeated_line_docs > 0),
         DocumentWriter(str(work / "filtered"), output_filename="${rank}.jsonl", compression=None),

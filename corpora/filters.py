@@ -1,6 +1,6 @@
 """The filtering part of the corpus pipeline, in order, as datatrove steps built from `FiltersConfig`.
 
-normalise -> quality rule groups -> URL rules -> blocklist -> language ID -> stop words.
+normalise -> line rules (cut lines) -> quality rule groups -> URL rules -> blocklist -> language ID -> stop words.
 Cheap rules come first so expensive ones see fewer documents; language ID comes before stop
 words because the stop-word list is chosen by the detected language. A step whose thresholds are
 all off is not in the pipeline at all. Each step writes what it removes to removed/<step>/.
@@ -14,6 +14,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from corpora.langid import LanguageFilter, LanguageIdentifier
 from corpora.lexical_filters import BlocklistFilter, StopwordFilter, UrlFilter, derive_stopwords, read_word_list
+from corpora.line_filters import LineCleaner
 from corpora.normalise import Normaliser
 from corpora.quality_filters import QualityFilter, active_groups
 
@@ -42,10 +43,15 @@ def stopword_lists(filters, sample_texts: Callable[[int], Iterable[str]]) -> dic
     return {lang: derive_stopwords(docs, cfg.derive_top_k) for lang, docs in sorted(by_language.items())}
 
 
-def filter_steps(filters, removed_writer: Callable[[str], object], stopwords: dict[str, list[str]]
-                 ) -> list[PipelineStep]:
-    """datatrove steps for `filters` (a FiltersConfig); `removed_writer(step)` gives each its writer."""
+def filter_steps(filters, removed_writer: Callable[[str], object], stopwords: dict[str, list[str]],
+                 cut_lines_folder: str) -> list[PipelineStep]:
+    """datatrove steps for `filters` (a FiltersConfig); `removed_writer(step)` gives each its writer,
+    and lines cut by the line rules go to `cut_lines_folder`."""
     steps: list[PipelineStep] = [Normaliser(filters.normalise, exclusion_writer=removed_writer("normalise"))]
+    line_groups = active_groups(filters.line_quality)
+    if line_groups:
+        steps.append(LineCleaner(line_groups, filters.line_quality, cut_lines_folder,
+                                 exclusion_writer=removed_writer("lines")))
     groups = active_groups(filters.quality)
     if groups:
         steps.append(QualityFilter(groups, filters.quality, exclusion_writer=removed_writer("quality")))

@@ -29,9 +29,10 @@ import orjson
 import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.filters.base_filter import BaseFilter
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from corpora.filter_step import FilterStep
 
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
@@ -307,7 +308,7 @@ class DuplicateIndex(PipelineStep):
         return found
 
 
-class DecisionApplier(BaseFilter):
+class DecisionApplier(FilterStep):
     """Step 3: drop what `DuplicateIndex` decided for this task's documents (same order as step 1);
     a removed duplicate carries `duplicate_of` (the kept id) and `similarity` (estimated Jaccard)."""
 

@@ -276,6 +276,15 @@ def active_groups(q) -> list[str]:
                                                           for n in names)]
 
 
+def broken_rule(text: str, rules: list, q) -> str | None:
+    """The first rule of `rules` (functions of RULE_GROUPS) that `text` breaks under thresholds `q`, or None."""
+    stats = TextStats(text)
+    for rule in rules:
+        if (reason := rule(stats, q)) is not None:
+            return reason
+    return None
+
+
 class QualityFilter(FilterStep):
     """datatrove step running the given rule groups in order on one shared `TextStats` per document
     (words, lines and character classes are computed once); `filter_reason` names the broken rule."""
@@ -287,8 +296,5 @@ class QualityFilter(FilterStep):
         self.rules, self.q = [RULE_GROUPS[g] for g in groups], quality_cfg
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        stats = TextStats(doc.text)
-        for rule in self.rules:
-            if (reason := rule(stats, self.q)) is not None:
-                return False, reason
-        return True
+        reason = broken_rule(doc.text, self.rules, self.q)
+        return True if reason is None else (False, reason)

@@ -24,7 +24,7 @@ log = logging.getLogger("bertforge.sweep")
 RESULT_FILE = "bertforge_result.json"
 # What a user came to learn from a sweep, per stage (dotted paths into manifest["counts"]).
 HEADLINE = {
-    "corpus": ["documents_kept", "documents_removed", "kept_share", "kept_words", "skipped_records"],
+    "corpus": ["documents_kept", "documents_removed", "lines_cut", "kept_share", "kept_words", "skipped_records"],
     "vocab": ["fertility", "gold.fertility", "continued_word_share", "unk_rate", "chars_per_token",
               "vocab_used_share", "vocab_size", "reference.heldout.fertility", "reference.gold.fertility"],
     "shards": ["train.rows", "train.tokens"],

@@ -94,9 +94,37 @@ def test_presets_run_on_real_irish_text_and_say_why_each_document_went(make_cfg,
     assert reports["none"]["documents_kept"] == total  # nothing removed, not even duplicates
     assert reports["gabert_doc"]["documents_kept"] < total and reports["gopher"]["documents_kept"] < total
     assert reports["gabert_doc"]["languages"] == {"ga": reports["gabert_doc"]["documents_kept"]}
-    # 10-sentence treebank documents often pass 512 words: OpusFilter's segment limit bites
-    assert set(reports["opusfilter_basic"]["removed_by_rule"]) <= {"too_many_words", "word_too_long",
-                                                                   "wrong_language", "exact_duplicate"}
+    # A treebank document is one line of 10 sentences, often over 512 words: OpusFilter's segment limit
+    # cuts that line, and a document left without lines goes
+    assert set(reports["opusfilter_basic"]["removed_by_rule"]) <= {"no_lines_left", "wrong_language",
+                                                                   "exact_duplicate"}
+
+
+def irish_sentences(data_dir) -> list[str]:
+    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
+    return [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.startswith("# text =")]
+
+
+def test_line_rules_cut_lines_and_say_which_rule_cut_each(make_cfg, data_dir, tmp_path):
+    sentences = [s for s in irish_sentences(data_dir) if len(s.split()) >= 3 and s.endswith(".")]
+    page, other = "\n".join(sentences[:6]), "\n\n".join(sentences[6:12])
+    docs = [
+        page + "\nCliceáil anseo\nCumasaigh JavaScript le do thoil.",  # two lines C4 cuts
+        "Baile\nNuacht\nSpórt",  # nothing left
+        other,  # clean paragraphs: untouched
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs), encoding="utf-8")
+    folder = run_corpus(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=c4"]))
+    report = json.loads((folder / "report.json").read_text())
+    assert sorted(d["text"] for d in iter_documents(folder)) == sorted([page, other])
+    cut = report["lines_cut_by_rule"]
+    assert {rule: c["lines"] for rule, c in cut.items()} == {"too_few_words": 1, "blocked_substring": 1}
+    assert cut["blocked_substring"]["most_frequent"][0]["line"] == "Cumasaigh JavaScript le do thoil."
+    [gone] = report["removed_by_rule"]["no_lines_left"]["examples"]
+    assert gone["text"].startswith("Baile") and report["documents_removed"] == 1
+    assert "Lines cut by too_few_words (1 lines" in (folder / "report.md").read_text()
 
 
 def test_language_filter_removes_estonian_from_an_irish_corpus(make_cfg, data_dir, tmp_path):

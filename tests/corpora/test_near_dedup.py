@@ -93,5 +93,5 @@ def test_boilerplate_lines_repeated_across_documents_are_cut_and_written_aside(m
     texts = [json.loads(line)["text"] for p in (folder / "documents").glob("*.jsonl.gz") for line in gzip.open(p)]
     assert len(texts) == 60 and not any("Cóipcheart" in t for t in texts)
     assert report["removed_by_rule"]["only_boilerplate"]["documents"] == 1
-    cut = report["boilerplate_lines_cut"]
+    cut = report["lines_cut_by_rule"]["boilerplate"]
     assert cut["lines"] == 30 and cut["most_frequent"][0] == {"line": footer, "documents": 30}

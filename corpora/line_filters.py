@@ -1,0 +1,64 @@
+"""Line-level cleaning: the document rules applied to each line on its own, cutting the lines that break them.
+
+C4 keeps only the lines of a page that end in terminal punctuation and hold at least 3 words; FineWeb
+keeps C4's line rules but the punctuation one; OpusFilter scores segments, not documents.
+`filters.line_quality` takes the same thresholds as `filters.quality` (a `QualityConfig`), judged on
+each non-blank line: a line that breaks one is cut out of its document and written aside, with its
+rule, under removed_lines/lines/. A document left with no line is removed as `no_lines_left` (written
+aside whole, its lines not listed again). The document rules then judge what is left.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections import Counter
+from pathlib import Path
+
+import orjson
+from datatrove.data import Document, DocumentsPipeline
+
+from corpora.filter_step import FilterStep
+from corpora.quality_filters import RULE_GROUPS, broken_rule
+
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+class LineCleaner(FilterStep):
+    """datatrove step: cut the lines that break `line_cfg` (rule groups `groups`) out of every document."""
+
+    name = "✂️ line rules"
+
+    def __init__(self, groups: list[str], line_cfg, cut_lines_folder: str, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.rules, self.q, self.cut_lines_folder = [RULE_GROUPS[g] for g in groups], line_cfg, cut_lines_folder
+        self._cut_out = None
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        folder = Path(self.cut_lines_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._cut_out = gzip.open(folder / f"{rank:05d}.jsonl.gz", "wb", compresslevel=1)
+        try:
+            yield from super().run(data, rank, world_size)
+        finally:
+            self._cut_out.close()
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        kept, cut = [], []
+        for line in doc.text.split("\n"):
+            reason = broken_rule(line, self.rules, self.q) if line.strip() else None
+            if reason is None:
+                kept.append(line)
+            else:
+                cut.append((line, reason))
+        if not cut:
+            return True
+        text = _BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip()
+        if not text:
+            doc.metadata["cut_line_rules"] = dict(Counter(rule for _, rule in cut))  # why, on the removed copy
+            return False, "no_lines_left"
+        doc.text = text
+        self._cut_out.write(b"".join(orjson.dumps({"id": doc.id, "line": line, "rule": rule}) + b"\n"
+                                     for line, rule in cut))
+        self.stat_update("lines_cut", value=len(cut))
+        return True
