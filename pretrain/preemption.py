@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -54,6 +55,11 @@ def flag_on_signal(enabled: bool = True, signum: int = PREEMPTION_SIGNAL) -> Ite
     signal alone.
     """
     if not enabled:
+        yield None
+        return
+    if threading.current_thread() is not threading.main_thread():  # Python lets only the main thread set handlers
+        log.warning("not on the main thread: the preemption signal keeps its default action (this run stops "
+                    "without a checkpoint on it; the periodic checkpoints still resume it)")
         yield None
         return
     flag = SignalFlag()
