@@ -17,6 +17,7 @@ Three ways a process can be started, each with its own source of truth for rank 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -244,6 +245,10 @@ def trainer_arguments(trainer_cfg, plan: LaunchPlan, model: torch.nn.Module) -> 
         strategy = DDPStrategy()
     else:
         strategy = "auto"
+    if plan.cluster != "slurm":
+        # plan_launch has already decided this run is not a SLURM task; Lightning's hint to prepend `srun`
+        # (shown on any machine where srun is installed) would only mislead here.
+        warnings.filterwarnings("ignore", message="The `srun` command is available")
     environment = {
         # Lightning's own requeue handler is off: it checkpoints inside the signal handler, behind a barrier
         # that hangs when the ranks get the signal at different moments. pretrain/preemption.py does it.

@@ -102,14 +102,22 @@ class StopOnPreemption(L.Callback):
         log.warning("preemption signal: saving %s at step %d and stopping", self.checkpoint, step)
         trainer.save_checkpoint(self.checkpoint)  # every rank takes part (FSDP gathers); ends at a barrier
         if trainer.is_global_zero and self.requeue:
-            done = subprocess.run(self.requeue, capture_output=True, text=True)
-            if done.returncode:
-                log.error("`%s` failed (%d): %s; resume by resubmitting the job", " ".join(self.requeue),
-                          done.returncode, done.stderr.strip())
-            else:
-                log.warning("requeued: `%s`", " ".join(self.requeue))
+            self._requeue()
         self.stopped_at = step
         trainer.should_stop = True
+
+    def _requeue(self) -> None:
+        command = " ".join(self.requeue)
+        try:
+            done = subprocess.run(self.requeue, capture_output=True, text=True)
+        except OSError as err:  # scontrol not on PATH
+            log.error("`%s` could not run (%s); the checkpoint is saved: resubmit the job to resume", command, err)
+            return
+        if done.returncode:
+            log.error("`%s` failed (%d): %s; the checkpoint is saved: resubmit the job to resume", command,
+                      done.returncode, done.stderr.strip())
+        else:
+            log.warning("requeued: `%s`", command)
 
     def _anyone_signalled(self, trainer) -> bool:
         if not (trainer.world_size > 1 and dist.is_initialized()):

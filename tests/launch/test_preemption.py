@@ -57,6 +57,8 @@ def test_signal_on_one_rank_stops_both_at_one_step_and_the_restart_repeats_nothi
 
     second = run_cli(["bertforge", "pretrain", *RUN], env)
     assert f"last.ckpt at step {stopped_at}" in second.stdout + second.stderr
+    if shutil.which("srun"):  # a local run on a machine with SLURM: no misleading "prepend srun" hint
+        assert "`srun` command is available" not in second.stdout + second.stderr + output
     [folder] = pretrain_folders(tmp_path)
     assert read_manifest(folder)["counts"]["steps"] == STEPS
     for rank, rows in ledger(folder).items():
