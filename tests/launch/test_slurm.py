@@ -24,6 +24,7 @@ from tests.launch.conftest import (GLOBAL_BATCH, REPO, STEPS, TINY_RUN, bertforg
 
 CLUSTER_SCRIPT = REPO / "launch" / "slurm" / "start_local_cluster.sh"
 JOB_SCRIPT = REPO / "launch" / "slurm" / "one_node.sbatch"
+MULTI_NODE_SCRIPT = REPO / "launch" / "slurm" / "multi_node.sbatch"
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
@@ -55,16 +56,18 @@ def wait_for(job_id: str, timeout_s: float, until=lambda fields: fields["JobStat
         time.sleep(1)
 
 
-def submit(work: Path, upstream_work: Path, data_dir: Path, overrides: list[str]) -> tuple[str, Path]:
-    """sbatch launch/slurm/one_node.sbatch for two CPU tasks; returns (job id, its log file)."""
+def submit(work: Path, upstream_work: Path, data_dir: Path, overrides: list[str], script: Path = JOB_SCRIPT,
+           trainer: str = "ddp_cpu") -> tuple[str, Path]:
+    """sbatch a launch/slurm script for two CPU tasks; returns (job id, its log file)."""
     for stage in ("corpus", "vocab", "shards"):
         shutil.copytree(upstream_work / stage, work / stage)
-    env = bertforge_env(data_dir, work) | {"TRAINER": "ddp_cpu"}
+    env = bertforge_env(data_dir, work) | {"TRAINER": trainer}
     log = work / "slurm-%j.out"
-    # The script asks for 8 GPUs; a CPU-only run overrides the request on the command line, as a user would.
+    # The scripts ask for 8 GPUs (per node); a CPU-only run on this one-node cluster overrides the request on
+    # the command line, as a user would.
     job_id = subprocess.run(
-        ["sbatch", "--parsable", "--job-name=bertforge-test", "--ntasks-per-node=2", "--gpus-per-node=0",
-         "--cpus-per-task=1", "--time=10", f"--output={log}", str(JOB_SCRIPT), "demo_ga",
+        ["sbatch", "--parsable", "--job-name=bertforge-test", "--nodes=1", "--ntasks-per-node=2",
+         "--gpus-per-node=0", "--cpus-per-task=1", "--time=10", f"--output={log}", str(script), "demo_ga",
          *[o for o in overrides if o != "experiment=demo_ga"]],
         cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
     return job_id, Path(str(log).replace("%j", job_id))
@@ -100,6 +103,23 @@ def test_sbatch_two_task_run_trains_disjoint_halves_and_writes_one_checkpoint(
     assert checkpoints == [f"step{STEPS}.ckpt", "last.ckpt"] or checkpoints == ["last.ckpt", f"step{STEPS}.ckpt"]
     assert torch.load(stage / "checkpoints" / f"step{STEPS}.ckpt", weights_only=False)["global_step"] == STEPS
     assert [m["step"] for m in metrics(stage)] == list(range(1, STEPS + 1))
+
+
+def test_multi_node_script_runs_for_real_on_the_one_node_there_is(
+        slurm_cluster, upstream_work, tmp_path, data_dir):
+    # The script as a user would submit it for N nodes, here with --nodes=1 (a one-node cluster) and the
+    # multinode trainer config on CPUs: its srun line, SLURM variables and launch plan all run for real.
+    job_id, log = submit(tmp_path, upstream_work, data_dir, [*TINY_RUN, "trainer.accelerator=cpu"],
+                         script=MULTI_NODE_SCRIPT, trainer="multinode")
+    fields = wait_for(job_id, timeout_s=240)
+    output = log.read_text() if log.exists() else "(no log)"
+    assert (fields["JobState"], fields["ExitCode"]) == ("COMPLETED", "0:0"), output[-4000:]
+    assert "2 tasks on 1 nodes" in output
+    [stage] = pretrain_folders(tmp_path)
+    layout = read_manifest(stage)["layout"]
+    assert (layout["devices"], layout["num_nodes"], layout["cluster"], layout["strategy"]) == \
+        (2, 1, "slurm", "ddp")
+    check_ranks_read_disjoint_halves(stage, STEPS)
 
 
 LONG_STEPS = 60
