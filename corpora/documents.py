@@ -1,10 +1,10 @@
-"""Reading a finished corpus folder back, the held-out split every later stage agrees on, and batching."""
+"""Reading a finished corpus folder back, and the held-out split every later stage agrees on."""
 
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import orjson
 import xxhash
@@ -24,14 +24,3 @@ def is_heldout(doc_id: str, percent: float) -> bool:
     """True for about `percent` % of documents, chosen by a hash of the id (stable across runs)."""
     return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) % 10_000 < percent * 100
 
-
-def batched(items: Iterable, size: int) -> Iterator[list]:
-    """Consecutive lists of `size` items (the last may be shorter), streaming."""
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

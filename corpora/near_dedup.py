@@ -29,6 +29,7 @@ import orjson
 import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.batching import batched
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -133,19 +134,11 @@ class SignatureWriter(PipelineStep):
                 open(folder / f"{rank:05d}.sig", "wb") as sig_out, \
                 open(folder / f"{rank:05d}.ids", "w", encoding="utf-8") as ids_out, \
                 open(folder / f"{rank:05d}.lines", "wb") as lines_out:
-            batch: list[Document] = []
-            for doc in data:
-                batch.append(doc)
-                if len(batch) == self.batch_docs:
-                    self._write(batch, a, b, meta_out, sig_out, ids_out, lines_out)
-                    yield from batch
-                    batch = []
-            self._write(batch, a, b, meta_out, sig_out, ids_out, lines_out)
-            yield from batch
+            for batch in batched(data, self.batch_docs):
+                self._write(batch, a, b, meta_out, sig_out, ids_out, lines_out)
+                yield from batch
 
     def _write(self, batch, a, b, meta_out, sig_out, ids_out, lines_out) -> None:
-        if not batch:
-            return
         with self.track_time("batch"):
             meta = np.zeros(len(batch), dtype=META_DTYPE)
             if self.exact:

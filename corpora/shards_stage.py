@@ -20,10 +20,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from datatrove.utils.batching import batched
 from tokenizers import Tokenizer
 
 from corpora.corpus_stage import run_corpus
-from corpora.documents import batched, iter_documents
+from corpora.documents import iter_documents
 from corpora.errors import CorpusInputError
 from corpora.special_tokens import special_token_ids
 from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse

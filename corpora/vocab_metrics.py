@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from datatrove.utils.batching import batched
 from tokenizers import Tokenizer
 
-from corpora.documents import batched
 from corpora.errors import ConfigError, CorpusInputError
 from corpora.special_tokens import special_tokens
 
