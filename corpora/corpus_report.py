@@ -56,7 +56,7 @@ def _cut_lines(out: Path) -> dict[str, dict]:
         with gzip.open(path, "rb") as handle:
             for line in handle:
                 record = orjson.loads(line)
-                counts[record.get("rule", path.parent.name)][record["line"]] += 1
+                counts[record["rule"]][record["line"]] += 1
     return {rule: {"lines": sum(c.values()), "characters": sum(len(k) * v for k, v in c.items()),
                    "distinct_lines": len(c),
                    "most_frequent": [{"line": line[:EXAMPLE_CHARS], "documents": n} for line, n in c.most_common(10)]}

@@ -10,18 +10,29 @@ aside whole, its lines not listed again). The document rules then judge what is 
 
 from __future__ import annotations
 
-import gzip
-import re
 from collections import Counter
-from pathlib import Path
+from typing import Callable
 
-import orjson
 from datatrove.data import Document, DocumentsPipeline
 
 from corpora.filter_step import FilterStep
+from corpora.normalise import BLANK_RUNS
 from corpora.quality_filters import RULE_GROUPS, broken_rule
+from corpora.writers import CutLineLog
 
-_BLANK_RUNS = re.compile(r"\n{3,}")
+
+def split_lines(text: str, rule_of: Callable[[str], str | None]
+                ) -> tuple[list[str], list[tuple[str, str]]]:
+    """(lines kept, (line, rule) pairs cut) of `text`, where `rule_of(line)` names the rule a line
+    breaks, or None to keep it."""
+    kept, cut = [], []
+    for line in text.split("\n"):
+        rule = rule_of(line)
+        if rule is None:
+            kept.append(line)
+        else:
+            cut.append((line, rule))
+    return kept, cut
 
 
 class LineCleaner(FilterStep):
@@ -32,33 +43,27 @@ class LineCleaner(FilterStep):
     def __init__(self, groups: list[str], line_cfg, cut_lines_folder: str, exclusion_writer=None):
         super().__init__(exclusion_writer)
         self.rules, self.q, self.cut_lines_folder = [RULE_GROUPS[g] for g in groups], line_cfg, cut_lines_folder
-        self._cut_out = None
+        self._cut_log: CutLineLog | None = None
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        folder = Path(self.cut_lines_folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self._cut_out = gzip.open(folder / f"{rank:05d}.jsonl.gz", "wb", compresslevel=1)
+        self._cut_log = CutLineLog(self.cut_lines_folder, rank)
         try:
             yield from super().run(data, rank, world_size)
         finally:
-            self._cut_out.close()
+            self._cut_log.close()
+
+    def _rule_of(self, line: str) -> str | None:
+        return broken_rule(line, self.rules, self.q) if line.strip() else None  # blank lines stay
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        kept, cut = [], []
-        for line in doc.text.split("\n"):
-            reason = broken_rule(line, self.rules, self.q) if line.strip() else None
-            if reason is None:
-                kept.append(line)
-            else:
-                cut.append((line, reason))
+        kept, cut = split_lines(doc.text, self._rule_of)
         if not cut:
             return True
-        text = _BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip()
+        text = BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip()
         if not text:
             doc.metadata["cut_line_rules"] = dict(Counter(rule for _, rule in cut))  # why, on the removed copy
             return False, "no_lines_left"
         doc.text = text
-        self._cut_out.write(b"".join(orjson.dumps({"id": doc.id, "line": line, "rule": rule}) + b"\n"
-                                     for line, rule in cut))
+        self._cut_log.write(doc.id, cut)
         self.stat_update("lines_cut", value=len(cut))
         return True

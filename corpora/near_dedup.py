@@ -18,14 +18,12 @@ Memory of step 2: 4 * num_perm bytes per document (512 B at 128), plus 8 bytes p
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import re
 from pathlib import Path
 
 import numpy as np
-import orjson
 import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -34,6 +32,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from corpora.filter_step import FilterStep
+from corpora.line_filters import split_lines
+from corpora.writers import CutLineLog
 
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
@@ -322,26 +322,25 @@ class DecisionApplier(FilterStep):
         self._index = 0
         boilerplate = folder / "boilerplate.npy"
         self._boilerplate = set(np.load(boilerplate).tolist()) if boilerplate.exists() else set()
-        self._cut_out = None
-        if self._boilerplate and self.cut_lines_folder:
-            Path(self.cut_lines_folder).mkdir(parents=True, exist_ok=True)
-            self._cut_out = gzip.open(Path(self.cut_lines_folder) / f"{rank:05d}.jsonl.gz", "wb", compresslevel=1)
+        cutting = self._boilerplate and self.cut_lines_folder
+        self._cut_log = CutLineLog(self.cut_lines_folder, rank) if cutting else None
         try:
             for doc in super().run(data, rank, world_size):
                 for copy in range(1, int(doc.metadata.pop("_copies", 1))):
                     yield Document(text=doc.text, id=f"{doc.id}#copy{copy}", metadata=dict(doc.metadata))
                 yield doc
         finally:
-            if self._cut_out is not None:
-                self._cut_out.close()
+            if self._cut_log is not None:
+                self._cut_log.close()
+
+    def _boilerplate_rule(self, line: str) -> str | None:
+        long = len(line.strip()) >= BOILERPLATE_MIN_LINE_CHARS
+        return "boilerplate" if long and line_hash(line) in self._boilerplate else None
 
     def _cut_boilerplate(self, doc: Document) -> bool:
         """Cut boilerplate lines out of `doc` (writing them aside); False when nothing would be left,
         in which case the document is left whole, to be written aside itself."""
-        kept, cut = [], []
-        for line in doc.text.split("\n"):
-            long = len(line.strip()) >= BOILERPLATE_MIN_LINE_CHARS
-            (cut if long and line_hash(line) in self._boilerplate else kept).append(line)
+        kept, cut = split_lines(doc.text, self._boilerplate_rule)
         if not cut:
             return True
         remaining = "\n".join(kept).strip()
@@ -349,8 +348,8 @@ class DecisionApplier(FilterStep):
             return False
         doc.text = remaining
         self.stat_update("boilerplate_lines_cut", value=len(cut))
-        if self._cut_out is not None:
-            self._cut_out.write(b"".join(orjson.dumps({"id": doc.id, "line": line}) + b"\n" for line in cut))
+        if self._cut_log is not None:
+            self._cut_log.write(doc.id, cut)
         return True
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

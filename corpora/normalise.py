@@ -19,7 +19,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u00ad\ufffe\uf
 _CR = re.compile(r"\r\n?")
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline (tabs, NBSP, ideographic space...)
 _LINE_EDGES = re.compile(r" *\n *")
-_BLANK_RUNS = re.compile(r"\n{3,}")
+BLANK_RUNS = re.compile(r"\n{3,}")  # folded to one blank line (a paragraph break)
 _ODD_SPACE = re.compile(r"[^\S \n]")  # whitespace other than a plain space or a newline
 
 
@@ -37,7 +37,7 @@ def normalise_text(text: str, unicode_form: str = "NFC", remove_control_chars: b
     if remove_control_chars:
         text = _CONTROL.sub("", text)
     if collapse_spaces and _has_space_to_collapse(text):
-        text = _BLANK_RUNS.sub("\n\n", _LINE_EDGES.sub("\n", _SPACES.sub(" ", text)))
+        text = BLANK_RUNS.sub("\n\n", _LINE_EDGES.sub("\n", _SPACES.sub(" ", text)))
     return text.strip()
 
 

@@ -9,9 +9,13 @@ module is imported, which unpickling a writer in a worker process does.
 
 from __future__ import annotations
 
+import gzip
 from gzip import GzipFile
+from pathlib import Path
+from typing import Iterable
 
 import fsspec.compression
+import orjson
 from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
 
@@ -29,6 +33,24 @@ def document_record(writer, doc: Document) -> dict:
 class DocumentWriter(JsonlWriter):
     """datatrove's JsonlWriter with lean records; `.jsonl.gz` at gzip level 1 unless `compression=None`."""
 
-    def __init__(self, output_folder: str, output_filename: str = "${rank}.jsonl.gz", compression: str | None = FAST_GZIP):
+    def __init__(self, output_folder: str, output_filename: str = "${rank}.jsonl.gz",
+                 compression: str | None = FAST_GZIP):
         super().__init__(output_folder, output_filename=output_filename, compression=compression,
                          adapter=document_record)
+
+
+class CutLineLog:
+    """Lines cut out of kept documents by one task (line rules, boilerplate), written aside as gzip-1 JSONL
+    records `{"id", "line", "rule"}` in `<folder>/<rank>.jsonl.gz`; the corpus report counts them per rule."""
+
+    def __init__(self, folder: str | Path, rank: int):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self._out = gzip.open(Path(folder) / f"{rank:05d}.jsonl.gz", "wb", compresslevel=1)
+
+    def write(self, doc_id: str, cut: Iterable[tuple[str, str]]) -> None:
+        """Record the (line, rule) pairs cut out of document `doc_id`."""
+        self._out.write(b"".join(orjson.dumps({"id": doc_id, "line": line, "rule": rule}) + b"\n"
+                                 for line, rule in cut))
+
+    def close(self) -> None:
+        self._out.close()

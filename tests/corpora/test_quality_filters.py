@@ -118,7 +118,7 @@ def test_normalise_fast_path_changes_nothing_the_rewrites_would_change():
     pieces = ["a", "bé", " ", "  ", "\n", "\n\n\n", "\t", "\u00a0", "\u3000", "\r\n", "x.", " \n", "\n "]
     for _ in range(2000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
-        rewritten = normalise._BLANK_RUNS.sub("\n\n", normalise._LINE_EDGES.sub("\n", normalise._SPACES.sub(
+        rewritten = normalise.BLANK_RUNS.sub("\n\n", normalise._LINE_EDGES.sub("\n", normalise._SPACES.sub(
             " ", normalise._CR.sub("\n", text)))).strip()
         assert normalise_text(text, unicode_form="none") == rewritten, repr(text)
 
