@@ -209,12 +209,12 @@ def slurm_job_id(env: Mapping[str, str]) -> str:
     return env["SLURM_JOB_ID"]
 
 
-def requeue_command(plan: LaunchPlan, env: Mapping[str, str] | None = None) -> list[str] | None:
+def requeue_command(plan: LaunchPlan) -> list[str] | None:
     """What rank 0 runs after a preemption checkpoint: `scontrol requeue <job>` under SLURM; elsewhere
     nothing (a local or torchrun run is restarted by whoever started it, with the same run id)."""
     if plan.cluster != "slurm":
         return None
-    return ["scontrol", "requeue", slurm_job_id(os.environ if env is None else env)]
+    return ["scontrol", "requeue", slurm_job_id(os.environ)]
 
 
 def share_run_id(plan: LaunchPlan) -> None:

@@ -80,12 +80,14 @@ class StopOnPreemption(L.Callback):
     def __init__(self, flag: SignalFlag, checkpoint: Path, requeue: Sequence[str] | None = None):
         self.flag, self.checkpoint, self.requeue = flag, Path(checkpoint), list(requeue) if requeue else None
         self.stopped_at: int | None = None
+        self._collective = False
         self._group = None
         self._last_step = -1
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._last_step = trainer.global_step
-        if trainer.world_size > 1 and dist.is_initialized():
+        self._collective = trainer.world_size > 1 and dist.is_initialized()
+        if self._collective:
             # The flag travels over CPU: on a NCCL run a CUDA tensor here would sync the host every step.
             # new_group is collective; every rank reaches on_train_start.
             self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
@@ -97,7 +99,7 @@ class StopOnPreemption(L.Callback):
         self._last_step = step
         if step >= trainer.max_steps > 0:  # the run is finishing anyway
             return
-        if not self._anyone_signalled(trainer):
+        if not self._anyone_signalled():
             return
         log.warning("preemption signal: saving %s at step %d and stopping", self.checkpoint, step)
         trainer.save_checkpoint(self.checkpoint)  # every rank takes part (FSDP gathers); ends at a barrier
@@ -119,8 +121,8 @@ class StopOnPreemption(L.Callback):
         else:
             log.warning("requeued: `%s`", command)
 
-    def _anyone_signalled(self, trainer) -> bool:
-        if not (trainer.world_size > 1 and dist.is_initialized()):
+    def _anyone_signalled(self) -> bool:
+        if not self._collective:
             return self.flag.received
         received = torch.tensor([int(self.flag.received)], dtype=torch.int32)
         dist.all_reduce(received, op=dist.ReduceOp.MAX, group=self._group)

@@ -57,7 +57,7 @@ def run_pretrain(cfg) -> Path:
     # From here on the cluster's warning signal only raises a flag (a resumable run stops at a step boundary).
     with flag_on_signal(enabled=launch.run_id is not None) as preemption:
         fmt = read_manifest(shards_dir)["format"]
-        plan = check_start_up(cfg, shards_dir, vocab_dir, fmt)
+        plan = check_start_up(cfg, shards_dir, vocab_dir, fmt, launch.world_size)
         torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
         if cfg.impl.cpu_threads:
             torch.set_num_threads(cfg.impl.cpu_threads)
@@ -75,7 +75,7 @@ def run_pretrain(cfg) -> Path:
                           rank=launch.rank, world_size=launch.world_size)
         monitor = ThroughputMonitor(
             plan, [flops_per_token(model.config, p.seq_len, cfg.masking.ratio) for p in plan],
-            cfg.trainer.log_every_n_steps, cfg.trainer.peak_tflops, world_size(cfg.trainer), cfg.trainer.progress_bar,
+            cfg.trainer.log_every_n_steps, cfg.trainer.peak_tflops, launch.world_size, cfg.trainer.progress_bar,
             heldout_batches(shards_dir, plan[0].micro_batch_size, cfg.trainer.val_batches),
             cfg.trainer.val_every_n_steps, cfg.masking.eval_ratio, cfg.trainer.seed)
         share_run_id(launch)
@@ -148,18 +148,14 @@ def preempted_message(launch, stopper: StopOnPreemption) -> str:
     return f"stopped on the preemption signal at step {stopper.stopped_at}; saved {stopper.checkpoint}: {how}"
 
 
-def world_size(trainer_cfg) -> int:
-    """Devices taking part in one optimiser step (all of them, on every node; devices=-1 counted)."""
-    return plan_launch(trainer_cfg).world_size
-
-
-def check_start_up(cfg, shards_dir: Path, vocab_dir: Path, fmt: dict) -> list:
-    """Every check that can fail before training, each naming the file or key: returns the phase plan."""
+def check_start_up(cfg, shards_dir: Path, vocab_dir: Path, fmt: dict, world_size: int) -> list:
+    """Every check that can fail before training, each naming the file or key: returns the phase plan
+    (`world_size`: devices taking part in one optimiser step, from the launch plan)."""
     tokenizer = vocab_dir / "tokenizer.json"
     if fmt["tokenizer_sha256"] != file_sha256(tokenizer):
         raise ConfigError(f"{shards_dir} was built with another tokenizer than {tokenizer} (the model's "
                           "vocabulary): rebuild the shards with it (delete the shards folder or change shards.*)")
-    plan = plan_phases(cfg.trainer, cfg.optim, fmt["seq_len"], world_size(cfg.trainer))
+    plan = plan_phases(cfg.trainer, cfg.optim, fmt["seq_len"], world_size)
     for phase in plan:
         check_model_config(cfg.model, phase.seq_len)
         if phase.seq_len not in fmt["seq_lens"]:
