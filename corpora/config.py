@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING
@@ -121,6 +122,16 @@ class QualityConfig:
     max_dup_ngram_char_ratio: dict[str, float] = field(default_factory=dict)
     """n -> max share of characters in repeated n-grams (Gopher: 5: 0.15 ... 10: 0.10)."""
 
+    @cached_property
+    def top_ngram_limits(self) -> list[tuple[int, float]]:
+        """max_top_ngram_char_ratio as (n, limit) pairs, smallest n first."""
+        return sorted((int(n), limit) for n, limit in self.max_top_ngram_char_ratio.items())
+
+    @cached_property
+    def dup_ngram_limits(self) -> list[tuple[int, float]]:
+        """max_dup_ngram_char_ratio as (n, limit) pairs, smallest n first."""
+        return sorted((int(n), limit) for n, limit in self.max_dup_ngram_char_ratio.items())
+
 
 @dataclass
 class StopwordConfig:
@@ -185,7 +196,8 @@ class NearDedupConfig:
     shingle_unit: str = "words"
     """words or chars (then shingles are `shingle_words` characters)."""
     num_perm: int = 128
-    """MinHash permutations; those beyond bands*rows only sharpen the similarity estimate."""
+    """MinHash signature values (bins of one-permutation hashing, see corpora.minhash); those beyond
+    bands*rows only sharpen the similarity estimate."""
     bands: int = 20
     rows: int = 5
     """LSH: a pair becomes a candidate when all `rows` hashes of any of the `bands` agree."""

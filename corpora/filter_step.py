@@ -15,34 +15,38 @@ from collections import Counter
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.utils.batching import batched
 from datatrove.utils.typeshelper import StatHints
 
 
 class FilterStep(BaseFilter):
-    """Subclasses implement `filter(doc)` -> True, or (False, reason), as for datatrove's BaseFilter."""
+    """Subclasses implement `filter(doc)` -> True, or (False, reason), as for datatrove's BaseFilter,
+    or, given `batch_size` > 1, `filter_batch(docs)` -> one such verdict per document."""
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         seen = kept = 0
         dropped: Counter = Counter()
         spent = 0.0
         clock = time.perf_counter
+        batches = ([doc] for doc in data) if self.batch_size == 1 else batched(data, self.batch_size)
         with self.exclusion_writer if self.exclusion_writer else contextlib.nullcontext() as writer:
             try:
-                for doc in data:
+                for docs in batches:
                     started = clock()
-                    verdict = self.filter(doc)
+                    verdicts = self.filter_batch(docs)
                     spent += clock() - started
-                    seen += 1
-                    keep, reason = verdict if isinstance(verdict, tuple) else (verdict, None)
-                    if keep:
-                        kept += 1
-                        yield doc
-                        continue
-                    dropped[reason] += 1
-                    if writer is not None:
-                        if reason:
-                            doc.metadata["filter_reason"] = reason
-                        writer.write(doc, rank)
+                    seen += len(docs)
+                    for doc, verdict in zip(docs, verdicts):
+                        keep, reason = verdict if isinstance(verdict, tuple) else (verdict, None)
+                        if keep:
+                            kept += 1
+                            yield doc
+                            continue
+                        dropped[reason] += 1
+                        if writer is not None:
+                            if reason:
+                                doc.metadata["filter_reason"] = reason
+                            writer.write(doc, rank)
             finally:
                 self._record(seen, kept, dropped, spent)
 

@@ -1,7 +1,8 @@
 """Exact and MinHash-LSH near-duplicate removal across the whole corpus, as three datatrove steps.
 
-1. `SignatureWriter` (every task): for each document, a normalised-text hash and a MinHash
-   signature (`num_perm` uint32) are appended to per-task binary files; the document goes on.
+1. `SignatureWriter` (every task): for each document, a hash of its text with case and spacing
+   ignored and a MinHash signature (`num_perm` uint32, `corpora.minhash`) are appended to per-task
+   binary files, a batch of documents at a time; the document goes on.
 2. `DuplicateIndex` (one task): reads all signatures; exact duplicates share a hash; LSH puts a
    pair in a candidate bucket when one band of `rows` values agrees, and a candidate is a
    duplicate when its estimated Jaccard (share of equal values) reaches `threshold`; connected
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,11 @@ from scipy.sparse.csgraph import connected_components
 
 from corpora.filter_step import FilterStep
 from corpora.line_filters import split_lines
+from corpora.minhash import signatures
+from corpora.text_batch import TextBatch
 from corpora.writers import CutLineLog
 
-_WORD = re.compile(r"\w+")
-_SPACE = re.compile(r"\s+")
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
-_CHUNK_SHINGLES = 4096  # rows of the (shingles x permutations) product held at once: bounds memory
 
 KEEP, EXACT, NEAR, CAP, WEIGHT = 0, 1, 2, 3, 4
 ACTION_REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CAP: "source_cap", WEIGHT: "source_weight"}
@@ -55,50 +54,6 @@ def line_hash(line: str) -> int:
 def boilerplate_candidates(text: str) -> set[int]:
     """Hashes of the lines of `text` long enough to count as boilerplate."""
     return {line_hash(line) for line in text.split("\n") if len(line.strip()) >= BOILERPLATE_MIN_LINE_CHARS}
-
-
-def normalised_text_hash(text: str) -> int:
-    """64-bit hash of the text with case folded and whitespace runs collapsed."""
-    return xxhash.xxh64_intdigest(" ".join(text.casefold().split()).encode("utf-8"))
-
-
-def shingle_hashes(text: str, size: int = 5, unit: str = "words") -> np.ndarray:
-    """uint64 hashes of the `size`-token shingles of `text` (casefolded).
-
-    Words come from the Unicode regex `\\w+` (one C-level pass, no tokeniser model); `unit=chars`
-    shingles non-space characters instead, for scripts written without spaces. A text shorter
-    than one shingle gives one shingle of all its tokens.
-    """
-    folded = text.casefold()
-    tokens = _WORD.findall(folded) if unit == "words" else list(_SPACE.sub("", folded))
-    if not tokens:
-        return np.empty(0, dtype=np.uint64)
-    token_hashes = np.fromiter(map(xxhash.xxh3_64_intdigest, tokens), dtype=np.uint64, count=len(tokens))
-    size = min(size, len(tokens))
-    count = len(tokens) - size + 1
-    shingles = token_hashes[:count].copy()
-    with np.errstate(over="ignore"):  # multiply-add wraps modulo 2**64 on purpose
-        for offset in range(1, size):
-            shingles = shingles * _MIX + token_hashes[offset:offset + count]
-    return shingles
-
-
-def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Odd multipliers and offsets of the `num_perm` multiply-shift hash functions."""
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
-    return a, b
-
-
-def minhash(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """uint32 signature: per permutation, the minimum of the top 32 bits of a*x+b (mod 2**64)."""
-    signature = np.full(len(a), np.iinfo(np.uint32).max, dtype=np.uint32)
-    with np.errstate(over="ignore"):
-        for start in range(0, len(shingles), _CHUNK_SHINGLES):
-            block = shingles[start:start + _CHUNK_SHINGLES, None] * a[None, :] + b[None, :]  # (S, P)
-            np.minimum(signature, (block >> np.uint64(32)).min(axis=0).astype(np.uint32), out=signature)
-    return signature
 
 
 def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -124,32 +79,30 @@ class SignatureWriter(PipelineStep):
         self.folder, self.cfg, self.exact, self.boilerplate_lines = folder, cfg, exact, boilerplate_lines
         self._written = 0
 
-    batch_docs = 256  # documents per write; bounds what a task holds between writes
+    batch_docs = 128  # documents hashed and written together; bounds what a task holds between writes
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         folder = Path(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
-        a, b = permutations(self.cfg.num_perm, self.cfg.seed)
         with open(folder / f"{rank:05d}.meta", "wb") as meta_out, \
                 open(folder / f"{rank:05d}.sig", "wb") as sig_out, \
                 open(folder / f"{rank:05d}.ids", "w", encoding="utf-8") as ids_out, \
                 open(folder / f"{rank:05d}.lines", "wb") as lines_out:
             for batch in batched(data, self.batch_docs):
-                self._write(batch, a, b, meta_out, sig_out, ids_out, lines_out)
+                self._write(batch, meta_out, sig_out, ids_out, lines_out)
                 yield from batch
 
-    def _write(self, batch, a, b, meta_out, sig_out, ids_out, lines_out) -> None:
+    def _write(self, batch, meta_out, sig_out, ids_out, lines_out) -> None:
         with self.track_time("batch"):
             meta = np.zeros(len(batch), dtype=META_DTYPE)
+            texts = TextBatch([doc.text for doc in batch])
             if self.exact:
-                meta["exact"] = [normalised_text_hash(doc.text) for doc in batch]
+                meta["exact"] = texts.exact_hashes()
             meta["input"] = [doc.metadata.pop("input_index", 0) for doc in batch]
             if self.cfg.enabled:
-                shingles = [shingle_hashes(doc.text, self.cfg.shingle_words, self.cfg.shingle_unit) for doc in batch]
-                meta["has_sig"] = [len(sh) > 0 for sh in shingles]
-                # one document per numpy call: a (shingles x num_perm) block stays in cache, which
-                # measured faster than stacking many documents into one bigger product
-                sig_out.write(b"".join(minhash(sh, a, b).tobytes() for sh in shingles))
+                cfg = self.cfg
+                sigs, meta["has_sig"] = signatures(texts, cfg.num_perm, cfg.shingle_words, cfg.shingle_unit, cfg.seed)
+                sig_out.write(sigs.tobytes())
             meta_out.write(meta.tobytes())
             ids_out.write("".join(doc.id.replace("\n", " ") + "\n" for doc in batch))
             if self.boilerplate_lines:

@@ -14,10 +14,12 @@ import unicodedata
 from collections import Counter
 from functools import cached_property, lru_cache
 
+import numpy as np
 import regex
 from datatrove.data import Document
 
 from corpora.filter_step import FilterStep
+from corpora.text_batch import CATEGORIES, TextBatch, combine
 
 # Sentence-final marks of Latin, Greek (;), Armenian, Arabic, Devanagari, CJK, Ethiopic, Myanmar...
 TERMINAL_PUNCT = tuple(".!?;…。！？｡։؟۔।॥።፧၊။\"'”’»)")
@@ -47,14 +49,36 @@ def in_scripts(ch: str, scripts: tuple[str, ...]) -> bool:
 
 
 class TextStats:
-    """What the rules measure, each computed once on first use (a rule that is off costs nothing)."""
+    """What the rules measure, each computed once on first use (a rule that is off costs nothing).
 
-    def __init__(self, text: str):
+    `measured` holds values already computed for a whole batch by `measure_batch`, under the names
+    of the properties they stand for; what it lacks is computed here, from the text.
+    """
+
+    def __init__(self, text: str, measured: dict | None = None):
         self.text = text
+        if measured:
+            self.__dict__.update(measured)  # cached_property reads its value from the instance dict
 
     @cached_property
     def words(self) -> list[str]:
         return self.text.split()
+
+    @cached_property
+    def n_words(self) -> int:
+        return len(self.words)
+
+    @cached_property
+    def word_chars(self) -> int:
+        return sum(map(len, self.words))
+
+    @cached_property
+    def max_word_chars(self) -> int:
+        return max(map(len, self.words), default=0)
+
+    @cached_property
+    def letterless_words(self) -> int:
+        return len(_LETTERLESS_WORD.findall(self.text))
 
     @cached_property
     def lines(self) -> list[str]:
@@ -77,16 +101,40 @@ class TextStats:
 
     @property
     def nonspace_chars(self) -> int:
-        return max(1, len(self.text) - self.classes["Z"] - self.char_counts["\n"] - self.char_counts["\t"])
+        return max(1, len(self.text) - self.classes["Z"] - self.text.count("\n") - self.text.count("\t"))
 
     @property
     def letters(self) -> int:
         return self.classes["L"] + self.classes["Lu"]
 
+    @cached_property
+    def folded_words(self) -> list[str]:
+        return self.text.casefold().split()
+
+    @cached_property
+    def folded_word_chars(self) -> int:
+        return sum(map(len, self.folded_words))
+
+    @cached_property
+    def heaviest_word(self) -> int:
+        """The largest (occurrences x length) of any case-folded word."""
+        counts = Counter(self.folded_words)
+        return max(map(operator.mul, counts.values(), map(len, counts)), default=0)
+
+    @cached_property
+    def dup_ngram_chars_by_n(self) -> dict[int, int]:
+        """n -> characters of case-folded words covered by an n-gram seen earlier (filled in on demand)."""
+        return {}
+
+    def dup_ngram_chars(self, n: int) -> int:
+        if n not in self.dup_ngram_chars_by_n:
+            self.dup_ngram_chars_by_n[n] = _dup_ngram_chars(self.folded_words, n)
+        return self.dup_ngram_chars_by_n[n]
+
 
 def length_rule(s: TextStats, q) -> str | None:
     """Word and character counts, mean word length, longest word."""
-    n_words = len(s.words)
+    n_words = s.n_words
     if n_words < q.min_words:
         return "too_few_words"
     if q.max_words and n_words > q.max_words:
@@ -96,12 +144,12 @@ def length_rule(s: TextStats, q) -> str | None:
     if q.max_chars and len(s.text) > q.max_chars:
         return "too_many_chars"
     if q.min_mean_word_chars is not None or q.max_mean_word_chars is not None:
-        mean = sum(map(len, s.words)) / max(1, n_words)
+        mean = s.word_chars / max(1, n_words)
         if q.min_mean_word_chars is not None and mean < q.min_mean_word_chars:
             return "mean_word_too_short"
         if q.max_mean_word_chars is not None and mean > q.max_mean_word_chars:
             return "mean_word_too_long"
-    if q.max_word_chars and s.words and max(map(len, s.words)) > q.max_word_chars:
+    if q.max_word_chars and s.max_word_chars > q.max_word_chars:
         return "word_too_long"
     return None
 
@@ -109,8 +157,7 @@ def length_rule(s: TextStats, q) -> str | None:
 def character_rule(s: TextStats, q) -> str | None:
     """Alphabetic, digit, punctuation, symbol, uppercase and script ratios."""
     if q.min_alpha_word_ratio is not None:
-        letterless = len(_LETTERLESS_WORD.findall(s.text))
-        if len(s.words) - letterless < q.min_alpha_word_ratio * len(s.words):
+        if s.n_words - s.letterless_words < q.min_alpha_word_ratio * s.n_words:
             return "few_alphabetic_words"
     if q.min_alpha_ratio is not None and s.letters < q.min_alpha_ratio * s.nonspace_chars:
         return "low_alpha_ratio"
@@ -119,13 +166,13 @@ def character_rule(s: TextStats, q) -> str | None:
     if q.max_punct_ratio is not None and s.classes["P"] > q.max_punct_ratio * s.nonspace_chars:
         return "high_punct_ratio"
     if q.max_symbol_ratio is not None and \
-            s.classes["S"] + s.char_counts["#"] > q.max_symbol_ratio * s.nonspace_chars:
+            s.classes["S"] + s.text.count("#") > q.max_symbol_ratio * s.nonspace_chars:
         return "high_symbol_ratio"
     if q.max_upper_ratio is not None and s.classes["Lu"] > q.max_upper_ratio * max(1, s.letters):
         return "high_upper_ratio"
     if q.max_hash_ellipsis_word_ratio is not None:
         marks = s.text.count("#") + s.text.count("...") + s.text.count("…")  # str.count: no Counter needed
-        if marks > q.max_hash_ellipsis_word_ratio * max(1, len(s.words)):
+        if marks > q.max_hash_ellipsis_word_ratio * max(1, s.n_words):
             return "high_hash_ellipsis_ratio"
     if q.scripts and q.min_script_ratio is not None:
         scripts = tuple(q.scripts)
@@ -156,7 +203,7 @@ def line_rule(s: TextStats, q) -> str | None:
         if short > q.max_short_line_ratio * n_lines:
             return "short_lines"
     if q.max_newlines_per_word is not None and \
-            s.text.count("\n") > q.max_newlines_per_word * max(1, len(s.words)):
+            s.text.count("\n") > q.max_newlines_per_word * max(1, s.n_words):
         return "list_like"
     if q.min_sentences and len(_SENTENCE_END.findall(s.text)) < q.min_sentences:
         return "too_few_sentences"
@@ -214,33 +261,22 @@ def repetition_rule(s: TextStats, q) -> str | None:
         if char_limit is not None and dup_chars > char_limit * len(s.text):
             return f"duplicate_{unit}_chars"
     if q.max_top_ngram_char_ratio or q.max_dup_ngram_char_ratio:
-        words = s.text.casefold().split()
-        word_chars = max(1, sum(map(len, words)))
-        top_limits = sorted((int(k), v) for k, v in q.max_top_ngram_char_ratio.items())
-        if top_limits:
-            # Every word of an n-gram occurs at least as often as the n-gram, so (n-gram characters x
-            # its count) <= n x the heaviest single word (count x length). Where that bound is within
-            # the limit (most text), no n-gram can break it and the n-gram counts are skipped.
-            counts = Counter(words)
-            heaviest = max(map(operator.mul, counts.values(), map(len, counts)), default=0)
-            for n, limit in top_limits:
-                if n * heaviest > limit * word_chars and _top_ngram_chars(words, n) > limit * word_chars:
-                    return f"top_{n}gram"
-        dup_limits = sorted((int(k), v) for k, v in q.max_dup_ngram_char_ratio.items())
+        word_chars = max(1, s.folded_word_chars)
+        # Every word of an n-gram occurs at least as often as the n-gram, so (n-gram characters x
+        # its count) <= n x the heaviest single word (count x length). Where that bound is within
+        # the limit (most text), no n-gram can break it and the n-gram counts are skipped.
+        for n, limit in q.top_ngram_limits:
+            if n * s.heaviest_word > limit * word_chars and _top_ngram_chars(s.folded_words, n) > limit * word_chars:
+                return f"top_{n}gram"
         # A repeated (n+1)-gram is made of repeated n-grams, so the words the smallest n covers include
-        # those of every larger n: no repeat at the smallest n (most real text) clears them all, and so
-        # does a share under the lowest limit. One set of tuples decides most documents.
-        if dup_limits and _has_repeated_ngram(words, dup_limits[0][0]):
-            smallest = _dup_ngram_chars(words, dup_limits[0][0])
-            if smallest > min(limit for _, limit in dup_limits) * word_chars:
-                for n, limit in dup_limits:
-                    if (smallest if n == dup_limits[0][0] else _dup_ngram_chars(words, n)) > limit * word_chars:
+        # those of every larger n: a share under the lowest limit at the smallest n clears them all.
+        if q.dup_ngram_limits:
+            smallest = s.dup_ngram_chars(q.dup_ngram_limits[0][0])
+            if smallest > min(limit for _, limit in q.dup_ngram_limits) * word_chars:
+                for n, limit in q.dup_ngram_limits:
+                    if s.dup_ngram_chars(n) > limit * word_chars:
                         return f"duplicate_{n}grams"
     return None
-
-
-def _has_repeated_ngram(words: list[str], n: int) -> bool:
-    return len(set(zip(*(words[i:] for i in range(n))))) < len(words) - n + 1
 
 
 def content_rule(s: TextStats, q) -> str | None:
@@ -276,25 +312,126 @@ def active_groups(q) -> list[str]:
                                                           for n in names)]
 
 
-def broken_rule(text: str, rules: list, q) -> str | None:
+def broken_rule(text: str, rules: list, q, measured: dict | None = None) -> str | None:
     """The first rule of `rules` (functions of RULE_GROUPS) that `text` breaks under thresholds `q`, or None."""
-    stats = TextStats(text)
+    stats = TextStats(text, measured)
     for rule in rules:
         if (reason := rule(stats, q)) is not None:
             return reason
     return None
 
 
+def measure_batch(texts: list[str], q) -> list[dict]:
+    """For each text, the `TextStats` values of the word- and character-level measures the rules
+    under `q` use, computed for the whole batch in numpy passes (`corpora.text_batch`); the values
+    equal what `TextStats` computes from one text (a test compares them). Line and paragraph
+    measures, and the exact n-gram counts of the rare text that gets past the bounds, stay per text."""
+    batch = TextBatch(texts)
+    starts, ends = batch.space_words
+    owner = batch.owner(starts)
+    lengths = ends - starts
+    columns: dict[str, np.ndarray] = {"n_words": np.bincount(owner, minlength=batch.size),
+                                      "word_chars": np.bincount(owner, weights=lengths, minlength=batch.size)}
+    longest = np.zeros(batch.size, dtype=np.int64)
+    np.maximum.at(longest, owner, lengths)
+    columns["max_word_chars"] = longest
+    if q.min_alpha_word_ratio is not None:
+        columns["letterless_words"] = np.bincount(owner[batch.letters_in(starts, ends) == 0], minlength=batch.size)
+    folded: dict[str, np.ndarray] = {}
+    if q.max_top_ngram_char_ratio or q.max_dup_ngram_char_ratio:
+        hashes = batch.space_word_hashes()
+        folded["folded_word_chars"] = columns["word_chars"]  # one-to-one folding keeps every length
+        if q.max_top_ngram_char_ratio:
+            folded["heaviest_word"] = _heaviest(hashes, owner, lengths, batch.size)
+        if q.max_dup_ngram_char_ratio:
+            n = q.dup_ngram_limits[0][0]
+            folded["dup_ngram_chars_by_n"] = _dup_ngram_chars_batch(hashes, owner, lengths, batch.size, n)
+    classes = batch.category_counts() if _uses_classes(q) else None
+    rows = [dict(zip(columns, map(int, values))) for values in zip(*columns.values())]
+    if folded:  # where casefold changes lengths, or a word is too long for the keys, TextStats counts itself
+        exact_only = batch.expands | (columns["max_word_chars"] >= 0xFFFF)
+    for i, row in enumerate(rows):
+        if classes is not None:
+            row["classes"] = Counter(dict(zip(CATEGORIES, classes[i].tolist())))
+        if folded and not exact_only[i]:
+            row.update((name, int(values[i])) for name, values in folded.items())
+            if "dup_ngram_chars_by_n" in row:
+                row["dup_ngram_chars_by_n"] = {q.dup_ngram_limits[0][0]: row["dup_ngram_chars_by_n"]}
+    return rows
+
+
+def _uses_classes(q) -> bool:
+    return any(getattr(q, name) is not None for name in (
+        "min_alpha_ratio", "max_digit_ratio", "max_punct_ratio", "max_symbol_ratio", "max_upper_ratio")) or \
+        bool(q.scripts and q.min_script_ratio is not None)
+
+
+def _keys(hashes: np.ndarray, owner: np.ndarray, low: np.ndarray | None = None) -> np.ndarray:
+    """Sortable uint64 keys: the owner in the top 16 bits, 32 bits of the hash, then 16 bits of `low`;
+    sorting them groups equal hashes of one document (with `low`) in one `np.sort`."""
+    with np.errstate(over="ignore"):
+        keys = (owner.astype(np.uint64) << np.uint64(48)) | ((hashes >> np.uint64(32)) << np.uint64(16))
+    return keys if low is None else keys | low.astype(np.uint64)
+
+
+def _heaviest(hashes: np.ndarray, owner: np.ndarray, lengths: np.ndarray, docs: int) -> np.ndarray:
+    """Per document, the largest (occurrences x length) of one of its words (each shorter than 65535
+    characters). Two words that share 32 hash bits count as one: that can only raise the value,
+    sending the document to the exact count."""
+    out = np.zeros(docs, dtype=np.int64)
+    if not len(hashes):
+        return out
+    keys = np.sort(_keys(hashes, owner, np.minimum(lengths, 0xFFFF)))
+    firsts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    counts = np.diff(np.append(firsts, len(keys)))
+    first_keys = keys[firsts]
+    np.maximum.at(out, (first_keys >> np.uint64(48)).astype(np.int64),
+                  counts * (first_keys & np.uint64(0xFFFF)).astype(np.int64))
+    return out
+
+
+def _dup_ngram_chars_batch(hashes: np.ndarray, owner: np.ndarray, lengths: np.ndarray, docs: int, n: int) -> np.ndarray:
+    """Per document, `_dup_ngram_chars(words, n)`: characters of the words covered by an n-gram seen
+    earlier in the document, with n-grams compared by their 64-bit hashes."""
+    out = np.zeros(docs, dtype=np.int64)
+    grams, gram_owner = combine(hashes, owner, n)
+    if not len(grams):
+        return out
+    # most documents repeat no n-gram: one sort of (document, 32 hash bits) finds those that may
+    keys = np.sort(_keys(grams, gram_owner))
+    suspects = np.unique(keys[1:][keys[1:] == keys[:-1]] >> np.uint64(48)).astype(np.int64)
+    if not len(suspects):
+        return out
+    starts = np.flatnonzero(owner[:len(owner) - n + 1] == owner[n - 1:])  # the word each n-gram starts at
+    mine = np.isin(gram_owner, suspects)
+    grams, gram_owner, starts = grams[mine], gram_owner[mine], starts[mine]
+    order = np.lexsort((starts, grams, gram_owner))  # equal n-grams of a document in reading order
+    same = (grams[order][1:] == grams[order][:-1]) & (gram_owner[order][1:] == gram_owner[order][:-1])
+    repeats = starts[order[1:][same]]  # every occurrence after the first
+    delta = np.zeros(len(hashes) + 1, dtype=np.int64)
+    np.add.at(delta, repeats, 1)
+    np.add.at(delta, repeats + n, -1)
+    covered = np.cumsum(delta[:-1]) > 0
+    return np.bincount(owner[covered], weights=lengths[covered], minlength=docs).astype(np.int64)
+
+
 class QualityFilter(FilterStep):
     """datatrove step running the given rule groups in order on one shared `TextStats` per document
-    (words, lines and character classes are computed once); `filter_reason` names the broken rule."""
+    (words, lines and character classes are computed once, for a batch of documents at a time);
+    `filter_reason` names the broken rule."""
 
     name = "🔍 quality"
 
     def __init__(self, groups: list[str], quality_cfg, exclusion_writer=None):
-        super().__init__(exclusion_writer)
+        super().__init__(exclusion_writer, batch_size=128)
         self.rules, self.q = [RULE_GROUPS[g] for g in groups], quality_cfg
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        reason = broken_rule(doc.text, self.rules, self.q)
-        return True if reason is None else (False, reason)
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
+        verdicts = []
+        for doc, measured in zip(docs, measure_batch([doc.text for doc in docs], self.q)):
+            reason = broken_rule(doc.text, self.rules, self.q, measured)
+            verdicts.append(True if reason is None else (False, reason))
+        return verdicts

@@ -175,3 +175,37 @@ def test_language_id_on_real_irish_and_estonian(data_dir, backend):
     assert sum(identify(t)[0] == "ga" for t in irish) >= 9
     assert sum(identify(t)[0] == "et" for t in estonian) >= 8
     assert all(0.0 <= identify(t)[1] <= 1.0 for t in irish)
+
+
+TRICKY = ["", "   ", "STRASSE straße Straße ẞ", "ǅungla ǄUNGLA ǆungla", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 😀 ２０２４ ½ ² x_y __ 123 ١٢٣",
+          "tab\there\x1cfile\u00a0nbsp\u3000ideo line\nnext\n\nparagraph", "#hash ... … !!! ??? —", "İstanbul ΣΊΣΥΦΟΣ",
+          "word " * 40, "a b c d e a b c d e a b c d e f"]
+
+
+def test_batch_measures_equal_the_per_text_measures(data_dir):
+    """What `measure_batch` computes for a batch in numpy equals what TextStats computes from each text."""
+    from corpora import quality_filters as qf
+
+    q = QualityConfig(min_alpha_word_ratio=0.8, min_alpha_ratio=0.5, max_top_ngram_char_ratio={"2": 0.2},
+                      max_dup_ngram_char_ratio={"5": 0.15, "6": 0.1})
+    texts = irish_docs(data_dir) + spammy_variants(irish_docs(data_dir)) + TRICKY
+    measured = qf.measure_batch(texts, q)
+    compared = set()
+    for text, values in zip(texts, measured):
+        reference = TextStats(text)
+        for name, value in values.items():
+            if name == "dup_ngram_chars_by_n":
+                expected = {n: reference.dup_ngram_chars(n) for n in value}
+            else:
+                expected = getattr(reference, name)
+            assert value == expected, (text[:60], name)
+            compared.add(name)
+    assert compared == {"n_words", "word_chars", "max_word_chars", "letterless_words", "classes",
+                        "folded_word_chars", "heaviest_word", "dup_ngram_chars_by_n"}
+    assert sum(1 for m in measured if m.get("dup_ngram_chars_by_n", {}).get(5)) > 100  # repeats were found
+    # casefold("ß") is "ss": that text's folded measures are left to TextStats
+    assert "heaviest_word" not in measured[len(texts) - len(TRICKY) + 2]
+    # and the rules decide the same with and without them
+    rules = [qf.RULE_GROUPS[g] for g in qf.active_groups(q)]
+    assert [qf.broken_rule(t, rules, q, m) for t, m in zip(texts, measured)] == \
+        [qf.broken_rule(t, rules, q) for t in texts]

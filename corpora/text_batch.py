@@ -1,0 +1,205 @@
+"""A batch of documents as one array of code points, for rules and hashes computed in numpy passes.
+
+Per-document Python over words (split, casefold, Counter, n-gram tuples, a regex per rule) was most
+of the corpus stage's time. Here the texts of a batch are joined (NUL between them: readers refuse
+NUL in text) and read as UTF-32 code points; what each character is (its class for the quality
+rules, whether it is a space or a word character, its case-folded form) is looked up in tables of the
+Basic Multilingual Plane built once per process, and anything above it one by one in Python.
+
+Tokens are runs: whitespace-separated words (what `str.split()` gives) and Unicode words (what
+`re`'s `\\w+` finds). A token's hash is a position-weighted sum of its code points, mixed by
+murmur3's finaliser, so equal tokens hash equally wherever they stand.
+
+Case folding here maps one code point to one (`str.casefold` where that gives one character,
+otherwise `str.lower`): `ß` stays `ß`. `expands` marks the documents where that differs from
+`str.casefold`, for callers that must match it exactly.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import numpy as np
+import xxhash
+
+SEPARATOR = "\x00"
+_BMP = 0x10000
+CATEGORIES = ("L", "Lu", "N", "P", "S", "Z", "C")  # the classes of `quality_filters.char_class`
+_NOT_TEXT = len(CATEGORIES)  # the separator's category: counted nowhere
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd constant (golden ratio) combining hashes
+
+
+def fmix64(x: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finaliser: every input bit affects every output bit."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(33))
+        x = x * np.uint64(0xFF51AFD7ED558CCD)
+        x = x ^ (x >> np.uint64(33))
+        x = x * np.uint64(0xC4CEB9FE1A85EC53)
+        return x ^ (x >> np.uint64(33))
+
+
+def combine(hashes: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, owner) of every run of `n` consecutive items that belong to one owner, in order."""
+    span = len(hashes) - n + 1
+    if span <= 0:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=owner.dtype)
+    combined = hashes[:span].copy()
+    with np.errstate(over="ignore"):
+        for offset in range(1, n):
+            combined = combined * _MIX + hashes[offset:offset + span]
+    whole = owner[:span] == owner[n - 1:]
+    return combined[whole], owner[:span][whole]
+
+
+@dataclass(frozen=True)
+class CharTables:
+    category: np.ndarray  # uint8 index into CATEGORIES (the separator: _NOT_TEXT)
+    space: np.ndarray  # str.isspace() (and the separator)
+    word: np.ndarray  # re's \w: str.isalnum() or "_"
+    letter: np.ndarray  # \w but not \d nor "_": what makes a word alphabetic for the quality rules
+    fold: np.ndarray  # uint32 case-folded code point
+    expands: np.ndarray  # str.casefold() gives more than one character
+
+
+def _describe(c: str) -> tuple[int, bool, bool, bool, int, bool]:
+    cat = unicodedata.category(c)
+    category = 1 if cat in ("Lu", "Lt") else CATEGORIES.index(cat[0]) if cat[0] in "LNPSZ" else 6
+    word = c.isalnum() or c == "_"
+    folded = c.casefold()
+    expands = len(folded) != 1
+    if expands:
+        folded = c.lower() if len(c.lower()) == 1 else c
+    return category, c.isspace(), word, word and not c.isdecimal() and c != "_", ord(folded), expands
+
+
+@lru_cache(maxsize=1)
+def char_tables() -> CharTables:
+    """The tables for every BMP code point (about 0.1 s, once per process)."""
+    rows = [_describe(chr(i)) for i in range(_BMP)]
+    columns = list(zip(*rows))
+    tables = CharTables(np.array(columns[0], dtype=np.uint8), np.array(columns[1]), np.array(columns[2]),
+                        np.array(columns[3]), np.array(columns[4], dtype=np.uint32), np.array(columns[5]))
+    tables.category[0], tables.space[0] = _NOT_TEXT, True
+    return tables
+
+
+@lru_cache(maxsize=1)
+def _position_weights() -> np.ndarray:
+    """Odd random multipliers by position within a run (mod 4096)."""
+    return np.random.default_rng(0x5EED).integers(0, 2**63, size=4096, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+
+
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in `mask`."""
+    padded = np.zeros(len(mask) + 2, dtype=bool)
+    padded[1:-1] = mask
+    return np.flatnonzero(padded[1:] & ~padded[:-1]), np.flatnonzero(padded[:-1] & ~padded[1:])
+
+
+def segment_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """One hash per consecutive segment of `values` (segments of the given lengths, in order; an
+    empty one hashes to 0): a position-weighted sum, so order matters, mixed with the length."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = np.zeros(len(lengths), dtype=np.uint64)
+    nonempty = lengths > 0
+    if not len(values) or not nonempty.any():
+        return out
+    offsets = np.cumsum(lengths) - lengths
+    position = np.arange(len(values), dtype=np.int64) - np.repeat(offsets, lengths)
+    with np.errstate(over="ignore"):
+        terms = values.astype(np.uint64) * _position_weights()[position & 4095]
+        out[nonempty] = np.add.reduceat(terms, offsets[nonempty])
+        return fmix64(out + lengths.astype(np.uint64) * _MIX)
+
+
+class TextBatch:
+    """The code points of a batch of texts, with what the rules and hashes need, each computed on first use."""
+
+    def __init__(self, texts: list[str]):
+        self.size = len(texts)
+        self.lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        self.doc_starts = np.cumsum(self.lengths + 1) - (self.lengths + 1)
+        joined = SEPARATOR.join(texts)
+        self.cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        self._clipped = np.minimum(self.cps, _BMP - 1)
+        self._astral = np.flatnonzero(self.cps >= _BMP)  # emoji, historic scripts, rare CJK: few
+
+    def _lookup(self, field: str) -> np.ndarray:
+        out = getattr(char_tables(), field)[self._clipped]
+        if len(self._astral):
+            column = list(CharTables.__dataclass_fields__).index(field)
+            out[self._astral] = [_describe(chr(c))[column] for c in self.cps[self._astral].tolist()]
+        return out
+
+    @cached_property
+    def _char_owner(self) -> np.ndarray:
+        return np.repeat(np.arange(self.size), self.lengths + 1)[:len(self.cps)]
+
+    def owner(self, positions: np.ndarray) -> np.ndarray:
+        """The batch index of the document holding each code-point position."""
+        return self._char_owner[positions]
+
+    @cached_property
+    def folded(self) -> np.ndarray:
+        return self._lookup("fold")
+
+    @cached_property
+    def expands(self) -> np.ndarray:
+        """(D,) bool: documents whose `str.casefold()` is not the one-to-one fold used here."""
+        positions = np.flatnonzero(self._lookup("expands"))
+        out = np.zeros(self.size, dtype=bool)
+        out[self.owner(positions)] = True
+        return out
+
+    def category_counts(self) -> np.ndarray:
+        """(D, len(CATEGORIES)) characters of each class per document."""
+        counts = np.bincount(self._char_owner * (_NOT_TEXT + 1) + self._lookup("category"),
+                             minlength=self.size * (_NOT_TEXT + 1))
+        return counts.reshape(self.size, _NOT_TEXT + 1)[:, :_NOT_TEXT]
+
+    @cached_property
+    def _nonspace(self) -> np.ndarray:
+        return ~self._lookup("space")
+
+    @cached_property
+    def space_words(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends): the whitespace-separated words, as `str.split()` gives them."""
+        return runs(self._nonspace)
+
+    def space_word_hashes(self) -> np.ndarray:
+        """Hashes of the case-folded whitespace-separated words, in order."""
+        starts, ends = self.space_words
+        return segment_hashes(self.folded[self._nonspace], ends - starts)
+
+    def letters_in(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Per run, how many of its characters are letters (word characters other than digits and `_`)."""
+        cumulative = np.concatenate(([0], np.cumsum(self._lookup("letter"))))
+        return cumulative[ends] - cumulative[starts]
+
+    def unicode_words(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes, owner) of the case-folded `\\w+` words, in order."""
+        word = self._lookup("word")
+        starts, ends = runs(word)
+        return segment_hashes(self.folded[word], ends - starts), self.owner(starts)
+
+    def nonspace_chars(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes, owner) of every non-space character (case-folded), in order: the tokens of
+        scripts written without spaces."""
+        positions = np.flatnonzero(self._nonspace)
+        return fmix64(self.folded[positions].astype(np.uint64)), self.owner(positions)
+
+    def exact_hashes(self) -> np.ndarray:
+        """Per document, a hash of its case-folded text with whitespace runs collapsed: equal for
+        documents that differ only in case and spacing."""
+        nonspace = self._nonspace
+        run_start = nonspace & np.concatenate(([True], ~nonspace[:-1]))
+        # each non-space character once, its low bit saying whether a space came before it
+        values = (self.folded * np.uint32(2) + run_start)[nonspace].view(np.uint8)
+        ends = np.cumsum(np.bincount(self._char_owner[nonspace], minlength=self.size)) * 4
+        starts = np.concatenate(([0], ends[:-1]))
+        data = memoryview(values)
+        return np.fromiter((xxhash.xxh3_64_intdigest(data[s:e]) for s, e in zip(starts.tolist(), ends.tolist())),
+                           dtype=np.uint64, count=self.size)

@@ -1,0 +1,52 @@
+"""The whole-batch code-point arrays agree with Python's own splitting, folding and hashing."""
+
+import re
+
+import numpy as np
+
+from corpora.text_batch import TextBatch
+
+TRICKY = ["", "  \n ", "STRASSE straße ẞ", "ǅungla ǄUNGLA", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 😀 ２０２４ ½ ² x_y __ ١٢٣",
+          "tab\there\x1cfile\u00a0nbsp\u3000ideo line\nnext\n\nparagraph", "#hash ... … — «Sin é»", "İstanbul ΣΊΣΥΦΟΣ"]
+
+
+def texts(data_dir):
+    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
+    sents = [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
+             if line.startswith("# text =")]
+    return [" ".join(sents[i:i + 7]) for i in range(0, 700, 7)] + TRICKY
+
+
+def test_words_are_what_python_splits(data_dir):
+    docs = texts(data_dir)
+    batch = TextBatch(docs)
+    starts, ends = batch.space_words
+    owner = batch.owner(starts)
+    got = [[] for _ in docs]
+    for o, s, e in zip(owner.tolist(), starts.tolist(), ends.tolist()):
+        got[o].append(e - s)
+    assert got == [[len(w) for w in d.split()] for d in docs]
+    _, word_owner = batch.unicode_words()
+    assert np.bincount(word_owner, minlength=len(docs)).tolist() == [len(re.findall(r"\w+", d)) for d in docs]
+
+
+def test_equal_words_hash_equally_and_case_is_folded():
+    batch = TextBatch(["Sin é an SCÉAL", "an scéal é sin", "scéala"])
+    hashes, owner = batch.unicode_words()
+    first, second = hashes[owner == 0], hashes[owner == 1]
+    assert set(first.tolist()) == set(second.tolist()) and first[3] == second[1]
+    assert len(set(hashes[owner == 2].tolist()) & set(first.tolist())) == 0
+
+
+def test_exact_hashes_ignore_case_and_spacing_only():
+    hashes = TextBatch(["Dia  duit\n a chara", "dia duit a chara", " DIA DUIT A CHARA ", "dia duit, a chara",
+                        "diaduit a chara", "a chara dia duit"]).exact_hashes()
+    assert hashes[0] == hashes[1] == hashes[2]
+    assert len({int(h) for h in hashes[1:]}) == 4  # punctuation, joined words and order all count
+
+
+def test_a_very_long_word_and_empty_texts():
+    batch = TextBatch(["", "x" * 200_000, "", "a b"])
+    starts, ends = batch.space_words
+    assert (ends - starts).tolist() == [200_000, 1, 1]
+    assert batch.owner(starts).tolist() == [1, 3, 3]
