@@ -18,7 +18,6 @@ otherwise `str.lower`): `ß` stays `ß`. `expands` marks the documents where tha
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -54,42 +53,53 @@ def combine(hashes: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, 
     return combined[whole], owner[:span][whole]
 
 
-@dataclass(frozen=True)
-class CharTables:
-    category: np.ndarray  # uint8 index into CATEGORIES (the separator: _NOT_TEXT)
-    space: np.ndarray  # str.isspace() (and the separator)
-    word: np.ndarray  # re's \w: str.isalnum() or "_"
-    letter: np.ndarray  # \w but not \d nor "_": what makes a word alphabetic for the quality rules
-    fold: np.ndarray  # uint32 case-folded code point
-    expands: np.ndarray  # str.casefold() gives more than one character
+# per code point, one byte: its category (bits 0-2, an index into CATEGORIES) and four flags
+SPACE, WORD, LETTER, EXPANDS = 8, 16, 32, 64
+# SPACE: str.isspace(); WORD: re's \w (str.isalnum() or "_"); LETTER: \w but not \d nor "_", what
+# makes a word alphabetic for the quality rules; EXPANDS: str.casefold() gives more than one character
 
 
-def _describe(c: str) -> tuple[int, bool, bool, bool, int, bool]:
+def _describe(c: str) -> tuple[int, int]:
+    """(flags byte, case-folded code point) of one character."""
     cat = unicodedata.category(c)
-    category = 1 if cat in ("Lu", "Lt") else CATEGORIES.index(cat[0]) if cat[0] in "LNPSZ" else 6
+    flags = 1 if cat in ("Lu", "Lt") else CATEGORIES.index(cat[0]) if cat[0] in "LNPSZ" else 6
     word = c.isalnum() or c == "_"
+    flags |= (SPACE if c.isspace() else 0) | (WORD if word else 0)
+    flags |= LETTER if word and not c.isdecimal() and c != "_" else 0
     folded = c.casefold()
-    expands = len(folded) != 1
-    if expands:
+    if len(folded) != 1:
+        flags |= EXPANDS
         folded = c.lower() if len(c.lower()) == 1 else c
-    return category, c.isspace(), word, word and not c.isdecimal() and c != "_", ord(folded), expands
+    return flags, ord(folded)
 
 
 @lru_cache(maxsize=1)
-def char_tables() -> CharTables:
-    """The tables for every BMP code point (about 0.1 s, once per process)."""
-    rows = [_describe(chr(i)) for i in range(_BMP)]
-    columns = list(zip(*rows))
-    tables = CharTables(np.array(columns[0], dtype=np.uint8), np.array(columns[1]), np.array(columns[2]),
-                        np.array(columns[3]), np.array(columns[4], dtype=np.uint32), np.array(columns[5]))
-    tables.category[0], tables.space[0] = _NOT_TEXT, True
-    return tables
+def char_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(flags, fold) for every BMP code point (about 0.1 s, once per process)."""
+    flags, fold = zip(*(_describe(chr(i)) for i in range(_BMP)))
+    flags, fold = np.array(flags, dtype=np.uint8), np.array(fold, dtype=np.uint32)
+    flags[0] = _NOT_TEXT | SPACE  # the separator between documents
+    return flags, fold
 
 
-@lru_cache(maxsize=1)
-def _position_weights() -> np.ndarray:
-    """Odd random multipliers by position within a run (mod 4096)."""
-    return np.random.default_rng(0x5EED).integers(0, 2**63, size=4096, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_BASE = 0x100000001B3  # odd, so invertible modulo 2**64 (the 64-bit FNV prime)
+_MAX_POWERS = 1 << 22  # longer inputs are hashed a run at a time: bounds the tables at 64 MiB
+_powers: list[np.ndarray] = [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)]
+
+
+def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """BASE**i and BASE**-i modulo 2**64 for i < n (kept per process, grown by doubling)."""
+    if len(_powers[0]) < n:
+        size = min(_MAX_POWERS + 1, max(n, 2 * len(_powers[0]), 1 << 16))
+        inverse = 1
+        for _ in range(7):  # Newton's iteration: each step doubles the correct low bits
+            inverse = inverse * (2 - _BASE * inverse) % 2**64
+        for k, base in enumerate((_BASE, inverse)):
+            table = np.full(size, base, dtype=np.uint64)
+            table[0] = 1
+            with np.errstate(over="ignore"):
+                _powers[k] = np.cumprod(table, dtype=np.uint64)
+    return _powers[0][:n], _powers[1][:n]
 
 
 def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,18 +111,45 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def segment_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """One hash per consecutive segment of `values` (segments of the given lengths, in order; an
-    empty one hashes to 0): a position-weighted sum, so order matters, mixed with the length."""
+    empty one hashes to 0): the polynomial sum(v_i * BASE**i), i counted from the segment's start,
+    mixed with the length. Equal segments hash equally wherever they stand."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    out = np.zeros(len(lengths), dtype=np.uint64)
-    nonempty = lengths > 0
-    if not len(values) or not nonempty.any():
-        return out
-    offsets = np.cumsum(lengths) - lengths
-    position = np.arange(len(values), dtype=np.int64) - np.repeat(offsets, lengths)
+    if len(values) <= _MAX_POWERS:
+        return _segment_hashes(values, lengths)
+    out, first, ends = [], 0, np.cumsum(lengths)
+    while first < len(lengths):  # a huge input: pieces of whole segments that fit the power tables
+        start = int(ends[first] - lengths[first])
+        last = int(np.searchsorted(ends, start + _MAX_POWERS, side="right"))
+        if last == first:  # one segment longer than the tables on its own
+            out.append(_long_segment_hash(values[start:ends[first]]))
+            last = first + 1
+        else:
+            out.append(_segment_hashes(values[start:ends[last - 1]], lengths[first:last]))
+        first = last
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
+
+
+def _segment_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """segment_hashes for inputs within the power tables: all segments read off one prefix sum."""
+    up, down = _power_tables(len(values) + 1)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
     with np.errstate(over="ignore"):
-        terms = values.astype(np.uint64) * _position_weights()[position & 4095]
-        out[nonempty] = np.add.reduceat(terms, offsets[nonempty])
-        return fmix64(out + lengths.astype(np.uint64) * _MIX)
+        prefix = np.zeros(len(values) + 1, dtype=np.uint64)
+        np.cumsum(values.astype(np.uint64) * up[:len(values)], out=prefix[1:])
+        sums = (prefix[ends] - prefix[starts]) * down[starts]
+        return np.where(lengths > 0, fmix64(sums + lengths.astype(np.uint64) * _MIX), np.uint64(0))
+
+
+def _long_segment_hash(values: np.ndarray) -> np.ndarray:
+    """The hash of one segment longer than the power tables, summed a table's length at a time."""
+    total = 0
+    for offset in range(0, len(values), _MAX_POWERS):
+        piece = values[offset:offset + _MAX_POWERS]
+        with np.errstate(over="ignore"):
+            piece_sum = int((piece.astype(np.uint64) * _power_tables(len(piece))[0]).sum(dtype=np.uint64))
+        total = (total + piece_sum * pow(_BASE, offset, 2**64)) % 2**64
+    return fmix64(np.array([(total + len(values) * int(_MIX)) % 2**64], dtype=np.uint64))
 
 
 class TextBatch:
@@ -127,12 +164,18 @@ class TextBatch:
         self._clipped = np.minimum(self.cps, _BMP - 1)
         self._astral = np.flatnonzero(self.cps >= _BMP)  # emoji, historic scripts, rare CJK: few
 
-    def _lookup(self, field: str) -> np.ndarray:
-        out = getattr(char_tables(), field)[self._clipped]
+    def _lookup(self, column: int) -> np.ndarray:
+        out = char_tables()[column][self._clipped]
         if len(self._astral):
-            column = list(CharTables.__dataclass_fields__).index(field)
             out[self._astral] = [_describe(chr(c))[column] for c in self.cps[self._astral].tolist()]
         return out
+
+    @cached_property
+    def flags(self) -> np.ndarray:
+        return self._lookup(0)
+
+    def has(self, flag: int) -> np.ndarray:
+        return (self.flags & flag).astype(bool)
 
     @cached_property
     def _char_owner(self) -> np.ndarray:
@@ -144,25 +187,25 @@ class TextBatch:
 
     @cached_property
     def folded(self) -> np.ndarray:
-        return self._lookup("fold")
+        return self._lookup(1)
 
     @cached_property
     def expands(self) -> np.ndarray:
         """(D,) bool: documents whose `str.casefold()` is not the one-to-one fold used here."""
-        positions = np.flatnonzero(self._lookup("expands"))
+        positions = np.flatnonzero(self.has(EXPANDS))
         out = np.zeros(self.size, dtype=bool)
         out[self.owner(positions)] = True
         return out
 
     def category_counts(self) -> np.ndarray:
         """(D, len(CATEGORIES)) characters of each class per document."""
-        counts = np.bincount(self._char_owner * (_NOT_TEXT + 1) + self._lookup("category"),
+        counts = np.bincount(self._char_owner * (_NOT_TEXT + 1) + (self.flags & 7),
                              minlength=self.size * (_NOT_TEXT + 1))
         return counts.reshape(self.size, _NOT_TEXT + 1)[:, :_NOT_TEXT]
 
     @cached_property
     def _nonspace(self) -> np.ndarray:
-        return ~self._lookup("space")
+        return ~self.has(SPACE)
 
     @cached_property
     def space_words(self) -> tuple[np.ndarray, np.ndarray]:
@@ -176,12 +219,12 @@ class TextBatch:
 
     def letters_in(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Per run, how many of its characters are letters (word characters other than digits and `_`)."""
-        cumulative = np.concatenate(([0], np.cumsum(self._lookup("letter"))))
+        cumulative = np.concatenate(([0], np.cumsum(self.has(LETTER))))
         return cumulative[ends] - cumulative[starts]
 
     def unicode_words(self) -> tuple[np.ndarray, np.ndarray]:
         """(hashes, owner) of the case-folded `\\w+` words, in order."""
-        word = self._lookup("word")
+        word = self.has(WORD)
         starts, ends = runs(word)
         return segment_hashes(self.folded[word], ends - starts), self.owner(starts)
 

@@ -50,3 +50,17 @@ def test_a_very_long_word_and_empty_texts():
     starts, ends = batch.space_words
     assert (ends - starts).tolist() == [200_000, 1, 1]
     assert batch.owner(starts).tolist() == [1, 3, 3]
+
+
+def test_huge_inputs_hash_as_small_ones(monkeypatch):
+    """Inputs longer than the power tables are hashed in pieces, to the same values."""
+    from corpora import text_batch
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(1, 5000, size=3000).astype(np.uint32)
+    lengths = np.array([0, 3, 700, 1, 0, 1500, 2, 794])  # two segments longer than the small tables below
+    expected = text_batch.segment_hashes(values, lengths)
+    monkeypatch.setattr(text_batch, "_MAX_POWERS", 256)
+    monkeypatch.setattr(text_batch, "_powers", [np.ones(1, np.uint64), np.ones(1, np.uint64)])
+    assert np.array_equal(text_batch.segment_hashes(values, lengths), expected)
+    assert len(text_batch._powers[0]) <= 257
