@@ -1,6 +1,7 @@
 """The corpus report: what was kept, what each rule removed (with examples), duplicate clusters,
-skipped input records and where the time went. Built from the written files, so it cannot
-disagree with them."""
+skipped input records and where the time went. Built from the written files (the removed
+documents, cut lines and skipped records themselves; for the kept documents, the totals the task
+that wrote them recorded alongside), so it cannot disagree with them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import orjson
 
 EXAMPLE_CHARS = 300
 MAX_LISTED_SKIPS = 100
-CLUSTERS_SHOWN = 5
+MEMBER_TEXTS = 3  # removed copies of a cluster quoted with their text
 
 
 def _scan(folder: Path):
@@ -23,9 +24,10 @@ def _scan(folder: Path):
                 yield orjson.loads(line)
 
 
-def _removed(out: Path, examples_per_rule: int):
+def _removed(out: Path, examples_per_rule: int, quoted_members: set[str]):
+    """Per rule: documents and characters removed, and examples; and the text of `quoted_members`."""
     rules: dict = defaultdict(lambda: {"documents": 0, "characters": 0, "step": "", "examples": []})
-    clusters: dict = defaultdict(list)
+    member_text: dict[str, str] = {}
     for step_dir in sorted(p for p in (out / "removed").glob("*") if p.is_dir()):
         for doc in _scan(step_dir):
             meta = doc.get("metadata", {})
@@ -38,14 +40,25 @@ def _removed(out: Path, examples_per_rule: int):
                 if "language" in meta:
                     example["language"] = [meta["language"], meta.get("language_score")]
                 rule["examples"].append(example)
-            if meta.get("filter_reason") == "near_duplicate" and "duplicate_of" in meta:
-                cluster = clusters[meta["duplicate_of"]]
-                if len(cluster) < 3 or len(clusters) <= CLUSTERS_SHOWN:
-                    cluster.append({"id": doc["id"], "similarity": meta.get("similarity"),
-                                    "text": doc["text"][:EXAMPLE_CHARS]})
-                else:
-                    cluster.append({"id": doc["id"], "similarity": meta.get("similarity")})
-    return dict(rules), clusters
+            if doc["id"] in quoted_members:
+                member_text[doc["id"]] = doc["text"][:EXAMPLE_CHARS]
+    return dict(rules), member_text
+
+
+def _kept(out: Path) -> tuple[dict, Counter, Counter, dict[str, str]]:
+    """Totals over the kept documents, from the summary each apply task wrote next to its output."""
+    kept = {"documents": 0, "words": 0, "characters": 0, "copies": 0}
+    sources: Counter = Counter()
+    languages: Counter = Counter()
+    quotes: dict[str, str] = {}
+    for path in sorted((out / "kept").glob("[0-9]*.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        for key in kept:
+            kept[key] += summary[key]
+        sources.update(summary["sources"])
+        languages.update(summary["languages"])
+        quotes |= summary["quotes"]
+    return kept, sources, languages, quotes
 
 
 def _cut_lines(out: Path) -> dict[str, dict]:
@@ -85,22 +98,11 @@ def _timing(out: Path) -> dict[str, float]:
 
 def corpus_report(out: Path, examples_per_rule: int = 3, extra_skipped: list[dict] | None = None) -> dict:
     """Counts of kept and removed documents, per rule and per source, read from the written files."""
-    rules, clusters = _removed(out, examples_per_rule)
-    kept = {"documents": 0, "words": 0, "characters": 0, "copies": 0}
-    sources: Counter = Counter()
-    languages: Counter = Counter()
-    biggest = sorted(clusters.items(), key=lambda item: -len(item[1]))[:CLUSTERS_SHOWN]
-    keeper_text = {doc_id: "" for doc_id, _ in biggest}
-    for doc in _scan(out / "documents"):
-        kept["documents"] += 1
-        kept["words"] += len(doc["text"].split())
-        kept["characters"] += len(doc["text"])
-        kept["copies"] += "#copy" in doc["id"]
-        meta = doc.get("metadata", {})
-        sources[meta.get("source", "?")] += 1
-        languages[meta.get("language", "not identified")] += 1
-        if doc["id"] in keeper_text:
-            keeper_text[doc["id"]] = doc["text"][:EXAMPLE_CHARS]
+    clusters_file = out / "kept" / "clusters.json"
+    clusters = json.loads(clusters_file.read_text(encoding="utf-8")) if clusters_file.exists() else []
+    rules, member_text = _removed(out, examples_per_rule,
+                                  {m["id"] for c in clusters for m in c["removed"][:MEMBER_TEXTS]})
+    kept, sources, languages, quotes = _kept(out)
     removed = sum(rule["documents"] for rule in rules.values())
     skipped = _skipped(out, extra_skipped or [])
     documents_in = kept["documents"] - kept["copies"] + removed
@@ -113,8 +115,11 @@ def corpus_report(out: Path, examples_per_rule: int = 3, extra_skipped: list[dic
         "sources": dict(sources),
         "languages": dict(languages),
         "removed_by_rule": rules,
-        "duplicate_clusters": [{"kept_id": doc_id, "kept_text": keeper_text[doc_id], "size": len(members) + 1,
-                                "removed": members[:5]} for doc_id, members in biggest],
+        "duplicate_clusters": [{"kept_id": c["kept_id"], "kept_text": quotes.get(c["kept_id"], "")[:EXAMPLE_CHARS],
+                                "size": c["size"],
+                                "removed": [m | ({"text": member_text[m["id"]]} if m["id"] in member_text else {})
+                                            for m in c["removed"]]}
+                               for c in clusters],
         "lines_cut_by_rule": _cut_lines(out),
         "skipped_records": len(skipped),
         "skipped": skipped[:MAX_LISTED_SKIPS],

@@ -5,7 +5,7 @@ Three datatrove pipelines run one after the other (locally or on SLURM, see `cor
 1. filter (N tasks): readers -> normalise -> quality rules -> URL/blocklist -> language -> stop
    words -> signatures; survivors go to an intermediate folder, removals to removed/<step>/.
 2. index (1 task): exact and near-duplicate clusters and source caps/weights over the whole corpus.
-3. apply (N tasks): drop the duplicates, write documents/ and removed/dedup/.
+3. apply (N tasks): drop the duplicates, write documents/, removed/dedup/ and kept/ (totals for the report).
 
 The folder is built by `build_stage`: a killed run leaves only a temporary folder that the next
 run removes, and a rerun of a finished configuration reuses the folder without redoing work.
@@ -18,8 +18,6 @@ import logging
 import shutil
 from pathlib import Path
 
-from datatrove.data import Document
-from datatrove.pipeline.base import PipelineStep
 
 from corpora.corpus_report import corpus_report, report_markdown
 from corpora.errors import CorpusInputError
@@ -120,28 +118,6 @@ def _sample_texts(cfg, specs):
     return sample
 
 
-class _RankFileReader(PipelineStep):
-    """Reads back, in order, the intermediate file this task's rank wrote in the filter pipeline."""
-
-    type = "📖 - READER"
-    name = "📖 intermediate"
-
-    def __init__(self, folder: str):
-        super().__init__()
-        self.folder = folder
-
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        import orjson
-
-        path = Path(self.folder) / f"{rank:05d}.jsonl"
-        if not path.exists():
-            return
-        with open(path, "rb") as handle:
-            for line in handle:
-                row = orjson.loads(line)
-                yield Document(text=row["text"], id=row["id"], metadata=row.get("metadata", {}))
-
-
 def _run_pipelines(cfg, specs, out: Path) -> None:
     work = out / "work"  # intermediate files; removed when the stage succeeds
 
@@ -159,18 +135,15 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
         *filter_steps(filters, removed_writer, stopwords, str(out / "removed_lines" / "lines")),
         SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
                         boilerplate_lines=filters.min_repeated_line_docs > 0),
-        DocumentWriter(str(work / "filtered"), output_filename="${rank}.jsonl", compression=None),
+        DocumentWriter(str(work / "filtered"), compress=False),
     ]
     index_pipeline = [DuplicateIndex(str(work / "signatures"), str(work / "decisions"), filters.near_dedup,
                                      exact=filters.exact_dedup,
                                      inputs=[{"weight": s.weight, "max_docs": s.max_docs} for s in specs],
                                      min_repeated_line_docs=filters.min_repeated_line_docs)]
-    apply_pipeline = [
-        _RankFileReader(str(work / "filtered")),
-        DecisionApplier(str(work / "decisions"), exclusion_writer=removed_writer("dedup"),
-                        cut_lines_folder=str(out / "removed_lines" / "boilerplate")),
-        DocumentWriter(str(out / "documents")),
-    ]
+    apply_pipeline = [DecisionApplier(str(work / "filtered"), str(work / "decisions"), str(out))]
     run_chain(cfg.corpus.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
                                     ("apply", apply_pipeline, tasks)], out / "datatrove")
+    (out / "kept").mkdir(exist_ok=True)
+    shutil.move(work / "decisions" / "clusters.json", out / "kept" / "clusters.json")  # for the report
     shutil.rmtree(work, ignore_errors=True)

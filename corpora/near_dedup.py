@@ -8,7 +8,8 @@
    duplicate when its estimated Jaccard (share of equal values) reaches `threshold`; connected
    documents form a cluster whose first document (in reading order) is kept. Source caps and
    weights are decided here too, because only this step sees the whole corpus.
-3. `DecisionApplier` (every task): drops what step 2 decided, naming the kept copy.
+3. `DecisionApplier` (every task): reads back what step 1 passed on, drops what step 2 decided
+   (naming the kept copy) and writes the stage's output.
 
 Optional boilerplate removal rides on the same steps: step 1 records a hash of each line of 20+
 characters, step 2 marks lines found in at least `min_repeated_line_docs` kept documents, step 3
@@ -21,21 +22,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import xxhash
-from datatrove.data import Document, DocumentsPipeline
+import orjson
+from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
+from datatrove.utils.typeshelper import StatHints
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from corpora.filter_step import FilterStep
 from corpora.line_filters import split_lines
 from corpora.minhash import signatures
 from corpora.text_batch import TextBatch
-from corpora.writers import CutLineLog
+from corpora.writers import CutLineLog, JsonlFile
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
 
@@ -44,6 +47,8 @@ ACTION_REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CAP: "source
 META_DTYPE = np.dtype([("exact", "<u8"), ("input", "<u2"), ("has_sig", "u1")])
 LINE_DTYPE = np.dtype([("doc", "<u4"), ("hash", "<u8")])
 BOILERPLATE_MIN_LINE_CHARS = 20  # shorter lines ("Yes.", dates) repeat innocently
+CLUSTERS_SHOWN, MEMBERS_SHOWN = 5, 5  # the largest clusters the report shows, and removed copies of each
+QUOTE_CHARS = 300  # text quoted from the kept copy of each cluster shown
 
 
 def line_hash(line: str) -> int:
@@ -111,6 +116,18 @@ class SignatureWriter(PipelineStep):
             self._written += len(batch)
 
 
+def _largest_clusters(action: np.ndarray, rep: np.ndarray, count: int) -> dict[tuple[int, ...], int]:
+    """The `count` largest near-duplicate clusters (ties: the earliest kept document first), each as
+    (kept index, first removed indices...) -> size."""
+    near = np.flatnonzero(action == NEAR)
+    if not len(near):
+        return {}
+    sizes = np.bincount(rep[near])
+    keepers = np.flatnonzero(sizes)
+    top = keepers[np.lexsort((keepers, -sizes[keepers]))][:count]
+    return {(int(k), *near[rep[near] == k][:MEMBERS_SHOWN].tolist()): int(sizes[k]) + 1 for k in top}
+
+
 def _runs_of_equal(values: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (first, other) of indices in `candidates` whose `values` are equal; first is the lowest."""
     order = candidates[np.argsort(values[candidates], kind="stable")]
@@ -162,8 +179,13 @@ class DuplicateIndex(PipelineStep):
         self.stat_update("documents", value=total)
         for code, reason in ACTION_REASONS.items():
             self.stat_update(reason, value=int((action == code).sum()))
+        clusters = _largest_clusters(action, rep, CLUSTERS_SHOWN)
         rep_ids = self._ids_of(sig_dir, ranks, offsets, set(rep[action == EXACT].tolist()) |
-                               set(rep[action == NEAR].tolist()))
+                               set(rep[action == NEAR].tolist()) | {m for c in clusters for m in c})
+        (out / "clusters.json").write_text(json.dumps([
+            {"kept_id": rep_ids[keeper], "size": size,
+             "removed": [{"id": rep_ids[m], "similarity": round(float(similarity[m]), 3)} for m in members]}
+            for (keeper, *members), size in clusters.items()], ensure_ascii=False), encoding="utf-8")
         for r, start, size in zip(ranks, offsets[:-1], sizes):
             sl = slice(start, start + size)
             np.save(out / f"{r:05d}.action.npy", action[sl])
@@ -254,70 +276,111 @@ class DuplicateIndex(PipelineStep):
         return found
 
 
-class DecisionApplier(FilterStep):
-    """Step 3: drop what `DuplicateIndex` decided for this task's documents (same order as step 1);
-    a removed duplicate carries `duplicate_of` (the kept id) and `similarity` (estimated Jaccard)."""
+class DecisionApplier(PipelineStep):
+    """Step 3 (every task): reads back, in order, the documents this task kept in step 1 and applies
+    what `DuplicateIndex` decided. Kept documents go to `documents/` (the line as it was read, unless
+    boilerplate was cut from it or it is copied for a source weight), removed ones to `removed/dedup/`
+    with `filter_reason`, `duplicate_of` (the kept id) and `similarity` (estimated Jaccard); cut lines
+    are logged. A summary of what was kept (documents, words, characters, sources, languages, and the
+    text of the kept copies of the largest clusters) lets the report count without reading the output back.
+    """
 
+    type = "🫂 - DEDUP"
     name = "🧹 apply dedup"
 
-    def __init__(self, decisions_folder: str, exclusion_writer=None, cut_lines_folder: str = ""):
-        super().__init__(exclusion_writer)
-        self.folder, self.cut_lines_folder = decisions_folder, cut_lines_folder
+    def __init__(self, filtered_folder: str, decisions_folder: str, out_folder: str):
+        super().__init__()
+        self.filtered, self.folder, self.out = filtered_folder, decisions_folder, out_folder
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        folder = Path(self.folder)
-        if not (folder / f"{rank:05d}.action.npy").exists():  # this task had no documents
-            yield from data
-            return
-        self._action = np.load(folder / f"{rank:05d}.action.npy")
-        self._copies = np.load(folder / f"{rank:05d}.copies.npy")
-        self._dups = json.loads((folder / f"{rank:05d}.dups.json").read_text(encoding="utf-8"))
-        self._index = 0
-        boilerplate = folder / "boilerplate.npy"
-        self._boilerplate = set(np.load(boilerplate).tolist()) if boilerplate.exists() else set()
-        cutting = self._boilerplate and self.cut_lines_folder
-        self._cut_log = CutLineLog(self.cut_lines_folder, rank) if cutting else None
-        try:
-            for doc in super().run(data, rank, world_size):
-                for copy in range(1, int(doc.metadata.pop("_copies", 1))):
-                    yield Document(text=doc.text, id=f"{doc.id}#copy{copy}", metadata=dict(doc.metadata))
-                yield doc
-        finally:
-            if self._cut_log is not None:
-                self._cut_log.close()
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        source = Path(self.filtered) / f"{rank:05d}.jsonl"
+        folder, out = Path(self.folder), Path(self.out)
+        if not source.exists():  # this task kept no documents in step 1
+            return iter(())
+        action = np.load(folder / f"{rank:05d}.action.npy")
+        copies = np.load(folder / f"{rank:05d}.copies.npy")
+        dups = json.loads((folder / f"{rank:05d}.dups.json").read_text(encoding="utf-8"))
+        quoted = {c["kept_id"] for c in json.loads((folder / "clusters.json").read_text(encoding="utf-8"))}
+        boilerplate = set(np.load(folder / "boilerplate.npy").tolist()) if (folder / "boilerplate.npy").exists() else set()
+        summary = KeptSummary()
+        removed: Counter = Counter()
+        cut_lines = 0
+        kept_out, removed_out = JsonlFile(out / "documents", rank), JsonlFile(out / "removed" / "dedup", rank)
+        cut_log = CutLineLog(out / "removed_lines" / "boilerplate", rank) if boilerplate else None
+        with self.track_time():
+            with open(source, "rb") as lines:
+                for index, line in enumerate(lines):
+                    if index >= len(action):
+                        raise RuntimeError(f"dedup decisions hold {len(action)} documents but {source} has more: "
+                                           "the intermediate files changed between steps; rerun the corpus stage")
+                    record = orjson.loads(line)
+                    verdict = int(action[index])
+                    if verdict == KEEP and boilerplate:
+                        kept, cut = split_lines(record["text"], lambda text: _boilerplate_rule(text, boilerplate))
+                        remaining = "\n".join(kept).strip()
+                        if cut and remaining:
+                            record["text"] = remaining
+                            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+                            cut_log.write(record["id"], cut)
+                            cut_lines += len(cut)
+                        elif cut:
+                            removed["only_boilerplate"] += 1
+                            record["metadata"]["filter_reason"] = "only_boilerplate"
+                            removed_out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                            continue
+                    if verdict == KEEP:
+                        kept_out.write(line)
+                        summary.add(record, quoted)
+                        for copy in range(1, int(copies[index])):
+                            duplicate = record | {"id": f"{record['id']}#copy{copy}"}
+                            kept_out.write(orjson.dumps(duplicate, option=orjson.OPT_APPEND_NEWLINE))
+                            summary.add(duplicate, quoted)
+                        continue
+                    reason = ACTION_REASONS[verdict]
+                    removed[reason] += 1
+                    record["metadata"]["filter_reason"] = reason
+                    if verdict in (EXACT, NEAR):
+                        record["metadata"]["duplicate_of"], record["metadata"]["similarity"] = dups[str(index)]
+                    removed_out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            for handle in (kept_out, removed_out, cut_log):
+                if handle is not None:
+                    handle.close()
+        summary.write(out / "kept" / f"{rank:05d}.json")
+        self.stat_update(StatHints.forwarded, value=summary.documents)
+        for reason, count in removed.items():
+            self.stat_update(f"dropped_{reason}", value=count)
+        if cut_lines:
+            self.stat_update("boilerplate_lines_cut", value=cut_lines)
+        return iter(())
 
-    def _boilerplate_rule(self, line: str) -> str | None:
-        long = len(line.strip()) >= BOILERPLATE_MIN_LINE_CHARS
-        return "boilerplate" if long and line_hash(line) in self._boilerplate else None
 
-    def _cut_boilerplate(self, doc: Document) -> bool:
-        """Cut boilerplate lines out of `doc` (writing them aside); False when nothing would be left,
-        in which case the document is left whole, to be written aside itself."""
-        kept, cut = split_lines(doc.text, self._boilerplate_rule)
-        if not cut:
-            return True
-        remaining = "\n".join(kept).strip()
-        if not remaining:
-            return False
-        doc.text = remaining
-        self.stat_update("boilerplate_lines_cut", value=len(cut))
-        if self._cut_log is not None:
-            self._cut_log.write(doc.id, cut)
-        return True
+def _boilerplate_rule(line: str, boilerplate: set[int]) -> str | None:
+    long = len(line.strip()) >= BOILERPLATE_MIN_LINE_CHARS
+    return "boilerplate" if long and line_hash(line) in boilerplate else None
 
-    def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        index = self._index
-        self._index += 1
-        if index >= len(self._action):
-            raise RuntimeError(f"dedup decisions hold {len(self._action)} documents but more arrived: "
-                               "the intermediate files changed between steps; rerun the corpus stage")
-        action = int(self._action[index])
-        if action == KEEP and self._boilerplate and not self._cut_boilerplate(doc):
-            return False, "only_boilerplate"
-        if action == KEEP:
-            if self._copies[index] > 1:
-                doc.metadata["_copies"] = int(self._copies[index])
-            return True
-        if action in (EXACT, NEAR):
-            doc.metadata["duplicate_of"], doc.metadata["similarity"] = self._dups[str(index)]
-        return False, ACTION_REASONS[action]
+
+class KeptSummary:
+    """Totals over the kept documents of one task, written as JSON for the report."""
+
+    def __init__(self):
+        self.documents = self.words = self.characters = self.copies = 0
+        self.sources: Counter = Counter()
+        self.languages: Counter = Counter()
+        self.quotes: dict[str, str] = {}
+
+    def add(self, record: dict, quoted: set[str]) -> None:
+        text, meta = record["text"], record["metadata"]
+        self.documents += 1
+        self.words += len(text.split())
+        self.characters += len(text)
+        self.copies += "#copy" in record["id"]
+        self.sources[meta.get("source", "?")] += 1
+        self.languages[meta.get("language", "not identified")] += 1
+        if record["id"] in quoted:
+            self.quotes[record["id"]] = text[:QUOTE_CHARS]
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"documents": self.documents, "words": self.words, "characters": self.characters,
+                                    "copies": self.copies, "sources": self.sources, "languages": self.languages,
+                                    "quotes": self.quotes}, ensure_ascii=False), encoding="utf-8")
