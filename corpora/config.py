@@ -181,8 +181,11 @@ class LangIdConfig:
     """Keep a document only when its best language is listed and scores at least this (0..1)."""
     backend: str = "cld2"
     """cld2 (pycld2, C++, fast) or py3langid (pure Python + numpy, 97 languages)."""
-    max_chars: int = 2000
-    """Classify at most this many characters from the start of each document (bounds the cost)."""
+    max_chars: int = 500
+    """Classify this many characters from the start of each document (0: all of it). CLD2's cost grows
+    with the text: on the corpus benchmark's 20,000 Irish and Estonian documents (about 1,000
+    characters each) the first 500 gave every document the language the whole text gave, in 54 % of
+    the time; the first 200 got 40 wrong."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from corpora.errors import CorpusInputError
 from corpora.filter_step import FilterStep
 
 _WORD = re.compile(r"\w+")
+_WINDOW = 300
 _URL_IN_TEXT = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 
 
@@ -32,15 +33,20 @@ def derive_stopwords(texts: Iterable[str], top_k: int) -> list[str]:
 def has_stopwords(text: str, stopwords: frozenset[str], needed: int) -> bool:
     """True when `text` has at least `needed` stop-word tokens (casefolded Unicode words).
 
-    Stops reading at the `needed`-th: in real text that is within the first few words.
+    Reads (and casefolds) a window of about `_WINDOW` characters at a time, cut at a space so no word
+    is split, and stops at the `needed`-th: in real text that is within the first window.
     """
-    found = 0
-    for match in _WORD.finditer(text.casefold()):
-        if match.group() in stopwords:
-            found += 1
-            if found >= needed:
-                return True
-    return needed <= 0
+    found, start = 0, 0
+    while found < needed and start < len(text):
+        end = text.find(" ", start + _WINDOW)
+        end = len(text) if end < 0 else end
+        for match in _WORD.finditer(text[start:end].casefold()):
+            if match.group() in stopwords:
+                found += 1
+                if found >= needed:
+                    break
+        start = end
+    return found >= needed
 
 
 class StopwordFilter(FilterStep):

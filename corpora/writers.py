@@ -3,20 +3,21 @@
 datatrove's DiskWriter does, per document, two filename-template substitutions over the metadata,
 two counter updates, a length statistic and a `dataclasses.asdict` deep copy of the metadata; in the
 benchmark that was more time than compressing the output. Here a record is its text, id and
-metadata, serialised by orjson, and lines are gathered into ~1 MiB chunks before each gzip write
-(level 1: level 9 made writing a fifth of the stage's time; level 1 files are ~15 % larger and any
-gzip reader opens them). The stage folder is renamed into place only when complete, so a file here
+metadata, serialised by orjson, and lines are gathered into ~1 MiB chunks before each gzip write.
+gzip is ISA-L's (python-isal) at level 1: 208 MB/s against zlib's 57 MB/s at level 1 on the
+benchmark's text, files 2 % smaller, and any gzip reader opens them (zlib's level 9 had made
+writing a fifth of the stage's time). The stage folder is renamed into place only when complete, so a file here
 is never mistaken for a finished one.
 """
 
 from __future__ import annotations
 
-import gzip
 import time
 from pathlib import Path
 from typing import Iterable
 
 import orjson
+from isal import igzip
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.typeshelper import StatHints
@@ -35,7 +36,7 @@ class JsonlFile:
     def __init__(self, folder: str | Path, rank: int, compress: bool = True):
         Path(folder).mkdir(parents=True, exist_ok=True)
         path = Path(folder) / f"{rank:05d}.jsonl{'.gz' if compress else ''}"
-        self._out = gzip.open(path, "wb", compresslevel=1) if compress else open(path, "wb")
+        self._out = igzip.open(path, "wb", compresslevel=1) if compress else open(path, "wb")
         self._chunk: list[bytes] = []
         self._size = 0
 

@@ -115,11 +115,12 @@ def test_normalise_fast_path_changes_nothing_the_rewrites_would_change():
     from corpora import normalise
 
     rng = random.Random(0)
-    pieces = ["a", "bé", " ", "  ", "\n", "\n\n\n", "\t", "\u00a0", "\u3000", "\r\n", "x.", " \n", "\n "]
-    for _ in range(2000):
+    pieces = ["a", "bé", " ", "  ", "\n", "\n\n\n", "\t", "\u00a0", "\u3000", "\r\n", "x.", " \n", "\n ",
+              "\x01", "\u00ad", "\x0b", "\ufeff"]
+    for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         rewritten = normalise.BLANK_RUNS.sub("\n\n", normalise._LINE_EDGES.sub("\n", normalise._SPACES.sub(
-            " ", normalise._CR.sub("\n", text)))).strip()
+            " ", normalise._CONTROL.sub("", normalise._CR.sub("\n", text))))).strip()
         assert normalise_text(text, unicode_form="none") == rewritten, repr(text)
 
 
@@ -209,3 +210,19 @@ def test_batch_measures_equal_the_per_text_measures(data_dir):
     rules = [qf.RULE_GROUPS[g] for g in qf.active_groups(q)]
     assert [qf.broken_rule(t, rules, q, m) for t, m in zip(texts, measured)] == \
         [qf.broken_rule(t, rules, q) for t in texts]
+
+
+def test_stopword_count_read_a_window_at_a_time_equals_reading_everything(data_dir):
+    import re
+
+    from corpora.lexical_filters import has_stopwords
+
+    docs = irish_docs(data_dir, sentences_per_doc=25)
+    stopwords = frozenset(derive_stopwords(docs, 8))
+    docs += ["x" * 299 + " " + "AGUS" + " an", "y" * 1000 + "agus an", "Agus", ""]  # words at and across the edge
+
+    def everything(text, needed):
+        return sum(w in stopwords for w in re.findall(r"\w+", text.casefold())) >= needed
+
+    for needed in (0, 1, 2, 8, 40, 400):
+        assert [has_stopwords(d, stopwords, needed) for d in docs] == [everything(d, needed) for d in docs], needed
