@@ -37,7 +37,7 @@ from scipy.sparse.csgraph import connected_components
 
 from corpora.line_filters import split_lines
 from corpora.minhash import signatures
-from corpora.text_batch import TextBatch
+from corpora.text_batch import DEDUP_KEY, TextBatch
 from corpora.writers import CutLineLog, JsonlFile
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
@@ -97,17 +97,31 @@ class SignatureWriter(PipelineStep):
                 self._write(batch, meta_out, sig_out, ids_out, lines_out)
                 yield from batch
 
+    def hashes(self, batch: TextBatch) -> list[tuple[int, bytes, bool]]:
+        """Per document of `batch`: (exact hash, signature bytes, has a signature)."""
+        exact = batch.exact_hashes().tolist() if self.exact else [0] * batch.size
+        if not self.cfg.enabled:
+            return [(e, b"", False) for e in exact]
+        cfg = self.cfg
+        sigs, has_sig = signatures(batch, cfg.num_perm, cfg.shingle_words, cfg.shingle_unit, cfg.seed)
+        return list(zip(exact, (row.tobytes() for row in sigs), has_sig.tolist()))
+
     def _write(self, batch, meta_out, sig_out, ids_out, lines_out) -> None:
         with self.track_time("batch"):
+            # hashes handed on by the quality step, computed from its batch (used only if the text is
+            # still the very string they were computed from), or computed here
+            handed = [doc.metadata.pop(DEDUP_KEY, None) for doc in batch]
+            handed = [h[1] if h is not None and h[0] is doc.text else None for h, doc in zip(handed, batch)]
+            missing = [k for k, h in enumerate(handed) if h is None]
+            if missing:
+                for k, h in zip(missing, self.hashes(TextBatch([batch[k].text for k in missing]))):
+                    handed[k] = h
             meta = np.zeros(len(batch), dtype=META_DTYPE)
-            texts = TextBatch([doc.text for doc in batch])
-            if self.exact:
-                meta["exact"] = texts.exact_hashes()
+            meta["exact"] = [h[0] for h in handed]
+            meta["has_sig"] = [h[2] for h in handed]
             meta["input"] = [doc.metadata.pop("input_index", 0) for doc in batch]
             if self.cfg.enabled:
-                cfg = self.cfg
-                sigs, meta["has_sig"] = signatures(texts, cfg.num_perm, cfg.shingle_words, cfg.shingle_unit, cfg.seed)
-                sig_out.write(sigs.tobytes())
+                sig_out.write(b"".join(h[1] for h in handed))
             meta_out.write(meta.tobytes())
             ids_out.write("".join(doc.id.replace("\n", " ") + "\n" for doc in batch))
             if self.boilerplate_lines:

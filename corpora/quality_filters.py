@@ -19,7 +19,7 @@ import regex
 from datatrove.data import Document
 
 from corpora.filter_step import FilterStep
-from corpora.text_batch import CATEGORIES, TextBatch, combine
+from corpora.text_batch import CATEGORIES, DEDUP_KEY, TextBatch, combine
 
 # Sentence-final marks of Latin, Greek (;), Armenian, Arabic, Devanagari, CJK, Ethiopic, Myanmar...
 TERMINAL_PUNCT = tuple(".!?;…。！？｡։؟۔।॥።፧၊။\"'”’»)")
@@ -321,12 +321,11 @@ def broken_rule(text: str, rules: list, q, measured: dict | None = None) -> str 
     return None
 
 
-def measure_batch(texts: list[str], q) -> list[dict]:
-    """For each text, the `TextStats` values of the word- and character-level measures the rules
+def measure_batch(batch: TextBatch, q) -> list[dict]:
+    """For each text of `batch`, the `TextStats` values of the word- and character-level measures the rules
     under `q` use, computed for the whole batch in numpy passes (`corpora.text_batch`); the values
     equal what `TextStats` computes from one text (a test compares them). Line and paragraph
     measures, and the exact n-gram counts of the rare text that gets past the bounds, stay per text."""
-    batch = TextBatch(texts)
     starts, ends = batch.space_words
     owner = batch.owner(starts)
     lengths = ends - starts
@@ -339,7 +338,7 @@ def measure_batch(texts: list[str], q) -> list[dict]:
         columns["letterless_words"] = np.bincount(owner[batch.letters_in(starts, ends) == 0], minlength=batch.size)
     folded: dict[str, np.ndarray] = {}
     if q.max_top_ngram_char_ratio or q.max_dup_ngram_char_ratio:
-        hashes = batch.space_word_hashes()
+        hashes = batch.space_word_hashes
         folded["folded_word_chars"] = columns["word_chars"]  # one-to-one folding keeps every length
         if q.max_top_ngram_char_ratio:
             folded["heaviest_word"] = _heaviest(hashes, owner, lengths, batch.size)
@@ -418,20 +417,29 @@ def _dup_ngram_chars_batch(hashes: np.ndarray, owner: np.ndarray, lengths: np.nd
 class QualityFilter(FilterStep):
     """datatrove step running the given rule groups in order on one shared `TextStats` per document
     (words, lines and character classes are computed once, for a batch of documents at a time);
-    `filter_reason` names the broken rule."""
+    `filter_reason` names the broken rule.
+
+    With `dedup_hashes` (a function of a `TextBatch`, see `near_dedup.dedup_hashes`), the dedup
+    hashes of each kept document are computed from the same batch and handed on in its metadata, so
+    the signature step does not read the text again.
+    """
 
     name = "🔍 quality"
 
-    def __init__(self, groups: list[str], quality_cfg, exclusion_writer=None):
+    def __init__(self, groups: list[str], quality_cfg, exclusion_writer=None, dedup_hashes=None):
         super().__init__(exclusion_writer, batch_size=128)
-        self.rules, self.q = [RULE_GROUPS[g] for g in groups], quality_cfg
+        self.rules, self.q, self.dedup_hashes = [RULE_GROUPS[g] for g in groups], quality_cfg, dedup_hashes
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return self.filter_batch([doc])[0]
 
     def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
+        batch = TextBatch([doc.text for doc in docs])
         verdicts = []
-        for doc, measured in zip(docs, measure_batch([doc.text for doc in docs], self.q)):
+        for doc, measured in zip(docs, measure_batch(batch, self.q)):
             reason = broken_rule(doc.text, self.rules, self.q, measured)
             verdicts.append(True if reason is None else (False, reason))
+        if self.dedup_hashes is not None:
+            for doc, hashes in zip(docs, self.dedup_hashes(batch)):
+                doc.metadata[DEDUP_KEY] = (doc.text, hashes)
         return verdicts

@@ -21,9 +21,11 @@ import unicodedata
 from functools import cached_property, lru_cache
 
 import numpy as np
-import xxhash
 
 SEPARATOR = "\x00"
+# the metadata key under which a step that already holds a document's TextBatch hands its dedup
+# hashes on to the signature step (keys starting with "_" are never written out)
+DEDUP_KEY = "_dedup"
 _BMP = 0x10000
 CATEGORIES = ("L", "Lu", "N", "P", "S", "Z", "C")  # the classes of `quality_filters.char_class`
 _NOT_TEXT = len(CATEGORIES)  # the separator's category: counted nowhere
@@ -212,6 +214,7 @@ class TextBatch:
         """(starts, ends): the whitespace-separated words, as `str.split()` gives them."""
         return runs(self._nonspace)
 
+    @cached_property
     def space_word_hashes(self) -> np.ndarray:
         """Hashes of the case-folded whitespace-separated words, in order."""
         starts, ends = self.space_words
@@ -235,14 +238,7 @@ class TextBatch:
         return fmix64(self.folded[positions].astype(np.uint64)), self.owner(positions)
 
     def exact_hashes(self) -> np.ndarray:
-        """Per document, a hash of its case-folded text with whitespace runs collapsed: equal for
-        documents that differ only in case and spacing."""
-        nonspace = self._nonspace
-        run_start = nonspace & np.concatenate(([True], ~nonspace[:-1]))
-        # each non-space character once, its low bit saying whether a space came before it
-        values = (self.folded * np.uint32(2) + run_start)[nonspace].view(np.uint8)
-        ends = np.cumsum(np.bincount(self._char_owner[nonspace], minlength=self.size)) * 4
-        starts = np.concatenate(([0], ends[:-1]))
-        data = memoryview(values)
-        return np.fromiter((xxhash.xxh3_64_intdigest(data[s:e]) for s, e in zip(starts.tolist(), ends.tolist())),
-                           dtype=np.uint64, count=self.size)
+        """Per document, a hash of its case-folded words in order: equal for documents that differ
+        only in case and spacing (the text as `" ".join(text.casefold().split())`)."""
+        starts, _ = self.space_words
+        return segment_hashes(self.space_word_hashes, np.bincount(self.owner(starts), minlength=self.size))

@@ -26,8 +26,12 @@ CHUNK_BYTES = 1 << 20
 
 
 def document_record(doc: Document) -> dict:
-    """The JSON object written for `doc` (what `corpora.readers` and the later stages read back)."""
-    return {"text": doc.text, "id": doc.id, "metadata": doc.metadata}
+    """The JSON object written for `doc` (what `corpora.readers` and the later stages read back);
+    metadata keys starting with "_" are working data of the pipeline and are left out."""
+    meta = doc.metadata
+    if any(key.startswith("_") for key in meta):
+        meta = {key: value for key, value in meta.items() if not key.startswith("_")}
+    return {"text": doc.text, "id": doc.id, "metadata": meta}
 
 
 class JsonlFile:

@@ -9,6 +9,7 @@ from corpora.normalise import normalise_text
 from corpora.quality_filters import TextStats, active_groups, character_rule, content_rule, length_rule, \
     line_rule, repetition_rule
 from corpora.config import UrlConfig
+from corpora.text_batch import TextBatch
 from datatrove.data import Document
 
 
@@ -190,7 +191,7 @@ def test_batch_measures_equal_the_per_text_measures(data_dir):
     q = QualityConfig(min_alpha_word_ratio=0.8, min_alpha_ratio=0.5, max_top_ngram_char_ratio={"2": 0.2},
                       max_dup_ngram_char_ratio={"5": 0.15, "6": 0.1})
     texts = irish_docs(data_dir) + spammy_variants(irish_docs(data_dir)) + TRICKY
-    measured = qf.measure_batch(texts, q)
+    measured = qf.measure_batch(TextBatch(texts), q)
     compared = set()
     for text, values in zip(texts, measured):
         reference = TextStats(text)
