@@ -131,13 +131,11 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
         (out / "stopwords.txt").write_text(
             "\n".join(f"{lang}: {' '.join(words)}" for lang, words in stopwords.items()) + "\n", encoding="utf-8")
     tasks = max(1, cfg.corpus.tasks)
-    signatures = SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
-                                 boilerplate_lines=filters.min_repeated_line_docs > 0)
     filter_pipeline = [
         *_readers(cfg, specs, str(out / "skipped")),
-        *filter_steps(filters, removed_writer, stopwords, str(out / "removed_lines" / "lines"),
-                      dedup_hashes=signatures.hashes if filters.exact_dedup or filters.near_dedup.enabled else None),
-        signatures,
+        *filter_steps(filters, removed_writer, stopwords, str(out / "removed_lines" / "lines")),
+        SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
+                        boilerplate_lines=filters.min_repeated_line_docs > 0),
         DocumentWriter(str(work / "filtered"), compress=False),
     ]
     index_pipeline = [DuplicateIndex(str(work / "signatures"), str(work / "decisions"), filters.near_dedup,

@@ -44,10 +44,9 @@ def stopword_lists(filters, sample_texts: Callable[[int], Iterable[str]]) -> dic
 
 
 def filter_steps(filters, removed_writer: Callable[[str], object], stopwords: dict[str, list[str]],
-                 cut_lines_folder: str, dedup_hashes=None) -> list[PipelineStep]:
+                 cut_lines_folder: str) -> list[PipelineStep]:
     """datatrove steps for `filters` (a FiltersConfig); `removed_writer(step)` gives each its writer,
-    lines cut by the line rules go to `cut_lines_folder`, and the quality step hands on
-    `dedup_hashes(batch)` of the documents it keeps (see `QualityFilter`)."""
+    and lines cut by the line rules go to `cut_lines_folder`."""
     steps: list[PipelineStep] = [Normaliser(filters.normalise, exclusion_writer=removed_writer("normalise"))]
     line_groups = active_groups(filters.line_quality)
     if line_groups:
@@ -55,8 +54,7 @@ def filter_steps(filters, removed_writer: Callable[[str], object], stopwords: di
                                  exclusion_writer=removed_writer("lines")))
     groups = active_groups(filters.quality)
     if groups:
-        steps.append(QualityFilter(groups, filters.quality, exclusion_writer=removed_writer("quality"),
-                                   dedup_hashes=dedup_hashes))
+        steps.append(QualityFilter(groups, filters.quality, exclusion_writer=removed_writer("quality")))
     urls = filters.urls
     blocked = list(urls.blocked_domains)
     if urls.blocked_domains_file:

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
 
+import numpy as np
 from datatrove.data import Document
 
 from corpora.errors import CorpusInputError
 from corpora.filter_step import FilterStep
+from corpora.text_batch import TextBatch, batches_of
 
 _WORD = re.compile(r"\w+")
 _WINDOW = 300
@@ -53,23 +55,48 @@ class StopwordFilter(FilterStep):
     """Drops documents with fewer than `min_stopwords` stop-word tokens of their language.
 
     `words` maps a language code (as set by the language step) to its list; `default` applies
-    to documents of other or unknown language.
+    to documents of other or unknown language. Tokens are counted for a batch at a time, on the
+    batch the quality step read the documents in where there is one (`corpora.text_batch`): a
+    token is a stop word when its hash is among the list's. A document whose case folding is not
+    one code point to one is counted by `has_stopwords` instead.
     """
 
     name = "🛑 stop words"
 
     def __init__(self, words: dict[str, list[str]], min_stopwords: int, exclusion_writer=None):
-        super().__init__(exclusion_writer)
+        super().__init__(exclusion_writer, batch_size=128)
         self.words = {lang: frozenset(w.casefold() for w in ws) for lang, ws in words.items()}
         self.min_stopwords = min_stopwords
+        # only a list entry that is one \w+ word can ever equal a token
+        self._hashes = {lang: np.unique(TextBatch(sorted(w for w in ws if _WORD.fullmatch(w))).unicode_words[0])
+                        for lang, ws in self.words.items()}
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        stopwords = self.words.get(doc.metadata.get("language", "default"), self.words.get("default"))
-        if stopwords is None:
-            return True  # no list for this language: the rule cannot judge it
-        if not has_stopwords(doc.text, stopwords, self.min_stopwords):
-            return False, "few_stopwords"
-        return True
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
+        verdicts: list = [True] * len(docs)
+        for batch, rows, positions in batches_of(docs):
+            hits = batch.cached("stopword_hits", self._hits)
+            for row, position in zip(rows.tolist(), positions):
+                doc = docs[position]
+                language = doc.metadata.get("language", "default")
+                language = language if language in self.words else "default"
+                if language not in self.words:
+                    continue  # no list for this language: the rule cannot judge it
+                if batch.expands[row]:
+                    enough = has_stopwords(doc.text, self.words[language], self.min_stopwords)
+                else:
+                    enough = hits[language][row] >= self.min_stopwords
+                if not enough:
+                    verdicts[position] = (False, "few_stopwords")
+        return verdicts
+
+    def _hits(self, batch: TextBatch) -> dict[str, np.ndarray]:
+        """Per list, its stop-word tokens in each document of `batch`."""
+        hashes, owner = batch.unicode_words
+        return {lang: np.bincount(owner[np.isin(hashes, listed)], minlength=batch.size)
+                for lang, listed in self._hashes.items()}
 
 
 def read_word_list(path: str, key: str) -> list[str]:

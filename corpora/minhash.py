@@ -28,7 +28,7 @@ def shingles(batch: TextBatch, size: int, unit: str) -> tuple[np.ndarray, np.nda
     spaces) or, for `unit=chars`, non-space characters (Chinese, Japanese, Thai). A document
     shorter than one shingle gives one shingle of all its tokens; one without tokens gives none.
     """
-    hashes, owner = batch.unicode_words() if unit == "words" else batch.nonspace_chars()
+    hashes, owner = batch.unicode_words if unit == "words" else batch.nonspace_chars()
     whole, whole_owner = combine(hashes, owner, size)
     out_hashes, out_owner = [whole], [whole_owner]
     counts = np.bincount(owner, minlength=batch.size)

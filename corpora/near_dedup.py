@@ -37,7 +37,7 @@ from scipy.sparse.csgraph import connected_components
 
 from corpora.line_filters import split_lines
 from corpora.minhash import signatures
-from corpora.text_batch import DEDUP_KEY, TextBatch
+from corpora.text_batch import TextBatch, batches_of
 from corpora.writers import CutLineLog, JsonlFile
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
@@ -63,12 +63,13 @@ def boilerplate_candidates(text: str) -> set[int]:
 
 def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(N, bands) uint64: one hash per band of `rows` signature values, for LSH bucketing."""
-    out = np.zeros((len(signatures), bands), dtype=np.uint64)
+    out = np.empty((len(signatures), bands), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for band in range(bands):
-            h = np.zeros(len(signatures), dtype=np.uint64) + np.uint64(band + 1)
+        for band in range(bands):  # a band's columns copied together: one strided read of the matrix per band
+            block = signatures[:, band * rows:(band + 1) * rows].astype(np.uint64)
+            h = np.full(len(signatures), band + 1, dtype=np.uint64)
             for row in range(rows):
-                h = (h ^ signatures[:, band * rows + row].astype(np.uint64)) * _MIX
+                h = (h ^ block[:, row]) * _MIX
             out[:, band] = h
     return out
 
@@ -108,14 +109,12 @@ class SignatureWriter(PipelineStep):
 
     def _write(self, batch, meta_out, sig_out, ids_out, lines_out) -> None:
         with self.track_time("batch"):
-            # hashes handed on by the quality step, computed from its batch (used only if the text is
-            # still the very string they were computed from), or computed here
-            handed = [doc.metadata.pop(DEDUP_KEY, None) for doc in batch]
-            handed = [h[1] if h is not None and h[0] is doc.text else None for h, doc in zip(handed, batch)]
-            missing = [k for k, h in enumerate(handed) if h is None]
-            if missing:
-                for k, h in zip(missing, self.hashes(TextBatch([batch[k].text for k in missing]))):
-                    handed[k] = h
+            # on the batches an earlier step read the documents in, hashed once per batch
+            handed: list = [None] * len(batch)
+            for texts, rows, positions in batches_of(batch):
+                hashes = texts.cached("dedup", self.hashes)
+                for row, position in zip(rows.tolist(), positions):
+                    handed[position] = hashes[row]
             meta = np.zeros(len(batch), dtype=META_DTYPE)
             meta["exact"] = [h[0] for h in handed]
             meta["has_sig"] = [h[2] for h in handed]
@@ -144,16 +143,15 @@ def _largest_clusters(action: np.ndarray, rep: np.ndarray, count: int) -> dict[t
 
 def _runs_of_equal(values: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (first, other) of indices in `candidates` whose `values` are equal; first is the lowest."""
-    order = candidates[np.argsort(values[candidates], kind="stable")]
+    order = candidates[np.argsort(values[candidates])]
     sorted_vals = values[order]
-    same = sorted_vals[1:] == sorted_vals[:-1]
-    if not same.any():
+    starts = np.concatenate(([True], sorted_vals[1:] != sorted_vals[:-1]))  # where each run of equal values starts
+    if starts.all():
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    # run start for each position: index of the first element of its run of equal values
-    starts = np.where(np.concatenate(([True], ~same)), np.arange(len(order)), 0)
-    starts = np.maximum.accumulate(starts)
-    members = np.nonzero(np.concatenate(([False], same)))[0]
-    return order[starts[members]], order[members]
+    run = np.cumsum(starts) - 1
+    first = np.minimum.reduceat(order, np.flatnonzero(starts))[run]  # the lowest index of each one's run
+    other = order != first
+    return first[other], order[other]
 
 
 class DuplicateIndex(PipelineStep):
@@ -217,7 +215,7 @@ class DuplicateIndex(PipelineStep):
         sigs = np.concatenate([np.fromfile(sig_dir / f"{r:05d}.sig", dtype=np.uint32).reshape(-1, cfg.num_perm)
                                for r in ranks])  # (N, num_perm)
         candidates = np.nonzero((action == KEEP) & (meta["has_sig"] == 1))[0]
-        bands = band_hashes(sigs[candidates], cfg.bands, cfg.rows)  # (C, bands)
+        bands = band_hashes(sigs if len(candidates) == total else sigs[candidates], cfg.bands, cfg.rows)
         firsts, others = [], []
         for band in range(cfg.bands):
             first, other = _runs_of_equal(bands[:, band], np.arange(len(candidates)))

@@ -12,14 +12,14 @@ import operator
 import re
 import unicodedata
 from collections import Counter
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 import numpy as np
 import regex
 from datatrove.data import Document
 
 from corpora.filter_step import FilterStep
-from corpora.text_batch import CATEGORIES, DEDUP_KEY, TextBatch, combine
+from corpora.text_batch import CATEGORIES, TextBatch, combine
 
 # Sentence-final marks of Latin, Greek (;), Armenian, Arabic, Devanagari, CJK, Ethiopic, Myanmar...
 TERMINAL_PUNCT = tuple(".!?;…。！？｡։؟۔।॥።፧၊။\"'”’»)")
@@ -48,6 +48,21 @@ def in_scripts(ch: str, scripts: tuple[str, ...]) -> bool:
     return any(regex.match(rf"\p{{Script={name}}}", ch) for name in scripts)
 
 
+class lazy:
+    """A value computed on first access and kept in the instance dict: functools.cached_property
+    without its lock (Python 3.11 takes one per access until the value is set), which showed in
+    the per-document cost of the rules."""
+
+    def __init__(self, func):
+        self.func, self.name, self.__doc__ = func, func.__name__, func.__doc__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 class TextStats:
     """What the rules measure, each computed once on first use (a rule that is off costs nothing).
 
@@ -58,41 +73,41 @@ class TextStats:
     def __init__(self, text: str, measured: dict | None = None):
         self.text = text
         if measured:
-            self.__dict__.update(measured)  # cached_property reads its value from the instance dict
+            self.__dict__.update(measured)  # a lazy value is read from the instance dict
 
-    @cached_property
+    @lazy
     def words(self) -> list[str]:
         return self.text.split()
 
-    @cached_property
+    @lazy
     def n_words(self) -> int:
         return len(self.words)
 
-    @cached_property
+    @lazy
     def word_chars(self) -> int:
         return sum(map(len, self.words))
 
-    @cached_property
+    @lazy
     def max_word_chars(self) -> int:
         return max(map(len, self.words), default=0)
 
-    @cached_property
+    @lazy
     def letterless_words(self) -> int:
         return len(_LETTERLESS_WORD.findall(self.text))
 
-    @cached_property
+    @lazy
     def lines(self) -> list[str]:
         return [line for line in self.text.split("\n") if line.strip()]
 
-    @cached_property
+    @lazy
     def paragraphs(self) -> list[str]:
         return [p for p in self.text.split("\n\n") if p.strip()]
 
-    @cached_property
+    @lazy
     def char_counts(self) -> Counter:
         return Counter(self.text)  # one pass in C; the classes are looked up per distinct character
 
-    @cached_property
+    @lazy
     def classes(self) -> Counter:
         totals: Counter = Counter()
         for ch, count in self.char_counts.items():
@@ -107,21 +122,21 @@ class TextStats:
     def letters(self) -> int:
         return self.classes["L"] + self.classes["Lu"]
 
-    @cached_property
+    @lazy
     def folded_words(self) -> list[str]:
         return self.text.casefold().split()
 
-    @cached_property
+    @lazy
     def folded_word_chars(self) -> int:
         return sum(map(len, self.folded_words))
 
-    @cached_property
+    @lazy
     def heaviest_word(self) -> int:
         """The largest (occurrences x length) of any case-folded word."""
         counts = Counter(self.folded_words)
         return max(map(operator.mul, counts.values(), map(len, counts)), default=0)
 
-    @cached_property
+    @lazy
     def dup_ngram_chars_by_n(self) -> dict[int, int]:
         """n -> characters of case-folded words covered by an n-gram seen earlier (filled in on demand)."""
         return {}
@@ -345,17 +360,19 @@ def measure_batch(batch: TextBatch, q) -> list[dict]:
         if q.max_dup_ngram_char_ratio:
             n = q.dup_ngram_limits[0][0]
             folded["dup_ngram_chars_by_n"] = _dup_ngram_chars_batch(hashes, owner, lengths, batch.size, n)
-    classes = batch.category_counts() if _uses_classes(q) else None
-    rows = [dict(zip(columns, map(int, values))) for values in zip(*columns.values())]
-    if folded:  # where casefold changes lengths, or a word is too long for the keys, TextStats counts itself
-        exact_only = batch.expands | (columns["max_word_chars"] >= 0xFFFF)
-    for i, row in enumerate(rows):
+    classes = batch.category_counts().tolist() if _uses_classes(q) else None
+    exact_only = (batch.expands | (columns["max_word_chars"] >= 0xFFFF)).tolist() if folded else None
+    names = list(columns) + list(folded)
+    rows = []
+    for i, values in enumerate(zip(*(c.astype(np.int64).tolist() for c in columns.values()),
+                                   *(f.tolist() for f in folded.values()))):
+        # where casefold changes lengths, or a word is too long for the keys, TextStats counts itself
+        row = dict(zip(names, values if folded and not exact_only[i] else values[:len(columns)]))
+        if "dup_ngram_chars_by_n" in row:
+            row["dup_ngram_chars_by_n"] = {q.dup_ngram_limits[0][0]: row["dup_ngram_chars_by_n"]}
         if classes is not None:
-            row["classes"] = Counter(dict(zip(CATEGORIES, classes[i].tolist())))
-        if folded and not exact_only[i]:
-            row.update((name, int(values[i])) for name, values in folded.items())
-            if "dup_ngram_chars_by_n" in row:
-                row["dup_ngram_chars_by_n"] = {q.dup_ngram_limits[0][0]: row["dup_ngram_chars_by_n"]}
+            row["classes"] = Counter(dict(zip(CATEGORIES, classes[i])))
+        rows.append(row)
     return rows
 
 
@@ -417,18 +434,14 @@ def _dup_ngram_chars_batch(hashes: np.ndarray, owner: np.ndarray, lengths: np.nd
 class QualityFilter(FilterStep):
     """datatrove step running the given rule groups in order on one shared `TextStats` per document
     (words, lines and character classes are computed once, for a batch of documents at a time);
-    `filter_reason` names the broken rule.
-
-    With `dedup_hashes` (a function of a `TextBatch`, see `near_dedup.dedup_hashes`), the dedup
-    hashes of each kept document are computed from the same batch and handed on in its metadata, so
-    the signature step does not read the text again.
-    """
+    `filter_reason` names the broken rule. The batch is left with the documents, for the stop-word
+    and signature steps to reuse."""
 
     name = "🔍 quality"
 
-    def __init__(self, groups: list[str], quality_cfg, exclusion_writer=None, dedup_hashes=None):
+    def __init__(self, groups: list[str], quality_cfg, exclusion_writer=None):
         super().__init__(exclusion_writer, batch_size=128)
-        self.rules, self.q, self.dedup_hashes = [RULE_GROUPS[g] for g in groups], quality_cfg, dedup_hashes
+        self.rules, self.q = [RULE_GROUPS[g] for g in groups], quality_cfg
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return self.filter_batch([doc])[0]
@@ -439,7 +452,5 @@ class QualityFilter(FilterStep):
         for doc, measured in zip(docs, measure_batch(batch, self.q)):
             reason = broken_rule(doc.text, self.rules, self.q, measured)
             verdicts.append(True if reason is None else (False, reason))
-        if self.dedup_hashes is not None:
-            for doc, hashes in zip(docs, self.dedup_hashes(batch)):
-                doc.metadata[DEDUP_KEY] = (doc.text, hashes)
+        batch.attach(docs)
         return verdicts

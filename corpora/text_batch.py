@@ -23,9 +23,10 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 SEPARATOR = "\x00"
-# the metadata key under which a step that already holds a document's TextBatch hands its dedup
-# hashes on to the signature step (keys starting with "_" are never written out)
-DEDUP_KEY = "_dedup"
+# The metadata key under which a step that read a document in a TextBatch leaves (batch, row), so
+# that later steps reuse the batch and what was computed on it (keys starting with "_" are working
+# data and never written out).
+BATCH_KEY = "_batch"
 _BMP = 0x10000
 CATEGORIES = ("L", "Lu", "N", "P", "S", "Z", "C")  # the classes of `quality_filters.char_class`
 _NOT_TEXT = len(CATEGORIES)  # the separator's category: counted nowhere
@@ -111,6 +112,25 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(padded[1:] & ~padded[:-1]), np.flatnonzero(padded[:-1] & ~padded[1:])
 
 
+def batches_of(docs: list) -> list[tuple["TextBatch", np.ndarray, list[int]]]:
+    """`docs` grouped by the TextBatch an earlier step read them in (where each text is still the
+    very string that was read), the rest in one new batch: (batch, rows in it, positions in docs)."""
+    groups: dict[int, tuple[TextBatch, list[int], list[int]]] = {}
+    fresh: list[int] = []
+    for position, doc in enumerate(docs):
+        batch, row = doc.metadata.get(BATCH_KEY, (None, 0))
+        if batch is not None and batch.texts[row] is doc.text:
+            groups.setdefault(id(batch), (batch, [], []))
+            groups[id(batch)][1].append(row)
+            groups[id(batch)][2].append(position)
+        else:
+            fresh.append(position)
+    out = [(batch, np.array(rows), positions) for batch, rows, positions in groups.values()]
+    if fresh:
+        out.append((TextBatch([docs[p].text for p in fresh]), np.arange(len(fresh)), fresh))
+    return out
+
+
 def segment_hashes(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """One hash per consecutive segment of `values` (segments of the given lengths, in order; an
     empty one hashes to 0): the polynomial sum(v_i * BASE**i), i counted from the segment's start,
@@ -158,6 +178,8 @@ class TextBatch:
     """The code points of a batch of texts, with what the rules and hashes need, each computed on first use."""
 
     def __init__(self, texts: list[str]):
+        self.texts = texts
+        self.cache: dict = {}  # values later steps computed for the whole batch (see `cached`)
         self.size = len(texts)
         self.lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         self.doc_starts = np.cumsum(self.lengths + 1) - (self.lengths + 1)
@@ -225,6 +247,18 @@ class TextBatch:
         cumulative = np.concatenate(([0], np.cumsum(self.has(LETTER))))
         return cumulative[ends] - cumulative[starts]
 
+    def cached(self, key: str, compute):
+        """`compute(self)`, computed once per batch whichever step asks first."""
+        if key not in self.cache:
+            self.cache[key] = compute(self)
+        return self.cache[key]
+
+    def attach(self, docs: list) -> None:
+        """Leave this batch (and each document's row in it) in the metadata of `docs`, its texts."""
+        for row, doc in enumerate(docs):
+            doc.metadata[BATCH_KEY] = (self, row)
+
+    @cached_property
     def unicode_words(self) -> tuple[np.ndarray, np.ndarray]:
         """(hashes, owner) of the case-folded `\\w+` words, in order."""
         word = self.has(WORD)

@@ -227,3 +227,28 @@ def test_stopword_count_read_a_window_at_a_time_equals_reading_everything(data_d
 
     for needed in (0, 1, 2, 8, 40, 400):
         assert [has_stopwords(d, stopwords, needed) for d in docs] == [everything(d, needed) for d in docs], needed
+
+
+def test_stop_word_filter_on_batches_decides_as_counting_each_text(data_dir):
+    """Counted on the quality step's batch, on a fresh batch, or by has_stopwords: the same verdicts."""
+    from corpora.lexical_filters import has_stopwords
+    from corpora.quality_filters import QualityFilter
+
+    docs = irish_docs(data_dir, sentences_per_doc=3)
+    words = derive_stopwords(docs, 8)
+    texts = docs + ["Straße STRASSE agus", "ERROR 404", "", f"x {words[0].upper()}-{words[1]}", "don't stop"]
+    stop = StopwordFilter({"ga": words + ["don't"], "default": ["stop", "don"]}, 2)
+    expected = []
+    for i, text in enumerate(texts):
+        listed = stop.words["ga" if i % 3 else "default"]
+        expected.append(True if has_stopwords(text, listed, 2) else (False, "few_stopwords"))
+
+    def documents():
+        return [Document(text=t, id=str(i), metadata={"language": "ga" if i % 3 else "xx"}) for i, t in enumerate(texts)]
+
+    assert stop.filter_batch(documents()) == expected  # a fresh batch
+    shared = documents()
+    QualityFilter(["length"], QualityConfig(min_words=0)).filter_batch(shared[:100])
+    QualityFilter(["length"], QualityConfig(min_words=0)).filter_batch(shared[100:])
+    assert stop.filter_batch(shared) == expected  # the quality step's two batches
+    assert {v for v in expected if v is not True} and True in expected

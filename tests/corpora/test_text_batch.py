@@ -26,13 +26,13 @@ def test_words_are_what_python_splits(data_dir):
     for o, s, e in zip(owner.tolist(), starts.tolist(), ends.tolist()):
         got[o].append(e - s)
     assert got == [[len(w) for w in d.split()] for d in docs]
-    _, word_owner = batch.unicode_words()
+    _, word_owner = batch.unicode_words
     assert np.bincount(word_owner, minlength=len(docs)).tolist() == [len(re.findall(r"\w+", d)) for d in docs]
 
 
 def test_equal_words_hash_equally_and_case_is_folded():
     batch = TextBatch(["Sin é an SCÉAL", "an scéal é sin", "scéala"])
-    hashes, owner = batch.unicode_words()
+    hashes, owner = batch.unicode_words
     first, second = hashes[owner == 0], hashes[owner == 1]
     assert set(first.tolist()) == set(second.tolist()) and first[3] == second[1]
     assert len(set(hashes[owner == 2].tolist()) & set(first.tolist())) == 0
@@ -64,3 +64,17 @@ def test_huge_inputs_hash_as_small_ones(monkeypatch):
     monkeypatch.setattr(text_batch, "_powers", [np.ones(1, np.uint64), np.ones(1, np.uint64)])
     assert np.array_equal(text_batch.segment_hashes(values, lengths), expected)
     assert len(text_batch._powers[0]) <= 257
+
+
+def test_a_batch_is_reused_only_for_texts_that_did_not_change():
+    from datatrove.data import Document
+
+    from corpora.text_batch import batches_of
+
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(["a b", "c d", "e f"])]
+    batch = TextBatch([d.text for d in docs])
+    batch.attach(docs)
+    docs[1].text = "c  d"
+    groups = batches_of([docs[2], docs[1], docs[0]])
+    assert [(g[0] is batch, g[1].tolist(), g[2]) for g in groups] == [(True, [2, 0], [0, 2]), (False, [0], [1])]
+    assert batch.cached("k", lambda b: b.size) == 3 and batch.cached("k", lambda b: -1) == 3
