@@ -142,7 +142,7 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
                                      exact=filters.exact_dedup,
                                      inputs=[{"weight": s.weight, "max_docs": s.max_docs} for s in specs],
                                      min_repeated_line_docs=filters.min_repeated_line_docs)]
-    apply_pipeline = [DecisionApplier(str(work / "filtered"), str(work / "decisions"), str(out))]
+    apply_pipeline = [DecisionApplier(str(work / "filtered"), str(work / "signatures"), str(work / "decisions"), str(out))]
     char_tables()  # built once here (0.1-0.5 s): workers forked from this process inherit it
     run_chain(cfg.corpus.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
                                     ("apply", apply_pipeline, tasks)], out / "datatrove")

@@ -32,8 +32,6 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 from datatrove.utils.typeshelper import StatHints
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from corpora.line_filters import split_lines
 from corpora.minhash import signatures
@@ -44,7 +42,10 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for c
 
 KEEP, EXACT, NEAR, CAP, WEIGHT = 0, 1, 2, 3, 4
 ACTION_REASONS = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CAP: "source_cap", WEIGHT: "source_weight"}
-META_DTYPE = np.dtype([("exact", "<u8"), ("input", "<u2"), ("has_sig", "u1")])
+# per document: exact hash, input index, has a signature; and, for the kept totals of the report,
+# characters, words and which (source, language) pair of the task's `labels.json` it carries
+META_DTYPE = np.dtype([("exact", "<u8"), ("input", "<u2"), ("has_sig", "u1"), ("chars", "<u4"), ("words", "<u4"),
+                       ("label", "<u4")])
 LINE_DTYPE = np.dtype([("doc", "<u4"), ("hash", "<u8")])
 BOILERPLATE_MIN_LINE_CHARS = 20  # shorter lines ("Yes.", dates) repeat innocently
 CLUSTERS_SHOWN, MEMBERS_SHOWN = 5, 5  # the largest clusters the report shows, and removed copies of each
@@ -90,6 +91,7 @@ class SignatureWriter(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         folder = Path(self.folder)
         folder.mkdir(parents=True, exist_ok=True)
+        self._labels: dict[tuple[str, str], int] = {}
         with open(folder / f"{rank:05d}.meta", "wb") as meta_out, \
                 open(folder / f"{rank:05d}.sig", "wb") as sig_out, \
                 open(folder / f"{rank:05d}.ids", "w", encoding="utf-8") as ids_out, \
@@ -97,15 +99,19 @@ class SignatureWriter(PipelineStep):
             for batch in batched(data, self.batch_docs):
                 self._write(batch, meta_out, sig_out, ids_out, lines_out)
                 yield from batch
+        (folder / f"{rank:05d}.labels.json").write_text(json.dumps(list(self._labels), ensure_ascii=False),
+                                                         encoding="utf-8")
 
-    def hashes(self, batch: TextBatch) -> list[tuple[int, bytes, bool]]:
-        """Per document of `batch`: (exact hash, signature bytes, has a signature)."""
+    def hashes(self, batch: TextBatch) -> list[tuple[int, bytes, bool, int]]:
+        """Per document of `batch`: (exact hash, signature bytes, has a signature, words)."""
+        starts, _ = batch.space_words
+        words = np.bincount(batch.owner(starts), minlength=batch.size).tolist()
         exact = batch.exact_hashes().tolist() if self.exact else [0] * batch.size
         if not self.cfg.enabled:
-            return [(e, b"", False) for e in exact]
+            return [(e, b"", False, w) for e, w in zip(exact, words)]
         cfg = self.cfg
         sigs, has_sig = signatures(batch, cfg.num_perm, cfg.shingle_words, cfg.shingle_unit, cfg.seed)
-        return list(zip(exact, (row.tobytes() for row in sigs), has_sig.tolist()))
+        return list(zip(exact, (row.tobytes() for row in sigs), has_sig.tolist(), words))
 
     def _write(self, batch, meta_out, sig_out, ids_out, lines_out) -> None:
         with self.track_time("batch"):
@@ -118,7 +124,13 @@ class SignatureWriter(PipelineStep):
             meta = np.zeros(len(batch), dtype=META_DTYPE)
             meta["exact"] = [h[0] for h in handed]
             meta["has_sig"] = [h[2] for h in handed]
+            meta["words"] = [h[3] for h in handed]
+            meta["chars"] = [len(doc.text) for doc in batch]
             meta["input"] = [doc.metadata.pop("input_index", 0) for doc in batch]
+            labels = self._labels
+            meta["label"] = [labels.setdefault((doc.metadata.get("source", "?"),
+                                                doc.metadata.get("language", "not identified")), len(labels))
+                             for doc in batch]
             if self.cfg.enabled:
                 sig_out.write(b"".join(h[1] for h in handed))
             meta_out.write(meta.tobytes())
@@ -194,8 +206,10 @@ class DuplicateIndex(PipelineStep):
         clusters = _largest_clusters(action, rep, CLUSTERS_SHOWN)
         rep_ids = self._ids_of(sig_dir, ranks, offsets, set(rep[action == EXACT].tolist()) |
                                set(rep[action == NEAR].tolist()) | {m for c in clusters for m in c})
+        rank_of = np.searchsorted(offsets, np.arange(total), side="right") - 1 if clusters else None
         (out / "clusters.json").write_text(json.dumps([
-            {"kept_id": rep_ids[keeper], "size": size,
+            {"kept_id": rep_ids[keeper], "kept_rank": int(ranks[rank_of[keeper]]),
+             "kept_row": int(keeper - offsets[rank_of[keeper]]), "size": size,
              "removed": [{"id": rep_ids[m], "similarity": round(float(similarity[m]), 3)} for m in members]}
             for (keeper, *members), size in clusters.items()], ensure_ascii=False), encoding="utf-8")
         for r, start, size in zip(ranks, offsets[:-1], sizes):
@@ -230,6 +244,9 @@ class DuplicateIndex(PipelineStep):
         pairs, estimate = pairs[estimate >= cfg.threshold], estimate[estimate >= cfg.threshold]
         if not len(pairs):
             return
+        from scipy.sparse import coo_matrix  # imported here: scipy.sparse is a fifth of a second to import
+        from scipy.sparse.csgraph import connected_components
+
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(total, total))
         _, label = connected_components(graph, directed=False)
         in_pairs = np.unique(pairs)
@@ -290,19 +307,20 @@ class DuplicateIndex(PipelineStep):
 
 class DecisionApplier(PipelineStep):
     """Step 3 (every task): reads back, in order, the documents this task kept in step 1 and applies
-    what `DuplicateIndex` decided. Kept documents go to `documents/` (the line as it was read, unless
-    boilerplate was cut from it or it is copied for a source weight), removed ones to `removed/dedup/`
-    with `filter_reason`, `duplicate_of` (the kept id) and `similarity` (estimated Jaccard); cut lines
-    are logged. A summary of what was kept (documents, words, characters, sources, languages, and the
-    text of the kept copies of the largest clusters) lets the report count without reading the output back.
+    what `DuplicateIndex` decided. Kept documents go to `documents/` as the line that was read
+    (unless boilerplate is cut from one or it is copied for a source weight), removed ones to
+    `removed/dedup/` with `filter_reason`, `duplicate_of` (the kept id) and `similarity` (estimated
+    Jaccard); cut lines are logged. Totals of what was kept (documents, words, characters, sources,
+    languages, from what step 1 recorded per document, and the text of the kept copies of the largest
+    clusters) go to `kept/<rank>.json`, so the report need not read the output back.
     """
 
     type = "🫂 - DEDUP"
     name = "🧹 apply dedup"
 
-    def __init__(self, filtered_folder: str, decisions_folder: str, out_folder: str):
+    def __init__(self, filtered_folder: str, sig_folder: str, decisions_folder: str, out_folder: str):
         super().__init__()
-        self.filtered, self.folder, self.out = filtered_folder, decisions_folder, out_folder
+        self.filtered, self.sig_folder, self.folder, self.out = filtered_folder, sig_folder, decisions_folder, out_folder
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         source = Path(self.filtered) / f"{rank:05d}.jsonl"
@@ -312,9 +330,11 @@ class DecisionApplier(PipelineStep):
         action = np.load(folder / f"{rank:05d}.action.npy")
         copies = np.load(folder / f"{rank:05d}.copies.npy")
         dups = json.loads((folder / f"{rank:05d}.dups.json").read_text(encoding="utf-8"))
-        quoted = {c["kept_id"] for c in json.loads((folder / "clusters.json").read_text(encoding="utf-8"))}
+        quoted = {c["kept_row"] for c in json.loads((folder / "clusters.json").read_text(encoding="utf-8"))
+                  if c["kept_rank"] == rank}
         boilerplate = set(np.load(folder / "boilerplate.npy").tolist()) if (folder / "boilerplate.npy").exists() else set()
-        summary = KeptSummary()
+        summary = KeptSummary(Path(self.sig_folder), rank)
+        plain = (action == KEEP) & (copies == 1)  # kept as read: totals from step 1's record, no parsing
         removed: Counter = Counter()
         cut_lines = 0
         kept_out, removed_out = JsonlFile(out / "documents", rank), JsonlFile(out / "removed" / "dedup", rank)
@@ -325,6 +345,9 @@ class DecisionApplier(PipelineStep):
                     if index >= len(action):
                         raise RuntimeError(f"dedup decisions hold {len(action)} documents but {source} has more: "
                                            "the intermediate files changed between steps; rerun the corpus stage")
+                    if plain[index] and not boilerplate and index not in quoted:
+                        kept_out.write(line)
+                        continue
                     record = orjson.loads(line)
                     verdict = int(action[index])
                     if verdict == KEEP and boilerplate:
@@ -336,17 +359,23 @@ class DecisionApplier(PipelineStep):
                             cut_log.write(record["id"], cut)
                             cut_lines += len(cut)
                         elif cut:
+                            plain[index] = False
                             removed["only_boilerplate"] += 1
                             record["metadata"]["filter_reason"] = "only_boilerplate"
                             removed_out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
                             continue
+                        if cut and plain[index]:  # counted from its new text below
+                            plain[index] = False
+                            summary.add(record)
                     if verdict == KEEP:
                         kept_out.write(line)
-                        summary.add(record, quoted)
+                        if index in quoted:
+                            summary.quotes[record["id"]] = record["text"][:QUOTE_CHARS]
                         for copy in range(1, int(copies[index])):
                             duplicate = record | {"id": f"{record['id']}#copy{copy}"}
                             kept_out.write(orjson.dumps(duplicate, option=orjson.OPT_APPEND_NEWLINE))
-                            summary.add(duplicate, quoted)
+                        if copies[index] > 1:
+                            summary.add(record, copies=int(copies[index]))
                         continue
                     reason = ACTION_REASONS[verdict]
                     removed[reason] += 1
@@ -357,6 +386,7 @@ class DecisionApplier(PipelineStep):
             for handle in (kept_out, removed_out, cut_log):
                 if handle is not None:
                     handle.close()
+        summary.add_recorded(plain)
         summary.write(out / "kept" / f"{rank:05d}.json")
         self.stat_update(StatHints.forwarded, value=summary.documents)
         for reason, count in removed.items():
@@ -374,22 +404,35 @@ def _boilerplate_rule(line: str, boilerplate: set[int]) -> str | None:
 class KeptSummary:
     """Totals over the kept documents of one task, written as JSON for the report."""
 
-    def __init__(self):
+    def __init__(self, sig_folder: Path, rank: int):
+        self.meta = np.fromfile(sig_folder / f"{rank:05d}.meta", dtype=META_DTYPE)
+        self.labels = [tuple(pair) for pair in json.loads((sig_folder / f"{rank:05d}.labels.json").read_text(
+            encoding="utf-8"))]
         self.documents = self.words = self.characters = self.copies = 0
         self.sources: Counter = Counter()
         self.languages: Counter = Counter()
         self.quotes: dict[str, str] = {}
 
-    def add(self, record: dict, quoted: set[str]) -> None:
+    def add(self, record: dict, copies: int = 1) -> None:
+        """One kept document (and its copies), counted from its text."""
         text, meta = record["text"], record["metadata"]
-        self.documents += 1
-        self.words += len(text.split())
-        self.characters += len(text)
-        self.copies += "#copy" in record["id"]
-        self.sources[meta.get("source", "?")] += 1
-        self.languages[meta.get("language", "not identified")] += 1
-        if record["id"] in quoted:
-            self.quotes[record["id"]] = text[:QUOTE_CHARS]
+        self.documents += copies
+        self.copies += copies - 1
+        self.words += copies * len(text.split())
+        self.characters += copies * len(text)
+        self.sources[meta.get("source", "?")] += copies
+        self.languages[meta.get("language", "not identified")] += copies
+
+    def add_recorded(self, mask: np.ndarray) -> None:
+        """The documents of `mask`, counted from what step 1 recorded for each."""
+        kept = self.meta[mask]
+        self.documents += len(kept)
+        self.words += int(kept["words"].sum())
+        self.characters += int(kept["chars"].sum())
+        for label, count in zip(*np.unique(kept["label"], return_counts=True)):
+            source, language = self.labels[int(label)]
+            self.sources[source] += int(count)
+            self.languages[language] += int(count)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
