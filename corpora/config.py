@@ -132,6 +132,10 @@ class QualityConfig:
         """max_dup_ngram_char_ratio as (n, limit) pairs, smallest n first."""
         return sorted((int(n), limit) for n, limit in self.max_dup_ngram_char_ratio.items())
 
+    @cached_property
+    def lowest_dup_ngram_limit(self) -> float:
+        return min(self.max_dup_ngram_char_ratio.values(), default=0.0)
+
 
 @dataclass
 class StopwordConfig:

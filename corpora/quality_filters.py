@@ -280,14 +280,16 @@ def repetition_rule(s: TextStats, q) -> str | None:
         # Every word of an n-gram occurs at least as often as the n-gram, so (n-gram characters x
         # its count) <= n x the heaviest single word (count x length). Where that bound is within
         # the limit (most text), no n-gram can break it and the n-gram counts are skipped.
-        for n, limit in q.top_ngram_limits:
-            if n * s.heaviest_word > limit * word_chars and _top_ngram_chars(s.folded_words, n) > limit * word_chars:
-                return f"top_{n}gram"
+        if q.top_ngram_limits:
+            heaviest = s.heaviest_word
+            for n, limit in q.top_ngram_limits:
+                if n * heaviest > limit * word_chars and _top_ngram_chars(s.folded_words, n) > limit * word_chars:
+                    return f"top_{n}gram"
         # A repeated (n+1)-gram is made of repeated n-grams, so the words the smallest n covers include
         # those of every larger n: a share under the lowest limit at the smallest n clears them all.
         if q.dup_ngram_limits:
             smallest = s.dup_ngram_chars(q.dup_ngram_limits[0][0])
-            if smallest > min(limit for _, limit in q.dup_ngram_limits) * word_chars:
+            if smallest > q.lowest_dup_ngram_limit * word_chars:
                 for n, limit in q.dup_ngram_limits:
                     if s.dup_ngram_chars(n) > limit * word_chars:
                         return f"duplicate_{n}grams"
