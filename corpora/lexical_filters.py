@@ -64,7 +64,7 @@ class StopwordFilter(FilterStep):
     name = "🛑 stop words"
 
     def __init__(self, words: dict[str, list[str]], min_stopwords: int, exclusion_writer=None):
-        super().__init__(exclusion_writer, batch_size=128)
+        super().__init__(exclusion_writer, batch_size=256)
         self.words = {lang: frozenset(w.casefold() for w in ws) for lang, ws in words.items()}
         self.min_stopwords = min_stopwords
         # only a list entry that is one \w+ word can ever equal a token

@@ -35,7 +35,7 @@ from datatrove.utils.typeshelper import StatHints
 
 from corpora.line_filters import split_lines
 from corpora.minhash import signatures
-from corpora.text_batch import TextBatch, batches_of
+from corpora.text_batch import BATCH_KEY, TextBatch, batches_of
 from corpora.writers import CutLineLog, JsonlFile
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
@@ -86,7 +86,7 @@ class SignatureWriter(PipelineStep):
         self.folder, self.cfg, self.exact, self.boilerplate_lines = folder, cfg, exact, boilerplate_lines
         self._written = 0
 
-    batch_docs = 128  # documents hashed and written together; bounds what a task holds between writes
+    batch_docs = 256  # documents hashed and written together; bounds what a task holds between writes
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         folder = Path(self.folder)
@@ -121,6 +121,8 @@ class SignatureWriter(PipelineStep):
                 hashes = texts.cached("dedup", self.hashes)
                 for row, position in zip(rows.tolist(), positions):
                     handed[position] = hashes[row]
+            for doc in batch:  # the last step to use the shared batch: let it go
+                doc.metadata.pop(BATCH_KEY, None)
             meta = np.zeros(len(batch), dtype=META_DTYPE)
             meta["exact"] = [h[0] for h in handed]
             meta["has_sig"] = [h[2] for h in handed]

@@ -442,7 +442,7 @@ class QualityFilter(FilterStep):
     name = "🔍 quality"
 
     def __init__(self, groups: list[str], quality_cfg, exclusion_writer=None):
-        super().__init__(exclusion_writer, batch_size=128)
+        super().__init__(exclusion_writer, batch_size=256)
         self.rules, self.q = [RULE_GROUPS[g] for g in groups], quality_cfg
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

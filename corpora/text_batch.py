@@ -1,14 +1,16 @@
 """A batch of documents as one array of code points, for rules and hashes computed in numpy passes.
 
 Per-document Python over words (split, casefold, Counter, n-gram tuples, a regex per rule) was most
-of the corpus stage's time. Here the texts of a batch are joined (NUL between them: readers refuse
-NUL in text) and read as UTF-32 code points; what each character is (its class for the quality
-rules, whether it is a space or a word character, its case-folded form) is looked up in tables of the
-Basic Multilingual Plane built once per process, and anything above it one by one in Python.
+of the corpus stage's time. Here the texts of a batch are joined (NUL between them) and read as
+UTF-32 code points; what each character is (its class for the quality rules, whether it is a space
+or a word character, its case-folded form) is looked up in tables of the Basic Multilingual Plane
+built once per process, and anything above it one by one in Python. Which document a position
+belongs to comes from the texts' lengths; a NUL inside a text (possible only with
+`normalise.remove_control_chars` off) counts as a space.
 
 Tokens are runs: whitespace-separated words (what `str.split()` gives) and Unicode words (what
-`re`'s `\\w+` finds). A token's hash is a position-weighted sum of its code points, mixed by
-murmur3's finaliser, so equal tokens hash equally wherever they stand.
+`re`'s `\\w+` finds). A run's hash is a polynomial in its code points, read off one prefix sum of
+the whole batch and mixed by murmur3's finaliser, so equal runs hash equally wherever they stand.
 
 Case folding here maps one code point to one (`str.casefold` where that gives one character,
 otherwise `str.lower`): `ß` stays `ß`. `expands` marks the documents where that differs from
