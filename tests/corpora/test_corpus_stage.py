@@ -237,3 +237,37 @@ def test_derived_stopwords_are_per_language_in_a_mixed_corpus(make_cfg):
     report = json.loads((folder / "report.json").read_text())
     assert report["sources"]["ga"] > 150  # Irish judged by Irish stop words, not by Estonian ones
     assert report["removed_by_rule"]["few_stopwords"]["documents"] < 20
+
+
+def test_report_kept_totals_are_those_of_the_written_documents(make_cfg, data_dir, tmp_path):
+    """The kept totals are summed from what step 1 recorded per document, not read back from the
+    output: with copies, caps, language ID, exact and near duplicates and boilerplate cuts in play
+    they must still be exactly those of the written files."""
+    from collections import Counter
+
+    sents = [line[len("# text ="):].strip()
+             for line in (data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu").read_text().splitlines()
+             if line.startswith("# text =")]
+    footer = "Cóipcheart © Nuachtán na Gaeltachta. Gach ceart ar cosaint."
+    rows = [" ".join(sents[i * 6:i * 6 + 6]) + ("\n" + footer if i % 2 else "") for i in range(40)]
+    rows += [rows[3].upper(), rows[5] + " Críoch."]  # an exact (re-cased) and a near duplicate
+    src = tmp_path / "ga.jsonl"
+    src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
+    et = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
+    folder = run_corpus(make_cfg("corpus", [
+        f"source.inputs=[{{path: '{src}', format: jsonl, name: ga, weight: 1.5}},"
+        f" {{path: '{et}', format: conllu, name: et, max_docs: 30}}]",
+        "filters=none", "filters.exact_dedup=true", "filters.near_dedup.enabled=true",
+        "filters.min_repeated_line_docs=10", "filters.langid.languages=[ga,et]", "corpus.tasks=2"],
+        work_dir=tmp_path / "work"))
+    report = json.loads((folder / "report.json").read_text())
+    docs = list(iter_documents(folder))
+    removed = report["removed_by_rule"]
+    assert removed["exact_duplicate"]["documents"] == 1 and removed["near_duplicate"]["documents"] == 1
+    assert report["lines_cut_by_rule"]["boilerplate"]["lines"] == 20 and not any(footer in d["text"] for d in docs)
+    assert report["kept"] == {"documents": len(docs), "words": sum(len(d["text"].split()) for d in docs),
+                              "characters": sum(len(d["text"]) for d in docs),
+                              "copies": sum("#copy" in d["id"] for d in docs)}
+    assert report["kept"]["copies"] > 0 and report["sources"]["et"] == 30
+    assert report["sources"] == dict(Counter(d["metadata"]["source"] for d in docs))
+    assert report["languages"] == dict(Counter(d["metadata"]["language"] for d in docs))
