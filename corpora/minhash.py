@@ -29,11 +29,12 @@ def shingles(batch: TextBatch, size: int, unit: str) -> tuple[np.ndarray, np.nda
     shorter than one shingle gives one shingle of all its tokens; one without tokens gives none.
     """
     hashes, owner = batch.unicode_words if unit == "words" else batch.nonspace_chars()
-    whole, whole_owner = combine(hashes, owner, size)
-    out_hashes, out_owner = [whole], [whole_owner]
+    whole, starts = combine(hashes, owner, size)
+    out_hashes, out_owner = [whole], [owner[starts]]
     counts = np.bincount(owner, minlength=batch.size)
     for doc in np.flatnonzero((counts > 0) & (counts < size)):
-        out_hashes.append(combine(hashes[owner == doc], owner[owner == doc], int(counts[doc]))[0])
+        mine = owner == doc
+        out_hashes.append(combine(hashes[mine], owner[mine], int(counts[doc]))[0])
         out_owner.append(np.array([doc]))
     return fmix64(np.concatenate(out_hashes)), np.concatenate(out_owner)
 

@@ -104,8 +104,7 @@ class SignatureWriter(PipelineStep):
 
     def hashes(self, batch: TextBatch) -> list[tuple[int, bytes, bool, int]]:
         """Per document of `batch`: (exact hash, signature bytes, has a signature, words)."""
-        starts, _ = batch.space_words
-        words = np.bincount(batch.owner(starts), minlength=batch.size).tolist()
+        words = batch.words_per_doc.tolist()
         exact = batch.exact_hashes().tolist() if self.exact else [0] * batch.size
         if not self.cfg.enabled:
             return [(e, b"", False, w) for e, w in zip(exact, words)]
@@ -208,10 +207,12 @@ class DuplicateIndex(PipelineStep):
         clusters = _largest_clusters(action, rep, CLUSTERS_SHOWN)
         rep_ids = self._ids_of(sig_dir, ranks, offsets, set(rep[action == EXACT].tolist()) |
                                set(rep[action == NEAR].tolist()) | {m for c in clusters for m in c})
-        rank_of = np.searchsorted(offsets, np.arange(total), side="right") - 1 if clusters else None
+        def place(doc: int) -> dict:  # the task and the row in its files of a global index
+            k = int(np.searchsorted(offsets, doc, side="right")) - 1
+            return {"kept_rank": int(ranks[k]), "kept_row": int(doc - offsets[k])}
+
         (out / "clusters.json").write_text(json.dumps([
-            {"kept_id": rep_ids[keeper], "kept_rank": int(ranks[rank_of[keeper]]),
-             "kept_row": int(keeper - offsets[rank_of[keeper]]), "size": size,
+            {"kept_id": rep_ids[keeper], **place(keeper), "size": size,
              "removed": [{"id": rep_ids[m], "similarity": round(float(similarity[m]), 3)} for m in members]}
             for (keeper, *members), size in clusters.items()], ensure_ascii=False), encoding="utf-8")
         for r, start, size in zip(ranks, offsets[:-1], sizes):
@@ -352,39 +353,37 @@ class DecisionApplier(PipelineStep):
                         continue
                     record = orjson.loads(line)
                     verdict = int(action[index])
-                    if verdict == KEEP and boilerplate:
+                    if verdict != KEEP:
+                        reason = ACTION_REASONS[verdict]
+                        removed[reason] += 1
+                        record["metadata"]["filter_reason"] = reason
+                        if verdict in (EXACT, NEAR):
+                            record["metadata"]["duplicate_of"], record["metadata"]["similarity"] = dups[str(index)]
+                        removed_out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                        continue
+                    cut = []
+                    if boilerplate:
                         kept, cut = split_lines(record["text"], lambda text: _boilerplate_rule(text, boilerplate))
+                    if cut:
                         remaining = "\n".join(kept).strip()
-                        if cut and remaining:
-                            record["text"] = remaining
-                            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-                            cut_log.write(record["id"], cut)
-                            cut_lines += len(cut)
-                        elif cut:
-                            plain[index] = False
+                        plain[index] = False  # counted below, from its new text, or removed whole
+                        if not remaining:
                             removed["only_boilerplate"] += 1
                             record["metadata"]["filter_reason"] = "only_boilerplate"
                             removed_out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
                             continue
-                        if cut and plain[index]:  # counted from its new text below
-                            plain[index] = False
-                            summary.add(record)
-                    if verdict == KEEP:
-                        kept_out.write(line)
-                        if index in quoted:
-                            summary.quotes[record["id"]] = record["text"][:QUOTE_CHARS]
-                        for copy in range(1, int(copies[index])):
-                            duplicate = record | {"id": f"{record['id']}#copy{copy}"}
-                            kept_out.write(orjson.dumps(duplicate, option=orjson.OPT_APPEND_NEWLINE))
-                        if copies[index] > 1:
-                            summary.add(record, copies=int(copies[index]))
-                        continue
-                    reason = ACTION_REASONS[verdict]
-                    removed[reason] += 1
-                    record["metadata"]["filter_reason"] = reason
-                    if verdict in (EXACT, NEAR):
-                        record["metadata"]["duplicate_of"], record["metadata"]["similarity"] = dups[str(index)]
-                    removed_out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                        record["text"] = remaining
+                        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+                        cut_log.write(record["id"], cut)
+                        cut_lines += len(cut)
+                    kept_out.write(line)
+                    if index in quoted:
+                        summary.quotes[record["id"]] = record["text"][:QUOTE_CHARS]
+                    for copy in range(1, int(copies[index])):
+                        duplicate = record | {"id": f"{record['id']}#copy{copy}"}
+                        kept_out.write(orjson.dumps(duplicate, option=orjson.OPT_APPEND_NEWLINE))
+                    if not plain[index]:  # copied, or cut: not as step 1 recorded it
+                        summary.add(record, copies=int(copies[index]))
             for handle in (kept_out, removed_out, cut_log):
                 if handle is not None:
                     handle.close()

@@ -344,9 +344,9 @@ def measure_batch(batch: TextBatch, q) -> list[dict]:
     equal what `TextStats` computes from one text (a test compares them). Line and paragraph
     measures, and the exact n-gram counts of the rare text that gets past the bounds, stay per text."""
     starts, ends = batch.space_words
-    owner = batch.owner(starts)
+    owner = batch.space_word_owner
     lengths = ends - starts
-    columns: dict[str, np.ndarray] = {"n_words": np.bincount(owner, minlength=batch.size),
+    columns: dict[str, np.ndarray] = {"n_words": batch.words_per_doc,
                                       "word_chars": np.bincount(owner, weights=lengths, minlength=batch.size)}
     longest = np.zeros(batch.size, dtype=np.int64)
     np.maximum.at(longest, owner, lengths)
@@ -412,15 +412,15 @@ def _dup_ngram_chars_batch(hashes: np.ndarray, owner: np.ndarray, lengths: np.nd
     """Per document, `_dup_ngram_chars(words, n)`: characters of the words covered by an n-gram seen
     earlier in the document, with n-grams compared by their 64-bit hashes."""
     out = np.zeros(docs, dtype=np.int64)
-    grams, gram_owner = combine(hashes, owner, n)
+    grams, starts = combine(hashes, owner, n)  # starts: the word each n-gram starts at
     if not len(grams):
         return out
+    gram_owner = owner[starts]
     # most documents repeat no n-gram: one sort of (document, 32 hash bits) finds those that may
     keys = np.sort(_keys(grams, gram_owner))
     suspects = np.unique(keys[1:][keys[1:] == keys[:-1]] >> np.uint64(48)).astype(np.int64)
     if not len(suspects):
         return out
-    starts = np.flatnonzero(owner[:len(owner) - n + 1] == owner[n - 1:])  # the word each n-gram starts at
     mine = np.isin(gram_owner, suspects)
     grams, gram_owner, starts = grams[mine], gram_owner[mine], starts[mine]
     order = np.lexsort((starts, grams, gram_owner))  # equal n-grams of a document in reading order

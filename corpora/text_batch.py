@@ -46,16 +46,17 @@ def fmix64(x: np.ndarray) -> np.ndarray:
 
 
 def combine(hashes: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes, owner) of every run of `n` consecutive items that belong to one owner, in order."""
+    """(hashes, starts) of every run of `n` consecutive items that belong to one owner, in order:
+    each run's combined hash and the index of its first item (its owner is `owner[starts]`)."""
     span = len(hashes) - n + 1
     if span <= 0:
-        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=owner.dtype)
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
     combined = hashes[:span].copy()
     with np.errstate(over="ignore"):
         for offset in range(1, n):
             combined = combined * _MIX + hashes[offset:offset + span]
-    whole = owner[:span] == owner[n - 1:]
-    return combined[whole], owner[:span][whole]
+    starts = np.flatnonzero(owner[:span] == owner[n - 1:])
+    return combined[starts], starts
 
 
 # per code point, one byte: its category (bits 0-2, an index into CATEGORIES) and four flags
@@ -184,7 +185,6 @@ class TextBatch:
         self.cache: dict = {}  # values later steps computed for the whole batch (see `cached`)
         self.size = len(texts)
         self.lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-        self.doc_starts = np.cumsum(self.lengths + 1) - (self.lengths + 1)
         joined = SEPARATOR.join(texts)
         self.cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         self._clipped = np.minimum(self.cps, _BMP - 1)
@@ -239,6 +239,16 @@ class TextBatch:
         return runs(self._nonspace)
 
     @cached_property
+    def space_word_owner(self) -> np.ndarray:
+        """The document of each whitespace-separated word."""
+        return self.owner(self.space_words[0])
+
+    @cached_property
+    def words_per_doc(self) -> np.ndarray:
+        """(D,) whitespace-separated words per document: `len(text.split())`."""
+        return np.bincount(self.space_word_owner, minlength=self.size)
+
+    @cached_property
     def space_word_hashes(self) -> np.ndarray:
         """Hashes of the case-folded whitespace-separated words, in order."""
         starts, ends = self.space_words
@@ -276,5 +286,4 @@ class TextBatch:
     def exact_hashes(self) -> np.ndarray:
         """Per document, a hash of its case-folded words in order: equal for documents that differ
         only in case and spacing (the text as `" ".join(text.casefold().split())`)."""
-        starts, _ = self.space_words
-        return segment_hashes(self.space_word_hashes, np.bincount(self.owner(starts), minlength=self.size))
+        return segment_hashes(self.space_word_hashes, self.words_per_doc)

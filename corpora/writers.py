@@ -6,8 +6,8 @@ benchmark that was more time than compressing the output. Here a record is its t
 metadata, serialised by orjson, and lines are gathered into ~1 MiB chunks before each gzip write.
 gzip is ISA-L's (python-isal) at level 1: 208 MB/s against zlib's 57 MB/s at level 1 on the
 benchmark's text, files 2 % smaller, and any gzip reader opens them (zlib's level 9 had made
-writing a fifth of the stage's time). The stage folder is renamed into place only when complete, so a file here
-is never mistaken for a finished one.
+writing a fifth of the stage's time). The stage folder is renamed into place only when complete,
+so a file here is never mistaken for a finished one.
 """
 
 from __future__ import annotations
