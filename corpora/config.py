@@ -203,7 +203,7 @@ class NearDedupConfig:
     shingle_unit: str = "words"
     """words or chars (then shingles are `shingle_words` characters)."""
     num_perm: int = 128
-    """MinHash signature values (bins of one-permutation hashing, see corpora.minhash); those beyond
+    """MinHash signature values (bins of one-permutation hashing, see corpora.corpus.minhash); those beyond
     bands*rows only sharpen the similarity estimate."""
     bands: int = 20
     rows: int = 5

@@ -13,7 +13,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
 
 from corpora.config import CorpusConfig, FiltersConfig, ShardsConfig, SourceConfig, TokenizerConfig
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Mapping
 
 import torch
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 
 CLUSTERS = ("auto", "local", "torchrun", "slurm")
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -292,7 +292,7 @@ def wait_for_stage(folder: Path, timeout_s: float = 600.0, poll_s: float = 0.5) 
     """Ranks other than 0 wait until rank 0 has published the stage folder (so every rank returns it)."""
     import time
 
-    from corpora.stagedir import is_complete
+    from bertforge.common.stage_folder import is_complete
 
     deadline = time.monotonic() + timeout_s
     while not is_complete(Path(folder)):

@@ -14,7 +14,7 @@ import torch
 from transformers import (AutoModelForMaskedLM, BertConfig, ModernBertConfig, PretrainedConfig,
                           RobertaConfig)
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 
 ARCHS = ("bert", "roberta", "modernbert")
 ATTENTION = ("sdpa", "eager")

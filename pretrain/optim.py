@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 
 OPTIMISERS = ("adamw", "lamb")
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())

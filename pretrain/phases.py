@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 from pretrain.distributed import batch_layout
 
 

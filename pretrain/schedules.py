@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 
 SCHEDULES = ("linear", "cosine", "wsd", "inverse_sqrt", "constant")
 

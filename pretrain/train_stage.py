@@ -13,10 +13,10 @@ import torch
 from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from corpora.errors import ConfigError
-from corpora.shards_stage import file_sha256, load_rows, run_shards
-from corpora.stagedir import build_stage, read_manifest, stage_folder, reuse
-from corpora.vocab_stage import run_vocab
+from bertforge.common.errors import ConfigError
+from corpora.shards.stage import file_sha256, load_rows, run_shards
+from bertforge.common.stage_folder import build_stage, read_manifest, stage_folder, reuse
+from corpora.vocab.stage import run_vocab
 from pretrain.data import PackedRows, PhasedData
 from pretrain.distributed import (RUN_ID_VARIABLE, checkpoint_step, last_checkpoint, merge_metrics, plan_launch,
                                   requeue_command, resume_checkpoint, set_aside_metrics, share_run_id,

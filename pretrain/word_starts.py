@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 
 BYTE_LEVEL_SPACE = "\u0120"  # "Ġ": the printable stand-in ByteLevel uses for the space byte
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 from pretrain.config import ExperimentConfig, load_config
 from tests.conftest import PRIMARY_CONFIGS, compose_raw
 

@@ -32,7 +32,7 @@ def treebank_sentences(data_dir: Path) -> dict[str, list[str]]:
 
 
 def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    """Word 5-grams, casefolded: the ground truth, computed independently of corpora.near_dedup."""
+    """Word 5-grams, casefolded: the ground truth, computed independently of corpora.corpus.whole_corpus."""
     words = WORD.findall(text.casefold())
     return {tuple(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 

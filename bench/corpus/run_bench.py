@@ -35,7 +35,7 @@ OURS_OVERRIDES = ["source=jsonl", "filters=gopher", "filters.langid.languages=[g
 def run_ours(corpus: Path, work: Path, tasks: int) -> dict:
     from hydra import compose, initialize_config_module
 
-    from corpora.corpus_stage import run_corpus
+    from corpora.corpus.stage import run_corpus
     from pretrain.config import load_config
 
     with initialize_config_module(config_module="bertforge_conf", version_base=None):

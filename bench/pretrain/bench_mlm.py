@@ -73,8 +73,8 @@ def parse_args() -> argparse.Namespace:
 
 def irish_rows(seq_len: int, vocab_size: int, work: Path):
     """Packed rows of the Irish treebank at `seq_len`, built by bertforge's own stages; (rows, vocab folder)."""
-    from corpora.shards_stage import load_rows, run_shards
-    from corpora.stagedir import lineage
+    from corpora.shards.stage import load_rows, run_shards
+    from bertforge.common.stage_folder import lineage
 
     data_dir = os.environ.get("BERTFORGE_DATA") or str(REPO.parent / "shared" / "data")
     cfg = composed("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", "experiment=demo_ga",

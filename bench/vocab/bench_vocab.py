@@ -6,7 +6,7 @@ sentencepiece in one run, and tokenisation throughput (tokens/s on one core) of 
 The text is built under /tmp (never committed) by recombining the UD treebank sentences: shuffled
 sentences grouped ten to a line, repeated until the size is reached. Every training runs in its own
 process (peak memory is that process's max RSS), reading the file as a stream through the same code
-the vocab stage uses (corpora.tokenizer_build, corpora.sentencepiece_train).
+the vocab stage uses (corpora.vocab.build, corpora.vocab.sentencepiece_train).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _lines(path: Path):
 def train_one(name: str, text: Path, out: Path, vocab_size: int, threads: int) -> None:
     """Child process: train one vocabulary from the streamed file and save tokenizer.json."""
     from corpora.config import TokenizerConfig
-    from corpora.tokenizer_build import build_untrained, finish
+    from corpora.vocab.build import build_untrained, finish
 
     _, trainer_name, model, byte_level = next(r for r in RUNS if r[0] == name)
     cfg = TokenizerConfig(model=model, trainer=trainer_name, byte_level=byte_level, vocab_size=vocab_size,
@@ -69,7 +69,7 @@ def train_one(name: str, text: Path, out: Path, vocab_size: int, threads: int) -
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if trainer_name == "sentencepiece":
-        from corpora.sentencepiece_train import train_sentencepiece
+        from corpora.vocab.sentencepiece_train import train_sentencepiece
 
         tokenizer = train_sentencepiece(_lines(text), cfg, out)
     else:

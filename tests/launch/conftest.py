@@ -56,7 +56,7 @@ def pretrain_folders(work_dir: Path) -> list[Path]:
 def upstream_work(tmp_path_factory, data_dir) -> Path:
     """A work folder with corpus, vocab and shards of the demo built once, shared by the launch tests."""
     from pretrain.config import load_config
-    from corpora.shards_stage import run_shards
+    from corpora.shards.stage import run_shards
     from tests.conftest import compose_raw
 
     work = tmp_path_factory.mktemp("launch-upstream")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from corpora.stagedir import read_manifest
+from bertforge.common.stage_folder import read_manifest
 from pretrain.config import load_config
 from pretrain.train_stage import run_pretrain
 from tests.conftest import compose_raw

@@ -54,7 +54,7 @@ def test_slurm_sweep_launcher_asks_for_one_task_per_device_of_the_trainer():
 
 
 def test_slurm_sweep_without_sbatch_is_a_clear_error_before_submitting(monkeypatch, tmp_path):
-    from corpora.errors import ConfigError
+    from bertforge.common.errors import ConfigError
     from pretrain.distributed import SlurmSweepCheck, check_slurm_sweep
 
     with initialize_config_module(config_module="bertforge_conf", version_base=None):

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from corpora.stagedir import read_manifest
+from bertforge.common.stage_folder import read_manifest
 from pretrain.preemption import EXIT_PREEMPTED
 from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 

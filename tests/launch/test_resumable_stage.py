@@ -2,7 +2,7 @@
 
 import pytest
 
-from corpora.stagedir import build_stage, is_complete, stage_folder
+from bertforge.common.stage_folder import build_stage, is_complete, stage_folder
 
 
 def test_an_attempt_that_dies_leaves_its_checkpoints_for_the_next_attempt(tmp_path):

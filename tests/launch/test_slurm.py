@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from corpora.stagedir import read_manifest
+from bertforge.common.stage_folder import read_manifest
 from tests.launch.conftest import (GLOBAL_BATCH, REPO, STEPS, TINY_RUN, bertforge_env, ledger, metrics,
                                    pretrain_folders)
 

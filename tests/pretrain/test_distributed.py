@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 from pretrain.config import TrainerConfig
 from pretrain.data import PackedRows
 from pretrain.distributed import (LaunchPlan, batch_layout, plan_launch, resume_checkpoint, trainer_arguments,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-from corpora.stagedir import read_manifest
-from pretrain.run_stage import run_all
+from bertforge.common.stage_folder import read_manifest
+from bertforge.run import run_all
 from tests.conftest import QUICK
 
 SECRET = "hf_THIS_IS_NOT_A_REAL_TOKEN_0123456789"

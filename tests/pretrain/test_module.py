@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 from pretrain.config import ModelConfig
 from pretrain.flops import flops_per_token, mfu
 from pretrain.masking import mask_fixed_count

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from corpora.errors import ConfigError
+from bertforge.common.errors import ConfigError
 from pretrain.config import ModelConfig, OptimConfig, PhaseConfig, TrainerConfig
 from pretrain.model import build_model
 from pretrain.optim import Lamb, build_optimizer, parameter_groups

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from transformers import AutoModelForMaskedLM, pipeline
 
-from corpora.stagedir import read_manifest
-from pretrain.run_stage import run_all
+from bertforge.common.stage_folder import read_manifest
+from bertforge.run import run_all
 from tests.conftest import QUICK
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from corpora.errors import ConfigError
-from corpora.shards_stage import run_shards
-from corpora.stagedir import read_manifest
-from corpora.vocab_stage import run_vocab
+from bertforge.common.errors import ConfigError
+from corpora.shards.stage import run_shards
+from bertforge.common.stage_folder import read_manifest
+from corpora.vocab.stage import run_vocab
 from pretrain.train_stage import check_start_up, run_pretrain
 from tests.conftest import QUICK
 

@@ -1,0 +1,3 @@
+from bertforge.cli import main
+
+main()

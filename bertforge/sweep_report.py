@@ -1,0 +1,141 @@
+"""Sweeps end in a comparison: each job records its result, a Hydra callback tabulates and plots them.
+
+`bertforge <stage> -m knob=a,b,c` writes, in the sweep folder, `comparison.md`, `comparison.csv` and
+`comparison.png`: one row per job, the swept knobs as columns, then the headline metrics of every
+stage folder the job produced.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from bertforge.common.stage_folder import read_manifest, write_json_atomic
+from corpora.vocab.sweep import recommend_vocab_size, recommendation_markdown
+
+log = logging.getLogger("bertforge.sweep")
+
+RESULT_FILE = "bertforge_result.json"
+# What a user came to learn from a sweep, per stage (dotted paths into manifest["counts"]).
+HEADLINE = {
+    "corpus": ["documents_kept", "documents_removed", "lines_cut", "kept_share", "kept_words", "skipped_records"],
+    "vocab": ["fertility", "gold.fertility", "continued_word_share", "unk_rate", "chars_per_token",
+              "vocab_used_share", "vocab_size", "reference.heldout.fertility", "reference.gold.fertility"],
+    "shards": ["train.rows", "train.tokens"],
+    "pretrain": ["last_loss", "tokens_trained"],
+    "evaluate": ["trained.loss", "trained.accuracy"],
+}
+
+
+def headline_metrics(folders: dict[str, str]) -> dict[str, float]:
+    """`stage/metric` -> value for every finished stage folder given."""
+    metrics = {}
+    for stage, folder in folders.items():
+        counts = read_manifest(Path(folder)).get("counts", {})
+        for dotted in HEADLINE.get(stage, []):
+            value: Any = counts
+            for part in dotted.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, (int, float)):
+                metrics[f"{stage}/{dotted}"] = value
+    return metrics
+
+
+def record_job_result(output_dir: str, stage: str, overrides: list[str], folders: dict[str, str]) -> None:
+    """Called by each Hydra job: what it ran, with which overrides, and where the results are."""
+    write_json_atomic(Path(output_dir) / RESULT_FILE, {
+        "stage": stage, "overrides": overrides, "folders": folders, "metrics": headline_metrics(folders)})
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, str]:
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+
+
+def write_comparison(sweep_dir: Path, fertility_tolerance_percent: float = 2.0) -> Path | None:
+    """Table (markdown + CSV) and plot of every job under `sweep_dir`; returns the markdown path.
+    A sweep over vocabulary sizes also gets the recommended size (see corpora.vocab.sweep)."""
+    results = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}"),
+                                                         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)]
+    if not results:
+        return None
+    knobs_per_job = [_parse_overrides(r["overrides"]) for r in results]
+    swept = [k for k in dict.fromkeys(k for job in knobs_per_job for k in job)
+             if len({job.get(k) for job in knobs_per_job}) > 1]
+    metric_names = list(dict.fromkeys(m for r in results for m in r["metrics"]))
+    rows = [[job.get(k, "") for k in swept] + [r["metrics"].get(m, "") for m in metric_names]
+            for job, r in zip(knobs_per_job, results)]
+    header = swept + metric_names
+    with open(Path(sweep_dir) / "comparison.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    recommended = recommend_vocab_size(knobs_per_job, [r["metrics"] for r in results], fertility_tolerance_percent)
+    if recommended:
+        md += ["", recommendation_markdown(recommended)]
+        write_json_atomic(Path(sweep_dir) / "recommendation.json", recommended)
+    path = Path(sweep_dir) / "comparison.md"
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    if swept and metric_names:
+        _plot(Path(sweep_dir) / "comparison.png", swept, knobs_per_job, results, metric_names)
+    return path
+
+
+def _as_number(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _plot(path: Path, swept: list[str], knobs_per_job: list[dict], results: list[dict], metrics: list[str]):
+    """One panel per metric; x is the first swept knob, one line per value of the other knobs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # x: the first numeric knob (e.g. tokenizer.vocab_size), so `tokenizer=a,b vocab_size=...` gives a line per a, b
+    x_key = next((k for k in swept if all(isinstance(_as_number(j.get(k, "")), float) for j in knobs_per_job)),
+                 swept[0])
+    others = [k for k in swept if k != x_key]
+    # Metrics that differ between jobs, most telling first (HEADLINE order): constant ones teach nothing.
+    rank = {f"{stage}/{name}": i for stage, names in HEADLINE.items() for i, name in enumerate(names)}
+    varying = [m for m in metrics if len({json.dumps(r["metrics"].get(m)) for r in results}) > 1]
+    shown = sorted(varying or metrics, key=lambda m: rank.get(m, len(rank)))[:6]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.5), squeeze=False)
+    groups: dict[str, list[int]] = {}
+    for index, job in enumerate(knobs_per_job):
+        groups.setdefault(", ".join(f"{k}={job.get(k)}" for k in others) or "all", []).append(index)
+    for ax, metric in zip(axes[0], shown):
+        for label, indices in groups.items():
+            points = [(_as_number(knobs_per_job[i].get(x_key, "")), results[i]["metrics"].get(metric))
+                      for i in indices if metric in results[i]["metrics"]]
+            numeric = all(isinstance(x, float) for x, _ in points)
+            points.sort(key=lambda p: p[0] if numeric else str(p[0]))
+            xs = [p[0] if numeric else str(p[0]) for p in points]
+            ax.plot(xs, [p[1] for p in points], marker="o", label=label)
+        ax.set_xlabel(x_key)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+    if len(groups) > 1:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class SweepComparison(Callback):
+    """Hydra callback (configured in conf/base.yaml) that writes the comparison after a multirun."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        tolerance = config.tokenizer.recommend_within_percent if "tokenizer" in config else 2.0
+        path = write_comparison(Path(config.hydra.sweep.dir), tolerance)
+        if path:
+            print(f"\nsweep comparison: {path}\n{path.read_text()}")

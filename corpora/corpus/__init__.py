@@ -1,0 +1,1 @@
+"""The corpus stage: raw sources -> cleaned, deduplicated documents + a report of every removal."""

@@ -1,0 +1,128 @@
+"""Run a chain of datatrove pipelines on this machine, a SLURM cluster or Ray, chosen by config.
+
+`run_chain` takes (name, pipeline, tasks) steps that must run one after the other and returns
+when the last has finished. Locally each step is a `LocalPipelineExecutor`; on SLURM each is a
+`SlurmPipelineExecutor` (an sbatch array job) depending on the previous one, and this process
+waits for the last to complete (polling datatrove's completion markers) so the stage folder is
+published only when the work is done. With Ray (where installed) each step is a
+`RayPipelineExecutor` run. The choice never changes the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from datatrove.executor import LocalPipelineExecutor
+
+from bertforge.common.errors import ConfigError
+
+log = logging.getLogger("bertforge.corpus")
+
+
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def run_chain(executor_cfg, steps: list[tuple[str, list, int]], logging_dir: Path) -> None:
+    """Run `steps` in order with the executor `executor_cfg.name` (local or slurm)."""
+    if executor_cfg.name == "local":
+        if executor_cfg.start_method not in START_METHODS:
+            raise ConfigError(f"corpus.executor.start_method={executor_cfg.start_method!r}: choose one of "
+                              f"{', '.join(START_METHODS)}")
+        for name, pipeline, tasks in steps:
+            workers = max(1, min(tasks, os.cpu_count() or 1))
+            (logging_dir / name).mkdir(parents=True, exist_ok=True)
+            log.info("corpus: step %s, %d task(s)", name, tasks)
+            # datatrove logs progress (and, on failure, a long traceback) to stderr; the stage's
+            # own error message is what a user needs there, so its console goes to a file instead
+            with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
+                    contextlib.redirect_stderr(console):
+                LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir / name),
+                                      skip_completed=False, start_method=executor_cfg.start_method).run()
+        return
+    if executor_cfg.name == "slurm":
+        _run_on_slurm(executor_cfg, steps, logging_dir)
+        return
+    if executor_cfg.name == "ray":
+        _run_on_ray(executor_cfg, steps, logging_dir)
+        return
+    raise ConfigError(f"corpus.executor.name must be local, slurm or ray, not {executor_cfg.name!r} "
+                      "(choose with executor=local, executor=slurm or executor=ray)")
+
+
+def _run_on_ray(cfg, steps, logging_dir: Path) -> None:
+    """Each step on the Ray cluster that `ray.init()` finds (RAY_ADDRESS), one after the other."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor=ray needs Ray: pip install 'ray[default]'") from None
+    from datatrove.executor.ray import RayPipelineExecutor
+
+    if not ray.is_initialized():
+        ray.init()
+    for name, pipeline, tasks in steps:
+        log.info("corpus: step %s, %d task(s) on Ray", name, tasks)
+        RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir / name), skip_completed=False,
+                            cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb).run()
+
+
+def _run_on_slurm(cfg, steps, logging_dir: Path) -> None:
+    from datatrove.executor import SlurmPipelineExecutor
+
+    if not _which("sbatch"):
+        raise ConfigError("executor=slurm but `sbatch` is not on PATH: run on a SLURM login node, or start "
+                          "a local cluster with launch/slurm/start_local_cluster.sh")
+    # the job runs the same interpreter that runs bertforge unless a venv is named
+    env_command = f"source {cfg.venv_path}" if cfg.venv_path else f"export PATH={Path(sys.executable).parent}:$PATH"
+    partition = cfg.partition or _default_partition()
+    previous = None
+    executors = []
+    for name, pipeline, tasks in steps:
+        executor = SlurmPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, time=cfg.time, partition=partition,
+            cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb, job_name=f"bertforge-{name}",
+            env_command=env_command, logging_dir=str(logging_dir / name), skip_completed=False,
+            depends=previous, qos="", mail_type="NONE", requeue=False)
+        executors.append(executor)
+        previous = executor
+    executors[-1].run()  # launches the whole chain through `depends`
+    _wait(executors, cfg)
+
+
+def _default_partition() -> str:
+    """The cluster's default partition (marked `*` by sinfo)."""
+    names = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()
+    for name in names:
+        if name.endswith("*"):
+            return name.rstrip("*")
+    if names:
+        return names[0]
+    raise ConfigError("executor=slurm: sinfo lists no partition; set corpus.executor.partition")
+
+
+def _which(tool: str) -> bool:
+    return any((Path(p) / tool).exists() for p in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"])
+
+
+def _wait(executors, cfg) -> None:
+    deadline = time.time() + cfg.max_wait_hours * 3600
+    job_ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]
+    log.info("corpus: waiting for SLURM jobs %s", ", ".join(job_ids))
+    while time.time() < deadline:
+        if all(not e.get_incomplete_ranks(skip_completed=True) for e in executors):
+            return
+        queued = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"],
+                                capture_output=True, text=True).stdout.strip()
+        if not queued and any(e.get_incomplete_ranks(skip_completed=True) for e in executors):
+            time.sleep(2 * cfg.poll_seconds)  # completion markers may trail the job's end a little
+            failed = [e.job_name for e in executors if e.get_incomplete_ranks(skip_completed=True)]
+            if failed:
+                raise RuntimeError(f"SLURM jobs {', '.join(job_ids)} ended but {', '.join(failed)} did not "
+                                   f"complete; see the slurm_logs under {executors[0].logging_dir.path}/..")
+        time.sleep(cfg.poll_seconds)
+    raise RuntimeError(f"SLURM jobs {', '.join(job_ids)} did not finish within corpus.executor.max_wait_hours")

@@ -1,0 +1,371 @@
+"""datatrove readers for plain text, JSONL(.gz), Parquet, saved HF datasets and CoNLL-U.
+
+Each reader decodes bytes itself so that a non-UTF-8 byte, a NUL byte, a malformed JSON line, a
+record without its text field or a record longer than `max_record_mib` is bad input named by
+file and line. With `on_bad_record: error` the run stops there; with `skip` the record is left
+out, counted, and written to `skipped/<input>/<rank>.jsonl` (file, line, problem) for the report.
+
+Lines are read with a length limit, so a 50 MB line costs at most `max_record_mib` of memory.
+Every document carries `metadata["source"]` (the input's name) and, until the dedup step takes
+it off, `metadata["input_index"]` (which input it came from, for caps and weights).
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+from datatrove.data import Document
+from datatrove.pipeline.readers.base import BaseDiskReader
+
+from bertforge.common.errors import CorpusInputError
+
+DEFAULT_GLOBS = {"txt": "**/*.txt", "jsonl": "**/*.jsonl*", "conllu": "**/*.conllu",
+                 "parquet": "**/*.parquet", "hf": "**/dataset_info.json"}
+FORMATS = tuple(DEFAULT_GLOBS)
+BAD_RECORD_MODES = ("error", "skip")
+
+
+class BadRecord(Exception):
+    """One bad record, raised inside a reader and either re-raised as CorpusInputError or skipped."""
+
+    def __init__(self, line: int | None, problem: str, fix: str, fatal_for_file: bool = False):
+        super().__init__(problem)
+        self.line, self.problem, self.fix, self.fatal_for_file = line, problem, fix, fatal_for_file
+
+
+class _StrictReader(BaseDiskReader):
+    """Shared: source tags, the bad-record policy and bounded line reading (gzip or plain)."""
+
+    def __init__(self, data_folder: str, source: str, glob_pattern: str, input_index: int = 0,
+                 on_bad_record: str = "error", max_record_bytes: int = 16 << 20, skipped_folder: str = ""):
+        if on_bad_record not in BAD_RECORD_MODES:
+            raise ValueError(f"source.on_bad_record must be error or skip, not {on_bad_record!r}")
+        super().__init__(data_folder, glob_pattern=glob_pattern, default_metadata={"source": source},
+                         add_file_path=False)
+        self.source, self.input_index = source, input_index
+        self.on_bad_record, self.max_record_bytes = on_bad_record, max_record_bytes
+        self.skipped_folder = skipped_folder
+        self._skipped_out, self._rank = None, 0
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self._rank = rank
+        yield from super().run(data, rank, world_size)
+
+    def update_doc_stats(self, document: Document) -> None:
+        """Skipped: datatrove's per-document length statistic cost ~4 us a document; the corpus
+        report counts documents and characters itself."""
+
+    # -- bad records -------------------------------------------------------------------------
+    def _bad(self, filepath: str, bad: BadRecord) -> None:
+        full = self.data_folder.resolve_paths(filepath)
+        if self.on_bad_record == "error":
+            raise CorpusInputError(full, bad.problem, bad.fix, line=bad.line) from None
+        self.stat_update("skipped_records")
+        if self.skipped_folder:
+            if self._skipped_out is None:
+                folder = Path(self.skipped_folder)
+                folder.mkdir(parents=True, exist_ok=True)
+                self._skipped_out = open(folder / f"input{self.input_index}-{self._rank:05d}.jsonl", "ab")
+            self._skipped_out.write(orjson.dumps({"file": full, "line": bad.line, "problem": bad.problem,
+                                                  "input": self.source}) + b"\n")
+            self._skipped_out.flush()
+
+    def read_file(self, filepath: str):
+        """Documents of one file; bad records are raised or skipped per `on_bad_record`."""
+        records = self._records(filepath)
+        while True:
+            try:
+                doc = next(records)
+            except StopIteration:
+                return
+            except BadRecord as bad:  # the generator is finished after raising: only for whole-file faults
+                self._bad(filepath, bad)
+                return
+            if isinstance(doc, BadRecord):
+                self._bad(filepath, doc)
+                if doc.fatal_for_file:
+                    return
+                continue
+            yield doc
+
+    def _records(self, filepath: str) -> Iterator[Document | BadRecord]:
+        raise NotImplementedError
+
+    def _lines(self, filepath: str) -> Iterator[tuple[int, str | BadRecord]]:
+        """(line number, text) per line; a bad line gives a BadRecord in place of its text."""
+        limit = self.max_record_bytes
+        with self.data_folder.open(filepath, "rb") as raw:
+            handle = gzip.GzipFile(fileobj=raw) if filepath.endswith(".gz") else raw
+            number = 0
+            try:
+                while True:
+                    line = handle.readline(limit + 1)
+                    if not line:
+                        return
+                    number += 1
+                    if len(line) > limit and not line.endswith(b"\n"):
+                        while (rest := handle.readline(limit)) and not rest.endswith(b"\n"):
+                            pass  # skip the rest of the oversized line without holding it
+                        yield number, BadRecord(number, f"line longer than {limit >> 20} MiB",
+                                                "Split the record, or raise source.max_record_mib.")
+                        continue
+                    if b"\x00" in line:
+                        yield number, BadRecord(number, "contains NUL bytes (binary data?)",
+                                                "Remove the binary content or the file.")
+                        continue
+                    try:
+                        yield number, line.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        yield number, BadRecord(
+                            number, f"not valid UTF-8 (byte {err.start} of the line)",
+                            "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove it.")
+            except (EOFError, OSError, zlib.error) as err:
+                yield number + 1, BadRecord(number + 1, f"cannot be read past this line ({err})",
+                                            "The file is truncated or corrupt: re-download or re-compress it.",
+                                            fatal_for_file=True)
+
+    def _doc(self, text: str, filepath: str, key: str, extra: dict | None = None) -> Document | None:
+        text = text.strip()
+        if not text:
+            return None
+        return Document(text=text, id=f"{self.source}/{filepath}/{key}",
+                        metadata={"source": self.source, **(extra or {}), "input_index": self.input_index})
+
+    def _check_size(self, text: str, line: int) -> BadRecord | None:
+        if len(text) > self.max_record_bytes:  # counts characters (no encoding pass): up to 4x the bytes
+            return BadRecord(line, f"record longer than {self.max_record_bytes >> 20} MiB",
+                             "Split the record, or raise source.max_record_mib.")
+        return None
+
+
+class TextReader(_StrictReader):
+    """Plain text: one document per file, per blank-line-separated paragraph, or per line."""
+
+    name = "📄 text"
+
+    def __init__(self, data_folder: str, source: str, glob_pattern: str, unit: str = "paragraph", **kwargs):
+        if unit not in ("file", "paragraph", "line"):
+            raise ValueError(f"source.inputs[].txt_unit must be file, paragraph or line, not {unit!r}")
+        super().__init__(data_folder, source, glob_pattern, **kwargs)
+        self.unit = unit
+
+    def _records(self, filepath: str):
+        block: list[str] = []
+        size = 0
+        first = 1
+        for number, line in self._lines(filepath):
+            if isinstance(line, BadRecord):
+                yield line
+                continue
+            if self.unit == "line":
+                if doc := self._doc(line, filepath, str(number)):
+                    yield doc
+                continue
+            if self.unit == "paragraph" and not line.strip():
+                if doc := self._doc("".join(block), filepath, str(first)):
+                    yield doc
+                block, size, first = [], 0, number + 1
+                continue
+            block.append(line)
+            size += len(line)
+            if size > self.max_record_bytes:  # a paragraph (or file) too long to hold: drop the rest of it
+                yield BadRecord(first, f"{self.unit} starting here is longer than {self.max_record_bytes >> 20} MiB",
+                                "Split it, use txt_unit=line, or raise source.max_record_mib.")
+                block, size, first = [], 0, number + 1
+        if doc := self._doc("".join(block), filepath, str(first)):
+            yield doc
+
+
+class JsonlReader(_StrictReader):
+    """JSON Lines (optionally gzipped): the text is taken from `text_key`, other keys kept as metadata."""
+
+    name = "🐿 jsonl"
+
+    def __init__(self, data_folder: str, source: str, glob_pattern: str, text_key: str = "text", **kwargs):
+        super().__init__(data_folder, source, glob_pattern, **kwargs)
+        self.text_key = text_key
+
+    def _records(self, filepath: str):
+        for number, line in self._lines(filepath):
+            if isinstance(line, BadRecord):
+                yield line
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                yield BadRecord(number, f"not a JSON object ({err})",
+                                "Fix or remove this line; each line must be one JSON object.")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get(self.text_key), str):
+                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+                yield BadRecord(number, f"no string field {self.text_key!r} (found {keys})",
+                                "Set source.inputs[].text_key to the field that holds the text.")
+                continue
+            text = record.pop(self.text_key)
+            meta = {k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}
+            if doc := self._doc(text, filepath, str(number), meta):
+                yield doc
+
+
+def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, text_key: str):
+    """Documents from table rows (Parquet, HF datasets); the row number stands in for the line."""
+    for number, row in enumerate(rows, start=1):
+        text = row.get(text_key)
+        if not isinstance(text, str):
+            if text is None:
+                continue  # a null cell holds no text; nothing to keep
+            yield BadRecord(number, f"column {text_key!r} holds {type(text).__name__}, not text",
+                            "Set source.inputs[].text_key to a string column.")
+            continue
+        if (bad := reader._check_size(text, number)) is not None:
+            yield bad
+            continue
+        if "\x00" in text:
+            yield BadRecord(number, "contains NUL characters (binary data?)", "Remove the binary content.")
+            continue
+        meta = {k: v for k, v in row.items() if k != text_key and isinstance(v, (str, int, float, bool))}
+        if doc := reader._doc(text, filepath, str(number), meta):
+            yield doc
+
+
+class ParquetReader(_StrictReader):
+    """Parquet files, read in record batches (memory ~ one batch); `text_key` names the text column."""
+
+    name = "📦 parquet"
+
+    def __init__(self, data_folder: str, source: str, glob_pattern: str, text_key: str = "text",
+                 batch_rows: int = 1024, **kwargs):
+        super().__init__(data_folder, source, glob_pattern, **kwargs)
+        self.text_key, self.batch_rows = text_key, batch_rows
+
+    def _records(self, filepath: str):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            handle = pq.ParquetFile(self.data_folder.resolve_paths(filepath))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise BadRecord(None, f"is not a readable Parquet file ({err})",
+                            "Re-export it, or remove it from the input.", fatal_for_file=True) from None
+        columns = handle.schema_arrow.names
+        if self.text_key not in columns:
+            raise BadRecord(None, f"has no column {self.text_key!r} (columns: {columns})",
+                            "Set source.inputs[].text_key to the column that holds the text.", fatal_for_file=True)
+
+        def rows():
+            for batch in handle.iter_batches(batch_size=self.batch_rows):
+                yield from batch.to_pylist()
+
+        yield from _row_records(self, rows(), filepath, self.text_key)
+
+
+class HFDatasetReader(_StrictReader):
+    """A dataset saved with `datasets.Dataset.save_to_disk` (the folder holding dataset_info.json).
+
+    Memory-mapped Arrow: rows are read in batches; each task reads a contiguous shard of rows.
+    """
+
+    name = "🤗 hf dataset"
+
+    def __init__(self, data_folder: str, source: str, glob_pattern: str, text_key: str = "text", **kwargs):
+        super().__init__(data_folder, source, glob_pattern, **kwargs)
+        self.text_key = text_key
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self._rank = rank
+        if data:
+            yield from data
+        for doc in self.read_file("", rank, world_size):
+            self.update_doc_stats(doc)
+            yield doc
+
+    def read_file(self, filepath: str, rank: int = 0, world_size: int = 1):  # noqa: D102 (see base)
+        self._shard = (rank, world_size)
+        yield from super().read_file(filepath)
+
+    def _records(self, filepath: str):
+        from datasets import load_from_disk
+
+        folder = self.data_folder.resolve_paths("")
+        try:
+            dataset = load_from_disk(folder)
+        except (FileNotFoundError, ValueError) as err:
+            raise BadRecord(None, f"is not a saved HF dataset ({err})",
+                            "Point source.inputs[].path at the folder written by save_to_disk.",
+                            fatal_for_file=True) from None
+        if hasattr(dataset, "keys"):  # a DatasetDict: read every split in a fixed order
+            raise BadRecord(None, f"holds several splits ({sorted(dataset.keys())})",
+                            "Point source.inputs[].path at one split's folder.", fatal_for_file=True)
+        if self.text_key not in dataset.column_names:
+            raise BadRecord(None, f"has no column {self.text_key!r} (columns: {dataset.column_names})",
+                            "Set source.inputs[].text_key to the column that holds the text.", fatal_for_file=True)
+        rank, world_size = getattr(self, "_shard", (0, 1))
+        shard = dataset.shard(world_size, rank, contiguous=True) if world_size > 1 else dataset
+
+        def rows():
+            for batch in shard.iter(batch_size=1024):
+                keys = list(batch)
+                for values in zip(*batch.values()):
+                    yield dict(zip(keys, values))
+
+        yield from _row_records(self, rows(), f"rank{rank}", self.text_key)
+
+
+class ConlluReader(_StrictReader):
+    """CoNLL-U: the `# text =` line of each sentence; sentences grouped into documents.
+
+    A document ends at a `# newdoc` marker or after `sentences_per_doc` sentences, whichever
+    comes first (treebanks without markers, like Irish IDT, would otherwise be one document).
+    """
+
+    name = "🌳 conllu"
+
+    def __init__(self, data_folder: str, source: str, glob_pattern: str, sentences_per_doc: int = 10, **kwargs):
+        super().__init__(data_folder, source, glob_pattern, **kwargs)
+        self.sentences_per_doc = sentences_per_doc
+
+    def _records(self, filepath: str):
+        sentences: list[str] = []
+        first = 1
+        for number, line in self._lines(filepath):
+            if isinstance(line, BadRecord):
+                yield line
+                continue
+            newdoc = line.startswith("# newdoc")
+            if newdoc or len(sentences) >= self.sentences_per_doc:
+                if doc := self._doc(" ".join(sentences), filepath, str(first)):
+                    yield doc
+                sentences, first = [], number
+            if line.startswith("# text ="):
+                sentences.append(line[len("# text ="):].strip())
+        if doc := self._doc(" ".join(sentences), filepath, str(first)):
+            yield doc
+
+
+def make_reader(input_cfg, index: int = 0, on_bad_record: str = "error", max_record_mib: float = 16.0,
+                skipped_folder: str = "") -> BaseDiskReader:
+    """The datatrove reader for one configured input (see `corpora.config.InputConfig`)."""
+    fmt = input_cfg.format
+    if fmt not in FORMATS:
+        raise ValueError(f"source.inputs[{index}].format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    path, glob = Path(input_cfg.path), input_cfg.glob or DEFAULT_GLOBS[fmt]
+    if path.is_file() and fmt != "hf":  # a single file: read its folder, matching only that file
+        path, glob = path.parent, path.name
+    common = dict(input_index=index, on_bad_record=on_bad_record,
+                  max_record_bytes=int(max_record_mib * (1 << 20)), skipped_folder=skipped_folder)
+    name = input_cfg.name
+    if fmt == "txt":
+        return TextReader(str(path), name, glob, unit=input_cfg.txt_unit, **common)
+    if fmt == "jsonl":
+        return JsonlReader(str(path), name, glob, text_key=input_cfg.text_key, **common)
+    if fmt == "parquet":
+        return ParquetReader(str(path), name, glob, text_key=input_cfg.text_key, **common)
+    if fmt == "hf":
+        return HFDatasetReader(str(path), name, "dataset_info.json", text_key=input_cfg.text_key, **common)
+    return ConlluReader(str(path), name, glob, sentences_per_doc=input_cfg.sentences_per_doc, **common)

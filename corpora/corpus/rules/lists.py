@@ -1,0 +1,166 @@
+"""Word-list and URL rules: stop-word presence, a user blocklist, domains of web documents.
+
+Nothing here ships an English word list: stop words come from config (per language) or are
+derived from the corpus itself (`derive_stopwords`), and the blocklist is the user's own file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlsplit
+
+import numpy as np
+from datatrove.data import Document
+
+from bertforge.common.errors import CorpusInputError
+from corpora.corpus.rules.base import FilterStep
+from corpora.corpus.text_batch import TextBatch, batches_of
+
+_WORD = re.compile(r"\w+")
+_WINDOW = 300
+_URL_IN_TEXT = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+
+
+def derive_stopwords(texts: Iterable[str], top_k: int) -> list[str]:
+    """The `top_k` words (casefolded) found in the most documents: a language's function words."""
+    doc_freq: Counter = Counter()
+    for text in texts:
+        doc_freq.update(set(_WORD.findall(text.casefold())))
+    return [word for word, _ in doc_freq.most_common(top_k)]
+
+
+def has_stopwords(text: str, stopwords: frozenset[str], needed: int) -> bool:
+    """True when `text` has at least `needed` stop-word tokens (casefolded Unicode words).
+
+    Reads (and casefolds) a window of about `_WINDOW` characters at a time, cut at a space so no word
+    is split, and stops at the `needed`-th: in real text that is within the first window.
+    """
+    found, start = 0, 0
+    while found < needed and start < len(text):
+        end = text.find(" ", start + _WINDOW)
+        end = len(text) if end < 0 else end
+        for match in _WORD.finditer(text[start:end].casefold()):
+            if match.group() in stopwords:
+                found += 1
+                if found >= needed:
+                    break
+        start = end
+    return found >= needed
+
+
+class StopwordFilter(FilterStep):
+    """Drops documents with fewer than `min_stopwords` stop-word tokens of their language.
+
+    `words` maps a language code (as set by the language step) to its list; `default` applies
+    to documents of other or unknown language. Tokens are counted for a batch at a time, on the
+    batch the quality step read the documents in where there is one (`corpora.corpus.text_batch`): a
+    token is a stop word when its hash is among the list's. A document whose case folding is not
+    one code point to one is counted by `has_stopwords` instead.
+    """
+
+    name = "🛑 stop words"
+
+    def __init__(self, words: dict[str, list[str]], min_stopwords: int, exclusion_writer=None):
+        super().__init__(exclusion_writer, batch_size=256)
+        self.words = {lang: frozenset(w.casefold() for w in ws) for lang, ws in words.items()}
+        self.min_stopwords = min_stopwords
+        # only a list entry that is one \w+ word can ever equal a token
+        self._hashes = {lang: np.unique(TextBatch(sorted(w for w in ws if _WORD.fullmatch(w))).unicode_words[0])
+                        for lang, ws in self.words.items()}
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, docs: list[Document]) -> list[bool | tuple[bool, str]]:
+        verdicts: list = [True] * len(docs)
+        for batch, rows, positions in batches_of(docs):
+            hits = batch.cached("stopword_hits", self._hits)
+            for row, position in zip(rows.tolist(), positions):
+                doc = docs[position]
+                language = doc.metadata.get("language", "default")
+                language = language if language in self.words else "default"
+                if language not in self.words:
+                    continue  # no list for this language: the rule cannot judge it
+                if batch.expands[row]:
+                    enough = has_stopwords(doc.text, self.words[language], self.min_stopwords)
+                else:
+                    enough = hits[language][row] >= self.min_stopwords
+                if not enough:
+                    verdicts[position] = (False, "few_stopwords")
+        return verdicts
+
+    def _hits(self, batch: TextBatch) -> dict[str, np.ndarray]:
+        """Per list, its stop-word tokens in each document of `batch`."""
+        hashes, owner = batch.unicode_words
+        return {lang: np.bincount(owner[np.isin(hashes, listed)], minlength=batch.size)
+                for lang, listed in self._hashes.items()}
+
+
+def read_word_list(path: str, key: str) -> list[str]:
+    """Non-empty, non-comment lines of a UTF-8 file; a clear error names the file and config key."""
+    file = Path(path)
+    if not file.is_file():
+        raise CorpusInputError(path, "does not exist", f"Fix {key} or set it to an empty string.")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise CorpusInputError(path, f"is not UTF-8 ({err.reason})", "Re-encode it as UTF-8.") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+class BlocklistFilter(FilterStep):
+    """Drops documents with more than `max_matches` whole-word matches of the user's phrases."""
+
+    name = "⛔ blocklist"
+
+    def __init__(self, phrases: list[str], max_matches: int = 0, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        alternatives = "|".join(re.escape(p.casefold()) for p in sorted(set(phrases), key=len, reverse=True))
+        self.pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)") if phrases else None
+        self.max_matches = max_matches
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        if self.pattern is None:
+            return True
+        matches = 0
+        for _ in self.pattern.finditer(doc.text.casefold()):
+            matches += 1
+            if matches > self.max_matches:
+                return False, "blocklist"
+        return True
+
+
+def domain_of(url: str) -> str:
+    """Lower-cased host of a URL without port or leading `www.` ('' when there is none)."""
+    host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    return host.removeprefix("www.")
+
+
+class UrlFilter(FilterStep):
+    """Web-source rules: blocked domains (with subdomains), allowed top-level domains, URL-heavy text."""
+
+    name = "🔗 urls"
+
+    def __init__(self, cfg, blocked_domains: list[str], exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.key, self.blocked = cfg.metadata_key, frozenset(d.lower().removeprefix("www.") for d in blocked_domains)
+        self.allowed_tlds = frozenset(t.lower().lstrip(".") for t in cfg.allowed_tlds)
+        self.max_url_chars_ratio = cfg.max_url_chars_ratio
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        url = doc.metadata.get(self.key)
+        if isinstance(url, str) and url:
+            host = domain_of(url)
+            parts = host.split(".")
+            if any(".".join(parts[i:]) in self.blocked for i in range(len(parts))):
+                return False, "blocked_domain"
+            if self.allowed_tlds and parts[-1] not in self.allowed_tlds:
+                return False, "tld_not_allowed"
+        if self.max_url_chars_ratio is not None:
+            url_chars = sum(len(m) for m in _URL_IN_TEXT.findall(doc.text))
+            if url_chars > self.max_url_chars_ratio * max(1, len(doc.text)):
+                return False, "url_heavy"
+        return True

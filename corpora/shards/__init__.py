@@ -1,0 +1,1 @@
+"""The shards stage: documents + tokenizer -> packed, memory-mapped token rows."""

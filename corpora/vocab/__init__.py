@@ -1,0 +1,1 @@
+"""The vocab stage: cleaned documents -> a tokenizer (tokenizer.json) + intrinsic metrics."""

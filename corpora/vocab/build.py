@@ -1,0 +1,164 @@
+"""Building an untrained `tokenizers.Tokenizer` (WordPiece, BPE, byte-level BPE, Unigram) and finishing a trained one.
+
+Every option is checked by `check_options` before any data is read, so a bad combination fails in
+a second with the config key at fault, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from bertforge.common.errors import ConfigError
+from corpora.vocab.special_tokens import STYLES, style_tokens
+
+SPECIAL_TOKENS = style_tokens("bert")  # the default style's tokens, in id order
+MODELS = ("wordpiece", "bpe", "unigram")
+TRAINERS = ("tokenizers", "sentencepiece")
+NORMALIZERS = ("nfc", "nfkc", "none", "bert")
+BYTE_LEVEL_ALPHABET = len(pre_tokenizers.ByteLevel.alphabet())  # 256: every byte has a symbol
+
+
+def check_options(tok_cfg) -> None:
+    """Raise ConfigError, naming the key, for any option or combination that cannot work."""
+    if tok_cfg.extend_from:
+        if tok_cfg.extend_tokens <= 0:
+            raise ConfigError(f"tokenizer.extend_tokens={tok_cfg.extend_tokens}: with tokenizer.extend_from set, "
+                              "say how many new tokens to add (e.g. tokenizer.extend_tokens=2000)")
+        return
+    if tok_cfg.model not in MODELS:
+        raise ConfigError(f"tokenizer.model={tok_cfg.model!r} is not one of {list(MODELS)}")
+    if tok_cfg.trainer not in TRAINERS:
+        raise ConfigError(f"tokenizer.trainer={tok_cfg.trainer!r} is not one of {list(TRAINERS)}")
+    if tok_cfg.style not in STYLES:
+        raise ConfigError(f"tokenizer.style={tok_cfg.style!r} is not one of {sorted(STYLES)}")
+    if tok_cfg.normalizer not in NORMALIZERS:
+        raise ConfigError(f"tokenizer.normalizer={tok_cfg.normalizer!r} is not one of {list(NORMALIZERS)}")
+    if tok_cfg.byte_level and tok_cfg.model != "bpe":
+        raise ConfigError(f"tokenizer.byte_level=true needs tokenizer.model=bpe (got {tok_cfg.model!r})")
+    if tok_cfg.trainer == "sentencepiece" and (tok_cfg.model == "wordpiece" or tok_cfg.byte_level):
+        raise ConfigError("tokenizer.trainer=sentencepiece trains bpe or unigram (character level): "
+                          "use tokenizer.trainer=tokenizers for wordpiece and byte-level BPE")
+    if not 0.0 <= tok_cfg.bpe_dropout < 1.0:
+        raise ConfigError(f"tokenizer.bpe_dropout={tok_cfg.bpe_dropout} must be in [0, 1)")
+    if tok_cfg.bpe_dropout and tok_cfg.model != "bpe":
+        raise ConfigError(f"tokenizer.bpe_dropout applies to bpe only (tokenizer.model={tok_cfg.model!r})")
+    if tok_cfg.extend_tokens:
+        raise ConfigError("tokenizer.extend_tokens needs tokenizer.extend_from (the tokenizer to extend)")
+    specials = len(special_token_list(tok_cfg))
+    if tok_cfg.vocab_size <= specials:
+        raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size} leaves no room beyond the "
+                          f"{specials} special tokens")
+
+
+def check_alphabet(tok_cfg, distinct_chars: int) -> None:
+    """Fail before training when vocab_size cannot even hold the alphabet plus the special tokens."""
+    if tok_cfg.byte_level:
+        alphabet, why = BYTE_LEVEL_ALPHABET, "byte-level BPE starts from all 256 byte symbols"
+    elif tok_cfg.model == "unigram" and tok_cfg.trainer == "tokenizers":
+        alphabet, why = distinct_chars, f"{distinct_chars} distinct characters in the training sample"
+    else:
+        alphabet = min(distinct_chars, tok_cfg.limit_alphabet)
+        why = (f"{distinct_chars} distinct characters in the training sample, "
+               f"tokenizer.limit_alphabet={tok_cfg.limit_alphabet}")
+    needed = alphabet + len(special_token_list(tok_cfg))
+    if target_vocab_size(tok_cfg) < needed:
+        raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size} is below the alphabet size plus special "
+                          f"tokens ({needed}: {why}): raise tokenizer.vocab_size to well above {needed}"
+                          + ("" if tok_cfg.byte_level else " or lower tokenizer.limit_alphabet"))
+
+
+def special_token_list(tok_cfg) -> list[str]:
+    """The style's five special tokens (in id order) followed by any extra ones."""
+    return style_tokens(tok_cfg.style) + [t for t in tok_cfg.extra_special_tokens if t not in STYLES[tok_cfg.style].values()]
+
+
+def target_vocab_size(tok_cfg) -> int:
+    """vocab_size, rounded up to `round_vocab_to_multiple_of` when that is > 1."""
+    multiple = tok_cfg.round_vocab_to_multiple_of
+    return math.ceil(tok_cfg.vocab_size / multiple) * multiple if multiple > 1 else tok_cfg.vocab_size
+
+
+def build_normalizer(tok_cfg) -> normalizers.Normalizer | None:
+    """Unicode form, then accent stripping (only if asked), then lowercasing (only if asked)."""
+    if tok_cfg.normalizer == "bert":
+        # BertNormalizer strips accents whenever lowercase is on unless told otherwise: say it explicitly.
+        return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                          strip_accents=tok_cfg.strip_accents, lowercase=tok_cfg.lowercase)
+    steps = {"nfc": [normalizers.NFC()], "nfkc": [normalizers.NFKC()], "none": []}[tok_cfg.normalizer]
+    if tok_cfg.strip_accents:
+        steps += [normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()]
+    if tok_cfg.lowercase:
+        steps.append(normalizers.Lowercase())
+    return normalizers.Sequence(steps) if steps else None
+
+
+def build_untrained(tok_cfg) -> tuple[Tokenizer, trainers.Trainer]:
+    """An untrained tokenizer and its trainer (tokenizers library) for `tok_cfg` (checked first)."""
+    check_options(tok_cfg)
+    unk = STYLES[tok_cfg.style]["unk"]
+    specials, size = special_token_list(tok_cfg), target_vocab_size(tok_cfg)
+    if tok_cfg.model == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=unk, max_input_chars_per_word=100))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # whitespace and punctuation
+        tokenizer.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=size, min_frequency=tok_cfg.min_frequency, limit_alphabet=tok_cfg.limit_alphabet,
+            special_tokens=specials, continuing_subword_prefix="##", show_progress=False)
+    elif tok_cfg.model == "bpe" and tok_cfg.byte_level:
+        tokenizer = Tokenizer(models.BPE())  # no UNK: every byte is in the alphabet
+        # No prefix space (as RoBERTa and GPT-2): decoding gives back the text exactly.
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=size, min_frequency=tok_cfg.min_frequency, special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    elif tok_cfg.model == "bpe":
+        # Metaspace (the SentencePiece convention) marks word starts with "▁", so decoding is exact
+        # and the tokenizers and sentencepiece trainers produce comparable vocabularies.
+        tokenizer = Tokenizer(models.BPE(unk_token=unk, fuse_unk=True))
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="always")
+        trainer = trainers.BpeTrainer(
+            vocab_size=size, min_frequency=tok_cfg.min_frequency, limit_alphabet=tok_cfg.limit_alphabet,
+            special_tokens=specials, show_progress=False)
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="always")
+        trainer = trainers.UnigramTrainer(vocab_size=size, special_tokens=specials, unk_token=unk,
+                                          max_piece_length=16, show_progress=False)
+    tokenizer.normalizer = build_normalizer(tok_cfg)
+    return tokenizer, trainer
+
+
+def add_post_processor(tokenizer: Tokenizer, roles: dict[str, str], style: str) -> None:
+    """BERT: [CLS] A [SEP] (B [SEP]) with token types; RoBERTa: <s> A </s> (</s> B </s>)."""
+    cls, sep = roles["cls"], roles["sep"]
+    if style == "roberta":
+        single, pair = f"{cls} $A {sep}", f"{cls} $A {sep} {sep} $B {sep}"
+    else:
+        single, pair = f"{cls}:0 $A:0 {sep}:0", f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1"
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=single, pair=pair,
+        special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))])
+
+
+def pad_vocabulary(tokenizer: Tokenizer, multiple: int, style: str) -> int:
+    """Append reserved special tokens ([unused0]... / <unused0>...) until the size is a multiple of
+    `multiple`; returns how many were added. Reserved tokens never match text."""
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    missing = (-size) % multiple if multiple > 1 else 0
+    template = "<unused{}>" if style == "roberta" else "[unused{}]"
+    tokenizer.add_special_tokens([AddedToken(template.format(i), special=True) for i in range(missing)])
+    return missing
+
+
+def finish(tokenizer: Tokenizer, tok_cfg) -> dict[str, str]:
+    """After training: special tokens registered, post-processor, padding to a multiple; returns roles."""
+    tokenizer.add_special_tokens(special_token_list(tok_cfg))  # already in the vocabulary: keeps their ids
+    roles = dict(STYLES[tok_cfg.style])
+    add_post_processor(tokenizer, roles, tok_cfg.style)
+    pad_vocabulary(tokenizer, tok_cfg.round_vocab_to_multiple_of, tok_cfg.style)
+    return roles

@@ -1,0 +1,179 @@
+"""The vocab stage: cleaned documents -> `tokenizer.json` (HF fast format) + intrinsic metrics.
+
+The folder holds tokenizer.json and the transformers files naming the special tokens,
+metrics.json (held-out text, gold treebank words, and the same for a reference tokenizer),
+tokenizer_dropout.json when BPE dropout is asked for, and new_tokens.json when an existing
+vocabulary was extended instead of trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
+
+from corpora.corpus.stage import run_corpus
+from corpora.documents import iter_documents
+from bertforge.common.errors import CorpusInputError
+from corpora.vocab.special_tokens import special_tokens
+from bertforge.common.stage_folder import build_stage, read_manifest, reuse, stage_folder, write_json_atomic
+from corpora.vocab.build import build_untrained, check_alphabet, check_options, finish
+from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
+from corpora.vocab.metrics import conllu_files, gold_metrics, gold_sentences, load_reference, text_metrics, unk_id
+from corpora.vocab.sample import TrainingSample
+
+log = logging.getLogger("bertforge.vocab")
+
+
+def run_vocab(cfg) -> Path:
+    """Build (or reuse) the vocabulary folder for `cfg`; runs the corpus stage first if needed."""
+    from pretrain.config import section
+
+    tok_cfg = cfg.tokenizer
+    check_options(tok_cfg)
+    reference_path = tok_cfg.reference or tok_cfg.extend_from
+    reference = load_reference(reference_path, "tokenizer.reference" if tok_cfg.reference else "tokenizer.extend_from") \
+        if reference_path else None
+    gold_files = conllu_files(tok_cfg.gold_conllu) if tok_cfg.gold_conllu else _source_treebanks(cfg)
+    corpus_dir = run_corpus(cfg)
+    payload = section(cfg, "tokenizer") | {"heldout_percent": cfg.shards.heldout_percent}
+    inputs = {"corpus": read_manifest(corpus_dir)["hash"]}
+    if reference_path:  # a changed reference file is a changed input
+        inputs["reference"] = _file_hash(Path(reference_path))
+    folder = stage_folder(cfg.paths.work_dir, "vocab", payload, inputs)
+    if reuse(folder, log):
+        return folder
+    sample = TrainingSample.plan(corpus_dir, cfg.shards.heldout_percent, tok_cfg.max_training_docs,
+                                 tok_cfg.max_training_chars, tok_cfg.lowercase)
+    if sample.split_documents == 0:
+        raise CorpusInputError(str(corpus_dir), "has no training documents (all filtered out, or all held out)",
+                               "Loosen the filters, add text, or lower shards.heldout_percent.")
+    if not tok_cfg.extend_from:
+        check_alphabet(tok_cfg, len(sample.alphabet))
+    with build_stage(cfg.paths.work_dir, "vocab", payload, inputs) as build:
+        started = time.perf_counter()
+        if tok_cfg.extend_from:
+            tokenizer, roles, extension = _extend(reference, tok_cfg, sample, build.tmp)
+        else:
+            tokenizer, roles = train(tok_cfg, sample, build.tmp)
+            extension = None
+        training_seconds = time.perf_counter() - started
+        save_hf_tokenizer(tokenizer, build.tmp, roles)
+        if tok_cfg.bpe_dropout:
+            tokenizer_with_dropout(tokenizer, tok_cfg.bpe_dropout).save(str(build.tmp / "tokenizer_dropout.json"))
+        metrics = measure(tokenizer, roles, cfg, corpus_dir, gold_files, reference, reference_path)
+        metrics |= {"training_documents": sample.documents, "training_chars": sample.chars,
+                    "training_seconds": round(training_seconds, 3), "special_tokens": roles}
+        if extension:
+            metrics["extension"] = extension | {
+                "fertility_before": metrics["reference"]["heldout"]["fertility"],
+                "fertility_after": metrics["fertility"]}
+        write_json_atomic(build.tmp / "metrics.json", metrics)
+        build.manifest["counts"] = metrics
+    log.info("vocab: %d tokens, held-out fertility %.3f%s -> %s", metrics["vocab_size"], metrics["fertility"],
+             f" (reference {metrics['reference']['heldout']['fertility']:.3f})" if reference else "", folder)
+    return folder
+
+
+def train(tok_cfg, sample: TrainingSample, workdir: Path) -> tuple[Tokenizer, dict[str, str]]:
+    """Train the configured model on the streamed sample; returns the finished tokenizer and its roles."""
+    if tok_cfg.trainer == "sentencepiece":
+        from corpora.vocab.sentencepiece_train import train_sentencepiece
+
+        tokenizer = train_sentencepiece(sample, tok_cfg, workdir)
+    else:
+        tokenizer, trainer = build_untrained(tok_cfg)
+        tokenizer.train_from_iterator(sample, trainer=trainer)
+    if sample.documents == 0:
+        raise CorpusInputError(str(sample.corpus_dir), "gave an empty training sample",
+                               "Raise tokenizer.max_training_chars / max_training_docs (0 means no cap).")
+    return tokenizer, finish(tokenizer, tok_cfg)
+
+
+def _extend(base: Tokenizer, tok_cfg, sample: TrainingSample, workdir: Path):
+    counts = count_words(base, sample)
+    chosen = choose_new_tokens(base, counts, tok_cfg.extend_tokens)
+    tokenizer = add_tokens(base, [c["token"] for c in chosen])
+    write_json_atomic(workdir / "new_tokens.json", chosen)
+    extension = {"base": tok_cfg.extend_from, "base_vocab_size": base.get_vocab_size(with_added_tokens=True),
+                 "added_tokens": len(chosen), "domain_words_counted": sum(counts.values())}
+    return tokenizer, special_tokens(Path(tok_cfg.extend_from)), extension
+
+
+def tokenizer_with_dropout(tokenizer: Tokenizer, dropout: float) -> Tokenizer:
+    """A copy of a BPE tokenizer whose merges are each skipped with probability `dropout` (BPE-dropout):
+    for tokenising training data only; every call segments rare words differently."""
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.model.dropout = dropout
+    return copy
+
+
+def measure(tokenizer: Tokenizer, roles: dict[str, str], cfg, corpus_dir: Path, gold_files: list[Path],
+            reference: Tokenizer | None, reference_path: str) -> dict:
+    """Held-out and gold-word metrics of `tokenizer`, and of the reference on the same words."""
+    tok_cfg = cfg.tokenizer
+    heldout = _heldout_texts(corpus_dir, cfg.shards.heldout_percent, tok_cfg.metrics_max_chars)
+    ours = text_metrics(tokenizer, heldout, tokenizer.token_to_id(roles["unk"]))
+    metrics = {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+               "heldout_documents": ours.pop("documents"), "heldout_words": ours.pop("words")} | ours
+    # A treebank that is also a corpus input is scored only on sentences of held-out documents.
+    inside = _source_paths(cfg)
+    only_in = "\n".join(heldout) if any(_is_under(f, inside) for f in gold_files) else None
+    sentences = gold_sentences(gold_files, only_in, tok_cfg.metrics_max_chars // 10) if gold_files else []
+    if sentences:
+        metrics["gold"] = gold_metrics(tokenizer, sentences, tokenizer.token_to_id(roles["unk"])) | {
+            "files": [str(f) for f in gold_files], "heldout_sentences_only": only_in is not None}
+    if reference is not None:
+        ref_unk = unk_id(reference, reference_path)
+        metrics["reference"] = {"path": reference_path,
+                                "vocab_size": reference.get_vocab_size(with_added_tokens=True),
+                                "heldout": text_metrics(reference, heldout, ref_unk)}
+        if sentences:
+            metrics["reference"]["gold"] = gold_metrics(reference, sentences, ref_unk)
+        metrics["fertility_vs_reference"] = metrics["fertility"] / max(metrics["reference"]["heldout"]["fertility"], 1e-9)
+    return metrics
+
+
+def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, roles: dict[str, str] | None = None) -> PreTrainedTokenizerFast:
+    """Save `tokenizer.json` plus the transformers files that name the special tokens."""
+    roles = roles or special_tokens(tokenizer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token=roles["unk"], pad_token=roles["pad"], cls_token=roles["cls"],
+        sep_token=roles["sep"], mask_token=roles["mask"], model_max_length=512,
+    )
+    hf.save_pretrained(str(folder))
+    return hf
+
+
+def _heldout_texts(corpus_dir: Path, heldout_percent: float, max_chars: int) -> list[str]:
+    texts, chars = [], 0
+    for doc in iter_documents(corpus_dir, "heldout", heldout_percent):
+        if max_chars and chars >= max_chars:
+            break
+        texts.append(doc["text"])
+        chars += len(doc["text"])
+    return texts
+
+
+def _source_paths(cfg) -> list[Path]:
+    return [Path(i.path).resolve() for i in cfg.source.inputs]
+
+
+def _source_treebanks(cfg) -> list[Path]:
+    """Default gold words: the conllu inputs of the source (empty when it has none)."""
+    paths = [i.path for i in cfg.source.inputs if i.format == "conllu"]
+    return conllu_files(paths, "source.inputs (conllu, used as gold words)") if paths else []
+
+
+def _is_under(path: Path, roots: list[Path]) -> bool:
+    path = path.resolve()
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _file_hash(path: Path) -> str:
+    file = path / "tokenizer.json" if path.is_dir() else path
+    return hashlib.sha256(file.read_bytes()).hexdigest()[:12]

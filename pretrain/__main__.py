@@ -1,3 +1,0 @@
-from pretrain.cli import main
-
-main()

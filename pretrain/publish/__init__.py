@@ -1,0 +1,1 @@
+"""The publish stage: a loadable HF folder with a model card."""

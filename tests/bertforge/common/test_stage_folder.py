@@ -1,0 +1,54 @@
+"""Stage folders appear only when finished; a failure or a kill leaves nothing that looks finished."""
+
+import pytest
+
+from bertforge.common.stage_folder import build_stage, config_hash, is_complete, lineage, read_manifest, stage_folder
+
+
+def test_hash_ignores_key_order():
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_finished_stage_has_manifest_and_marker(tmp_path):
+    with build_stage(tmp_path, "corpus", {"x": 1}, {}) as build:
+        (build.tmp / "data.txt").write_text("hi")
+        build.manifest["counts"] = {"documents": 1}
+    folder = stage_folder(tmp_path, "corpus", {"x": 1}, {})
+    assert is_complete(folder) and (folder / "data.txt").read_text() == "hi"
+    assert read_manifest(folder)["counts"] == {"documents": 1}
+
+
+def test_failure_leaves_no_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with build_stage(tmp_path, "corpus", {"x": 1}, {}) as build:
+            (build.tmp / "half.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert list((tmp_path / "corpus").iterdir()) == []
+
+
+def test_half_written_folder_is_not_reused(tmp_path):
+    folder = stage_folder(tmp_path, "vocab", {"v": 1}, {"corpus": "abc"})
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")  # no completion marker: a crashed copy
+    assert not is_complete(folder)
+    with pytest.raises(FileNotFoundError, match="not a finished"):
+        read_manifest(folder)
+
+
+def test_stale_tmp_from_killed_run_is_cleaned(tmp_path):
+    folder = stage_folder(tmp_path, "corpus", {"x": 1}, {})
+    stale = folder.parent / f".{folder.name}.tmp-99999"
+    stale.mkdir(parents=True)
+    with build_stage(tmp_path, "corpus", {"x": 1}, {}):
+        pass
+    assert not stale.exists() and is_complete(folder)
+
+
+def test_lineage_follows_inputs(tmp_path):
+    with build_stage(tmp_path, "corpus", {"x": 1}, {}) as corpus:
+        pass
+    with build_stage(tmp_path, "vocab", {"v": 1}, {"corpus": corpus.manifest["hash"]}) as vocab:
+        pass
+    found = lineage(vocab.final)
+    assert set(found) == {"corpus", "vocab"} and found["corpus"] == str(corpus.final)

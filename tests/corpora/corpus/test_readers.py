@@ -1,0 +1,152 @@
+"""Readers on real treebank text and on every kind of bad input the corpus stage must name."""
+
+import gzip
+import json
+
+import pytest
+
+from corpora.config import InputConfig
+from bertforge.common.errors import CorpusInputError
+from corpora.corpus.readers import make_reader
+
+
+def read_all(spec: InputConfig):
+    reader = make_reader(spec)
+    files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
+    return [doc for name in files for doc in reader.read_file(name)]
+
+
+def test_conllu_groups_text_lines_into_documents(data_dir):
+    path = data_dir / "ud" / "UD_Irish-IDT"
+    docs = read_all(InputConfig(path=str(path), format="conllu", name="ga", sentences_per_doc=10))
+    sentences = sum(f.read_text(encoding="utf-8").count("# text =") for f in path.glob("*.conllu"))
+    assert len(docs) == pytest.approx(sentences / 10, abs=2)
+    assert all(d.metadata["source"] == "ga" for d in docs)
+    assert any("á" in d.text or "é" in d.text for d in docs)  # fadas survive reading
+    assert not any("# text" in d.text or "\t" in d.text for d in docs)
+
+
+def test_conllu_newdoc_marker_starts_a_document(data_dir):
+    path = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
+    big = read_all(InputConfig(path=str(path), format="conllu", name="et", sentences_per_doc=10**9))
+    # with no sentence cap, documents are exactly the newdoc-delimited blocks (plus any text before the first)
+    text = path.read_text(encoding="utf-8")
+    assert len(big) == text.count("# newdoc") + (0 if text.startswith("# newdoc") else 1)
+
+
+@pytest.mark.parametrize("unit,expected", [("file", 1), ("paragraph", 2), ("line", 3)])
+def test_text_units(tmp_path, unit, expected):
+    (tmp_path / "a.txt").write_text("Líne a haon.\nLíne a dó.\n\nAlt eile.\n", encoding="utf-8")
+    docs = read_all(InputConfig(path=str(tmp_path), format="txt", name="t", txt_unit=unit))
+    assert len(docs) == expected
+
+
+def test_jsonl_gz_with_custom_text_field(tmp_path):
+    with gzip.open(tmp_path / "d.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps({"body": "Dia duit", "url": "x"}) + "\n\n" + json.dumps({"body": "Slán"}) + "\n")
+    docs = read_all(InputConfig(path=str(tmp_path / "d.jsonl.gz"), format="jsonl", name="j", text_key="body"))
+    assert [d.text for d in docs] == ["Dia duit", "Slán"] and docs[0].metadata["url"] == "x"
+
+
+@pytest.mark.parametrize("content,fmt,message,line", [
+    (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', "jsonl", "not valid UTF-8", 2),
+    (b'{"text": "ok"}\n{"text": oops}\n', "jsonl", "not a JSON object", 2),
+    (b'{"text": "ok"}\n{"body": "no text"}\n', "jsonl", "no string field 'text'", 2),
+    (b"fine\n\xff\xfe broken\n", "txt", "not valid UTF-8", 2),
+])
+def test_bad_records_name_file_and_line(tmp_path, content, fmt, message, line):
+    path = tmp_path / f"bad.{'jsonl' if fmt == 'jsonl' else 'txt'}"
+    path.write_bytes(content)
+    with pytest.raises(CorpusInputError, match=message) as err:
+        read_all(InputConfig(path=str(path), format=fmt, name="b"))
+    assert err.value.line == line and str(path) in str(err.value)
+
+
+def test_truncated_gzip_is_named(tmp_path):
+    blob = gzip.compress(b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(2000)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CorpusInputError, match="truncated or corrupt") as err:
+        read_all(InputConfig(path=str(path), format="jsonl", name="c"))
+    assert str(path) in str(err.value)
+
+
+def read_all_with(spec: InputConfig, **kwargs):
+    reader = make_reader(spec, **kwargs)
+    files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
+    return reader, [doc for name in files for doc in reader.read_file(name)]
+
+
+def irish_sentences(data_dir, count=40):
+    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
+    lines = [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
+             if line.startswith("# text =")]
+    return lines[:count]
+
+
+def test_parquet_and_hf_dataset_read_real_text(tmp_path, data_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    texts = irish_sentences(data_dir)
+    table = pa.table({"body": texts, "url": [f"https://x.ie/{i}" for i in range(len(texts))]})
+    pq.write_table(table, tmp_path / "part.parquet", row_group_size=7)
+    docs = read_all(InputConfig(path=str(tmp_path), format="parquet", name="pq", text_key="body"))
+    assert [d.text for d in docs] == texts and docs[3].metadata["url"] == "https://x.ie/3"
+    Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "hf"))
+    docs = read_all(InputConfig(path=str(tmp_path / "hf"), format="hf", name="hf"))
+    assert [d.text for d in docs] == texts and {d.metadata["source"] for d in docs} == {"hf"}
+
+
+def test_parquet_without_the_text_column_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["a"]}), tmp_path / "p.parquet")
+    with pytest.raises(CorpusInputError, match=r"no column 'text' \(columns: \['body'\]\)") as err:
+        read_all(InputConfig(path=str(tmp_path / "p.parquet"), format="parquet", name="p"))
+    assert str(tmp_path / "p.parquet") in str(err.value)
+
+
+def test_a_huge_line_is_bad_input_and_memory_stays_bounded(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "wb") as handle:  # 50 MB on one line, between two good records
+        handle.write(b'{"text": "roimh"}\n{"text": "' + b"a" * (50 << 20) + b'"}\n{"text": "ina dhiaidh"}\n')
+    with pytest.raises(CorpusInputError, match="longer than 1 MiB") as err:
+        read_all_with(InputConfig(path=str(path), format="jsonl", name="b"), max_record_mib=1)
+    assert err.value.line == 2
+    tracemalloc.start()
+    _, docs = read_all_with(InputConfig(path=str(path), format="jsonl", name="b"), max_record_mib=1,
+                            on_bad_record="skip", skipped_folder=str(tmp_path / "skipped"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [d.text for d in docs] == ["roimh", "ina dhiaidh"]
+    assert peak < 8 << 20  # the 50 MB line was never held
+    [skipped] = [json.loads(line) for p in (tmp_path / "skipped").glob("*.jsonl") for line in p.open()]
+    assert skipped["line"] == 2 and skipped["file"] == str(path)
+
+
+def test_skip_mode_reports_every_bad_record_by_file_and_line(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"text": "maith"}\n{"text": "caf\xe9"}\n{oops}\n{"text": "a\x00b"}\n'
+                     b'{"title": "x"}\n{"text": "go maith"}\n')
+    _, docs = read_all_with(InputConfig(path=str(path), format="jsonl", name="m"), on_bad_record="skip",
+                            skipped_folder=str(tmp_path / "skipped"))
+    assert [d.text for d in docs] == ["maith", "go maith"]
+    skipped = [json.loads(line) for p in (tmp_path / "skipped").glob("*.jsonl") for line in p.open()]
+    assert [(s["line"], s["problem"].split(" (")[0]) for s in skipped] == [
+        (2, "not valid UTF-8"), (3, "not a JSON object"), (4, "contains NUL bytes"), (5, "no string field 'text'")]
+
+
+def test_truncated_gzip_in_skip_mode_keeps_what_was_read(tmp_path):
+    blob = gzip.compress(b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(2000)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(blob[: len(blob) // 2])
+    _, docs = read_all_with(InputConfig(path=str(path), format="jsonl", name="c"), on_bad_record="skip",
+                            skipped_folder=str(tmp_path / "s"))
+    assert 0 < len(docs) < 2000 and docs[0].text == "doc 0"
+    [skipped] = [json.loads(line) for p in (tmp_path / "s").glob("*.jsonl") for line in p.open()]
+    assert skipped["line"] == len(docs) + 1 and "cannot be read past this line" in skipped["problem"]

