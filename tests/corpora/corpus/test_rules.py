@@ -87,7 +87,7 @@ def spammy_variants(docs: list[str]) -> list[str]:
 
 
 def test_repetition_shortcuts_decide_exactly_as_counting_every_ngram(data_dir):
-    from corpora import quality_filters as qf
+    from corpora.corpus.rules import quality as qf
 
     q = QualityConfig(max_top_ngram_char_ratio={"2": 0.20, "3": 0.18, "4": 0.16},
                       max_dup_ngram_char_ratio={"5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
@@ -113,7 +113,7 @@ def test_repetition_shortcuts_decide_exactly_as_counting_every_ngram(data_dir):
 def test_normalise_fast_path_changes_nothing_the_rewrites_would_change():
     import random
 
-    from corpora import normalise
+    from corpora.corpus import normalise
 
     rng = random.Random(0)
     pieces = ["a", "bé", " ", "  ", "\n", "\n\n\n", "\t", "\u00a0", "\u3000", "\r\n", "x.", " \n", "\n ",
@@ -186,7 +186,7 @@ TRICKY = ["", "   ", "STRASSE straße Straße ẞ", "ǅungla ǄUNGLA ǆungla", "
 
 def test_batch_measures_equal_the_per_text_measures(data_dir):
     """What `measure_batch` computes for a batch in numpy equals what TextStats computes from each text."""
-    from corpora import quality_filters as qf
+    from corpora.corpus.rules import quality as qf
 
     q = QualityConfig(min_alpha_word_ratio=0.8, min_alpha_ratio=0.5, max_top_ngram_char_ratio={"2": 0.2},
                       max_dup_ngram_char_ratio={"5": 0.15, "6": 0.1})

@@ -54,7 +54,7 @@ def test_a_very_long_word_and_empty_texts():
 
 def test_huge_inputs_hash_as_small_ones(monkeypatch):
     """Inputs longer than the power tables are hashed in pieces, to the same values."""
-    from corpora import text_batch
+    from corpora.corpus import text_batch
 
     rng = np.random.default_rng(0)
     values = rng.integers(1, 5000, size=3000).astype(np.uint32)
