@@ -1,14 +1,15 @@
-"""The `bertforge` command: one Hydra app per stage, chosen by the first argument.
+"""The `bertforge` command: one Hydra app per command, chosen by the first argument.
 
-    bertforge corpus filters=none           # one stage, Hydra overrides after it
+    bertforge corpus filters=none           # one stage (and the stages it needs), Hydra overrides after it
     bertforge vocab -m tokenizer.vocab_size=4000,8000
     bertforge run experiment=demo_ga        # every stage of one experiment
     bertforge demo                          # the Irish demo on CPU
+
+Every stage command runs the stage graph (`bertforge.stages`) up to that stage.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -17,57 +18,61 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bertforge.common.errors import ConfigError, CorpusInputError
-from bertforge.common.stage_folder import lineage
-from pretrain.config import load_config  # also registers the schema conf/base.yaml builds on
-from pretrain.preemption import EXIT_PREEMPTED, Preempted
+from bertforge.common.errors import EXIT_PREEMPTED, ConfigError, CorpusInputError, Preempted
+from bertforge.experiment import load_config  # also registers the schema conf/base.yaml builds on
+from bertforge.stages import STAGES, run_stages
 from bertforge.sweep_report import record_job_result
 
-STAGE_VARIABLE = "BERTFORGE_STAGE"  # tells ranks started by Lightning which stage they run
-STAGES = {
-    "corpus": ("corpora.corpus.stage", "run_corpus", "clean and deduplicate raw text"),
-    "vocab": ("corpora.vocab.stage", "run_vocab", "train a subword vocabulary"),
-    "shards": ("corpora.shards.stage", "run_shards", "tokenise and pack into memory-mapped rows"),
-    "pretrain": ("pretrain.train_stage", "run_pretrain", "masked-language-model pretraining"),
-    "evaluate": ("pretrain.evaluate.stage", "run_evaluate", "held-out masked-token loss and accuracy"),
-    "publish": ("pretrain.publish.stage", "run_publish", "export an HF folder with a model card"),
-    "run": ("bertforge.run", "run_all", "every stage of one experiment"),
-    "demo": ("bertforge.run", "run_demo", "the whole path on Irish treebank text, tiny BERT, CPU"),
+STAGE_VARIABLE = "BERTFORGE_STAGE"  # tells ranks started by Lightning which command they run
+COMMANDS = {name: stage.help for name, stage in STAGES.items()} | {
+    "run": "every stage of one experiment, with a summary",
+    "demo": "the whole path on Irish treebank text, tiny BERT, CPU",
 }
 
 
 def usage() -> str:
-    lines = ["usage: bertforge <stage> [hydra overrides...] [-m for a sweep]", "", "stages:"]
-    lines += [f"  {name:<9} {help_text}" for name, (_, _, help_text) in STAGES.items()]
-    lines += ["", "Config help for a stage: bertforge <stage> --help"]
+    lines = ["usage: bertforge <command> [hydra overrides...] [-m for a sweep]", "", "commands:"]
+    lines += [f"  {name:<9} {help_text}" for name, help_text in COMMANDS.items()]
+    lines += ["", "Config help for a command: bertforge <command> --help"]
     return "\n".join(lines)
 
 
-def stage_app(stage: str):
-    """The Hydra app for one stage: compose conf/<stage>.yaml, validate it, run the stage."""
-    module_name, func_name, _ = STAGES[stage]
+def execute(command: str, cfg) -> dict:
+    """Run one command on a validated experiment; returns stage name -> folder of every stage it used."""
+    if command == "run":
+        from bertforge.run import run_all
 
-    @hydra.main(version_base=None, config_path="pkg://bertforge_conf", config_name=stage)
+        return run_all(cfg)
+    if command == "demo":
+        from bertforge.run import run_demo
+
+        return run_demo(cfg)
+    return run_stages(cfg, command)
+
+
+def command_app(command: str):
+    """The Hydra app for one command: compose conf/<command>.yaml, validate it, run it."""
+
+    @hydra.main(version_base=None, config_path="pkg://bertforge_conf", config_name=command)
     def app(raw: DictConfig):
         try:
-            if stage == "demo":
+            if command == "demo":
                 from bertforge.run import ensure_demo_data
 
                 raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
-            cfg = load_config(raw)
-            result = getattr(importlib.import_module(module_name), func_name)(cfg)
+            folders = execute(command, load_config(raw))
         except (ConfigError, CorpusInputError) as err:
             logging.getLogger("bertforge").error("%s", err)
-            print(f"bertforge {stage}: error: {err}", file=sys.stderr)
+            print(f"bertforge {command}: error: {err}", file=sys.stderr)
             sys.exit(2)
         except Preempted as stop:
             logging.getLogger("bertforge").warning("%s", stop)
-            print(f"bertforge {stage}: {stop}", file=sys.stderr)
+            print(f"bertforge {command}: {stop}", file=sys.stderr)
             sys.exit(EXIT_PREEMPTED)
-        folders = result if isinstance(result, dict) else lineage(result)
         hydra_cfg = HydraConfig.get()
-        record_job_result(hydra_cfg.runtime.output_dir, stage, list(hydra_cfg.overrides.task), folders)
-        return result
+        record_job_result(hydra_cfg.runtime.output_dir, command, list(hydra_cfg.overrides.task),
+                          {name: str(folder) for name, folder in folders.items()})
+        return folders
 
     return app
 
@@ -77,15 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
-    stage, rest = argv[0], argv[1:]
-    if stage not in STAGES and os.environ.get("LOCAL_RANK") and os.environ.get(STAGE_VARIABLE) in STAGES:
-        # A rank Lightning started for a multi-device run: it re-runs our command line without the stage.
-        stage, rest = os.environ[STAGE_VARIABLE], argv
-    if stage not in STAGES:
-        print(f"bertforge: unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS and os.environ.get("LOCAL_RANK") and os.environ.get(STAGE_VARIABLE) in COMMANDS:
+        # A rank Lightning started for a multi-device run: it re-runs our command line without the command.
+        command, rest = os.environ[STAGE_VARIABLE], argv
+    if command not in COMMANDS:
+        print(f"bertforge: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    os.environ[STAGE_VARIABLE] = stage
+    os.environ[STAGE_VARIABLE] = command
     # Hydra parses the overrides from sys.argv[1:]; Lightning restarts sys.argv[0] for other local ranks,
     # so it must stay the real program.
     sys.argv = [os.path.abspath(sys.argv[0]) if os.path.isfile(sys.argv[0]) else sys.argv[0], *rest]
-    stage_app(stage)()
+    command_app(command)()

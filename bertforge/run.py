@@ -1,4 +1,4 @@
-"""`bertforge run` (every stage of one experiment) and `bertforge demo` (the same on Irish text)."""
+"""`bertforge run` (the stage graph up to publish, with a summary) and `bertforge demo` (the same on Irish text)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import urllib.request
 from pathlib import Path
 
 from bertforge.common.errors import CorpusInputError
-from bertforge.common.stage_folder import lineage, read_manifest
-from pretrain.publish.stage import run_publish
+from bertforge.common.stage_folder import read_manifest
+from bertforge.experiment import ExperimentConfig
+from bertforge.stages import run_stages
 
 log = logging.getLogger("bertforge.run")
 
@@ -24,9 +25,9 @@ DEMO_SENTENCES = (
 )
 
 
-def run_all(cfg) -> dict:
+def run_all(cfg: ExperimentConfig) -> dict:
     """Every stage for one experiment (finished stages are reused); returns the stage folders."""
-    folders = lineage(run_publish(cfg))
+    folders = run_stages(cfg, "publish")
     print(format_summary(folders))
     return folders
 
@@ -74,7 +75,7 @@ def ensure_demo_data(data_dir: str, work_dir: str) -> str:
     return str(target)
 
 
-def run_demo(cfg) -> dict:
+def run_demo(cfg: ExperimentConfig) -> dict:
     """The whole path on Irish text, then fill-mask predictions from the exported model."""
     from transformers import pipeline
 

@@ -241,22 +241,22 @@ class ExecutorConfig:
     name: str = "local"
     """local (this machine, `tasks` processes), slurm (datatrove's SLURM executor, one array job per step)
     or ray (datatrove's Ray executor, where Ray is installed)."""
-    start_method: str = "fork"
+    start_method: str = field(default="fork", metadata={"used_when": ("name", ("local",))})
     """local: how worker processes start. fork (the default) starts them in milliseconds; datatrove's
     own default, forkserver, re-imports every library in every worker of every pipeline (3 s of a 14 s
     run in the 20 MB benchmark). forkserver or spawn are there for a parent process holding threads
     that must not be forked."""
-    partition: str = ""
+    partition: str = field(default="", metadata={"used_when": ("name", ("slurm",))})
     """slurm: partition to submit to."""
-    time: str = "01:00:00"
+    time: str = field(default="01:00:00", metadata={"used_when": ("name", ("slurm",))})
     """slurm: time limit of each task."""
-    cpus_per_task: int = 1
-    mem_per_cpu_gb: int = 2
-    venv_path: str = ""
+    cpus_per_task: int = field(default=1, metadata={"used_when": ("name", ("slurm", "ray"))})
+    mem_per_cpu_gb: int = field(default=2, metadata={"used_when": ("name", ("slurm", "ray"))})
+    venv_path: str = field(default="", metadata={"used_when": ("name", ("slurm",))})
     """slurm: activate script run before each task (empty: the python running bertforge)."""
-    poll_seconds: float = 5.0
+    poll_seconds: float = field(default=5.0, metadata={"used_when": ("name", ("slurm",))})
     """slurm: how often to look whether the submitted tasks have finished."""
-    max_wait_hours: float = 24.0
+    max_wait_hours: float = field(default=24.0, metadata={"used_when": ("name", ("slurm",))})
 
 
 @dataclass
@@ -277,7 +277,7 @@ class TokenizerConfig:
     """wordpiece, bpe or unigram."""
     trainer: str = "tokenizers"
     """tokenizers (every model) or sentencepiece (bpe and unigram, gaBERT's choice)."""
-    byte_level: bool = False
+    byte_level: bool = field(default=False, metadata={"used_when": ("model", ("bpe",))})
     """bpe only: GPT-2/RoBERTa byte-level BPE (no UNK ever) instead of character-level."""
     style: str = "bert"
     """Special tokens and post-processor: bert ([CLS] A [SEP]) or roberta (<s> A </s>)."""
@@ -285,21 +285,18 @@ class TokenizerConfig:
     """More special tokens, given ids right after the style's five."""
     vocab_size: int = 8000
     """Target size including special tokens."""
-    round_vocab_to_multiple_of: int = 0
-    """When > 1: round vocab_size up to this multiple and pad the trained vocabulary with reserved
-    tokens ([unused0]...) so the final size is exactly a multiple (64 suits tensor cores)."""
     normalizer: str = "nfc"
     """Unicode normalisation first: nfc, nfkc, none, or bert (BERT's cleanup of control characters
     and spaces around CJK characters, without a Unicode normal form)."""
     lowercase: bool = False
     strip_accents: bool = False
     """Off by default: Irish fadas and Estonian/Polish diacritics carry meaning."""
-    min_frequency: int = 2
+    min_frequency: int = field(default=2, metadata={"used_when": ("model", ("wordpiece", "bpe"))})
     """wordpiece/bpe: a pair merged fewer times is not learnt (unigram ignores it)."""
-    limit_alphabet: int = 1000
+    limit_alphabet: int = field(default=1000, metadata={"used_when": ("model", ("wordpiece", "bpe"))})
     """wordpiece/char bpe: cap on initial characters, so large alphabets do not push the vocabulary
     past vocab_size; rarer characters become [UNK]."""
-    bpe_dropout: float = 0.0
+    bpe_dropout: float = field(default=0.0, metadata={"used_when": ("model", ("bpe",))})
     """bpe only, training-time regularisation (HerBERT): when > 0, tokenizer_dropout.json is written
     beside tokenizer.json with this merge-dropout probability; tokenizer.json stays deterministic."""
     max_training_docs: int = 0
@@ -308,7 +305,7 @@ class TokenizerConfig:
     """Train on at most about this many characters; 0 means no cap. The sample is chosen by a hash of
     each document id (deterministic, spread over the whole corpus) and streamed, so memory stays
     bounded however large the corpus. Held-out documents (shards.heldout_percent) are never trained on."""
-    sentencepiece_threads: int = 2
+    sentencepiece_threads: int = field(default=2, metadata={"used_when": ("trainer", ("sentencepiece",))})
     """sentencepiece only: trainer threads."""
     reference: str = ""
     """A tokenizer to compare against (a folder with tokenizer.json, or the file itself), e.g. a
@@ -334,7 +331,7 @@ class ShardsConfig:
     """How documents become packed, fixed-length training rows."""
 
     seq_len: int = 128
-    """Row length of the main shards (evaluation reads these); trainer.phases[].seq_len add more."""
+    """Row length of the main shards (evaluation reads these); training.phases[].seq_len add more."""
     extra_seq_lens: list[int] = field(default_factory=list)
     """Further row lengths packed from the same token stream (phase lengths are added automatically)."""
     heldout_percent: float = 5.0

@@ -1,27 +1,13 @@
-"""The typed experiment config. Every entry point validates Hydra's composed config against it.
+"""Typed configs of the model side: architecture, masking, optimiser, the training schedule, the
+hardware it runs on, and the evaluate and publish stages.
 
-Code below the entry points receives these dataclasses, never a raw DictConfig, so a misspelt
-key fails once, at start-up, with its full name.
+Each section is one Hydra config group or key block; `bertforge.experiment` composes them with the
+data side's sections into the one experiment the command line validates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, is_dataclass
-from typing import get_args, get_origin, get_type_hints
-
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
-
-from corpora.config import CorpusConfig, FiltersConfig, ShardsConfig, SourceConfig, TokenizerConfig
-from bertforge.common.errors import ConfigError
-
-
-@dataclass
-class PathsConfig:
-    data_dir: str = MISSING
-    """Folder of raw data (the demo reads ud/UD_Irish-IDT from it); set BERTFORGE_DATA."""
-    work_dir: str = MISSING
-    """Where stage folders go; set BERTFORGE_WORK or override paths.work_dir."""
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -40,7 +26,7 @@ class ModelConfig:
     dropout: float = 0.1
     pad_vocab_to_multiple_of: int = 64
     """Embedding rows rounded up so matmuls hit tensor-core friendly shapes."""
-    local_attention_window: int = 128
+    local_attention_window: int = field(default=128, metadata={"used_when": ("arch", ("modernbert",))})
     """modernbert only: tokens seen by its sliding-window attention layers."""
 
 
@@ -90,9 +76,9 @@ class PhaseConfig:
     seq_len: int = 128
     """Rows of this length; the shards stage builds every phase's length from the same corpus."""
     fraction: float = 1.0
-    """Share of trainer.max_steps; the fractions of all phases add up to 1."""
+    """Share of training.max_steps; the fractions of all phases add up to 1."""
     batch_size: int = 0
-    """Sequences per optimiser step in this phase; 0 means trainer.batch_size."""
+    """Sequences per optimiser step in this phase; 0 means training.batch_size."""
     tokens_per_batch: int = 0
     """Alternative to batch_size: tokens per optimiser step (must be a multiple of seq_len)."""
     lr: float = 0.0
@@ -102,18 +88,28 @@ class PhaseConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainingConfig:
+    """What is trained: the experiment's steps, global batch, phases and seed, the same on any hardware."""
+
     max_steps: int = 1000
     """Optimiser steps over all phases."""
     batch_size: int = 32
     """Sequences per optimiser step over all devices (the global batch)."""
     tokens_per_batch: int = 0
     """Alternative to batch_size: tokens per optimiser step; 0 means use batch_size."""
-    micro_batch_size: int = 0
-    """Sequences per device per forward pass; gradients accumulate up to the global batch. 0: no accumulation."""
     phases: list[PhaseConfig] = field(default_factory=list)
     """Empty: one phase at shards.seq_len with the settings above."""
-    accelerator: str = "auto"
+    seed: int = 1234
+    """Seeds the initial weights, the data order and every micro-batch's masks and dropout."""
+
+
+@dataclass
+class TrainerConfig:
+    """Where training runs: devices, strategy, precision and the micro-batch. Never what is trained,
+    so it is left out of the stage hash: switching hardware reuses or resumes the same model."""
+
+    accelerator: str = "cpu"
+    """cpu, gpu, or auto (gpu when CUDA is visible)."""
     devices: int = 1
     """Devices (one process each) per node; -1: every visible GPU (or CPU core)."""
     num_nodes: int = 1
@@ -122,24 +118,21 @@ class TrainerConfig:
     """auto (one device), ddp (a model copy per device) or fsdp (sharded parameters, GPUs only)."""
     cluster: str = "auto"
     """Who starts the processes: auto (detect), local (Lightning), torchrun, slurm (srun; requeue on SIGUSR1)."""
-    fsdp_sharding: str = "FULL_SHARD"
+    fsdp_sharding: str = field(default="FULL_SHARD", metadata={"used_when": ("strategy", ("fsdp",))})
     """fsdp only: FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD or NO_SHARD (torch's ShardingStrategy)."""
-    log_data_positions: bool = False
-    """Each rank appends the stream positions it trained on to data_positions/rank<r>.tsv (an audit)."""
+    micro_batch_size: int = 0
+    """Sequences per device per forward pass; gradients accumulate up to training.batch_size. 0: no accumulation."""
     precision: str = "32"
     """32 on CPU; bf16-mixed on GPUs that support it."""
-    log_every_n_steps: int = 10
-    """Metrics are read from the device (one host sync) only this often."""
-    val_every_n_steps: int = 0
-    """Held-out masked loss/accuracy at masking.eval_ratio every this many steps (and at the end); 0: never."""
-    val_batches: int = 4
-    """Held-out batches per validation (always the same rows and masks)."""
-    checkpoint_every_n_steps: int = 500
-    seed: int = 1234
     peak_tflops: float = 989.0
     """Peak dense TFLOP/s of one device for throughput/mfu (989: H100 SXM bf16)."""
-    progress_bar: bool = True
-    """A progress bar over optimiser steps with loss, tokens/s and ETA."""
+
+
+@dataclass
+class CheckpointConfig:
+    """When the pretrain stage saves its resumable state (left out of the stage hash)."""
+
+    every_n_steps: int = 500
 
 
 @dataclass
@@ -161,9 +154,21 @@ class ImplConfig:
 
 @dataclass
 class LoggerConfig:
+    """What a run records and how often: metrics, held-out checks, the progress bar (left out of the hash)."""
+
     wandb: bool = True
     """wandb runs offline unless WANDB_MODE says otherwise; a CSV log is always written beside it."""
     project: str = "bertforge"
+    log_every_n_steps: int = 10
+    """Metrics are read from the device (one host sync) only this often."""
+    val_every_n_steps: int = 0
+    """Held-out masked loss/accuracy at masking.eval_ratio every this many steps (and at the end); 0: never."""
+    val_batches: int = 4
+    """Held-out batches per validation (always the same rows and masks)."""
+    progress_bar: bool = True
+    """A progress bar over optimiser steps with loss, tokens/s and ETA."""
+    log_data_positions: bool = False
+    """Each rank appends the stream positions it trained on to data_positions/rank<r>.tsv (an audit)."""
 
 
 @dataclass
@@ -186,81 +191,3 @@ class PublishConfig:
     """Name in the model card; defaults to the experiment name."""
     language: str = ""
     license: str = "apache-2.0"
-
-
-@dataclass
-class ExperimentConfig:
-    name: str = "default"
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    source: SourceConfig = field(default_factory=SourceConfig)
-    filters: FiltersConfig = field(default_factory=FiltersConfig)
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    shards: ShardsConfig = field(default_factory=ShardsConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    impl: ImplConfig = field(default_factory=ImplConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    publish: PublishConfig = field(default_factory=PublishConfig)
-
-
-def load_config(cfg: DictConfig | dict) -> ExperimentConfig:
-    """Validate a composed config against `ExperimentConfig` and return the typed object.
-
-    Unknown keys, wrong types and missing values raise `ConfigError` naming the full key.
-    """
-    raw = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
-    raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]) if "hydra" in raw else raw
-    unknown = _unknown_keys(OmegaConf.to_container(raw, resolve=False), ExperimentConfig)
-    if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}: check its spelling against conf/ "
-                          f"(the known keys of each section are in pretrain/config.py)")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
-        typed = OmegaConf.to_object(merged)
-    except ConfigKeyError as err:
-        raise ConfigError(f"unknown config key {err.full_key!r}: check its spelling against conf/ "
-                          f"(the known keys of that section are in pretrain/config.py)") from None
-    except MissingMandatoryValue as err:
-        hint = " (set the environment variable BERTFORGE_DATA to the data folder)" \
-            if err.full_key == "paths.data_dir" else ""
-        raise ConfigError(f"config key {err.full_key!r} has no value{hint}") from None
-    except ValidationError as err:
-        raise ConfigError(f"config key {err.full_key!r}: {err.msg}") from None
-    return typed
-
-
-def _unknown_keys(node, schema, prefix: str = "") -> list[str]:
-    """Dotted names of keys in `node` that the dataclass `schema` (recursively) does not define."""
-    if not (is_dataclass(schema) and isinstance(node, dict)):
-        if isinstance(node, list) and get_origin(schema) is list:
-            item = get_args(schema)[0]
-            return [k for i, child in enumerate(node) for k in _unknown_keys(child, item, f"{prefix[:-1]}[{i}].")]
-        return []
-    types = get_type_hints(schema)
-    found = []
-    for key, child in node.items():
-        if key not in types:
-            found.append(f"{prefix}{key}")
-        else:
-            found += _unknown_keys(child, types[key], f"{prefix}{key}.")
-    return found
-
-
-def section(cfg: ExperimentConfig, *names: str) -> dict:
-    """Plain-dict copy of some config sections, for hashing stage folders and writing manifests."""
-    return {name: OmegaConf.to_container(OmegaConf.structured(getattr(cfg, name))) for name in names}
-
-
-def register_schema() -> None:
-    """Make `ExperimentConfig` the base of every primary config (conf/base.yaml names it), so every
-    key exists with its default and Hydra rejects a misspelt override while composing."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="bertforge_schema", node=ExperimentConfig)
-
-
-register_schema()

@@ -56,19 +56,19 @@ def batch_layout(global_batch_size: int, micro_batch_size: int, world_size: int)
     `ConfigError` naming the keys when the global batch does not split evenly.
     """
     if global_batch_size <= 0 or world_size <= 0 or micro_batch_size < 0:
-        raise ConfigError(f"trainer.batch_size={global_batch_size} and trainer.micro_batch_size={micro_batch_size} "
+        raise ConfigError(f"training.batch_size={global_batch_size} and trainer.micro_batch_size={micro_batch_size} "
                           f"must be positive (micro-batch 0 means no accumulation); world size {world_size}")
     micro = micro_batch_size or global_batch_size // world_size
     per_step = world_size * micro
     if micro == 0 or global_batch_size % per_step:
         if global_batch_size % world_size:
-            hint = f"make trainer.batch_size a multiple of the world size {world_size}"
+            hint = f"make training.batch_size a multiple of the world size {world_size}"
         else:
             per_rank = global_batch_size // world_size
             fits = [m for m in range(1, per_rank + 1) if per_rank % m == 0]
             hint = f"trainer.micro_batch_size values that fit {per_rank} sequences per device: {fits}"
         raise ConfigError(
-            f"trainer.batch_size={global_batch_size} (the global batch) is not divisible by world size "
+            f"training.batch_size={global_batch_size} (the global batch) is not divisible by world size "
             f"{world_size} x trainer.micro_batch_size={micro} = {per_step}; {hint}")
     return BatchLayout(global_batch_size, micro, global_batch_size // per_step, world_size)
 

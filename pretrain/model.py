@@ -32,7 +32,7 @@ def check_model_config(model_cfg, seq_len: int) -> None:
     if seq_len > model_cfg.max_position_embeddings:
         raise ConfigError(f"sequence length {seq_len} exceeds model.max_position_embeddings="
                           f"{model_cfg.max_position_embeddings}: build shorter shards (shards.seq_len, "
-                          "trainer.phases[].seq_len) or raise model.max_position_embeddings")
+                          "training.phases[].seq_len) or raise model.max_position_embeddings")
     if model_cfg.hidden_size % model_cfg.num_heads:
         raise ConfigError(f"model.hidden_size={model_cfg.hidden_size} is not divisible by "
                           f"model.num_heads={model_cfg.num_heads}")

@@ -2,7 +2,7 @@
 
 Nothing in `training_step` reads a value back to the host: the masked count is a constant, the
 metrics accumulate in device tensors, and `ThroughputMonitor` (pretrain/throughput.py) reads them
-once every `trainer.log_every_n_steps` steps.
+once every `logger.log_every_n_steps` steps.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Training phases resolved from config: sequence length, steps, batch and learning rate of each.
 
 BERT trained 90% of its steps at length 128 and the rest at 512 (EstBERT and gaBERT did the same):
-`trainer.phases` lists such phases; with none, one phase runs at `shards.seq_len`. Every check that
+`training.phases` lists such phases; with none, one phase runs at `shards.seq_len`. Every check that
 can fail is done here, before any data is read or any model built.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bertforge.common.errors import ConfigError
+from pretrain.config import OptimConfig, TrainingConfig
 from pretrain.distributed import batch_layout
 
 
@@ -45,24 +46,26 @@ class Phase:
         return min(1.0, (step - self.start_step + 1) / self.warmup_steps)
 
 
-def plan_phases(trainer_cfg, optim_cfg, default_seq_len: int, world_size: int = 1) -> list[Phase]:
-    """The phases of a run, with steps summing to `trainer.max_steps`; ConfigError naming the key on
-    a batch that does not split into whole micro-batches on `world_size` devices."""
-    specs = trainer_cfg.phases or [None]
+def plan_phases(training: TrainingConfig, micro_batch_size: int, optim_cfg: OptimConfig, default_seq_len: int,
+                world_size: int = 1) -> list[Phase]:
+    """The phases of a run, with steps summing to `training.max_steps`; ConfigError naming the key on
+    a batch that does not split into whole micro-batches (`trainer.micro_batch_size`, 0: the largest)
+    on `world_size` devices."""
+    specs = training.phases or [None]
     fractions = [spec.fraction if spec else 1.0 for spec in specs]
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
-        raise ConfigError(f"trainer.phases[].fraction are {fractions}: each must be positive and together "
+        raise ConfigError(f"training.phases[].fraction are {fractions}: each must be positive and together "
                           "they must add up to 1")
     phases, start = [], 0
     for index, spec in enumerate(specs):
-        key = f"trainer.phases[{index}]" if spec else "trainer"
+        key = f"training.phases[{index}]" if spec else "training"
         seq_len = spec.seq_len if spec else default_seq_len
-        end = trainer_cfg.max_steps if index == len(specs) - 1 else start + round(fractions[index] * trainer_cfg.max_steps)
+        end = training.max_steps if index == len(specs) - 1 else start + round(fractions[index] * training.max_steps)
         if end <= start:
-            raise ConfigError(f"{key}.fraction={fractions[index]} gives no steps out of trainer.max_steps="
-                              f"{trainer_cfg.max_steps}")
-        batch = _sequences_per_step(spec, trainer_cfg, seq_len, key)
-        micro, accumulation = _split_batch(batch, trainer_cfg.micro_batch_size, world_size, key)
+            raise ConfigError(f"{key}.fraction={fractions[index]} gives no steps out of training.max_steps="
+                              f"{training.max_steps}")
+        batch = _sequences_per_step(spec, training, seq_len, key)
+        micro, accumulation = _split_batch(batch, micro_batch_size, world_size, key)
         lr = spec.lr if spec and spec.lr else optim_cfg.lr
         phases.append(Phase(index, seq_len, start, end, batch, micro, accumulation, lr / optim_cfg.lr,
                             spec.warmup_steps if spec else 0))
@@ -70,16 +73,16 @@ def plan_phases(trainer_cfg, optim_cfg, default_seq_len: int, world_size: int = 
     return phases
 
 
-def _sequences_per_step(spec, trainer_cfg, seq_len: int, key: str) -> int:
+def _sequences_per_step(spec, training: TrainingConfig, seq_len: int, key: str) -> int:
     """The global batch in sequences, from a batch given in sequences or in tokens."""
-    tokens = (spec.tokens_per_batch if spec else 0) or (0 if spec and spec.batch_size else trainer_cfg.tokens_per_batch)
+    tokens = (spec.tokens_per_batch if spec else 0) or (0 if spec and spec.batch_size else training.tokens_per_batch)
     if tokens:
-        name = f"{key}.tokens_per_batch" if spec and spec.tokens_per_batch else "trainer.tokens_per_batch"
+        name = f"{key}.tokens_per_batch" if spec and spec.tokens_per_batch else "training.tokens_per_batch"
         if tokens % seq_len:
             raise ConfigError(f"{name}={tokens} is not a multiple of the sequence length {seq_len}: "
                               f"use {tokens // seq_len * seq_len} or {(tokens // seq_len + 1) * seq_len}")
         return tokens // seq_len
-    return (spec.batch_size if spec and spec.batch_size else 0) or trainer_cfg.batch_size
+    return (spec.batch_size if spec and spec.batch_size else 0) or training.batch_size
 
 
 def _split_batch(batch: int, micro: int, world_size: int, key: str) -> tuple[int, int]:

@@ -28,14 +28,6 @@ import torch.distributed as dist
 log = logging.getLogger("bertforge.pretrain")
 
 PREEMPTION_SIGNAL = signal.SIGUSR1
-EXIT_PREEMPTED = 75
-"""Exit status of a stopped, resumable run (EX_TEMPFAIL: try again). Not 0: the model is not finished."""
-
-
-class Preempted(Exception):
-    """Training stopped on the cluster's warning signal; the checkpoint to resume from is saved."""
-
-
 class SignalFlag:
     """Set by a signal handler; read at step boundaries. The handler does nothing else."""
 

@@ -13,10 +13,11 @@ import torch
 from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from bertforge.common.errors import ConfigError
-from corpora.shards.stage import file_sha256, load_rows, run_shards
-from bertforge.common.stage_folder import build_stage, read_manifest, stage_folder, reuse
-from corpora.vocab.stage import run_vocab
+from bertforge.common.errors import ConfigError, Preempted
+from bertforge.common.stage_folder import StageOutput, read_manifest
+from corpora.shards.stage import file_sha256, load_rows
+from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
+                             TrainerConfig, TrainingConfig)
 from pretrain.data import PackedRows, PhasedData
 from pretrain.distributed import (RUN_ID_VARIABLE, checkpoint_step, last_checkpoint, merge_metrics, plan_launch,
                                   requeue_command, resume_checkpoint, set_aside_metrics, share_run_id,
@@ -25,64 +26,56 @@ from pretrain.flops import flops_per_token
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
 from pretrain.phases import plan_phases
-from pretrain.preemption import Preempted, StopOnPreemption, flag_on_signal
+from pretrain.preemption import StopOnPreemption, flag_on_signal
 from pretrain.rank_sampler import DataPositionCallback
 from pretrain.throughput import ThroughputMonitor
 from pretrain.word_starts import load_word_start_table
 
 log = logging.getLogger("bertforge.pretrain")
 
-# Trainer keys that say where and how visibly a run happens, not what it computes.
-LAYOUT_ONLY = ("accelerator", "devices", "num_nodes", "strategy", "cluster", "fsdp_sharding", "micro_batch_size",
-               "log_data_positions", "progress_bar", "peak_tflops")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def run_pretrain(cfg) -> Path:
-    """Train (or reuse) the model for `cfg`; upstream stages run first when they are missing."""
-    from pretrain.config import section
+def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: OptimConfig, training: TrainingConfig,
+                   trainer: TrainerConfig, impl: ImplConfig, logger: LoggerConfig, checkpoint: CheckpointConfig,
+                   run_name: str, shards_dir: Path, vocab_dir: Path, out: StageOutput) -> None:
+    """Train the model on the shards folder's rows into `out`: checkpoints, logs, an HF export (`hf/`).
 
-    shards_dir, vocab_dir = run_shards(cfg), run_vocab(cfg)
-    # impl, logger and the hardware layout are left out of the hash: they change speed and bookkeeping,
-    # not the model (the global batch, data order and masks are the same on any world size).
-    payload = section(cfg, "model", "masking", "optim", "trainer")
-    layout = {key: payload["trainer"].pop(key) for key in LAYOUT_ONLY}
-    inputs = {"shards": read_manifest(shards_dir)["hash"], "vocab": read_manifest(vocab_dir)["hash"]}
-    folder = stage_folder(cfg.paths.work_dir, "pretrain", payload, inputs)
-    if reuse(folder, log):
-        return folder
+    `model_cfg`, `masking`, `optim` and `training` decide the model; `trainer`, `impl`, `logger` and
+    `checkpoint` only where, how fast and how visibly it is trained (the global batch, data order and
+    masks are the same on any world size).
+    """
     # Devices, strategy and cluster variables before anything heavy: a wrong launch fails at once, before
-    # any process group starts (a finished folder is reused above on any machine, e.g. to evaluate it).
-    launch = plan_launch(cfg.trainer)
+    # any process group starts.
+    launch = plan_launch(trainer)
     # From here on the cluster's warning signal only raises a flag (a resumable run stops at a step boundary).
     with flag_on_signal(enabled=launch.run_id is not None) as preemption:
         fmt = read_manifest(shards_dir)["format"]
-        plan = check_start_up(cfg, shards_dir, vocab_dir, fmt, launch.world_size)
-        torch.set_float32_matmul_precision(cfg.impl.matmul_precision)
-        if cfg.impl.cpu_threads:
-            torch.set_num_threads(cfg.impl.cpu_threads)
-        L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+        plan = check_start_up(model_cfg, optim, training, trainer, shards_dir, vocab_dir, fmt, launch.world_size)
+        torch.set_float32_matmul_precision(impl.matmul_precision)
+        if impl.cpu_threads:
+            torch.set_num_threads(impl.cpu_threads)
+        L.seed_everything(training.seed, workers=True, verbose=False)
         special = fmt["special_ids"]
-        model = build_model(cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
-                            attention=cfg.impl.attention)
+        longest = max(p.seq_len for p in plan)
+        model = build_model(model_cfg, fmt["vocab_size"], special["pad"], longest, special, attention=impl.attention)
         word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
-            if cfg.masking.whole_word else None
+            if masking.whole_word else None
         maskable = {int(length): share for length, share in fmt["maskable_share"].items()}
-        module = MaskedLMModule(model, cfg.masking, cfg.optim, plan, special, fmt["vocab_size"], maskable, word_starts,
-                                compile_backend=cfg.impl.compile_backend if cfg.impl.compile else "")
-        rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=cfg.trainer.seed) for p in plan}
-        data = PhasedData(plan, rows, cfg.impl.num_workers, pin_memory=torch.cuda.is_available(),
+        module = MaskedLMModule(model, masking, optim, plan, special, fmt["vocab_size"], maskable, word_starts,
+                                compile_backend=impl.compile_backend if impl.compile else "")
+        rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=training.seed) for p in plan}
+        data = PhasedData(plan, rows, impl.num_workers, pin_memory=torch.cuda.is_available(),
                           rank=launch.rank, world_size=launch.world_size)
         monitor = ThroughputMonitor(
-            plan, [flops_per_token(model.config, p.seq_len, cfg.masking.ratio) for p in plan],
-            cfg.trainer.log_every_n_steps, cfg.trainer.peak_tflops, launch.world_size, cfg.trainer.progress_bar,
-            heldout_batches(shards_dir, plan[0].micro_batch_size, cfg.trainer.val_batches),
-            cfg.trainer.val_every_n_steps, cfg.masking.eval_ratio, cfg.trainer.seed)
+            plan, [flops_per_token(model.config, p.seq_len, masking.ratio) for p in plan],
+            logger.log_every_n_steps, trainer.peak_tflops, launch.world_size, logger.progress_bar,
+            heldout_batches(shards_dir, plan[0].micro_batch_size, logger.val_batches),
+            logger.val_every_n_steps, masking.eval_ratio, training.seed)
         share_run_id(launch)
         # Every rank writes into one temporary stage folder named by the run id; a requeued SLURM job finds
         # its checkpoints there and resumes at the same step and data position.
-        with build_stage(cfg.paths.work_dir, "pretrain", payload, inputs, run_id=launch.run_id,
-                         publish=launch.is_global_zero) as build:
+        with out.build(run_id=launch.run_id, publish=launch.is_global_zero) as build:
             resume = resume_checkpoint(build.tmp)
             data.start_step = checkpoint_step(resume) if resume else 0
             if resume:
@@ -91,46 +84,47 @@ def run_pretrain(cfg) -> Path:
                     set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
             stopper = [StopOnPreemption(preemption, last_checkpoint(build.tmp), requeue_command(launch))
                        ] if preemption else []
-            trainer = L.Trainer(
-                max_steps=cfg.trainer.max_steps, precision=cfg.trainer.precision,
-                **trainer_arguments(cfg.trainer, launch, model),
-                logger=_loggers(cfg, build.tmp, payload), default_root_dir=str(build.tmp),
-                log_every_n_steps=cfg.trainer.log_every_n_steps,  # ThroughputMonitor logs; this only quiets a warning
+            lightning_trainer = L.Trainer(
+                max_steps=training.max_steps, precision=trainer.precision,
+                **trainer_arguments(trainer, launch, model),
+                logger=_loggers(logger, run_name, build.tmp, out.payload), default_root_dir=str(build.tmp),
+                log_every_n_steps=logger.log_every_n_steps,  # ThroughputMonitor logs; this only quiets a warning
                 reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
                 limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in ThroughputMonitor
                 callbacks=[
                     ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
-                                    every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True,
+                                    every_n_train_steps=checkpoint.every_n_steps, save_last=True,
                                     save_top_k=1, auto_insert_metric_name=False),
                     GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
                     monitor,
-                    DataPositionCallback(lambda: data.sampler, cfg.trainer.seed,
-                                         build.tmp / "data_positions" if cfg.trainer.log_data_positions else None,
+                    DataPositionCallback(lambda: data.sampler, training.seed,
+                                         build.tmp / "data_positions" if logger.log_data_positions else None,
                                          attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0))),
                     *stopper,
                 ],
                 enable_progress_bar=False, enable_model_summary=False,
             )
-            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            lightning_trainer.fit(module, datamodule=data, ckpt_path=resume)
             if stopper and stopper[0].stopped_at is not None:  # leaves build.tmp for the next attempt
                 raise Preempted(preempted_message(launch, stopper[0]))
-            if cfg.trainer.strategy == "fsdp":  # gather the shards into one full checkpoint (every rank takes part)
-                trainer.save_checkpoint(build.tmp / "checkpoints" / "final.ckpt")
-            if not launch.is_global_zero:  # rank 0 exports and publishes; the others wait and return its folder
-                wait_for_stage(folder)
-                return folder
-            trained = module.model if cfg.trainer.strategy != "fsdp" else unsharded_copy(
+            if trainer.strategy == "fsdp":  # gather the shards into one full checkpoint (every rank takes part)
+                lightning_trainer.save_checkpoint(build.tmp / "checkpoints" / "final.ckpt")
+            if not launch.is_global_zero:  # rank 0 exports and publishes; the others wait for its folder
+                wait_for_stage(out.folder)
+                return
+            trained = module.model if trainer.strategy != "fsdp" else unsharded_copy(
                 build.tmp / "checkpoints" / "final.ckpt", lambda: build_model(
-                    cfg.model, fmt["vocab_size"], special["pad"], max(p.seq_len for p in plan), special,
-                    attention=cfg.impl.attention))
-            _finish_loggers(trainer)
+                    model_cfg, fmt["vocab_size"], special["pad"], longest, special, attention=impl.attention))
+            _finish_loggers(lightning_trainer)
             merge_metrics(build.tmp / "logs")
             export_hf(trained, vocab_dir, build.tmp / "hf")
             curve = read_loss_curve(build.tmp)
-            plot_loss_curve(curve, build.tmp / "loss_curve.png", cfg.name)
-            build.manifest["layout"] = layout  # recorded, not hashed
+            plot_loss_curve(curve, build.tmp / "loss_curve.png", run_name)
+            build.manifest["hardware"] = {  # recorded, not hashed
+                "accelerator": launch.accelerator, "devices": launch.devices, "num_nodes": launch.num_nodes,
+                "strategy": trainer.strategy, "precision": trainer.precision, "cluster": launch.cluster}
             build.manifest["counts"] = {
-                "steps": trainer.global_step,
+                "steps": lightning_trainer.global_step,
                 "tokens_trained": sum(p.steps * p.tokens_per_step for p in plan),
                 "first_loss": curve[0][1] if curve else None,
                 "last_loss": curve[-1][1] if curve else None,
@@ -139,7 +133,6 @@ def run_pretrain(cfg) -> Path:
                             "accumulation": p.accumulation, "lr_scale": p.lr_scale} for p in plan],
                 "throughput": throughput_summary(monitor.history),
             }
-    return folder
 
 
 def preempted_message(launch, stopper: StopOnPreemption) -> str:
@@ -148,18 +141,19 @@ def preempted_message(launch, stopper: StopOnPreemption) -> str:
     return f"stopped on the preemption signal at step {stopper.stopped_at}; saved {stopper.checkpoint}: {how}"
 
 
-def check_start_up(cfg, shards_dir: Path, vocab_dir: Path, fmt: dict, world_size: int) -> list:
+def check_start_up(model_cfg: ModelConfig, optim: OptimConfig, training: TrainingConfig, trainer: TrainerConfig,
+                   shards_dir: Path, vocab_dir: Path, fmt: dict, world_size: int) -> list:
     """Every check that can fail before training, each naming the file or key: returns the phase plan
     (`world_size`: devices taking part in one optimiser step, from the launch plan)."""
     tokenizer = vocab_dir / "tokenizer.json"
     if fmt["tokenizer_sha256"] != file_sha256(tokenizer):
         raise ConfigError(f"{shards_dir} was built with another tokenizer than {tokenizer} (the model's "
                           "vocabulary): rebuild the shards with it (delete the shards folder or change shards.*)")
-    plan = plan_phases(cfg.trainer, cfg.optim, fmt["seq_len"], world_size)
+    plan = plan_phases(training, trainer.micro_batch_size, optim, fmt["seq_len"], world_size)
     for phase in plan:
-        check_model_config(cfg.model, phase.seq_len)
+        check_model_config(model_cfg, phase.seq_len)
         if phase.seq_len not in fmt["seq_lens"]:
-            raise ConfigError(f"trainer.phases[{phase.index}].seq_len={phase.seq_len}: {shards_dir} has rows "
+            raise ConfigError(f"training.phases[{phase.index}].seq_len={phase.seq_len}: {shards_dir} has rows "
                               f"of {fmt['seq_lens']} only; rebuild the shards")
     return plan
 
@@ -182,13 +176,13 @@ def throughput_summary(history: list[dict]) -> dict:
             "data_wait_share": median("throughput/data_wait_share")}
 
 
-def _loggers(cfg, out: Path, payload: dict) -> list:
+def _loggers(logger: LoggerConfig, run_name: str, out: Path, payload: dict) -> list:
     loggers = [CSVLogger(str(out), name="logs", version=0)]
-    if cfg.logger.wandb:
+    if logger.wandb:
         # Offline unless the user has a key: runs sync later with `wandb sync`. The key itself is
         # read by wandb from the environment and never passed through our config.
         offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "offline"
-        loggers.append(WandbLogger(project=cfg.logger.project, name=cfg.name, save_dir=str(out),
+        loggers.append(WandbLogger(project=logger.project, name=run_name, save_dir=str(out),
                                    offline=offline, config=payload))
     return loggers
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from pretrain.config import ExperimentConfig, load_config
+from bertforge.experiment import ExperimentConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PRIMARY_CONFIGS = ["corpus", "vocab", "shards", "pretrain", "evaluate", "publish", "run", "demo"]
@@ -51,5 +51,5 @@ def make_cfg(tmp_path, data_dir):
 
 
 # A few steps of the demo experiment: enough to see the loss fall, quick on 2 CPU cores.
-QUICK = ["experiment=demo_ga", "trainer.max_steps=60", "optim.warmup_steps=10", "trainer.log_every_n_steps=5",
-         "trainer.checkpoint_every_n_steps=60", "logger=csv"]
+QUICK = ["experiment=demo_ga", "training.max_steps=60", "optim.warmup_steps=10", "logger.log_every_n_steps=5",
+         "checkpoint.every_n_steps=60", "logger=csv"]

@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from bertforge.common.errors import ConfigError
-from pretrain.config import ExperimentConfig, load_config
+from bertforge.experiment import ExperimentConfig, load_config
 from tests.conftest import PRIMARY_CONFIGS, compose_raw
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -57,8 +57,8 @@ def test_misspelt_key_in_a_yaml_file_is_named():
 
 def test_wrong_type_is_named():
     with pytest.raises(ConfigCompositionException) as err:
-        compose_raw("run", ["paths.data_dir=/data", "trainer.max_steps=many"])
-    assert "trainer.max_steps" in str(err.value.__cause__)
+        compose_raw("run", ["paths.data_dir=/data", "training.max_steps=many"])
+    assert "training.max_steps" in str(err.value.__cause__)
 
 
 def test_missing_input_path_is_named():

@@ -35,14 +35,14 @@ OURS_OVERRIDES = ["source=jsonl", "filters=gopher", "filters.langid.languages=[g
 def run_ours(corpus: Path, work: Path, tasks: int) -> dict:
     from hydra import compose, initialize_config_module
 
-    from corpora.corpus.stage import run_corpus
-    from pretrain.config import load_config
+    from bertforge.stages import run_stage
+    from bertforge.experiment import load_config
 
     with initialize_config_module(config_module="bertforge_conf", version_base=None):
         raw = compose(config_name="corpus", overrides=OURS_OVERRIDES + [
             f"source.inputs.0.path={corpus}", f"paths.work_dir={work}", "paths.data_dir=/unused",
             f"corpus.tasks={tasks}"])
-    folder = run_corpus(load_config(raw))
+    folder = run_stage(load_config(raw), "corpus")
     return {"folder": str(folder), "timing_s": json.loads((folder / "report.json").read_text())["timing_s"]}
 
 

@@ -73,14 +73,14 @@ def parse_args() -> argparse.Namespace:
 
 def irish_rows(seq_len: int, vocab_size: int, work: Path):
     """Packed rows of the Irish treebank at `seq_len`, built by bertforge's own stages; (rows, vocab folder)."""
-    from corpora.shards.stage import load_rows, run_shards
-    from bertforge.common.stage_folder import lineage
+    from bertforge.stages import run_stages
+    from corpora.shards.stage import load_rows
 
     data_dir = os.environ.get("BERTFORGE_DATA") or str(REPO.parent / "shared" / "data")
     cfg = composed("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", "experiment=demo_ga",
                               f"shards.seq_len={seq_len}", f"tokenizer.vocab_size={vocab_size}"])
-    shards = run_shards(cfg)
-    return np.asarray(load_rows(shards, "train")), Path(lineage(shards)["vocab"])
+    folders = run_stages(cfg, "shards")
+    return np.asarray(load_rows(folders["shards"], "train")), folders["vocab"]
 
 
 def synthetic_rows(seq_len: int, vocab_size: int, rows: int = 4096, seed: int = 0):
@@ -138,14 +138,14 @@ class Stopwatch:
 def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int) -> dict:
     import lightning as L
 
-    from pretrain.config import MaskingConfig, OptimConfig, TrainerConfig
+    from pretrain.config import MaskingConfig, OptimConfig, TrainingConfig
     from pretrain.data import PackedRows, PhasedData
     from pretrain.module import MaskedLMModule
     from pretrain.phases import plan_phases
 
     total = args.warmup_steps + args.steps
     optim = OptimConfig(lr=1e-4, warmup_steps=args.warmup_steps, weight_decay=0.01, grad_clip=1.0)
-    plan = plan_phases(TrainerConfig(max_steps=total, batch_size=args.batch_size), optim, args.seq_len)
+    plan = plan_phases(TrainingConfig(max_steps=total, batch_size=args.batch_size), 0, optim, args.seq_len)
     model = fresh_model(hf_config, init_state)
     maskable = float(1 - np.isin(rows[:256], list(SPECIAL.values())).mean())
     module = MaskedLMModule(model, MaskingConfig(), optim, plan, SPECIAL, vocab_size, {args.seq_len: maskable},
@@ -220,7 +220,7 @@ def composed(stage: str, overrides: list[str]):
     """The typed config exactly as `bertforge <stage> overrides...` would compose it."""
     from hydra import compose, initialize_config_module
 
-    from pretrain.config import load_config
+    from bertforge.experiment import load_config
 
     with initialize_config_module(config_module="bertforge_conf", version_base=None):
         return load_config(compose(config_name=stage, overrides=overrides))

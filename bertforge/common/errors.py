@@ -16,3 +16,11 @@ class CorpusInputError(ValueError):
 
 class ConfigError(ValueError):
     """A config key that is unknown, misspelt or has a value that cannot work."""
+
+
+EXIT_PREEMPTED = 75
+"""Exit status of a stopped, resumable run (EX_TEMPFAIL: try again). Not 0: the model is not finished."""
+
+
+class Preempted(Exception):
+    """Training stopped on the cluster's warning signal; the checkpoint to resume from is saved."""

@@ -122,6 +122,28 @@ def stage_folder(work_dir: Path, stage: str, payload: dict, inputs: dict[str, st
     return Path(work_dir) / stage / f"{stage}-{digest}"
 
 
+@dataclass(frozen=True)
+class StageOutput:
+    """The folder one stage is asked to build: where it goes and what names it (from the stage graph).
+
+    A stage function checks what it can first, then opens the folder with `build()` and writes
+    into `StageBuild.tmp`; the folder appears at `folder` only when the build finishes.
+    """
+
+    work_dir: Path
+    stage: str
+    payload: dict
+    inputs: dict[str, str]
+
+    @property
+    def folder(self) -> Path:
+        return stage_folder(self.work_dir, self.stage, self.payload, self.inputs)
+
+    def build(self, run_id: str | None = None, publish: bool = True):
+        """`build_stage` for this folder (see there for `run_id` and `publish`)."""
+        return build_stage(self.work_dir, self.stage, self.payload, self.inputs, run_id=run_id, publish=publish)
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -130,29 +152,3 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     return versions
-
-
-def lineage(folder: Path) -> dict[str, str]:
-    """Stage name -> folder for `folder` and every finished stage upstream of it (via manifests)."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    found = {manifest["stage"]: str(folder)}
-    work_dir = folder.parent.parent
-    for stage, digest in manifest.get("inputs", {}).items():
-        upstream = work_dir / stage / f"{stage}-{digest}"
-        if stage not in found and is_complete(upstream):
-            found.update({k: v for k, v in lineage(upstream).items() if k not in found})
-    return found
-
-
-_announced: set[str] = set()
-
-
-def reuse(folder: Path, log) -> bool:
-    """True when `folder` is finished; says so once per process (stages ask for upstreams often)."""
-    if not is_complete(folder):
-        return False
-    if str(folder) not in _announced:
-        _announced.add(str(folder))
-        log.info("%s: reusing %s", Path(folder).parent.name, folder)
-    return True

@@ -348,9 +348,10 @@ class ConlluReader(_StrictReader):
             yield doc
 
 
-def make_reader(input_cfg, index: int = 0, on_bad_record: str = "error", max_record_mib: float = 16.0,
-                skipped_folder: str = "") -> BaseDiskReader:
-    """The datatrove reader for one configured input (see `corpora.config.InputConfig`)."""
+def make_reader(input_cfg, source_name: str, index: int = 0, on_bad_record: str = "error",
+                max_record_mib: float = 16.0, skipped_folder: str = "") -> BaseDiskReader:
+    """The datatrove reader for one configured input (see `corpora.config.InputConfig`); its documents
+    carry the input's name, or `source_name` when the input has none."""
     fmt = input_cfg.format
     if fmt not in FORMATS:
         raise ValueError(f"source.inputs[{index}].format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -359,7 +360,7 @@ def make_reader(input_cfg, index: int = 0, on_bad_record: str = "error", max_rec
         path, glob = path.parent, path.name
     common = dict(input_index=index, on_bad_record=on_bad_record,
                   max_record_bytes=int(max_record_mib * (1 << 20)), skipped_folder=skipped_folder)
-    name = input_cfg.name
+    name = input_cfg.name or source_name
     if fmt == "txt":
         return TextReader(str(path), name, glob, unit=input_cfg.txt_unit, **common)
     if fmt == "jsonl":

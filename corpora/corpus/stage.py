@@ -7,8 +7,8 @@ Three datatrove pipelines run one after the other (locally or on SLURM, see `cor
 2. index (1 task): exact and near-duplicate clusters and source caps/weights over the whole corpus.
 3. apply (N tasks): drop the duplicates, write documents/, removed/dedup/ and kept/ (totals for the report).
 
-The folder is built by `build_stage`: a killed run leaves only a temporary folder that the next
-run removes, and a rerun of a finished configuration reuses the folder without redoing work.
+The folder is built by `StageOutput.build`: a killed run leaves only a temporary folder that the
+next run removes; the stage graph (`bertforge.stages`) reuses a finished folder without calling this.
 """
 
 from __future__ import annotations
@@ -16,37 +16,44 @@ from __future__ import annotations
 import itertools
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 
-from corpora.corpus.report import corpus_report, report_markdown
 from bertforge.common.errors import CorpusInputError
+from bertforge.common.stage_folder import StageOutput, write_json_atomic
+from corpora.config import CorpusConfig, FiltersConfig, SourceConfig
+from corpora.corpus.report import corpus_report, report_markdown
 from corpora.corpus.executors import run_chain
 from corpora.corpus.rules.chain import filter_steps, stopword_lists
 from corpora.corpus.whole_corpus import DecisionApplier, DuplicateIndex, SignatureWriter
 from corpora.corpus.normalise import normalise_text
 from corpora.corpus.readers import make_reader
-from bertforge.common.stage_folder import build_stage, reuse, stage_folder, write_json_atomic
 from corpora.corpus.text_batch import char_tables
 from corpora.corpus.writers import DocumentWriter
 
 log = logging.getLogger("bertforge.corpus")
 
 
-def run_corpus(cfg) -> Path:
-    """Build (or reuse) the corpus folder for `cfg` (an `ExperimentConfig`) and return its path."""
-    from pretrain.config import section
+@dataclass(frozen=True)
+class CheckedInputs:
+    """The source's inputs after every path was found to hold files."""
 
-    specs, fingerprint, empty_files = _checked_inputs(cfg)
-    payload = section(cfg, "source", "filters") | {"files": fingerprint}
-    folder = stage_folder(cfg.paths.work_dir, "corpus", payload, {})
-    if reuse(folder, log):
-        return folder
-    with build_stage(cfg.paths.work_dir, "corpus", payload, {}) as build:
-        _run_pipelines(cfg, specs, build.tmp)
-        report = corpus_report(build.tmp, cfg.corpus.examples_per_rule, extra_skipped=empty_files)
+    specs: list
+    fingerprint: list
+    """[path, size, mtime] of every input file: a changed file is a changed corpus."""
+    empty_files: list[dict]
+    """Empty files listed as skipped records (only with source.on_bad_record=skip)."""
+
+
+def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig, out: StageOutput) -> None:
+    """Clean and deduplicate `source` with `filters` into the folder `out` (run by `run.executor`)."""
+    inputs = checked_inputs(source)
+    with out.build() as build:
+        _run_pipelines(source, filters, run, inputs.specs, build.tmp)
+        report = corpus_report(build.tmp, run.examples_per_rule, extra_skipped=inputs.empty_files)
         if report["documents_in"] == 0:
-            raise CorpusInputError(", ".join(s.path for s in specs), "contains no documents with text",
+            raise CorpusInputError(", ".join(s.path for s in inputs.specs), "contains no documents with text",
                                    "Check the format and text_key of each input.")
         write_json_atomic(build.tmp / "report.json", report)
         (build.tmp / "report.md").write_text(report_markdown(report), encoding="utf-8")
@@ -57,29 +64,25 @@ def run_corpus(cfg) -> Path:
                                      "kept_characters": report["kept"]["characters"],
                                      "kept_share": report["kept_share"]}
         build.manifest["timing_s"] = report["timing_s"]
-    log.info("corpus: kept %d of %d documents -> %s", report["documents_kept"], report["documents_in"], folder)
-    return folder
+    log.info("corpus: kept %d of %d documents -> %s", report["documents_kept"], report["documents_in"], out.folder)
 
 
-def _checked_inputs(cfg):
-    """Inputs with their names set, after checking every path exists and holds files.
+def checked_inputs(source: SourceConfig) -> CheckedInputs:
+    """Every input of `source` checked to exist and hold files, before any work starts.
 
-    Returns (specs, fingerprint of the files, empty files). An empty file is an error unless
-    source.on_bad_record is skip, when it is listed among the skipped records instead.
+    An empty file is an error unless source.on_bad_record is skip, when it is listed among the
+    skipped records instead.
     """
-    source = cfg.source
     if not source.inputs:
         raise CorpusInputError(f"source {source.name!r}", "has no inputs",
                                "Add at least one entry under source.inputs.")
     fingerprint, empty = [], []
     for index, spec in enumerate(source.inputs):
-        spec.name = spec.name or source.name
         path = Path(spec.path)
         if not path.exists():
-            hint = (" paths.data_dir is empty: set BERTFORGE_DATA to the data folder."
-                    if not cfg.paths.data_dir and "ud/" in spec.path else "")
-            raise CorpusInputError(spec.path, "does not exist", f"Fix source.inputs[{index}].path.{hint}")
-        reader = make_reader(spec, index)
+            hint = " (paths.data_dir comes from BERTFORGE_DATA: is it set?)" if "ud/" in spec.path else ""
+            raise CorpusInputError(spec.path, "does not exist", f"Fix source.inputs[{index}].path{hint}.")
+        reader = make_reader(spec, source.name, index)
         files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
         if not files:
             raise CorpusInputError(spec.path, f"holds no files matching {reader.glob_pattern!r}",
@@ -90,26 +93,27 @@ def _checked_inputs(cfg):
                 if source.on_bad_record != "skip":
                     raise CorpusInputError(str(full), "is empty",
                                            "Remove it or give it text (or set source.on_bad_record=skip).")
-                empty.append({"file": str(full), "line": None, "problem": "empty file", "input": spec.name})
+                empty.append({"file": str(full), "line": None, "problem": "empty file",
+                              "input": spec.name or source.name})
             fingerprint.append([str(full), full.stat().st_size, int(full.stat().st_mtime)])
-    return list(source.inputs), fingerprint, empty
+    return CheckedInputs(list(source.inputs), fingerprint, empty)
 
 
-def _readers(cfg, specs, skipped_folder: str) -> list:
-    return [make_reader(spec, index, cfg.source.on_bad_record, cfg.source.max_record_mib, skipped_folder)
-            for index, spec in enumerate(specs)]
+def _readers(source: SourceConfig, skipped_folder: str) -> list:
+    return [make_reader(spec, source.name, index, source.on_bad_record, source.max_record_mib, skipped_folder)
+            for index, spec in enumerate(source.inputs)]
 
 
-def _sample_texts(cfg, specs):
+def _sample_texts(source: SourceConfig, filters: FiltersConfig):
     """Documents from the start of every input (an equal share each), normalised as the pipeline
     will: for deriving stop words."""
-    norm = cfg.filters.normalise
+    norm = filters.normalise
 
     def sample(count: int):
-        per_input = max(1, count // len(specs))
+        per_input = max(1, count // len(source.inputs))
 
         def docs():
-            for reader in _readers(cfg, specs, ""):
+            for reader in _readers(source, ""):
                 reader.on_bad_record = "skip"  # a sample: bad records are the pipeline's to report
                 files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
                 yield from itertools.islice((d for name in files for d in reader.read_file(name)), per_input)
@@ -119,20 +123,19 @@ def _sample_texts(cfg, specs):
     return sample
 
 
-def _run_pipelines(cfg, specs, out: Path) -> None:
+def _run_pipelines(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig, specs, out: Path) -> None:
     work = out / "work"  # intermediate files; removed when the stage succeeds
 
     def removed_writer(step: str) -> DocumentWriter:
         return DocumentWriter(str(out / "removed" / step))
 
-    filters = cfg.filters
-    stopwords = stopword_lists(filters, _sample_texts(cfg, specs))
+    stopwords = stopword_lists(filters, _sample_texts(source, filters))
     if stopwords:
         (out / "stopwords.txt").write_text(
             "\n".join(f"{lang}: {' '.join(words)}" for lang, words in stopwords.items()) + "\n", encoding="utf-8")
-    tasks = max(1, cfg.corpus.tasks)
+    tasks = max(1, run.tasks)
     filter_pipeline = [
-        *_readers(cfg, specs, str(out / "skipped")),
+        *_readers(source, str(out / "skipped")),
         *filter_steps(filters, removed_writer, stopwords, str(out / "removed_lines" / "lines")),
         SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
                         boilerplate_lines=filters.min_repeated_line_docs > 0),
@@ -144,7 +147,7 @@ def _run_pipelines(cfg, specs, out: Path) -> None:
                                      min_repeated_line_docs=filters.min_repeated_line_docs)]
     apply_pipeline = [DecisionApplier(str(work / "filtered"), str(work / "signatures"), str(work / "decisions"), str(out))]
     char_tables()  # built once here (0.1-0.5 s): workers forked from this process inherit it
-    run_chain(cfg.corpus.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
+    run_chain(run.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
                                     ("apply", apply_pipeline, tasks)], out / "datatrove")
     (out / "kept").mkdir(exist_ok=True)
     shutil.move(work / "decisions" / "clusters.json", out / "kept" / "clusters.json")  # for the report

@@ -3,7 +3,7 @@
 Layout of a shards folder:
   train-<L>.bin, heldout-<L>.bin   rows of L token ids, C order, dtype from the manifest, one pair
                                    per row length L (the main `shards.seq_len`, the lengths of
-                                   `trainer.phases`, and `shards.extra_seq_lens`)
+                                   `training.phases`, and `shards.extra_seq_lens`)
   manifest.json                    rows per split and length, dtype, vocab size, tokenizer hash,
                                    special ids, share of maskable (non-special) tokens
 
@@ -23,48 +23,40 @@ import numpy as np
 from datatrove.utils.batching import batched
 from tokenizers import Tokenizer
 
-from corpora.corpus.stage import run_corpus
-from corpora.documents import iter_documents
 from bertforge.common.errors import CorpusInputError
+from bertforge.common.stage_folder import StageOutput, read_manifest
+from corpora.config import ShardsConfig
+from corpora.documents import iter_documents
 from corpora.vocab.special_tokens import special_token_ids
-from bertforge.common.stage_folder import build_stage, read_manifest, stage_folder, reuse
-from corpora.vocab.stage import run_vocab
 
 log = logging.getLogger("bertforge.shards")
 
 SPLITS = ("train", "heldout")
 
 
-def shard_seq_lens(cfg) -> list[int]:
-    """Every row length this experiment needs, main length first."""
-    wanted = [*cfg.shards.extra_seq_lens, *(phase.seq_len for phase in cfg.trainer.phases)]
-    bad = [length for length in [cfg.shards.seq_len, *wanted] if length < 8]
+def shard_seq_lens(shards: ShardsConfig, phase_seq_lens: list[int]) -> list[int]:
+    """Every row length an experiment needs (its training phases' lengths given), main length first."""
+    wanted = [*shards.extra_seq_lens, *phase_seq_lens]
+    bad = [length for length in [shards.seq_len, *wanted] if length < 8]
     if bad:
         raise CorpusInputError("config", f"sequence length {bad[0]} is too short for packed rows",
-                               "Use shards.seq_len / trainer.phases[].seq_len of at least 8.")
-    return [cfg.shards.seq_len, *sorted(set(wanted) - {cfg.shards.seq_len})]
+                               "Use shards.seq_len / training.phases[].seq_len of at least 8.")
+    return [shards.seq_len, *sorted(set(wanted) - {shards.seq_len})]
 
 
-def run_shards(cfg) -> Path:
-    """Build (or reuse) the shards folder for `cfg`; runs the corpus and vocab stages if needed."""
-    from pretrain.config import section
-
-    corpus_dir, vocab_dir = run_corpus(cfg), run_vocab(cfg)
-    lengths = shard_seq_lens(cfg)
-    payload = section(cfg, "shards") | {"seq_lens": lengths}
-    inputs = {"corpus": read_manifest(corpus_dir)["hash"], "vocab": read_manifest(vocab_dir)["hash"]}
-    folder = stage_folder(cfg.paths.work_dir, "shards", payload, inputs)
-    if reuse(folder, log):
-        return folder
+def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path,
+                 out: StageOutput) -> None:
+    """Tokenise the corpus folder's documents with the vocab folder's tokenizer into rows of every
+    length in `lengths` (main length first), train and held-out splits, in `out`."""
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32
-    with build_stage(cfg.paths.work_dir, "shards", payload, inputs) as build:
+    with out.build() as build:
         by_len = {length: {} for length in lengths}
         for split in SPLITS:
-            docs = (d["text"] for d in iter_documents(corpus_dir, split, cfg.shards.heldout_percent))
+            docs = (d["text"] for d in iter_documents(corpus_dir, split, shards.heldout_percent))
             paths = {length: build.tmp / f"{split}-{length}.bin" for length in lengths}
             for length, counts in write_packed_rows(docs, tokenizer, paths, dtype,
-                                                    cfg.shards.encode_batch_docs).items():
+                                                    shards.encode_batch_docs).items():
                 if counts["rows"] == 0:
                     raise CorpusInputError(str(corpus_dir), f"yields no full {split} row of {length} tokens",
                                            "Add text, lower the sequence length or change shards.heldout_percent.")
@@ -81,8 +73,7 @@ def run_shards(cfg) -> Path:
                                for k, v in by_len.items()},
         }
     log.info("shards: %d train rows, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
-             main["heldout"]["rows"], "/".join(map(str, lengths)), folder)
-    return folder
+             main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
 
 
 class RowPacker:
@@ -143,7 +134,7 @@ def load_rows(shards_dir: Path, split: str, seq_len: int | None = None) -> np.me
     seq_len = seq_len or fmt["seq_len"]
     if seq_len not in fmt.get("seq_lens", [fmt["seq_len"]]):
         raise CorpusInputError(str(shards_dir), f"has no rows of length {seq_len} (it has {fmt['seq_lens']})",
-                               "Rebuild the shards with that length in trainer.phases or shards.extra_seq_lens.")
+                               "Rebuild the shards with that length in training.phases or shards.extra_seq_lens.")
     data = np.memmap(Path(shards_dir) / f"{split}-{seq_len}.bin", dtype=fmt["dtype"], mode="r")
     return data.reshape(-1, seq_len)
 

@@ -6,9 +6,8 @@ a second with the config key at fault, not after an hour of training.
 
 from __future__ import annotations
 
-import math
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertforge.common.errors import ConfigError
 from corpora.vocab.special_tokens import STYLES, style_tokens
@@ -63,7 +62,7 @@ def check_alphabet(tok_cfg, distinct_chars: int) -> None:
         why = (f"{distinct_chars} distinct characters in the training sample, "
                f"tokenizer.limit_alphabet={tok_cfg.limit_alphabet}")
     needed = alphabet + len(special_token_list(tok_cfg))
-    if target_vocab_size(tok_cfg) < needed:
+    if tok_cfg.vocab_size < needed:
         raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size} is below the alphabet size plus special "
                           f"tokens ({needed}: {why}): raise tokenizer.vocab_size to well above {needed}"
                           + ("" if tok_cfg.byte_level else " or lower tokenizer.limit_alphabet"))
@@ -72,12 +71,6 @@ def check_alphabet(tok_cfg, distinct_chars: int) -> None:
 def special_token_list(tok_cfg) -> list[str]:
     """The style's five special tokens (in id order) followed by any extra ones."""
     return style_tokens(tok_cfg.style) + [t for t in tok_cfg.extra_special_tokens if t not in STYLES[tok_cfg.style].values()]
-
-
-def target_vocab_size(tok_cfg) -> int:
-    """vocab_size, rounded up to `round_vocab_to_multiple_of` when that is > 1."""
-    multiple = tok_cfg.round_vocab_to_multiple_of
-    return math.ceil(tok_cfg.vocab_size / multiple) * multiple if multiple > 1 else tok_cfg.vocab_size
 
 
 def build_normalizer(tok_cfg) -> normalizers.Normalizer | None:
@@ -98,7 +91,7 @@ def build_untrained(tok_cfg) -> tuple[Tokenizer, trainers.Trainer]:
     """An untrained tokenizer and its trainer (tokenizers library) for `tok_cfg` (checked first)."""
     check_options(tok_cfg)
     unk = STYLES[tok_cfg.style]["unk"]
-    specials, size = special_token_list(tok_cfg), target_vocab_size(tok_cfg)
+    specials, size = special_token_list(tok_cfg), tok_cfg.vocab_size
     if tok_cfg.model == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token=unk, max_input_chars_per_word=100))
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # whitespace and punctuation
@@ -145,20 +138,12 @@ def add_post_processor(tokenizer: Tokenizer, roles: dict[str, str], style: str) 
         special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))])
 
 
-def pad_vocabulary(tokenizer: Tokenizer, multiple: int, style: str) -> int:
-    """Append reserved special tokens ([unused0]... / <unused0>...) until the size is a multiple of
-    `multiple`; returns how many were added. Reserved tokens never match text."""
-    size = tokenizer.get_vocab_size(with_added_tokens=True)
-    missing = (-size) % multiple if multiple > 1 else 0
-    template = "<unused{}>" if style == "roberta" else "[unused{}]"
-    tokenizer.add_special_tokens([AddedToken(template.format(i), special=True) for i in range(missing)])
-    return missing
-
-
 def finish(tokenizer: Tokenizer, tok_cfg) -> dict[str, str]:
-    """After training: special tokens registered, post-processor, padding to a multiple; returns roles."""
+    """After training: special tokens registered and the post-processor set; returns the roles.
+
+    The vocabulary is not padded here: the model pads its embedding rows
+    (`model.pad_vocab_to_multiple_of`), so a tokenizer holds only tokens that can occur."""
     tokenizer.add_special_tokens(special_token_list(tok_cfg))  # already in the vocabulary: keeps their ids
     roles = dict(STYLES[tok_cfg.style])
     add_post_processor(tokenizer, roles, tok_cfg.style)
-    pad_vocabulary(tokenizer, tok_cfg.round_vocab_to_multiple_of, tok_cfg.style)
     return roles

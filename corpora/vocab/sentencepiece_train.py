@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from bertforge.common.errors import ConfigError
 from corpora.vocab.special_tokens import STYLES
-from corpora.vocab.build import build_normalizer, special_token_list, target_vocab_size
+from corpora.vocab.build import build_normalizer, special_token_list
 
 log = logging.getLogger("bertforge.vocab")
 
@@ -65,7 +65,7 @@ def train_sentencepiece(texts: Iterable[str], tok_cfg, workdir: Path) -> Tokeniz
     try:
         spm.SentencePieceTrainer.train(
             input=str(text_file), model_prefix=str(prefix), model_type=tok_cfg.model,
-            vocab_size=target_vocab_size(tok_cfg), character_coverage=1.0,
+            vocab_size=tok_cfg.vocab_size, character_coverage=1.0,
             normalization_rule_name="identity", remove_extra_whitespaces=False,
             input_sentence_size=0,  # the file is already the bounded sample: read it all, no reshuffle
             hard_vocab_limit=False,  # like the tokenizers trainers: stop short when the text has no more pieces

@@ -16,11 +16,11 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from corpora.corpus.stage import run_corpus
-from corpora.documents import iter_documents
 from bertforge.common.errors import CorpusInputError
+from bertforge.common.stage_folder import StageOutput, write_json_atomic
+from corpora.config import SourceConfig, TokenizerConfig
+from corpora.documents import iter_documents
 from corpora.vocab.special_tokens import special_tokens
-from bertforge.common.stage_folder import build_stage, read_manifest, reuse, stage_folder, write_json_atomic
 from corpora.vocab.build import build_untrained, check_alphabet, check_options, finish
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
 from corpora.vocab.metrics import conllu_files, gold_metrics, gold_sentences, load_reference, text_metrics, unk_id
@@ -29,32 +29,41 @@ from corpora.vocab.sample import TrainingSample
 log = logging.getLogger("bertforge.vocab")
 
 
-def run_vocab(cfg) -> Path:
-    """Build (or reuse) the vocabulary folder for `cfg`; runs the corpus stage first if needed."""
-    from pretrain.config import section
+def checked_vocab_inputs(tok_cfg: TokenizerConfig, source: SourceConfig) -> dict:
+    """Check the tokenizer options, the reference (or extended) tokenizer and the gold treebanks before
+    any stage runs; returns the reference file's hash (a changed file is a changed input)."""
+    check_options(tok_cfg)
+    if not tok_cfg.gold_conllu:
+        _source_treebanks(source)
+    else:
+        conllu_files(tok_cfg.gold_conllu)
+    path = tok_cfg.reference or tok_cfg.extend_from
+    if not path:
+        return {}
+    load_reference(path, "tokenizer.reference" if tok_cfg.reference else "tokenizer.extend_from")
+    return {"reference_sha256": _file_hash(Path(path))}
 
-    tok_cfg = cfg.tokenizer
+
+def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent: float, corpus_dir: Path,
+                out: StageOutput) -> None:
+    """Train (or extend) the vocabulary on the corpus folder's training documents into `out`.
+
+    `source` names the treebanks whose gold words measure fertility when `tokenizer.gold_conllu` is
+    empty; `heldout_percent` is the held-out split every later stage shares (never trained on).
+    """
     check_options(tok_cfg)
     reference_path = tok_cfg.reference or tok_cfg.extend_from
     reference = load_reference(reference_path, "tokenizer.reference" if tok_cfg.reference else "tokenizer.extend_from") \
         if reference_path else None
-    gold_files = conllu_files(tok_cfg.gold_conllu) if tok_cfg.gold_conllu else _source_treebanks(cfg)
-    corpus_dir = run_corpus(cfg)
-    payload = section(cfg, "tokenizer") | {"heldout_percent": cfg.shards.heldout_percent}
-    inputs = {"corpus": read_manifest(corpus_dir)["hash"]}
-    if reference_path:  # a changed reference file is a changed input
-        inputs["reference"] = _file_hash(Path(reference_path))
-    folder = stage_folder(cfg.paths.work_dir, "vocab", payload, inputs)
-    if reuse(folder, log):
-        return folder
-    sample = TrainingSample.plan(corpus_dir, cfg.shards.heldout_percent, tok_cfg.max_training_docs,
+    gold_files = conllu_files(tok_cfg.gold_conllu) if tok_cfg.gold_conllu else _source_treebanks(source)
+    sample = TrainingSample.plan(corpus_dir, heldout_percent, tok_cfg.max_training_docs,
                                  tok_cfg.max_training_chars, tok_cfg.lowercase)
     if sample.split_documents == 0:
         raise CorpusInputError(str(corpus_dir), "has no training documents (all filtered out, or all held out)",
                                "Loosen the filters, add text, or lower shards.heldout_percent.")
     if not tok_cfg.extend_from:
         check_alphabet(tok_cfg, len(sample.alphabet))
-    with build_stage(cfg.paths.work_dir, "vocab", payload, inputs) as build:
+    with out.build() as build:
         started = time.perf_counter()
         if tok_cfg.extend_from:
             tokenizer, roles, extension = _extend(reference, tok_cfg, sample, build.tmp)
@@ -65,7 +74,9 @@ def run_vocab(cfg) -> Path:
         save_hf_tokenizer(tokenizer, build.tmp, roles)
         if tok_cfg.bpe_dropout:
             tokenizer_with_dropout(tokenizer, tok_cfg.bpe_dropout).save(str(build.tmp / "tokenizer_dropout.json"))
-        metrics = measure(tokenizer, roles, cfg, corpus_dir, gold_files, reference, reference_path)
+        heldout = _heldout_texts(corpus_dir, heldout_percent, tok_cfg.metrics_max_chars)
+        metrics = measure(tokenizer, roles, tok_cfg, heldout, gold_files, _source_paths(source), reference,
+                          reference_path)
         metrics |= {"training_documents": sample.documents, "training_chars": sample.chars,
                     "training_seconds": round(training_seconds, 3), "special_tokens": roles}
         if extension:
@@ -75,11 +86,10 @@ def run_vocab(cfg) -> Path:
         write_json_atomic(build.tmp / "metrics.json", metrics)
         build.manifest["counts"] = metrics
     log.info("vocab: %d tokens, held-out fertility %.3f%s -> %s", metrics["vocab_size"], metrics["fertility"],
-             f" (reference {metrics['reference']['heldout']['fertility']:.3f})" if reference else "", folder)
-    return folder
+             f" (reference {metrics['reference']['heldout']['fertility']:.3f})" if reference else "", out.folder)
 
 
-def train(tok_cfg, sample: TrainingSample, workdir: Path) -> tuple[Tokenizer, dict[str, str]]:
+def train(tok_cfg: TokenizerConfig, sample: TrainingSample, workdir: Path) -> tuple[Tokenizer, dict[str, str]]:
     """Train the configured model on the streamed sample; returns the finished tokenizer and its roles."""
     if tok_cfg.trainer == "sentencepiece":
         from corpora.vocab.sentencepiece_train import train_sentencepiece
@@ -94,7 +104,7 @@ def train(tok_cfg, sample: TrainingSample, workdir: Path) -> tuple[Tokenizer, di
     return tokenizer, finish(tokenizer, tok_cfg)
 
 
-def _extend(base: Tokenizer, tok_cfg, sample: TrainingSample, workdir: Path):
+def _extend(base: Tokenizer, tok_cfg: TokenizerConfig, sample: TrainingSample, workdir: Path):
     counts = count_words(base, sample)
     chosen = choose_new_tokens(base, counts, tok_cfg.extend_tokens)
     tokenizer = add_tokens(base, [c["token"] for c in chosen])
@@ -112,16 +122,15 @@ def tokenizer_with_dropout(tokenizer: Tokenizer, dropout: float) -> Tokenizer:
     return copy
 
 
-def measure(tokenizer: Tokenizer, roles: dict[str, str], cfg, corpus_dir: Path, gold_files: list[Path],
-            reference: Tokenizer | None, reference_path: str) -> dict:
-    """Held-out and gold-word metrics of `tokenizer`, and of the reference on the same words."""
-    tok_cfg = cfg.tokenizer
-    heldout = _heldout_texts(corpus_dir, cfg.shards.heldout_percent, tok_cfg.metrics_max_chars)
+def measure(tokenizer: Tokenizer, roles: dict[str, str], tok_cfg: TokenizerConfig, heldout: list[str],
+            gold_files: list[Path], inside: list[Path], reference: Tokenizer | None, reference_path: str) -> dict:
+    """Held-out and gold-word metrics of `tokenizer`, and of the reference on the same words.
+
+    `inside` are the corpus's input paths: gold treebanks under them are scored on held-out sentences only."""
     ours = text_metrics(tokenizer, heldout, tokenizer.token_to_id(roles["unk"]))
     metrics = {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
                "heldout_documents": ours.pop("documents"), "heldout_words": ours.pop("words")} | ours
     # A treebank that is also a corpus input is scored only on sentences of held-out documents.
-    inside = _source_paths(cfg)
     only_in = "\n".join(heldout) if any(_is_under(f, inside) for f in gold_files) else None
     sentences = gold_sentences(gold_files, only_in, tok_cfg.metrics_max_chars // 10) if gold_files else []
     if sentences:
@@ -159,13 +168,13 @@ def _heldout_texts(corpus_dir: Path, heldout_percent: float, max_chars: int) -> 
     return texts
 
 
-def _source_paths(cfg) -> list[Path]:
-    return [Path(i.path).resolve() for i in cfg.source.inputs]
+def _source_paths(source: SourceConfig) -> list[Path]:
+    return [Path(i.path).resolve() for i in source.inputs]
 
 
-def _source_treebanks(cfg) -> list[Path]:
+def _source_treebanks(source: SourceConfig) -> list[Path]:
     """Default gold words: the conllu inputs of the source (empty when it has none)."""
-    paths = [i.path for i in cfg.source.inputs if i.format == "conllu"]
+    paths = [i.path for i in source.inputs if i.format == "conllu"]
     return conllu_files(paths, "source.inputs (conllu, used as gold words)") if paths else []
 
 

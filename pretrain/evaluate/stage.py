@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM
 
 from bertforge.common.errors import ConfigError
-from corpora.shards.stage import file_sha256, load_rows, run_shards
-from bertforge.common.stage_folder import build_stage, read_manifest, stage_folder, reuse, write_json_atomic
+from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
+from corpora.shards.stage import file_sha256, load_rows
+from pretrain.config import EvaluateConfig, MaskingConfig, ModelConfig
 from pretrain.masking import mask_fixed_count, masked_per_row
 from pretrain.model import build_model
-from pretrain.train_stage import run_pretrain
 
 log = logging.getLogger("bertforge.evaluate")
 
@@ -50,38 +50,29 @@ def evaluate_mlm(model, rows, fmt: dict, eval_cfg) -> dict:
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "masked_tokens": count}
 
 
-def run_evaluate(cfg) -> Path:
-    """Score the experiment's model (or `evaluate.checkpoint`) on the held-out shard."""
-    from pretrain.config import section
+def build_evaluate(evaluate: EvaluateConfig, masking: MaskingConfig, model_cfg: ModelConfig, seed: int,
+                   checkpoint: Path, own_model: bool, shards_dir: Path, out: StageOutput) -> None:
+    """Score `checkpoint` on the shards folder's held-out rows, beside the same architecture untrained.
 
-    shards_dir = run_shards(cfg)
+    `own_model`: the checkpoint is this experiment's pretrain export, so its untrained twin is built
+    from `model_cfg` (seeded with `seed`); otherwise (`evaluate.checkpoint`) from the checkpoint's config.
+    """
     fmt = read_manifest(shards_dir)["format"]
-    if cfg.evaluate.checkpoint:
-        checkpoint = Path(cfg.evaluate.checkpoint)
+    if not own_model:
         _check_same_vocabulary(checkpoint, fmt)
-        inputs = {"shards": read_manifest(shards_dir)["hash"], "checkpoint": str(checkpoint.resolve())}
-    else:
-        pretrain_dir = run_pretrain(cfg)
-        checkpoint = pretrain_dir / "hf"
-        inputs = {"shards": read_manifest(shards_dir)["hash"], "pretrain": read_manifest(pretrain_dir)["hash"]}
-    payload = section(cfg, "evaluate")
-    folder = stage_folder(cfg.paths.work_dir, "evaluate", payload, inputs)
-    if reuse(folder, log):
-        return folder
     rows = load_rows(shards_dir, "heldout")
-    with build_stage(cfg.paths.work_dir, "evaluate", payload, inputs) as build:
+    with out.build() as build:
         trained = AutoModelForMaskedLM.from_pretrained(str(checkpoint))
-        torch.manual_seed(cfg.trainer.seed)
-        untrained = build_model(cfg.model, fmt["vocab_size"], fmt["special_ids"]["pad"], fmt["seq_len"]) \
-            if not cfg.evaluate.checkpoint else type(trained)(trained.config)
+        torch.manual_seed(seed)
+        untrained = build_model(model_cfg, fmt["vocab_size"], fmt["special_ids"]["pad"], fmt["seq_len"]) \
+            if own_model else type(trained)(trained.config)
         metrics = {"checkpoint": str(checkpoint), "heldout_rows": len(rows),
-                   "trained": evaluate_mlm(trained, rows, fmt, cfg.evaluate),
-                   "untrained": evaluate_mlm(untrained, rows, fmt, cfg.evaluate)}
+                   "trained": evaluate_mlm(trained, rows, fmt, evaluate),
+                   "untrained": evaluate_mlm(untrained, rows, fmt, evaluate)}
         write_json_atomic(build.tmp / "metrics.json", metrics)
         build.manifest["counts"] = metrics
     log.info("evaluate: held-out accuracy %.3f (untrained %.3f)", metrics["trained"]["accuracy"],
              metrics["untrained"]["accuracy"])
-    return folder
 
 
 def _check_same_vocabulary(checkpoint: Path, fmt: dict) -> None:

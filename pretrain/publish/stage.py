@@ -5,45 +5,54 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from corpora.corpus.stage import run_corpus
-from corpora.shards.stage import run_shards
-from bertforge.common.stage_folder import build_stage, read_manifest, stage_folder, reuse
-from corpora.vocab.stage import run_vocab
-from pretrain.evaluate.stage import run_evaluate
-from pretrain.train_stage import run_pretrain
+from bertforge.common.stage_folder import StageOutput, read_manifest
+from corpora.config import FiltersConfig, SourceConfig, TokenizerConfig
+from pretrain.config import MaskingConfig, ModelConfig, OptimConfig, PublishConfig, TrainingConfig
 
 log = logging.getLogger("bertforge.publish")
 
 
-def run_publish(cfg) -> Path:
-    """Export (or reuse) the publishable model folder `<stage>/model` for `cfg`."""
-    from pretrain.config import section
-
-    folders = {name: fn(cfg) for name, fn in (("corpus", run_corpus), ("vocab", run_vocab),
-                                               ("shards", run_shards), ("pretrain", run_pretrain),
-                                               ("evaluate", run_evaluate))}
-    manifests = {name: read_manifest(path) for name, path in folders.items()}
-    payload = section(cfg, "publish")
-    inputs = {name: m["hash"] for name, m in manifests.items()}
-    folder = stage_folder(cfg.paths.work_dir, "publish", payload, inputs)
-    if reuse(folder, log):
-        return folder
-    with build_stage(cfg.paths.work_dir, "publish", payload, inputs) as build:
-        shutil.copytree(folders["pretrain"] / "hf", build.tmp / "model")
-        card = model_card(cfg, manifests, json.loads((folders["corpus"] / "report.json").read_text()))
+def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig, filters: FiltersConfig,
+                  tokenizer: TokenizerConfig, model_cfg: ModelConfig, masking: MaskingConfig, optim: OptimConfig,
+                  training: TrainingConfig, upstream: dict[str, Path],
+                  out: StageOutput) -> None:
+    """Copy the pretrain stage's HF export into `out`/model with a model card made from every upstream
+    stage's manifest (`upstream`: corpus, vocab, shards, pretrain and evaluate folders)."""
+    manifests = {name: read_manifest(path) for name, path in upstream.items()}
+    corpus_report = json.loads((upstream["corpus"] / "report.json").read_text(encoding="utf-8"))
+    card = model_card(ModelCardFacts(publish, run_name, source, filters, tokenizer, model_cfg, masking, optim,
+                                     training), manifests, corpus_report)
+    with out.build() as build:
+        shutil.copytree(upstream["pretrain"] / "hf", build.tmp / "model")
         (build.tmp / "model" / "README.md").write_text(card, encoding="utf-8")
-    log.info("publish: %s", folder / "model")
-    return folder
+    log.info("publish: %s", out.folder / "model")
 
 
-def model_card(cfg, manifests: dict, corpus_report: dict) -> str:
+@dataclass(frozen=True)
+class ModelCardFacts:
+    """The config sections a model card quotes."""
+
+    publish: PublishConfig
+    run_name: str
+    source: SourceConfig
+    filters: FiltersConfig
+    tokenizer: TokenizerConfig
+    model: ModelConfig
+    masking: MaskingConfig
+    optim: OptimConfig
+    training: TrainingConfig
+
+
+def model_card(cfg: ModelCardFacts, manifests: dict, corpus_report: dict) -> str:
     """A Hugging Face model card: what data, which vocabulary, how it was trained, how it scores."""
     vocab, shards = manifests["vocab"]["counts"], manifests["shards"]
     train, scores = manifests["pretrain"]["counts"], manifests["evaluate"]["counts"]
-    name = cfg.publish.model_name or cfg.name
-    m, t, o = cfg.model, cfg.trainer, cfg.optim
+    name = cfg.publish.model_name or cfg.run_name
+    m, o = cfg.model, cfg.optim
+    hardware = manifests["pretrain"]["hardware"]
     removed = ", ".join(f"{rule}: {s['documents']}" for rule, s in sorted(corpus_report["removed_by_rule"].items()))
     lines = [
         "---",
@@ -67,8 +76,9 @@ def model_card(cfg, manifests: dict, corpus_report: dict) -> str:
         f"- Held-out fertility {vocab['fertility']:.3f} subwords/word, UNK rate {vocab['unk_rate']:.4f}, "
         f"{vocab['chars_per_token']:.2f} characters/token", "",
         "## Training", "",
-        f"- {train['steps']} steps x {t.batch_size} sequences x {shards['format']['seq_len']} tokens "
-        f"= {train['tokens_trained']:,} tokens; precision {t.precision}",
+        f"- {train['steps']} steps x {cfg.training.batch_size} sequences x {shards['format']['seq_len']} tokens "
+        f"= {train['tokens_trained']:,} tokens; precision {hardware['precision']} on "
+        f"{hardware['devices'] * hardware['num_nodes']} {hardware['accelerator'].upper()} device(s)",
         f"- Masking: {cfg.masking.ratio:.0%} of tokens ({cfg.masking.replace_with_mask:.0%} [MASK], "
         f"{cfg.masking.replace_with_random:.0%} random)",
         f"- {o.name} lr {o.lr}, weight decay {o.weight_decay}, {o.warmup_steps} warmup steps, {o.schedule} schedule",

@@ -39,7 +39,7 @@ def test_bad_input_exits_with_one_clear_line(tmp_path, data_dir):
 
 def test_vocab_sweep_ends_in_a_table_and_a_plot(tmp_path, data_dir):
     work = tmp_path / "w"
-    folder = sweep("vocab", "-m", "tokenizer.vocab_size=1000,3000", data_dir=data_dir, work=work, module="corpora")
+    folder = sweep("vocab", "-m", "tokenizer.vocab_size=1000,3000", data_dir=data_dir, work=work, module="bertforge")
     table = (folder / "comparison.md").read_text()
     assert sum(line.startswith("|") for line in table.splitlines()) == 4  # header, rule, two jobs
     assert "tokenizer.vocab_size" in table and "vocab/fertility" in table and "**Recommended:**" in table

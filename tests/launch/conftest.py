@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The demo experiment, cut to a few steps of a global batch of 8: small enough for 2 CPU cores.
 STEPS, GLOBAL_BATCH = 8, 8
-TINY_RUN = ["experiment=demo_ga", f"trainer.max_steps={STEPS}", f"trainer.batch_size={GLOBAL_BATCH}",
-            "optim.warmup_steps=2", "trainer.log_every_n_steps=1", f"trainer.checkpoint_every_n_steps={STEPS}",
-            "trainer.progress_bar=false", "trainer.log_data_positions=true", "logger=csv"]
+TINY_RUN = ["experiment=demo_ga", f"training.max_steps={STEPS}", f"training.batch_size={GLOBAL_BATCH}",
+            "optim.warmup_steps=2", "logger.log_every_n_steps=1", f"checkpoint.every_n_steps={STEPS}",
+            "logger.progress_bar=false", "logger.log_data_positions=true", "logger=csv"]
 
 
 def bertforge_env(data_dir: Path, work_dir: Path) -> dict[str, str]:
@@ -55,11 +55,11 @@ def pretrain_folders(work_dir: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def upstream_work(tmp_path_factory, data_dir) -> Path:
     """A work folder with corpus, vocab and shards of the demo built once, shared by the launch tests."""
-    from pretrain.config import load_config
-    from corpora.shards.stage import run_shards
+    from bertforge.experiment import load_config
+    from bertforge.stages import run_stage
     from tests.conftest import compose_raw
 
     work = tmp_path_factory.mktemp("launch-upstream")
-    run_shards(load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
-                                                  *TINY_RUN])))
+    run_stage(load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
+                                                  *TINY_RUN])), "shards")
     return work

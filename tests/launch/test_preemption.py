@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 from bertforge.common.stage_folder import read_manifest
-from pretrain.preemption import EXIT_PREEMPTED
+from bertforge.common.errors import EXIT_PREEMPTED
 from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
 STEPS = 200  # long enough that the signal lands mid-training on an idle machine
-RUN = [o for o in TINY_RUN if not o.startswith(("trainer.max_steps", "trainer.checkpoint_every"))] + [
-    f"trainer.max_steps={STEPS}", f"trainer.checkpoint_every_n_steps={STEPS}", "trainer=ddp_cpu"]
+RUN = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "trainer.checkpoint_every"))] + [
+    f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={STEPS}", "trainer=ddp_cpu"]
 
 
 def children(pid: int) -> list[int]:

@@ -8,15 +8,15 @@ import subprocess
 import time
 
 from bertforge.common.stage_folder import read_manifest
-from pretrain.config import load_config
-from pretrain.train_stage import run_pretrain
+from bertforge.experiment import load_config
+from bertforge.stages import run_stage
 from tests.conftest import compose_raw
 from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders
 
 # Long enough that the interrupt lands mid-training even on a fast, idle machine (40 steps took 1.7 s in CI).
 STEPS, EVERY = 300, 10
-RUN = [o for o in TINY_RUN if not o.startswith(("trainer.max_steps", "trainer.checkpoint_every"))] + [
-    f"trainer.max_steps={STEPS}", f"trainer.checkpoint_every_n_steps={EVERY}"]
+RUN = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "trainer.checkpoint_every"))] + [
+    f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}"]
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(upstream_work, tmp_path, data_dir, monkeypatch, caplog):
@@ -43,8 +43,8 @@ def test_interrupted_run_resumes_from_last_checkpoint(upstream_work, tmp_path, d
 
     monkeypatch.setenv("BERTFORGE_RUN_ID", "resume-test")  # the restart: same run id, here in-process
     caplog.set_level("INFO", logger="bertforge.pretrain")
-    folder = run_pretrain(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}",
-                                                               f"paths.work_dir={tmp_path}", *RUN])))
+    folder = run_stage(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}",
+                                                               f"paths.work_dir={tmp_path}", *RUN])), "pretrain")
     assert read_manifest(folder)["counts"]["steps"] == STEPS
     resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from")]
     assert len(resumed) == 1 and "last.ckpt" in resumed[0]

@@ -30,7 +30,7 @@ def test_global_batch_stays_whatever_the_world_size(world, micro, accumulation):
 
 @pytest.mark.parametrize("world,micro", [(5, 0), (2, 5), (4, 4), (48, 0)])
 def test_indivisible_global_batch_is_a_clear_error(world, micro):
-    with pytest.raises(ConfigError, match=r"trainer.batch_size=24 .*world size .*trainer.micro_batch_size"):
+    with pytest.raises(ConfigError, match=r"training.batch_size=24 .*world size .*trainer.micro_batch_size"):
         batch_layout(GLOBAL_BATCH, micro, world)
 
 

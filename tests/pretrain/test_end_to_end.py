@@ -17,7 +17,7 @@ SECRET = "hf_THIS_IS_NOT_A_REAL_TOKEN_0123456789"
 def finished(tmp_path_factory, data_dir):
     import os
 
-    from pretrain.config import load_config
+    from bertforge.experiment import load_config
     from tests.conftest import compose_raw
 
     work = tmp_path_factory.mktemp("e2e")

@@ -12,7 +12,7 @@ from pretrain.masking import mask_fixed_count
 from pretrain.model import build_model, encoder_and_head, padded_vocab_size
 from pretrain.module import sparse_mlm_loss
 from tests.conftest import compose_raw
-from pretrain.config import load_config
+from bertforge.experiment import load_config
 
 SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertforge.common.errors import ConfigError
-from pretrain.config import ModelConfig, OptimConfig, PhaseConfig, TrainerConfig
+from pretrain.config import ModelConfig, OptimConfig, PhaseConfig, TrainingConfig
 from pretrain.model import build_model
 from pretrain.optim import Lamb, build_optimizer, parameter_groups
 from pretrain.phases import plan_phases
@@ -86,10 +86,10 @@ def test_schedules_have_their_shapes():
 
 
 def test_bert_phases_split_steps_batches_and_learning_rates():
-    trainer = TrainerConfig(max_steps=1000, batch_size=256, micro_batch_size=32, phases=[
+    training = TrainingConfig(max_steps=1000, batch_size=256, phases=[
         PhaseConfig(seq_len=128, fraction=0.9), PhaseConfig(seq_len=512, fraction=0.1, tokens_per_batch=32768,
                                                             lr=5e-4, warmup_steps=10)])
-    first, second = plan_phases(trainer, OptimConfig(lr=1e-3), default_seq_len=64, world_size=2)
+    first, second = plan_phases(training, 32, OptimConfig(lr=1e-3), default_seq_len=64, world_size=2)
     assert (first.start_step, first.end_step, first.batch_size, first.accumulation) == (0, 900, 256, 4)
     assert (second.start_step, second.end_step, second.batch_size, second.accumulation) == (900, 1000, 64, 1)
     assert second.tokens_per_step == 32768 and second.lr_scale == 0.5
@@ -97,24 +97,24 @@ def test_bert_phases_split_steps_batches_and_learning_rates():
 
 
 def test_batch_in_tokens():
-    [phase] = plan_phases(TrainerConfig(tokens_per_batch=8192), OptimConfig(), default_seq_len=128)
+    [phase] = plan_phases(TrainingConfig(tokens_per_batch=8192), 0, OptimConfig(), default_seq_len=128)
     assert phase.batch_size == 64 and phase.accumulation == 1
-    with pytest.raises(ConfigError, match="trainer.tokens_per_batch=8000 is not a multiple"):
-        plan_phases(TrainerConfig(tokens_per_batch=8000), OptimConfig(), default_seq_len=128)
+    with pytest.raises(ConfigError, match="training.tokens_per_batch=8000 is not a multiple"):
+        plan_phases(TrainingConfig(tokens_per_batch=8000), 0, OptimConfig(), default_seq_len=128)
 
 
 def test_batch_that_does_not_divide_across_devices_is_refused():
     with pytest.raises(ConfigError, match="not divisible by world size 3"):
-        plan_phases(TrainerConfig(batch_size=32), OptimConfig(), default_seq_len=128, world_size=3)
+        plan_phases(TrainingConfig(batch_size=32), 0, OptimConfig(), default_seq_len=128, world_size=3)
     with pytest.raises(ConfigError, match="trainer.micro_batch_size=12"):
-        plan_phases(TrainerConfig(batch_size=32, micro_batch_size=12), OptimConfig(), default_seq_len=128)
+        plan_phases(TrainingConfig(batch_size=32), 12, OptimConfig(), default_seq_len=128)
     with pytest.raises(ConfigError, match="add up to 1"):
-        plan_phases(TrainerConfig(phases=[PhaseConfig(fraction=0.5)]), OptimConfig(), default_seq_len=128)
+        plan_phases(TrainingConfig(phases=[PhaseConfig(fraction=0.5)]), 0, OptimConfig(), default_seq_len=128)
 
 
 def test_phase_learning_rate_follows_the_run_schedule():
-    trainer = TrainerConfig(max_steps=100, phases=[PhaseConfig(seq_len=64, fraction=0.5),
-                                                   PhaseConfig(seq_len=128, fraction=0.5, lr=2e-3, warmup_steps=5)])
-    plan = plan_phases(trainer, OptimConfig(lr=1e-3), default_seq_len=64)
+    training = TrainingConfig(max_steps=100, phases=[PhaseConfig(seq_len=64, fraction=0.5),
+                                                     PhaseConfig(seq_len=128, fraction=0.5, lr=2e-3, warmup_steps=5)])
+    plan = plan_phases(training, 0, OptimConfig(lr=1e-3), default_seq_len=64)
     base = lr_lambda("linear", 0, 100)
     assert math.isclose(plan[1].lr_scale * plan[1].rewarm(52) * base(52), 2.0 * 0.6 * 0.48)

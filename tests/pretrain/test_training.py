@@ -9,32 +9,31 @@ import pytest
 import torch
 
 from bertforge.common.errors import ConfigError
-from corpora.shards.stage import run_shards
+from bertforge.stages import run_stage
 from bertforge.common.stage_folder import read_manifest
-from corpora.vocab.stage import run_vocab
-from pretrain.train_stage import check_start_up, run_pretrain
+from pretrain.train_stage import check_start_up
 from tests.conftest import QUICK
 
 # Short runs of the demo experiment on 32- and 64-token rows; no checkpoints until the end.
-FAST = QUICK + ["trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=1000"]
+FAST = QUICK + ["logger.progress_bar=false", "checkpoint.every_n_steps=1000"]
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory, data_dir):
     """Corpus, vocabulary and shards (lengths 32 and 64) built once for every test here."""
-    from pretrain.config import load_config
+    from bertforge.experiment import load_config
     from tests.conftest import compose_raw
 
     work = tmp_path_factory.mktemp("train")
     overrides = [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *FAST, "shards.extra_seq_lens=[32]"]
-    run_shards(load_config(compose_raw("pretrain", overrides)))
+    run_stage(load_config(compose_raw("pretrain", overrides)), "shards")
     return work
 
 
 def make(upstream, tmp_path, data_dir, overrides, fresh_dir: str | None = None):
     """A pretrain config on the shared upstream stages (copied into `fresh_dir` when given, so a run
     whose config differs only in `impl`, which the stage hash leaves out, still trains)."""
-    from pretrain.config import load_config
+    from bertforge.experiment import load_config
     from tests.conftest import compose_raw
 
     work = upstream
@@ -52,12 +51,12 @@ def logged(folder: Path) -> list[dict]:
 
 
 def test_two_phases_in_one_run_log_every_metric(upstream, tmp_path, data_dir):
-    phases = ("trainer.phases=[{seq_len:32,fraction:0.5,batch_size:16},"
+    phases = ("training.phases=[{seq_len:32,fraction:0.5,batch_size:16},"
               "{seq_len:64,fraction:0.5,tokens_per_batch:512,lr:5e-4}]")
-    cfg = make(upstream, tmp_path, data_dir, [phases, "trainer.max_steps=12", "trainer.log_every_n_steps=3",
-                                              "trainer.micro_batch_size=4", "trainer.val_every_n_steps=6",
+    cfg = make(upstream, tmp_path, data_dir, [phases, "training.max_steps=12", "logger.log_every_n_steps=3",
+                                              "trainer.micro_batch_size=4", "logger.val_every_n_steps=6",
                                               "masking=span", "optim=lamb", "optim.warmup_steps=2"])
-    folder = run_pretrain(cfg)
+    folder = run_stage(cfg, "pretrain")
     counts = read_manifest(folder)["counts"]
     assert counts["steps"] == 12 and counts["tokens_trained"] == 6 * 16 * 32 + 6 * 512
     assert [(p["seq_len"], p["batch_size"], p["accumulation"]) for p in counts["phases"]] == [(32, 16, 4), (64, 8, 2)]
@@ -84,17 +83,17 @@ def test_speed_switches_leave_the_loss_unchanged_and_compile_never_recompiles(up
     from torch._dynamo.utils import counters
 
     # A constant rate after warmup: the first steps of runs of different lengths see the same rates.
-    same = ["trainer.log_every_n_steps=1", "model.dropout=0.0", "optim.schedule=constant", "optim.warmup_steps=2"]
-    reference = _losses(run_pretrain(make(upstream, tmp_path, data_dir, same + [
-        "impl=reference", "trainer.max_steps=8"], "reference")))
-    default = _losses(run_pretrain(make(upstream, tmp_path, data_dir, same + [
-        "impl=default", "trainer.max_steps=8"], "default")))
+    same = ["logger.log_every_n_steps=1", "model.dropout=0.0", "optim.schedule=constant", "optim.warmup_steps=2"]
+    reference = _losses(run_stage(make(upstream, tmp_path, data_dir, same + [
+        "impl=reference", "training.max_steps=8"], "reference"), "pretrain"))
+    default = _losses(run_stage(make(upstream, tmp_path, data_dir, same + [
+        "impl=default", "training.max_steps=8"], "default"), "pretrain"))
     torch._dynamo.reset()
     counters.clear()
     # aot_eager traces forward and backward like inductor does but skips code generation (minutes on
     # 2 CPU cores); recompilation is decided by Dynamo's guards, which are the same for every backend.
-    compiled = _losses(run_pretrain(make(upstream, tmp_path, data_dir, same + [
-        "impl=fast", "impl.compile_backend=aot_eager", "impl.num_workers=0", "trainer.max_steps=20"], "compiled")))
+    compiled = _losses(run_stage(make(upstream, tmp_path, data_dir, same + [
+        "impl=fast", "impl.compile_backend=aot_eager", "impl.num_workers=0", "training.max_steps=20"], "compiled"), "pretrain"))
     assert len(reference) == len(default) == 8 and len(compiled) == 20
     assert reference[-1] < reference[0] - 0.2  # it trains, so the comparison means something
     assert default == pytest.approx(reference, rel=2e-3)
@@ -106,17 +105,17 @@ def test_speed_switches_leave_the_loss_unchanged_and_compile_never_recompiles(up
 
 def test_shards_of_another_tokenizer_are_refused(upstream, tmp_path, data_dir):
     cfg = make(upstream, tmp_path, data_dir, [])
-    shards = run_shards(cfg)
-    other_vocab = run_vocab(make(upstream, tmp_path, data_dir, ["tokenizer.vocab_size=1500"]))
+    shards = run_stage(cfg, "shards")
+    other_vocab = run_stage(make(upstream, tmp_path, data_dir, ["tokenizer.vocab_size=1500"]), "vocab")
     with pytest.raises(ConfigError, match="built with another tokenizer than .*tokenizer.json"):
         check_start_up(cfg, shards, other_vocab, read_manifest(shards)["format"], world_size=1)
 
 
 def test_sequence_longer_than_the_model_allows_is_refused_at_start_up(upstream, tmp_path, data_dir):
     with pytest.raises(ConfigError, match="sequence length 64 exceeds model.max_position_embeddings=32"):
-        run_pretrain(make(upstream, tmp_path, data_dir, ["model.max_position_embeddings=32"]))
+        run_stage(make(upstream, tmp_path, data_dir, ["model.max_position_embeddings=32"]), "pretrain")
 
 
 def test_batch_that_does_not_divide_across_devices_is_refused_at_start_up(upstream, tmp_path, data_dir):
-    with pytest.raises(ConfigError, match="trainer.batch_size=33 .*not divisible by world size 2"):
-        run_pretrain(make(upstream, tmp_path, data_dir, ["trainer=ddp_cpu", "trainer.devices=2", "trainer.batch_size=33"]))
+    with pytest.raises(ConfigError, match="training.batch_size=33 .*not divisible by world size 2"):
+        run_stage(make(upstream, tmp_path, data_dir, ["trainer=ddp_cpu", "trainer.devices=2", "training.batch_size=33"]), "pretrain")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bertforge.common.stage_folder import build_stage, config_hash, is_complete, lineage, read_manifest, stage_folder
+from bertforge.common.stage_folder import build_stage, config_hash, is_complete, read_manifest, stage_folder
 
 
 def test_hash_ignores_key_order():
@@ -43,12 +43,3 @@ def test_stale_tmp_from_killed_run_is_cleaned(tmp_path):
     with build_stage(tmp_path, "corpus", {"x": 1}, {}):
         pass
     assert not stale.exists() and is_complete(folder)
-
-
-def test_lineage_follows_inputs(tmp_path):
-    with build_stage(tmp_path, "corpus", {"x": 1}, {}) as corpus:
-        pass
-    with build_stage(tmp_path, "vocab", {"v": 1}, {"corpus": corpus.manifest["hash"]}) as vocab:
-        pass
-    found = lineage(vocab.final)
-    assert set(found) == {"corpus", "vocab"} and found["corpus"] == str(corpus.final)

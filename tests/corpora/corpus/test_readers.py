@@ -11,7 +11,7 @@ from corpora.corpus.readers import make_reader
 
 
 def read_all(spec: InputConfig):
-    reader = make_reader(spec)
+    reader = make_reader(spec, "test")
     files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
     return [doc for name in files for doc in reader.read_file(name)]
 
@@ -72,7 +72,7 @@ def test_truncated_gzip_is_named(tmp_path):
 
 
 def read_all_with(spec: InputConfig, **kwargs):
-    reader = make_reader(spec, **kwargs)
+    reader = make_reader(spec, "test", **kwargs)
     files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
     return reader, [doc for name in files for doc in reader.read_file(name)]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from corpora.corpus.stage import run_corpus
+from bertforge.stages import run_stage
 from corpora.documents import iter_documents
 
-CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "slurm" / "start_local_cluster.sh"
+CLUSTER_SCRIPT = Path(__file__).resolve().parents[3] / "launch" / "slurm" / "start_local_cluster.sh"
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,10 @@ def slurm_cluster():
 
 def test_slurm_executor_gives_the_same_corpus_as_local(slurm_cluster, make_cfg, tmp_path):
     overrides = ["filters=gopher", "corpus.tasks=2"]
-    local = run_corpus(make_cfg("corpus", overrides, work_dir=tmp_path / "local"))
-    on_slurm = run_corpus(make_cfg("corpus", overrides + ["executor=slurm", "corpus.executor.poll_seconds=1",
+    local = run_stage(make_cfg("corpus", overrides, work_dir=tmp_path / "local"), "corpus")
+    on_slurm = run_stage(make_cfg("corpus", overrides + ["executor=slurm", "corpus.executor.poll_seconds=1",
                                                           "corpus.executor.time=00:10:00"],
-                                   work_dir=tmp_path / "slurm"))
+                                   work_dir=tmp_path / "slurm"), "corpus")
     assert sorted(d["id"] for d in iter_documents(on_slurm)) == sorted(d["id"] for d in iter_documents(local))
     launched = list((on_slurm / "datatrove").glob("*/launch_script.slurm"))
     assert len(launched) == 3 and all("srun" in p.read_text() for p in launched)  # it really went through sbatch

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from corpora.corpus.stage import run_corpus
+from bertforge.stages import run_stage
 from corpora.documents import iter_documents
 from bertforge.common.errors import ConfigError, CorpusInputError
 from bertforge.common.stage_folder import read_manifest
@@ -16,7 +16,7 @@ def jsonl_source(path):
 
 
 def test_irish_treebank_corpus(make_cfg, data_dir):
-    folder = run_corpus(make_cfg("corpus"))
+    folder = run_stage(make_cfg("corpus"), "corpus")
     report = json.loads((folder / "report.json").read_text())
     assert report["documents_in"] == report["documents_kept"] + report["documents_removed"]
     assert report["documents_kept"] > 80 and report["sources"] == {"ud_irish": report["documents_kept"]}
@@ -27,17 +27,17 @@ def test_irish_treebank_corpus(make_cfg, data_dir):
 
 def test_rerun_reuses_finished_folder(make_cfg):
     cfg = make_cfg("corpus")
-    first = run_corpus(cfg)
+    first = run_stage(cfg, "corpus")
     started = read_manifest(first)["started_at"]
-    assert run_corpus(cfg) == first and read_manifest(first)["started_at"] == started
+    assert run_stage(cfg, "corpus") == first and read_manifest(first)["started_at"] == started
 
 
 def test_exact_duplicates_and_short_docs_are_removed_and_written_aside(make_cfg, data_dir, tmp_path):
-    texts = [d["text"] for d in iter_documents(run_corpus(make_cfg("corpus", work_dir=tmp_path / "w0")))][:20]
+    texts = [d["text"] for d in iter_documents(run_stage(make_cfg("corpus", work_dir=tmp_path / "w0"), "corpus"))][:20]
     rows = texts + [texts[0], "  " + texts[1].upper() + "  ", "Ró-ghearr."]  # 2 duplicates, 1 too short
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
-    folder = run_corpus(make_cfg("corpus", jsonl_source(src)))
+    folder = run_stage(make_cfg("corpus", jsonl_source(src)), "corpus")
     report = json.loads((folder / "report.json").read_text())
     assert report["documents_kept"] == 20 and report["documents_removed"] == 3
     assert report["removed_by_rule"]["exact_duplicate"]["documents"] == 2
@@ -50,7 +50,7 @@ def test_exact_duplicates_and_short_docs_are_removed_and_written_aside(make_cfg,
 def test_filters_none_keeps_everything(make_cfg, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "a"}\n{"text": "a"}\n', encoding="utf-8")
-    folder = run_corpus(make_cfg("corpus", jsonl_source(src) + ["filters=none"]))
+    folder = run_stage(make_cfg("corpus", jsonl_source(src) + ["filters=none"]), "corpus")
     assert read_manifest(folder)["counts"]["documents_kept"] == 2
 
 
@@ -67,7 +67,7 @@ def test_bad_input_fails_before_work_and_leaves_nothing_finished(make_cfg, tmp_p
         src.write_bytes(content)
     cfg = make_cfg("corpus", jsonl_source(src))
     with pytest.raises(CorpusInputError, match=message):
-        run_corpus(cfg)
+        run_stage(cfg, "corpus")
     corpus_dir = tmp_path / "work" / "corpus"
     assert not corpus_dir.exists() or not any(corpus_dir.iterdir())
 
@@ -77,7 +77,7 @@ def test_missing_data_dir_says_what_to_set(make_cfg, data_dir, tmp_path):
     cfg.paths.data_dir = ""
     cfg.source.inputs[0].path = "/ud/UD_Irish-IDT"
     with pytest.raises(CorpusInputError, match="BERTFORGE_DATA"):
-        run_corpus(cfg)
+        run_stage(cfg, "corpus")
 
 
 def test_presets_run_on_real_irish_text_and_say_why_each_document_went(make_cfg, data_dir):
@@ -85,7 +85,7 @@ def test_presets_run_on_real_irish_text_and_say_why_each_document_went(make_cfg,
     total = sum(-(-f.read_text(encoding="utf-8").count("# text =") // 10) for f in texts)  # 10 sentences a doc
     reports = {}
     for preset in ("none", "gabert_doc", "opusfilter_basic", "gopher", "c4", "fineweb"):
-        folder = run_corpus(make_cfg("corpus", [f"filters={preset}"]))
+        folder = run_stage(make_cfg("corpus", [f"filters={preset}"]), "corpus")
         report = reports[preset] = json.loads((folder / "report.json").read_text())
         removed = sum(r["documents"] for r in report["removed_by_rule"].values())
         assert report["documents_in"] == report["documents_kept"] + removed == total
@@ -116,7 +116,7 @@ def test_line_rules_cut_lines_and_say_which_rule_cut_each(make_cfg, data_dir, tm
     ]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in docs), encoding="utf-8")
-    folder = run_corpus(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=c4"]))
+    folder = run_stage(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=c4"]), "corpus")
     report = json.loads((folder / "report.json").read_text())
     assert sorted(d["text"] for d in iter_documents(folder)) == sorted([page, other])
     cut = report["lines_cut_by_rule"]
@@ -129,9 +129,9 @@ def test_line_rules_cut_lines_and_say_which_rule_cut_each(make_cfg, data_dir, tm
 
 def test_language_filter_removes_estonian_from_an_irish_corpus(make_cfg, data_dir, tmp_path):
     ga, et = data_dir / "ud" / "UD_Irish-IDT", data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
-    folder = run_corpus(make_cfg("corpus", [
+    folder = run_stage(make_cfg("corpus", [
         f"source.inputs=[{{path: '{ga}', format: conllu, name: ga}}, {{path: '{et}', format: conllu, name: et}}]",
-        "filters=none", "filters.langid.languages=[ga]", "filters.langid.min_score=0.5"]))
+        "filters=none", "filters.langid.languages=[ga]", "filters.langid.min_score=0.5"]), "corpus")
     report = json.loads((folder / "report.json").read_text())
     assert report["sources"] == {"ga": report["documents_kept"]}
     wrong = report["removed_by_rule"]["wrong_language"]
@@ -140,9 +140,9 @@ def test_language_filter_removes_estonian_from_an_irish_corpus(make_cfg, data_di
 
 def test_sources_mix_with_weights_and_caps(make_cfg, data_dir):
     ga, et = data_dir / "ud" / "UD_Irish-IDT", data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
-    folder = run_corpus(make_cfg("corpus", [
+    folder = run_stage(make_cfg("corpus", [
         f"source.inputs=[{{path: '{ga}', format: conllu, name: ga, weight: 2.0}},"
-        f" {{path: '{et}', format: conllu, name: et, max_docs: 40}}]", "filters=none"]))
+        f" {{path: '{et}', format: conllu, name: et, max_docs: 40}}]", "filters=none"]), "corpus")
     report = json.loads((folder / "report.json").read_text())
     n_irish = report["sources"]["ga"] // 2
     assert report["sources"] == {"ga": 2 * n_irish, "et": 40} and n_irish > 80
@@ -157,8 +157,8 @@ def test_skip_mode_reports_bad_records_and_empty_files(make_cfg, tmp_path):
                                               b'{"text": "Ta me go maith, go raibh maith agat."}\n')
     (tmp_path / "in" / "empty.jsonl").write_bytes(b"")
     with pytest.raises(CorpusInputError, match="is empty"):
-        run_corpus(make_cfg("corpus", jsonl_source(tmp_path / "in")))
-    folder = run_corpus(make_cfg("corpus", jsonl_source(tmp_path / "in") + ["source.on_bad_record=skip"]))
+        run_stage(make_cfg("corpus", jsonl_source(tmp_path / "in")), "corpus")
+    folder = run_stage(make_cfg("corpus", jsonl_source(tmp_path / "in") + ["source.on_bad_record=skip"]), "corpus")
     report = json.loads((folder / "report.json").read_text())
     assert report["documents_kept"] == 2 and report["skipped_records"] == 2
     problems = {(r["file"].rsplit("/", 1)[-1], r["line"], r["problem"].split(" (")[0]) for r in report["skipped"]}
@@ -167,16 +167,16 @@ def test_skip_mode_reports_bad_records_and_empty_files(make_cfg, tmp_path):
 
 
 def test_two_tasks_give_the_same_corpus_as_one(make_cfg, data_dir, tmp_path):
-    one = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=1"], work_dir=tmp_path / "a"))
-    two = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2"], work_dir=tmp_path / "b"))
+    one = run_stage(make_cfg("corpus", ["filters=gopher", "corpus.tasks=1"], work_dir=tmp_path / "a"), "corpus")
+    two = run_stage(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2"], work_dir=tmp_path / "b"), "corpus")
     assert sorted(d["id"] for d in iter_documents(one)) == sorted(d["id"] for d in iter_documents(two))
     # Workers forked (the default) or started fresh by a fork server: the same documents.
-    served = run_corpus(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2",
-                                            "corpus.executor.start_method=forkserver"], work_dir=tmp_path / "c"))
+    served = run_stage(make_cfg("corpus", ["filters=gopher", "corpus.tasks=2",
+                                            "corpus.executor.start_method=forkserver"], work_dir=tmp_path / "c"), "corpus")
     assert sorted(d["id"] for d in iter_documents(served)) == sorted(d["id"] for d in iter_documents(two))
     with pytest.raises(ConfigError, match="corpus.executor.start_method='thread'"):
-        run_corpus(make_cfg("corpus", ["corpus.tasks=2", "corpus.executor.start_method=thread"],
-                            work_dir=tmp_path / "d"))
+        run_stage(make_cfg("corpus", ["corpus.tasks=2", "corpus.executor.start_method=thread"],
+                            work_dir=tmp_path / "d"), "corpus")
 
 
 def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
@@ -188,11 +188,11 @@ def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
     assert cfg.corpus.executor.name == "ray"
     if importlib.util.find_spec("ray") is None:
         with pytest.raises(ConfigError, match="pip install 'ray"):
-            run_corpus(cfg)
+            run_stage(cfg, "corpus")
         assert not list((tmp_path / "work" / "corpus").glob("corpus-*"))  # nothing looks finished
     else:  # Ray installed: the same corpus as the local executor
-        local = run_corpus(make_cfg("corpus", ["executor=local"], work_dir=tmp_path / "local"))
-        assert sorted(d["id"] for d in iter_documents(run_corpus(cfg))) == \
+        local = run_stage(make_cfg("corpus", ["executor=local"], work_dir=tmp_path / "local"), "corpus")
+        assert sorted(d["id"] for d in iter_documents(run_stage(cfg, "corpus"))) == \
             sorted(d["id"] for d in iter_documents(local))
 
 
@@ -211,7 +211,7 @@ def test_killed_run_leaves_nothing_finished_and_rerun_does_not_duplicate(data_di
     src.write_text("".join(json.dumps({"text": " ".join(rng.sample(sentences, 8))}, ensure_ascii=False) + "\n"
                            for _ in range(2000)), encoding="utf-8")
     env = dict(os.environ, BERTFORGE_WORK=str(tmp_path / "w"), BERTFORGE_DATA=str(data_dir))
-    command = [sys.executable, "-m", "corpora", "corpus", "source=jsonl", f"source.inputs.0.path={src}"]
+    command = [sys.executable, "-m", "bertforge", "corpus", "source=jsonl", f"source.inputs.0.path={src}"]
     run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     corpus_dir = tmp_path / "w" / "corpus"
@@ -231,7 +231,7 @@ def test_killed_run_leaves_nothing_finished_and_rerun_does_not_duplicate(data_di
 
 
 def test_derived_stopwords_are_per_language_in_a_mixed_corpus(make_cfg):
-    folder = run_corpus(make_cfg("corpus", ["source=ud_mixed", "filters=gopher", "filters.langid.languages=[ga,et]"]))
+    folder = run_stage(make_cfg("corpus", ["source=ud_mixed", "filters=gopher", "filters.langid.languages=[ga,et]"]), "corpus")
     lists = dict(line.split(": ", 1) for line in (folder / "stopwords.txt").read_text(encoding="utf-8").splitlines())
     assert {"agus", "an"} <= set(lists["ga"].split()) and {"ja", "on"} <= set(lists["et"].split())
     report = json.loads((folder / "report.json").read_text())
@@ -254,12 +254,12 @@ def test_report_kept_totals_are_those_of_the_written_documents(make_cfg, data_di
     src = tmp_path / "ga.jsonl"
     src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
     et = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
-    folder = run_corpus(make_cfg("corpus", [
+    folder = run_stage(make_cfg("corpus", [
         f"source.inputs=[{{path: '{src}', format: jsonl, name: ga, weight: 1.5}},"
         f" {{path: '{et}', format: conllu, name: et, max_docs: 30}}]",
         "filters=none", "filters.exact_dedup=true", "filters.near_dedup.enabled=true",
         "filters.min_repeated_line_docs=10", "filters.langid.languages=[ga,et]", "corpus.tasks=2"],
-        work_dir=tmp_path / "work"))
+        work_dir=tmp_path / "work"), "corpus")
     report = json.loads((folder / "report.json").read_text())
     docs = list(iter_documents(folder))
     removed = report["removed_by_rule"]

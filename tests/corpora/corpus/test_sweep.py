@@ -2,7 +2,7 @@
 
 import csv
 
-from tests.test_cli import sweep
+from tests.bertforge.test_cli import sweep
 
 
 def test_filter_preset_sweep_ends_in_one_table_and_plot(tmp_path, data_dir):

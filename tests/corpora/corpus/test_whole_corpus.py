@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 
-from corpora.corpus.stage import run_corpus
+from bertforge.stages import run_stage
 from corpora.corpus.minhash import shingle_set, signatures
 from corpora.corpus.text_batch import TextBatch
 
@@ -78,8 +78,8 @@ def test_corpus_removes_planted_near_duplicates_and_keeps_unrelated_documents(ma
     rows += [{"text": originals[50 + i].upper(), "kind": "exact"} for i in range(5)]  # exact up to case
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    folder = run_corpus(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=none",
-                                            "filters.exact_dedup=true", "filters.near_dedup.enabled=true"]))
+    folder = run_stage(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=none",
+                                            "filters.exact_dedup=true", "filters.near_dedup.enabled=true"]), "corpus")
     report = json.loads((folder / "report.json").read_text())
     removed = [json.loads(line) for p in (folder / "removed" / "dedup").glob("*.jsonl.gz") for line in gzip.open(p)]
     near = [d for d in removed if d["metadata"]["filter_reason"] == "near_duplicate"]
@@ -101,8 +101,8 @@ def test_boilerplate_lines_repeated_across_documents_are_cut_and_written_aside(m
     rows.append(footer)  # a document that is nothing but boilerplate
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in rows), encoding="utf-8")
-    folder = run_corpus(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=none",
-                                            "filters.min_repeated_line_docs=10"]))
+    folder = run_stage(make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=none",
+                                            "filters.min_repeated_line_docs=10"]), "corpus")
     report = json.loads((folder / "report.json").read_text())
     texts = [json.loads(line)["text"] for p in (folder / "documents").glob("*.jsonl.gz") for line in gzip.open(p)]
     assert len(texts) == 60 and not any("Cóipcheart" in t for t in texts)

@@ -7,23 +7,29 @@ from tokenizers import Tokenizer
 
 from corpora.documents import iter_documents
 from bertforge.common.errors import CorpusInputError
-from corpora.shards.stage import load_rows, run_shards
-from bertforge.common.stage_folder import lineage, read_manifest
+from bertforge.common.stage_folder import read_manifest
+from bertforge.stages import run_stages
+from corpora.shards.stage import load_rows
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory, data_dir):
-    from pretrain.config import load_config
+def stages(tmp_path_factory, data_dir):
+    from bertforge.experiment import load_config
     from tests.conftest import compose_raw
 
     work = tmp_path_factory.mktemp("shards")
     overrides = [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", "shards.seq_len=64",
                  "tokenizer.vocab_size=3000", "shards.extra_seq_lens=[32]",
-                 "trainer.phases=[{seq_len:64,fraction:0.5},{seq_len:128,fraction:0.5}]"]
-    return run_shards(load_config(compose_raw("shards", overrides)))
+                 "training.phases=[{seq_len:64,fraction:0.5},{seq_len:128,fraction:0.5}]"]
+    return run_stages(load_config(compose_raw("shards", overrides)), "shards")
 
 
-def test_rows_are_packed_token_streams(shards):
+@pytest.fixture(scope="module")
+def shards(stages):
+    return stages["shards"]
+
+
+def test_rows_are_packed_token_streams(shards, stages):
     manifest = read_manifest(shards)
     fmt, counts = manifest["format"], manifest["counts"]
     assert fmt["seq_lens"] == [64, 32, 128] and fmt["seq_len"] == 64
@@ -36,8 +42,7 @@ def test_rows_are_packed_token_streams(shards):
     body = counts["train"]["tokens"] + counts["train"]["documents"]  # tokens plus one [SEP] per document
     assert body == counts["train"]["rows"] * 63 + counts["train"]["tokens_dropped"]
     # the first row decodes back to the first training document's opening words
-    stages = lineage(shards)
-    tok = Tokenizer.from_file(stages["vocab"] + "/tokenizer.json")
+    tok = Tokenizer.from_file(str(stages["vocab"] / "tokenizer.json"))
     first_doc = next(iter_documents(stages["corpus"], "train", manifest["config"]["shards"]["heldout_percent"]))
     decoded = tok.decode(train[0, 1:20].tolist())
     assert first_doc["text"].startswith(decoded[:30])

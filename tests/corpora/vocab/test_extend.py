@@ -7,14 +7,13 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer
 
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
-from corpora.vocab.stage import run_vocab
-
+from bertforge.stages import run_stage
 BASE = get_model_path()
 
 
 def test_extending_minilm_with_irish_words(make_cfg):
-    folder = run_vocab(make_cfg("vocab", ["tokenizer=extend", f"tokenizer.extend_from={BASE}",
-                                          "tokenizer.extend_tokens=300"]))
+    folder = run_stage(make_cfg("vocab", ["tokenizer=extend", f"tokenizer.extend_from={BASE}",
+                                          "tokenizer.extend_tokens=300"]), "vocab")
     base, extended = AutoTokenizer.from_pretrained(str(BASE)), AutoTokenizer.from_pretrained(str(folder))
     assert len(extended) == len(base) + 300
     old_vocab, new_vocab = base.get_vocab(), extended.get_vocab()

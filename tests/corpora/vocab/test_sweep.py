@@ -4,7 +4,7 @@ import csv
 import json
 
 from corpora.vocab.sweep import recommend_vocab_size
-from tests.test_cli import sweep
+from tests.bertforge.test_cli import sweep
 
 
 def _jobs(points):
@@ -39,7 +39,7 @@ def test_no_recommendation_without_a_size_sweep():
 def test_algorithm_by_size_sweep_on_irish(tmp_path, data_dir):
     work = tmp_path / "w"
     folder = sweep("vocab", "-m", "tokenizer=wordpiece,unigram", "tokenizer.vocab_size=1000,2000",
-                       "tokenizer.recommend_within_percent=50", data_dir=data_dir, work=work, module="corpora")
+                       "tokenizer.recommend_within_percent=50", data_dir=data_dir, work=work, module="bertforge")
     with open(folder / "comparison.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["tokenizer"], r["tokenizer.vocab_size"]) for r in rows] == \

@@ -1,0 +1,203 @@
+"""The stage graph, declared once: each stage, the stages it needs, the config it hashes, its builder.
+
+    raw text -> corpus -> vocab -> shards -> pretrain -> evaluate -> publish
+
+A command names a target stage; `run_stages` resolves the graph once, then runs or reuses each
+stage it needs exactly once, in order, handing every builder its upstream folders. No stage calls
+another stage and nothing changes the config. A new stage is one row of `STAGES`.
+
+A stage folder is named by a hash of the config values in `Stage.hashes` (dotted paths into the
+experiment), of the values `Stage.derived` computes (file fingerprints, lengths), and of its
+upstream folders' hashes. Sections no row hashes (`trainer`, `impl`, `logger`, `checkpoint`,
+`corpus`, `paths`) can change without touching any artefact.
+
+The builders import their stage module when called, so `bertforge --help` and a reused stage do
+not pay for importing every library.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import OmegaConf
+
+from bertforge.common.errors import ConfigError
+from bertforge.common.stage_folder import StageOutput, is_complete, read_manifest, stage_folder
+from bertforge.experiment import ExperimentConfig
+
+log = logging.getLogger("bertforge")
+
+Upstream = dict[str, Path]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    needs: Callable[[ExperimentConfig], tuple[str, ...]]
+    """Upstream stages whose folders the builder reads (a function: `evaluate.checkpoint` drops one)."""
+    hashes: tuple[str, ...]
+    """Dotted config paths that name the folder; every other key leaves it as it is."""
+    build: Callable[[ExperimentConfig, Upstream, StageOutput], None]
+    """Fills the folder (see `StageOutput.build`) from the typed sections it picks out of the experiment."""
+    help: str
+    derived: Callable[[ExperimentConfig], dict] | None = None
+    """Hashed values that are not config keys: input files' sizes and times, row lengths, a file's hash.
+    Also where a stage checks its inputs exist, before any stage runs."""
+
+
+# Builders: each picks the typed sections its stage function takes. The imports are deferred (see above).
+
+def _corpus_inputs(cfg: ExperimentConfig) -> dict:
+    from corpora.corpus.stage import checked_inputs
+
+    return {"files": checked_inputs(cfg.source).fingerprint}
+
+
+def _build_corpus(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from corpora.corpus.stage import build_corpus
+
+    build_corpus(cfg.source, cfg.filters, cfg.corpus, out)
+
+
+def _vocab_inputs(cfg: ExperimentConfig) -> dict:
+    from corpora.vocab.stage import checked_vocab_inputs
+
+    return checked_vocab_inputs(cfg.tokenizer, cfg.source)
+
+
+def _build_vocab(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from corpora.vocab.stage import build_vocab
+
+    build_vocab(cfg.tokenizer, cfg.source, cfg.shards.heldout_percent, up["corpus"], out)
+
+
+def _shard_lengths(cfg: ExperimentConfig) -> dict:
+    from corpora.shards.stage import shard_seq_lens
+
+    return {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases])}
+
+
+def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from corpora.shards.stage import build_shards
+
+    build_shards(cfg.shards, _shard_lengths(cfg)["seq_lens"], up["corpus"], up["vocab"], out)
+
+
+def _build_pretrain(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from pretrain.train_stage import build_pretrain
+
+    build_pretrain(model_cfg=cfg.model, masking=cfg.masking, optim=cfg.optim, training=cfg.training,
+                   trainer=cfg.trainer, impl=cfg.impl, logger=cfg.logger, checkpoint=cfg.checkpoint,
+                   run_name=cfg.name, shards_dir=up["shards"], vocab_dir=up["vocab"], out=out)
+
+
+def _evaluate_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
+    return ("shards",) if cfg.evaluate.checkpoint else ("shards", "pretrain")
+
+
+def _evaluate_checkpoint(cfg: ExperimentConfig) -> dict:
+    return {"checkpoint": str(Path(cfg.evaluate.checkpoint).resolve())} if cfg.evaluate.checkpoint else {}
+
+
+def _build_evaluate(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from pretrain.evaluate.stage import build_evaluate
+
+    checkpoint = Path(cfg.evaluate.checkpoint) if cfg.evaluate.checkpoint else up["pretrain"] / "hf"
+    build_evaluate(cfg.evaluate, cfg.masking, cfg.model, cfg.training.seed, checkpoint,
+                   own_model="pretrain" in up, shards_dir=up["shards"], out=out)
+
+
+def _build_publish(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from pretrain.publish.stage import build_publish
+
+    build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
+                  model_cfg=cfg.model, masking=cfg.masking, optim=cfg.optim, training=cfg.training,
+                  upstream=up, out=out)
+
+
+def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
+    return lambda cfg: names
+
+
+STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("corpus", _always(), ("source", "filters"), _build_corpus,
+          "clean and deduplicate raw text", derived=_corpus_inputs),
+    Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
+          "train a subword vocabulary", derived=_vocab_inputs),
+    Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
+          "tokenise and pack into memory-mapped rows", derived=_shard_lengths),
+    Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
+          "masked-language-model pretraining"),
+    Stage("evaluate", _evaluate_needs, ("evaluate", "masking.whole_word", "masking.span_mean_len"),
+          _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
+    Stage("publish", _always("corpus", "vocab", "shards", "pretrain", "evaluate"), ("publish",), _build_publish,
+          "export an HF folder with a model card"),
+)}
+
+
+def resolve(cfg: ExperimentConfig, target: str) -> list[Stage]:
+    """The stages `target` needs, itself last, each once, every stage after all it needs."""
+    if target not in STAGES:
+        raise ConfigError(f"unknown stage {target!r}: one of {', '.join(STAGES)}")
+    order: list[Stage] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise ConfigError(f"the stage graph has a cycle: {' -> '.join((*path, name))}")
+        if any(stage.name == name for stage in order):
+            return
+        for upstream in STAGES[name].needs(cfg):
+            visit(upstream, (*path, name))
+        order.append(STAGES[name])
+
+    visit(target, ())
+    return order
+
+
+def stage_payload(cfg: ExperimentConfig, stage: Stage) -> dict:
+    """The config values (and derived values) that name `stage`'s folder, as plain JSON data."""
+    payload = {path: _plain(_lookup(cfg, path)) for path in stage.hashes}
+    return payload | (stage.derived(cfg) if stage.derived else {})
+
+
+def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
+    """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder.
+
+    Every stage's folder name (and with it every input check in `Stage.derived`) is worked out
+    before the first stage runs, so a missing input file fails at once, not after hours of work.
+    """
+    work_dir = Path(cfg.paths.work_dir)
+    order = resolve(cfg, target)
+    payloads = {stage.name: stage_payload(cfg, stage) for stage in order}
+    folders: dict[str, Path] = {}
+    for stage in order:
+        upstream = {name: folders[name] for name in stage.needs(cfg)}
+        inputs = {name: read_manifest(folder)["hash"] for name, folder in upstream.items()}
+        folder = stage_folder(work_dir, stage.name, payloads[stage.name], inputs)
+        if is_complete(folder):
+            log.info("%s: reusing %s", stage.name, folder)
+        else:
+            stage.build(cfg, upstream, StageOutput(work_dir, stage.name, payloads[stage.name], inputs))
+        folders[stage.name] = folder
+    return folders
+
+
+def run_stage(cfg: ExperimentConfig, target: str) -> Path:
+    """`run_stages` for one target, returning only its folder."""
+    return run_stages(cfg, target)[target]
+
+
+def _lookup(cfg, dotted: str):
+    value = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _plain(value):
+    """A config value as JSON data: dataclasses and lists of them become dicts and lists."""
+    return OmegaConf.to_container(OmegaConf.structured(value)) if hasattr(value, "__dataclass_fields__") else \
+        [_plain(v) for v in value] if isinstance(value, list) else value
