@@ -25,7 +25,7 @@ from typing import Callable
 from omegaconf import OmegaConf
 
 from bertforge.common.errors import ConfigError
-from bertforge.common.stage_folder import StageOutput, is_complete, read_manifest, stage_folder
+from bertforge.common.stage_folder import StageOutput, is_complete
 from bertforge.experiment import ExperimentConfig
 
 log = logging.getLogger("bertforge")
@@ -77,7 +77,7 @@ def _build_vocab(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
 def _shard_lengths(cfg: ExperimentConfig) -> dict:
     from corpora.shards.stage import shard_seq_lens
 
-    return {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases])}
+    return {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases if phase.seq_len])}
 
 
 def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
@@ -163,25 +163,40 @@ def stage_payload(cfg: ExperimentConfig, stage: Stage) -> dict:
     return payload | (stage.derived(cfg) if stage.derived else {})
 
 
-def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
-    """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder.
+@dataclass(frozen=True)
+class PlannedStage:
+    stage: Stage
+    output: StageOutput
+    upstream: dict[str, Path]
 
-    Every stage's folder name (and with it every input check in `Stage.derived`) is worked out
-    before the first stage runs, so a missing input file fails at once, not after hours of work.
+
+def plan(cfg: ExperimentConfig, target: str) -> list[PlannedStage]:
+    """Every stage `target` needs, in order, with the folder each will have, before anything runs.
+
+    Folder names chain: a stage's name hashes its upstream folders' hashes, so the whole plan is
+    known from the config (and the input files `Stage.derived` looks at) alone. Every input check in
+    `Stage.derived` runs here, so a missing file fails at once, not after hours of upstream work.
     """
     work_dir = Path(cfg.paths.work_dir)
-    order = resolve(cfg, target)
-    payloads = {stage.name: stage_payload(cfg, stage) for stage in order}
+    planned: dict[str, PlannedStage] = {}
+    for stage in resolve(cfg, target):
+        upstream = {name: planned[name].output.folder for name in stage.needs(cfg)}
+        inputs = {name: planned[name].output.digest for name in upstream}
+        planned[stage.name] = PlannedStage(stage, StageOutput(work_dir, stage.name, stage_payload(cfg, stage), inputs),
+                                           upstream)
+    return list(planned.values())
+
+
+def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
+    """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder."""
     folders: dict[str, Path] = {}
-    for stage in order:
-        upstream = {name: folders[name] for name in stage.needs(cfg)}
-        inputs = {name: read_manifest(folder)["hash"] for name, folder in upstream.items()}
-        folder = stage_folder(work_dir, stage.name, payloads[stage.name], inputs)
+    for step in plan(cfg, target):
+        folder = step.output.folder
         if is_complete(folder):
-            log.info("%s: reusing %s", stage.name, folder)
+            log.info("%s: reusing %s", step.stage.name, folder)
         else:
-            stage.build(cfg, upstream, StageOutput(work_dir, stage.name, payloads[stage.name], inputs))
-        folders[stage.name] = folder
+            step.stage.build(cfg, step.upstream, step.output)
+        folders[step.stage.name] = folder
     return folders
 
 

@@ -73,8 +73,8 @@ class OptimConfig:
 class PhaseConfig:
     """One training phase: e.g. 90% of steps at length 128, then 512 (BERT, EstBERT, gaBERT)."""
 
-    seq_len: int = 128
-    """Rows of this length; the shards stage builds every phase's length from the same corpus."""
+    seq_len: int = 0
+    """Rows of this length (0: shards.seq_len); the shards stage builds every phase's length from the same corpus."""
     fraction: float = 1.0
     """Share of training.max_steps; the fractions of all phases add up to 1."""
     batch_size: int = 0

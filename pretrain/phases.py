@@ -59,7 +59,7 @@ def plan_phases(training: TrainingConfig, micro_batch_size: int, optim_cfg: Opti
     phases, start = [], 0
     for index, spec in enumerate(specs):
         key = f"training.phases[{index}]" if spec else "training"
-        seq_len = spec.seq_len if spec else default_seq_len
+        seq_len = spec.seq_len if spec and spec.seq_len else default_seq_len
         end = training.max_steps if index == len(specs) - 1 else start + round(fractions[index] * training.max_steps)
         if end <= start:
             raise ConfigError(f"{key}.fraction={fractions[index]} gives no steps out of training.max_steps="

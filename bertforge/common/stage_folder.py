@@ -77,8 +77,8 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
     same id instead of deleting it. Only the process with `publish=True` (rank 0) clears other
     runs' leftovers, writes the manifest and renames the folder into place; the others only write.
     """
-    digest = config_hash({"stage": stage, "config": payload, "inputs": inputs})
-    final = Path(work_dir) / stage / f"{stage}-{digest}"
+    named = StageOutput(Path(work_dir), stage, payload, inputs)
+    digest, final = named.digest, named.folder
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{run_id or os.getpid()}"
     if publish:
@@ -118,8 +118,7 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
 
 def stage_folder(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str]) -> Path:
     """Where `build_stage` would put this stage; check it with `is_complete` to skip finished work."""
-    digest = config_hash({"stage": stage, "config": payload, "inputs": inputs})
-    return Path(work_dir) / stage / f"{stage}-{digest}"
+    return StageOutput(Path(work_dir), stage, payload, inputs).folder
 
 
 @dataclass(frozen=True)
@@ -136,8 +135,13 @@ class StageOutput:
     inputs: dict[str, str]
 
     @property
+    def digest(self) -> str:
+        """The hash in the folder's name (and in its manifest)."""
+        return config_hash({"stage": self.stage, "config": self.payload, "inputs": self.inputs})
+
+    @property
     def folder(self) -> Path:
-        return stage_folder(self.work_dir, self.stage, self.payload, self.inputs)
+        return Path(self.work_dir) / self.stage / f"{self.stage}-{self.digest}"
 
     def build(self, run_id: str | None = None, publish: bool = True):
         """`build_stage` for this folder (see there for `run_id` and `publish`)."""

@@ -108,7 +108,8 @@ def test_shards_of_another_tokenizer_are_refused(upstream, tmp_path, data_dir):
     shards = run_stage(cfg, "shards")
     other_vocab = run_stage(make(upstream, tmp_path, data_dir, ["tokenizer.vocab_size=1500"]), "vocab")
     with pytest.raises(ConfigError, match="built with another tokenizer than .*tokenizer.json"):
-        check_start_up(cfg, shards, other_vocab, read_manifest(shards)["format"], world_size=1)
+        check_start_up(cfg.model, cfg.optim, cfg.training, cfg.trainer, shards, other_vocab,
+                       read_manifest(shards)["format"], world_size=1)
 
 
 def test_sequence_longer_than_the_model_allows_is_refused_at_start_up(upstream, tmp_path, data_dir):
