@@ -25,7 +25,7 @@ def one_and_two_ranks(upstream_work, tmp_path_factory, data_dir):
     # with 4 rows each, started as a user would: Lightning launches rank 1 from the `bertforge` command.
     one = run_stage(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
                                                             *TINY_RUN, "trainer.micro_batch_size=4"])), "pretrain")
-    # The layout is not part of the stage hash (the same experiment on two ranks is the same model), so the
+    # The hardware is not part of the stage hash (the same experiment on two ranks is the same model), so the
     # two-rank run gets its own work folder or it would simply reuse the one-rank result.
     work_two = tmp_path_factory.mktemp("ddp_two")
     for stage in ("corpus", "vocab", "shards"):
@@ -59,5 +59,5 @@ def test_each_rank_read_its_own_half_of_every_global_batch(one_and_two_ranks):
     for rank, rows in ranks.items():
         assert [(step, slot) for _, step, slot, _, _ in rows] == [(s, rank) for s in range(STEPS)]
     manifest = read_manifest(two)
-    assert manifest["counts"]["steps"] == STEPS and manifest["layout"]["strategy"] == "ddp"
+    assert manifest["counts"]["steps"] == STEPS and manifest["hardware"]["strategy"] == "ddp"
     assert torch.load(two / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == STEPS

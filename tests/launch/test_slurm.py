@@ -97,7 +97,7 @@ def test_sbatch_two_task_run_trains_disjoint_halves_and_writes_one_checkpoint(
     [stage] = pretrain_folders(tmp_path)
     manifest = read_manifest(stage)
     assert manifest["counts"]["steps"] == STEPS
-    assert (manifest["layout"]["devices"], manifest["layout"]["cluster"]) == (2, "slurm")
+    assert (manifest["hardware"]["devices"], manifest["hardware"]["cluster"]) == (2, "slurm")
     check_ranks_read_disjoint_halves(stage, STEPS)
     checkpoints = sorted(p.name for p in (stage / "checkpoints").glob("*.ckpt"))
     assert checkpoints == [f"step{STEPS}.ckpt", "last.ckpt"] or checkpoints == ["last.ckpt", f"step{STEPS}.ckpt"]
@@ -116,7 +116,7 @@ def test_multi_node_script_runs_for_real_on_the_one_node_there_is(
     assert (fields["JobState"], fields["ExitCode"]) == ("COMPLETED", "0:0"), output[-4000:]
     assert "2 tasks on 1 nodes" in output
     [stage] = pretrain_folders(tmp_path)
-    layout = read_manifest(stage)["layout"]
+    layout = read_manifest(stage)["hardware"]
     assert (layout["devices"], layout["num_nodes"], layout["cluster"], layout["strategy"]) == \
         (2, 1, "slurm", "ddp")
     check_ranks_read_disjoint_halves(stage, STEPS)

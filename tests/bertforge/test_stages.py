@@ -1,0 +1,89 @@
+"""The stage graph: declared once, resolved once, each stage run or reused once, nothing mutated."""
+
+import copy
+import logging
+from dataclasses import replace
+
+import pytest
+
+from bertforge.common.errors import ConfigError, CorpusInputError
+from bertforge.stages import STAGES, Stage, plan, resolve, run_stages
+from tests.conftest import QUICK
+
+
+def test_every_stage_comes_after_all_it_needs(make_cfg):
+    cfg = make_cfg("run", ["experiment=demo_ga"])
+    order = [stage.name for stage in resolve(cfg, "publish")]
+    assert order == ["corpus", "vocab", "shards", "pretrain", "evaluate", "publish"]
+    for index, name in enumerate(order):
+        assert set(STAGES[name].needs(cfg)) <= set(order[:index])
+    assert [s.name for s in resolve(cfg, "shards")] == ["corpus", "vocab", "shards"]
+
+
+def test_scoring_another_checkpoint_does_not_need_the_model(make_cfg, tmp_path):
+    cfg = make_cfg("evaluate", [f"evaluate.checkpoint={tmp_path}"])
+    assert [s.name for s in resolve(cfg, "evaluate")] == ["corpus", "vocab", "shards", "evaluate"]
+
+
+def test_a_cycle_and_an_unknown_stage_are_named(make_cfg, monkeypatch):
+    cfg = make_cfg("run")
+    with pytest.raises(ConfigError, match="unknown stage 'train'"):
+        resolve(cfg, "train")
+    looped = dict(STAGES, corpus=replace(STAGES["corpus"], needs=lambda cfg: ("shards",)))
+    monkeypatch.setattr("bertforge.stages.STAGES", looped)
+    with pytest.raises(ConfigError, match="cycle: shards -> corpus -> shards|cycle: .*corpus -> shards"):
+        resolve(cfg, "shards")
+
+
+def test_folder_names_chain_through_upstream_hashes(make_cfg):
+    base = {s.stage.name: s.output.folder for s in plan(make_cfg("run", ["experiment=demo_ga"]), "publish")}
+    changed = {s.stage.name: s.output.folder
+               for s in plan(make_cfg("run", ["experiment=demo_ga", "tokenizer.vocab_size=1500"]), "publish")}
+    assert changed["corpus"] == base["corpus"]
+    assert all(changed[name] != base[name] for name in ("vocab", "shards", "pretrain", "evaluate", "publish"))
+
+
+def test_a_missing_input_fails_before_any_stage_runs(make_cfg, tmp_path):
+    cfg = make_cfg("run", ["source=jsonl", f"source.inputs.0.path={tmp_path / 'nowhere.jsonl'}"])
+    with pytest.raises(CorpusInputError, match="nowhere.jsonl.*does not exist"):
+        run_stages(cfg, "publish")
+    assert not (tmp_path / "work").exists()
+
+
+def test_publish_runs_each_stage_once_then_reuses_each_once(make_cfg, caplog, monkeypatch):
+    """`bertforge publish experiment=demo_ga`: every stage built once, the config untouched; the rerun
+    logs one "reusing" line per stage and builds nothing."""
+    cfg = make_cfg("publish", [*QUICK, "training.max_steps=6", "logger.progress_bar=false"])
+    before = copy.deepcopy(cfg)
+    built = []
+    wrapped = {name: replace(stage, build=lambda c, up, out, stage=stage: (built.append(stage.name),
+                                                                           stage.build(c, up, out)))
+               for name, stage in STAGES.items()}
+    monkeypatch.setattr("bertforge.stages.STAGES", wrapped)
+    first = run_stages(cfg, "publish")
+    assert built == ["corpus", "vocab", "shards", "pretrain", "evaluate", "publish"]
+    assert cfg == before  # no stage changed the config
+    built.clear()
+    with caplog.at_level(logging.INFO, logger="bertforge"):
+        again = run_stages(cfg, "publish")
+    reused = [r.getMessage().split(":")[0] for r in caplog.records if "reusing" in r.getMessage()]
+    assert built == [] and again == first
+    assert reused == ["corpus", "vocab", "shards", "pretrain", "evaluate", "publish"]
+
+
+def test_a_new_stage_is_one_row(make_cfg, monkeypatch):
+    """A stage added to the table runs after what it needs, gets its folders, and is reused after."""
+    calls = []
+
+    def build(cfg, upstream, out):
+        calls.append(dict(upstream))
+        with out.build() as folder:
+            (folder.tmp / "seen.txt").write_text(str(sorted(upstream)))
+
+    row = Stage("count", lambda cfg: ("corpus",), ("filters.exact_dedup",), build, "a test stage")
+    monkeypatch.setattr("bertforge.stages.STAGES", dict(STAGES, count=row))
+    cfg = make_cfg("corpus", ["filters=none"])
+    folders = run_stages(cfg, "count")
+    assert list(folders) == ["corpus", "count"] and calls == [{"corpus": folders["corpus"]}]
+    assert (folders["count"] / "seen.txt").read_text() == "['corpus']"
+    assert run_stages(cfg, "count") == folders and len(calls) == 1
