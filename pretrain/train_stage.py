@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from bertforge.common.errors import ConfigError, Preempted
 from bertforge.common.stage_folder import StageOutput, read_manifest
-from corpora.shards.stage import file_sha256, load_rows
+from corpora.shards.rows import file_sha256, load_rows
 from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
                              TrainerConfig, TrainingConfig)
 from pretrain.data import PackedRows, PhasedData

@@ -74,7 +74,7 @@ def parse_args() -> argparse.Namespace:
 def irish_rows(seq_len: int, vocab_size: int, work: Path):
     """Packed rows of the Irish treebank at `seq_len`, built by bertforge's own stages; (rows, vocab folder)."""
     from bertforge.stages import run_stages
-    from corpora.shards.stage import load_rows
+    from corpora.shards.rows import load_rows
 
     data_dir = os.environ.get("BERTFORGE_DATA") or str(REPO.parent / "shared" / "data")
     cfg = composed("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", "experiment=demo_ga",

@@ -12,7 +12,7 @@ from transformers import AutoModelForMaskedLM
 
 from bertforge.common.errors import ConfigError
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
-from corpora.shards.stage import file_sha256, load_rows
+from corpora.shards.rows import file_sha256, load_rows
 from pretrain.config import EvaluateConfig, MaskingConfig, ModelConfig
 from pretrain.masking import mask_fixed_count, masked_per_row
 from pretrain.model import build_model

@@ -9,7 +9,7 @@ from corpora.documents import iter_documents
 from bertforge.common.errors import CorpusInputError
 from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stages
-from corpora.shards.stage import load_rows
+from corpora.shards.rows import load_rows
 
 
 @pytest.fixture(scope="module")
