@@ -3,14 +3,16 @@ launcher config composes with the trainer's device and node counts."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 
-import pretrain.config  # noqa: F401  (registers the schema the primary configs build on)
+import bertforge.experiment  # noqa: F401  (registers the schema the primary configs build on)
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 SCRIPTS = sorted(p for p in LAUNCH.rglob("*") if p.suffix in (".sh", ".sbatch"))
@@ -61,8 +63,20 @@ def test_slurm_sweep_without_sbatch_is_a_clear_error_before_submitting(monkeypat
         cfg = compose(config_name="pretrain", return_hydra_config=True,
                       overrides=["paths.data_dir=/d", "paths.work_dir=/w", "trainer=ddp_cpu", "hydra/launcher=slurm"])
     assert "slurm_sweep_check" in cfg.hydra.callbacks
-    check_slurm_sweep(cfg)  # sbatch is here (the test cluster) or the SLURM tests are skipped anyway
-    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    # With sbatch on PATH (a stand-in, first on PATH, so the same on any machine) the check passes ...
+    with_sbatch, without_sbatch = tmp_path / "with_sbatch", tmp_path / "without_sbatch"
+    with_sbatch.mkdir()
+    without_sbatch.mkdir()
+    fake_sbatch = with_sbatch / "sbatch"
+    fake_sbatch.write_text("#!/bin/sh\nexit 0\n")
+    fake_sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{with_sbatch}{os.pathsep}{os.environ['PATH']}")
+    assert shutil.which("sbatch") == str(fake_sbatch)
+    check_slurm_sweep(cfg)
+    SlurmSweepCheck().on_multirun_start(cfg)
+    # ... and without one (a PATH holding no sbatch, whatever this machine has installed) it is a clear error.
+    monkeypatch.setenv("PATH", str(without_sbatch))
+    assert shutil.which("sbatch") is None
     with pytest.raises(ConfigError, match="hydra/launcher=slurm but `sbatch` is not on PATH"):
         check_slurm_sweep(cfg)
     with pytest.raises(SystemExit) as stopped:  # Hydra would only warn about an exception from a callback
