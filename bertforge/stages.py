@@ -131,7 +131,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining"),
-    Stage("evaluate", _evaluate_needs, ("evaluate", "masking.whole_word", "masking.span_mean_len"),
+    Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("publish", _always("corpus", "vocab", "shards", "pretrain", "evaluate"), ("publish",), _build_publish,
           "export an HF folder with a model card"),

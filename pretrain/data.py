@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 
 class PackedRows(Dataset):
@@ -38,19 +38,6 @@ class PackedRows(Dataset):
         return torch.from_numpy(row)
 
 
-class PositionRange(Sampler[int]):
-    """Data positions start, start + 1, ..., start + count - 1 (one phase's share of the stream)."""
-
-    def __init__(self, start: int, count: int):
-        self.start, self.count = start, count
-
-    def __iter__(self):
-        return iter(range(self.start, self.start + self.count))
-
-    def __len__(self) -> int:
-        return self.count
-
-
 class PhasedData(L.LightningDataModule):
     """One Lightning epoch per phase: the loader of epoch k serves phase k's rows and batch size.
 
@@ -67,7 +54,7 @@ class PhasedData(L.LightningDataModule):
         self.start_step = 0
         """Optimiser step to resume at (the step of the checkpoint given to fit); 0 for a fresh run."""
         self.sampler = None
-        """The current phase's RankSliceSampler (read by DataPositionCallback)."""
+        """The current phase's RankSliceSampler (read by MicroBatchSeeding)."""
 
     def loader(self, phase) -> DataLoader:
         """The loader of one phase for this rank: its slice of every global batch, from `start_step` on."""

@@ -1,7 +1,8 @@
 """Training FLOPs per token of an encoder masked-LM, for throughput/mfu.
 
 Derivation, per token, forward pass (a multiply-add counts as 2 FLOPs; h = hidden size, i =
-intermediate size, L = layers, s = attended length, V = padded vocabulary, f = masked share):
+intermediate size, L = layers, s = attended length, V = padded vocabulary, f = share of a row's
+positions the MLM head runs on: k / seq_len for k masked positions per row, 1 for a dense head):
 
   per layer, weight matmuls   Q, K, V and output projections: 4 h^2 multiply-adds;
                               feed-forward: 2 h i (h -> i -> h), or 3 h i with a GLU (ModernBERT's
@@ -18,17 +19,27 @@ so training is 3x forward:
   flops_per_token = 3 [ L (2 (4 h^2 + c h i) + 4 s h) + 2 f (h^2 + h V) ]
 
 For ModernBERT's sliding-window layers the attended length is the window, not the row.
+
+f comes from the count the masking really draws (`pretrain.masking.Masker.per_row`), not from the
+configured ratio: the count is a share of the maskable tokens only, rounded to a whole number.
 """
 
 from __future__ import annotations
 
 
-def flops_per_token(hf_config, seq_len: int, masked_fraction: float = 1.0) -> float:
-    """Training FLOPs (forward + backward) per input token for a transformers MLM config.
+def flops_per_token(hf_config, seq_len: int, *, masked_per_row: int | None = None) -> float:
+    """Training FLOPs (forward + backward) per input token for a transformers MLM config on rows of
+    `seq_len` tokens.
 
-    `masked_fraction` is the share of tokens the MLM head runs on: the masking ratio for a sparse
-    head, 1.0 for transformers' dense head.
+    `masked_per_row` is how many positions of each row the MLM head runs on: `Masker.per_row(seq_len)`
+    for bertforge's sparse head; None (every position) for transformers' dense head.
     """
+    if masked_per_row is None:
+        masked_per_row = seq_len
+    if masked_per_row != int(masked_per_row) or not 1 <= masked_per_row <= seq_len:  # e.g. a ratio
+        raise ValueError(f"masked_per_row={masked_per_row!r}: give the whole number of masked positions per "
+                         f"row (1..{seq_len}, e.g. Masker.per_row(seq_len)), not a ratio")
+    masked_fraction = masked_per_row / seq_len
     h, i, layers = hf_config.hidden_size, hf_config.intermediate_size, hf_config.num_hidden_layers
     vocab = hf_config.vocab_size
     glu = hf_config.model_type == "modernbert"

@@ -2,8 +2,10 @@
 
 `mask_fixed_count` masks exactly `masked_per_row` positions per row, returned as (batch, k) index and
 target tensors, so every shape in the training step is static: the sparse MLM head gathers those
-rows without a data-dependent size and without a host sync. Training, validation and the evaluate
-stage all mask this way (`MaskedBatch.dense_labels` gives transformers-style labels where needed).
+rows without a data-dependent size and without a host sync. `Masker` holds a run's settings and is
+the one place a ratio becomes that count: training, held-out scoring (`pretrain.heldout`) and the
+FLOP count (`pretrain.flops`) all ask it (`MaskedBatch.dense_labels` gives transformers-style labels
+where needed).
 
 Whole-word and span masking work by grouping tokens into *units* (a word, or a span of words or
 tokens) and drawing one random score per unit; taking the k lowest-scoring tokens of a row then
@@ -13,6 +15,7 @@ fixed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -114,3 +117,62 @@ def _replacements(targets: torch.Tensor, mask_id: int, vocab_size: int, special_
     out = torch.where(split < replace_with_mask, torch.full_like(targets, mask_id), targets)
     use_random = (split >= replace_with_mask) & (split < replace_with_mask + replace_with_random)
     return torch.where(use_random, random_ids, out)
+
+
+class Masker(torch.nn.Module):
+    """A run's masking, resolved: how many tokens each row loses (`per_row`) and which (`forward`).
+
+    The ratio is a share of the maskable (non-special) tokens; `maskable_share` maps a row length to
+    the share of such tokens in the shards (1.0 for a length it does not list). The vocabulary tables
+    are buffers (not saved), so a masker registered on a module moves to the module's device.
+    """
+
+    def __init__(self, ratio: float, mask_id: int, vocab_size: int, special_ids: torch.Tensor,
+                 maskable_share: Mapping[int, float] | None = None, replace_with_mask: float = 0.8,
+                 replace_with_random: float = 0.1, word_starts: torch.Tensor | None = None,
+                 span_mean_len: float = 1.0):
+        super().__init__()
+        self.ratio, self.mask_id = ratio, mask_id
+        self.vocab_size = vocab_size  # the tokenizer's, not the padded embedding's: random ids are real tokens
+        self.maskable_share = dict(maskable_share or {})
+        self.replace_with_mask, self.replace_with_random = replace_with_mask, replace_with_random
+        self.span_mean_len = span_mean_len
+        self.register_buffer("special_ids", special_ids, persistent=False)
+        self.register_buffer("word_starts", word_starts, persistent=False)
+
+    @classmethod
+    def from_config(cls, masking_cfg, special_ids: Mapping[str, int], vocab_size: int,
+                    maskable_share: Mapping[int | str, float], word_starts: torch.Tensor | None = None,
+                    ratio: float | None = None) -> "Masker":
+        """The masker of a `pretrain.config.MaskingConfig`, at its training ratio or at `ratio`.
+
+        `special_ids` and `maskable_share` are as in the shards manifest's format (its string length
+        keys are accepted); `word_starts` is the vocabulary's table (`pretrain.word_starts`), required
+        when `masking.whole_word` is on and ignored otherwise.
+        """
+        if masking_cfg.whole_word and word_starts is None:
+            raise ValueError("masking.whole_word=true needs the vocabulary's word-start table: pass "
+                             "word_starts=pretrain.word_starts.load_word_start_table(<vocab>/tokenizer.json)")
+        return cls(masking_cfg.ratio if ratio is None else ratio, special_ids["mask"], vocab_size,
+                   torch.tensor(sorted(set(special_ids.values()))),
+                   {int(length): float(share) for length, share in maskable_share.items()},
+                   masking_cfg.replace_with_mask, masking_cfg.replace_with_random,
+                   word_starts if masking_cfg.whole_word else None, masking_cfg.span_mean_len)
+
+    def at_ratio(self, ratio: float) -> "Masker":
+        """The same masking at another ratio (sharing the tables, on the same device)."""
+        return Masker(ratio, self.mask_id, self.vocab_size, self.special_ids, self.maskable_share,
+                      self.replace_with_mask, self.replace_with_random, self.word_starts, self.span_mean_len)
+
+    def per_row(self, seq_len: int) -> int:
+        """Masked positions in every row of length `seq_len`: the count training, scoring and FLOPs use."""
+        return masked_per_row(self.ratio, seq_len, self.maskable_share.get(seq_len, 1.0))
+
+    def forward(self, input_ids: torch.Tensor, generator: torch.Generator | None = None) -> MaskedBatch:
+        """`per_row` positions of every row of `input_ids` (batch, seq) masked with these settings.
+
+        Draws from `generator`, or from torch's global RNG (reseeded per micro-batch in training).
+        """
+        return mask_fixed_count(input_ids, self.per_row(input_ids.shape[1]), self.mask_id, self.vocab_size,
+                                self.special_ids, self.replace_with_mask, self.replace_with_random,
+                                self.word_starts, self.span_mean_len, generator)

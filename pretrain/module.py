@@ -1,8 +1,9 @@
 """The Lightning module: dynamic masking on the device, a sparse MLM head, metrics kept on the device.
 
-Nothing in `training_step` reads a value back to the host: the masked count is a constant, the
-metrics accumulate in device tensors, and `ThroughputMonitor` (pretrain/throughput.py) reads them
-once every `logger.log_every_n_steps` steps.
+Nothing in `training_step` reads a value back to the host: the masked count is a constant (from
+`pretrain.masking.Masker`), the metrics accumulate in device tensors, and `StepMetricsLogger`
+(pretrain/step_metrics.py) reads them once every `logger.log_every_n_steps` steps. Held-out scores
+come from `pretrain.heldout`, run by `HeldoutValidation` (pretrain/validation.py).
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from pretrain.masking import MaskedBatch, mask_fixed_count, masked_per_row
+from pretrain.masking import Masker
 from pretrain.model import encoder_and_head
 from pretrain.optim import build_optimizer
 from pretrain.schedules import lr_lambda
 
 
-def sparse_mlm_loss(model, input_ids: torch.Tensor, positions: torch.Tensor,
-                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean loss, number of correct predictions) with the MLM head applied only at `positions`.
+def sparse_mlm_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(batch, k, vocab) float32 logits at `positions` (batch, k), the MLM head applied only there.
 
     The encoder runs on every position; the vocabulary projection, the biggest matmul of a small
     BERT, runs only on the masked ~15-30%. Rows are full, so no attention mask is passed and SDPA
@@ -28,7 +28,13 @@ def sparse_mlm_loss(model, input_ids: torch.Tensor, positions: torch.Tensor,
     encoder, head = encoder_and_head(model)
     hidden = encoder(input_ids=input_ids).last_hidden_state  # (batch, seq, hidden)
     index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # (batch, k, hidden)
-    logits = head(hidden.gather(1, index)).float()  # (batch, k, vocab)
+    return head(hidden.gather(1, index)).float()  # (batch, k, vocab)
+
+
+def sparse_mlm_loss(model, input_ids: torch.Tensor, positions: torch.Tensor,
+                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss, number of correct predictions) with the MLM head applied only at `positions`."""
+    logits = sparse_mlm_logits(model, input_ids, positions)  # (batch, k, vocab)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
     correct = (logits.argmax(-1) == targets).sum()
     return loss, correct
@@ -45,11 +51,10 @@ class MaskedLMModule(L.LightningModule):
                  maskable_share: dict[int, float], word_starts: torch.Tensor | None = None, compile_backend: str = ""):
         super().__init__()
         self.model = model
-        self.masking, self.optim, self.plan = masking_cfg, optim_cfg, plan
-        self.mask_id, self.vocab_size = special_ids["mask"], vocab_size  # the tokenizer's size, not padded
-        self.maskable_share = maskable_share  # row length -> share of non-special tokens in the shards
-        self.register_buffer("special_ids", torch.tensor(sorted(set(special_ids.values()))), persistent=False)
-        self.register_buffer("word_starts", word_starts, persistent=False)
+        self.optim, self.plan = optim_cfg, plan
+        # A submodule, so its vocabulary tables follow the model to the device. `maskable_share`: row
+        # length -> share of non-special tokens in the shards; `vocab_size`: the tokenizer's, not padded.
+        self.masker = Masker.from_config(masking_cfg, special_ids, vocab_size, maskable_share, word_starts)
         # dynamic=False: one graph per input shape (one per phase length), never a dynamic-shape graph.
         # The bound method looks `self.model` up at call time, so a strategy that wraps it still works.
         self.loss_fn = torch.compile(self.masked_loss, backend=compile_backend, dynamic=False) \
@@ -61,17 +66,8 @@ class MaskedLMModule(L.LightningModule):
         """`sparse_mlm_loss` of the wrapped model (the function torch.compile traces)."""
         return sparse_mlm_loss(self.model, input_ids, positions, targets)
 
-    def mask(self, input_ids: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> MaskedBatch:
-        """Fixed-count masking of a batch with this run's settings at `ratio`."""
-        seq_len = input_ids.shape[1]
-        count = masked_per_row(ratio, seq_len, self.maskable_share.get(seq_len, 1.0))
-        return mask_fixed_count(input_ids, count, self.mask_id, self.vocab_size, self.special_ids,
-                                self.masking.replace_with_mask, self.masking.replace_with_random,
-                                self.word_starts if self.masking.whole_word else None,
-                                self.masking.span_mean_len, generator)
-
     def training_step(self, input_ids: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        batch = self.mask(input_ids, self.masking.ratio)
+        batch = self.masker(input_ids)  # torch's global RNG, reseeded per micro-batch (MicroBatchSeeding)
         loss, correct = self.loss_fn(batch.input_ids, batch.positions, batch.targets)
         # Accumulate on the device: no .item() here (that would wait for the GPU every step).
         self.window["loss_sum"] += loss.detach()
@@ -105,25 +101,6 @@ class MaskedLMModule(L.LightningModule):
         self.reset_window()
         return {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
                 "train/grad_norm": grad_norm, "tokens": w["tokens"]}
-
-    @torch.no_grad()
-    def heldout_metrics(self, batches, ratio: float, seed: int) -> dict:
-        """Masked loss and accuracy on held-out batches, with masks fixed by `seed` (comparable over time)."""
-        was_training = self.training
-        self.eval()
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        masked = 0
-        for input_ids in batches:
-            batch = self.mask(input_ids.to(self.device), ratio, generator)
-            loss, hits = sparse_mlm_loss(self.model, batch.input_ids, batch.positions, batch.targets)
-            loss_sum += loss * batch.targets.numel()
-            correct += hits
-            masked += batch.targets.numel()
-        self.train(was_training)
-        loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()  # host sync, once
-        return {"val/loss": loss_value / max(masked, 1), "val/masked_accuracy": correct_value / max(masked, 1)}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip to `optim.grad_clip` and keep the norm (on the device) for logging."""

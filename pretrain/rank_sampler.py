@@ -9,10 +9,10 @@ rank `r` reads the contiguous slice `[r*a*m, (r+1)*a*m)` as `a` micro-batches of
 slot one rank would give it when accumulating alone. Within a pass over the rows none is read
 twice or skipped, on any world size, and resuming at step `s` costs nothing: the position is `s*G`.
 
-`DataPositionCallback` ties Lightning to that stream: it reseeds torch's RNG (masking, dropout)
-per micro-batch from (seed, step, slot), so the loss curve does not depend on how many devices
-share the batch, checks that Lightning's step and the sampler's agree, and can keep a ledger of
-the positions each rank trained on.
+`MicroBatchSeeding` ties Lightning to that stream: before every micro-batch it reseeds torch's RNG
+(masking, dropout) from (seed, step, slot), which is what makes a run on N devices, and a resumed
+run, draw exactly the masks and dropout of one uninterrupted run on one device. It also checks that
+Lightning's step and the sampler's agree, and can keep a ledger of the positions each rank trained on.
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ def micro_batch_seed(seed: int, step: int, slot: int) -> int:
                >> np.uint64(1))
 
 
-class DataPositionCallback(L.Callback):
-    """Keeps Lightning's steps and the sampler's stream in step; reseeds the RNG per micro-batch.
+class MicroBatchSeeding(L.Callback):
+    """Reseeds torch's RNG before every micro-batch from (seed, step, slot), so masks and dropout are
+    those of the micro-batch's place in the global batch, whatever the world size and wherever the run
+    resumed; refuses to run when Lightning's step and the sampler's stream disagree.
 
     `current_sampler` returns the sampler of the loader Lightning is iterating (one per training phase).
     `ledger_dir`: when given, each rank appends `attempt step slot start stop` per trained

@@ -27,8 +27,9 @@ from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
 from pretrain.phases import plan_phases
 from pretrain.preemption import StopOnPreemption, flag_on_signal
-from pretrain.rank_sampler import DataPositionCallback
-from pretrain.throughput import ThroughputMonitor
+from pretrain.rank_sampler import MicroBatchSeeding
+from pretrain.step_metrics import StepMetricsLogger
+from pretrain.validation import HeldoutValidation
 from pretrain.word_starts import load_word_start_table
 
 log = logging.getLogger("bertforge.pretrain")
@@ -67,11 +68,13 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
         rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=training.seed) for p in plan}
         data = PhasedData(plan, rows, impl.num_workers, pin_memory=torch.cuda.is_available(),
                           rank=launch.rank, world_size=launch.world_size)
-        monitor = ThroughputMonitor(
-            plan, [flops_per_token(model.config, p.seq_len, masking.ratio) for p in plan],
-            logger.log_every_n_steps, trainer.peak_tflops, launch.world_size, logger.progress_bar,
-            heldout_batches(shards_dir, plan[0].micro_batch_size, logger.val_batches),
-            logger.val_every_n_steps, masking.eval_ratio, training.seed)
+        step_metrics = StepMetricsLogger(
+            plan, [flops_per_token(model.config, p.seq_len, masked_per_row=module.masker.per_row(p.seq_len))
+                   for p in plan],
+            logger.log_every_n_steps, trainer.peak_tflops, launch.world_size, logger.progress_bar)
+        validation = HeldoutValidation(
+            heldout_batches(shards_dir, plan[0].micro_batch_size, logger.val_batches), logger.val_every_n_steps,
+            masking.eval_ratio, training.seed, step_metrics=step_metrics)
         share_run_id(launch)
         # Every rank writes into one temporary stage folder named by the run id; a requeued SLURM job finds
         # its checkpoints there and resumes at the same step and data position.
@@ -88,18 +91,19 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 max_steps=training.max_steps, precision=trainer.precision,
                 **trainer_arguments(trainer, launch, model),
                 logger=_loggers(logger, run_name, build.tmp, out.payload), default_root_dir=str(build.tmp),
-                log_every_n_steps=logger.log_every_n_steps,  # ThroughputMonitor logs; this only quiets a warning
+                log_every_n_steps=logger.log_every_n_steps,  # StepMetricsLogger logs; this only quiets a warning
                 reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
-                limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in ThroughputMonitor
+                limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in HeldoutValidation
                 callbacks=[
                     ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
                                     every_n_train_steps=checkpoint.every_n_steps, save_last=True,
                                     save_top_k=1, auto_insert_metric_name=False),
                     GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
-                    monitor,
-                    DataPositionCallback(lambda: data.sampler, training.seed,
-                                         build.tmp / "data_positions" if logger.log_data_positions else None,
-                                         attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0))),
+                    step_metrics,
+                    validation,
+                    MicroBatchSeeding(lambda: data.sampler, training.seed,
+                                      build.tmp / "data_positions" if logger.log_data_positions else None,
+                                      attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0))),
                     *stopper,
                 ],
                 enable_progress_bar=False, enable_model_summary=False,
@@ -131,7 +135,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "phases": [{"seq_len": p.seq_len, "steps": p.steps, "batch_size": p.batch_size,
                             "accumulation": p.accumulation, "lr_scale": p.lr_scale} for p in plan],
-                "throughput": throughput_summary(monitor.history),
+                "throughput": throughput_summary(step_metrics.history),
             }
 
 

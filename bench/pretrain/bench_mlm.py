@@ -165,7 +165,7 @@ def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int)
     trainer.fit(module, datamodule=data)
     seconds = watch.stop()
     loss = module.pop_window()["train/loss"]  # mean over the run's steps (never read before: no syncs)
-    return {"seconds": seconds, "loss_mean": loss}
+    return {"seconds": seconds, "loss_mean": loss, "masked_per_row": module.masker.per_row(args.seq_len)}
 
 
 # --------------------------------------------------------------------------- (b) HF run_mlm.py recipe
@@ -277,7 +277,7 @@ def main() -> None:
     hf_config, init_state = reference.config, {k: v.clone() for k, v in reference.state_dict().items()}
     systems = ["bertforge", "hf"] if args.only is None else [args.only]
     seconds = {name: [] for name in systems}
-    losses = {}
+    losses, masked_per_row = {}, None
     for repeat in range(args.repeats):
         for name in systems:
             torch.manual_seed(repeat)
@@ -285,10 +285,13 @@ def main() -> None:
                 else run_hf(args, hf_config, init_state, rows, tokenizer)
             seconds[name].append(result["seconds"])
             losses[name] = result["loss_mean"]
+            masked_per_row = result.get("masked_per_row", masked_per_row)
             print(f"repeat {repeat} {name}: {args.steps * args.batch_size * args.seq_len / result['seconds']:,.0f} "
                   f"tokens/s", flush=True)
     tokens = args.steps * args.batch_size * args.seq_len
-    flops = {"bertforge": flops_per_token(hf_config, args.seq_len, 0.15), "hf": flops_per_token(hf_config, args.seq_len, 1.0)}
+    # bertforge's head runs on the positions it masked; the HF recipe's dense head on every position.
+    flops = {"bertforge": flops_per_token(hf_config, args.seq_len, masked_per_row=masked_per_row),
+             "hf": flops_per_token(hf_config, args.seq_len)}
     results = {}
     for name in systems:
         median = statistics.median(seconds[name])

@@ -1,16 +1,19 @@
 """Masking, tested by its statistics on real Irish text: ratio, 80/10/10, whole words for WordPiece,
-byte-level BPE and Unigram vocabularies, spans, and the fixed count that keeps shapes static."""
+byte-level BPE and Unigram vocabularies, spans, and the fixed count that keeps shapes static; the
+`Masker` that carries a run's settings draws exactly those masks."""
 
 import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from pretrain.masking import IGNORE_INDEX, mask_fixed_count, masked_per_row, unit_starts
+from pretrain.config import MaskingConfig
+from pretrain.masking import IGNORE_INDEX, Masker, mask_fixed_count, masked_per_row, unit_starts
 from pretrain.word_starts import word_start_table
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SPECIAL = torch.arange(5)
+SPECIAL_IDS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 CLS, SEP, MASK_ID = 2, 3, 4
 SEQ = 128
 
@@ -177,3 +180,33 @@ def test_same_seed_same_masks(tokenizers_by_kind, irish_texts):
 
     assert torch.equal(draw(7).input_ids, draw(7).input_ids)
     assert not torch.equal(draw(7).input_ids, draw(8).input_ids)
+
+
+def test_masker_draws_the_runs_masks_at_the_count_it_decides(tokenizers_by_kind, irish_texts):
+    tok = tokenizers_by_kind["wordpiece"]
+    ids = packed_rows(tok, irish_texts, rows=32)
+    starts = torch.from_numpy(word_start_table(tok))
+    vocab, share = tok.get_vocab_size(), maskable_share(ids)
+    cfg = MaskingConfig(ratio=0.3, replace_with_mask=0.7, replace_with_random=0.2, whole_word=True,
+                        span_mean_len=3.0)
+    masker = Masker.from_config(cfg, SPECIAL_IDS, vocab, {str(SEQ): share}, starts)  # keys as in the manifest
+    assert masker.per_row(SEQ) == masked_per_row(0.3, SEQ, share)
+    assert masker.per_row(2 * SEQ) == masked_per_row(0.3, 2 * SEQ, 1.0)  # a length the shards do not list
+    for ratio, drawn in ((0.3, masker), (0.15, masker.at_ratio(0.15))):
+        expected = mask_fixed_count(ids, masked_per_row(ratio, SEQ, share), MASK_ID, vocab, SPECIAL, 0.7, 0.2,
+                                    starts, 3.0, torch.Generator().manual_seed(5))
+        got = drawn(ids, torch.Generator().manual_seed(5))
+        assert torch.equal(got.positions, expected.positions) and torch.equal(got.input_ids, expected.input_ids)
+        assert got.positions.shape[1] == masked_per_row(ratio, SEQ, share)
+
+
+def test_masker_uses_the_word_table_only_for_whole_word_masking(tokenizers_by_kind, irish_texts):
+    tok = tokenizers_by_kind["wordpiece"]
+    ids = packed_rows(tok, irish_texts, rows=32)
+    starts = torch.from_numpy(word_start_table(tok))
+    plain = Masker.from_config(MaskingConfig(), SPECIAL_IDS, tok.get_vocab_size(), {SEQ: 1.0}, starts)
+    expected = mask_fixed_count(ids, plain.per_row(SEQ), MASK_ID, tok.get_vocab_size(), SPECIAL,
+                                generator=torch.Generator().manual_seed(6))
+    assert torch.equal(plain(ids, torch.Generator().manual_seed(6)).positions, expected.positions)
+    with pytest.raises(ValueError, match="masking.whole_word=true needs the vocabulary's word-start table"):
+        Masker.from_config(MaskingConfig(whole_word=True), SPECIAL_IDS, tok.get_vocab_size(), {SEQ: 1.0})

@@ -1,16 +1,17 @@
 """The sparse MLM head equals transformers' dense head; models build at every size and layout; the
-FLOP count matches torch's own counter."""
+FLOP count matches torch's own counter on the masked count training really draws; the training step
+masks with the run's masker."""
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bertforge.common.errors import ConfigError
-from pretrain.config import ModelConfig
+from pretrain.config import MaskingConfig, ModelConfig, OptimConfig
 from pretrain.flops import flops_per_token, mfu
-from pretrain.masking import mask_fixed_count
+from pretrain.masking import Masker, mask_fixed_count
 from pretrain.model import build_model, encoder_and_head, padded_vocab_size
-from pretrain.module import sparse_mlm_loss
+from pretrain.module import MaskedLMModule, sparse_mlm_loss
 from tests.conftest import compose_raw
 from bertforge.experiment import load_config
 
@@ -94,15 +95,52 @@ def test_flops_per_token_matches_torch_flop_counter(arch):
     with FlopCounterMode(display=False) as counter:
         loss, _ = sparse_mlm_loss(model, ids, positions, torch.randint(5, 300, (4, 10)))
         loss.backward()
-    assert counter.get_total_flops() == pytest.approx(flops_per_token(model.config, 64, 10 / 64) * ids.numel(),
-                                                      rel=1e-6)
+    assert counter.get_total_flops() == pytest.approx(
+        flops_per_token(model.config, 64, masked_per_row=10) * ids.numel(), rel=1e-6)
+
+
+def test_flops_count_the_masked_positions_training_really_draws():
+    model = small_model("bert", attention="eager")
+    # 70% of tokens maskable: 15% of them is 6.72, drawn as 7 per row, not the 9.6 a bare 15% of 64 gives.
+    masker = Masker.from_config(MaskingConfig(ratio=0.15), SPECIAL, 300, {64: 0.7})
+    ids = torch.randint(5, 300, (4, 64))
+    ids[:, 0] = 2
+    batch = masker(ids, torch.Generator().manual_seed(0))
+    assert batch.positions.shape == (4, masker.per_row(64)) == (4, 7)
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = sparse_mlm_loss(model, batch.input_ids, batch.positions, batch.targets)
+        loss.backward()
+    measured = counter.get_total_flops() / ids.numel()
+    counted = flops_per_token(model.config, 64, masked_per_row=masker.per_row(64))
+    assert measured == pytest.approx(counted, rel=1e-6)
+    assert measured != pytest.approx(flops_per_token(model.config, 64, masked_per_row=10), rel=1e-3)
+
+
+@pytest.mark.parametrize("bad", [0.15, 0, 65])
+def test_flops_refuse_a_ratio_or_an_impossible_count(bad):
+    config = small_model("bert").config
+    with pytest.raises(ValueError, match="masked_per_row"):
+        flops_per_token(config, 64, masked_per_row=bad)
+
+
+def test_training_step_masks_the_count_its_masker_decides():
+    model = small_model("bert")
+    module = MaskedLMModule(model, MaskingConfig(ratio=0.15), OptimConfig(), [], SPECIAL, 300, {64: 0.7})
+    ids = torch.randint(5, 300, (4, 64))
+    torch.manual_seed(5)  # what MicroBatchSeeding does before every micro-batch
+    loss = module.training_step(ids, 0)
+    assert module.window["masked"] == 4 * module.masker.per_row(64) == 4 * 7
+    torch.manual_seed(5)
+    batch = module.masker(ids)
+    expected, _ = sparse_mlm_loss(model, batch.input_ids, batch.positions, batch.targets)
+    assert torch.allclose(loss, expected)
 
 
 def test_flops_of_bert_base_and_mfu():
     cfg = load_config(compose_raw("pretrain", ["paths.data_dir=/d", "model=base"])).model
     with torch.device("meta"):
         config = build_model(cfg, vocab_size=30522, pad_token_id=0, seq_len=128, special_ids=SPECIAL).config
-    per_token = flops_per_token(config, 128, masked_fraction=1.0)
+    per_token = flops_per_token(config, 128)  # transformers' dense head: every position
     # 6 x (85M encoder matmul weights + the 23.5M decoder + 0.6M head dense) plus attention 3 x 12 x 4 x 128 x 768
     assert per_token == pytest.approx(6 * (85e6 + 768 * 30528 + 768 * 768) + 3 * 12 * 4 * 128 * 768, rel=0.01)
     assert mfu(1e6, 4e8, 989.0) == pytest.approx(4e14 / 989e12)

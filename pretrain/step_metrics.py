@@ -3,7 +3,9 @@
 The module keeps its sums on the device; this callback reads them once per interval (the only
 host sync of the loop) and times the interval on the host. Between two reads the host may run
 ahead of the GPU, but the read at the end of each interval waits for it, so the interval's wall
-time and token count are exact.
+time and token count are exact. Host time spent on other work inside the loop (held-out
+validation) is handed back through `exclude_from_timing`, so it counts neither as training time
+nor as data wait.
 """
 
 from __future__ import annotations
@@ -19,25 +21,29 @@ from pretrain.flops import mfu
 log = logging.getLogger("bertforge.pretrain")
 
 
-class ThroughputMonitor(L.Callback):
-    """Logs `train/*`, `throughput/*` and `val/*` to every logger of the trainer, and drives a progress bar.
+class StepMetricsLogger(L.Callback):
+    """Logs `train/*` and `throughput/*` to every logger of the trainer every `every_n_steps` optimiser
+    steps (and at the last), and drives a progress bar.
 
-    `flops_by_phase[k]` is the training FLOPs per token of phase k (pretrain.flops.flops_per_token);
-    `heldout` is a list of held-out batches scored every `val_every_n_steps` (0: never).
+    `flops_by_phase[k]` is the training FLOPs per token of phase k (pretrain.flops.flops_per_token).
     """
 
     def __init__(self, plan, flops_by_phase: list[float], every_n_steps: int, peak_tflops: float,
-                 world_size: int = 1, progress_bar: bool = True, heldout=None, val_every_n_steps: int = 0,
-                 eval_ratio: float = 0.15, eval_seed: int = 0):
+                 world_size: int = 1, progress_bar: bool = True):
         self.plan, self.flops_by_phase, self.every = plan, flops_by_phase, max(1, every_n_steps)
         self.peak_tflops, self.world_size, self.show_bar = peak_tflops, world_size, progress_bar
-        self.heldout, self.val_every, self.eval_ratio, self.eval_seed = heldout, val_every_n_steps, eval_ratio, eval_seed
         self.bar = None
         self.window_start = self.batch_end = 0.0
         self.data_wait_s = 0.0
         self.logged_step = -1
         self.step_lr = 0.0
         self.history: list[dict] = []  # every logged row, for the stage manifest and tests
+
+    def exclude_from_timing(self, seconds: float) -> None:
+        """Leave `seconds` of host time just spent inside the training loop out of the current interval
+        and out of the data wait (whichever side of this callback's own hooks it was spent on)."""
+        self.window_start += seconds
+        self.batch_end += seconds
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.window_start = self.batch_end = time.perf_counter()
@@ -60,9 +66,7 @@ class ThroughputMonitor(L.Callback):
             return
         self.logged_step = step
         self._log(trainer, pl_module, step)
-        if self.val_every and self.heldout and (step % self.val_every == 0 or step >= trainer.max_steps):
-            self._validate(trainer, pl_module, step)
-        self.batch_end = time.perf_counter()  # logging and validation are not data wait
+        self.batch_end = time.perf_counter()  # logging is not data wait
 
     def _log(self, trainer, pl_module, step: int) -> None:
         metrics = pl_module.pop_window()  # host sync: waits for the device to finish the interval
@@ -86,14 +90,6 @@ class ThroughputMonitor(L.Callback):
             self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}",
                                  mfu=f"{metrics['throughput/mfu']:.2%}", refresh=False)
             self.bar.update(step - self.bar.n)  # tqdm shows elapsed and the ETA from its rate
-
-    def _validate(self, trainer, pl_module, step: int) -> None:
-        started = time.perf_counter()
-        metrics = pl_module.heldout_metrics(self.heldout, self.eval_ratio, self.eval_seed)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
-        self.history.append({"step": step, **metrics})
-        self.window_start += time.perf_counter() - started  # validation time is not training throughput
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.bar is not None:
