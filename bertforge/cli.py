@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from bertforge.common.errors import EXIT_PREEMPTED, ConfigError, CorpusInputError, Preempted
-from bertforge.experiment import load_config  # also registers the schema conf/base.yaml builds on
+from bertforge.experiment import ExperimentConfig, load_config  # also registers the schema conf/base.yaml builds on
 from bertforge.stages import STAGES, run_stages
 from bertforge.sweep_report import record_job_result
 
@@ -37,7 +37,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def execute(command: str, cfg) -> dict:
+def execute(command: str, cfg: ExperimentConfig) -> dict:
     """Run one command on a validated experiment; returns stage name -> folder of every stage it used."""
     if command == "run":
         from bertforge.run import run_all

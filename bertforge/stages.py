@@ -205,7 +205,7 @@ def run_stage(cfg: ExperimentConfig, target: str) -> Path:
     return run_stages(cfg, target)[target]
 
 
-def _lookup(cfg, dotted: str):
+def _lookup(cfg: ExperimentConfig, dotted: str):
     value = cfg
     for part in dotted.split("."):
         value = getattr(value, part)

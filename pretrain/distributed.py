@@ -25,6 +25,7 @@ from typing import Mapping
 import torch
 
 from bertforge.common.errors import ConfigError
+from pretrain.config import TrainerConfig
 
 CLUSTERS = ("auto", "local", "torchrun", "slurm")
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -136,7 +137,7 @@ def _require(env: Mapping[str, str], names: tuple[str, ...], cluster: str, how: 
                           f"{'is' if len(missing) == 1 else 'are'} not set in the environment: {how}")
 
 
-def plan_launch(trainer_cfg, env: Mapping[str, str] | None = None) -> LaunchPlan:
+def plan_launch(trainer_cfg: TrainerConfig, env: Mapping[str, str] | None = None) -> LaunchPlan:
     """Check devices, strategy and cluster variables against each other; raise `ConfigError` on a mismatch.
 
     Runs before Lightning creates a process group, so a wrong launch fails at once with the key to fix.
@@ -228,7 +229,7 @@ def transformer_layer_classes(model: torch.nn.Module) -> set[type]:
     return {type(layer) for module in model.modules() if isinstance(module, torch.nn.ModuleList) for layer in module}
 
 
-def trainer_arguments(trainer_cfg, plan: LaunchPlan, model: torch.nn.Module) -> dict:
+def trainer_arguments(trainer_cfg: TrainerConfig, plan: LaunchPlan, model: torch.nn.Module) -> dict:
     """Keyword arguments for `lightning.Trainer` that place the run on its devices and cluster.
 
     Gradient accumulation is not among them: it changes per training phase (a callback sets it).

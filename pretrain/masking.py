@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from pretrain.config import MaskingConfig
 
 IGNORE_INDEX = -100
 _NEVER = 2.0  # a score above every uniform draw: special tokens are never chosen
@@ -141,7 +142,7 @@ class Masker(torch.nn.Module):
         self.register_buffer("word_starts", word_starts, persistent=False)
 
     @classmethod
-    def from_config(cls, masking_cfg, special_ids: Mapping[str, int], vocab_size: int,
+    def from_config(cls, masking_cfg: MaskingConfig, special_ids: Mapping[str, int], vocab_size: int,
                     maskable_share: Mapping[int | str, float], word_starts: torch.Tensor | None = None,
                     ratio: float | None = None) -> "Masker":
         """The masker of a `pretrain.config.MaskingConfig`, at its training ratio or at `ratio`.

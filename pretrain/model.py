@@ -15,6 +15,7 @@ from transformers import (AutoModelForMaskedLM, BertConfig, ModernBertConfig, Pr
                           RobertaConfig)
 
 from bertforge.common.errors import ConfigError
+from pretrain.config import ModelConfig
 
 ARCHS = ("bert", "roberta", "modernbert")
 ATTENTION = ("sdpa", "eager")
@@ -25,7 +26,7 @@ def padded_vocab_size(vocab_size: int, multiple: int) -> int:
     return math.ceil(vocab_size / multiple) * multiple if multiple > 1 else vocab_size
 
 
-def check_model_config(model_cfg, seq_len: int) -> None:
+def check_model_config(model_cfg: ModelConfig, seq_len: int) -> None:
     """Fail at start-up, naming the key, on an architecture that cannot train on these shards."""
     if model_cfg.arch not in ARCHS:
         raise ConfigError(f"model.arch={model_cfg.arch!r} is not one of {list(ARCHS)}")
@@ -38,7 +39,7 @@ def check_model_config(model_cfg, seq_len: int) -> None:
                           f"model.num_heads={model_cfg.num_heads}")
 
 
-def hf_config(model_cfg, vocab_size: int, special_ids: dict[str, int]) -> PretrainedConfig:
+def hf_config(model_cfg: ModelConfig, vocab_size: int, special_ids: dict[str, int]) -> PretrainedConfig:
     """The transformers config of this architecture and size for a vocabulary of `vocab_size`."""
     common = dict(vocab_size=padded_vocab_size(vocab_size, model_cfg.pad_vocab_to_multiple_of),
                   hidden_size=model_cfg.hidden_size, num_hidden_layers=model_cfg.num_layers,
@@ -62,7 +63,7 @@ def hf_config(model_cfg, vocab_size: int, special_ids: dict[str, int]) -> Pretra
     return BertConfig(**common, **dropouts, max_position_embeddings=model_cfg.max_position_embeddings)
 
 
-def build_model(model_cfg, vocab_size: int, pad_token_id: int, seq_len: int,
+def build_model(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int, seq_len: int,
                 special_ids: dict[str, int] | None = None, attention: str = "sdpa"):
     """A freshly initialised masked-LM model of the configured architecture and size.
 

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from pretrain.masking import Masker
 from pretrain.model import encoder_and_head
 from pretrain.optim import build_optimizer
+from pretrain.phases import Phase
 from pretrain.schedules import lr_lambda
+from pretrain.config import MaskingConfig, OptimConfig
 
 
 def sparse_mlm_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,8 @@ class MaskedLMModule(L.LightningModule):
     all steps, scaled and re-warmed per phase.
     """
 
-    def __init__(self, model, masking_cfg, optim_cfg, plan, special_ids: dict[str, int], vocab_size: int,
+    def __init__(self, model, masking_cfg: MaskingConfig, optim_cfg: OptimConfig, plan: list[Phase],
+                 special_ids: dict[str, int], vocab_size: int,
                  maskable_share: dict[int, float], word_starts: torch.Tensor | None = None, compile_backend: str = ""):
         super().__init__()
         self.model = model

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from bertforge.common.errors import ConfigError
+from pretrain.config import OptimConfig
 
 OPTIMISERS = ("adamw", "lamb")
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
@@ -25,7 +26,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, optim_cfg) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, optim_cfg: OptimConfig) -> torch.optim.Optimizer:
     """The configured optimiser over `model`'s parameters (call after the model is on its device)."""
     groups = parameter_groups(model, optim_cfg.weight_decay)
     betas = tuple(optim_cfg.betas)

@@ -21,6 +21,7 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 
 from bertforge.common.errors import ConfigError
+from corpora.config import ExecutorConfig
 
 log = logging.getLogger("bertforge.corpus")
 
@@ -28,7 +29,7 @@ log = logging.getLogger("bertforge.corpus")
 START_METHODS = ("fork", "forkserver", "spawn")
 
 
-def run_chain(executor_cfg, steps: list[tuple[str, list, int]], logging_dir: Path) -> None:
+def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], logging_dir: Path) -> None:
     """Run `steps` in order with the executor `executor_cfg.name` (local or slurm)."""
     if executor_cfg.name == "local":
         if executor_cfg.start_method not in START_METHODS:
@@ -55,7 +56,7 @@ def run_chain(executor_cfg, steps: list[tuple[str, list, int]], logging_dir: Pat
                       "(choose with executor=local, executor=slurm or executor=ray)")
 
 
-def _run_on_ray(cfg, steps, logging_dir: Path) -> None:
+def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
     """Each step on the Ray cluster that `ray.init()` finds (RAY_ADDRESS), one after the other."""
     try:
         import ray
@@ -71,7 +72,7 @@ def _run_on_ray(cfg, steps, logging_dir: Path) -> None:
                             cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb).run()
 
 
-def _run_on_slurm(cfg, steps, logging_dir: Path) -> None:
+def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
     from datatrove.executor import SlurmPipelineExecutor
 
     if not _which("sbatch"):
@@ -109,7 +110,7 @@ def _which(tool: str) -> bool:
     return any((Path(p) / tool).exists() for p in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"])
 
 
-def _wait(executors, cfg) -> None:
+def _wait(executors, cfg: ExecutorConfig) -> None:
     deadline = time.time() + cfg.max_wait_hours * 3600
     job_ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]
     log.info("corpus: waiting for SLURM jobs %s", ", ".join(job_ids))

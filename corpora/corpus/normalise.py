@@ -12,6 +12,7 @@ import unicodedata
 from datatrove.data import Document
 
 from corpora.corpus.rules.base import FilterStep
+from corpora.config import NormaliseConfig
 
 # C0/C1 controls except tab and newline, DEL, and the non-characters/format marks that break
 # tokenisers (BOM, soft hyphen). Zero-width (non-)joiners are kept: Persian and Indic scripts need them.
@@ -51,7 +52,7 @@ class Normaliser(FilterStep):
 
     name = "🧼 normalise"
 
-    def __init__(self, cfg, exclusion_writer=None):
+    def __init__(self, cfg: NormaliseConfig, exclusion_writer=None):
         super().__init__(exclusion_writer)
         if cfg.unicode_form not in ("NFC", "NFKC", "none"):
             raise ValueError(f"filters.normalise.unicode_form must be NFC, NFKC or none, not {cfg.unicode_form!r}")

@@ -22,6 +22,7 @@ from datatrove.data import Document
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 from bertforge.common.errors import CorpusInputError
+from corpora.config import InputConfig
 
 DEFAULT_GLOBS = {"txt": "**/*.txt", "jsonl": "**/*.jsonl*", "conllu": "**/*.conllu",
                  "parquet": "**/*.parquet", "hf": "**/dataset_info.json"}
@@ -348,7 +349,7 @@ class ConlluReader(_StrictReader):
             yield doc
 
 
-def make_reader(input_cfg, source_name: str, index: int = 0, on_bad_record: str = "error",
+def make_reader(input_cfg: InputConfig, source_name: str, index: int = 0, on_bad_record: str = "error",
                 max_record_mib: float = 16.0, skipped_folder: str = "") -> BaseDiskReader:
     """The datatrove reader for one configured input (see `corpora.config.InputConfig`); its documents
     carry the input's name, or `source_name` when the input has none."""

@@ -37,6 +37,7 @@ from corpora.corpus.rules.lines import split_lines
 from corpora.corpus.minhash import signatures
 from corpora.corpus.text_batch import BATCH_KEY, TextBatch, batches_of
 from corpora.corpus.writers import CutLineLog, JsonlFile
+from corpora.config import NearDedupConfig
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
 
@@ -81,7 +82,7 @@ class SignatureWriter(PipelineStep):
     type = "🫂 - DEDUP"
     name = "✍️ signatures"
 
-    def __init__(self, folder: str, cfg, exact: bool, boilerplate_lines: bool = False):
+    def __init__(self, folder: str, cfg: NearDedupConfig, exact: bool, boilerplate_lines: bool = False):
         super().__init__()
         self.folder, self.cfg, self.exact, self.boilerplate_lines = folder, cfg, exact, boilerplate_lines
         self._written = 0
@@ -173,7 +174,7 @@ class DuplicateIndex(PipelineStep):
     type = "🫂 - DEDUP"
     name = "🧮 duplicate index"
 
-    def __init__(self, sig_folder: str, out_folder: str, cfg, exact: bool, inputs: list[dict],
+    def __init__(self, sig_folder: str, out_folder: str, cfg: NearDedupConfig, exact: bool, inputs: list[dict],
                  min_repeated_line_docs: int = 0):
         super().__init__()
         self.sig_folder, self.out_folder, self.cfg, self.exact = sig_folder, out_folder, cfg, exact

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from bertforge.common.errors import ConfigError
 from corpora.vocab.special_tokens import STYLES, style_tokens
+from corpora.config import TokenizerConfig
 
 SPECIAL_TOKENS = style_tokens("bert")  # the default style's tokens, in id order
 MODELS = ("wordpiece", "bpe", "unigram")
@@ -19,7 +20,7 @@ NORMALIZERS = ("nfc", "nfkc", "none", "bert")
 BYTE_LEVEL_ALPHABET = len(pre_tokenizers.ByteLevel.alphabet())  # 256: every byte has a symbol
 
 
-def check_options(tok_cfg) -> None:
+def check_options(tok_cfg: TokenizerConfig) -> None:
     """Raise ConfigError, naming the key, for any option or combination that cannot work."""
     if tok_cfg.extend_from:
         if tok_cfg.extend_tokens <= 0:
@@ -51,7 +52,7 @@ def check_options(tok_cfg) -> None:
                           f"{specials} special tokens")
 
 
-def check_alphabet(tok_cfg, distinct_chars: int) -> None:
+def check_alphabet(tok_cfg: TokenizerConfig, distinct_chars: int) -> None:
     """Fail before training when vocab_size cannot even hold the alphabet plus the special tokens."""
     if tok_cfg.byte_level:
         alphabet, why = BYTE_LEVEL_ALPHABET, "byte-level BPE starts from all 256 byte symbols"
@@ -68,12 +69,12 @@ def check_alphabet(tok_cfg, distinct_chars: int) -> None:
                           + ("" if tok_cfg.byte_level else " or lower tokenizer.limit_alphabet"))
 
 
-def special_token_list(tok_cfg) -> list[str]:
+def special_token_list(tok_cfg: TokenizerConfig) -> list[str]:
     """The style's five special tokens (in id order) followed by any extra ones."""
     return style_tokens(tok_cfg.style) + [t for t in tok_cfg.extra_special_tokens if t not in STYLES[tok_cfg.style].values()]
 
 
-def build_normalizer(tok_cfg) -> normalizers.Normalizer | None:
+def build_normalizer(tok_cfg: TokenizerConfig) -> normalizers.Normalizer | None:
     """Unicode form, then accent stripping (only if asked), then lowercasing (only if asked)."""
     if tok_cfg.normalizer == "bert":
         # BertNormalizer strips accents whenever lowercase is on unless told otherwise: say it explicitly.
@@ -87,7 +88,7 @@ def build_normalizer(tok_cfg) -> normalizers.Normalizer | None:
     return normalizers.Sequence(steps) if steps else None
 
 
-def build_untrained(tok_cfg) -> tuple[Tokenizer, trainers.Trainer]:
+def build_untrained(tok_cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     """An untrained tokenizer and its trainer (tokenizers library) for `tok_cfg` (checked first)."""
     check_options(tok_cfg)
     unk = STYLES[tok_cfg.style]["unk"]
@@ -138,7 +139,7 @@ def add_post_processor(tokenizer: Tokenizer, roles: dict[str, str], style: str) 
         special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))])
 
 
-def finish(tokenizer: Tokenizer, tok_cfg) -> dict[str, str]:
+def finish(tokenizer: Tokenizer, tok_cfg: TokenizerConfig) -> dict[str, str]:
     """After training: special tokens registered and the post-processor set; returns the roles.
 
     The vocabulary is not padded here: the model pads its embedding rows

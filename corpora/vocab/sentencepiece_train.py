@@ -17,6 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from bertforge.common.errors import ConfigError
 from corpora.vocab.special_tokens import STYLES
 from corpora.vocab.build import build_normalizer, special_token_list
+from corpora.config import TokenizerConfig
 
 log = logging.getLogger("bertforge.vocab")
 
@@ -49,7 +50,7 @@ def _chunks(line: str) -> Iterable[str]:
         yield line
 
 
-def train_sentencepiece(texts: Iterable[str], tok_cfg, workdir: Path) -> Tokenizer:
+def train_sentencepiece(texts: Iterable[str], tok_cfg: TokenizerConfig, workdir: Path) -> Tokenizer:
     """Train a sentencepiece BPE or Unigram model on `texts` and return it as a `tokenizers.Tokenizer`."""
     import sentencepiece as spm
 

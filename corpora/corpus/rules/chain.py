@@ -17,9 +17,10 @@ from corpora.corpus.rules.lists import BlocklistFilter, StopwordFilter, UrlFilte
 from corpora.corpus.rules.lines import LineCleaner
 from corpora.corpus.normalise import Normaliser
 from corpora.corpus.rules.quality import QualityFilter, active_groups
+from corpora.config import FiltersConfig
 
 
-def stopword_lists(filters, sample_texts: Callable[[int], Iterable[str]]) -> dict[str, list[str]]:
+def stopword_lists(filters: FiltersConfig, sample_texts: Callable[[int], Iterable[str]]) -> dict[str, list[str]]:
     """The configured lists, or `derive_top_k` words derived from a sample of the corpus.
 
     With language ID on, words are derived per identified language (a mixed Irish/Estonian corpus
@@ -43,7 +44,7 @@ def stopword_lists(filters, sample_texts: Callable[[int], Iterable[str]]) -> dic
     return {lang: derive_stopwords(docs, cfg.derive_top_k) for lang, docs in sorted(by_language.items())}
 
 
-def filter_steps(filters, removed_writer: Callable[[str], object], stopwords: dict[str, list[str]],
+def filter_steps(filters: FiltersConfig, removed_writer: Callable[[str], object], stopwords: dict[str, list[str]],
                  cut_lines_folder: str) -> list[PipelineStep]:
     """datatrove steps for `filters` (a FiltersConfig); `removed_writer(step)` gives each its writer,
     and lines cut by the line rules go to `cut_lines_folder`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datatrove.data import Document
 
 from corpora.corpus.rules.base import FilterStep
+from corpora.config import LangIdConfig
 
 BACKENDS = ("cld2", "py3langid")
 
@@ -58,7 +59,7 @@ class LanguageFilter(FilterStep):
 
     name = "🌍 language"
 
-    def __init__(self, cfg, exclusion_writer=None):
+    def __init__(self, cfg: LangIdConfig, exclusion_writer=None):
         super().__init__(exclusion_writer)
         self.identify = LanguageIdentifier(cfg.backend)
         self.keep, self.min_score, self.max_chars = set(cfg.languages), cfg.min_score, cfg.max_chars

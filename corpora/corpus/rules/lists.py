@@ -18,6 +18,7 @@ from datatrove.data import Document
 from bertforge.common.errors import CorpusInputError
 from corpora.corpus.rules.base import FilterStep
 from corpora.corpus.text_batch import TextBatch, batches_of
+from corpora.config import UrlConfig
 
 _WORD = re.compile(r"\w+")
 _WINDOW = 300
@@ -144,7 +145,7 @@ class UrlFilter(FilterStep):
 
     name = "🔗 urls"
 
-    def __init__(self, cfg, blocked_domains: list[str], exclusion_writer=None):
+    def __init__(self, cfg: UrlConfig, blocked_domains: list[str], exclusion_writer=None):
         super().__init__(exclusion_writer)
         self.key, self.blocked = cfg.metadata_key, frozenset(d.lower().removeprefix("www.") for d in blocked_domains)
         self.allowed_tlds = frozenset(t.lower().lstrip(".") for t in cfg.allowed_tlds)
