@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bertforge.common.errors import ConfigError
-from pretrain.config import OptimConfig, TrainingConfig
+from pretrain.config import OptimConfig, PhaseConfig, TrainingConfig
 from pretrain.distributed import batch_layout
 
 
@@ -73,7 +73,7 @@ def plan_phases(training: TrainingConfig, micro_batch_size: int, optim_cfg: Opti
     return phases
 
 
-def _sequences_per_step(spec, training: TrainingConfig, seq_len: int, key: str) -> int:
+def _sequences_per_step(spec: PhaseConfig | None, training: TrainingConfig, seq_len: int, key: str) -> int:
     """The global batch in sequences, from a batch given in sequences or in tokens."""
     tokens = (spec.tokens_per_batch if spec else 0) or (0 if spec and spec.batch_size else training.tokens_per_batch)
     if tokens:
