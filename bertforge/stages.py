@@ -25,6 +25,7 @@ from typing import Callable
 from omegaconf import OmegaConf
 
 from bertforge.common.errors import ConfigError
+from bertforge.common.checkpoints import Checkpoint, resolve_checkpoint
 from bertforge.common.stage_folder import StageOutput, is_complete
 from bertforge.experiment import ExperimentConfig
 
@@ -62,16 +63,27 @@ def _build_corpus(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None
     build_corpus(cfg.source, cfg.filters, cfg.corpus, out)
 
 
+def _start(cfg: ExperimentConfig) -> Checkpoint | None:
+    """The continued-pretraining checkpoint (`model.init_from`), or None for a model from scratch."""
+    return resolve_checkpoint(cfg.model.init_from) if cfg.model.init_from else None
+
+
+def _start_folder(cfg: ExperimentConfig) -> Path | None:
+    start = _start(cfg)
+    return start.folder if start else None
+
+
 def _vocab_inputs(cfg: ExperimentConfig) -> dict:
     from corpora.vocab.stage import checked_vocab_inputs
 
-    return checked_vocab_inputs(cfg.tokenizer, cfg.source)
+    return checked_vocab_inputs(cfg.tokenizer, cfg.source, _start_folder(cfg), cfg.model.vocab_mode)
 
 
 def _build_vocab(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from corpora.vocab.stage import build_vocab
 
-    build_vocab(cfg.tokenizer, cfg.source, cfg.shards.heldout_percent, up["corpus"], out)
+    build_vocab(cfg.tokenizer, cfg.source, cfg.shards.heldout_percent, up["corpus"], out,
+                start=_start_folder(cfg), vocab_mode=cfg.model.vocab_mode)
 
 
 def _shard_lengths(cfg: ExperimentConfig) -> dict:
@@ -86,12 +98,22 @@ def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None
     build_shards(cfg.shards, _shard_lengths(cfg)["seq_lens"], up["corpus"], up["vocab"], out)
 
 
+def _pretrain_start(cfg: ExperimentConfig) -> dict:
+    start = _start(cfg)
+    if start is None:
+        return {}
+    from pretrain.init_from import check_start
+
+    check_start(start, cfg.model.vocab_mode, cfg.model.vocab_transfer)
+    return {"init_from": start.identity}
+
+
 def _build_pretrain(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.train_stage import build_pretrain
 
     build_pretrain(model_cfg=cfg.model, masking=cfg.masking, optim=cfg.optim, training=cfg.training,
                    trainer=cfg.trainer, impl=cfg.impl, logger=cfg.logger, checkpoint=cfg.checkpoint,
-                   run_name=cfg.name, shards_dir=up["shards"], vocab_dir=up["vocab"], out=out)
+                   run_name=cfg.name, shards_dir=up["shards"], vocab_dir=up["vocab"], out=out, start=_start(cfg))
 
 
 def _evaluate_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
@@ -106,7 +128,7 @@ def _build_evaluate(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> No
     from pretrain.evaluate.stage import build_evaluate
 
     checkpoint = Path(cfg.evaluate.checkpoint) if cfg.evaluate.checkpoint else up["pretrain"] / "hf"
-    build_evaluate(cfg.evaluate, cfg.masking, cfg.model, cfg.training.seed, checkpoint,
+    build_evaluate(cfg.evaluate, cfg.masking, cfg.training.seed, checkpoint,
                    own_model="pretrain" in up, shards_dir=up["shards"], out=out)
 
 
@@ -130,7 +152,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
-          "masked-language-model pretraining"),
+          "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("publish", _always("corpus", "vocab", "shards", "pretrain", "evaluate"), ("publish",), _build_publish,

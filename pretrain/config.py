@@ -28,6 +28,17 @@ class ModelConfig:
     """Embedding rows rounded up so matmuls hit tensor-core friendly shapes."""
     local_attention_window: int = field(default=128, metadata={"used_when": ("arch", ("modernbert",))})
     """modernbert only: tokens seen by its sliding-window attention layers."""
+    init_from: str = ""
+    """Continued pretraining: start from this checkpoint, a Hugging Face model folder, a bertforge pretrain or
+    publish stage folder, or a hub id (org/name). Its architecture and size replace the keys above; empty:
+    train from scratch."""
+    vocab_mode: str = "replace"
+    """With init_from: keep the checkpoint's vocabulary, extend it with tokenizer.extend_tokens domain words,
+    or replace it with the vocabulary the vocab stage trains (tokenizer=...)."""
+    vocab_transfer: str = "mean"
+    """With init_from, rows of the new embedding matrix: copy (tokens both vocabularies hold copied, the
+    rest drawn from the old embeddings' distribution), mean (as copy, and other tokens from the mean of the
+    old pieces the old tokenizer splits them into: FVT), or random (every row drawn afresh)."""
 
 
 @dataclass
@@ -101,6 +112,9 @@ class TrainingConfig:
     """Empty: one phase at shards.seq_len with the settings above."""
     seed: int = 1234
     """Seeds the initial weights, the data order and every micro-batch's masks and dropout."""
+    embedding_warmup_steps: int = 0
+    """Continued pretraining: for this many first steps only the embeddings and the MLM head learn (the
+    encoder body stays frozen, its learning rate 0), then everything trains."""
 
 
 @dataclass

@@ -46,15 +46,18 @@ class MaskedLMModule(L.LightningModule):
     """Wraps a transformers `*ForMaskedLM`; the wrapped model is what gets exported.
 
     `plan` is the list of `pretrain.phases.Phase`; the learning rate follows `optim.schedule` over
-    all steps, scaled and re-warmed per phase.
+    all steps, scaled and re-warmed per phase. For the first `embedding_warmup_steps` the encoder body
+    (all but the token embeddings) keeps learning rate 0.
     """
 
     def __init__(self, model, masking_cfg: MaskingConfig, optim_cfg: OptimConfig, plan: list[Phase],
                  special_ids: dict[str, int], vocab_size: int,
-                 maskable_share: dict[int, float], word_starts: torch.Tensor | None = None, compile_backend: str = ""):
+                 maskable_share: dict[int, float], word_starts: torch.Tensor | None = None, compile_backend: str = "",
+                 embedding_warmup_steps: int = 0):
         super().__init__()
         self.model = model
         self.optim, self.plan = optim_cfg, plan
+        self.embedding_warmup_steps = embedding_warmup_steps
         # A submodule, so its vocabulary tables follow the model to the device. `maskable_share`: row
         # length -> share of non-special tokens in the shards; `vocab_size`: the tokenizer's, not padded.
         self.masker = Masker.from_config(masking_cfg, special_ids, vocab_size, maskable_share, word_starts)
@@ -105,6 +108,15 @@ class MaskedLMModule(L.LightningModule):
         return {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
                 "train/grad_norm": grad_norm, "tokens": w["tokens"]}
 
+    def body_parameters(self) -> set[int]:
+        """Ids of the encoder's parameters other than the token embeddings: what
+        `training.embedding_warmup_steps` holds still (empty when it is 0)."""
+        if not self.embedding_warmup_steps:
+            return set()
+        encoder, _ = encoder_and_head(self.model)
+        embeddings = id(self.model.get_input_embeddings().weight)
+        return {id(p) for p in encoder.parameters() if id(p) != embeddings}
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip to `optim.grad_clip` and keep the norm (on the device) for logging."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
@@ -114,7 +126,7 @@ class MaskedLMModule(L.LightningModule):
         self.window["grad_norm"] = norm.detach()  # the latest step's norm is what gets logged
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, self.optim)
+        optimizer = build_optimizer(self.model, self.optim, self.body_parameters())
         schedule = lr_lambda(self.optim.schedule, self.optim.warmup_steps, self.plan[-1].end_step,
                              self.optim.min_lr_ratio, self.optim.decay_fraction)
 
@@ -122,5 +134,11 @@ class MaskedLMModule(L.LightningModule):
             phase = next((p for p in self.plan if step < p.end_step), self.plan[-1])
             return schedule(step) * phase.lr_scale * phase.rewarm(step)
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        def frozen_body(step: int) -> float:
+            # Learning rate 0 (so no update and no weight decay) rather than requires_grad=False: DDP and
+            # FSDP see the same parameters throughout, and a resumed run gets it from the step alone.
+            return 0.0 if step < self.embedding_warmup_steps else multiplier(step)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [frozen_body if group["body"] else multiplier for group in optimizer.param_groups])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

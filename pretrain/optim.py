@@ -12,23 +12,28 @@ OPTIMISERS = ("adamw", "lamb")
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: matrices decayed; biases and normalisation weights not (they are not weights to
-    shrink towards zero). Embeddings are decayed, as in BERT."""
+def parameter_groups(model: nn.Module, weight_decay: float, body: set[int] = frozenset()) -> list[dict]:
+    """Matrices decayed; biases and normalisation weights not (they are not weights to shrink towards
+    zero). Embeddings are decayed, as in BERT. Parameters whose id is in `body` go to groups of their own
+    (flagged `"body": True`) so a schedule can hold them still (`training.embedding_warmup_steps`)."""
     norm_params = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
     norm_params |= {id(p) for name, p in model.named_parameters() if "norm" in name.lower()}  # custom norms
-    decay, no_decay, seen = [], [], set()
+    groups: dict[tuple[bool, bool], list] = {}
+    seen = set()
     for param in model.parameters():
         if not param.requires_grad or id(param) in seen:
             continue  # tied weights (decoder = embeddings) appear once
         seen.add(id(param))
-        (no_decay if param.ndim < 2 or id(param) in norm_params else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decayed = not (param.ndim < 2 or id(param) in norm_params)
+        groups.setdefault((id(param) in body, decayed), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if decayed else 0.0, "body": in_body}
+            for (in_body, decayed), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))]
 
 
-def build_optimizer(model: nn.Module, optim_cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The configured optimiser over `model`'s parameters (call after the model is on its device)."""
-    groups = parameter_groups(model, optim_cfg.weight_decay)
+def build_optimizer(model: nn.Module, optim_cfg: OptimConfig, body: set[int] = frozenset()) -> torch.optim.Optimizer:
+    """The configured optimiser over `model`'s parameters (call after the model is on its device);
+    `body`: ids of parameters grouped apart (see `parameter_groups`)."""
+    groups = parameter_groups(model, optim_cfg.weight_decay, body)
     betas = tuple(optim_cfg.betas)
     if optim_cfg.name == "adamw":
         device = next(model.parameters()).device

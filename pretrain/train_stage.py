@@ -10,9 +10,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from transformers import AutoModelForMaskedLM
 from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+from bertforge.common.checkpoints import Checkpoint
 from bertforge.common.errors import ConfigError, Preempted
 from bertforge.common.stage_folder import StageOutput, read_manifest
 from corpora.shards.rows import file_sha256, load_rows
@@ -23,6 +25,7 @@ from pretrain.distributed import (RUN_ID_VARIABLE, checkpoint_step, last_checkpo
                                   requeue_command, resume_checkpoint, set_aside_metrics, share_run_id,
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
+from pretrain.init_from import load_start_model
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
 from pretrain.phases import plan_phases
@@ -39,12 +42,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: OptimConfig, training: TrainingConfig,
                    trainer: TrainerConfig, impl: ImplConfig, logger: LoggerConfig, checkpoint: CheckpointConfig,
-                   run_name: str, shards_dir: Path, vocab_dir: Path, out: StageOutput) -> None:
+                   run_name: str, shards_dir: Path, vocab_dir: Path, out: StageOutput,
+                   start: Checkpoint | None = None) -> None:
     """Train the model on the shards folder's rows into `out`: checkpoints, logs, an HF export (`hf/`).
 
     `model_cfg`, `masking`, `optim` and `training` decide the model; `trainer`, `impl`, `logger` and
     `checkpoint` only where, how fast and how visibly it is trained (the global batch, data order and
-    masks are the same on any world size).
+    masks are the same on any world size). `start`: continue this checkpoint (`model.init_from`) instead
+    of building `model_cfg` from scratch.
     """
     # Devices, strategy and cluster variables before anything heavy: a wrong launch fails at once, before
     # any process group starts.
@@ -52,19 +57,28 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
     # From here on the cluster's warning signal only raises a flag (a resumable run stops at a step boundary).
     with flag_on_signal(enabled=launch.run_id is not None) as preemption:
         fmt = read_manifest(shards_dir)["format"]
-        plan = check_start_up(model_cfg, optim, training, trainer, shards_dir, vocab_dir, fmt, launch.world_size)
+        plan = check_start_up(model_cfg, optim, training, trainer, shards_dir, vocab_dir, fmt, launch.world_size,
+                              from_scratch=start is None)
         torch.set_float32_matmul_precision(impl.matmul_precision)
         if impl.cpu_threads:
             torch.set_num_threads(impl.cpu_threads)
         L.seed_everything(training.seed, workers=True, verbose=False)
         special = fmt["special_ids"]
         longest = max(p.seq_len for p in plan)
-        model = build_model(model_cfg, fmt["vocab_size"], special["pad"], longest, special, attention=impl.attention)
+        started_from = None
+        if start is None:
+            model = build_model(model_cfg, fmt["vocab_size"], special["pad"], longest, special,
+                                attention=impl.attention)
+        else:
+            model, started_from = load_start_model(start, vocab_dir, model_cfg.vocab_mode, model_cfg.vocab_transfer,
+                                                   model_cfg.pad_vocab_to_multiple_of, impl.attention, training.seed)
+            check_positions(model.config, longest)
         word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
             if masking.whole_word else None
         maskable = {int(length): share for length, share in fmt["maskable_share"].items()}
         module = MaskedLMModule(model, masking, optim, plan, special, fmt["vocab_size"], maskable, word_starts,
-                                compile_backend=impl.compile_backend if impl.compile else "")
+                                compile_backend=impl.compile_backend if impl.compile else "",
+                                embedding_warmup_steps=training.embedding_warmup_steps)
         rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=training.seed) for p in plan}
         data = PhasedData(plan, rows, impl.num_workers, pin_memory=torch.cuda.is_available(),
                           rank=launch.rank, world_size=launch.world_size)
@@ -117,8 +131,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 wait_for_stage(out.folder)
                 return
             trained = module.model if trainer.strategy != "fsdp" else unsharded_copy(
-                build.tmp / "checkpoints" / "final.ckpt", lambda: build_model(
-                    model_cfg, fmt["vocab_size"], special["pad"], longest, special, attention=impl.attention))
+                build.tmp / "checkpoints" / "final.ckpt",
+                lambda: AutoModelForMaskedLM.from_config(model.config, attn_implementation=impl.attention))
             _finish_loggers(lightning_trainer)
             merge_metrics(build.tmp / "logs")
             export_hf(trained, vocab_dir, build.tmp / "hf")
@@ -127,6 +141,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             build.manifest["hardware"] = {  # recorded, not hashed
                 "accelerator": launch.accelerator, "devices": launch.devices, "num_nodes": launch.num_nodes,
                 "strategy": trainer.strategy, "precision": trainer.precision, "cluster": launch.cluster}
+            if started_from is not None:
+                build.manifest["init_from"] = started_from.as_dict()
             build.manifest["counts"] = {
                 "steps": lightning_trainer.global_step,
                 "tokens_trained": sum(p.steps * p.tokens_per_step for p in plan),
@@ -146,7 +162,7 @@ def preempted_message(launch, stopper: StopOnPreemption) -> str:
 
 
 def check_start_up(model_cfg: ModelConfig, optim: OptimConfig, training: TrainingConfig, trainer: TrainerConfig,
-                   shards_dir: Path, vocab_dir: Path, fmt: dict, world_size: int) -> list:
+                   shards_dir: Path, vocab_dir: Path, fmt: dict, world_size: int, from_scratch: bool = True) -> list:
     """Every check that can fail before training, each naming the file or key: returns the phase plan
     (`world_size`: devices taking part in one optimiser step, from the launch plan)."""
     tokenizer = vocab_dir / "tokenizer.json"
@@ -155,11 +171,22 @@ def check_start_up(model_cfg: ModelConfig, optim: OptimConfig, training: Trainin
                           "vocabulary): rebuild the shards with it (delete the shards folder or change shards.*)")
     plan = plan_phases(training, trainer.micro_batch_size, optim, fmt["seq_len"], world_size)
     for phase in plan:
-        check_model_config(model_cfg, phase.seq_len)
+        if from_scratch:  # a continued model's size is its checkpoint's (check_positions)
+            check_model_config(model_cfg, phase.seq_len)
         if phase.seq_len not in fmt["seq_lens"]:
             raise ConfigError(f"training.phases[{phase.index}].seq_len={phase.seq_len}: {shards_dir} has rows "
                               f"of {fmt['seq_lens']} only; rebuild the shards")
     return plan
+
+
+def check_positions(config, seq_len: int) -> None:
+    """A continued model must have position embeddings for the longest training row."""
+    usable = config.max_position_embeddings
+    if config.model_type in ("roberta", "xlm-roberta"):
+        usable -= config.pad_token_id + 1  # RoBERTa numbers positions from pad_token_id + 1
+    if seq_len > usable:
+        raise ConfigError(f"rows of {seq_len} tokens but model.init_from's model has {usable} positions: "
+                          "build shorter shards (shards.seq_len, training.phases[].seq_len)")
 
 
 def heldout_batches(shards_dir: Path, batch_size: int, count: int) -> list[torch.Tensor]:

@@ -21,12 +21,8 @@ BYTE_LEVEL_ALPHABET = len(pre_tokenizers.ByteLevel.alphabet())  # 256: every byt
 
 
 def check_options(tok_cfg: TokenizerConfig) -> None:
-    """Raise ConfigError, naming the key, for any option or combination that cannot work."""
-    if tok_cfg.extend_from:
-        if tok_cfg.extend_tokens <= 0:
-            raise ConfigError(f"tokenizer.extend_tokens={tok_cfg.extend_tokens}: with tokenizer.extend_from set, "
-                              "say how many new tokens to add (e.g. tokenizer.extend_tokens=2000)")
-        return
+    """Raise ConfigError, naming the key, for any option or combination that cannot work in training a
+    vocabulary (extending or keeping one is checked by `corpora.vocab.stage.vocab_plan`)."""
     if tok_cfg.model not in MODELS:
         raise ConfigError(f"tokenizer.model={tok_cfg.model!r} is not one of {list(MODELS)}")
     if tok_cfg.trainer not in TRAINERS:
@@ -45,7 +41,8 @@ def check_options(tok_cfg: TokenizerConfig) -> None:
     if tok_cfg.bpe_dropout and tok_cfg.model != "bpe":
         raise ConfigError(f"tokenizer.bpe_dropout applies to bpe only (tokenizer.model={tok_cfg.model!r})")
     if tok_cfg.extend_tokens:
-        raise ConfigError("tokenizer.extend_tokens needs tokenizer.extend_from (the tokenizer to extend)")
+        raise ConfigError("tokenizer.extend_tokens needs a tokenizer to extend: tokenizer.extend_from, or "
+                          "model.init_from with model.vocab_mode=extend")
     specials = len(special_token_list(tok_cfg))
     if tok_cfg.vocab_size <= specials:
         raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size} leaves no room beyond the "

@@ -158,21 +158,38 @@ def gold_sentences(files: list[Path], only_in: str | None, max_words: int) -> li
     return sentences
 
 
-def load_reference(path: str, key: str = "tokenizer.reference") -> Tokenizer:
-    """A tokenizer from a folder holding tokenizer.json, or the file itself; ConfigError naming `key`."""
+def load_reference(path: str, key: str = "tokenizer.reference", convert: bool = False) -> Tokenizer:
+    """A tokenizer from a folder holding tokenizer.json, or the file itself; ConfigError naming `key`.
+
+    `convert`: a model folder with only a slow tokenizer's files (vocab.txt, merges) is converted by
+    transformers to the fast format."""
     location = Path(path)
     file = location / "tokenizer.json" if location.is_dir() else location
     if not location.exists():
         raise ConfigError(f"{key}={path!r} does not exist: give a folder with a tokenizer.json "
                           "(e.g. a downloaded model's folder) or the tokenizer.json itself")
-    if not file.is_file():
+    if not file.is_file() and convert:
+        tokenizer = _converted(location, key)
+    elif not file.is_file():
         raise ConfigError(f"{key}={path!r} is a folder without tokenizer.json: give the folder of a "
                           "Hugging Face fast tokenizer or its tokenizer.json")
-    try:
-        tokenizer = Tokenizer.from_file(str(file))
-    except Exception as err:  # the Rust loader raises bare Exceptions with a serde message
-        raise ConfigError(f"{key}={path!r}: {file} is not a tokenizers tokenizer.json ({err})") from None
+    else:
+        try:
+            tokenizer = Tokenizer.from_file(str(file))
+        except Exception as err:  # the Rust loader raises bare Exceptions with a serde message
+            raise ConfigError(f"{key}={path!r}: {file} is not a tokenizers tokenizer.json ({err})") from None
     # Saved model tokenizers often pad and truncate to a fixed length; word counts need neither.
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
+
+
+def _converted(folder: Path, key: str) -> Tokenizer:
+    from transformers import AutoTokenizer
+
+    try:
+        return Tokenizer.from_str(AutoTokenizer.from_pretrained(str(folder), use_fast=True).backend_tokenizer.to_str())
+    except Exception as err:  # transformers raises many kinds here: no files, unknown class, no converter
+        raise ConfigError(f"{key}={str(folder)!r} has no tokenizer that can be read ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200]}): it needs tokenizer.json or a slow tokenizer's "
+                          "files (vocab.txt, merges.txt...) next to config.json") from None

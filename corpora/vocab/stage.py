@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from bertforge.common.errors import CorpusInputError
+from bertforge.common.errors import ConfigError, CorpusInputError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import SourceConfig, TokenizerConfig
 from corpora.documents import iter_documents
@@ -29,47 +30,92 @@ from corpora.vocab.sample import TrainingSample
 log = logging.getLogger("bertforge.vocab")
 
 
-def checked_vocab_inputs(tok_cfg: TokenizerConfig, source: SourceConfig) -> dict:
-    """Check the tokenizer options, the reference (or extended) tokenizer and the gold treebanks before
-    any stage runs; returns the reference file's hash (a changed file is a changed input)."""
-    check_options(tok_cfg)
+VOCAB_MODES = ("keep", "extend", "replace")
+
+
+@dataclass(frozen=True)
+class VocabPlan:
+    """What the vocab stage does: train a new vocabulary, extend a base tokenizer, or keep one as it is."""
+
+    action: str
+    """train, extend or keep."""
+    base: str = ""
+    """The tokenizer extended or kept (a folder with tokenizer.json, or the file itself)."""
+    base_key: str = ""
+    """The config key that named `base`, for error messages."""
+
+
+def vocab_plan(tok_cfg: TokenizerConfig, start: Path | None = None, vocab_mode: str = "replace") -> VocabPlan:
+    """The vocab stage's action. `start` is the continued-pretraining checkpoint (`model.init_from`) and
+    `vocab_mode` what to do with its vocabulary: keep it, extend it with `tokenizer.extend_tokens` domain
+    words, or replace it with a newly trained one. Without a start, `tokenizer.extend_from` extends."""
+    if vocab_mode not in VOCAB_MODES:
+        raise ConfigError(f"model.vocab_mode={vocab_mode!r}: choose one of {', '.join(VOCAB_MODES)}")
+    if start is not None and vocab_mode in ("keep", "extend"):
+        if tok_cfg.extend_from and Path(tok_cfg.extend_from).resolve() != start.resolve():
+            raise ConfigError(f"tokenizer.extend_from={tok_cfg.extend_from!r} and model.init_from name different "
+                              f"tokenizers with model.vocab_mode={vocab_mode}: drop tokenizer.extend_from")
+        plan = VocabPlan(vocab_mode, str(start), "model.init_from")
+    elif tok_cfg.extend_from:
+        plan = VocabPlan("extend", tok_cfg.extend_from, "tokenizer.extend_from")
+    else:
+        return VocabPlan("train")
+    if plan.action == "extend" and tok_cfg.extend_tokens <= 0:
+        raise ConfigError(f"tokenizer.extend_tokens={tok_cfg.extend_tokens}: extending {plan.base_key}'s "
+                          "vocabulary needs a number of new tokens (e.g. tokenizer=extend, 2000)")
+    return plan
+
+
+def checked_vocab_inputs(tok_cfg: TokenizerConfig, source: SourceConfig, start: Path | None = None,
+                         vocab_mode: str = "replace") -> dict:
+    """Check the tokenizer options, the base or reference tokenizer and the gold treebanks before any
+    stage runs; returns what names the vocabulary besides the config: the hashes of the tokenizer
+    files it starts from or is compared with (a changed file is a changed input)."""
+    plan = vocab_plan(tok_cfg, start, vocab_mode)
+    if plan.action == "train":
+        check_options(tok_cfg)
     if not tok_cfg.gold_conllu:
         _source_treebanks(source)
     else:
         conllu_files(tok_cfg.gold_conllu)
-    path = tok_cfg.reference or tok_cfg.extend_from
-    if not path:
-        return {}
-    load_reference(path, "tokenizer.reference" if tok_cfg.reference else "tokenizer.extend_from")
-    return {"reference_sha256": _file_hash(Path(path))}
+    hashes = {}
+    for key, path in ((plan.base_key, plan.base), ("tokenizer.reference", tok_cfg.reference)):
+        if path:
+            hashes[key] = _text_hash(load_reference(path, key, convert=True).to_str())
+    return {"vocab_action": plan.action, "tokenizer_sha256": hashes} if hashes else {}
 
 
 def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent: float, corpus_dir: Path,
-                out: StageOutput) -> None:
-    """Train (or extend) the vocabulary on the corpus folder's training documents into `out`.
+                out: StageOutput, start: Path | None = None, vocab_mode: str = "replace") -> None:
+    """Train, extend or keep (see `vocab_plan`) the vocabulary for the corpus folder's training documents.
 
     `source` names the treebanks whose gold words measure fertility when `tokenizer.gold_conllu` is
-    empty; `heldout_percent` is the held-out split every later stage shares (never trained on).
+    empty; `heldout_percent` is the held-out split every later stage shares (never trained on). The
+    metrics compare with `tokenizer.reference`, or else with the base tokenizer extended or kept.
     """
-    check_options(tok_cfg)
-    reference_path = tok_cfg.reference or tok_cfg.extend_from
-    reference = load_reference(reference_path, "tokenizer.reference" if tok_cfg.reference else "tokenizer.extend_from") \
-        if reference_path else None
+    plan = vocab_plan(tok_cfg, start, vocab_mode)
+    if plan.action == "train":
+        check_options(tok_cfg)
+    base = load_reference(plan.base, plan.base_key, convert=True) if plan.base else None
+    reference_path = tok_cfg.reference or plan.base
+    reference = load_reference(tok_cfg.reference, "tokenizer.reference") if tok_cfg.reference else base
     gold_files = conllu_files(tok_cfg.gold_conllu) if tok_cfg.gold_conllu else _source_treebanks(source)
     sample = TrainingSample.plan(corpus_dir, heldout_percent, tok_cfg.max_training_docs,
                                  tok_cfg.max_training_chars, tok_cfg.lowercase)
     if sample.split_documents == 0:
         raise CorpusInputError(str(corpus_dir), "has no training documents (all filtered out, or all held out)",
                                "Loosen the filters, add text, or lower shards.heldout_percent.")
-    if not tok_cfg.extend_from:
+    if plan.action == "train":
         check_alphabet(tok_cfg, len(sample.alphabet))
     with out.build() as build:
         started = time.perf_counter()
-        if tok_cfg.extend_from:
-            tokenizer, roles, extension = _extend(reference, tok_cfg, sample, build.tmp)
+        extension = None
+        if plan.action == "extend":
+            tokenizer, roles, extension = _extend(base, plan.base, tok_cfg.extend_tokens, sample, build.tmp)
+        elif plan.action == "keep":
+            tokenizer, roles = base, special_tokens(Path(plan.base))
         else:
             tokenizer, roles = train(tok_cfg, sample, build.tmp)
-            extension = None
         training_seconds = time.perf_counter() - started
         save_hf_tokenizer(tokenizer, build.tmp, roles)
         if tok_cfg.bpe_dropout:
@@ -77,15 +123,17 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
         heldout = _heldout_texts(corpus_dir, heldout_percent, tok_cfg.metrics_max_chars)
         metrics = measure(tokenizer, roles, tok_cfg, heldout, gold_files, _source_paths(source), reference,
                           reference_path)
-        metrics |= {"training_documents": sample.documents, "training_chars": sample.chars,
-                    "training_seconds": round(training_seconds, 3), "special_tokens": roles}
+        metrics |= {"action": plan.action, "base": plan.base, "training_documents": sample.documents,
+                    "training_chars": sample.chars, "training_seconds": round(training_seconds, 3),
+                    "special_tokens": roles}
         if extension:
             metrics["extension"] = extension | {
                 "fertility_before": metrics["reference"]["heldout"]["fertility"],
                 "fertility_after": metrics["fertility"]}
         write_json_atomic(build.tmp / "metrics.json", metrics)
         build.manifest["counts"] = metrics
-    log.info("vocab: %d tokens, held-out fertility %.3f%s -> %s", metrics["vocab_size"], metrics["fertility"],
+    log.info("vocab: %s, %d tokens, held-out fertility %.3f%s -> %s", plan.action, metrics["vocab_size"],
+             metrics["fertility"],
              f" (reference {metrics['reference']['heldout']['fertility']:.3f})" if reference else "", out.folder)
 
 
@@ -104,14 +152,14 @@ def train(tok_cfg: TokenizerConfig, sample: TrainingSample, workdir: Path) -> tu
     return tokenizer, finish(tokenizer, tok_cfg)
 
 
-def _extend(base: Tokenizer, tok_cfg: TokenizerConfig, sample: TrainingSample, workdir: Path):
+def _extend(base: Tokenizer, base_path: str, extend_tokens: int, sample: TrainingSample, workdir: Path):
     counts = count_words(base, sample)
-    chosen = choose_new_tokens(base, counts, tok_cfg.extend_tokens)
+    chosen = choose_new_tokens(base, counts, extend_tokens)
     tokenizer = add_tokens(base, [c["token"] for c in chosen])
     write_json_atomic(workdir / "new_tokens.json", chosen)
-    extension = {"base": tok_cfg.extend_from, "base_vocab_size": base.get_vocab_size(with_added_tokens=True),
+    extension = {"base": base_path, "base_vocab_size": base.get_vocab_size(with_added_tokens=True),
                  "added_tokens": len(chosen), "domain_words_counted": sum(counts.values())}
-    return tokenizer, special_tokens(Path(tok_cfg.extend_from)), extension
+    return tokenizer, special_tokens(Path(base_path)), extension
 
 
 def tokenizer_with_dropout(tokenizer: Tokenizer, dropout: float) -> Tokenizer:
@@ -183,6 +231,5 @@ def _is_under(path: Path, roots: list[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
-def _file_hash(path: Path) -> str:
-    file = path / "tokenizer.json" if path.is_dir() else path
-    return hashlib.sha256(file.read_bytes()).hexdigest()[:12]
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]

@@ -12,21 +12,21 @@ from transformers import AutoModelForMaskedLM
 from bertforge.common.errors import ConfigError
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
-from pretrain.config import EvaluateConfig, MaskingConfig, ModelConfig
+from pretrain.config import EvaluateConfig, MaskingConfig
 from pretrain.heldout import row_batches, score_heldout
 from pretrain.masking import Masker
-from pretrain.model import build_model
 from pretrain.word_starts import load_word_start_table
 
 log = logging.getLogger("bertforge.evaluate")
 
 
-def build_evaluate(evaluate: EvaluateConfig, masking: MaskingConfig, model_cfg: ModelConfig, seed: int,
-                   checkpoint: Path, own_model: bool, shards_dir: Path, out: StageOutput) -> None:
-    """Score `checkpoint` on the shards folder's held-out rows, beside the same architecture untrained.
+def build_evaluate(evaluate: EvaluateConfig, masking: MaskingConfig, seed: int, checkpoint: Path, own_model: bool,
+                   shards_dir: Path, out: StageOutput) -> None:
+    """Score `checkpoint` on the shards folder's held-out rows, beside the same architecture untrained
+    (built from the checkpoint's config, initialised from `seed`).
 
-    `own_model`: the checkpoint is this experiment's pretrain export, so its untrained twin is built
-    from `model_cfg` (seeded with `seed`); otherwise (`evaluate.checkpoint`) from the checkpoint's config.
+    `own_model`: the checkpoint is this experiment's pretrain export; otherwise (`evaluate.checkpoint`)
+    it must use the tokenizer the shards were built with.
     """
     fmt = read_manifest(shards_dir)["format"]
     if not own_model:
@@ -35,8 +35,7 @@ def build_evaluate(evaluate: EvaluateConfig, masking: MaskingConfig, model_cfg: 
     with out.build() as build:
         trained = AutoModelForMaskedLM.from_pretrained(str(checkpoint))
         torch.manual_seed(seed)
-        untrained = build_model(model_cfg, fmt["vocab_size"], fmt["special_ids"]["pad"], fmt["seq_len"]) \
-            if own_model else type(trained)(trained.config)
+        untrained = AutoModelForMaskedLM.from_config(trained.config)
         # The run's masking (whole words, spans, 80/10/10) at evaluate.mask_ratio.
         word_starts = None
         if masking.whole_word:  # the checkpoint folder holds its tokenizer (checked above for a foreign one)

@@ -23,8 +23,9 @@ def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig
     stage's manifest (`upstream`: corpus, vocab, shards, pretrain and evaluate folders)."""
     manifests = {name: read_manifest(path) for name, path in upstream.items()}
     corpus_report = json.loads((upstream["corpus"] / "report.json").read_text(encoding="utf-8"))
+    architecture = json.loads((upstream["pretrain"] / "hf" / "config.json").read_text(encoding="utf-8"))
     card = model_card(ModelCardFacts(publish, run_name, source, filters, tokenizer, model_cfg, masking, optim,
-                                     training), manifests, corpus_report)
+                                     training), manifests, corpus_report, architecture)
     with out.build() as build:
         shutil.copytree(upstream["pretrain"] / "hf", build.tmp / "model")
         (build.tmp / "model" / "README.md").write_text(card, encoding="utf-8")
@@ -46,13 +47,15 @@ class ModelCardFacts:
     training: TrainingConfig
 
 
-def model_card(cfg: ModelCardFacts, manifests: dict, corpus_report: dict) -> str:
-    """A Hugging Face model card: what data, which vocabulary, how it was trained, how it scores."""
+def model_card(cfg: ModelCardFacts, manifests: dict, corpus_report: dict, architecture: dict) -> str:
+    """A Hugging Face model card: what data, which vocabulary, how it was trained (from scratch, or from
+    which checkpoint), how it scores. `architecture` is the exported model's config.json."""
     vocab, shards = manifests["vocab"]["counts"], manifests["shards"]
     train, scores = manifests["pretrain"]["counts"], manifests["evaluate"]["counts"]
     name = cfg.publish.model_name or cfg.run_name
-    m, o = cfg.model, cfg.optim
+    o, a = cfg.optim, architecture
     hardware = manifests["pretrain"]["hardware"]
+    start = manifests["pretrain"].get("init_from")
     removed = ", ".join(f"{rule}: {s['documents']}" for rule, s in sorted(corpus_report["removed_by_rule"].items()))
     lines = [
         "---",
@@ -61,10 +64,12 @@ def model_card(cfg: ModelCardFacts, manifests: dict, corpus_report: dict) -> str
         "library_name: transformers",
         "pipeline_tag: fill-mask",
         "tags: [bertforge, masked-lm]",
+        *([f"base_model: {start['checkpoint']}"] if start and _is_hub_id(start["checkpoint"]) else []),
         "---", "",
         f"# {name}", "",
-        f"A {m.arch.upper()} masked-language model ({m.num_layers} layers, hidden size {m.hidden_size}, "
-        f"{m.num_heads} heads, {train['parameters']:,} parameters) pretrained from scratch with bertforge.", "",
+        f"A {a['model_type'].upper()} masked-language model ({a['num_hidden_layers']} layers, hidden size "
+        f"{a['hidden_size']}, {a['num_attention_heads']} heads, {train['parameters']:,} parameters) "
+        + (_continued_from(start) if start else "pretrained from scratch with bertforge."), "",
         "## Data", "",
         f"- Source: `{cfg.source.name}` ({', '.join(i.format for i in cfg.source.inputs)})",
         f"- Documents: {corpus_report['documents_kept']} kept of {corpus_report['documents_in']} "
@@ -95,3 +100,15 @@ def model_card(cfg: ModelCardFacts, manifests: dict, corpus_report: dict) -> str
         "```", "",
     ]
     return "\n".join(lines)
+
+
+def _continued_from(start: dict) -> str:
+    rows = ", ".join(f"{route} {count:,}" for route, count in start["rows"].items() if count)
+    return (f"continued with bertforge from `{start['checkpoint']}` (sha256 {start['sha256']}"
+            + (f", bertforge {start['stage']} stage {start['stage_hash']}" if "stage" in start else "")
+            + f"); vocabulary mode {start['vocab_mode']}, embedding rows: {rows} "
+            f"(transfer {start['vocab_transfer']}); new weights: {', '.join(start['weights']['new']) or 'none'}.")
+
+
+def _is_hub_id(value: str) -> bool:
+    return len(value.split("/")) == 2 and not Path(value).exists()

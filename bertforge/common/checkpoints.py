@@ -1,0 +1,99 @@
+"""Where a starting checkpoint is: a local Hugging Face folder, an earlier bertforge stage, or a hub id.
+
+Both sides need it: the vocab stage reads the checkpoint's tokenizer (`model.vocab_mode=keep` or
+`extend`), the pretrain stage its weights. Its identity (the hash of its config and weights, or the
+hash of the bertforge stage that made it) goes into their stage hashes, so a changed checkpoint is a
+changed input and a sweep can branch from one base model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertforge.common.errors import ConfigError
+from bertforge.common.stage_folder import MANIFEST, is_complete
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+STAGE_EXPORTS = {"pretrain": "hf", "publish": "model"}  # where a bertforge stage folder keeps its HF model
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A resolved starting checkpoint: the HF folder to load and what identifies it."""
+
+    requested: str
+    """What the config said (path or hub id)."""
+    folder: Path
+    """A local folder with config.json and weights."""
+    identity: dict
+    """{"sha256": ...} of config and weights, plus {"stage", "stage_hash"} for a bertforge stage folder."""
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return (self.folder / "tokenizer.json").is_file() or (self.folder / "vocab.txt").is_file()
+
+
+def resolve_checkpoint(value: str, key: str = "model.init_from") -> Checkpoint:
+    """The checkpoint `value` names; `ConfigError` naming `key` when there is none to load.
+
+    `value` is a folder holding config.json and weights, a bertforge `pretrain` or `publish` stage
+    folder (its HF export is used), or a hub id (`org/name`), fetched with huggingface_hub where the
+    network allows.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        return _local(value, path, key)
+    if _looks_like_hub_id(value):
+        return _local(value, _download(value, key), key)
+    raise ConfigError(f"{key}={value!r}: no such folder, and it is not a hub id (org/name): give a folder with "
+                      "config.json and model weights, a bertforge pretrain/publish stage folder, or a hub id")
+
+
+def _local(requested: str, path: Path, key: str) -> Checkpoint:
+    identity: dict = {}
+    if (path / MANIFEST).is_file() and is_complete(path):
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        stage = manifest.get("stage")
+        if stage not in STAGE_EXPORTS:
+            raise ConfigError(f"{key}={requested!r} is a bertforge {stage} folder: start from a pretrain or "
+                              "publish stage folder (or the HF folder inside it)")
+        identity = {"stage": stage, "stage_hash": manifest["hash"]}
+        path = path / STAGE_EXPORTS[stage]
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ConfigError(f"{key}={requested!r}: {path} holds no config.json: give a Hugging Face model folder "
+                          "(config.json and weights), or a bertforge pretrain/publish stage folder")
+    weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
+    if not weights:
+        raise ConfigError(f"{key}={requested!r}: {path} has config.json but no weights ({', '.join(WEIGHT_FILES)})")
+    return Checkpoint(requested, path.resolve(), identity | {"sha256": _files_sha256([path / "config.json", *weights])})
+
+
+def _files_sha256(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _looks_like_hub_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "~"))
+
+
+def _download(repo_id: str, key: str) -> Path:
+    """The hub snapshot of `repo_id` (from huggingface_hub's cache when it is there already)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise ConfigError(f"{key}={repo_id!r}: not a local folder, and the hub could not give it "
+                          f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). Offline, download the model "
+                          "elsewhere and give its folder") from None
