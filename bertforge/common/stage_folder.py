@@ -116,11 +116,6 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
         os.rename(tmp, final)
 
 
-def stage_folder(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str]) -> Path:
-    """Where `build_stage` would put this stage; check it with `is_complete` to skip finished work."""
-    return StageOutput(Path(work_dir), stage, payload, inputs).folder
-
-
 @dataclass(frozen=True)
 class StageOutput:
     """The folder one stage is asked to build: where it goes and what names it (from the stage graph).

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bertforge.common.stage_folder import build_stage, is_complete, stage_folder
+from bertforge.common.stage_folder import StageOutput, build_stage, is_complete
 
 
 def test_an_attempt_that_dies_leaves_its_checkpoints_for_the_next_attempt(tmp_path):
@@ -11,7 +11,7 @@ def test_an_attempt_that_dies_leaves_its_checkpoints_for_the_next_attempt(tmp_pa
             (build.tmp / "checkpoints").mkdir()
             (build.tmp / "checkpoints" / "last.ckpt").write_text("step 5")
             raise KeyboardInterrupt  # preempted
-    folder = stage_folder(tmp_path, "pretrain", {"x": 1}, {})
+    folder = StageOutput(tmp_path, "pretrain", {"x": 1}, {}).folder
     assert not folder.exists()
     other = folder.parent / f".{folder.name}.tmp-slurm-3"  # an older job's leftovers
     other.mkdir()
@@ -22,7 +22,7 @@ def test_an_attempt_that_dies_leaves_its_checkpoints_for_the_next_attempt(tmp_pa
 
 
 def test_only_the_publishing_rank_finishes_the_folder(tmp_path):
-    folder = stage_folder(tmp_path, "pretrain", {"x": 1}, {})
+    folder = StageOutput(tmp_path, "pretrain", {"x": 1}, {}).folder
     with build_stage(tmp_path, "pretrain", {"x": 1}, {}, run_id="local-1", publish=False) as rank1:
         (rank1.tmp / "rank1.txt").write_text("1")
     assert not folder.exists() and rank1.tmp.is_dir()  # rank 1 neither publishes nor cleans up

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bertforge.common.stage_folder import build_stage, config_hash, is_complete, read_manifest, stage_folder
+from bertforge.common.stage_folder import StageOutput, build_stage, config_hash, is_complete, read_manifest
 
 
 def test_hash_ignores_key_order():
@@ -14,7 +14,7 @@ def test_finished_stage_has_manifest_and_marker(tmp_path):
     with build_stage(tmp_path, "corpus", {"x": 1}, {}) as build:
         (build.tmp / "data.txt").write_text("hi")
         build.manifest["counts"] = {"documents": 1}
-    folder = stage_folder(tmp_path, "corpus", {"x": 1}, {})
+    folder = StageOutput(tmp_path, "corpus", {"x": 1}, {}).folder
     assert is_complete(folder) and (folder / "data.txt").read_text() == "hi"
     assert read_manifest(folder)["counts"] == {"documents": 1}
 
@@ -28,7 +28,7 @@ def test_failure_leaves_no_folder(tmp_path):
 
 
 def test_half_written_folder_is_not_reused(tmp_path):
-    folder = stage_folder(tmp_path, "vocab", {"v": 1}, {"corpus": "abc"})
+    folder = StageOutput(tmp_path, "vocab", {"v": 1}, {"corpus": "abc"}).folder
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text("{}")  # no completion marker: a crashed copy
     assert not is_complete(folder)
@@ -37,7 +37,7 @@ def test_half_written_folder_is_not_reused(tmp_path):
 
 
 def test_stale_tmp_from_killed_run_is_cleaned(tmp_path):
-    folder = stage_folder(tmp_path, "corpus", {"x": 1}, {})
+    folder = StageOutput(tmp_path, "corpus", {"x": 1}, {}).folder
     stale = folder.parent / f".{folder.name}.tmp-99999"
     stale.mkdir(parents=True)
     with build_stage(tmp_path, "corpus", {"x": 1}, {}):
