@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForMaskedLM
+from transformers.utils import logging as transformers_logging
 
 from bertforge.common.checkpoints import Checkpoint
 from bertforge.common.errors import ConfigError
@@ -74,8 +75,13 @@ def load_start_model(checkpoint: Checkpoint, vocab_dir: Path, vocab_mode: str, v
                      pad_to_multiple_of: int, attention: str, seed: int) -> tuple[torch.nn.Module, StartReport]:
     """The checkpoint as a `*ForMaskedLM` whose embeddings fit `vocab_dir`'s tokenizer (see the module doc)."""
     check_start(checkpoint, vocab_mode, vocab_transfer)
-    model, info = AutoModelForMaskedLM.from_pretrained(str(checkpoint.folder), output_loading_info=True,
-                                                       attn_implementation=attention)
+    quiet = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its table of missing keys: the report below says the same once
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(str(checkpoint.folder), output_loading_info=True,
+                                                           attn_implementation=attention)
+    finally:
+        transformers_logging.set_verbosity(quiet)
     report = StartReport(checkpoint.requested, checkpoint.identity, model.config.model_type, vocab_mode,
                          vocab_transfer)
     loaded = len(model.state_dict()) - len(info["missing_keys"])
