@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from bertforge.common.checkpoints import Checkpoint
 from bertforge.common.errors import ConfigError, Preempted
-from bertforge.common.stage_folder import StageOutput, read_manifest
+from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
 from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
                              TrainerConfig, TrainingConfig)
@@ -136,6 +136,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             _finish_loggers(lightning_trainer)
             merge_metrics(build.tmp / "logs")
             export_hf(trained, vocab_dir, build.tmp / "hf")
+            if started_from is not None:  # the exported model names where it started
+                write_json_atomic(build.tmp / "hf" / "init_from.json", started_from.as_dict())
             curve = read_loss_curve(build.tmp)
             plot_loss_curve(curve, build.tmp / "loss_curve.png", run_name)
             build.manifest["hardware"] = {  # recorded, not hashed

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,30 @@ def make_cfg(tmp_path, data_dir):
 # A few steps of the demo experiment: enough to see the loss fall, quick on 2 CPU cores.
 QUICK = ["experiment=demo_ga", "training.max_steps=60", "optim.warmup_steps=10", "logger.log_every_n_steps=5",
          "checkpoint.every_n_steps=60", "logger=csv"]
+
+
+START_SLURM = "BERTFORGE_TEST_START_SLURM"  # opt in: let the tests start a one-node cluster (root, apt)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running SLURM cluster, or a loud skip. The tests never install or start anything on their own:
+    `.ci/run` starts a one-node cluster first (launch/slurm/start_local_cluster.sh, as root); elsewhere
+    start it yourself, or set BERTFORGE_TEST_START_SLURM=1 to let this fixture run that script."""
+    if os.environ.get(START_SLURM) == "1":
+        done = subprocess.run([str(REPO / "launch" / "slurm" / "start_local_cluster.sh")], capture_output=True,
+                              text=True, timeout=600)
+        if done.returncode not in (0, 3):
+            pytest.fail(f"start_local_cluster.sh failed:\n{done.stdout}\n{done.stderr}")
+    try:
+        up = subprocess.run(["sinfo", "--noheader", "--states=idle,mixed,allocated"], capture_output=True,
+                            text=True, timeout=20)
+        running = up.returncode == 0 and bool(up.stdout.strip())
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        running = False
+    if not running:
+        message = ("SLURM TESTS SKIPPED: no SLURM cluster is running here. Start one with "
+                   "launch/slurm/start_local_cluster.sh (root, Debian) or rerun with BERTFORGE_TEST_START_SLURM=1")
+        warnings.warn(message)
+        print(f"\n{'!' * 80}\n{message}\n{'!' * 80}", file=sys.stderr)
+        pytest.skip(message)

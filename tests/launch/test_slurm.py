@@ -1,8 +1,8 @@
 """The project's own SLURM script on a real one-node SLURM cluster (Debian's slurmctld/slurmd/munge).
 
-launch/slurm/start_local_cluster.sh brings the cluster up when it is absent (CI runs it before pytest;
-the fixture runs it again, which costs nothing when the cluster is up). Where SLURM cannot be installed
-or started (not root, no apt), these tests are skipped with a loud warning.
+The cluster is one that is already running (`.ci/run` starts it with launch/slurm/start_local_cluster.sh
+before pytest; see the `slurm_cluster` fixture in tests/conftest.py). Without one these tests are skipped
+with a loud warning; the tests themselves never install or start anything.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -22,21 +20,9 @@ from bertforge.common.stage_folder import read_manifest
 from tests.launch.conftest import (GLOBAL_BATCH, REPO, STEPS, TINY_RUN, bertforge_env, ledger, metrics,
                                    pretrain_folders)
 
-CLUSTER_SCRIPT = REPO / "launch" / "slurm" / "start_local_cluster.sh"
 JOB_SCRIPT = REPO / "launch" / "slurm" / "one_node.sbatch"
 MULTI_NODE_SCRIPT = REPO / "launch" / "slurm" / "multi_node.sbatch"
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    done = subprocess.run([str(CLUSTER_SCRIPT)], capture_output=True, text=True, timeout=600)
-    if done.returncode == 3:
-        message = f"SLURM TESTS SKIPPED: no SLURM cluster can run here: {done.stderr.strip()}"
-        warnings.warn(message)
-        print(f"\n{'!' * 80}\n{message}\n{'!' * 80}", file=sys.stderr)
-        pytest.skip(message)
-    assert done.returncode == 0, f"start_local_cluster.sh failed:\n{done.stdout}\n{done.stderr}"
 
 
 def job_fields(job_id: str) -> dict[str, str]:

@@ -53,6 +53,7 @@ def test_each_vocabulary_mode_trains_exports_and_loads(make_cfg, shared_work, mo
     assert expected.items() <= start["rows"].items()
     if mode == "extend":
         assert start["rows"]["mean"] + start["rows"]["random"] == len(tokenizer) - 30522 == 150
+    assert json.loads((model_dir / "init_from.json").read_text())["sha256"] == start["sha256"]
     card = (model_dir / "README.md").read_text()
     assert f"vocabulary mode {mode}" in card and "continued with bertforge from" in card
 

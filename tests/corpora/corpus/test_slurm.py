@@ -1,28 +1,12 @@
 """The same corpus config on a real one-node SLURM cluster (datatrove's SLURM executor) gives the
-same documents as on this machine. The cluster comes from launch/slurm/start_local_cluster.sh;
-where it cannot run (not root, no Debian packages) the test is skipped and says why."""
+same documents as on this machine. It needs a running cluster (the `slurm_cluster` fixture in
+tests/conftest.py); without one the test is skipped and says how to start one."""
 
 import json
-import subprocess
-from pathlib import Path
 
-import pytest
 
 from bertforge.stages import run_stage
 from corpora.documents import iter_documents
-
-CLUSTER_SCRIPT = Path(__file__).resolve().parents[3] / "launch" / "slurm" / "start_local_cluster.sh"
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    if not CLUSTER_SCRIPT.exists():
-        pytest.skip(f"SLURM test skipped: {CLUSTER_SCRIPT} is missing (it brings up the one-node cluster)")
-    started = subprocess.run(["bash", str(CLUSTER_SCRIPT)], capture_output=True, text=True, timeout=600)
-    if started.returncode == 3:
-        pytest.skip(f"SLURM test skipped: no cluster can run here: {started.stderr.strip()[-500:]}")
-    assert started.returncode == 0, started.stderr[-2000:]
-
 
 def test_slurm_executor_gives_the_same_corpus_as_local(slurm_cluster, make_cfg, tmp_path):
     overrides = ["filters=gopher", "corpus.tasks=2"]
