@@ -46,3 +46,13 @@ def test_vocab_sweep_ends_in_a_table_and_a_plot(tmp_path, data_dir):
     assert (folder / "comparison.png").stat().st_size > 1000
     assert len(list((work / "corpus").iterdir())) == 1  # both jobs shared one corpus stage
     assert len(list((work / "vocab").iterdir())) == 2
+
+
+def test_the_command_line_imports_no_heavy_library():
+    """`bertforge --help`, a config error and a reused stage start at once: the stage graph imports each
+    stage's module (torch, Lightning, transformers, datatrove) only when that stage is built."""
+    probe = ("import sys, bertforge.cli, bertforge.stages, bertforge.experiment; "
+             "print(sorted(m for m in ('torch', 'lightning', 'transformers', 'datatrove', 'tokenizers', 'wandb', "
+             "'matplotlib', 'numpy') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
