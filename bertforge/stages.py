@@ -215,11 +215,21 @@ def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
     for step in plan(cfg, target):
         folder = step.output.folder
         if is_complete(folder):
-            log.info("%s: reusing %s", step.stage.name, folder)
+            log.info("%s: reusing %s%s", step.stage.name, folder, _headline(step.stage.name, folder))
         else:
             step.stage.build(cfg, step.upstream, step.output)
         folders[step.stage.name] = folder
     return folders
+
+
+def _headline(stage: str, folder: Path) -> str:
+    """ (metric value, ...) of a finished stage: what it found, also when it is only reused."""
+    from bertforge.sweep_report import headline_metrics
+
+    shown = list(headline_metrics({stage: str(folder)}).items())[:3]
+    text = [f"{name.split('/', 1)[1]} {value:,}" if isinstance(value, int) else f"{name.split('/', 1)[1]} {value:.4g}"
+            for name, value in shown]
+    return f" ({', '.join(text)})" if text else ""
 
 
 def run_stage(cfg: ExperimentConfig, target: str) -> Path:

@@ -15,7 +15,7 @@ from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, l
 
 # Long enough that the interrupt lands mid-training even on a fast, idle machine (40 steps took 1.7 s in CI).
 STEPS, EVERY = 300, 10
-RUN = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "trainer.checkpoint_every"))] + [
+RUN = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))] + [
     f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}"]
 
 

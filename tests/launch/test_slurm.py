@@ -113,7 +113,7 @@ LONG_STEPS = 60
 
 def test_preempted_job_requeues_and_resumes_at_its_step_and_data_position(
         slurm_cluster, upstream_work, tmp_path, data_dir):
-    overrides = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "trainer.checkpoint_every"))]
+    overrides = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))]
     overrides += [f"training.max_steps={LONG_STEPS}", f"checkpoint.every_n_steps={LONG_STEPS}"]
     job_id, log = submit(tmp_path, upstream_work, data_dir, overrides)
 
