@@ -30,6 +30,26 @@ COMMANDS = {name: stage.help for name, stage in STAGES.items()} | {
 }
 
 
+# Keys that moved when the trainer group became hardware only: a user's old command gets the new name.
+MOVED_KEYS = {f"trainer.{key}": f"training.{key}" for key in ("max_steps", "batch_size", "tokens_per_batch",
+                                                               "phases", "seed")} | {
+    f"trainer.{key}": f"logger.{key}" for key in ("log_every_n_steps", "val_every_n_steps", "val_batches",
+                                                  "progress_bar", "log_data_positions")} | {
+    "trainer.checkpoint_every_n_steps": "checkpoint.every_n_steps", "trainer=gpu_phases": "trainer=gpu training=two_phase",
+    "tokenizer.round_vocab_to_multiple_of": "model.pad_vocab_to_multiple_of (the model pads; the vocabulary is not)"}
+
+
+def moved(overrides: list[str]) -> list[str]:
+    """`old -> new` for every override that names a key by its old place."""
+    found = []
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        for old, new in MOVED_KEYS.items():
+            if key == old or override.lstrip("+~") == old:
+                found.append(f"{old} is now {new}")
+    return found
+
+
 def usage() -> str:
     lines = ["usage: bertforge <command> [hydra overrides...] [-m for a sweep]", "", "commands:"]
     lines += [f"  {name:<9} {help_text}" for name, help_text in COMMANDS.items()]
@@ -88,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         command, rest = os.environ[STAGE_VARIABLE], argv
     if command not in COMMANDS:
         print(f"bertforge: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    if moved(rest):
+        print(f"bertforge {command}: error: " + "; ".join(moved(rest)), file=sys.stderr)
         sys.exit(2)
     os.environ[STAGE_VARIABLE] = command
     # Hydra parses the overrides from sys.argv[1:]; Lightning restarts sys.argv[0] for other local ranks,

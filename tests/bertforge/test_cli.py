@@ -56,3 +56,10 @@ def test_the_command_line_imports_no_heavy_library():
              "'matplotlib', 'numpy') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_a_key_by_its_old_place_is_told_its_new_one(tmp_path, data_dir):
+    result = bertforge("pretrain", "trainer.max_steps=3", "trainer=gpu_phases", data_dir=data_dir, work=tmp_path)
+    assert result.returncode == 2
+    assert "trainer.max_steps is now training.max_steps" in result.stderr
+    assert "trainer=gpu_phases is now trainer=gpu training=two_phase" in result.stderr
