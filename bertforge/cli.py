@@ -10,7 +10,6 @@ Every stage command runs the stage graph (`bertforge.stages`) up to that stage.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -82,11 +81,9 @@ def command_app(command: str):
                 raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
             folders = execute(command, load_config(raw))
         except (ConfigError, CorpusInputError) as err:
-            logging.getLogger("bertforge").error("%s", err)
-            print(f"bertforge {command}: error: {err}", file=sys.stderr)
+            print(f"bertforge {command}: error: {err}", file=sys.stderr)  # once: not also through the log
             sys.exit(2)
         except Preempted as stop:
-            logging.getLogger("bertforge").warning("%s", stop)
             print(f"bertforge {command}: {stop}", file=sys.stderr)
             sys.exit(EXIT_PREEMPTED)
         hydra_cfg = HydraConfig.get()

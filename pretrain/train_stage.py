@@ -230,6 +230,11 @@ def _finish_loggers(trainer) -> None:
 def export_hf(model, vocab_dir: Path, out: Path) -> None:
     """Save weights (safetensors) and config, plus the tokenizer files, as one loadable HF folder."""
     model.save_pretrained(str(out), safe_serialization=True)
+    # safetensors writes through a private temporary file (mode 0600): give the weights the mode every
+    # other file got from the user's umask, so whoever may read the folder may load the model.
+    mode = (Path(out) / "config.json").stat().st_mode & 0o777
+    for written in Path(out).iterdir():
+        written.chmod(mode)
     for name in TOKENIZER_FILES:
         if (vocab_dir / name).exists():
             shutil.copy2(vocab_dir / name, out / name)

@@ -40,7 +40,9 @@ def recommend_vocab_size(knobs_per_job: list[dict[str, str]], metrics_per_job: l
 def recommendation_markdown(found: dict) -> str:
     """One sentence a user can act on."""
     chosen, best = found["recommended"], found["best"]
-    return (f"**Recommended:** {chosen['label']} ({chosen['vocab_size']} tokens): held-out fertility "
-            f"{chosen['fertility']:.4g}, within {found['tolerance_percent']:g}% of the best "
-            f"({best['fertility']:.4g} with {best['label']}, {best['vocab_size']} tokens); "
-            f"set the tolerance with tokenizer.recommend_within_percent.")
+    head = f"**Recommended:** {chosen['label']} ({chosen['vocab_size']} tokens): held-out fertility {chosen['fertility']:.4g}"
+    if chosen is best:  # nothing smaller came within the tolerance
+        return (f"{head}, the best of the sweep; no smaller vocabulary came within {found['tolerance_percent']:g}% "
+                "of it (set the tolerance with tokenizer.recommend_within_percent).")
+    return (f"{head}, within {found['tolerance_percent']:g}% of the best ({best['fertility']:.4g} with "
+            f"{best['label']}, {best['vocab_size']} tokens); set the tolerance with tokenizer.recommend_within_percent.")

@@ -41,6 +41,8 @@ def test_exported_folder_loads_and_fills_masks(finished):
     predictions = fill(f"Tá an {tokenizer.mask_token} go maith.", top_k=5)
     assert len(predictions) == 5 and all(p["token_str"] for p in predictions)
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in model_dir.iterdir()}
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model_dir.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"], modes  # not left private (0600) to its writer
 
 
 def test_loss_fell_and_training_beat_no_training(finished):

@@ -3,7 +3,7 @@
 import csv
 import json
 
-from corpora.vocab.sweep import recommend_vocab_size
+from corpora.vocab.sweep import recommend_vocab_size, recommendation_markdown
 from tests.bertforge.test_cli import sweep
 
 
@@ -20,8 +20,11 @@ def test_recommends_the_smallest_size_within_tolerance_of_the_best():
     assert found["best"] == {"label": "tokenizer=bpe, tokenizer.vocab_size=32000", "vocab_size": 32000, "fertility": 1.40}
     assert found["recommended"] == {"label": "tokenizer=unigram, tokenizer.vocab_size=16000", "vocab_size": 16000,
                                     "fertility": 1.43}
+    assert "within 3% of the best (1.4 with tokenizer=bpe" in recommendation_markdown(found)
     tight = recommend_vocab_size(knobs, metrics, tolerance_percent=0.5)
     assert tight["recommended"]["label"] == "tokenizer=bpe, tokenizer.vocab_size=32000"
+    said = recommendation_markdown(tight)  # the best itself: it does not call itself "within x% of the best"
+    assert "the best of the sweep; no smaller vocabulary came within 0.5%" in said and "of the best (" not in said
 
 
 def test_the_size_reached_ranks_before_the_size_asked():
