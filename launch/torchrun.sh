@@ -7,8 +7,8 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 launch/torchrun.sh my_exp  # on node0 (NODE_RANK=1 on node1)
 #   NPROC_PER_NODE=2 TRAINER=ddp_cpu launch/torchrun.sh demo_ga       # two CPU processes (gloo)
 #
-# The work folder (BERTFORGE_WORK) must be on a filesystem every node sees. Set RUN_ID to the same
-# value on every node when you restart a killed run and want it to resume from its last checkpoint.
+# The work folder (BERTFORGE_WORK) must be on a filesystem every node sees. Restarting a killed run
+# with the same command resumes it from its last checkpoint.
 set -euo pipefail
 experiment=${1:?usage: launch/torchrun.sh EXPERIMENT [hydra overrides...]}
 shift
@@ -21,15 +21,13 @@ else
   port=${MASTER_PORT:-29500}
   rendezvous=(--nnodes="$nnodes" --node-rank="${NODE_RANK:?set NODE_RANK (0..NNODES-1)}"
               --master-addr="${MASTER_ADDR:?set MASTER_ADDR to node 0}" --master-port="$port")
-  export BERTFORGE_RUN_ID=${RUN_ID:-torchrun-$MASTER_ADDR-$port}
 fi
-[ -z "${RUN_ID:-}" ] || export BERTFORGE_RUN_ID=$RUN_ID
 default_trainer=$([ "$nnodes" -gt 1 ] && echo multinode || echo ddp)
 # Corpus, vocabulary and shards once, in one process, before the ranks start (reused if built). On
 # several nodes only node 0 builds them: start the other nodes once it has printed "shards: ...".
 if [ "${NODE_RANK:-0}" = 0 ]; then
   bertforge shards experiment="$experiment" "$@"
 fi
-exec torchrun "${rendezvous[@]}" --nproc-per-node="$nproc" -m pretrain pretrain experiment="$experiment" \
+exec torchrun "${rendezvous[@]}" --nproc-per-node="$nproc" -m bertforge pretrain experiment="$experiment" \
   trainer="${TRAINER:-$default_trainer}" trainer.devices="$nproc" trainer.num_nodes="$nnodes" \
   trainer.cluster=torchrun "$@"

@@ -8,7 +8,7 @@ optimiser steps, so it is the same on one device or on a cluster.
 Three ways a process can be started, each with its own source of truth for rank and world size:
 
 - local: `bertforge pretrain trainer=ddp` on one machine; Lightning starts ranks 1..N-1 itself
-  (they inherit LOCAL_RANK/NODE_RANK and BERTFORGE_RUN_ID from rank 0).
+  (they inherit LOCAL_RANK/NODE_RANK from rank 0).
 - torchrun: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by torchrun.
 - slurm: one task per device under `srun` (launch/slurm/*.sbatch or the Hydra submitit launcher);
   SLURM_* variables; SIGUSR1 stops the run at a step boundary and requeues it (pretrain/preemption.py).
@@ -32,7 +32,6 @@ STRATEGIES = ("auto", "ddp", "fsdp")
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_PROCID", "SLURM_LOCALID",
                    "SLURM_NODEID", "SLURM_JOB_NUM_NODES")
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-RUN_ID_VARIABLE = "BERTFORGE_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -86,8 +85,6 @@ class LaunchPlan:
     """Devices (= processes) per node."""
     num_nodes: int
     rank: int
-    run_id: str | None
-    """Shared by every rank of the run (and kept across a SLURM requeue); None for one local process."""
 
     @property
     def world_size(self) -> int:
@@ -180,7 +177,6 @@ def plan_launch(trainer_cfg: TrainerConfig, env: Mapping[str, str] | None = None
                 f"{devices} per node x trainer.num_nodes={num_nodes}: set --ntasks-per-node to trainer.devices "
                 f"and --nodes to trainer.num_nodes (the launch/slurm scripts pass them from SLURM's variables)")
         rank = int(env["SLURM_PROCID"])
-        run_id = f"slurm-{slurm_job_id(env)}"  # the same for every task and for every requeued attempt
     elif cluster == "torchrun":
         _require(env, TORCHRUN_VARIABLES, cluster,
                  "start the run with launch/torchrun.sh (torchrun sets them), or choose trainer.cluster=auto")
@@ -190,17 +186,13 @@ def plan_launch(trainer_cfg: TrainerConfig, env: Mapping[str, str] | None = None
                 f"trainer.devices={devices} x trainer.num_nodes={num_nodes}: pass --nproc-per-node=trainer.devices "
                 f"and --nnodes=trainer.num_nodes")
         rank = int(env["RANK"])
-        elastic = env.get("TORCHELASTIC_RUN_ID", "none")
-        run_id = env.get(RUN_ID_VARIABLE) or (
-            f"torchrun-{elastic}" if elastic != "none" else f"torchrun-{env['MASTER_ADDR']}-{env['MASTER_PORT']}")
     else:
         if num_nodes > 1:
             raise ConfigError(f"trainer.num_nodes={num_nodes}: several nodes need a cluster launcher; use "
                               f"launch/torchrun.sh or launch/slurm/multi_node.sbatch")
         # Lightning's own launcher starts ranks 1..N-1 with LOCAL_RANK set and rank 0's environment.
         rank = int(env.get("NODE_RANK", 0)) * devices + int(env.get("LOCAL_RANK", 0))
-        run_id = env.get(RUN_ID_VARIABLE) or (f"local-{os.getpid()}" if devices > 1 else None)
-    return LaunchPlan(cluster, accelerator, devices, num_nodes, rank, run_id)
+    return LaunchPlan(cluster, accelerator, devices, num_nodes, rank)
 
 
 def slurm_job_id(env: Mapping[str, str]) -> str:
@@ -212,16 +204,10 @@ def slurm_job_id(env: Mapping[str, str]) -> str:
 
 def requeue_command(plan: LaunchPlan) -> list[str] | None:
     """What rank 0 runs after a preemption checkpoint: `scontrol requeue <job>` under SLURM; elsewhere
-    nothing (a local or torchrun run is restarted by whoever started it, with the same run id)."""
+    nothing (a local or torchrun run is restarted by whoever started it, with the same command)."""
     if plan.cluster != "slurm":
         return None
     return ["scontrol", "requeue", slurm_job_id(os.environ)]
-
-
-def share_run_id(plan: LaunchPlan) -> None:
-    """Export the run id so processes Lightning starts for the other local ranks find the same stage folder."""
-    if plan.run_id is not None:
-        os.environ[RUN_ID_VARIABLE] = plan.run_id
 
 
 def transformer_layer_classes(model: torch.nn.Module) -> set[type]:

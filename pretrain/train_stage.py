@@ -21,8 +21,8 @@ from corpora.shards.rows import file_sha256, load_rows
 from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
                              TrainerConfig, TrainingConfig)
 from pretrain.data import PackedRows, PhasedData
-from pretrain.distributed import (RUN_ID_VARIABLE, checkpoint_step, last_checkpoint, merge_metrics, plan_launch,
-                                  requeue_command, resume_checkpoint, set_aside_metrics, share_run_id,
+from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metrics, plan_launch,
+                                  requeue_command, resume_checkpoint, set_aside_metrics,
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
 from pretrain.init_from import load_start_model
@@ -55,7 +55,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
     # any process group starts.
     launch = plan_launch(trainer)
     # From here on the cluster's warning signal only raises a flag (a resumable run stops at a step boundary).
-    with flag_on_signal(enabled=launch.run_id is not None) as preemption:
+    with flag_on_signal() as preemption:
         fmt = read_manifest(shards_dir)["format"]
         plan = check_start_up(model_cfg, optim, training, trainer, shards_dir, vocab_dir, fmt, launch.world_size,
                               from_scratch=start is None)
@@ -89,10 +89,10 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
         validation = HeldoutValidation(
             heldout_batches(shards_dir, plan[0].micro_batch_size, logger.val_batches), logger.val_every_n_steps,
             masking.eval_ratio, training.seed, step_metrics=step_metrics)
-        share_run_id(launch)
-        # Every rank writes into one temporary stage folder named by the run id; a requeued SLURM job finds
-        # its checkpoints there and resumes at the same step and data position.
-        with out.build(run_id=launch.run_id, publish=launch.is_global_zero) as build:
+        # Every rank writes into one working folder named by the stage hash: a rerun of the same command (a
+        # requeued SLURM job, a restarted torchrun, a plain rerun) finds its checkpoints there and resumes
+        # at the same step and data position.
+        with out.build(resumable=True, publish=launch.is_global_zero, fresh=not checkpoint.resume) as build:
             resume = resume_checkpoint(build.tmp)
             data.start_step = checkpoint_step(resume) if resume else 0
             if resume:
@@ -124,7 +124,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             )
             lightning_trainer.fit(module, datamodule=data, ckpt_path=resume)
             if stopper and stopper[0].stopped_at is not None:  # leaves build.tmp for the next attempt
-                raise Preempted(preempted_message(launch, stopper[0]))
+                raise Preempted(preempted_message(stopper[0]))
             if trainer.strategy == "fsdp":  # gather the shards into one full checkpoint (every rank takes part)
                 lightning_trainer.save_checkpoint(build.tmp / "checkpoints" / "final.ckpt")
             if not launch.is_global_zero:  # rank 0 exports and publishes; the others wait for its folder
@@ -157,9 +157,9 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             }
 
 
-def preempted_message(launch, stopper: StopOnPreemption) -> str:
+def preempted_message(stopper: StopOnPreemption) -> str:
     how = ("SLURM requeues the job (same job id) and it resumes there" if stopper.requeue else
-           f"start the same command again with {RUN_ID_VARIABLE}={launch.run_id} to resume there")
+           "start the same command again to resume there")
     return f"stopped on the preemption signal at step {stopper.stopped_at}; saved {stopper.checkpoint}: {how}"
 
 
@@ -210,7 +210,9 @@ def throughput_summary(history: list[dict]) -> dict:
 
 
 def _loggers(logger: LoggerConfig, run_name: str, out: Path, payload: dict) -> list:
-    loggers = [CSVLogger(str(out), name="logs", version=0)]
+    # Written out at every logged step (the metrics are already read only every logger.log_every_n_steps),
+    # not every 100 steps: a killed run's rows up to its last checkpoint must be on disk for the resumed run.
+    loggers = [CSVLogger(str(out), name="logs", version=0, flush_logs_every_n_steps=1)]
     if logger.wandb:
         # Offline unless the user has a key: runs sync later with `wandb sync`. The key itself is
         # read by wandb from the environment and never passed through our config.

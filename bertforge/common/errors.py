@@ -24,3 +24,7 @@ EXIT_PREEMPTED = 75
 
 class Preempted(Exception):
     """Training stopped on the cluster's warning signal; the checkpoint to resume from is saved."""
+
+
+class StageBusy(RuntimeError):
+    """Another live process is building the same stage folder (it holds the stage's lock)."""

@@ -1,22 +1,29 @@
 """Stage folders: named by a hash of what produced them, complete only when the marker exists.
 
-A stage builds into a hidden temporary folder beside its final place, writes `manifest.json`,
+A stage builds into a hidden working folder beside its final place, writes `manifest.json`,
 then the completion marker, and only then renames the folder into place. A folder at the final
-path is therefore always finished; a killed run leaves only a `.tmp-*` folder that is ignored
-and cleaned up by the next run.
+path is therefore always finished; a killed run leaves only a hidden folder, which the next run
+of the same stage resumes (pretrain) or removes with a warning (the others).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from bertforge.common.errors import StageBusy
+
+log = logging.getLogger("bertforge")
 
 COMPLETE_MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
@@ -63,57 +70,92 @@ class StageBuild:
 
 
 @contextlib.contextmanager
-def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str],
-                run_id: str | None = None, publish: bool = True) -> Iterator[StageBuild]:
+def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str], resumable: bool = False,
+                publish: bool = True, fresh: bool = False) -> Iterator[StageBuild]:
     """Context manager that builds one stage folder atomically.
 
     `payload` is the part of the resolved config the stage depends on; `inputs` maps upstream
-    stage names to their hashes. Both go into the folder name and the manifest. On an exception
-    the temporary folder is removed and nothing appears at the final path.
+    stage names to their hashes. Both go into the folder name and the manifest. Only the process
+    with `publish=True` (rank 0 of a distributed run) holds the stage's lock (`.<name>.lock`, an
+    fcntl lock that a dead process no longer holds, so a second live run stops at once and is told
+    who builds it), writes the manifest and renames the folder into place; other ranks only write.
 
-    A resumable build (several processes of one distributed run, or a SLURM job that may be
-    requeued) passes a `run_id` shared by all of them: they all write into `.<name>.tmp-<run_id>`,
-    and an attempt that dies leaves that folder (its checkpoints) for the next attempt with the
-    same id instead of deleting it. Only the process with `publish=True` (rank 0) clears other
-    runs' leftovers, writes the manifest and renames the folder into place; the others only write.
+    A resumable build (the pretrain stage) writes into `.<name>.work`, named from the hash alone, so
+    rerunning the same command, on any launcher, finds an interrupted attempt's checkpoints there
+    and goes on; the folder is kept when an attempt fails. `fresh=True` sets such a folder aside
+    (renamed, never deleted) and starts over. Other builds write into `.<name>.tmp-<pid>` and remove
+    it on failure; a leftover of a killed build is removed by the next one, with a warning.
     """
     named = StageOutput(Path(work_dir), stage, payload, inputs)
     digest, final = named.digest, named.folder
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{run_id or os.getpid()}"
-    if publish:
-        for stale in final.parent.glob(f".{final.name}.tmp-*"):
-            if stale != tmp:
-                shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; never reused
-    if run_id is None:
-        tmp.mkdir()
-    else:
-        tmp.mkdir(exist_ok=True)  # another rank, or an earlier attempt of this run, may have made it
-    started = time.time()
-    manifest = {
-        "stage": stage,
-        "hash": digest,
-        "config": payload,
-        "inputs": inputs,
-        "versions": _versions(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-    }
-    build = StageBuild(stage=stage, final=final, tmp=tmp, manifest=manifest)
-    try:
-        yield build
-    except BaseException:
-        if run_id is None:  # a resumable build keeps its checkpoints for the next attempt
+    tmp = final.parent / (f".{final.name}.work" if resumable else f".{final.name}.tmp-{os.getpid()}")
+    with _stage_lock(final) if publish else contextlib.nullcontext():
+        if publish:
+            _clear_leftovers(final, tmp, fresh)
+        tmp.mkdir(exist_ok=resumable)  # other ranks, or an earlier attempt, may have made a resumable one
+        started = time.time()
+        manifest = {
+            "stage": stage,
+            "hash": digest,
+            "config": payload,
+            "inputs": inputs,
+            "versions": _versions(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        }
+        build = StageBuild(stage=stage, final=final, tmp=tmp, manifest=manifest)
+        try:
+            yield build
+        except BaseException:
+            if not resumable:  # a resumable build keeps its checkpoints for the next attempt
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if not publish:
+            return
+        manifest["seconds"] = round(time.time() - started, 3)
+        write_json_atomic(tmp / MANIFEST, manifest)
+        (tmp / COMPLETE_MARKER).write_text("ok\n")  # written last: the folder is finished
+        if final.exists():  # finished meanwhile by a run that did not wait for the lock (an older bertforge)
             shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not publish:
-        return
-    manifest["seconds"] = round(time.time() - started, 3)
-    write_json_atomic(tmp / MANIFEST, manifest)
-    (tmp / COMPLETE_MARKER).write_text("ok\n")  # written last: the folder is finished
-    if final.exists():  # a concurrent run finished the same stage first; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
+        else:
+            os.rename(tmp, final)
+
+
+@contextlib.contextmanager
+def _stage_lock(final: Path) -> Iterator[None]:
+    """Hold `.<name>.lock` for the build; a second builder fails at once, naming the holder."""
+    path = final.parent / f".{final.name}.lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StageBusy(f"{final.name} is being built by {holder} (lock {path}): wait for that run, or stop it "
+                            "and rerun this command to resume its work") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _clear_leftovers(final: Path, tmp: Path, fresh: bool) -> None:
+    """Under the lock: remove what killed non-resumable builds left, and set a resumable folder aside
+    when asked to start over. Says what it does: nothing disappears silently."""
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        if stale != tmp:
+            log.warning("%s: removing %s, left unfinished by a build that was killed", final.parent.name, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    if fresh and tmp.exists():
+        aside = tmp.with_name(f"{tmp.name}-set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(tmp, aside)
+        log.warning("%s: starting over (checkpoint.resume=false); the earlier attempt is kept in %s",
+                    final.parent.name, aside)
 
 
 @dataclass(frozen=True)
@@ -138,9 +180,10 @@ class StageOutput:
     def folder(self) -> Path:
         return Path(self.work_dir) / self.stage / f"{self.stage}-{self.digest}"
 
-    def build(self, run_id: str | None = None, publish: bool = True):
-        """`build_stage` for this folder (see there for `run_id` and `publish`)."""
-        return build_stage(self.work_dir, self.stage, self.payload, self.inputs, run_id=run_id, publish=publish)
+    def build(self, resumable: bool = False, publish: bool = True, fresh: bool = False):
+        """`build_stage` for this folder (see there for `resumable`, `publish` and `fresh`)."""
+        return build_stage(self.work_dir, self.stage, self.payload, self.inputs, resumable=resumable,
+                           publish=publish, fresh=fresh)
 
 
 def _versions() -> dict[str, str]:

@@ -1,63 +1,86 @@
-"""A run outside SLURM (local or torchrun) that is interrupted resumes from its last periodic checkpoint
-when restarted with the same run id, at that step's data position."""
+"""A run killed outright (SIGKILL: out of memory, a lost node) resumes when the same command is run
+again, from its newest checkpoint and that step's data position, and ends exactly where an
+uninterrupted run ends: the same loss at every step and the same weights, bit for bit on CPU."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import time
 
-from bertforge.common.stage_folder import read_manifest
-from bertforge.experiment import load_config
-from bertforge.stages import run_stage
-from tests.conftest import compose_raw
-from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders
+from safetensors.torch import load_file
 
-# Long enough that the interrupt lands mid-training even on a fast, idle machine (40 steps took 1.7 s in CI).
+from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
+
+# Long enough that the kill lands mid-training even on a fast, idle machine (40 steps took 1.7 s in CI).
 STEPS, EVERY = 300, 10
-RUN = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))] + [
-    f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}"]
+RUN = ["bertforge", "pretrain", *[o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))],
+       f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}", "model.dropout=0.1"]
 
 
-def test_interrupted_run_resumes_from_last_checkpoint(upstream_work, tmp_path, data_dir, monkeypatch, caplog):
-    import shutil
-
+def _work(upstream_work, path):
     for stage in ("corpus", "vocab", "shards"):
-        shutil.copytree(upstream_work / stage, tmp_path / stage)
-    env = bertforge_env(data_dir, tmp_path) | {"BERTFORGE_RUN_ID": "resume-test"}
+        shutil.copytree(upstream_work / stage, path / stage)
+    return path
+
+
+def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_work, tmp_path, data_dir):
+    whole = _work(upstream_work, tmp_path / "uninterrupted")
+    run_cli(RUN, bertforge_env(data_dir, whole))
+    [reference] = pretrain_folders(whole)
+
+    work = _work(upstream_work, tmp_path / "killed")
+    env = bertforge_env(data_dir, work)
     with open(tmp_path / "attempt0.log", "w") as log:
-        # SIGINT restored in the child: a test run started in the background (nohup, CI) inherits it ignored.
-        first = subprocess.Popen(["bertforge", "pretrain", *RUN], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        first = subprocess.Popen(RUN, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
-            trained = list(tmp_path.glob("pretrain/.pretrain-*.tmp-resume-test/data_positions/rank0.tsv"))
-            if trained and len(trained[0].read_text().splitlines()) >= EVERY + 10:
+            trained = list(work.glob("pretrain/.pretrain-*.work/data_positions/rank0.tsv"))
+            if trained and len(trained[0].read_text().splitlines()) >= EVERY + 7:
                 break
-            time.sleep(0.1)
-        assert first.poll() is None, "the run ended before it could be interrupted"
-        first.send_signal(signal.SIGINT)  # Ctrl+C, or a cluster killing the job
-        assert first.wait(timeout=120) != 0
-    [kept] = list(tmp_path.glob("pretrain/.pretrain-*.tmp-resume-test"))
-    assert (kept / "checkpoints" / "last.ckpt").is_file() and not pretrain_folders(tmp_path)
+            time.sleep(0.05)
+        assert first.poll() is None, "the run ended before it could be killed"
+        os.kill(first.pid, signal.SIGKILL)  # no handler runs, no checkpoint is written on the way out
+        first.wait(timeout=60)
+    [kept] = list(work.glob("pretrain/.pretrain-*.work"))
+    assert (kept / "checkpoints" / "last.ckpt").is_file() and not pretrain_folders(work)
 
-    monkeypatch.setenv("BERTFORGE_RUN_ID", "resume-test")  # the restart: same run id, here in-process
-    caplog.set_level("INFO", logger="bertforge.pretrain")
-    folder = run_stage(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}",
-                                                               f"paths.work_dir={tmp_path}", *RUN])), "pretrain")
-    assert read_manifest(folder)["counts"]["steps"] == STEPS
-    resumed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from")]
-    assert len(resumed) == 1 and "last.ckpt" in resumed[0]
-    resumed_at = int(resumed[0].rsplit(" ", 1)[1])
-    assert resumed_at % EVERY == 0 and resumed_at >= EVERY
+    rerun = run_cli(RUN, env)  # the same command, nothing else
+    said = rerun.stdout + rerun.stderr
+    resumed_at = int(said.split("at step ", 1)[1].split()[0]) if "resuming from" in said else -1
+    assert resumed_at >= EVERY and resumed_at % EVERY == 0, said[-3000:]
+    [folder] = pretrain_folders(work)
+    assert not list(work.glob("pretrain/.pretrain-*.work"))  # the working folder became the finished one
 
-    rows = ledger(folder)[0]  # one process: attempts appended to one file
-    # The resumed attempt's first row is the last one at the resume step. (When the interrupt lands right
-    # after a checkpoint, no step is repeated, so "where the step goes back" would find nothing.)
-    restart = max(i for i, row in enumerate(rows) if row[1] == resumed_at)
-    assert rows[restart][3] == resumed_at * GLOBAL_BATCH and rows[restart - 1][1] >= resumed_at - 1
-    latest = {step: (start, stop) for _, step, _, start, stop in rows}  # the attempt that counted
+    # Every step trained once in the attempt that counts, each at its data position.
+    rows = ledger(folder)[0]
+    latest = {step: (start, stop) for _, step, _, start, stop in rows}
     assert sorted(latest) == list(range(STEPS))
-    assert sorted(p for start, stop in latest.values() for p in range(start, stop)) == list(range(STEPS * GLOBAL_BATCH))
-    # The loss curve keeps the first attempt's steps (Lightning's CSV logger alone would delete them).
-    assert [int(m["step"]) for m in metrics(folder)] == list(range(1, STEPS + 1))
+    assert all(start == step * GLOBAL_BATCH for step, (start, _) in latest.items())
+    # The resumed run is the uninterrupted run: loss, learning rate and gradient norm at every step...
+    keys = ("train/loss", "train/lr", "train/grad_norm")
+    resumed = [{k: row[k] for k in ("step", *keys)} for row in metrics(folder)]
+    assert resumed == [{k: row[k] for k in ("step", *keys)} for row in metrics(reference)]
+    assert [int(r["step"]) for r in resumed] == list(range(1, STEPS + 1))
+    # ...and the exported weights, bit for bit.
+    ours, theirs = load_file(str(folder / "hf" / "model.safetensors")), load_file(str(reference / "hf" / "model.safetensors"))
+    assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
+
+
+def test_a_second_run_of_the_same_stage_is_refused_and_told_who_runs_it(upstream_work, tmp_path, data_dir):
+    work = _work(upstream_work, tmp_path / "w")
+    env = bertforge_env(data_dir, work)
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(RUN, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and not list(work.glob("pretrain/.pretrain-*.work/data_positions")):
+                time.sleep(0.05)
+            second = subprocess.run(RUN, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2
+            assert f"is being built by pid {first.pid} on" in second.stderr and "wait for that run" in second.stderr
+        finally:
+            first.kill()
+            first.wait(timeout=60)

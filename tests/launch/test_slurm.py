@@ -121,7 +121,7 @@ def test_preempted_job_requeues_and_resumes_at_its_step_and_data_position(
         assert fields["JobState"] not in FINISHED, "the job ended before it could be preempted"
         # A rank has trained a micro-batch, so both have passed process-group start-up and listen for the
         # signal; the other rank may be anywhere in its step when it arrives.
-        return any(p.read_text() for p in tmp_path.glob("pretrain/.pretrain-*.tmp-*/data_positions/rank[01].tsv"))
+        return any(p.read_text() for p in tmp_path.glob("pretrain/.pretrain-*.work/data_positions/rank[01].tsv"))
 
     wait_for(job_id, timeout_s=180, until=training)
     # What SLURM does before a time limit or a preemption (--signal=USR1@90): signal every task of the job.

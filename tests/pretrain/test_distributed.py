@@ -106,9 +106,9 @@ SLURM_ENV = {"SLURM_JOB_ID": "42", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE":
              "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NAME": "bf"}
 
 
-def test_slurm_plan_reads_rank_and_a_run_id_that_survives_requeue():
+def test_slurm_plan_reads_rank_and_world_size():
     plan = plan_launch(cpu_trainer(devices=2, strategy="ddp", cluster="slurm"), SLURM_ENV)
-    assert (plan.cluster, plan.rank, plan.world_size, plan.run_id) == ("slurm", 1, 2, "slurm-42")
+    assert (plan.cluster, plan.rank, plan.world_size) == ("slurm", 1, 2)
     assert plan_launch(cpu_trainer(devices=2, strategy="ddp"), SLURM_ENV).cluster == "slurm"  # auto-detected
 
 
@@ -130,7 +130,7 @@ def test_torchrun_world_size_must_match():
     with pytest.raises(ConfigError, match=r"WORLD_SIZE=4 .*trainer.devices=2"):
         plan_launch(cpu_trainer(devices=2, strategy="ddp"), env)
     plan = plan_launch(cpu_trainer(devices=2, strategy="ddp"), {**env, "WORLD_SIZE": "2", "RANK": "1"})
-    assert (plan.cluster, plan.rank, plan.run_id) == ("torchrun", 1, "torchrun-h-29500")
+    assert (plan.cluster, plan.rank) == ("torchrun", 1)
 
 
 def test_more_devices_than_exist_is_a_clear_error():
@@ -152,12 +152,11 @@ def test_bad_strategy_combinations_are_named():
         plan_launch(cpu_trainer(cluster="pbs"), {})
 
 
-def test_local_ranks_share_the_run_id_rank_zero_exports():
+def test_local_ranks_take_their_rank_from_lightning():
     plan = plan_launch(cpu_trainer(devices=2, strategy="ddp"), {})
-    assert plan.rank == 0 and plan.run_id.startswith("local-")
-    child = plan_launch(cpu_trainer(devices=2, strategy="ddp"), {"LOCAL_RANK": "1", "BERTFORGE_RUN_ID": plan.run_id})
-    assert child.rank == 1 and child.run_id == plan.run_id
-    assert plan_launch(cpu_trainer(), {}).run_id is None  # one process: the stage folder is per process
+    assert plan.rank == 0 and plan.is_global_zero
+    child = plan_launch(cpu_trainer(devices=2, strategy="ddp"), {"LOCAL_RANK": "1"})
+    assert child.rank == 1 and not child.is_global_zero
 
 
 def tiny_bert():
@@ -174,7 +173,7 @@ def test_fsdp_config_builds_a_sharded_strategy_wrapping_each_block():
 
     model = tiny_bert()
     assert transformer_layer_classes(model) == {BertLayer}
-    plan = LaunchPlan("slurm", "gpu", 8, 2, 0, "slurm-1")
+    plan = LaunchPlan("slurm", "gpu", 8, 2, 0)
     cfg = TrainerConfig(strategy="fsdp", fsdp_sharding="HYBRID_SHARD", devices=8, num_nodes=2)
     args = trainer_arguments(cfg, plan, model)
     strategy = args["strategy"]
