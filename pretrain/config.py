@@ -147,6 +147,9 @@ class CheckpointConfig:
     """When the pretrain stage saves its resumable state (left out of the stage hash)."""
 
     every_n_steps: int = 500
+    keep_last: int = 2
+    """Periodic checkpoints kept (the newest ones; last.ckpt besides): a corrupt newest one falls back to
+    the one before it."""
     resume: bool = True
     """A rerun of the same command resumes an interrupted run from its newest checkpoint; false starts over
     (the interrupted attempt's folder is set aside, not deleted)."""

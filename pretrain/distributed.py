@@ -25,6 +25,7 @@ from typing import Mapping
 import torch
 
 from bertforge.common.errors import ConfigError
+from pretrain.checkpoints import AtomicCheckpointIO
 from pretrain.config import TrainerConfig
 
 CLUSTERS = ("auto", "local", "torchrun", "slurm")
@@ -244,18 +245,12 @@ def trainer_arguments(trainer_cfg: TrainerConfig, plan: LaunchPlan, model: torch
         "local": LightningEnvironment,
     }[plan.cluster]()
     return dict(accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=strategy,
-                plugins=[environment], use_distributed_sampler=False)  # RankSliceSampler already gives each rank its slice
+                plugins=[environment, AtomicCheckpointIO()], use_distributed_sampler=False)  # RankSliceSampler already gives each rank its slice
 
 
 def last_checkpoint(stage_tmp: Path) -> Path:
     """checkpoints/last.ckpt: written by the periodic checkpoints and by a preemption stop."""
     return Path(stage_tmp) / "checkpoints" / "last.ckpt"
-
-
-def resume_checkpoint(stage_tmp: Path) -> Path | None:
-    """The checkpoint a restarted attempt continues from (`last_checkpoint`), or None for a fresh start."""
-    last = last_checkpoint(stage_tmp)
-    return last if last.is_file() else None
 
 
 def checkpoint_step(path: Path) -> int:

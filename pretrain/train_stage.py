@@ -22,9 +22,10 @@ from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, Masking
                              TrainerConfig, TrainingConfig)
 from pretrain.data import PackedRows, PhasedData
 from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metrics, plan_launch,
-                                  requeue_command, resume_checkpoint, set_aside_metrics,
+                                  requeue_command, set_aside_metrics,
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
+from pretrain.checkpoints import newest_valid_checkpoint
 from pretrain.init_from import load_start_model
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
@@ -93,7 +94,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
         # requeued SLURM job, a restarted torchrun, a plain rerun) finds its checkpoints there and resumes
         # at the same step and data position.
         with out.build(resumable=True, publish=launch.is_global_zero, fresh=not checkpoint.resume) as build:
-            resume = resume_checkpoint(build.tmp)
+            resume = newest_valid_checkpoint(build.tmp / "checkpoints")
             data.start_step = checkpoint_step(resume) if resume else 0
             if resume:
                 log.info("resuming from %s at step %d", resume, data.start_step)
@@ -111,7 +112,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 callbacks=[
                     ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
                                     every_n_train_steps=checkpoint.every_n_steps, save_last=True,
-                                    save_top_k=1, auto_insert_metric_name=False),
+                                    monitor="step", mode="max", save_top_k=max(1, checkpoint.keep_last),
+                                    auto_insert_metric_name=False),
                     GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
                     step_metrics,
                     validation,

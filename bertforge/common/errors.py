@@ -26,5 +26,9 @@ class Preempted(Exception):
     """Training stopped on the cluster's warning signal; the checkpoint to resume from is saved."""
 
 
+class DiskFull(OSError):
+    """The disk filled while a checkpoint was being written; the previous one is intact."""
+
+
 class StageBusy(RuntimeError):
     """Another live process is building the same stage folder (it holds the stage's lock)."""

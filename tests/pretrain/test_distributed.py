@@ -13,7 +13,7 @@ import torch
 from bertforge.common.errors import ConfigError
 from pretrain.config import TrainerConfig
 from pretrain.data import PackedRows
-from pretrain.distributed import (LaunchPlan, batch_layout, plan_launch, resume_checkpoint, trainer_arguments,
+from pretrain.distributed import (LaunchPlan, batch_layout, plan_launch, trainer_arguments,
                                   transformer_layer_classes)
 from pretrain.rank_sampler import RankSliceSampler, check_step_boundary, micro_batch_seed
 
@@ -183,13 +183,6 @@ def test_fsdp_config_builds_a_sharded_strategy_wrapping_each_block():
     assert args["use_distributed_sampler"] is False
     environment = args["plugins"][0]
     assert not environment.auto_requeue  # Lightning's in-handler requeue is off: pretrain/preemption.py does it
-
-
-def test_resume_continues_from_last_checkpoint(tmp_path):
-    assert resume_checkpoint(tmp_path) is None
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
 
 
 def progress(ready, started, processed, completed):

@@ -1,0 +1,76 @@
+"""Checkpoints that cannot be half-written, and the newest one that can be trusted.
+
+A checkpoint is written to a temporary name beside its place and renamed over it, so a reader sees
+the old file or the whole new one. A disk that fills while saving leaves the previous checkpoint as
+it was and stops the run with a message saying so. On resume, a newest checkpoint that is truncated
+or corrupt (a copy cut short, a bad disk) is passed over, with a warning, for the one before it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from bertforge.common.errors import DiskFull
+
+log = logging.getLogger("bertforge.pretrain")
+
+LAST = "last.ckpt"
+STEP_FILE = re.compile(r"step(\d+)\.ckpt$")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, writing to `<name>.tmp-<pid>` and renaming it into place."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(checkpoint, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())  # on disk before it replaces the previous one
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                kept = newest_valid_checkpoint(path.parent)
+                raise DiskFull(f"the disk filled while saving {path} ({err.strerror}); "
+                               + (f"the previous checkpoint {kept} is intact. " if kept else "no checkpoint was lost. ")
+                               + "Free space, then rerun the same command to resume.") from None
+            raise
+
+
+def is_readable(path: Path) -> bool:
+    """Whether `path` is a whole torch checkpoint (a zip archive whose every member checks out)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return False
+
+
+def newest_valid_checkpoint(folder: Path) -> Path | None:
+    """`last.ckpt`, else the highest `step<N>.ckpt`, that `is_readable`; the ones passed over are named
+    in a warning. None when there is none (a fresh start)."""
+    folder = Path(folder)
+    steps = sorted((p for p in folder.glob("step*.ckpt") if STEP_FILE.search(p.name)),
+                   key=lambda p: int(STEP_FILE.search(p.name).group(1)), reverse=True)
+    candidates = [p for p in [folder / LAST, *steps] if p.is_file()]
+    for index, path in enumerate(candidates):
+        if is_readable(path):
+            if index:
+                log.warning("checkpoints %s are truncated or corrupt: resuming from %s instead",
+                            ", ".join(str(p) for p in candidates[:index]), path)
+            return path
+    if candidates:
+        log.warning("no readable checkpoint in %s (%s): starting over", folder, ", ".join(p.name for p in candidates))
+    return None

@@ -1,0 +1,48 @@
+"""Checkpoints: never half-written, a full disk leaves the previous one intact, a corrupt newest one is
+passed over for the one before it."""
+
+import errno
+import logging
+
+import pytest
+import torch
+
+from bertforge.common.errors import DiskFull
+from pretrain.checkpoints import AtomicCheckpointIO, is_readable, newest_valid_checkpoint
+
+
+def save(folder, name, step):
+    AtomicCheckpointIO().save_checkpoint({"global_step": step, "w": torch.arange(1000)}, folder / name)
+    return folder / name
+
+
+def test_the_newest_readable_checkpoint_is_resumed_and_a_corrupt_one_named(tmp_path, caplog):
+    assert newest_valid_checkpoint(tmp_path) is None
+    save(tmp_path, "step10.ckpt", 10)
+    step20 = save(tmp_path, "step20.ckpt", 20)
+    last = save(tmp_path, "last.ckpt", 20)
+    assert newest_valid_checkpoint(tmp_path) == last
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short
+    with caplog.at_level(logging.WARNING, logger="bertforge.pretrain"):
+        assert newest_valid_checkpoint(tmp_path) == step20
+    assert "last.ckpt are truncated or corrupt: resuming from" in caplog.text
+    raw = bytearray(step20.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte inside a stored tensor: its CRC no longer matches
+    step20.write_bytes(bytes(raw))
+    assert not is_readable(step20) and newest_valid_checkpoint(tmp_path) == tmp_path / "step10.ckpt"
+    assert torch.load(tmp_path / "step10.ckpt", weights_only=False)["global_step"] == 10
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
+    last = save(tmp_path, "last.ckpt", 10)
+    before = last.read_bytes()
+
+    def full(obj, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")  # what a filling disk leaves behind
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFull, match=r"disk filled while saving .*last.ckpt .*previous checkpoint .*intact"):
+        AtomicCheckpointIO().save_checkpoint({"global_step": 20}, last)
+    assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
