@@ -93,7 +93,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
         # Every rank writes into one working folder named by the stage hash: a rerun of the same command (a
         # requeued SLURM job, a restarted torchrun, a plain rerun) finds its checkpoints there and resumes
         # at the same step and data position.
-        with out.build(resumable=True, publish=launch.is_global_zero, fresh=not checkpoint.resume) as build:
+        with out.build(resumable=True, publish=launch.is_global_zero, fresh=not checkpoint.resume,
+                       keep_on_error=True) as build:
             resume = newest_valid_checkpoint(build.tmp / "checkpoints")
             data.start_step = checkpoint_step(resume) if resume else 0
             if resume:

@@ -71,7 +71,7 @@ class StageBuild:
 
 @contextlib.contextmanager
 def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str], resumable: bool = False,
-                publish: bool = True, fresh: bool = False) -> Iterator[StageBuild]:
+                publish: bool = True, fresh: bool = False, keep_on_error: bool = False) -> Iterator[StageBuild]:
     """Context manager that builds one stage folder atomically.
 
     `payload` is the part of the resolved config the stage depends on; `inputs` maps upstream
@@ -79,18 +79,21 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
     with `publish=True` (rank 0 of a distributed run) holds the stage's lock (`.<name>.lock`, an
     fcntl lock that a dead process no longer holds, so a second live run stops at once and is told
     who builds it), writes the manifest and renames the folder into place; other ranks only write.
+    The locks live in `<work>/.locks/`.
 
-    A resumable build (the pretrain stage) writes into `.<name>.work`, named from the hash alone, so
-    rerunning the same command, on any launcher, finds an interrupted attempt's checkpoints there
-    and goes on; the folder is kept when an attempt fails. `fresh=True` sets such a folder aside
-    (renamed, never deleted) and starts over. Other builds write into `.<name>.tmp-<pid>` and remove
-    it on failure; a leftover of a killed build is removed by the next one, with a warning.
+    A resumable build (pretrain, corpus) writes into `.<name>.work`, named from the hash alone, so
+    rerunning the same command, on any launcher, finds an interrupted attempt's work there and goes
+    on. The folder is kept when the process is killed or interrupted, and when any error ends it
+    with `keep_on_error` (pretrain: its checkpoints); an error otherwise (bad input) removes it.
+    `fresh=True` sets such a folder aside (renamed, never deleted) and starts over. Other builds write
+    into `.<name>.tmp-<pid>` and remove it on failure; a killed build's leftover is removed by the
+    next one, with a warning.
     """
     named = StageOutput(Path(work_dir), stage, payload, inputs)
     digest, final = named.digest, named.folder
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / (f".{final.name}.work" if resumable else f".{final.name}.tmp-{os.getpid()}")
-    with _stage_lock(final) if publish else contextlib.nullcontext():
+    with _stage_lock(Path(work_dir), final) if publish else contextlib.nullcontext():
         if publish:
             _clear_leftovers(final, tmp, fresh)
         tmp.mkdir(exist_ok=resumable)  # other ranks, or an earlier attempt, may have made a resumable one
@@ -106,8 +109,9 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
         build = StageBuild(stage=stage, final=final, tmp=tmp, manifest=manifest)
         try:
             yield build
-        except BaseException:
-            if not resumable:  # a resumable build keeps its checkpoints for the next attempt
+        except BaseException as err:
+            interrupted = not isinstance(err, Exception)  # KeyboardInterrupt, SystemExit: not the input's fault
+            if not (resumable and (keep_on_error or interrupted)):
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         if not publish:
@@ -122,9 +126,11 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
 
 
 @contextlib.contextmanager
-def _stage_lock(final: Path) -> Iterator[None]:
-    """Hold `.<name>.lock` for the build; a second builder fails at once, naming the holder."""
-    path = final.parent / f".{final.name}.lock"
+def _stage_lock(work_dir: Path, final: Path) -> Iterator[None]:
+    """Hold `<work>/.locks/<name>.lock` for the build; a second builder fails at once, naming the holder.
+    (Outside the stage's own folder, so listing a stage's folders finds only stage folders.)"""
+    path = work_dir / ".locks" / f"{final.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -180,10 +186,11 @@ class StageOutput:
     def folder(self) -> Path:
         return Path(self.work_dir) / self.stage / f"{self.stage}-{self.digest}"
 
-    def build(self, resumable: bool = False, publish: bool = True, fresh: bool = False):
-        """`build_stage` for this folder (see there for `resumable`, `publish` and `fresh`)."""
+    def build(self, resumable: bool = False, publish: bool = True, fresh: bool = False,
+              keep_on_error: bool = False):
+        """`build_stage` for this folder (see there for the switches)."""
         return build_stage(self.work_dir, self.stage, self.payload, self.inputs, resumable=resumable,
-                           publish=publish, fresh=fresh)
+                           publish=publish, fresh=fresh, keep_on_error=keep_on_error)
 
 
 def _versions() -> dict[str, str]:

@@ -30,7 +30,9 @@ START_METHODS = ("fork", "forkserver", "spawn")
 
 
 def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], logging_dir: Path) -> None:
-    """Run `steps` in order with the executor `executor_cfg.name` (local or slurm)."""
+    """Run `steps` in order with the executor `executor_cfg.name` (local, slurm or ray). A task whose
+    completion marker is in `logging_dir` (from an earlier, killed attempt of the same stage) is not run
+    again: every task writes its own output files from scratch, so a rerun only does what is missing."""
     if executor_cfg.name == "local":
         if executor_cfg.start_method not in START_METHODS:
             raise ConfigError(f"corpus.executor.start_method={executor_cfg.start_method!r}: choose one of "
@@ -44,7 +46,7 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
             with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
                     contextlib.redirect_stderr(console):
                 LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir / name),
-                                      skip_completed=False, start_method=executor_cfg.start_method).run()
+                                      skip_completed=True, start_method=executor_cfg.start_method).run()
         return
     if executor_cfg.name == "slurm":
         _run_on_slurm(executor_cfg, steps, logging_dir)
@@ -68,7 +70,7 @@ def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
         ray.init()
     for name, pipeline, tasks in steps:
         log.info("corpus: step %s, %d task(s) on Ray", name, tasks)
-        RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir / name), skip_completed=False,
+        RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir / name), skip_completed=True,
                             cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb).run()
 
 
@@ -87,7 +89,7 @@ def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
         executor = SlurmPipelineExecutor(
             pipeline=pipeline, tasks=tasks, time=cfg.time, partition=partition,
             cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb, job_name=f"bertforge-{name}",
-            env_command=env_command, logging_dir=str(logging_dir / name), skip_completed=False,
+            env_command=env_command, logging_dir=str(logging_dir / name), skip_completed=True,
             depends=previous, qos="", mail_type="NONE", requeue=False)
         executors.append(executor)
         previous = executor

@@ -70,7 +70,8 @@ class _StrictReader(BaseDiskReader):
             if self._skipped_out is None:
                 folder = Path(self.skipped_folder)
                 folder.mkdir(parents=True, exist_ok=True)
-                self._skipped_out = open(folder / f"input{self.input_index}-{self._rank:05d}.jsonl", "ab")
+                # "wb": a task run again after a kill writes its list afresh, never twice
+                self._skipped_out = open(folder / f"input{self.input_index}-{self._rank:05d}.jsonl", "wb")
             self._skipped_out.write(orjson.dumps({"file": full, "line": bad.line, "problem": bad.problem,
                                                   "input": self.source}) + b"\n")
             self._skipped_out.flush()

@@ -49,7 +49,8 @@ class CheckedInputs:
 def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig, out: StageOutput) -> None:
     """Clean and deduplicate `source` with `filters` into the folder `out` (run by `run.executor`)."""
     inputs = checked_inputs(source)
-    with out.build() as build:
+    # Resumable: a killed run's folder is kept, and the rerun skips the datatrove tasks that finished.
+    with out.build(resumable=True) as build:
         _run_pipelines(source, filters, run, inputs.specs, build.tmp)
         report = corpus_report(build.tmp, run.examples_per_rule, extra_skipped=inputs.empty_files)
         if report["documents_in"] == 0:

@@ -196,7 +196,7 @@ def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
             sorted(d["id"] for d in iter_documents(local))
 
 
-def test_killed_run_leaves_nothing_finished_and_rerun_does_not_duplicate(data_dir, tmp_path):
+def test_killed_run_resumes_its_finished_tasks_and_duplicates_nothing(data_dir, tmp_path):
     import os
     import random
     import signal
@@ -207,27 +207,37 @@ def test_killed_run_leaves_nothing_finished_and_rerun_does_not_duplicate(data_di
     sentences = [line[len("# text ="):].strip() for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
                  for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
     rng = random.Random(1)
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"text": " ".join(rng.sample(sentences, 8))}, ensure_ascii=False) + "\n"
-                           for _ in range(2000)), encoding="utf-8")
+    src = tmp_path / "in"
+    src.mkdir()
+    for part in range(8):  # eight files: four tasks of two files each
+        (src / f"part{part}.jsonl").write_text("".join(
+            json.dumps({"text": " ".join(rng.sample(sentences, 8))}, ensure_ascii=False) + "\n"
+            for _ in range(500)), encoding="utf-8")
     env = dict(os.environ, BERTFORGE_WORK=str(tmp_path / "w"), BERTFORGE_DATA=str(data_dir))
-    command = [sys.executable, "-m", "bertforge", "corpus", "source=jsonl", f"source.inputs.0.path={src}"]
+    command = [sys.executable, "-m", "bertforge", "corpus", "source=jsonl", f"source.inputs.0.path={src}",
+               "corpus.tasks=4"]
     run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     corpus_dir = tmp_path / "w" / "corpus"
+    markers = ".corpus-*.work/datatrove/filter/completions/*"
     deadline = time.time() + 120
-    while time.time() < deadline and not list(corpus_dir.glob(".corpus-*.tmp-*/work/filtered/*.jsonl")):
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)  # killed half-way through the filter step
+    while time.time() < deadline and not list(corpus_dir.glob(markers)):
+        time.sleep(0.01)
+    os.killpg(run.pid, signal.SIGKILL)  # killed once the first task of the filter step has finished
     run.wait()
-    assert list(corpus_dir.glob(".corpus-*.tmp-*")) and not list(corpus_dir.glob("corpus-*"))
+    done = {p.name: p.stat().st_mtime_ns for p in corpus_dir.glob(markers)}
+    print(f"filter tasks finished before the kill: {len(done)} of 4")
+    assert done and list(corpus_dir.glob(".corpus-*.work")) and not list(corpus_dir.glob("corpus-*"))
+
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     [folder] = list(corpus_dir.glob("corpus-*"))
-    assert not list(corpus_dir.glob(".corpus-*.tmp-*"))  # the killed run's leftovers are gone
+    assert not list(corpus_dir.glob(".corpus-*.work"))  # the working folder became the finished one
+    after = {p.name: p.stat().st_mtime_ns for p in (folder / "datatrove" / "filter" / "completions").iterdir()}
+    assert len(after) == 4 and all(after[name] == mtime for name, mtime in done.items())  # not run again
     report = json.loads((folder / "report.json").read_text())
     ids = [d["id"] for d in iter_documents(folder)]
-    assert report["documents_in"] == 2000 and len(ids) == len(set(ids)) == report["documents_kept"]
+    assert report["documents_in"] == 4000 and len(ids) == len(set(ids)) == report["documents_kept"]
 
 
 def test_derived_stopwords_are_per_language_in_a_mixed_corpus(make_cfg):
