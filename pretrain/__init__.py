@@ -1,1 +1,1 @@
-"""bertforge's model side: the pretrain, evaluate and publish stages, and the `bertforge` CLI."""
+"""bertforge's model side: the pretrain stage (from scratch or continued), and the evaluate and publish stages."""
