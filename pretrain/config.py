@@ -78,6 +78,9 @@ class OptimConfig:
     """wsd: share of max_steps spent in the final linear decay."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 turns clipping off (the norm is still logged)."""
+    max_bad_steps: int = 20
+    """A step whose gradient norm is not finite (a NaN or inf loss or gradient) is skipped: no update,
+    counted in train/skipped_steps. This many in a row stop the run (checked at each log interval)."""
 
 
 @dataclass

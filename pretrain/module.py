@@ -17,6 +17,7 @@ from pretrain.model import encoder_and_head
 from pretrain.optim import build_optimizer
 from pretrain.phases import Phase
 from pretrain.schedules import lr_lambda
+from bertforge.common.errors import TrainingDiverged
 from pretrain.config import MaskingConfig, OptimConfig
 
 
@@ -76,7 +77,7 @@ class MaskedLMModule(L.LightningModule):
         batch = self.masker(input_ids)  # torch's global RNG, reseeded per micro-batch (MicroBatchSeeding)
         loss, correct = self.loss_fn(batch.input_ids, batch.positions, batch.targets)
         # Accumulate on the device: no .item() here (that would wait for the GPU every step).
-        self.window["loss_sum"] += loss.detach()
+        self.window["loss_sum"] += torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0)
         self.window["correct"] += correct
         self.window["micro_batches"] += 1  # Python ints: known without asking the device
         self.window["masked"] += batch.targets.numel()
@@ -88,25 +89,35 @@ class MaskedLMModule(L.LightningModule):
 
     def reset_window(self) -> None:
         zero = torch.zeros((), device=self.device)
+        bad_run = self.window["bad_run"] if self.window else zero.clone()  # runs across log intervals
         self.window = {"loss_sum": zero.clone(), "correct": zero.clone(), "grad_norm": zero.clone(),
-                       "micro_batches": 0, "masked": 0, "tokens": 0}
+                       "skipped": zero.clone(), "bad_run": bad_run.to(self.device), "micro_batches": 0,
+                       "masked": 0, "tokens": 0}
 
     def pop_window(self) -> dict:
         """Metrics since the last call, as Python numbers. This is the one host sync per log interval."""
         w = self.window
         sums = torch.stack([w["loss_sum"], w["correct"], w["loss_sum"].new_tensor(w["micro_batches"]),
-                            w["loss_sum"].new_tensor(w["masked"]), w["grad_norm"]])
+                            w["loss_sum"].new_tensor(w["masked"]), w["grad_norm"], w["skipped"], w["bad_run"]])
         ranks = 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Loss and accuracy of the whole global batch, not of this rank's slice: one all-reduce per
             # log interval (every rank calls this at the same steps).
             torch.distributed.all_reduce(sums)
             ranks = torch.distributed.get_world_size()
-        loss_sum, correct, micro_batches, masked, grad_norm_sum = sums.tolist()  # host sync
-        grad_norm = grad_norm_sum / ranks  # the same on every rank: gradients were reduced before it
+        loss_sum, correct, micro_batches, masked, grad_norm_sum, skipped, bad_run = sums.tolist()  # host sync
+        # Norms, skips and runs of bad steps are the same on every rank: gradients were reduced before them.
+        grad_norm, skipped, bad_run = grad_norm_sum / ranks, round(skipped / ranks), round(bad_run / ranks)
         self.reset_window()
+        if bad_run >= max(1, self.optim.max_bad_steps):
+            last = getattr(getattr(self._trainer, "checkpoint_callback", None), "last_model_path", "") or "none yet"
+            raise TrainingDiverged(
+                f"{bad_run} optimiser steps in a row up to step {self.global_step} had a non-finite loss or gradient "
+                f"and were skipped (optim.max_bad_steps={self.optim.max_bad_steps}): stopped. The weights were not "
+                f"updated by them; the last checkpoint is {last}. Lower optim.lr or raise optim.warmup_steps, "
+                "then rerun the same command (checkpoint.resume=false to start over)")
         return {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
-                "train/grad_norm": grad_norm, "tokens": w["tokens"]}
+                "train/grad_norm": grad_norm, "train/skipped_steps": skipped, "tokens": w["tokens"]}
 
     def body_parameters(self) -> set[int]:
         """Ids of the encoder's parameters other than the token embeddings: what
@@ -118,12 +129,19 @@ class MaskedLMModule(L.LightningModule):
         return {id(p) for p in encoder.parameters() if id(p) != embeddings}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Clip to `optim.grad_clip` and keep the norm (on the device) for logging."""
+        """Clip to `optim.grad_clip`, keep the norm (on the device) for logging, and make the optimiser skip
+        a step whose norm is not finite, all without a host sync."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
         if self.optim.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.optim.grad_clip, norm)
-        self.window["grad_norm"] = norm.detach()  # the latest step's norm is what gets logged
+        bad = ~torch.isfinite(norm)
+        # Fused AdamW (and our LAMB) skip the whole update on the device where `found_inf` is 1: the hook
+        # AMP's GradScaler uses. Under fp16 mixed precision the scaler sets it again itself.
+        getattr(optimizer, "optimizer", optimizer).found_inf = bad.float()
+        self.window["grad_norm"] = torch.where(bad, 0.0, norm.detach())  # the latest good step's norm is logged
+        self.window["skipped"] += bad
+        self.window["bad_run"] = torch.where(bad, self.window["bad_run"] + 1, 0.0)
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.optim, self.body_parameters())

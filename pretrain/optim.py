@@ -68,6 +68,7 @@ class Lamb(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        skip = getattr(self, "found_inf", None)  # 1 on a step to skip, set on the device (no host sync)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for param in group["params"]:
@@ -78,8 +79,11 @@ class Lamb(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["step"] += 1
+                state["step"] += 1  # also on a skipped step: its bias correction is a step ahead
                 grad, m, v = param.grad.float(), state["exp_avg"], state["exp_avg_sq"]
+                if skip is not None:  # a bad step (see MaskedLMModule): moments and weights stay as they are
+                    grad = torch.where(skip.bool(), 0.0, grad)
+                    m_before, v_before = m.clone(), v.clone()
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 m_hat = m / (1 - beta1 ** state["step"])
@@ -90,5 +94,9 @@ class Lamb(torch.optim.Optimizer):
                 # Norms stay on the device: a torch.where, not a Python `if`, so no host sync.
                 w_norm, u_norm = param.float().norm(), update.norm()
                 trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+                if skip is not None:
+                    trust = trust * (1 - skip)
+                    m.copy_(torch.where(skip.bool(), m_before, m))
+                    v.copy_(torch.where(skip.bool(), v_before, v))
                 param.add_((update * trust).to(param.dtype), alpha=-group["lr"])
         return loss

@@ -26,6 +26,10 @@ class Preempted(Exception):
     """Training stopped on the cluster's warning signal; the checkpoint to resume from is saved."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Too many optimiser steps in a row had a non-finite loss or gradient."""
+
+
 class DiskFull(OSError):
     """The disk filled while a checkpoint was being written; the previous one is intact."""
 
