@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"bertforge: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    if moved(rest):
-        print(f"bertforge {command}: error: " + "; ".join(moved(rest)), file=sys.stderr)
+    renamed = moved(rest)
+    if renamed:
+        print(f"bertforge {command}: error: " + "; ".join(renamed), file=sys.stderr)
         sys.exit(2)
     os.environ[STAGE_VARIABLE] = command
     # Hydra parses the overrides from sys.argv[1:]; Lightning restarts sys.argv[0] for other local ranks,

@@ -17,6 +17,7 @@ not pay for importing every library.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,14 @@ def _build_corpus(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None
 
 def _start(cfg: ExperimentConfig) -> Checkpoint | None:
     """The continued-pretraining checkpoint (`model.init_from`), or None for a model from scratch."""
-    return resolve_checkpoint(cfg.model.init_from) if cfg.model.init_from else None
+    return _checkpoint(cfg.model.init_from) if cfg.model.init_from else None
+
+
+@functools.lru_cache(maxsize=None)
+def _checkpoint(init_from: str) -> Checkpoint:
+    # Resolving hashes the checkpoint's weights; the vocab and pretrain rows both ask, when planned and
+    # when built, so a command does it once (a failure is not cached: it raises).
+    return resolve_checkpoint(init_from)
 
 
 def _start_folder(cfg: ExperimentConfig) -> Path | None:
@@ -95,7 +103,7 @@ def _shard_lengths(cfg: ExperimentConfig) -> dict:
 def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from corpora.shards.stage import build_shards
 
-    build_shards(cfg.shards, _shard_lengths(cfg)["seq_lens"], up["corpus"], up["vocab"], out)
+    build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out)  # from _shard_lengths
 
 
 def _pretrain_start(cfg: ExperimentConfig) -> dict:
