@@ -144,8 +144,7 @@ def _build_publish(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> Non
     from pretrain.publish.stage import build_publish
 
     build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
-                  model_cfg=cfg.model, masking=cfg.masking, optim=cfg.optim, training=cfg.training,
-                  upstream=up, out=out)
+                  masking=cfg.masking, optim=cfg.optim, training=cfg.training, upstream=up, out=out)
 
 
 def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:

@@ -47,7 +47,7 @@ def resolve_checkpoint(value: str, key: str = "model.init_from") -> Checkpoint:
     path = Path(value).expanduser()
     if path.exists():
         return _local(value, path, key)
-    if _looks_like_hub_id(value):
+    if is_hub_id(value):
         return _local(value, _download(value, key), key)
     raise ConfigError(f"{key}={value!r}: no such folder, and it is not a hub id (org/name): give a folder with "
                       "config.json and model weights, a bertforge pretrain/publish stage folder, or a hub id")
@@ -81,9 +81,10 @@ def _files_sha256(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _looks_like_hub_id(value: str) -> bool:
+def is_hub_id(value: str) -> bool:
+    """Whether `value` names a hub repository (`org/name`) rather than a local path."""
     parts = value.split("/")
-    return len(parts) == 2 and all(parts) and not value.startswith((".", "~"))
+    return len(parts) == 2 and all(parts) and not value.startswith((".", "~")) and not Path(value).expanduser().exists()
 
 
 def _download(repo_id: str, key: str) -> Path:

@@ -8,24 +8,24 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertforge.common.checkpoints import is_hub_id
 from bertforge.common.stage_folder import StageOutput, read_manifest
 from corpora.config import FiltersConfig, SourceConfig, TokenizerConfig
-from pretrain.config import MaskingConfig, ModelConfig, OptimConfig, PublishConfig, TrainingConfig
+from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingConfig
 
 log = logging.getLogger("bertforge.publish")
 
 
 def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig, filters: FiltersConfig,
-                  tokenizer: TokenizerConfig, model_cfg: ModelConfig, masking: MaskingConfig, optim: OptimConfig,
-                  training: TrainingConfig, upstream: dict[str, Path],
-                  out: StageOutput) -> None:
+                  tokenizer: TokenizerConfig, masking: MaskingConfig, optim: OptimConfig, training: TrainingConfig,
+                  upstream: dict[str, Path], out: StageOutput) -> None:
     """Copy the pretrain stage's HF export into `out`/model with a model card made from every upstream
     stage's manifest (`upstream`: corpus, vocab, shards, pretrain and evaluate folders)."""
     manifests = {name: read_manifest(path) for name, path in upstream.items()}
     corpus_report = json.loads((upstream["corpus"] / "report.json").read_text(encoding="utf-8"))
     architecture = json.loads((upstream["pretrain"] / "hf" / "config.json").read_text(encoding="utf-8"))
-    card = model_card(ModelCardFacts(publish, run_name, source, filters, tokenizer, model_cfg, masking, optim,
-                                     training), manifests, corpus_report, architecture)
+    card = model_card(ModelCardFacts(publish, run_name, source, filters, tokenizer, masking, optim, training),
+                      manifests, corpus_report, architecture)
     with out.build() as build:
         shutil.copytree(upstream["pretrain"] / "hf", build.tmp / "model")
         (build.tmp / "model" / "README.md").write_text(card, encoding="utf-8")
@@ -34,14 +34,13 @@ def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig
 
 @dataclass(frozen=True)
 class ModelCardFacts:
-    """The config sections a model card quotes."""
+    """The config sections a model card quotes (the architecture comes from the exported config.json)."""
 
     publish: PublishConfig
     run_name: str
     source: SourceConfig
     filters: FiltersConfig
     tokenizer: TokenizerConfig
-    model: ModelConfig
     masking: MaskingConfig
     optim: OptimConfig
     training: TrainingConfig
@@ -64,7 +63,7 @@ def model_card(cfg: ModelCardFacts, manifests: dict, corpus_report: dict, archit
         "library_name: transformers",
         "pipeline_tag: fill-mask",
         "tags: [bertforge, masked-lm]",
-        *([f"base_model: {start['checkpoint']}"] if start and _is_hub_id(start["checkpoint"]) else []),
+        *([f"base_model: {start['checkpoint']}"] if start and is_hub_id(start["checkpoint"]) else []),
         "---", "",
         f"# {name}", "",
         f"A {a['model_type'].upper()} masked-language model ({a['num_hidden_layers']} layers, hidden size "
@@ -108,7 +107,3 @@ def _continued_from(start: dict) -> str:
             + (f", bertforge {start['stage']} stage {start['stage_hash']}" if "stage" in start else "")
             + f"); vocabulary mode {start['vocab_mode']}, embedding rows: {rows} "
             f"(transfer {start['vocab_transfer']}); new weights: {', '.join(start['weights']['new']) or 'none'}.")
-
-
-def _is_hub_id(value: str) -> bool:
-    return len(value.split("/")) == 2 and not Path(value).exists()
