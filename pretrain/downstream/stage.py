@@ -74,7 +74,7 @@ def build_downstream(cfg: DownstreamConfig, checkpoint: Path, references: dict[s
     task of `cfg`, `cfg.seeds` times each."""
     from transformers import AutoTokenizer
 
-    tasks = [load_task(task) for task in cfg.tasks]
+    tasks = [_capped(load_task(task), cfg) for task in cfg.tasks]
     models = {"model": (checkpoint, False)}
     if cfg.random_init:
         models["random_init"] = (checkpoint, True)
@@ -107,7 +107,7 @@ def _run_once(work: Path, data: TaskData, model: str, folder: Path, tokenizer, u
     if done.exists():  # finished before the run was interrupted
         return json.loads(done.read_text(encoding="utf-8"))
     started = time.perf_counter()
-    result = fine_tune(_capped(data, cfg), str(folder), tokenizer, untrained, seed, cfg)
+    result = fine_tune(data, str(folder), tokenizer, untrained, seed, cfg)
     result["seconds"] = round(time.perf_counter() - started, 1)
     done.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(done, result)
