@@ -83,13 +83,14 @@ class HubHandler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False) -> None:
+        self.server.requests.append((self.command, self.path, status))  # for a test to see what the client asked
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)) if "Content-Length" not in (headers or {}) else
                          headers["Content-Length"])
         self.end_headers()
-        if not head:
+        if not head and self.command != "HEAD":  # a HEAD answer has headers only, errors included
             self.wfile.write(body)
 
     def _json(self, status: int, data, error_code: str | None = None) -> None:
@@ -259,6 +260,8 @@ class HubHandler(BaseHTTPRequestHandler):
         prefix = folder.rstrip("/") + "/" if folder.strip("/") else ""
         entries = [{"type": "file", "path": p, "oid": sha, "size": len(self.server.store.blob(sha))}
                    for p, sha in sorted(self.server.store.tree(oid).items()) if p.startswith(prefix)]
+        if prefix and not entries:
+            return self._json(404, {"error": f"Entry not found: {folder}"}, "EntryNotFound")
         self._json(200, entries)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, head: bool) -> None:
@@ -282,10 +285,11 @@ class HubServer:
         daemon_threads = True
         store: HubStore
         tokens: set[str]
+        requests: list[tuple[str, str, int]]
 
     def __init__(self, root: Path, tokens: set[str]):
         self.httpd = self._Server(("127.0.0.1", 0), HubHandler)
-        self.httpd.store, self.httpd.tokens = HubStore(root), set(tokens)
+        self.httpd.store, self.httpd.tokens, self.httpd.requests = HubStore(root), set(tokens), []
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
