@@ -176,3 +176,43 @@ def test_config_in_the_card_rebuilds_the_same_stages(pushed, monkeypatch):
     assert "hf_" not in saved.read_text() and "repo_id" not in saved.read_text()
     again = load_config(OmegaConf.load(saved))
     assert {s.stage.name: s.output.folder for s in plan(again, "publish")} == pushed["folders"]
+
+
+DOWNSTREAM = {
+    "recipe": {"epochs": 3, "lr": 5e-5, "batch_size": 16, "max_length": 128, "seeds": [0, 1, 2], "pooling": "first"},
+    "tasks": {
+        "ga_upos": {"task": "upos", "dataset": {"name": "UD_Irish-IDT", "train": "dev", "test": "test"},
+                    "models": {"model": {"accuracy": {"mean": 0.91, "sd": 0.004, "seeds": [0.91, 0.905, 0.915]}},
+                               "random_init": {"accuracy": {"mean": 0.62, "sd": 0.01, "seeds": [0.61, 0.62, 0.63]}},
+                               "reference:minilm": {"accuracy": {"mean": 0.8, "sd": 0.02, "seeds": [0.78, 0.8, 0.82]}}}},
+        "ga_parse": {"task": "parse", "dataset": {"name": "UD_Irish-IDT", "train": "dev", "test": "test"},
+                     "models": {"model": {"uas": {"mean": 0.71, "sd": 0.01, "seeds": [0.7, 0.71, 0.72]},
+                                          "las": {"mean": 0.63, "sd": 0.012, "seeds": [0.62, 0.63, 0.64]}},
+                                "random_init": {"uas": {"mean": 0.4, "sd": 0.02, "seeds": [0.38, 0.4, 0.42]},
+                                                "las": {"mean": 0.3, "sd": 0.02, "seeds": [0.28, 0.3, 0.32]}}}}}}
+
+
+def test_downstream_scores_reach_the_card_table_and_model_index(pushed, tmp_path):
+    """The downstream stage's metrics.json (hand-written here, in that stage's shape) goes into the card."""
+    from bertforge.common.stage_folder import StageOutput
+    from bertforge.stages import _plain
+    from pretrain.publish.stage import build_publish
+
+    cfg = pushed["cfg"]
+    downstream = StageOutput(tmp_path, "downstream", {"tasks": "hand-written"}, {})
+    with downstream.build() as build:
+        (build.tmp / "metrics.json").write_text(json.dumps(DOWNSTREAM))
+    upstream = {k: v for k, v in pushed["folders"].items() if k != "publish"} | {"downstream": downstream.folder}
+    out = StageOutput(tmp_path, "publish", {"with": "downstream"}, {})
+    build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
+                  masking=cfg.masking, optim=cfg.optim, training=cfg.training, experiment=_plain(cfg),
+                  upstream=upstream, out=out)
+    card = ModelCard((out.folder / "model" / "README.md").read_text())
+    assert "| ga_upos (upos) | UD_Irish-IDT (dev -> test) | accuracy | 0.910 ± 0.004 | 0.620 ± 0.010 | 0.800 ± 0.020 |" \
+        in card.text
+    assert "| ga_parse (parse) | UD_Irish-IDT (dev -> test) | las | 0.630 ± 0.012 | 0.300 ± 0.020 | - |" in card.text
+    results = card.data.to_dict()["model-index"][0]["results"]
+    by_task = {r["task"]["name"]: {m["type"]: m["value"] for m in r["metrics"]} for r in results}
+    assert by_task["ga_upos (upos)"] == {"accuracy": 0.91}
+    assert by_task["ga_parse (parse)"] == {"uas": 0.71, "las": 0.63}
+    assert {r["task"]["type"] for r in results} >= {"fill-mask", "token-classification", "dependency-parsing"}
