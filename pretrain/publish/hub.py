@@ -32,6 +32,12 @@ def pushing(publish: PublishConfig) -> bool:
     return publish.push_to_hub and not publish.dry_run
 
 
+def first_process() -> bool:
+    """Whether this is global rank 0 (or a single process). Ranks that Lightning, torchrun or SLURM start also
+    run the stage graph; only the first talks to the hub, so a run pushes once and asks whoami once."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def hub_endpoint(publish: PublishConfig) -> str:
     """publish.endpoint, else HF_ENDPOINT, else the client's default (huggingface.co)."""
     from huggingface_hub import constants
@@ -75,7 +81,7 @@ def check_hub(publish: PublishConfig) -> str | None:
     """Pre-flight, before any stage runs: the settings, then ask the server (whoami) whether it is there
     and takes our token for writing. Returns the account name, or None when nothing will be pushed."""
     check_publish_settings(publish)
-    if not pushing(publish):
+    if not pushing(publish) or not first_process():
         return None
     from huggingface_hub import get_token
     from huggingface_hub.utils import build_hf_headers, get_session

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingConfig
 from pretrain.publish.card import (CONFIG_FILE, CardInputs, ModelCardFacts, model_card, reproducible_config,
                                    revisions_section, widget_sentences)
-from pretrain.publish.hub import push_published
+from pretrain.publish.hub import first_process, push_published
 
 log = logging.getLogger("bertforge.publish")
 
@@ -51,7 +51,7 @@ def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig
 def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | None:
     """Push the finished publish folder (built now or reused) when `publish.push_to_hub` or
     `publish.dry_run` asks; the card pushed lists the repo's step revisions. Returns the commit URL."""
-    if not (publish.push_to_hub or publish.dry_run):
+    if not (publish.push_to_hub or publish.dry_run) or not first_process():
         return None
     model_dir = folder / "model"
     card = (model_dir / "README.md").read_text(encoding="utf-8")
