@@ -176,10 +176,15 @@ def _mean_sd(score: dict | None) -> str:
     return "-" if not score else f"{score['mean']:.3f} ± {score.get('sd', 0):.3f}"
 
 
+LOCAL_MODEL_ID = "path/to/{name}"
+"""The card's model id until it is pushed (`for_hub` puts the repo id in)."""
+
+
 def _use(name: str, widgets: list[str]) -> list[str]:
     example = widgets[0] if widgets else "[MASK]"
     return ["## Use", "", "```python", "from transformers import pipeline", "",
-            f'fill = pipeline("fill-mask", model="path/or/hub-id/of/{name}")', f"fill({example!r})", "```", ""]
+            f'fill = pipeline("fill-mask", model="{LOCAL_MODEL_ID.format(name=name)}")', f"fill({example!r})", "```",
+            ""]
 
 
 def _reproduce() -> list[str]:
@@ -189,6 +194,11 @@ def _reproduce() -> list[str]:
             "```bash",
             f"bertforge run --config-dir . --config-name {CONFIG_FILE.removesuffix('.yaml')}",
             "```", ""]
+
+
+def for_hub(card: str, name: str, repo_id: str, branches: list[str]) -> str:
+    """The card as pushed: the repo id where the local card has a path, and the repo's step revisions."""
+    return card.replace(f'"{LOCAL_MODEL_ID.format(name=name)}"', f'"{repo_id}"') + revisions_section(repo_id, branches)
 
 
 def revisions_section(repo_id: str, branches: list[str]) -> str:

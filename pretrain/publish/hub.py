@@ -48,6 +48,8 @@ def hub_endpoint(publish: PublishConfig) -> str:
 def hub_api(publish: PublishConfig):
     from huggingface_hub import HfApi
 
+    # The client's HTTP library logs every request at INFO: a push of many files would bury our own lines.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     return HfApi(endpoint=hub_endpoint(publish))  # token: the library's own lookup, at each call
 
 

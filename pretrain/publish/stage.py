@@ -14,8 +14,8 @@ from corpora.documents import iter_documents
 from omegaconf import OmegaConf
 
 from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingConfig
-from pretrain.publish.card import (CONFIG_FILE, CardInputs, ModelCardFacts, model_card, reproducible_config,
-                                   revisions_section, widget_sentences)
+from pretrain.publish.card import (CONFIG_FILE, CardInputs, ModelCardFacts, for_hub, model_card, reproducible_config,
+                                   widget_sentences)
 from pretrain.publish.hub import first_process, push_published
 
 log = logging.getLogger("bertforge.publish")
@@ -56,5 +56,5 @@ def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | N
     model_dir = folder / "model"
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     message = f"bertforge {run_name}: publish stage {read_manifest(folder)['hash']}"
-    return push_published(publish, model_dir, message,
-                          lambda branches: card + revisions_section(publish.repo_id, branches))
+    name = publish.model_name or run_name
+    return push_published(publish, model_dir, message, lambda branches: for_hub(card, name, publish.repo_id, branches))

@@ -108,6 +108,7 @@ def test_main_and_step_revisions_on_the_hub(pushed):
     assert not hub_record["failed"]
     readme = Path(api.hf_hub_download(REPO_ID, "README.md", cache_dir=pushed["tmp"] / "cache")).read_text()
     assert "step-000010" in readme and "step-000020" in readme  # the card pushed lists the revisions
+    assert f'pipeline("fill-mask", model="{REPO_ID}")' in readme
 
 
 def test_downloaded_back_through_the_endpoint_it_fills_masks(pushed):
