@@ -1,6 +1,7 @@
 """The stage graph, declared once: each stage, the stages it needs, the config it hashes, its builder.
 
     raw text -> corpus -> vocab -> shards -> pretrain -> evaluate -> publish
+                                                        -> downstream -^ (when downstream.tasks)
 
 A command names a target stage; `run_stages` resolves the graph once, then runs or reuses each
 stage it needs exactly once, in order, handing every builder its upstream folders. No stage calls
@@ -74,10 +75,10 @@ def _start(cfg: ExperimentConfig) -> Checkpoint | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _checkpoint(init_from: str) -> Checkpoint:
-    # Resolving hashes the checkpoint's weights; the vocab and pretrain rows both ask, when planned and
-    # when built, so a command does it once (a failure is not cached: it raises).
-    return resolve_checkpoint(init_from)
+def _checkpoint(value: str, key: str = "model.init_from") -> Checkpoint:
+    # Resolving hashes the checkpoint's weights; rows ask when planned and when built, so a command does
+    # it once per checkpoint (a failure is not cached: it raises).
+    return resolve_checkpoint(value, key)
 
 
 def _start_folder(cfg: ExperimentConfig) -> Path | None:
@@ -148,6 +149,34 @@ def _build_evaluate(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> No
                    own_model="pretrain" in up, shards_dir=up["shards"], out=out)
 
 
+def _downstream_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
+    return () if cfg.downstream.checkpoint else ("pretrain",)
+
+
+def _downstream_inputs(cfg: ExperimentConfig) -> dict:
+    from pretrain.downstream.stage import check_downstream
+
+    d = cfg.downstream
+    return {"data": check_downstream(d),
+            "references": {name: _checkpoint(path, f"downstream.references.{name}").identity
+                           for name, path in d.references.items()},
+            **({"checkpoint": _checkpoint(d.checkpoint, "downstream.checkpoint").identity} if d.checkpoint else {})}
+
+
+def _build_downstream(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from pretrain.downstream.stage import build_downstream
+
+    d = cfg.downstream
+    checkpoint = _checkpoint(d.checkpoint, "downstream.checkpoint").folder if d.checkpoint else up["pretrain"] / "hf"
+    references = {name: _checkpoint(path, f"downstream.references.{name}").folder for name, path in d.references.items()}
+    build_downstream(d, checkpoint, references, out)
+
+
+def _publish_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
+    # Downstream scores go into the model card when the experiment names tasks.
+    return ("corpus", "vocab", "shards", "pretrain", "evaluate") + (("downstream",) if cfg.downstream.tasks else ())
+
+
 def _build_publish(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.publish.stage import build_publish
 
@@ -193,7 +222,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           check=_check_hub),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
-    Stage("publish", _always("corpus", "vocab", "shards", "pretrain", "evaluate"), PUBLISH_CARD_KEYS, _build_publish,
+    Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
+          "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_inputs),
+    Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
           "an HF folder with a model card, pushed to a hub with publish.push_to_hub", check=_check_hub,
           then=_push_publish),
 )}

@@ -85,10 +85,15 @@ def eval_results(cfg: ModelCardFacts, found: CardInputs) -> list:
         for metric, value in task.get("models", {}).get("model", {}).items():
             results.append(EvalResult(
                 task_type=TASK_TYPES.get(task["task"], task["task"]), task_name=f"{task_id} ({task['task']})",
-                dataset_type=dataset.get("name", task_id), dataset_name=dataset.get("name", task_id),
+                dataset_type=_dataset_name(dataset, task_id), dataset_name=_dataset_name(dataset, task_id),
                 dataset_split=dataset.get("test"), metric_type=metric, metric_value=round(value["mean"], 4),
                 metric_name=f"{metric} (mean of {len(value.get('seeds', []))} seeds)"))
     return results
+
+
+def _dataset_name(dataset: dict, task_id: str) -> str:
+    """The dataset's name, else its folder's or file's name (the downstream stage records a path)."""
+    return dataset.get("name") or (Path(dataset["path"]).name if dataset.get("path") else task_id)
 
 
 def _summary(found: CardInputs, start: dict | None) -> str:
@@ -166,7 +171,7 @@ def _downstream(metrics: dict | None) -> list[str]:
         models = task.get("models", {})
         for metric in models.get("model", {}):
             cells = [_mean_sd(models.get(other, {}).get(metric)) for other in others]
-            lines.append(f"| {task_id} ({task['task']}) | {d.get('name', '?')} ({d.get('train', '?')} -> "
+            lines.append(f"| {task_id} ({task['task']}) | {_dataset_name(d, task_id)} ({d.get('train', '?')} -> "
                          f"{d.get('test', '?')}) | {metric} | {_mean_sd(models['model'][metric])} | "
                          + " | ".join(cells) + " |")
     return [*lines, ""]
