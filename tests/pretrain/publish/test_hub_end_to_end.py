@@ -190,7 +190,10 @@ DOWNSTREAM = {
                      "models": {"model": {"uas": {"mean": 0.71, "sd": 0.01, "seeds": [0.7, 0.71, 0.72]},
                                           "las": {"mean": 0.63, "sd": 0.012, "seeds": [0.62, 0.63, 0.64]}},
                                 "random_init": {"uas": {"mean": 0.4, "sd": 0.02, "seeds": [0.38, 0.4, 0.42]},
-                                                "las": {"mean": 0.3, "sd": 0.02, "seeds": [0.28, 0.3, 0.32]}}}}}}
+                                                "las": {"mean": 0.3, "sd": 0.02, "seeds": [0.28, 0.3, 0.32]}}}},
+        # as pretrain/downstream/stage.py writes it: a dataset path, not a name
+        "sci_ner": {"task": "ner", "dataset": {"path": "/data/science/ner", "train": "train.txt", "test": "test.txt"},
+                    "models": {"model": {"f1": {"mean": 0.5, "sd": 0.0, "seeds": [0.5]}}}}}}
 
 
 def test_downstream_scores_reach_the_card_table_and_model_index(pushed, tmp_path):
@@ -217,3 +220,4 @@ def test_downstream_scores_reach_the_card_table_and_model_index(pushed, tmp_path
     assert by_task["ga_upos (upos)"] == {"accuracy": 0.91}
     assert by_task["ga_parse (parse)"] == {"uas": 0.71, "las": 0.63}
     assert {r["task"]["type"] for r in results} >= {"fill-mask", "token-classification", "dependency-parsing"}
+    assert "| sci_ner (ner) | ner (train.txt -> test.txt) | f1 | 0.500 ± 0.000 |" in card.text
