@@ -274,7 +274,32 @@ class DownstreamConfig:
 
 @dataclass
 class PublishConfig:
+    """The model card (hashed: it is part of the published folder) and where the folder is pushed (not hashed:
+    pushing uploads a finished folder, so `publish.push_to_hub=true` after a local publish reuses it)."""
+
     model_name: str = ""
     """Name in the model card; defaults to the experiment name."""
     language: str = ""
     license: str = "apache-2.0"
+    datasets: list[str] = field(default_factory=list)
+    """Hub dataset ids the model was trained on, for the card's front matter."""
+    tags: list[str] = field(default_factory=list)
+    """Extra card tags (bertforge, masked-lm and the language are always there)."""
+    widget_examples: int = 3
+    """Fill-mask widget sentences on the card: held-out sentences with one word masked."""
+    # -- pushing: none of these change the published folder
+    push_to_hub: bool = False
+    """Upload the published folder (and, with push_every_n_steps, pretrain checkpoints) to `repo_id`. The
+    token comes only from huggingface_hub's own sources: HF_TOKEN or `hf auth login`."""
+    repo_id: str = ""
+    """org/name on the hub."""
+    private: bool = True
+    """Visibility of a repo this run creates (an existing repo keeps its own)."""
+    revision: str = "main"
+    """Branch the final model goes to (created from main when it does not exist)."""
+    endpoint: str = ""
+    """Hub server; empty: HF_ENDPOINT, else huggingface.co."""
+    push_every_n_steps: int = 0
+    """During pretrain, push the HF export every this many steps to a branch step-000100, ...; 0: never."""
+    dry_run: bool = False
+    """Print what would be uploaded (files, sizes, repo, revision) and upload nothing; needs no token."""
