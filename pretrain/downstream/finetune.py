@@ -11,7 +11,6 @@ import contextlib
 import copy
 import logging
 import math
-from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -21,24 +20,11 @@ from transformers import AutoConfig, AutoModel, get_linear_schedule_with_warmup
 from pretrain.config import DownstreamConfig, DownstreamTaskConfig
 from pretrain.downstream.batches import Encoded, collate, encode_text, encode_words
 from pretrain.downstream.heads import make_head
-from pretrain.downstream.readers import Sentence, Text
-from pretrain.downstream.scoring import accuracy, attachment, entity_f1, label_f1
+from pretrain.downstream.readers import TaskData
+from pretrain.downstream.scoring import MAIN_METRIC, accuracy, attachment, entity_f1, label_f1
 
 log = logging.getLogger("bertforge.downstream")
 
-MAIN_METRIC = {"upos": "accuracy", "xpos": "accuracy", "feats": "accuracy", "parse": "las", "ner": "f1",
-               "classify": "macro_f1"}
-
-
-@dataclass
-class TaskData:
-    """A task's splits and its label list (from train), shared by every model and seed."""
-
-    task: DownstreamTaskConfig
-    train: list[Sentence] | list[Text]
-    dev: list[Sentence] | list[Text]
-    test: list[Sentence] | list[Text]
-    labels: list[str]
 
 
 class FineTuner(L.LightningModule):

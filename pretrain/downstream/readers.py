@@ -38,6 +38,17 @@ class Text:
     where: str
 
 
+@dataclass
+class TaskData:
+    """A task's splits and its label list (from train), shared by every model and seed."""
+
+    task: DownstreamTaskConfig
+    train: list[Sentence] | list[Text]
+    dev: list[Sentence] | list[Text]
+    test: list[Sentence] | list[Text]
+    labels: list[str]
+
+
 def read_split(task: DownstreamTaskConfig, split: str) -> list[Sentence] | list[Text]:
     """The examples of one split (`train`, `dev` or `test`) of `task`; [] for an unset dev split."""
     name = getattr(task, split)

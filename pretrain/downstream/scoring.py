@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+MAIN_METRIC = {"upos": "accuracy", "xpos": "accuracy", "feats": "accuracy", "parse": "las", "ner": "f1",
+               "classify": "macro_f1"}
+"""The score each task type is judged by: early stopping, sweep tables, the summary line."""
+
 
 def accuracy(gold: list[list[str]], predicted: list[list[str]]) -> dict:
     right = sum(g == p for gs, ps in zip(gold, predicted, strict=True) for g, p in zip(gs, ps, strict=True))

@@ -18,8 +18,8 @@ from pathlib import Path
 from bertforge.common.errors import ConfigError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from pretrain.config import DownstreamConfig, DownstreamTaskConfig
-from pretrain.downstream.finetune import MAIN_METRIC, TaskData, fine_tune
-from pretrain.downstream.readers import (SPLITS, TEXT_TASKS, WORD_TASKS, label_set, read_split,
+from pretrain.downstream.scoring import MAIN_METRIC
+from pretrain.downstream.readers import (SPLITS, TEXT_TASKS, WORD_TASKS, TaskData, label_set, read_split,
                                          unseen_labels)
 
 log = logging.getLogger("bertforge.downstream")
@@ -106,6 +106,8 @@ def _run_once(work: Path, data: TaskData, model: str, folder: Path, tokenizer, u
     done = work / "runs" / data.task.name / model.replace(":", "_") / f"seed{seed}.json"
     if done.exists():  # finished before the run was interrupted
         return json.loads(done.read_text(encoding="utf-8"))
+    from pretrain.downstream.finetune import fine_tune  # Lightning: only when there is training to do
+
     started = time.perf_counter()
     result = fine_tune(data, str(folder), tokenizer, untrained, seed, cfg)
     result["seconds"] = round(time.perf_counter() - started, 1)

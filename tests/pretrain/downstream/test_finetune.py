@@ -8,7 +8,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from pretrain.config import DownstreamConfig, DownstreamTaskConfig
-from pretrain.downstream.finetune import TaskData, fine_tune
+from pretrain.downstream.finetune import fine_tune
+from pretrain.downstream.readers import TaskData
 from pretrain.downstream.stage import load_task
 
 RECIPE = DownstreamConfig(epochs=3, batch_size=16, lr=1e-3, head_lr=1e-2, max_length=64, seeds=1)

