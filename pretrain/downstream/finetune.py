@@ -90,7 +90,8 @@ def fine_tune(data: TaskData, model_dir: str, tokenizer, untrained: bool, seed: 
     if untrained:
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
     else:
-        encoder = AutoModel.from_pretrained(model_dir)
+        with _quiet_loading():
+            encoder = AutoModel.from_pretrained(model_dir)
     head = make_head(task.type, encoder.config.hidden_size, len(data.labels), task.multi_label)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -142,6 +143,23 @@ def _quiet_lightning():
         yield
     finally:
         rank_zero.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """An MLM checkpoint loaded as an encoder always drops its MLM head (and may lack a pooler): the load
+    report and progress bar would say so at every fine-tune."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _predict(module: FineTuner, batches: DataLoader, precision: str) -> list[dict]:
