@@ -17,6 +17,7 @@ not pay for importing every library.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -253,5 +254,22 @@ def _lookup(cfg: ExperimentConfig, dotted: str):
 
 def _plain(value):
     """A config value as JSON data: dataclasses and lists of them become dicts and lists."""
-    return OmegaConf.to_container(OmegaConf.structured(value)) if hasattr(value, "__dataclass_fields__") else \
-        [_plain(v) for v in value] if isinstance(value, list) else value
+    if hasattr(value, "__dataclass_fields__"):
+        return _drop_unset(value, OmegaConf.to_container(OmegaConf.structured(value)))
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def _drop_unset(value, plain: dict) -> dict:
+    """Leave out fields marked `metadata={"hashed_if_set": True}` while they hold their default: an option
+    added later then names no folder unless it is used, so every existing folder keeps its name."""
+    for f in dataclasses.fields(value):
+        child = getattr(value, f.name)
+        if f.metadata.get("hashed_if_set") and child == _field_default(f):
+            plain.pop(f.name, None)
+        elif hasattr(child, "__dataclass_fields__") and isinstance(plain.get(f.name), dict):
+            _drop_unset(child, plain[f.name])
+    return plain
+
+
+def _field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

@@ -276,13 +276,17 @@ class TokenizerConfig:
     model: str = "wordpiece"
     """wordpiece, bpe or unigram."""
     trainer: str = "tokenizers"
-    """tokenizers (every model) or sentencepiece (bpe and unigram, gaBERT's choice)."""
+    """tokenizers (every model) or sentencepiece (bpe and unigram; with model=wordpiece, sentencepiece BPE
+    converted to a WordPiece vocabulary as gaBERT did: `corpora.vocab.sp_wordpiece`)."""
     byte_level: bool = field(default=False, metadata={"used_when": ("model", ("bpe",))})
     """bpe only: GPT-2/RoBERTa byte-level BPE (no UNK ever) instead of character-level."""
     style: str = "bert"
     """Special tokens and post-processor: bert ([CLS] A [SEP]) or roberta (<s> A </s>)."""
     extra_special_tokens: list[str] = field(default_factory=list)
     """More special tokens, given ids right after the style's five."""
+    unused_tokens: int = field(default=0, metadata={"hashed_if_set": True})
+    """Placeholders [unused0]..[unusedN-1] after the special tokens (gaBERT and BERT reserve 100), never
+    produced from text: room for tokens added later without resizing the embeddings."""
     vocab_size: int = 8000
     """Target size including special tokens."""
     normalizer: str = "nfc"
