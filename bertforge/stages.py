@@ -98,13 +98,33 @@ def _build_vocab(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
 def _shard_lengths(cfg: ExperimentConfig) -> dict:
     from corpora.shards.stage import shard_seq_lens
 
-    return {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases if phase.seq_len])}
+    lengths = {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases
+                                                       if phase.seq_len])}
+    static = _static_masking(cfg)
+    return lengths | ({"static_masks": static.payload()} if static else {})
+
+
+def _static_masking(cfg: ExperimentConfig):
+    """The static masking the shards store (`masking.static=true`), checked; None for dynamic masking."""
+    if not cfg.masking.static:
+        return None
+    from corpora.shards.static_masks import StaticMasking
+
+    m = cfg.masking
+    if m.span_mean_len > 1.0:
+        raise ConfigError(f"masking.static=true draws single tokens or whole words, not spans "
+                          f"(masking.span_mean_len={m.span_mean_len}): set masking.span_mean_len=1")
+    static = StaticMasking(m.ratio, m.replace_with_mask, m.replace_with_random, m.whole_word, m.dupe_factor,
+                           m.max_predictions_per_seq, cfg.training.seed)
+    static.check()
+    return static
 
 
 def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from corpora.shards.stage import build_shards
 
-    build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out)  # from _shard_lengths
+    # seq_lens (and static_masks) from _shard_lengths
+    build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out, _static_masking(cfg))
 
 
 def _pretrain_start(cfg: ExperimentConfig) -> dict:

@@ -16,8 +16,10 @@ class PackedRows(Dataset):
     further passes over the data, each in its own seeded order, so a long phase never runs dry.
     """
 
-    def __init__(self, rows: np.ndarray, seed: int):
+    def __init__(self, rows: np.ndarray, seed: int, static_masks: tuple[np.ndarray, np.ndarray] | None = None):
         self.rows, self.seed = rows, seed
+        # Static masking: (dupe, rows, k) positions and fed ids from the shards; pass p reads copy p mod dupe.
+        self.static_masks = static_masks
         self.order = np.random.default_rng(seed).permutation(len(rows))
         self._pass, self._pass_order = 0, self.order
 
@@ -33,9 +35,18 @@ class PackedRows(Dataset):
                 np.random.default_rng([self.seed, data_pass]).permutation(len(self.rows))
         return int(self._pass_order[offset])
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        row = np.asarray(self.rows[self.row_index(index)], dtype=np.int64)  # (seq_len,)
-        return torch.from_numpy(row)
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The row (seq_len,); with static masks, (masked row, positions (k,), targets (k,))."""
+        stored = self.row_index(index)
+        row = np.asarray(self.rows[stored], dtype=np.int64)  # (seq_len,)
+        if self.static_masks is None:
+            return torch.from_numpy(row)
+        positions_all, inputs_all = self.static_masks
+        copy = (index // len(self.rows)) % len(positions_all)
+        positions = np.asarray(positions_all[copy, stored], dtype=np.int64)  # (k,)
+        targets = row[positions]
+        row[positions] = inputs_all[copy, stored]
+        return torch.from_numpy(row), torch.from_numpy(positions), torch.from_numpy(targets)
 
 
 class PhasedData(L.LightningDataModule):

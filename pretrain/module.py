@@ -12,7 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from pretrain.masking import Masker
+from pretrain.masking import MaskedBatch, Masker
 from pretrain.model import encoder_and_head
 from pretrain.optim import build_optimizer
 from pretrain.phases import Phase
@@ -73,8 +73,12 @@ class MaskedLMModule(L.LightningModule):
         """`sparse_mlm_loss` of the wrapped model (the function torch.compile traces)."""
         return sparse_mlm_loss(self.model, input_ids, positions, targets)
 
-    def training_step(self, input_ids: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        batch = self.masker(input_ids)  # torch's global RNG, reseeded per micro-batch (MicroBatchSeeding)
+    def training_step(self, rows, batch_idx: int) -> torch.Tensor:
+        if isinstance(rows, (list, tuple)):  # static masking: (masked ids, positions, targets) from the shards
+            batch = MaskedBatch(*rows)
+        else:
+            batch = self.masker(rows)  # torch's global RNG, reseeded per micro-batch (MicroBatchSeeding)
+        input_ids = batch.input_ids
         loss, correct = self.loss_fn(batch.input_ids, batch.positions, batch.targets)
         # Accumulate on the device: no .item() here (that would wait for the GPU every step).
         self.window["loss_sum"] += torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0)

@@ -18,6 +18,7 @@ from bertforge.common.checkpoints import Checkpoint
 from bertforge.common.errors import ConfigError, Preempted
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
+from corpora.shards.static_masks import load_static_masks
 from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
                              TrainerConfig, TrainingConfig)
 from pretrain.data import PackedRows, PhasedData
@@ -80,7 +81,9 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
         module = MaskedLMModule(model, masking, optim, plan, special, fmt["vocab_size"], maskable, word_starts,
                                 compile_backend=impl.compile_backend if impl.compile else "",
                                 embedding_warmup_steps=training.embedding_warmup_steps)
-        rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=training.seed) for p in plan}
+        rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=training.seed,
+                                      static_masks=static_masks(shards_dir, fmt, p.seq_len, module.masker))
+                for p in plan}
         data = PhasedData(plan, rows, impl.num_workers, pin_memory=torch.cuda.is_available(),
                           rank=launch.rank, world_size=launch.world_size)
         step_metrics = StepMetricsLogger(
@@ -182,6 +185,15 @@ def check_start_up(model_cfg: ModelConfig, optim: OptimConfig, training: Trainin
             raise ConfigError(f"training.phases[{phase.index}].seq_len={phase.seq_len}: {shards_dir} has rows "
                               f"of {fmt['seq_lens']} only; rebuild the shards")
     return plan
+
+
+def static_masks(shards_dir: Path, fmt: dict, seq_len: int, masker) -> tuple | None:
+    """The shards' static maskings of rows of `seq_len` (masking.static=true), checked against the masker."""
+    masks = load_static_masks(shards_dir, seq_len, fmt)
+    if masks is not None and masks[0].shape[-1] != masker.per_row(seq_len):
+        raise ConfigError(f"{shards_dir} holds {masks[0].shape[-1]} static masks per row of {seq_len} but masking.* "
+                          f"asks for {masker.per_row(seq_len)}: rebuild the shards")
+    return masks
 
 
 def check_positions(config, seq_len: int) -> None:

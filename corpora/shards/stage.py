@@ -25,6 +25,7 @@ from bertforge.common.stage_folder import StageOutput
 from corpora.config import ShardsConfig
 from corpora.documents import iter_documents
 from corpora.shards.rows import file_sha256, write_packed_rows
+from corpora.shards.static_masks import StaticMasking, mask_files, per_row, write_static_masks
 from corpora.vocab.special_tokens import special_token_ids
 
 log = logging.getLogger("bertforge.shards")
@@ -43,9 +44,12 @@ def shard_seq_lens(shards: ShardsConfig, phase_seq_lens: list[int]) -> list[int]
 
 
 def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path,
-                 out: StageOutput) -> None:
+                 out: StageOutput, static: StaticMasking | None = None) -> None:
     """Tokenise the corpus folder's documents with the vocab folder's tokenizer into rows of every
-    length in `lengths` (main length first), train and held-out splits, in `out`."""
+    length in `lengths` (main length first), train and held-out splits, in `out`; with `static`, also
+    the static maskings of every training row (`corpora.shards.static_masks`)."""
+    if static is not None:
+        static.check()
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32
     with out.build() as build:
@@ -70,5 +74,26 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             "maskable_share": {str(k): 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * k)
                                for k, v in by_len.items()},
         }
+        if static is not None:
+            build.manifest["format"]["static_masks"] = _write_static_masks(static, tokenizer, build.tmp,
+                                                                           build.manifest["format"])
     log.info("shards: %d train rows, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
              main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
+
+
+def _write_static_masks(static: StaticMasking, tokenizer: Tokenizer, folder: Path, fmt: dict) -> dict:
+    """Static maskings of the training rows of every length (written beside them); their manifest entry."""
+    from corpora.vocab.word_starts import word_start_table
+
+    ids = fmt["special_ids"]
+    word_starts = word_start_table(tokenizer) if static.whole_word else None
+    counts = {}
+    for length in fmt["seq_lens"]:
+        rows = np.memmap(folder / f"train-{length}.bin", dtype=fmt["dtype"], mode="r").reshape(-1, length)
+        counts[str(length)] = per_row(static.ratio, length, fmt["maskable_share"][str(length)],
+                                      static.max_predictions_per_seq)
+        write_static_masks(rows, static, counts[str(length)], sorted(set(ids.values())), ids["mask"],
+                           fmt["vocab_size"], word_starts, *mask_files(folder, "train", length))
+    log.info("shards: %d static maskings of every training row (%s masked per row)", static.dupe_factor,
+             ", ".join(f"{k} of {length}" for length, k in counts.items()))
+    return static.payload() | {"per_row": counts}

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from bertforge.stages import run_stage
 from corpora.documents import iter_documents
 from corpora.vocab.sp_wordpiece import convert_pieces
-from pretrain.word_starts import load_word_start_table
+from corpora.vocab.word_starts import load_word_start_table
 
 # Measured on the Irish treebank (UD_Irish-IDT dev+test as the corpus, 25 % of documents held out,
 # 7,251 held-out words): 0.890 of word occurrences at 2k tokens, 0.885 at 4k, 0.903 at 8k.
