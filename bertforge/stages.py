@@ -100,8 +100,24 @@ def _shard_lengths(cfg: ExperimentConfig) -> dict:
 
     lengths = {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases
                                                        if phase.seq_len])}
-    static = _static_masking(cfg)
-    return lengths | ({"static_masks": static.payload()} if static else {})
+    static, pairs = _static_masking(cfg), _pairs(cfg)
+    return lengths | ({"static_masks": static.payload()} if static else {}) | \
+        ({"pairs": pairs.payload()} if pairs else {})
+
+
+def _pairs(cfg: ExperimentConfig):
+    """The sentence pairs the shards build for `training.objective` mlm_nsp / mlm_sop, checked; None for mlm."""
+    if cfg.training.objective == "mlm":
+        return None
+    from corpora.shards.pairs import PairSettings
+
+    if cfg.model.arch != "bert" and not cfg.model.init_from:
+        raise ConfigError(f"training.objective={cfg.training.objective} trains BERT's pair head: it needs "
+                          f"model.arch=bert (not {cfg.model.arch!r}), or training.objective=mlm")
+    pairs = PairSettings(cfg.training.objective, cfg.shards.short_seq_prob, cfg.shards.max_single_sentence_doc_share,
+                         cfg.training.seed)
+    pairs.check()
+    return pairs
 
 
 def _static_masking(cfg: ExperimentConfig):
@@ -124,7 +140,8 @@ def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None
     from corpora.shards.stage import build_shards
 
     # seq_lens (and static_masks) from _shard_lengths
-    build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out, _static_masking(cfg))
+    build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out, _static_masking(cfg),
+                 _pairs(cfg))
 
 
 def _pretrain_start(cfg: ExperimentConfig) -> dict:

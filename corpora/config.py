@@ -342,3 +342,9 @@ class ShardsConfig:
     """Share of documents (chosen by hash of their id) kept for held-out evaluation."""
     encode_batch_docs: int = 1000
     """Documents per call of the tokenizers batch encoder (which tokenises them on all cores)."""
+    short_seq_prob: float = field(default=0.1, metadata={"hashed_if_set": True})
+    """Sentence pairs (training.objective=mlm_nsp|mlm_sop): share of examples built to a random shorter
+    target length (Google BERT's short_seq_prob)."""
+    max_single_sentence_doc_share: float = field(default=0.5, metadata={"hashed_if_set": True})
+    """Sentence pairs: above this share of one-sentence training documents the stage stops with an error
+    (such documents give no real next sentence)."""

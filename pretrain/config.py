@@ -124,6 +124,10 @@ class TrainingConfig:
     """Empty: one phase at shards.seq_len with the settings above."""
     seed: int = 1234
     """Seeds the initial weights, the data order and every micro-batch's masks and dropout."""
+    objective: str = field(default="mlm", metadata={"hashed_if_set": True})
+    """mlm (packed rows, masked-LM only), mlm_nsp (BERT: sentence pairs, half with a random next segment,
+    + next-sentence prediction) or mlm_sop (ALBERT: pairs, half swapped, + sentence-order prediction). The
+    pair objectives train a BertForPreTraining (arch=bert only); the shards stage builds the pairs."""
     embedding_warmup_steps: int = 0
     """Continued pretraining: for this many first steps only the embeddings and the MLM head learn (the
     encoder body stays frozen, its learning rate 0), then everything trains."""
