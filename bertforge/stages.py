@@ -100,9 +100,23 @@ def _shard_lengths(cfg: ExperimentConfig) -> dict:
 
     lengths = {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases
                                                        if phase.seq_len])}
+    _check_dropout_copies(cfg)
     static, pairs = _static_masking(cfg), _pairs(cfg)
     return lengths | ({"static_masks": static.payload()} if static else {}) | \
         ({"pairs": pairs.payload()} if pairs else {})
+
+
+def _check_dropout_copies(cfg: ExperimentConfig) -> None:
+    """shards.dropout_copies (BPE-dropout in training) needs a dropout tokenizer and packed, dynamically masked rows."""
+    copies = cfg.shards.dropout_copies
+    if copies < 0:
+        raise ConfigError(f"shards.dropout_copies={copies} must be 0 (no BPE-dropout in training) or more")
+    if copies and not cfg.tokenizer.bpe_dropout:
+        raise ConfigError(f"shards.dropout_copies={copies} tokenises with BPE-dropout: set tokenizer.bpe_dropout "
+                          "(e.g. 0.1, with tokenizer=bpe), or shards.dropout_copies=0")
+    if copies and (cfg.masking.static or cfg.training.objective != "mlm"):
+        raise ConfigError(f"shards.dropout_copies={copies} works with dynamic masking of packed rows only: set "
+                          "masking.static=false and training.objective=mlm, or shards.dropout_copies=0")
 
 
 def _pairs(cfg: ExperimentConfig):

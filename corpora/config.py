@@ -342,6 +342,10 @@ class ShardsConfig:
     """Share of documents (chosen by hash of their id) kept for held-out evaluation."""
     encode_batch_docs: int = 1000
     """Documents per call of the tokenizers batch encoder (which tokenises them on all cores)."""
+    dropout_copies: int = field(default=0, metadata={"hashed_if_set": True})
+    """BPE-dropout in training (HerBERT; needs tokenizer.bpe_dropout > 0): the training documents are
+    tokenised this many times with the vocab folder's tokenizer_dropout.json, each copy segmented afresh;
+    pass p over the data reads copy p mod dropout_copies. Held-out rows always use the plain tokenizer."""
     short_seq_prob: float = field(default=0.1, metadata={"hashed_if_set": True})
     """Sentence pairs (training.objective=mlm_nsp|mlm_sop): share of examples built to a random shorter
     target length (Google BERT's short_seq_prob)."""

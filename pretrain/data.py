@@ -17,8 +17,10 @@ class PackedRows(Dataset):
     """
 
     def __init__(self, rows: np.ndarray, seed: int, static_masks: tuple[np.ndarray, np.ndarray] | None = None,
-                 pair_info: np.ndarray | None = None):
+                 pair_info: np.ndarray | None = None, copies: list[np.ndarray] | None = None):
         self.rows, self.seed = rows, seed
+        # BPE-dropout copies of the training rows (all of len(rows) rows): pass p reads copy p mod len(copies).
+        self.copies = copies
         # Static masking: (dupe, rows, k) positions and fed ids from the shards; pass p reads copy p mod dupe.
         self.static_masks = static_masks
         # Sentence pairs: (rows, 3) len(A), len(B), label of padded [CLS] A [SEP] B [SEP] rows.
@@ -42,7 +44,8 @@ class PackedRows(Dataset):
         """The row (seq_len,); with static masks, (masked row, positions (k,), targets (k,)); with sentence
         pairs, a dict of input_ids, token_type_ids, attention_mask, pair_label (+ positions, targets)."""
         stored = self.row_index(index)
-        row = np.asarray(self.rows[stored], dtype=np.int64)  # (seq_len,)
+        source = self.copies[(index // len(self.rows)) % len(self.copies)] if self.copies else self.rows
+        row = np.asarray(source[stored], dtype=np.int64)  # (seq_len,)
         if self.static_masks is None and self.pair_info is None:
             return torch.from_numpy(row)
         masked = ()

@@ -18,6 +18,7 @@ from bertforge.common.checkpoints import Checkpoint
 from bertforge.common.errors import ConfigError, Preempted
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
+from corpora.shards.dropout_copies import load_dropout_copies
 from corpora.shards.pairs import load_pairs
 from corpora.shards.static_masks import load_static_masks
 from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
@@ -191,11 +192,12 @@ def check_start_up(model_cfg: ModelConfig, optim: OptimConfig, training: Trainin
 
 
 def training_rows(shards_dir: Path, fmt: dict, seq_len: int, seed: int, masker) -> PackedRows:
-    """The training rows of `seq_len`: packed rows, or the sentence pairs when the shards hold them, with
-    their static masks when the shards hold those."""
-    pairs = load_pairs(shards_dir, seq_len, fmt)
-    rows, info = pairs if pairs is not None else (load_rows(shards_dir, "train", seq_len), None)
-    return PackedRows(rows, seed=seed, static_masks=static_masks(shards_dir, fmt, seq_len, masker), pair_info=info)
+    """The training rows of `seq_len`: packed rows (or their BPE-dropout copies), or the sentence pairs when
+    the shards hold them, with their static masks when the shards hold those."""
+    pairs, copies = load_pairs(shards_dir, seq_len, fmt), load_dropout_copies(shards_dir, seq_len, fmt)
+    rows, info = pairs if pairs is not None else (copies[0] if copies else load_rows(shards_dir, "train", seq_len), None)
+    return PackedRows(rows, seed=seed, static_masks=static_masks(shards_dir, fmt, seq_len, masker), pair_info=info,
+                      copies=copies)
 
 
 def static_masks(shards_dir: Path, fmt: dict, seq_len: int, masker) -> tuple | None:

@@ -24,6 +24,7 @@ from bertforge.common.errors import CorpusInputError
 from bertforge.common.stage_folder import StageOutput
 from corpora.config import ShardsConfig
 from corpora.documents import iter_documents
+from corpora.shards.dropout_copies import write_dropout_copies
 from corpora.shards.rows import file_sha256, write_packed_rows
 from corpora.shards.pairs import PairSettings, check_documents, load_pairs, pair_files, write_pairs
 from corpora.shards.sentences import split_sentences
@@ -67,6 +68,8 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
                     raise CorpusInputError(str(corpus_dir), f"yields no full {split} row of {length} tokens",
                                            "Add text, lower the sequence length or change shards.heldout_percent.")
                 by_len[length][split] = counts
+        dropout = write_dropout_copies(shards, corpus_dir, Tokenizer.from_file(str(vocab_dir / "tokenizer_dropout.json")),
+                                       lengths, dtype, build.tmp) if shards.dropout_copies else None
         main = by_len[lengths[0]]
         build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"],
                                     "by_seq_len": {str(k): v for k, v in by_len.items()}}
@@ -78,6 +81,8 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             "maskable_share": {str(k): 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * k)
                                for k, v in by_len.items()},
         }
+        if dropout:
+            build.manifest["format"]["dropout_copies"] = dropout
         if pairs is not None:
             build.manifest["format"]["pairs"] = _write_pairs(pairs, tokenizer, corpus_dir, shards.heldout_percent,
                                                              build.tmp, build.manifest["format"])

@@ -1,5 +1,6 @@
 """Training reads the shards' static masks (masking.static=true): pass p over the data uses copy p mod
-dupe_factor, the step trains on exactly those positions, and the exported model is a plain HF MLM."""
+dupe_factor, the step trains on exactly those positions, and the exported model is a plain HF MLM. BPE-dropout
+copies (shards.dropout_copies) are read the same way, one per pass."""
 
 import numpy as np
 import torch
@@ -27,6 +28,13 @@ def test_each_pass_reads_the_next_masked_copy():
         expected = rows[stored].astype(np.int64)
         expected[positions[copy, stored]] = inputs[copy, stored]
         assert masked.tolist() == expected.tolist()
+
+
+def test_each_pass_reads_the_next_bpe_dropout_copy():
+    copies = [np.arange(4 * 8, dtype=np.uint16).reshape(4, 8) + 100 * c for c in range(3)]
+    data = PackedRows(copies[0], seed=0, copies=copies)
+    for index in range(16):
+        assert data[index].tolist() == copies[(index // 4) % 3][data.row_index(index)].tolist()
 
 
 def test_a_statically_masked_batch_is_trained_as_given():
