@@ -103,6 +103,14 @@ class QualityConfig:
     """'#' and ellipses per word (Gopher: 0.1)."""
     min_sentences: int = 0
     """Sentences are counted by terminal punctuation of any script; 0 turns the rule off."""
+    min_mean_sentence_words: float = field(default=0.0, metadata={"hashed_if_set": True})
+    """Fewest whitespace words per sentence on average (sentences counted as for min_sentences): gaBERT's
+    Document-Heuristic avg-len 4. 0: off."""
+    alphabet: str = field(default="", metadata={"hashed_if_set": True})
+    """The language's letters (lowercase; their uppercase forms count too), for max_foreign_letter_ratio."""
+    max_foreign_letter_ratio: float | None = field(default=None, metadata={"hashed_if_set": True})
+    """Most letters outside `alphabet`, as a share of all characters (gaBERT's foreign-ratio 0.02 with
+    a-z áéíóú): stricter than a script rule, which lets every Latin letter (à, ç, ß...) pass."""
     max_short_line_ratio: float | None = None
     """Share of lines with at most `short_line_chars` characters (FineWeb: 0.67 at 30)."""
     short_line_chars: int = 30
