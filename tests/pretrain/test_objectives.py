@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForPreTraining
 
 from bertforge.common.errors import ConfigError
+from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stages
 from pretrain.data import PackedRows
 from pretrain.masking import IGNORE_INDEX, Masker
@@ -47,15 +48,20 @@ def test_pretraining_model_keeps_the_mlm_weights():
     assert both.cls.seq_relationship.out_features == 2
 
 
-def test_nsp_run_exports_a_pretraining_model(tmp_path, data_dir):
+def test_gabert_style_run_exports_a_pretraining_model(tmp_path, data_dir):
+    """NSP with static masks read from the shards (gaBERT's and LEGAL-BERT's Google BERT recipe)."""
     from bertforge.experiment import load_config
     from tests.conftest import compose_raw
 
     cfg = load_config(compose_raw("pretrain", [
-        f"paths.data_dir={data_dir}", f"paths.work_dir={tmp_path}", *QUICK, "training.max_steps=8",
+        f"paths.data_dir={data_dir}", f"paths.work_dir={tmp_path}", *QUICK, "training.max_steps=6",
         "training.batch_size=8", "logger.progress_bar=false", "checkpoint.every_n_steps=1000",
-        "training.objective=mlm_nsp"]))
-    hf = run_stages(cfg, "pretrain")["pretrain"] / "hf"
+        "logger.log_every_n_steps=3", "training.objective=mlm_nsp", "masking.static=true",
+        "masking.dupe_factor=2", "masking.max_predictions_per_seq=6"]))
+    folders = run_stages(cfg, "pretrain")
+    assert read_manifest(folders["shards"])["format"]["static_masks"]["per_row"] == {"64": 6}
+    assert read_manifest(folders["pretrain"])["counts"]["steps"] == 6
+    hf = folders["pretrain"] / "hf"
     model, info = BertForPreTraining.from_pretrained(hf, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert isinstance(AutoModelForMaskedLM.from_pretrained(hf), BertForMaskedLM)

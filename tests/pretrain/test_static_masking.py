@@ -1,18 +1,15 @@
 """Training reads the shards' static masks (masking.static=true): pass p over the data uses copy p mod
-dupe_factor, the step trains on exactly those positions, and the exported model is a plain HF MLM. BPE-dropout
-copies (shards.dropout_copies) are read the same way, one per pass."""
+dupe_factor and the step trains on exactly those positions (a whole run, static masks with NSP, is in
+test_objectives.py). BPE-dropout copies (shards.dropout_copies) are read the same way, one per pass."""
 
 import numpy as np
 import torch
-from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM
 
-from bertforge.common.stage_folder import read_manifest
-from bertforge.stages import run_stages
 from pretrain.config import MaskingConfig, OptimConfig
 from pretrain.data import PackedRows
 from pretrain.module import MaskedLMModule, sparse_mlm_loss
 from pretrain.phases import Phase
-from tests.conftest import QUICK
 
 
 def test_each_pass_reads_the_next_masked_copy():
@@ -51,18 +48,3 @@ def test_a_statically_masked_batch_is_trained_as_given():
     loss = module.training_step((masked, positions, targets), 0)
     assert torch.equal(loss, sparse_mlm_loss(model, masked, positions, targets)[0])
     assert module.window["masked"] == 8  # 2 per row, not the ratio's count
-
-
-def test_static_run_exports_a_model_transformers_loads(tmp_path, data_dir):
-    from bertforge.experiment import load_config
-    from tests.conftest import compose_raw
-
-    cfg = load_config(compose_raw("pretrain", [
-        f"paths.data_dir={data_dir}", f"paths.work_dir={tmp_path}", *QUICK, "training.max_steps=8",
-        "training.batch_size=8", "logger.progress_bar=false", "checkpoint.every_n_steps=1000",
-        "masking.static=true", "masking.dupe_factor=2", "masking.max_predictions_per_seq=6"]))
-    folders = run_stages(cfg, "pretrain")
-    assert read_manifest(folders["shards"])["format"]["static_masks"]["per_row"] == {"64": 6}
-    assert read_manifest(folders["pretrain"])["counts"]["steps"] == 8
-    model = AutoModelForMaskedLM.from_pretrained(folders["pretrain"] / "hf")
-    assert model.config.model_type == "bert"
