@@ -128,6 +128,9 @@ def _pairs(cfg: ExperimentConfig):
     if cfg.model.arch != "bert" and not cfg.model.init_from:
         raise ConfigError(f"training.objective={cfg.training.objective} trains BERT's pair head: it needs "
                           f"model.arch=bert (not {cfg.model.arch!r}), or training.objective=mlm")
+    if cfg.trainer.strategy == "fsdp":
+        raise ConfigError(f"training.objective={cfg.training.objective} is not supported with trainer.strategy=fsdp "
+                          "(its final gather rebuilds a masked-LM model without the pair head): use ddp")
     pairs = PairSettings(cfg.training.objective, cfg.shards.short_seq_prob, cfg.shards.max_single_sentence_doc_share,
                          cfg.training.seed)
     pairs.check()

@@ -17,8 +17,6 @@ from transformers import BertForPreTraining
 from bertforge.common.errors import ConfigError
 from pretrain.masking import IGNORE_INDEX, MaskedBatch
 
-OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
-
 
 def as_pretraining_model(mlm_model, attention: str = "sdpa") -> BertForPreTraining:
     """A BertForPreTraining with `mlm_model`'s encoder and MLM head (its weights); pooler and pair head new."""

@@ -19,6 +19,10 @@ NSP labels are 50/50 to within one example even with forced random nexts (and SO
 counted. Documents of one sentence give no real pair at all: above `max_single_sentence_doc_share` of
 them the stage stops with an error instead of writing mostly-random pairs.
 
+The training documents are held in memory as token lists while the pairs are built (Google's script
+does the same per input file): fine for the corpora these recipes scale down to, a limit for a
+corpus of many GB, where sharding the document list would be the next step.
+
 Row layout, (examples, L): [CLS] A [SEP] B [SEP] [PAD]...; beside it (examples, 3) int32: len(A),
 len(B), label. Token types and the attention mask follow from the lengths.
 """
