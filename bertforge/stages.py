@@ -18,6 +18,7 @@ not pay for importing every library.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -102,13 +103,67 @@ def _build_vocab(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
 def _shard_lengths(cfg: ExperimentConfig) -> dict:
     from corpora.shards.stage import shard_seq_lens
 
-    return {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases if phase.seq_len])}
+    lengths = {"seq_lens": shard_seq_lens(cfg.shards, [phase.seq_len for phase in cfg.training.phases
+                                                       if phase.seq_len])}
+    _check_dropout_copies(cfg)
+    static, pairs = _static_masking(cfg), _pairs(cfg)
+    return lengths | ({"static_masks": static.payload()} if static else {}) | \
+        ({"pairs": pairs.payload()} if pairs else {})
+
+
+def _check_dropout_copies(cfg: ExperimentConfig) -> None:
+    """shards.dropout_copies (BPE-dropout in training) needs a dropout tokenizer and packed, dynamically masked rows."""
+    copies = cfg.shards.dropout_copies
+    if copies < 0:
+        raise ConfigError(f"shards.dropout_copies={copies} must be 0 (no BPE-dropout in training) or more")
+    if copies and not cfg.tokenizer.bpe_dropout:
+        raise ConfigError(f"shards.dropout_copies={copies} tokenises with BPE-dropout: set tokenizer.bpe_dropout "
+                          "(e.g. 0.1, with tokenizer=bpe), or shards.dropout_copies=0")
+    if copies and (cfg.masking.static or cfg.training.objective != "mlm"):
+        raise ConfigError(f"shards.dropout_copies={copies} works with dynamic masking of packed rows only: set "
+                          "masking.static=false and training.objective=mlm, or shards.dropout_copies=0")
+
+
+def _pairs(cfg: ExperimentConfig):
+    """The sentence pairs the shards build for `training.objective` mlm_nsp / mlm_sop, checked; None for mlm."""
+    if cfg.training.objective == "mlm":
+        return None
+    from corpora.shards.pairs import PairSettings
+
+    if cfg.model.arch != "bert" and not cfg.model.init_from:
+        raise ConfigError(f"training.objective={cfg.training.objective} trains BERT's pair head: it needs "
+                          f"model.arch=bert (not {cfg.model.arch!r}), or training.objective=mlm")
+    if cfg.trainer.strategy == "fsdp":
+        raise ConfigError(f"training.objective={cfg.training.objective} is not supported with trainer.strategy=fsdp "
+                          "(its final gather rebuilds a masked-LM model without the pair head): use ddp")
+    pairs = PairSettings(cfg.training.objective, cfg.shards.short_seq_prob, cfg.shards.max_single_sentence_doc_share,
+                         cfg.training.seed)
+    pairs.check()
+    return pairs
+
+
+def _static_masking(cfg: ExperimentConfig):
+    """The static masking the shards store (`masking.static=true`), checked; None for dynamic masking."""
+    if not cfg.masking.static:
+        return None
+    from corpora.shards.static_masks import StaticMasking
+
+    m = cfg.masking
+    if m.span_mean_len > 1.0:
+        raise ConfigError(f"masking.static=true draws single tokens or whole words, not spans "
+                          f"(masking.span_mean_len={m.span_mean_len}): set masking.span_mean_len=1")
+    static = StaticMasking(m.ratio, m.replace_with_mask, m.replace_with_random, m.whole_word, m.dupe_factor,
+                           m.max_predictions_per_seq, cfg.training.seed)
+    static.check()
+    return static
 
 
 def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from corpora.shards.stage import build_shards
 
-    build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out)  # from _shard_lengths
+    # seq_lens (and static_masks) from _shard_lengths
+    build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out, _static_masking(cfg),
+                 _pairs(cfg))
 
 
 def _pretrain_start(cfg: ExperimentConfig) -> dict:
@@ -320,5 +375,22 @@ def _lookup(cfg: ExperimentConfig, dotted: str):
 
 def _plain(value):
     """A config value as JSON data: dataclasses and lists of them become dicts and lists."""
-    return OmegaConf.to_container(OmegaConf.structured(value)) if hasattr(value, "__dataclass_fields__") else \
-        [_plain(v) for v in value] if isinstance(value, list) else value
+    if hasattr(value, "__dataclass_fields__"):
+        return _drop_unset(value, OmegaConf.to_container(OmegaConf.structured(value)))
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+def _drop_unset(value, plain: dict) -> dict:
+    """Leave out fields marked `metadata={"hashed_if_set": True}` while they hold their default: an option
+    added later then names no folder unless it is used, so every existing folder keeps its name."""
+    for f in dataclasses.fields(value):
+        child = getattr(value, f.name)
+        if f.metadata.get("hashed_if_set") and child == _field_default(f):
+            plain.pop(f.name, None)
+        elif hasattr(child, "__dataclass_fields__") and isinstance(plain.get(f.name), dict):
+            _drop_unset(child, plain[f.name])
+    return plain
+
+
+def _field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

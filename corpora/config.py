@@ -103,6 +103,14 @@ class QualityConfig:
     """'#' and ellipses per word (Gopher: 0.1)."""
     min_sentences: int = 0
     """Sentences are counted by terminal punctuation of any script; 0 turns the rule off."""
+    min_mean_sentence_words: float = field(default=0.0, metadata={"hashed_if_set": True})
+    """Fewest whitespace words per sentence on average (sentences counted as for min_sentences): gaBERT's
+    Document-Heuristic avg-len 4. 0: off."""
+    alphabet: str = field(default="", metadata={"hashed_if_set": True})
+    """The language's letters (lowercase; their uppercase forms count too), for max_foreign_letter_ratio."""
+    max_foreign_letter_ratio: float | None = field(default=None, metadata={"hashed_if_set": True})
+    """Most letters outside `alphabet`, as a share of all characters (gaBERT's foreign-ratio 0.02 with
+    a-z áéíóú): stricter than a script rule, which lets every Latin letter (à, ç, ß...) pass."""
     max_short_line_ratio: float | None = None
     """Share of lines with at most `short_line_chars` characters (FineWeb: 0.67 at 30)."""
     short_line_chars: int = 30
@@ -276,13 +284,17 @@ class TokenizerConfig:
     model: str = "wordpiece"
     """wordpiece, bpe or unigram."""
     trainer: str = "tokenizers"
-    """tokenizers (every model) or sentencepiece (bpe and unigram, gaBERT's choice)."""
+    """tokenizers (every model) or sentencepiece (bpe and unigram; with model=wordpiece, sentencepiece BPE
+    converted to a WordPiece vocabulary as gaBERT did: `corpora.vocab.sp_wordpiece`)."""
     byte_level: bool = field(default=False, metadata={"used_when": ("model", ("bpe",))})
     """bpe only: GPT-2/RoBERTa byte-level BPE (no UNK ever) instead of character-level."""
     style: str = "bert"
     """Special tokens and post-processor: bert ([CLS] A [SEP]) or roberta (<s> A </s>)."""
     extra_special_tokens: list[str] = field(default_factory=list)
     """More special tokens, given ids right after the style's five."""
+    unused_tokens: int = field(default=0, metadata={"hashed_if_set": True})
+    """Placeholders [unused0]..[unusedN-1] after the special tokens (gaBERT and BERT reserve 100), never
+    produced from text: room for tokens added later without resizing the embeddings."""
     vocab_size: int = 8000
     """Target size including special tokens."""
     normalizer: str = "nfc"
@@ -338,3 +350,13 @@ class ShardsConfig:
     """Share of documents (chosen by hash of their id) kept for held-out evaluation."""
     encode_batch_docs: int = 1000
     """Documents per call of the tokenizers batch encoder (which tokenises them on all cores)."""
+    dropout_copies: int = field(default=0, metadata={"hashed_if_set": True})
+    """BPE-dropout in training (HerBERT; needs tokenizer.bpe_dropout > 0): the training documents are
+    tokenised this many times with the vocab folder's tokenizer_dropout.json, each copy segmented afresh;
+    pass p over the data reads copy p mod dropout_copies. Held-out rows always use the plain tokenizer."""
+    short_seq_prob: float = field(default=0.1, metadata={"hashed_if_set": True})
+    """Sentence pairs (training.objective=mlm_nsp|mlm_sop): share of examples built to a random shorter
+    target length (Google BERT's short_seq_prob)."""
+    max_single_sentence_doc_share: float = field(default=0.5, metadata={"hashed_if_set": True})
+    """Sentence pairs: above this share of one-sentence training documents the stage stops with an error
+    (such documents give no real next sentence)."""

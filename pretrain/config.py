@@ -43,7 +43,7 @@ class ModelConfig:
 
 @dataclass
 class MaskingConfig:
-    """Dynamic masking, drawn anew for every batch on the device."""
+    """Masking: dynamic (drawn anew for every batch on the device) unless `static`."""
 
     ratio: float = 0.15
     """Share of non-special tokens masked in training (a fixed count per row, so shapes stay static)."""
@@ -56,6 +56,15 @@ class MaskingConfig:
     """Above 1: mask spans of this geometric mean length (in words when whole_word is on); SpanBERT ~3.8."""
     eval_ratio: float = 0.15
     """Ratio for the held-out loss logged during training (val/loss), independent of the training ratio."""
+    static: bool = field(default=False, metadata={"hashed_if_set": True})
+    """Google BERT's static masking (gaBERT, LEGAL-BERT): the shards stage draws `dupe_factor` maskings of
+    every training row once and stores them; pass p over the data reads masking p mod dupe_factor.
+    False (the default): dynamic masking, drawn anew for every batch. Held-out scoring is dynamic either way."""
+    dupe_factor: int = field(default=10, metadata={"hashed_if_set": True, "used_when": ("static", (True,))})
+    """static only: differently masked copies of every training row (Google's default 10)."""
+    max_predictions_per_seq: int = field(default=0, metadata={"hashed_if_set": True})
+    """Cap on masked tokens per training row (Google's max_predictions_per_seq: gaBERT 20 at 128, 77 at 512);
+    0: no cap, the ratio alone sets the count."""
 
 
 @dataclass
@@ -115,6 +124,10 @@ class TrainingConfig:
     """Empty: one phase at shards.seq_len with the settings above."""
     seed: int = 1234
     """Seeds the initial weights, the data order and every micro-batch's masks and dropout."""
+    objective: str = field(default="mlm", metadata={"hashed_if_set": True})
+    """mlm (packed rows, masked-LM only), mlm_nsp (BERT: sentence pairs, half with a random next segment,
+    + next-sentence prediction) or mlm_sop (ALBERT: pairs, half swapped, + sentence-order prediction). The
+    pair objectives train a BertForPreTraining (arch=bert only); the shards stage builds the pairs."""
     embedding_warmup_steps: int = 0
     """Continued pretraining: for this many first steps only the embeddings and the MLM head learn (the
     encoder body stays frozen, its learning rate 0), then everything trains."""

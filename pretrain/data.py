@@ -16,8 +16,15 @@ class PackedRows(Dataset):
     further passes over the data, each in its own seeded order, so a long phase never runs dry.
     """
 
-    def __init__(self, rows: np.ndarray, seed: int):
+    def __init__(self, rows: np.ndarray, seed: int, static_masks: tuple[np.ndarray, np.ndarray] | None = None,
+                 pair_info: np.ndarray | None = None, copies: list[np.ndarray] | None = None):
         self.rows, self.seed = rows, seed
+        # BPE-dropout copies of the training rows (all of len(rows) rows): pass p reads copy p mod len(copies).
+        self.copies = copies
+        # Static masking: (dupe, rows, k) positions and fed ids from the shards; pass p reads copy p mod dupe.
+        self.static_masks = static_masks
+        # Sentence pairs: (rows, 3) len(A), len(B), label of padded [CLS] A [SEP] B [SEP] rows.
+        self.pair_info = pair_info
         self.order = np.random.default_rng(seed).permutation(len(rows))
         self._pass, self._pass_order = 0, self.order
 
@@ -33,9 +40,33 @@ class PackedRows(Dataset):
                 np.random.default_rng([self.seed, data_pass]).permutation(len(self.rows))
         return int(self._pass_order[offset])
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        row = np.asarray(self.rows[self.row_index(index)], dtype=np.int64)  # (seq_len,)
-        return torch.from_numpy(row)
+    def __getitem__(self, index: int) -> torch.Tensor | tuple | dict:
+        """The row (seq_len,); with static masks, (masked row, positions (k,), targets (k,)); with sentence
+        pairs, a dict of input_ids, token_type_ids, attention_mask, pair_label (+ positions, targets)."""
+        stored = self.row_index(index)
+        source = self.copies[(index // len(self.rows)) % len(self.copies)] if self.copies else self.rows
+        row = np.asarray(source[stored], dtype=np.int64)  # (seq_len,)
+        if self.static_masks is None and self.pair_info is None:
+            return torch.from_numpy(row)
+        masked = ()
+        if self.static_masks is not None:
+            positions_all, inputs_all = self.static_masks
+            copy = (index // len(self.rows)) % len(positions_all)
+            positions = np.asarray(positions_all[copy, stored], dtype=np.int64)  # (k,)
+            targets = row[positions]
+            row[positions] = inputs_all[copy, stored]
+            masked = (torch.from_numpy(row), torch.from_numpy(positions), torch.from_numpy(targets))
+        if self.pair_info is None:
+            return masked
+        len_a, len_b, label = (int(v) for v in self.pair_info[stored])
+        used = len_a + len_b + 3  # [CLS] A [SEP] B [SEP]
+        token_types = torch.zeros(len(row), dtype=torch.long)
+        token_types[len_a + 2:used] = 1
+        attention = torch.zeros(len(row), dtype=torch.long)
+        attention[:used] = 1
+        item = {"input_ids": torch.from_numpy(row), "token_type_ids": token_types, "attention_mask": attention,
+                "pair_label": torch.tensor(label)}
+        return item | ({"positions": masked[1], "targets": masked[2]} if masked else {})
 
 
 class PhasedData(L.LightningDataModule):

@@ -131,8 +131,9 @@ class Masker(torch.nn.Module):
     def __init__(self, ratio: float, mask_id: int, vocab_size: int, special_ids: torch.Tensor,
                  maskable_share: Mapping[int, float] | None = None, replace_with_mask: float = 0.8,
                  replace_with_random: float = 0.1, word_starts: torch.Tensor | None = None,
-                 span_mean_len: float = 1.0):
+                 span_mean_len: float = 1.0, max_per_row: int = 0):
         super().__init__()
+        self.max_per_row = max_per_row  # masking.max_predictions_per_seq (training only); 0: no cap
         self.ratio, self.mask_id = ratio, mask_id
         self.vocab_size = vocab_size  # the tokenizer's, not the padded embedding's: random ids are real tokens
         self.maskable_share = dict(maskable_share or {})
@@ -149,7 +150,8 @@ class Masker(torch.nn.Module):
 
         `special_ids` and `maskable_share` are as in the shards manifest's format (its string length
         keys are accepted); `word_starts` is the vocabulary's table (`pretrain.word_starts`), required
-        when `masking.whole_word` is on and ignored otherwise.
+        when `masking.whole_word` is on and ignored otherwise. `masking.max_predictions_per_seq` caps
+        the training masker only, not one made at another `ratio` (held-out scoring).
         """
         if masking_cfg.whole_word and word_starts is None:
             raise ValueError("masking.whole_word=true needs the vocabulary's word-start table: pass "
@@ -158,7 +160,8 @@ class Masker(torch.nn.Module):
                    torch.tensor(sorted(set(special_ids.values()))),
                    {int(length): float(share) for length, share in maskable_share.items()},
                    masking_cfg.replace_with_mask, masking_cfg.replace_with_random,
-                   word_starts if masking_cfg.whole_word else None, masking_cfg.span_mean_len)
+                   word_starts if masking_cfg.whole_word else None, masking_cfg.span_mean_len,
+                   masking_cfg.max_predictions_per_seq if ratio is None else 0)
 
     def at_ratio(self, ratio: float) -> "Masker":
         """The same masking at another ratio (sharing the tables, on the same device)."""
@@ -167,7 +170,8 @@ class Masker(torch.nn.Module):
 
     def per_row(self, seq_len: int) -> int:
         """Masked positions in every row of length `seq_len`: the count training, scoring and FLOPs use."""
-        return masked_per_row(self.ratio, seq_len, self.maskable_share.get(seq_len, 1.0))
+        count = masked_per_row(self.ratio, seq_len, self.maskable_share.get(seq_len, 1.0))
+        return min(count, self.max_per_row) if self.max_per_row else count
 
     def forward(self, input_ids: torch.Tensor, generator: torch.Generator | None = None) -> MaskedBatch:
         """`per_row` positions of every row of `input_ids` (batch, seq) masked with these settings.

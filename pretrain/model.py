@@ -83,7 +83,9 @@ def encoder_and_head(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], t
     logits = head(hidden). Splitting them lets the head run on the masked positions only."""
     model_type = model.config.model_type
     if model_type == "bert":
-        return model.bert, model.cls
+        # cls.predictions: the MLM head of BertForMaskedLM and of BertForPreTraining (whose cls also holds
+        # the next-sentence head, see pretrain.objectives) alike.
+        return model.bert, model.cls.predictions
     if model_type in ("roberta", "xlm-roberta"):
         return model.roberta, model.lm_head
     if model_type == "modernbert":

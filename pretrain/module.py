@@ -12,8 +12,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from pretrain.masking import Masker
+from pretrain.masking import MaskedBatch, Masker
 from pretrain.model import encoder_and_head
+from pretrain.objectives import masked_pairs, pair_loss
 from pretrain.optim import build_optimizer
 from pretrain.phases import Phase
 from pretrain.schedules import lr_lambda
@@ -73,8 +74,14 @@ class MaskedLMModule(L.LightningModule):
         """`sparse_mlm_loss` of the wrapped model (the function torch.compile traces)."""
         return sparse_mlm_loss(self.model, input_ids, positions, targets)
 
-    def training_step(self, input_ids: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        batch = self.masker(input_ids)  # torch's global RNG, reseeded per micro-batch (MicroBatchSeeding)
+    def training_step(self, rows, batch_idx: int) -> torch.Tensor:
+        if isinstance(rows, dict):  # sentence pairs (training.objective=mlm_nsp|mlm_sop)
+            return self.pair_step(rows)
+        if isinstance(rows, (list, tuple)):  # static masking: (masked ids, positions, targets) from the shards
+            batch = MaskedBatch(*rows)
+        else:
+            batch = self.masker(rows)  # torch's global RNG, reseeded per micro-batch (MicroBatchSeeding)
+        input_ids = batch.input_ids
         loss, correct = self.loss_fn(batch.input_ids, batch.positions, batch.targets)
         # Accumulate on the device: no .item() here (that would wait for the GPU every step).
         self.window["loss_sum"] += torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0)
@@ -82,6 +89,19 @@ class MaskedLMModule(L.LightningModule):
         self.window["micro_batches"] += 1  # Python ints: known without asking the device
         self.window["masked"] += batch.targets.numel()
         self.window["tokens"] += input_ids.numel()
+        return loss
+
+    def pair_step(self, rows: dict) -> torch.Tensor:
+        """MLM + the pair head (NSP or SOP) on padded sentence-pair rows (`pretrain.objectives`)."""
+        batch = masked_pairs(rows, self.masker, self.masker.special_ids)
+        loss, correct, pair_correct = pair_loss(self.model, batch, rows)
+        self.window["loss_sum"] += torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+        self.window["correct"] += correct
+        self.window["pair_correct"] += pair_correct
+        self.window["micro_batches"] += 1
+        self.window["masked"] += batch.targets.numel()  # positions that fell on padding count too
+        self.window["pairs"] += rows["pair_label"].numel()
+        self.window["tokens"] += batch.input_ids.numel()
         return loss
 
     def on_train_start(self) -> None:
@@ -92,20 +112,22 @@ class MaskedLMModule(L.LightningModule):
         bad_run = self.window["bad_run"] if self.window else zero.clone()  # runs across log intervals
         self.window = {"loss_sum": zero.clone(), "correct": zero.clone(), "grad_norm": zero.clone(),
                        "skipped": zero.clone(), "bad_run": bad_run.to(self.device), "micro_batches": 0,
-                       "masked": 0, "tokens": 0}
+                       "masked": 0, "tokens": 0, "pair_correct": zero.clone(), "pairs": 0}
 
     def pop_window(self) -> dict:
         """Metrics since the last call, as Python numbers. This is the one host sync per log interval."""
         w = self.window
         sums = torch.stack([w["loss_sum"], w["correct"], w["loss_sum"].new_tensor(w["micro_batches"]),
-                            w["loss_sum"].new_tensor(w["masked"]), w["grad_norm"], w["skipped"], w["bad_run"]])
+                            w["loss_sum"].new_tensor(w["masked"]), w["grad_norm"], w["skipped"], w["bad_run"],
+                            w["pair_correct"], w["loss_sum"].new_tensor(w["pairs"])])
         ranks = 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Loss and accuracy of the whole global batch, not of this rank's slice: one all-reduce per
             # log interval (every rank calls this at the same steps).
             torch.distributed.all_reduce(sums)
             ranks = torch.distributed.get_world_size()
-        loss_sum, correct, micro_batches, masked, grad_norm_sum, skipped, bad_run = sums.tolist()  # host sync
+        loss_sum, correct, micro_batches, masked, grad_norm_sum, skipped, bad_run, pair_correct, pairs = \
+            sums.tolist()  # host sync
         # Norms, skips and runs of bad steps are the same on every rank: gradients were reduced before them.
         grad_norm, skipped, bad_run = grad_norm_sum / ranks, round(skipped / ranks), round(bad_run / ranks)
         self.reset_window()
@@ -116,8 +138,11 @@ class MaskedLMModule(L.LightningModule):
                 f"and were skipped (optim.max_bad_steps={self.optim.max_bad_steps}): stopped. The weights were not "
                 f"updated by them; the last checkpoint is {last}. Lower optim.lr or raise optim.warmup_steps, "
                 "then rerun the same command (checkpoint.resume=false to start over)")
-        return {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
-                "train/grad_norm": grad_norm, "train/skipped_steps": skipped, "tokens": w["tokens"]}
+        metrics = {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
+                   "train/grad_norm": grad_norm, "train/skipped_steps": skipped, "tokens": w["tokens"]}
+        if pairs:  # NSP / SOP: accuracy of the pair head
+            metrics["train/pair_accuracy"] = pair_correct / pairs
+        return metrics
 
     def body_parameters(self) -> set[int]:
         """Ids of the encoder's parameters other than the token embeddings: what

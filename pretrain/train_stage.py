@@ -18,6 +18,9 @@ from bertforge.common.checkpoints import Checkpoint
 from bertforge.common.errors import ConfigError, Preempted
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
+from corpora.shards.dropout_copies import load_dropout_copies
+from corpora.shards.pairs import load_pairs
+from corpora.shards.static_masks import load_static_masks
 from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
                              PublishConfig, TrainerConfig, TrainingConfig)
 from pretrain.data import PackedRows, PhasedData
@@ -30,6 +33,7 @@ from pretrain.hub_push import HubCheckpointPush
 from pretrain.init_from import load_start_model
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
+from pretrain.objectives import as_pretraining_model
 from pretrain.phases import plan_phases
 from pretrain.preemption import StopOnPreemption, flag_on_signal
 from pretrain.rank_sampler import MicroBatchSeeding
@@ -76,13 +80,16 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             model, started_from = load_start_model(start, vocab_dir, model_cfg.vocab_mode, model_cfg.vocab_transfer,
                                                    model_cfg.pad_vocab_to_multiple_of, impl.attention, training.seed)
             check_positions(model.config, longest)
+        if training.objective != "mlm":  # + the NSP/SOP head: a BertForPreTraining, exported as such
+            model = as_pretraining_model(model, impl.attention)
         word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
             if masking.whole_word else None
-        maskable = {int(length): share for length, share in fmt["maskable_share"].items()}
+        pairs = fmt.get("pairs")  # sentence-pair rows are what training masks when the objective has pairs
+        maskable = {int(length): share for length, share in (pairs or fmt)["maskable_share"].items()}
         module = MaskedLMModule(model, masking, optim, plan, special, fmt["vocab_size"], maskable, word_starts,
                                 compile_backend=impl.compile_backend if impl.compile else "",
                                 embedding_warmup_steps=training.embedding_warmup_steps)
-        rows = {p.seq_len: PackedRows(load_rows(shards_dir, "train", p.seq_len), seed=training.seed) for p in plan}
+        rows = {p.seq_len: training_rows(shards_dir, fmt, p.seq_len, training.seed, module.masker) for p in plan}
         data = PhasedData(plan, rows, impl.num_workers, pin_memory=torch.cuda.is_available(),
                           rank=launch.rank, world_size=launch.world_size)
         step_metrics = StepMetricsLogger(
@@ -193,6 +200,24 @@ def check_start_up(model_cfg: ModelConfig, optim: OptimConfig, training: Trainin
             raise ConfigError(f"training.phases[{phase.index}].seq_len={phase.seq_len}: {shards_dir} has rows "
                               f"of {fmt['seq_lens']} only; rebuild the shards")
     return plan
+
+
+def training_rows(shards_dir: Path, fmt: dict, seq_len: int, seed: int, masker) -> PackedRows:
+    """The training rows of `seq_len`: packed rows (or their BPE-dropout copies), or the sentence pairs when
+    the shards hold them, with their static masks when the shards hold those."""
+    pairs, copies = load_pairs(shards_dir, seq_len, fmt), load_dropout_copies(shards_dir, seq_len, fmt)
+    rows, info = pairs if pairs is not None else (copies[0] if copies else load_rows(shards_dir, "train", seq_len), None)
+    return PackedRows(rows, seed=seed, static_masks=static_masks(shards_dir, fmt, seq_len, masker), pair_info=info,
+                      copies=copies)
+
+
+def static_masks(shards_dir: Path, fmt: dict, seq_len: int, masker) -> tuple | None:
+    """The shards' static maskings of rows of `seq_len` (masking.static=true), checked against the masker."""
+    masks = load_static_masks(shards_dir, seq_len, fmt)
+    if masks is not None and masks[0].shape[-1] != masker.per_row(seq_len):
+        raise ConfigError(f"{shards_dir} holds {masks[0].shape[-1]} static masks per row of {seq_len} but masking.* "
+                          f"asks for {masker.per_row(seq_len)}: rebuild the shards")
+    return masks
 
 
 def check_positions(config, seq_len: int) -> None:

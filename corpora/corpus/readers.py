@@ -341,13 +341,18 @@ class ConlluReader(_StrictReader):
                 continue
             newdoc = line.startswith("# newdoc")
             if newdoc or len(sentences) >= self.sentences_per_doc:
-                if doc := self._doc(" ".join(sentences), filepath, str(first)):
+                if doc := self._sentences_doc(sentences, filepath, str(first)):
                     yield doc
                 sentences, first = [], number
             if line.startswith("# text ="):
                 sentences.append(line[len("# text ="):].strip())
-        if doc := self._doc(" ".join(sentences), filepath, str(first)):
+        if doc := self._sentences_doc(sentences, filepath, str(first)):
             yield doc
+
+    def _sentences_doc(self, sentences: list[str], filepath: str, key: str) -> Document | None:
+        # The treebank's own sentence boundaries travel as lengths (characters of each sentence, joined by
+        # one space), so sentence-pair objectives need no sentence splitter (`corpora.shards.sentences`).
+        return self._doc(" ".join(sentences), filepath, key, {"sentence_chars": [len(s) for s in sentences]})
 
 
 def make_reader(input_cfg: InputConfig, source_name: str, index: int = 0, on_bad_record: str = "error",

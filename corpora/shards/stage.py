@@ -24,7 +24,11 @@ from bertforge.common.errors import CorpusInputError
 from bertforge.common.stage_folder import StageOutput
 from corpora.config import ShardsConfig
 from corpora.documents import iter_documents
+from corpora.shards.dropout_copies import write_dropout_copies
 from corpora.shards.rows import file_sha256, write_packed_rows
+from corpora.shards.pairs import PairSettings, check_documents, load_pairs, pair_files, write_pairs
+from corpora.shards.sentences import split_sentences
+from corpora.shards.static_masks import StaticMasking, mask_files, per_row, write_static_masks
 from corpora.vocab.special_tokens import special_token_ids
 
 log = logging.getLogger("bertforge.shards")
@@ -43,9 +47,14 @@ def shard_seq_lens(shards: ShardsConfig, phase_seq_lens: list[int]) -> list[int]
 
 
 def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path,
-                 out: StageOutput) -> None:
+                 out: StageOutput, static: StaticMasking | None = None, pairs: PairSettings | None = None) -> None:
     """Tokenise the corpus folder's documents with the vocab folder's tokenizer into rows of every
-    length in `lengths` (main length first), train and held-out splits, in `out`."""
+    length in `lengths` (main length first), train and held-out splits, in `out`; with `pairs`, also
+    sentence-pair examples of the training documents (`corpora.shards.pairs`); with `static`, the static
+    maskings of every training row (of the pair rows when there are pairs: what training reads)."""
+    for settings in (static, pairs):
+        if settings is not None:
+            settings.check()
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32
     with out.build() as build:
@@ -59,6 +68,8 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
                     raise CorpusInputError(str(corpus_dir), f"yields no full {split} row of {length} tokens",
                                            "Add text, lower the sequence length or change shards.heldout_percent.")
                 by_len[length][split] = counts
+        dropout = write_dropout_copies(shards, corpus_dir, Tokenizer.from_file(str(vocab_dir / "tokenizer_dropout.json")),
+                                       lengths, dtype, build.tmp) if shards.dropout_copies else None
         main = by_len[lengths[0]]
         build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"],
                                     "by_seq_len": {str(k): v for k, v in by_len.items()}}
@@ -70,5 +81,66 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             "maskable_share": {str(k): 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * k)
                                for k, v in by_len.items()},
         }
+        if dropout:
+            build.manifest["format"]["dropout_copies"] = dropout
+        if pairs is not None:
+            build.manifest["format"]["pairs"] = _write_pairs(pairs, tokenizer, corpus_dir, shards.heldout_percent,
+                                                             build.tmp, build.manifest["format"])
+        if static is not None:
+            build.manifest["format"]["static_masks"] = _write_static_masks(static, tokenizer, build.tmp,
+                                                                           build.manifest["format"])
     log.info("shards: %d train rows, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
              main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
+
+
+def _write_static_masks(static: StaticMasking, tokenizer: Tokenizer, folder: Path, fmt: dict) -> dict:
+    """Static maskings of the training rows of every length (written beside them); their manifest entry."""
+    from corpora.vocab.word_starts import word_start_table
+
+    ids = fmt["special_ids"]
+    word_starts = word_start_table(tokenizer) if static.whole_word else None
+    counts = {}
+    for length in fmt["seq_lens"]:
+        if fmt.get("pairs"):
+            rows, share = load_pairs(folder, length, fmt)[0], fmt["pairs"]["maskable_share"][str(length)]
+        else:
+            rows = np.memmap(folder / f"train-{length}.bin", dtype=fmt["dtype"], mode="r").reshape(-1, length)
+            share = fmt["maskable_share"][str(length)]
+        counts[str(length)] = per_row(static.ratio, length, share, static.max_predictions_per_seq)
+        write_static_masks(rows, static, counts[str(length)], sorted(set(ids.values())), ids["mask"],
+                           fmt["vocab_size"], word_starts, *mask_files(folder, "train", length))
+    log.info("shards: %d static maskings of every training row (%s masked per row)", static.dupe_factor,
+             ", ".join(f"{k} of {length}" for length, k in counts.items()))
+    return static.payload() | {"per_row": counts}
+
+
+def _write_pairs(pairs: PairSettings, tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float, folder: Path,
+                 fmt: dict) -> dict:
+    """Sentence-pair examples of the training documents for every row length; their manifest entry."""
+    docs, how = _sentence_documents(tokenizer, corpus_dir, heldout_percent)
+    documents = check_documents(docs, pairs, str(corpus_dir))
+    by_len = {}
+    for length in fmt["seq_lens"]:
+        counts = write_pairs(docs, length, pairs, fmt["special_ids"], np.dtype(fmt["dtype"]),
+                             *pair_files(folder, "train", length))
+        info = np.fromfile(pair_files(folder, "train", length)[1], dtype=np.int32).reshape(-1, 3)
+        counts["maskable_share"] = float(info[:, :2].sum() / (len(info) * length))
+        by_len[str(length)] = counts
+    main = by_len[str(fmt["seq_len"])]
+    log.info("shards: %d %s pairs of %d tokens, %.1f %% %s (sentences from: %s)", main["examples"],
+             pairs.objective, fmt["seq_len"], 100 * main["label_share"],
+             "random next" if pairs.objective == "mlm_nsp" else "swapped", how)
+    return pairs.payload() | {"documents": documents, "sentences_from": how, "by_seq_len": by_len,
+                              "maskable_share": {k: v["maskable_share"] for k, v in by_len.items()}}
+
+
+def _sentence_documents(tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float
+                        ) -> tuple[list[list[list[int]]], dict]:
+    """Training documents as lists of tokenised sentences, and how many documents each splitting rule gave."""
+    docs, how = [], {}
+    for doc in iter_documents(corpus_dir, "train", heldout_percent):
+        sentences, rule = split_sentences(doc["text"], doc.get("metadata"))
+        how[rule] = how.get(rule, 0) + 1
+        encoded = [e.ids for e in tokenizer.encode_batch(sentences, add_special_tokens=False)]
+        docs.append([ids for ids in encoded if ids])
+    return [d for d in docs if d], how

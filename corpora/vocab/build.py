@@ -33,9 +33,11 @@ def check_options(tok_cfg: TokenizerConfig) -> None:
         raise ConfigError(f"tokenizer.normalizer={tok_cfg.normalizer!r} is not one of {list(NORMALIZERS)}")
     if tok_cfg.byte_level and tok_cfg.model != "bpe":
         raise ConfigError(f"tokenizer.byte_level=true needs tokenizer.model=bpe (got {tok_cfg.model!r})")
-    if tok_cfg.trainer == "sentencepiece" and (tok_cfg.model == "wordpiece" or tok_cfg.byte_level):
-        raise ConfigError("tokenizer.trainer=sentencepiece trains bpe or unigram (character level): "
-                          "use tokenizer.trainer=tokenizers for wordpiece and byte-level BPE")
+    if tok_cfg.trainer == "sentencepiece" and tok_cfg.byte_level:
+        raise ConfigError("tokenizer.trainer=sentencepiece trains character-level bpe or unigram (and wordpiece "
+                          "converted from its bpe): use tokenizer.trainer=tokenizers for byte-level BPE")
+    if tok_cfg.unused_tokens < 0:
+        raise ConfigError(f"tokenizer.unused_tokens={tok_cfg.unused_tokens} must be 0 or more")
     if not 0.0 <= tok_cfg.bpe_dropout < 1.0:
         raise ConfigError(f"tokenizer.bpe_dropout={tok_cfg.bpe_dropout} must be in [0, 1)")
     if tok_cfg.bpe_dropout and tok_cfg.model != "bpe":
@@ -67,8 +69,10 @@ def check_alphabet(tok_cfg: TokenizerConfig, distinct_chars: int) -> None:
 
 
 def special_token_list(tok_cfg: TokenizerConfig) -> list[str]:
-    """The style's five special tokens (in id order) followed by any extra ones."""
-    return style_tokens(tok_cfg.style) + [t for t in tok_cfg.extra_special_tokens if t not in STYLES[tok_cfg.style].values()]
+    """The style's five special tokens (in id order), any extra ones, then `tokenizer.unused_tokens`
+    placeholders [unused0]... (BERT's reserve for tokens added after pretraining)."""
+    extra = [t for t in tok_cfg.extra_special_tokens if t not in STYLES[tok_cfg.style].values()]
+    return style_tokens(tok_cfg.style) + extra + [f"[unused{i}]" for i in range(tok_cfg.unused_tokens)]
 
 
 def build_normalizer(tok_cfg: TokenizerConfig) -> normalizers.Normalizer | None:

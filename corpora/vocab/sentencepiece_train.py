@@ -52,6 +52,15 @@ def _chunks(line: str) -> Iterable[str]:
 
 def train_sentencepiece(texts: Iterable[str], tok_cfg: TokenizerConfig, workdir: Path) -> Tokenizer:
     """Train a sentencepiece BPE or Unigram model on `texts` and return it as a `tokenizers.Tokenizer`."""
+    processor = train_processor(texts, tok_cfg, workdir)
+    tokenizer = to_tokenizers(processor, tok_cfg.model, STYLES[tok_cfg.style]["unk"])
+    tokenizer.normalizer = build_normalizer(tok_cfg)
+    return tokenizer
+
+
+def train_processor(texts: Iterable[str], tok_cfg: TokenizerConfig, workdir: Path):
+    """Train sentencepiece (`tok_cfg.model`: bpe or unigram) on `texts`; returns the loaded processor, whose
+    model stays in `workdir` as spm.model / spm.vocab. Special tokens hold the style's ids."""
     import sentencepiece as spm
 
     normalizer = build_normalizer(tok_cfg)
@@ -80,9 +89,7 @@ def train_sentencepiece(texts: Iterable[str], tok_cfg: TokenizerConfig, workdir:
     for expected_id, token in enumerate(specials):
         if processor.id_to_piece(expected_id) != token:  # would silently shift every special id
             raise RuntimeError(f"sentencepiece put {token!r} at id {processor.piece_to_id(token)}, not {expected_id}")
-    tokenizer = to_tokenizers(processor, tok_cfg.model, roles["unk"])
-    tokenizer.normalizer = normalizer
-    return tokenizer
+    return processor
 
 
 def to_tokenizers(processor, model_type: str, unk_token: str) -> Tokenizer:

@@ -1,7 +1,8 @@
 """The vocab stage: cleaned documents -> `tokenizer.json` (HF fast format) + intrinsic metrics.
 
 The folder holds tokenizer.json and the transformers files naming the special tokens,
-metrics.json (held-out text, gold treebank words, and the same for a reference tokenizer),
+metrics.json (held-out text, gold treebank words, and the same for a reference tokenizer; for
+sentencepiece BPE converted to WordPiece, the share of held-out words both segment alike),
 tokenizer_dropout.json when BPE dropout is asked for, and new_tokens.json when an existing
 vocabulary was extended instead of trained.
 """
@@ -126,6 +127,11 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
         metrics |= {"action": plan.action, "base": plan.base, "training_documents": sample.documents,
                     "training_chars": sample.chars, "training_seconds": round(training_seconds, 3),
                     "special_tokens": roles}
+        if plan.action == "train" and tok_cfg.trainer == "sentencepiece" and tok_cfg.model == "wordpiece":
+            from corpora.vocab.sp_wordpiece import segmentation_agreement
+
+            # How often greedy WordPiece lookup cuts a held-out word as the BPE it was converted from did.
+            metrics["sentencepiece_agreement"] = segmentation_agreement(build.tmp / "spm.model", tokenizer, heldout)
         if extension:
             metrics["extension"] = extension | {
                 "fertility_before": metrics["reference"]["heldout"]["fertility"],
@@ -139,7 +145,11 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
 
 def train(tok_cfg: TokenizerConfig, sample: TrainingSample, workdir: Path) -> tuple[Tokenizer, dict[str, str]]:
     """Train the configured model on the streamed sample; returns the finished tokenizer and its roles."""
-    if tok_cfg.trainer == "sentencepiece":
+    if tok_cfg.trainer == "sentencepiece" and tok_cfg.model == "wordpiece":
+        from corpora.vocab.sp_wordpiece import train_sp_wordpiece
+
+        tokenizer, _ = train_sp_wordpiece(sample, tok_cfg, workdir)
+    elif tok_cfg.trainer == "sentencepiece":
         from corpora.vocab.sentencepiece_train import train_sentencepiece
 
         tokenizer = train_sentencepiece(sample, tok_cfg, workdir)

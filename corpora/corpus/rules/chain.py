@@ -12,6 +12,8 @@ from typing import Callable, Iterable
 
 from datatrove.pipeline.base import PipelineStep
 
+from bertforge.common.errors import ConfigError
+
 from corpora.corpus.rules.language import LanguageFilter, LanguageIdentifier
 from corpora.corpus.rules.lists import BlocklistFilter, StopwordFilter, UrlFilter, derive_stopwords, read_word_list
 from corpora.corpus.rules.lines import LineCleaner
@@ -53,6 +55,10 @@ def filter_steps(filters: FiltersConfig, removed_writer: Callable[[str], object]
     if line_groups:
         steps.append(LineCleaner(line_groups, filters.line_quality, cut_lines_folder,
                                  exclusion_writer=removed_writer("lines")))
+    for key, q in (("filters.quality", filters.quality), ("filters.line_quality", filters.line_quality)):
+        if q.max_foreign_letter_ratio is not None and not q.alphabet:
+            raise ConfigError(f"{key}.max_foreign_letter_ratio needs {key}.alphabet (the language's letters, "
+                              "e.g. abcdefghijklmnopqrstuvwxyzáéíóú)")
     groups = active_groups(filters.quality)
     if groups:
         steps.append(QualityFilter(groups, filters.quality, exclusion_writer=removed_writer("quality")))

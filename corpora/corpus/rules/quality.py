@@ -195,6 +195,11 @@ def character_rule(s: TextStats, q) -> str | None:
                         if char_class(ch) in ("L", "Lu") and in_scripts(ch, scripts))
         if in_script < q.min_script_ratio * max(1, s.letters):
             return "wrong_script"
+    if q.max_foreign_letter_ratio is not None:
+        alphabet = set(q.alphabet.lower()) | set(q.alphabet.upper())
+        foreign = sum(n for ch, n in s.char_counts.items() if ch.isalpha() and ch not in alphabet)
+        if foreign > q.max_foreign_letter_ratio * max(1, len(s.text)):
+            return "foreign_letters"
     return None
 
 
@@ -222,6 +227,8 @@ def line_rule(s: TextStats, q) -> str | None:
         return "list_like"
     if q.min_sentences and len(_SENTENCE_END.findall(s.text)) < q.min_sentences:
         return "too_few_sentences"
+    if q.min_mean_sentence_words and s.n_words < q.min_mean_sentence_words * max(1, len(_SENTENCE_END.findall(s.text))):
+        return "short_sentences"
     return None
 
 
@@ -314,9 +321,10 @@ _GROUP_FIELDS = {
     "length": ("min_words", "max_words", "min_chars", "max_chars", "min_mean_word_chars",
                "max_mean_word_chars", "max_word_chars"),
     "characters": ("min_alpha_word_ratio", "min_alpha_ratio", "max_digit_ratio", "max_punct_ratio",
-                   "max_symbol_ratio", "max_upper_ratio", "max_hash_ellipsis_word_ratio", "min_script_ratio"),
+                   "max_symbol_ratio", "max_upper_ratio", "max_hash_ellipsis_word_ratio", "min_script_ratio",
+                   "max_foreign_letter_ratio"),
     "lines": ("min_terminal_punct_line_ratio", "max_bullet_line_ratio", "max_ellipsis_line_ratio",
-              "max_short_line_ratio", "max_newlines_per_word", "min_sentences"),
+              "max_short_line_ratio", "max_newlines_per_word", "min_sentences", "min_mean_sentence_words"),
     "repetition": ("max_dup_line_ratio", "max_dup_para_ratio", "max_dup_line_char_ratio",
                    "max_dup_para_char_ratio", "max_top_ngram_char_ratio", "max_dup_ngram_char_ratio"),
     "content": ("blocked_substrings", "reject_html_tags"),

@@ -137,7 +137,8 @@ def test_bad_reference_fails_before_any_stage_runs(make_cfg, tmp_path, bad):
 
 
 @pytest.mark.parametrize("overrides,key", [
-    (["tokenizer=sp_bpe", "tokenizer.model=wordpiece"], "tokenizer.trainer=sentencepiece"),
+    (["tokenizer=sp_bpe", "tokenizer.byte_level=true"], "tokenizer.trainer=sentencepiece"),
+    (["tokenizer.unused_tokens=-1"], "tokenizer.unused_tokens"),
     (["tokenizer=unigram", "tokenizer.bpe_dropout=0.1"], "tokenizer.bpe_dropout"),
     (["tokenizer.model=bert"], "tokenizer.model='bert'"),
     (["tokenizer.style=t5"], "tokenizer.style='t5'"),

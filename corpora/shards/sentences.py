@@ -1,0 +1,35 @@
+"""Documents as sentences, for sentence-pair objectives (NSP, SOP), without English assumptions.
+
+In order of trust:
+1. the corpus's own boundaries: `metadata["sentence_chars"]` (CoNLL-U: each `# text =` sentence),
+   used when they still add up to the document's text (a filter that cut lines invalidates them);
+2. lines: a document with several lines (one sentence per line, as in many corpora) is split there;
+3. a single line is split after a Unicode sentence terminal (the `Sentence_Terminal` property: . ! ?
+   and the Devanagari danda, the CJK full stop, the Arabic question mark, ...) followed by a space,
+   closing quotes and brackets staying with their sentence. No capital-letter rule, no abbreviation
+   list: those are language-specific, and a sentence cut at an abbreviation only makes a shorter segment.
+"""
+
+from __future__ import annotations
+
+import regex
+
+# After a terminal (+ closing quotes/brackets): the spaces; after an ideographic full stop, ! or ? (which
+# scripts written without spaces use), also where no space follows.
+_TERMINAL_SPLIT = regex.compile(r"(?<=\p{Sentence_Terminal}[\p{Pe}\p{Pf}\"']*)\s+|(?<=[\u3002\uff01\uff1f\uff61])(?=\S)",
+                                flags=regex.VERSION1)
+
+
+def split_sentences(text: str, metadata: dict | None = None) -> tuple[list[str], str]:
+    """(sentences, how): how is corpus, lines or terminals (which rule above gave them)."""
+    lengths = (metadata or {}).get("sentence_chars")
+    if lengths and sum(lengths) + len(lengths) - 1 == len(text):
+        sentences, start = [], 0
+        for length in lengths:
+            sentences.append(text[start:start + length])
+            start += length + 1
+        return [s for s in sentences if s.strip()], "corpus"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines, "lines"
+    return [s for s in _TERMINAL_SPLIT.split(text.strip()) if s], "terminals"

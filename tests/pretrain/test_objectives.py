@@ -1,0 +1,78 @@
+"""Sentence-pair objectives on the model side: pair rows carry token types and an attention mask, padding is
+never scored, and an NSP run exports a model that loads as BertForPreTraining and as AutoModelForMaskedLM."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForPreTraining
+
+from bertforge.common.errors import ConfigError
+from bertforge.common.stage_folder import read_manifest
+from bertforge.stages import run_stages
+from pretrain.data import PackedRows
+from pretrain.masking import IGNORE_INDEX, Masker
+from pretrain.objectives import as_pretraining_model, masked_pairs
+from tests.conftest import QUICK
+
+CLS, SEP, PAD, MASK = 2, 3, 0, 4
+
+
+def test_pair_rows_carry_token_types_and_attention_mask():
+    rows = np.array([[CLS, 10, 11, SEP, 12, SEP, PAD, PAD]], dtype=np.uint16)
+    item = PackedRows(rows, seed=0, pair_info=np.array([[2, 1, 1]], dtype=np.int32))[0]
+    assert item["token_type_ids"].tolist() == [0, 0, 0, 0, 1, 1, 0, 0]
+    assert item["attention_mask"].tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
+    assert item["pair_label"].item() == 1 and item["input_ids"].tolist() == rows[0].tolist()
+
+
+def test_masks_that_land_on_padding_are_not_scored():
+    ids = torch.tensor([[CLS, 10, 11, SEP, 12, SEP, PAD, PAD]])
+    special = torch.tensor([PAD, 1, CLS, SEP, MASK])
+    masker = Masker(0.9, MASK, 64, special)  # 7 positions per row: more than the 3 maskable tokens
+    batch = masked_pairs({"input_ids": ids}, masker, special)
+    scored = batch.targets != IGNORE_INDEX
+    assert scored.sum() == 3 and set(batch.targets[scored].tolist()) == {10, 11, 12}
+    unscored = batch.positions[~scored]
+    assert torch.equal(batch.input_ids[0, unscored], ids[0, unscored])  # specials left as they were
+
+
+def test_pretraining_model_keeps_the_mlm_weights():
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64))
+    both = as_pretraining_model(mlm)
+    assert torch.equal(both.bert.embeddings.word_embeddings.weight, mlm.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(both.cls.predictions.transform.dense.weight, mlm.cls.predictions.transform.dense.weight)
+    assert both.cls.seq_relationship.out_features == 2
+
+
+def test_gabert_style_run_exports_a_pretraining_model(tmp_path, data_dir):
+    """NSP with static masks read from the shards (gaBERT's and LEGAL-BERT's Google BERT recipe)."""
+    from bertforge.experiment import load_config
+    from tests.conftest import compose_raw
+
+    cfg = load_config(compose_raw("pretrain", [
+        f"paths.data_dir={data_dir}", f"paths.work_dir={tmp_path}", *QUICK, "training.max_steps=6",
+        "training.batch_size=8", "logger.progress_bar=false", "checkpoint.every_n_steps=1000",
+        "logger.log_every_n_steps=3", "training.objective=mlm_nsp", "masking.static=true",
+        "masking.dupe_factor=2", "masking.max_predictions_per_seq=6"]))
+    folders = run_stages(cfg, "pretrain")
+    assert read_manifest(folders["shards"])["format"]["static_masks"]["per_row"] == {"64": 6}
+    assert read_manifest(folders["pretrain"])["counts"]["steps"] == 6
+    hf = folders["pretrain"] / "hf"
+    model, info = BertForPreTraining.from_pretrained(hf, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert isinstance(AutoModelForMaskedLM.from_pretrained(hf), BertForMaskedLM)
+    with open(hf.parent / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        logged = [r for r in csv.DictReader(handle) if r.get("train/pair_accuracy")]
+    assert logged and all(0.0 <= float(r["train/pair_accuracy"]) <= 1.0 for r in logged)
+
+
+def test_pair_objective_needs_a_bert_model(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="model.arch=bert"):
+        run_stages(make_cfg("pretrain", ["training.objective=mlm_sop", "model=roberta_base"]), "pretrain")
+    with pytest.raises(ConfigError, match="training.objective='nsp'"):
+        run_stages(make_cfg("pretrain", ["training.objective=nsp"]), "pretrain")
+    assert not (tmp_path / "work" / "corpus").exists()
