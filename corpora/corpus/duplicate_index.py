@@ -43,6 +43,7 @@ EXACT_BAND = 0xFFFF  # the band number of exact hashes: runs there are duplicate
 META_DTYPE = np.dtype([("exact", "<u8"), ("input", "<u2"), ("has_sig", "u1"), ("chars", "<u4"), ("words", "<u4"),
                        ("label", "<u4")])
 LINE_DTYPE = np.dtype([("doc", "<u4"), ("hash", "<u8")])
+READ_KEYS = 1 << 20  # keys read from a file at a time
 CLUSTERS_SHOWN, MEMBERS_SHOWN = 5, 5  # the largest clusters the report shows, and removed copies of each
 
 
@@ -99,17 +100,15 @@ class SignatureFiles:
         return np.fromfile(self.folder / f"{self.ranks[k]:05d}.meta", dtype=META_DTYPE)
 
 
-def star_pairs(bands: np.ndarray, keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, other, band) for every document `other` sharing (band, key) with a lower one; `first`
-    is the lowest document of the run."""
-    order = np.lexsort((docs, keys, bands))  # by band, then key, then document
-    b, k, d = bands[order], keys[order], docs[order]
+def star_pairs(keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, other) for every document `other` sharing its key (within one band) with a lower one;
+    `first` is the lowest document of the run. `docs` must be ascending (as the key files are read)."""
+    order = np.argsort(keys, kind="stable")  # stable: each run keeps its documents ascending
+    k, d = keys[order], docs[order]
     starts = np.ones(len(d), dtype=bool)
-    starts[1:] = (b[1:] != b[:-1]) | (k[1:] != k[:-1])
-    run = np.cumsum(starts) - 1
-    first = d[np.flatnonzero(starts)][run]  # sorted by document within a run: its first is the lowest
-    other = ~starts
-    return first[other], d[other], b[other]
+    starts[1:] = k[1:] != k[:-1]
+    first = d[np.flatnonzero(starts)][np.cumsum(starts) - 1]
+    return first[~starts], d[~starts]
 
 
 class IndexTask(PipelineStep):
@@ -127,21 +126,37 @@ class IndexTask(PipelineStep):
         out = Path(self.pairs_folder)
         out.mkdir(parents=True, exist_ok=True)
         with self.track_time():
-            parts = [np.fromfile(Path(self.sig_folder) / f"{r:05d}.keys.{rank:05d}", dtype=KEY_DTYPE)
-                     for r in files.ranks]
-            keys = np.concatenate([p["key"] for p in parts]) if parts else np.zeros(0, np.uint64)
-            bands = np.concatenate([p["band"] for p in parts]) if parts else np.zeros(0, np.uint16)
-            docs = np.concatenate([p["row"].astype(np.int64) + files.offsets[k] for k, p in enumerate(parts)]) \
-                if parts else np.zeros(0, np.int64)
-            del parts
+            keys, bands, docs = self._read_keys(files, rank)
             self.stat_update("keys", value=len(keys))
-            first, other, band = star_pairs(bands, keys, docs)
+            pairs = []
+            for band in np.flatnonzero(np.bincount(bands)):  # one band at a time: its temporaries are a share of the task's keys
+                mine = np.flatnonzero(bands == band)
+                first, other = star_pairs(keys[mine], docs[mine])
+                pairs.append((first, other, band == EXACT_BAND))
             del keys, bands, docs
-            exact = band == EXACT_BAND
-            pairs = [self._pairs(first[exact], other[exact], True), self._verified(files, first[~exact], other[~exact])]
-            pairs = np.concatenate(pairs)
+            exact = [(f, o) for f, o, is_exact in pairs if is_exact]
+            near = [(f, o) for f, o, is_exact in pairs if not is_exact]
+            pairs = np.concatenate([self._pairs(*_joined(exact), True), self._verified(files, *_joined(near))])
         np.save(out / f"{rank:05d}.npy", pairs)
         return iter(())
+
+    def _read_keys(self, files: SignatureFiles, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(key, band, global document) of this task's keys, read file by file into arrays sized once
+        (18 bytes per key held, not twice that while joining)."""
+        paths = [Path(self.sig_folder) / f"{r:05d}.keys.{rank:05d}" for r in files.ranks]
+        counts = [p.stat().st_size // KEY_DTYPE.itemsize for p in paths]
+        keys, bands = np.empty(sum(counts), np.uint64), np.empty(sum(counts), np.uint16)
+        docs = np.empty(sum(counts), np.int64)
+        at = 0
+        for k, (path, count) in enumerate(zip(paths, counts)):
+            with open(path, "rb") as handle:
+                for _ in range(0, count, READ_KEYS):  # a bounded read buffer, whatever the file's size
+                    part = np.fromfile(handle, dtype=KEY_DTYPE, count=READ_KEYS)
+                    end = at + len(part)
+                    keys[at:end], bands[at:end] = part["key"], part["band"]
+                    docs[at:end] = part["row"].astype(np.int64) + files.offsets[k]
+                    at = end
+        return keys, bands, docs
 
     @staticmethod
     def _pairs(first: np.ndarray, other: np.ndarray, exact: bool) -> np.ndarray:
@@ -290,6 +305,12 @@ class MergeDecisions(PipelineStep):
         repeated = values[counts >= self.min_repeated_line_docs]
         self.stat_update("boilerplate_lines", value=len(repeated))
         np.save(out / "boilerplate.npy", repeated)
+
+
+def _joined(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate([f for f, _ in pairs]), np.concatenate([o for _, o in pairs])
 
 
 def _largest_clusters(near: np.ndarray, rep: np.ndarray, count: int) -> dict[tuple[int, ...], int]:
