@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_cpu_smoke_writes_one_json_per_run_naming_the_device(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path))
-    done = subprocess.run([str(REPO / "bench" / "gpu" / "gpu_suite.sh"), "--cpu-smoke"], env=env,
+    done = subprocess.run([str(REPO / "bench" / "gpu_suite.sh"), "--cpu-smoke"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     [summary_path] = tmp_path.glob("*_summary.json")
