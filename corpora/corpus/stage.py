@@ -1,6 +1,6 @@
 """The corpus stage: raw sources -> cleaned, deduplicated documents + a report of every removal.
 
-Three datatrove pipelines run one after the other (locally or on SLURM, see `corpora.corpus.executors`):
+Four datatrove pipelines run one after the other (locally or on SLURM, see `corpora.corpus.executors`):
 
 1. filter (N tasks): readers -> normalise -> quality rules -> URL/blocklist -> language -> stop
    words -> signatures; survivors go to an intermediate folder, removals to removed/<step>/.
