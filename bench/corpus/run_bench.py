@@ -2,7 +2,7 @@
 tasks) vs datatrove's stock MinHash pipeline and MinHash-LSH dedup on rensa and on datasketch
 (`peers.py`).
 
-Both run in one invocation on the same corpus (built by make_corpus.py), each in its own process
+All run in one invocation on the same corpus (built by make_corpus.py), each in its own process
 whose tree is sampled for memory. Reported per system: wall time, MB/s and MB/s per worker
 process, peak resident memory (sum over the process tree and largest single process), and
 near-duplicate recall per planted Jaccard level and precision of what dedup removed.
