@@ -4,8 +4,8 @@ A document's keys are its exact hash (the "exact band") and one hash per LSH ban
 signature. The signature step (`whole_corpus.SignatureWriter`) sends each key, with the document's
 row, to the key file of the index task that owns the key's hash range (`KeyFiles`), so:
 
-- `IndexTask` (task p of K) reads only the keys of its range: about (bands + 1) x N / K entries of
-  14 bytes, flat as the corpus grows when K grows with it. Documents that share a key (same band)
+- `IndexTask` (task p of K) reads only the keys of its range: about (bands + 1) x N / K entries (14
+  bytes on disk, ~25 held), flat as the corpus grows when K grows with it. Documents that share a key (same band)
   form a run; as in the one-task index, each is paired with the run's first document, and a band
   pair is kept when its estimated Jaccard reaches the threshold (signatures read for the pairs only).
   Every run lies wholly in one task, so the tasks together find exactly the pairs one task found.

@@ -52,7 +52,7 @@ def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig
     """Clean and deduplicate `source` with `filters` into the folder `out` (run by `run.executor`)."""
     if run.index_tasks < 1:
         raise ConfigError(f"corpus.index_tasks={run.index_tasks}: give at least 1 (each index task holds about "
-                          "300 bytes per document / index_tasks)")
+                          "525 bytes per document / index_tasks)")
     inputs = checked_inputs(source)
     # Resumable: a killed run's folder is kept, and the rerun skips the datatrove tasks that finished.
     with out.build(resumable=True) as build:

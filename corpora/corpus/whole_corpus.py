@@ -16,8 +16,9 @@ Optional boilerplate removal rides on the same steps: step 1 records a hash of e
 characters, step 2 marks lines found in at least `min_repeated_line_docs` kept documents, step 3
 cuts them out (writing each cut line aside) and drops a document left with nothing.
 
-Memory of an index task: 14 bytes per key of its hash range, (bands + 1) keys per document, so
-about 300 B x documents / index_tasks with 20 bands; of the merge: in proportion to the duplicates.
+Memory of an index task: ~25 bytes per key of its hash range held (14 on disk), (bands + 1) keys
+per document, so about 525 B x documents / index_tasks with 20 bands; of the merge: in proportion
+to the duplicates.
 """
 
 from __future__ import annotations
