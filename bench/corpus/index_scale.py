@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from corpora.config import NearDedupConfig
-from corpora.corpus.duplicate_index import META_DTYPE, IndexTask, KeyFiles, MergeDecisions, EXACT_BAND
+from corpora.corpus.duplicate_index import EXACT_BAND, META_DTYPE, IndexTask, KeyFiles, MergeDecisions
 from corpora.corpus.whole_corpus import band_hashes
 
 PER_FILE, CHUNK, PLANTS_PER_FILE = 1_000_000, 250_000, 500  # planted copies of each kind per file

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrain"))  # bench_mlm is a script, not a package
-import bench_mlm  # noqa: E402
+import bench_mlm
 
 MFU_TARGET, SPEEDUP_TARGET = 0.40, 2.0
 GPU = ["--device", "cuda", "--precision", "bf16-mixed", "--data", "synthetic", "--compile", "--steps", "40",

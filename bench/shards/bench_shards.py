@@ -52,9 +52,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from tokenizers import Tokenizer
-
     from datatrove.utils.batching import batched
+    from tokenizers import Tokenizer
 
     from bertforge.stages import run_stages
     from corpora.documents import iter_documents

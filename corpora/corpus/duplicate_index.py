@@ -252,7 +252,8 @@ class MergeDecisions(PipelineStep):
         n_docs = np.zeros(0, np.int64)
         n_rep = np.zeros(0, np.int64)
         if len(near):
-            from scipy.sparse import coo_matrix  # imported here: scipy.sparse is a fifth of a second to import
+            # imported here: scipy.sparse is a fifth of a second to import
+            from scipy.sparse import coo_matrix
             from scipy.sparse.csgraph import connected_components
 
             members = np.unique(np.concatenate([near["first"], near["other"]]))  # compact ids: sorted documents
