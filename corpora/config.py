@@ -273,6 +273,11 @@ class CorpusConfig:
 
     tasks: int = 1
     """Parallel datatrove tasks (input files are split between them; dedup is global anyway)."""
+    index_tasks: int = 1
+    """Tasks the duplicate index is split into, each holding the keys of one hash range (about 525
+    bytes per document / index_tasks with 20 bands: 21 keys of ~25 bytes held): raise it with the
+    corpus (e.g. one per 2-5 M documents) to bound each task's memory. It never changes which documents are kept, so it is not
+    part of the stage hash (like everything under `corpus`)."""
     examples_per_rule: int = 3
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 

@@ -1,6 +1,8 @@
-"""Corpus-stage benchmark: bertforge's whole corpus stage vs datatrove's stock MinHash pipeline.
+"""Corpus-stage benchmark: bertforge's whole corpus stage (with one and with four duplicate-index
+tasks) vs datatrove's stock MinHash pipeline and MinHash-LSH dedup on rensa and on datasketch
+(`peers.py`).
 
-Both run in one invocation on the same corpus (built by make_corpus.py), each in its own process
+All run in one invocation on the same corpus (built by make_corpus.py), each in its own process
 whose tree is sampled for memory. Reported per system: wall time, MB/s and MB/s per worker
 process, peak resident memory (sum over the process tree and largest single process), and
 near-duplicate recall per planted Jaccard level and precision of what dedup removed.
@@ -25,6 +27,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))  # peers.py beside this script
+from peers import removals as peer_removals, run_peer  # noqa: E402
+
+# ours = the stage with one index task; ours_index4 = the same with corpus.index_tasks=4
+OURS_INDEX_TASKS = {"ours": 1, "ours_index4": 4}
+SYSTEMS = ("ours", "ours_index4", "rensa", "datasketch", "stock")
 
 # The bertforge configuration measured: the Gopher preset (quality + repetition + derived stop
 # words) with language ID keeping Irish and Estonian, exact and MinHash near-dup dedup.
@@ -32,7 +40,7 @@ OURS_OVERRIDES = ["source=jsonl", "filters=gopher", "filters.langid.languages=[g
 
 
 # --------------------------------------------------------------------------- the two systems
-def run_ours(corpus: Path, work: Path, tasks: int) -> dict:
+def run_ours(corpus: Path, work: Path, tasks: int, index_tasks: int = 1) -> dict:
     from hydra import compose, initialize_config_module
 
     from bertforge.stages import run_stage
@@ -41,7 +49,7 @@ def run_ours(corpus: Path, work: Path, tasks: int) -> dict:
     with initialize_config_module(config_module="bertforge_conf", version_base=None):
         raw = compose(config_name="corpus", overrides=OURS_OVERRIDES + [
             f"source.inputs.0.path={corpus}", f"paths.work_dir={work}", "paths.data_dir=/unused",
-            f"corpus.tasks={tasks}"])
+            f"corpus.tasks={tasks}", f"corpus.index_tasks={index_tasks}"])
     folder = run_stage(load_config(raw), "corpus")
     return {"folder": str(folder), "timing_s": json.loads((folder / "report.json").read_text())["timing_s"]}
 
@@ -195,35 +203,44 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--tasks", type=int, default=2)
-    parser.add_argument("--system", choices=["ours", "stock"])
-    parser.add_argument("--only", choices=["ours", "stock"])
+    parser.add_argument("--system", choices=SYSTEMS)
+    parser.add_argument("--only", choices=SYSTEMS, nargs="+", help="the systems to run (default: all)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.system:  # child process: run one system, print its result as the last line
-        run = run_ours if args.system == "ours" else run_stock
-        print(json.dumps(run(args.corpus, args.work, args.tasks)))
+        if args.system in ("rensa", "datasketch"):
+            result = run_peer(args.system, args.corpus, args.work)
+        elif args.system.startswith("ours"):
+            result = run_ours(args.corpus, args.work, args.tasks, OURS_INDEX_TASKS[args.system])
+        else:
+            result = run_stock(args.corpus, args.work, args.tasks)
+        print(json.dumps(result))
         return
     corpus_bytes = sum(p.stat().st_size for p in args.corpus.glob("*.jsonl"))
     results = {"corpus_mb": round(corpus_bytes / 1e6, 1), "tasks": args.tasks, "cpu_count": os.cpu_count(),
                "load_average_at_start": os.getloadavg(), "ours_overrides": OURS_OVERRIDES, "systems": {}}
-    for system in ("ours", "stock"):
-        if args.only and system != args.only:
+    for system in SYSTEMS:
+        if args.only and system not in args.only:
             continue
         print(f"running {system} ...", file=sys.stderr, flush=True)
         res = measure(system, args.corpus, args.work / system, args.tasks)
         res["mb_per_s"] = round(corpus_bytes / 1e6 / res["wall_s"], 3)
-        res["mb_per_s_per_worker"] = round(res["mb_per_s"] / min(args.tasks, os.cpu_count() or 1), 3)
-        if system == "ours":
+        workers = 1 if system in ("rensa", "datasketch") else min(args.tasks, os.cpu_count() or 1)
+        res["mb_per_s_per_worker"] = round(res["mb_per_s"] / workers, 3)
+        if system.startswith("ours"):
             dedup, other, rules = ours_removals(Path(res["folder"]))
             res["removed_by_rule"] = dict(rules)
-        else:
+        elif system == "stock":
             dedup, other = stock_removals(Path(res["folder"])), set()
+        else:
+            dedup, other = peer_removals(Path(res["folder"])), set()
         res["accuracy"] = accuracy(args.corpus, dedup, other)
         results["systems"][system] = res
         print(json.dumps(res, indent=1), file=sys.stderr, flush=True)
     systems = results["systems"]
-    if len(systems) == 2:
-        results["speedup_vs_stock"] = round(systems["stock"]["wall_s"] / systems["ours"]["wall_s"], 2)
+    if "ours" in systems:
+        results["ours_speedup"] = {name: round(r["wall_s"] / systems["ours"]["wall_s"], 2)
+                                   for name, r in systems.items() if name != "ours"}
     results["load_average_at_end"] = os.getloadavg()
     text = json.dumps(results, indent=2)
     print(text)

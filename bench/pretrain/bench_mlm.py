@@ -48,10 +48,10 @@ REPO = Path(__file__).resolve().parents[2]
 PEAK_TFLOPS = 989.0  # H100 SXM dense bf16: the denominator of MFU in the issue, whatever the device
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", default="tiny", help="a conf/model option with arch bert (tiny, mini, base, ...)")
+    parser.add_argument("--model", default="tiny", help="a conf/model option (tiny, base, modernbert_base, ...)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps per system and repeat")
@@ -66,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", choices=["bertforge", "hf"], default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--note", default="", help="conditions worth recording (shared machine, other load)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 # --------------------------------------------------------------------------- data
@@ -227,10 +227,11 @@ def composed(stage: str, overrides: list[str]):
 
 
 def fresh_model(hf_config, init_state):
-    """BertForMaskedLM with SDPA attention and the benchmark's fixed initial weights."""
-    from transformers import BertForMaskedLM
+    """The config's masked-LM class (BERT, ModernBERT...) with SDPA attention and the benchmark's fixed
+    initial weights."""
+    from transformers import AutoModelForMaskedLM
 
-    model = BertForMaskedLM._from_config(hf_config, attn_implementation="sdpa")
+    model = AutoModelForMaskedLM.from_config(hf_config, attn_implementation="sdpa")
     model.load_state_dict(init_state)
     return model
 
@@ -255,8 +256,17 @@ def commit() -> str:
         return "unknown"
 
 
-def main() -> None:
-    args = parse_args()
+def peak_memory_mib(device: str) -> float:
+    """Peak memory of the run just finished: allocated on the GPU, or this process's RSS so far on CPU."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     import transformers
 
     from pretrain.flops import flops_per_token, mfu
@@ -277,13 +287,17 @@ def main() -> None:
     hf_config, init_state = reference.config, {k: v.clone() for k, v in reference.state_dict().items()}
     systems = ["bertforge", "hf"] if args.only is None else [args.only]
     seconds = {name: [] for name in systems}
+    peaks = {name: 0.0 for name in systems}
     losses, masked_per_row = {}, None
     for repeat in range(args.repeats):
         for name in systems:
             torch.manual_seed(repeat)
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             result = run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size) if name == "bertforge" \
                 else run_hf(args, hf_config, init_state, rows, tokenizer)
             seconds[name].append(result["seconds"])
+            peaks[name] = max(peaks[name], peak_memory_mib(args.device))
             losses[name] = result["loss_mean"]
             masked_per_row = result.get("masked_per_row", masked_per_row)
             print(f"repeat {repeat} {name}: {args.steps * args.batch_size * args.seq_len / result['seconds']:,.0f} "
@@ -302,6 +316,8 @@ def main() -> None:
             # The same useful work counted for both: bertforge's FLOPs (sparse head) per token.
             "mfu_vs_989_tflops_sparse_head_flops": mfu(tokens / median, flops["bertforge"], PEAK_TFLOPS),
             "last_logged_loss": losses.get(name),
+            "peak_memory_mib": peaks[name],
+            "peak_memory_kind": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "process max RSS",
         }
     report = {
         "device": device_name(args.device), "command_args": vars(args) | {"out": str(args.out)},
@@ -317,6 +333,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The corpus stage: raw sources -> cleaned, deduplicated documents + a report of every removal.
 
-Three datatrove pipelines run one after the other (locally or on SLURM, see `corpora.corpus.executors`):
+Four datatrove pipelines run one after the other (locally or on SLURM, see `corpora.corpus.executors`):
 
 1. filter (N tasks): readers -> normalise -> quality rules -> URL/blocklist -> language -> stop
    words -> signatures; survivors go to an intermediate folder, removals to removed/<step>/.
-2. index (1 task): exact and near-duplicate clusters and source caps/weights over the whole corpus.
+2. index (`corpus.index_tasks` tasks, each a hash range of the duplicate keys): duplicate pairs;
+   merge (1 task): clusters over the pairs, source caps/weights over the whole corpus.
 3. apply (N tasks): drop the duplicates, write documents/, removed/dedup/ and kept/ (totals for the report).
 
 The folder is built by `StageOutput.build`: a killed run leaves only a temporary folder that the
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from bertforge.common.errors import CorpusInputError
+from bertforge.common.errors import ConfigError, CorpusInputError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import CorpusConfig, FiltersConfig, SourceConfig
 from corpora.corpus.report import corpus_report, report_markdown
 from corpora.corpus.executors import run_chain
 from corpora.corpus.rules.chain import filter_steps, stopword_lists
-from corpora.corpus.whole_corpus import DecisionApplier, DuplicateIndex, SignatureWriter
+from corpora.corpus.duplicate_index import IndexTask, MergeDecisions
+from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter
 from corpora.corpus.normalise import normalise_text
 from corpora.corpus.readers import make_reader
 from corpora.corpus.text_batch import char_tables
@@ -48,6 +50,9 @@ class CheckedInputs:
 
 def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig, out: StageOutput) -> None:
     """Clean and deduplicate `source` with `filters` into the folder `out` (run by `run.executor`)."""
+    if run.index_tasks < 1:
+        raise ConfigError(f"corpus.index_tasks={run.index_tasks}: give at least 1 (each index task holds about "
+                          "525 bytes per document / index_tasks)")
     inputs = checked_inputs(source)
     # Resumable: a killed run's folder is kept, and the rerun skips the datatrove tasks that finished.
     with out.build(resumable=True) as build:
@@ -139,17 +144,18 @@ def _run_pipelines(source: SourceConfig, filters: FiltersConfig, run: CorpusConf
         *_readers(source, str(out / "skipped")),
         *filter_steps(filters, removed_writer, stopwords, str(out / "removed_lines" / "lines")),
         SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
-                        boilerplate_lines=filters.min_repeated_line_docs > 0),
+                        boilerplate_lines=filters.min_repeated_line_docs > 0, index_tasks=run.index_tasks),
         DocumentWriter(str(work / "filtered"), compress=False),
     ]
-    index_pipeline = [DuplicateIndex(str(work / "signatures"), str(work / "decisions"), filters.near_dedup,
-                                     exact=filters.exact_dedup,
+    index_pipeline = [IndexTask(str(work / "signatures"), str(work / "pairs"), filters.near_dedup)]
+    merge_pipeline = [MergeDecisions(str(work / "signatures"), str(work / "pairs"), str(work / "decisions"),
+                                     filters.near_dedup, exact=filters.exact_dedup,
                                      inputs=[{"weight": s.weight, "max_docs": s.max_docs} for s in specs],
                                      min_repeated_line_docs=filters.min_repeated_line_docs)]
     apply_pipeline = [DecisionApplier(str(work / "filtered"), str(work / "signatures"), str(work / "decisions"), str(out))]
     char_tables()  # built once here (0.1-0.5 s): workers forked from this process inherit it
-    run_chain(run.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, 1),
-                                    ("apply", apply_pipeline, tasks)], out / "datatrove")
+    run_chain(run.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, run.index_tasks),
+                             ("merge", merge_pipeline, 1), ("apply", apply_pipeline, tasks)], out / "datatrove")
     (out / "kept").mkdir(exist_ok=True)
     shutil.move(work / "decisions" / "clusters.json", out / "kept" / "clusters.json")  # for the report
     shutil.rmtree(work, ignore_errors=True)

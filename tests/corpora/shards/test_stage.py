@@ -75,3 +75,26 @@ def test_document_boundaries_and_maskable_share_are_recorded(shards):
 def test_missing_length_is_named(shards):
     with pytest.raises(CorpusInputError, match="no rows of length 512"):
         load_rows(shards, "train", 512)
+
+
+def test_encoding_ahead_packs_exactly_the_documents_in_order(stages, tmp_path):
+    """Batches encoded in a worker thread while the last is packed: the rows are those of encoding
+    each document alone, in order; an error while reading the documents still stops the stage."""
+    from corpora.shards.rows import write_packed_rows
+    from corpora.vocab.special_tokens import special_token_ids
+
+    tok = Tokenizer.from_file(str(stages["vocab"] / "tokenizer.json"))
+    texts = [d["text"] for d in iter_documents(stages["corpus"])]
+    counts = write_packed_rows(iter(texts), tok, {16: tmp_path / "rows.bin"}, np.uint16, batch_docs=7)[16]
+    ids = special_token_ids(tok)
+    stream = [t for text in texts for t in tok.encode(text, add_special_tokens=False).ids + [ids["sep"]]]
+    rows = np.fromfile(tmp_path / "rows.bin", dtype=np.uint16).reshape(-1, 16)
+    assert counts["documents"] == len(texts) > 50 and rows.shape[0] == len(stream) // 15
+    assert rows[:, 1:].ravel().tolist() == stream[:rows.shape[0] * 15] and (rows[:, 0] == ids["cls"]).all()
+
+    def failing():
+        yield from texts[:20]
+        raise CorpusInputError("part-3.jsonl.gz", "is truncated", "Rebuild the corpus.")
+
+    with pytest.raises(CorpusInputError, match="part-3.jsonl.gz"):
+        write_packed_rows(failing(), tok, {16: tmp_path / "bad.bin"}, np.uint16, batch_docs=7)

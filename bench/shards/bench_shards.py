@@ -1,0 +1,123 @@
+"""Shards-stage throughput against the tokenizers library's own batch encoder, same documents, same threads.
+
+    python bench/shards/bench_shards.py --corpus /tmp/bench-corpus-20 --work /tmp/bench-shards \\
+        --out bench/shards/results_20mb.json
+
+The corpus (JSONL, e.g. from bench/corpus/make_corpus.py) goes through bertforge's corpus stage
+(`filters=none`) and vocab stage (WordPiece, 16 k) once; then, alternating, `--repeats` times each:
+
+- **tokenizer**: every document's text already in memory (read beforehand, untimed), given to
+  `Tokenizer.encode_batch(texts, add_special_tokens=False)` in batches of `shards.encode_batch_docs`
+  (1000), as the stage batches them: the library's Rust encoder on all cores, nothing else.
+- **tokenizer_fast**: the same with `encode_batch_fast` (no character offsets), which the stage uses.
+- **stage**: `bertforge shards` from the corpus folder (reading and decompressing the documents,
+  splitting held-out documents, packing rows of 128 tokens, writing them, the manifest), timed
+  around `run_stage`.
+- **stage_serial**: the same stage with the loop it had before this benchmark (read a batch,
+  `encode_batch`, pack, in turn), patched in for comparison.
+
+Both use the same threads (the Rust encoder's pool: all cores; RAYON_NUM_THREADS unset). The
+ratio stage / tokenizer of documents per second is the figure to read (target >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def composed(work: Path, corpus: Path):
+    from hydra import compose, initialize_config_module
+
+    from bertforge.experiment import load_config
+
+    with initialize_config_module(config_module="bertforge_conf", version_base=None):
+        return load_config(compose(config_name="shards", overrides=[
+            "source=jsonl", f"source.inputs.0.path={corpus}", "filters=none", f"paths.work_dir={work}",
+            "paths.data_dir=/unused", "tokenizer.vocab_size=16000"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from datatrove.utils.batching import batched
+    from tokenizers import Tokenizer
+
+    from bertforge.stages import run_stages
+    from corpora.documents import iter_documents
+    from corpora.shards import rows
+
+    cfg = composed(args.work, args.corpus)
+    folders = run_stages(cfg, "vocab")  # corpus and vocab, once (reused when already built)
+    corpus_dir, vocab_dir = folders["corpus"], folders["vocab"]
+    texts = [d["text"] for d in iter_documents(corpus_dir)]
+    text_mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
+    batch = cfg.shards.encode_batch_docs
+    seconds = {"tokenizer": [], "tokenizer_fast": [], "stage": [], "stage_serial": []}
+    tokens = 0
+
+    def encoder_alone(encode):
+        count = 0
+        for i in range(0, len(texts), batch):
+            count += sum(len(e.ids) for e in encode(texts[i:i + batch], add_special_tokens=False))
+        return count
+
+    def serial(docs, tok, batch_docs):  # the stage's loop before: read, encode, pack, in turn
+        for part in batched(docs, batch_docs):
+            yield part, tok.encode_batch(part, add_special_tokens=False)
+
+    def stage(patched: bool):
+        for old in (args.work / "shards").glob("shards-*"):
+            shutil.rmtree(old)  # built afresh each time
+        original = rows.encoded_ahead
+        rows.encoded_ahead = serial if patched else original
+        try:
+            return run_stages(cfg, "shards")["shards"]
+        finally:
+            rows.encoded_ahead = original
+
+    for _ in range(args.repeats):
+        for name in seconds:
+            started = time.perf_counter()
+            if name == "tokenizer":
+                tokens = encoder_alone(tokenizer.encode_batch)
+            elif name == "tokenizer_fast":
+                encoder_alone(tokenizer.encode_batch_fast)
+            else:
+                shards = stage(patched=name == "stage_serial")
+            seconds[name].append(time.perf_counter() - started)
+        print({k: round(v[-1], 2) for k, v in seconds.items()}, flush=True)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    median = {k: statistics.median(v) for k, v in seconds.items()}
+    result = {
+        "documents": len(texts), "text_mb": round(text_mb, 1), "tokens": tokens,
+        "encode_batch_docs": batch, "cpu_count": os.cpu_count(),
+        "rayon_num_threads": os.environ.get("RAYON_NUM_THREADS", "unset (all cores)"),
+        "seconds": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
+        "docs_per_s": {k: round(len(texts) / v, 1) for k, v in median.items()},
+        "mb_per_s": {k: round(text_mb / v, 2) for k, v in median.items()},
+        "ratio_stage_over_tokenizer": round(median["tokenizer"] / median["stage"], 3),
+        "ratio_stage_over_tokenizer_fast": round(median["tokenizer_fast"] / median["stage"], 3),
+        "ratio_stage_serial_over_tokenizer": round(median["tokenizer"] / median["stage_serial"], 3),
+        "stage_rows_train": manifest["counts"]["train"]["rows"], "load_average_at_end": os.getloadavg(),
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
