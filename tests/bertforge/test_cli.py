@@ -48,14 +48,29 @@ def test_vocab_sweep_ends_in_a_table_and_a_plot(tmp_path, data_dir):
     assert len(list((work / "vocab").iterdir())) == 2
 
 
+HEAVY = ('torch', 'lightning', 'transformers', 'datatrove', 'tokenizers', 'wandb', 'matplotlib', 'numpy')
+
+
+def heavy_modules_after(imports: str) -> str:
+    probe = f"import sys, {imports}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_the_command_line_imports_no_heavy_library():
     """`bertforge --help`, a config error and a reused stage start at once: the stage graph imports each
     stage's module (torch, Lightning, transformers, datatrove) only when that stage is built."""
-    probe = ("import sys, bertforge.cli, bertforge.stages, bertforge.experiment; "
-             "print(sorted(m for m in ('torch', 'lightning', 'transformers', 'datatrove', 'tokenizers', 'wandb', "
-             "'matplotlib', 'numpy') if m in sys.modules))")
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert heavy_modules_after("bertforge.cli, bertforge.stages, bertforge.experiment") == "[]"
+
+
+def test_hydra_callbacks_and_launch_checks_import_no_heavy_library():
+    """Hydra loads every callback in conf/base.yaml for every command, and the launch checks run for every
+    command whose plan holds the pretrain stage: Lightning there cost a reused command 2-4 s."""
+    import yaml
+
+    base = yaml.safe_load((Path(__file__).parents[2] / "conf" / "base.yaml").read_text())
+    targets = [callback["_target_"].rsplit(".", 1)[0] for callback in base["hydra"]["callbacks"].values()]
+    assert "pretrain.distributed" in targets
+    assert heavy_modules_after(", ".join([*targets, "pretrain.phases"])) == "[]"
 
 
 def test_a_key_by_its_old_place_is_told_its_new_one(tmp_path, data_dir):
