@@ -48,6 +48,9 @@ class Stage:
     derived: Callable[[ExperimentConfig], dict] | None = None
     """Hashed values that are not config keys: input files' sizes and times, row lengths, a file's hash.
     Also where a stage checks its inputs exist, before any stage runs."""
+    check: Callable[[ExperimentConfig], None] | None = None
+    """Checks of settings the stage uses but does not hash (hardware, launcher, executor): run for every
+    planned stage, reused or not, so a config error fails the same in a fresh and in a finished work folder."""
 
 
 # Builders: each picks the typed sections its stage function takes. The imports are deferred (see above).
@@ -56,6 +59,12 @@ def _corpus_inputs(cfg: ExperimentConfig) -> dict:
     from corpora.corpus.stage import checked_inputs
 
     return {"files": checked_inputs(cfg.source).fingerprint}
+
+
+def _check_executor(cfg: ExperimentConfig) -> None:
+    from corpora.corpus.executors import check_executor
+
+    check_executor(cfg.corpus.executor)
 
 
 def _build_corpus(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
@@ -116,6 +125,12 @@ def _pretrain_start(cfg: ExperimentConfig) -> dict:
     return {"init_from": start.identity}
 
 
+def _check_pretrain_settings(cfg: ExperimentConfig) -> None:
+    from pretrain.settings_check import check_pretrain_settings
+
+    check_pretrain_settings(cfg.trainer, cfg.training, cfg.optim, cfg.checkpoint, cfg.shards.seq_len)
+
+
 def _build_pretrain(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.train_stage import build_pretrain
 
@@ -153,13 +168,14 @@ def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
-          "clean and deduplicate raw text", derived=_corpus_inputs),
+          "clean and deduplicate raw text", derived=_corpus_inputs, check=_check_executor),
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
           "train a subword vocabulary", derived=_vocab_inputs),
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
-          "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start),
+          "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
+          check=_check_pretrain_settings),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("publish", _always("corpus", "vocab", "shards", "pretrain", "evaluate"), ("publish",), _build_publish,
@@ -216,8 +232,19 @@ def plan(cfg: ExperimentConfig, target: str) -> list[PlannedStage]:
     return list(planned.values())
 
 
+def check_settings(cfg: ExperimentConfig, target: str) -> None:
+    """Every `Stage.check` of the stages `target` needs: the settings no folder name holds (hardware,
+    launcher, executor) fail here, before any input is looked at or any stage is run or reused, so
+    the same command fails the same way in a fresh work folder and in a finished one. (`plan` leaves
+    them out: it also names the folders of runs meant for other machines.)"""
+    for stage in resolve(cfg, target):
+        if stage.check:
+            stage.check(cfg)
+
+
 def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
     """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder."""
+    check_settings(cfg, target)
     folders: dict[str, Path] = {}
     for step in plan(cfg, target):
         folder = step.output.folder
