@@ -10,8 +10,10 @@ Every stage command runs the stage graph (`bertforge.stages`) up to that stage.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -95,6 +97,17 @@ def command_app(command: str):
     return app
 
 
+def quiet_libraries() -> None:
+    """One line per stage and the progress bar at a terminal: the libraries' own chatter (Lightning's
+    device lines and tips, transformers' loading and writing bars, wandb's banner, a deprecation in
+    Lightning's code, not ours) is switched off before any of them is imported. An environment
+    variable set by the user wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers reads it when imported
+    os.environ.setdefault("WANDB_SILENT", "true")  # train_stage logs where the offline run is instead
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # warnings still show
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -112,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bertforge {command}: error: " + "; ".join(renamed), file=sys.stderr)
         sys.exit(2)
     os.environ[STAGE_VARIABLE] = command
+    quiet_libraries()
     # Hydra parses the overrides from sys.argv[1:]; Lightning restarts sys.argv[0] for other local ranks,
     # so it must stay the real program.
     sys.argv = [os.path.abspath(sys.argv[0]) if os.path.isfile(sys.argv[0]) else sys.argv[0], *rest]

@@ -19,10 +19,19 @@ def check_pretrain_settings(trainer: TrainerConfig, training: TrainingConfig, op
                             checkpoint: CheckpointConfig, seq_len: int) -> None:
     """ConfigError naming the key when the run could not start here: devices, strategy and cluster
     against this machine and its environment, the global batch against the world size and the
-    micro-batch (`seq_len`: the shards' main row length), and the checkpoint settings."""
+    micro-batch (`seq_len`: the shards' main row length), the checkpoint settings and the divergence rule."""
     launch = plan_launch(trainer)
     plan_phases(training, trainer.micro_batch_size, optim, seq_len, launch.world_size)
     if checkpoint.every_n_steps < 1:
         raise ConfigError(f"checkpoint.every_n_steps={checkpoint.every_n_steps} must be at least 1")
     if checkpoint.keep_last < 0:
         raise ConfigError(f"checkpoint.keep_last={checkpoint.keep_last} must be 0 or more")
+    outside = [step for step in checkpoint.pin_steps if not 1 <= step <= training.max_steps]
+    if outside:
+        raise ConfigError(f"checkpoint.pin_steps={list(checkpoint.pin_steps)}: {outside} not between 1 and "
+                          f"training.max_steps={training.max_steps}")
+    if optim.on_divergence not in ("stop", "rollback"):
+        raise ConfigError(f"optim.on_divergence={optim.on_divergence!r}: choose stop or rollback")
+    if optim.on_divergence == "rollback" and not (0 < optim.rollback_lr_factor < 1 and optim.max_rollbacks >= 1):
+        raise ConfigError(f"optim.on_divergence=rollback needs 0 < optim.rollback_lr_factor < 1 (it is "
+                          f"{optim.rollback_lr_factor}) and optim.max_rollbacks >= 1 (it is {optim.max_rollbacks})")

@@ -38,7 +38,7 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
             (logging_dir / name).mkdir(parents=True, exist_ok=True)
-            log.info("corpus: step %s, %d task(s)", name, tasks)
+            log.debug("corpus: step %s, %d task(s)", name, tasks)  # the stage's one line comes at its end
             # datatrove logs progress (and, on failure, a long traceback) to stderr; the stage's
             # own error message is what a user needs there, so its console goes to a file instead
             with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
