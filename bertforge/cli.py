@@ -17,6 +17,7 @@ import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bertforge.common.errors import (EXIT_PREEMPTED, ConfigError, CorpusInputError, DiskFull, Preempted,
@@ -59,12 +60,13 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def execute(command: str, cfg: ExperimentConfig) -> dict:
-    """Run one command on a validated experiment; returns stage name -> folder of every stage it used."""
+def execute(command: str, cfg: ExperimentConfig, in_sweep: bool = False) -> dict:
+    """Run one command on a validated experiment; returns stage name -> folder of every stage it used.
+    `in_sweep`: one job of a `-m` sweep, whose comparison (bertforge.sweep_report) is its summary."""
     if command == "run":
         from bertforge.run import run_all
 
-        return run_all(cfg)
+        return run_all(cfg, summary=not in_sweep)
     if command == "demo":
         from bertforge.run import run_demo
 
@@ -82,7 +84,7 @@ def command_app(command: str):
                 from bertforge.run import ensure_demo_data
 
                 raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
-            folders = execute(command, load_config(raw))
+            folders = execute(command, load_config(raw), in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
         except (ConfigError, CorpusInputError, StageBusy, DiskFull, TrainingDiverged) as err:
             print(f"bertforge {command}: error: {err}", file=sys.stderr)  # once: not also through the log
             sys.exit(2)
