@@ -53,6 +53,38 @@ def moved(overrides: list[str]) -> list[str]:
     return found
 
 
+def misspelt(overrides: list[str]) -> list[str]:
+    """`key: did you mean ...` for every dotted override whose key the schema does not have. Hydra's own
+    message for one suggests `+key=value`, which only fails later; `+` and `~` overrides are left to Hydra."""
+    import difflib
+    from dataclasses import is_dataclass
+    from typing import get_args, get_origin, get_type_hints
+
+    found = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if "=" not in override or "." not in key or key.startswith(("+", "~", "hydra.")) or "/" in key:
+            continue
+        node, path = ExperimentConfig, []
+        for part in key.split("."):
+            if get_origin(node) is list:  # an index into a list of sections: `source.inputs.0.path`
+                node = get_args(node)[0]
+                if part.isdigit():
+                    path.append(part)
+                    continue
+            if not is_dataclass(node):
+                break
+            known = get_type_hints(node)
+            if part not in known:
+                close = difflib.get_close_matches(part, list(known), n=1)
+                hint = f"did you mean {'.'.join([*path, close[0]])}?" if close else \
+                    f"{'.'.join(path) or 'the config'} has {', '.join(known)}"
+                found.append(f"unknown config key {key!r}: {hint}")
+                break
+            node, path = known[part], [*path, part]
+    return found
+
+
 def usage() -> str:
     lines = ["usage: bertforge <command> [hydra overrides...] [-m for a sweep]", "", "commands:"]
     lines += [f"  {name:<9} {help_text}" for name, help_text in COMMANDS.items()]
@@ -122,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"bertforge: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    renamed = moved(rest)
+    renamed = moved(rest) or misspelt(rest)
     if renamed:
         print(f"bertforge {command}: error: " + "; ".join(renamed), file=sys.stderr)
         sys.exit(2)

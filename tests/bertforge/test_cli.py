@@ -78,3 +78,12 @@ def test_a_key_by_its_old_place_is_told_its_new_one(tmp_path, data_dir):
     assert result.returncode == 2
     assert "trainer.max_steps is now training.max_steps" in result.stderr
     assert "trainer=gpu_phases is now trainer=gpu training=two_phase" in result.stderr
+
+
+def test_a_misspelt_key_gets_the_right_name_not_hydras_plus_hint(tmp_path, data_dir):
+    result = bertforge("pretrain", "experiment=demo_ga", "training.max_stepz=3", data_dir=data_dir, work=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("bertforge pretrain: error: unknown config key 'training.max_stepz': "
+                                     "did you mean training.max_steps?")
+    listed = bertforge("corpus", "source.inputs.0.pth=x", data_dir=data_dir, work=tmp_path)
+    assert "did you mean source.inputs.0.path?" in listed.stderr and "+" not in listed.stderr
