@@ -19,8 +19,8 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationEr
 
 from bertforge.common.errors import ConfigError
 from corpora.config import CorpusConfig, FiltersConfig, ShardsConfig, SourceConfig, TokenizerConfig
-from pretrain.config import (CheckpointConfig, EvaluateConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig,
-                             OptimConfig, PublishConfig, TrainerConfig, TrainingConfig)
+from pretrain.config import (CheckpointConfig, DownstreamConfig, EvaluateConfig, ImplConfig, LoggerConfig,
+                             MaskingConfig, ModelConfig, OptimConfig, PublishConfig, TrainerConfig, TrainingConfig)
 
 
 @dataclass
@@ -53,6 +53,7 @@ class ExperimentConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # later stages
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
 
 

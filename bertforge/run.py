@@ -48,9 +48,23 @@ def format_summary(folders: dict) -> str:
         f"train loss       {train['first_loss']:.3f} -> {train['last_loss']:.3f}",
         f"held-out acc     {scores['trained']['accuracy']:.3f} (untrained {scores['untrained']['accuracy']:.3f}), "
         f"loss {scores['trained']['loss']:.3f} (untrained {scores['untrained']['loss']:.3f})",
+        *(downstream_lines(Path(folders["downstream"])) if "downstream" in folders else []),
         f"loss curve       {Path(folders['pretrain']) / 'loss_curve.png'}",
         f"exported model   {Path(folders['publish']) / 'model'}",
     ])
+
+
+def downstream_lines(folder: Path) -> list[str]:
+    """One line per downstream task: the model's main score beside its untrained twin's (mean ± sd)."""
+    from pretrain.downstream.scoring import MAIN_METRIC
+
+    tasks = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["tasks"]
+    lines = []
+    for name, task in tasks.items():
+        metric = MAIN_METRIC[task["task"]]
+        shown = [f"{model} {s[metric]['mean']:.3f} ± {s[metric]['sd']:.3f}" for model, s in task["models"].items()]
+        lines.append(f"{'downstream' if not lines else '':<16} {name} {metric}: {', '.join(shown)}")
+    return lines
 
 
 def ensure_demo_data(data_dir: str, work_dir: str) -> str:

@@ -1,6 +1,7 @@
 """The stage graph, declared once: each stage, the stages it needs, the config it hashes, its builder.
 
     raw text -> corpus -> vocab -> shards -> pretrain -> evaluate -> publish
+                                                        -> downstream -^ (when downstream.tasks)
 
 A command names a target stage; `run_stages` resolves the graph once, then runs or reuses each
 stage it needs exactly once, in order, handing every builder its upstream folders. No stage calls
@@ -48,9 +49,12 @@ class Stage:
     derived: Callable[[ExperimentConfig], dict] | None = None
     """Hashed values that are not config keys: input files' sizes and times, row lengths, a file's hash.
     Also where a stage checks its inputs exist, before any stage runs."""
-    check: Callable[[ExperimentConfig], None] | None = None
-    """Checks of settings the stage uses but does not hash (hardware, launcher, executor): run for every
-    planned stage, reused or not, so a config error fails the same in a fresh and in a finished work folder."""
+    checks: tuple[Callable[[ExperimentConfig], None], ...] = ()
+    """Checks of settings the stage uses but does not hash (hardware, launcher, executor, can we reach the
+    hub): run by `run_stages` before any stage runs or is reused, each once, so a config error fails the
+    same in a fresh and in a finished work folder."""
+    then: Callable[[ExperimentConfig, Path], None] | None = None
+    """Work after the folder is complete, whether built now or reused (e.g. push it to a hub); hashes nothing."""
 
 
 # Builders: each picks the typed sections its stage function takes. The imports are deferred (see above).
@@ -79,10 +83,10 @@ def _start(cfg: ExperimentConfig) -> Checkpoint | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _checkpoint(init_from: str) -> Checkpoint:
-    # Resolving hashes the checkpoint's weights; the vocab and pretrain rows both ask, when planned and
-    # when built, so a command does it once (a failure is not cached: it raises).
-    return resolve_checkpoint(init_from)
+def _checkpoint(value: str, key: str = "model.init_from") -> Checkpoint:
+    # Resolving hashes the checkpoint's weights; rows ask when planned and when built, so a command does
+    # it once per checkpoint (a failure is not cached: it raises).
+    return resolve_checkpoint(value, key)
 
 
 def _start_folder(cfg: ExperimentConfig) -> Path | None:
@@ -134,9 +138,13 @@ def _check_pretrain_settings(cfg: ExperimentConfig) -> None:
 def _build_pretrain(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.train_stage import build_pretrain
 
+    from pretrain.publish.hub import pushing
+
+    hub = cfg.publish if pushing(cfg.publish) and cfg.publish.push_every_n_steps else None
     build_pretrain(model_cfg=cfg.model, masking=cfg.masking, optim=cfg.optim, training=cfg.training,
                    trainer=cfg.trainer, impl=cfg.impl, logger=cfg.logger, checkpoint=cfg.checkpoint,
-                   run_name=cfg.name, shards_dir=up["shards"], vocab_dir=up["vocab"], out=out, start=_start(cfg))
+                   run_name=cfg.name, shards_dir=up["shards"], vocab_dir=up["vocab"], out=out, start=_start(cfg),
+                   hub=hub)
 
 
 def _evaluate_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
@@ -155,11 +163,61 @@ def _build_evaluate(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> No
                    own_model="pretrain" in up, shards_dir=up["shards"], out=out)
 
 
+def _downstream_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
+    return () if cfg.downstream.checkpoint else ("pretrain",)
+
+
+def _downstream_inputs(cfg: ExperimentConfig) -> dict:
+    from pretrain.downstream.stage import check_downstream
+
+    d = cfg.downstream
+    return {"data": check_downstream(d),
+            "references": {name: _checkpoint(path, f"downstream.references.{name}").identity
+                           for name, path in d.references.items()},
+            **({"checkpoint": _checkpoint(d.checkpoint, "downstream.checkpoint").identity} if d.checkpoint else {})}
+
+
+def _build_downstream(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
+    from pretrain.downstream.stage import build_downstream
+
+    d = cfg.downstream
+    checkpoint = _checkpoint(d.checkpoint, "downstream.checkpoint").folder if d.checkpoint else up["pretrain"] / "hf"
+    references = {name: _checkpoint(path, f"downstream.references.{name}").folder for name, path in d.references.items()}
+    build_downstream(d, checkpoint, references, out)
+
+
+def _publish_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
+    # Downstream scores go into the model card when the experiment names tasks.
+    return ("corpus", "vocab", "shards", "pretrain", "evaluate") + (("downstream",) if cfg.downstream.tasks else ())
+
+
 def _build_publish(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.publish.stage import build_publish
 
     build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
-                  masking=cfg.masking, optim=cfg.optim, training=cfg.training, upstream=up, out=out)
+                  masking=cfg.masking, optim=cfg.optim, training=cfg.training, experiment=_plain(cfg), upstream=up,
+                  out=out)
+
+
+def _check_hub(cfg: ExperimentConfig) -> None:
+    from pretrain.publish.hub import check_hub
+
+    if cfg.publish.push_every_n_steps and cfg.trainer.strategy == "fsdp":
+        raise ConfigError("publish.push_every_n_steps with trainer.strategy=fsdp: the intermediate pushes need the "
+                          "whole model on one rank; push the final model only (publish.push_every_n_steps=0)")
+    check_hub(cfg.publish)
+
+
+def _push_publish(cfg: ExperimentConfig, folder: Path) -> None:
+    from pretrain.publish.stage import push_publish
+
+    push_publish(cfg.publish, cfg.name, folder)
+
+
+# Only what the card says names the publish folder: the push keys (push_to_hub, repo_id, revision, endpoint,
+# push_every_n_steps, dry_run, private) upload a finished folder and must reuse it.
+PUBLISH_CARD_KEYS = ("publish.model_name", "publish.language", "publish.license", "publish.datasets", "publish.tags",
+                     "publish.widget_examples")
 
 
 def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
@@ -168,18 +226,21 @@ def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
-          "clean and deduplicate raw text", derived=_corpus_inputs, check=_check_executor),
+          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,)),
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
           "train a subword vocabulary", derived=_vocab_inputs),
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
-          check=_check_pretrain_settings),
+          checks=(_check_pretrain_settings, _check_hub)),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
-    Stage("publish", _always("corpus", "vocab", "shards", "pretrain", "evaluate"), ("publish",), _build_publish,
-          "export an HF folder with a model card"),
+    Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
+          "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_inputs),
+    Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
+          "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub,),
+          then=_push_publish),
 )}
 
 
@@ -233,13 +294,12 @@ def plan(cfg: ExperimentConfig, target: str) -> list[PlannedStage]:
 
 
 def check_settings(cfg: ExperimentConfig, target: str) -> None:
-    """Every `Stage.check` of the stages `target` needs: the settings no folder name holds (hardware,
-    launcher, executor) fail here, before any input is looked at or any stage is run or reused, so
+    """Every `Stage.checks` of the stages `target` needs: the settings no folder name holds (hardware,
+    launcher, executor, hub) fail here, before any input is looked at or any stage is run or reused, so
     the same command fails the same way in a fresh work folder and in a finished one. (`plan` leaves
     them out: it also names the folders of runs meant for other machines.)"""
-    for stage in resolve(cfg, target):
-        if stage.check:
-            stage.check(cfg)
+    for check in dict.fromkeys(check for stage in resolve(cfg, target) for check in stage.checks):
+        check(cfg)  # each once, though several stages share one (the hub check)
 
 
 def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
@@ -252,6 +312,8 @@ def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
             log.info("%s: reusing %s%s", step.stage.name, folder, _headline(step.stage.name, folder))
         else:
             step.stage.build(cfg, step.upstream, step.output)
+        if step.stage.then:
+            step.stage.then(cfg, folder)
         folders[step.stage.name] = folder
     return folders
 

@@ -34,6 +34,8 @@ HEADLINE = {
     "shards": ["train.rows", "train.tokens"],
     "pretrain": ["last_loss", "tokens_trained"],
     "evaluate": ["trained.loss", "trained.accuracy"],
+    # per task (*): the model's main score, then its untrained twin's (counts: task -> model -> metric)
+    "downstream": ["*.model.*", "*.random_init.*"],
 }
 
 
@@ -43,12 +45,20 @@ def headline_metrics(folders: dict[str, str]) -> dict[str, float]:
     for stage, folder in folders.items():
         counts = read_manifest(Path(folder)).get("counts", {})
         for dotted in HEADLINE.get(stage, []):
-            value: Any = counts
-            for part in dotted.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            if isinstance(value, (int, float)):
-                metrics[f"{stage}/{dotted}"] = value
+            for name, value in _lookup(counts, dotted.split("."), []):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metrics[f"{stage}/{name}"] = value
     return metrics
+
+
+def _lookup(node: Any, parts: list[str], path: list[str]) -> list[tuple[str, Any]]:
+    """(dotted name, value) of every value at `parts` below `node`; a `*` part matches every key."""
+    if not parts:
+        return [(".".join(path), node)]
+    if not isinstance(node, dict):
+        return []
+    keys = list(node) if parts[0] == "*" else [parts[0]] if parts[0] in node else []
+    return [found for key in keys for found in _lookup(node[key], parts[1:], [*path, key])]
 
 
 def record_job_result(output_dir: str, stage: str, overrides: list[str], folders: dict[str, str]) -> None:

@@ -218,8 +218,97 @@ class EvaluateConfig:
 
 
 @dataclass
+class DownstreamTaskConfig:
+    """One fine-tuning task: what to predict, from which files, scored how (see conf/downstream/)."""
+
+    name: str = ""
+    """Names the task in metrics.json, the model card and sweep tables (e.g. ga_upos)."""
+    type: str = "upos"
+    """upos, xpos or feats (word tagging, accuracy), parse (biaffine heads and labels, UAS/LAS),
+    ner (entity-level F1) or classify (one label or several per text, macro and micro F1)."""
+    format: str = "conllu"
+    """conllu (UD treebank), iob (token<sep>...<sep>tag per line, blank line between sentences),
+    tos (CLAUDETTE unfair-clause folders: sentences/, tags/, fold lists) or jsonl (a text and a label field)."""
+    path: str = ""
+    """The file or folder holding the data; the split keys below are relative to it."""
+    train: str = ""
+    """conllu/iob: the file; tos: the fold list of documents; jsonl: the value of `split_field`."""
+    dev: str = ""
+    """As `train`; empty: no dev split, so a fixed number of epochs and no early stopping."""
+    test: str = ""
+    scheme: str = field(default="iob2", metadata={"used_when": ("format", ("iob",))})
+    """iob2 (B- opens every entity; an I- after O or another type is an error) or iob1 (I- opens one,
+    B- only splits adjacent entities of one type: converted to iob2 when read)."""
+    text_field: str = field(default="text", metadata={"used_when": ("format", ("jsonl",))})
+    label_field: str = field(default="label", metadata={"used_when": ("format", ("jsonl",))})
+    split_field: str = field(default="split", metadata={"used_when": ("format", ("jsonl",))})
+    multi_label: bool = field(default=False, metadata={"used_when": ("type", ("classify",))})
+    """Each text carries a list of labels (sigmoid per label) instead of exactly one (softmax)."""
+    unseen_labels: str = "error"
+    """A dev/test label that train never has: error (naming file and line), or score_as_wrong (kept, can never
+    be predicted, counted in metrics.json)."""
+
+
+@dataclass
+class DownstreamConfig:
+    """Fine-tune the model on real tasks and score it on their test splits, beside an untrained twin."""
+
+    tasks: list[DownstreamTaskConfig] = field(default_factory=list)
+    checkpoint: str = ""
+    """Any HF encoder folder with a fast tokenizer to score instead of this experiment's own model."""
+    references: dict[str, str] = field(default_factory=dict)
+    """name -> another HF encoder (folder, bertforge stage folder or hub id) scored with the same recipe,
+    e.g. an existing BERT for the language: +downstream.references.minilm=/path/to/model."""
+    random_init: bool = True
+    """Also score the same architecture and tokenizer untrained: the floor every score is read against."""
+    seeds: int = 3
+    """Fine-tuning runs per model and task (seeds 0..n-1): mean and standard deviation."""
+    epochs: int = 10
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    """The task head starts from nothing and learns faster than the pretrained encoder."""
+    batch_size: int = 16
+    max_length: int = 128
+    """Subword tokens per example; words beyond it are scored as wrong and counted, texts cut."""
+    warmup_share: float = 0.1
+    weight_decay: float = 0.01
+    patience: int = 3
+    """Epochs without a better dev score before stopping (tasks with a dev split)."""
+    pooling: str = "first"
+    """A word's vector: its first subword (first) or the mean of its subwords (mean)."""
+    max_train_examples: int = 0
+    """0 means all; a cap for quick looks, stated in metrics.json."""
+    max_eval_examples: int = 0
+
+
+@dataclass
 class PublishConfig:
+    """The model card (hashed: it is part of the published folder) and where the folder is pushed (not hashed:
+    pushing uploads a finished folder, so `publish.push_to_hub=true` after a local publish reuses it)."""
+
     model_name: str = ""
     """Name in the model card; defaults to the experiment name."""
     language: str = ""
     license: str = "apache-2.0"
+    datasets: list[str] = field(default_factory=list)
+    """Hub dataset ids the model was trained on, for the card's front matter."""
+    tags: list[str] = field(default_factory=list)
+    """Extra card tags (bertforge, masked-lm and the language are always there)."""
+    widget_examples: int = 3
+    """Fill-mask widget sentences on the card: held-out sentences with one word masked."""
+    # -- pushing: none of these change the published folder
+    push_to_hub: bool = False
+    """Upload the published folder (and, with push_every_n_steps, pretrain checkpoints) to `repo_id`. The
+    token comes only from huggingface_hub's own sources: HF_TOKEN or `hf auth login`."""
+    repo_id: str = ""
+    """org/name on the hub."""
+    private: bool = True
+    """Visibility of a repo this run creates (an existing repo keeps its own)."""
+    revision: str = "main"
+    """Branch the final model goes to (created from main when it does not exist)."""
+    endpoint: str = ""
+    """Hub server; empty: HF_ENDPOINT, else huggingface.co."""
+    push_every_n_steps: int = 0
+    """During pretrain, push the HF export every this many steps to a branch step-000100, ...; 0: never."""
+    dry_run: bool = False
+    """Print what would be uploaded (files, sizes, repo, revision) and upload nothing; needs no token."""

@@ -19,13 +19,14 @@ from bertforge.common.errors import ConfigError, Preempted, TrainingDiverged
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
 from pretrain.config import (CheckpointConfig, ImplConfig, LoggerConfig, MaskingConfig, ModelConfig, OptimConfig,
-                             TrainerConfig, TrainingConfig)
+                             PublishConfig, TrainerConfig, TrainingConfig)
 from pretrain.data import PackedRows, PhasedData
 from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metrics, plan_launch,
                                   requeue_command, set_aside_metrics,
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
 from pretrain.checkpoints import PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint
+from pretrain.hub_push import HubCheckpointPush
 from pretrain.init_from import load_start_model
 from pretrain.model import build_model, check_model_config
 from pretrain.module import MaskedLMModule
@@ -44,13 +45,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: OptimConfig, training: TrainingConfig,
                    trainer: TrainerConfig, impl: ImplConfig, logger: LoggerConfig, checkpoint: CheckpointConfig,
                    run_name: str, shards_dir: Path, vocab_dir: Path, out: StageOutput,
-                   start: Checkpoint | None = None) -> None:
+                   start: Checkpoint | None = None, hub: PublishConfig | None = None) -> None:
     """Train the model on the shards folder's rows into `out`: checkpoints, logs, an HF export (`hf/`).
 
     `model_cfg`, `masking`, `optim` and `training` decide the model; `trainer`, `impl`, `logger` and
     `checkpoint` only where, how fast and how visibly it is trained (the global batch, data order and
     masks are the same on any world size). `start`: continue this checkpoint (`model.init_from`) instead
-    of building `model_cfg` from scratch.
+    of building `model_cfg` from scratch. `hub`: push the HF export every `hub.push_every_n_steps` to a
+    branch of `hub.repo_id` (checked with the server before any stage ran).
     """
     # Devices, strategy and cluster variables before anything heavy: a wrong launch fails at once, before
     # any process group starts.
@@ -101,6 +103,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 log.info("resuming from %s at step %d", resume, data.start_step)
                 if launch.is_global_zero:
                     set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
+            pusher = [HubCheckpointPush(hub, lambda m, folder: export_hf(m, vocab_dir, folder),
+                                        f"bertforge {run_name}: pretrain stage {out.digest}")] if hub else []
 
             def new_trainer() -> tuple[L.Trainer, list]:
                 """A Trainer with its own callbacks: one per attempt (a rollback starts another)."""
@@ -127,24 +131,29 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                                           build.tmp / "data_positions" if logger.log_data_positions else None,
                                           attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0)) + len(module.rollbacks)),
                         *stopper,
+                        *pusher,
                     ],
                     enable_progress_bar=False, enable_model_summary=False,
                 ), stopper
-            while True:
-                lightning_trainer, stopper = new_trainer()
-                try:
-                    lightning_trainer.fit(module, datamodule=data, ckpt_path=resume)
-                    break
-                except TrainingDiverged as diverged:  # optim.on_divergence=rollback: back, slower, once more
-                    resume = rollback_checkpoint(diverged, module, optim, build.tmp / "checkpoints")
-                    data.start_step = checkpoint_step(resume)
-                    module.roll_back(diverged.step, data.start_step, optim.rollback_lr_factor)
-                    log.warning("pretrain: %d bad steps in a row up to step %d: rolling back to %s (step %d) with "
-                                "the learning rate x%.3g (rollback %d of at most %d)", diverged.bad_steps,
-                                diverged.step, resume, data.start_step, module.lr_scale, len(module.rollbacks),
-                                optim.max_rollbacks)
-                    if launch.is_global_zero:
-                        set_aside_metrics(build.tmp / "logs", data.start_step)  # the diverged rows go
+            try:
+                while True:
+                    lightning_trainer, stopper = new_trainer()
+                    try:
+                        lightning_trainer.fit(module, datamodule=data, ckpt_path=resume)
+                        break
+                    except TrainingDiverged as diverged:  # optim.on_divergence=rollback: back, slower, once more
+                        resume = rollback_checkpoint(diverged, module, optim, build.tmp / "checkpoints")
+                        data.start_step = checkpoint_step(resume)
+                        module.roll_back(diverged.step, data.start_step, optim.rollback_lr_factor)
+                        log.warning("pretrain: %d bad steps in a row up to step %d: rolling back to %s (step %d) with "
+                                    "the learning rate x%.3g (rollback %d of at most %d)", diverged.bad_steps,
+                                    diverged.step, resume, data.start_step, module.lr_scale, len(module.rollbacks),
+                                    optim.max_rollbacks)
+                        if launch.is_global_zero:
+                            set_aside_metrics(build.tmp / "logs", data.start_step)  # the diverged rows go
+            finally:
+                for push in pusher:  # the last step's upload ends before the final model goes to main
+                    push.finish()
             if stopper and stopper[0].stopped_at is not None:  # leaves build.tmp for the next attempt
                 raise Preempted(preempted_message(stopper[0]))
             if trainer.strategy == "fsdp":  # gather the shards into one full checkpoint (every rank takes part)
@@ -165,6 +174,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             build.manifest["hardware"] = {  # recorded, not hashed
                 "accelerator": launch.accelerator, "devices": launch.devices, "num_nodes": launch.num_nodes,
                 "strategy": trainer.strategy, "precision": trainer.precision, "cluster": launch.cluster}
+            if pusher:
+                build.manifest["hub_revisions"] = pusher[0].summary()  # recorded, not hashed
             if started_from is not None:
                 build.manifest["init_from"] = started_from.as_dict()
             if module.rollbacks:

@@ -1,1 +1,1 @@
-"""The publish stage: a loadable HF folder with a model card."""
+"""The publish stage: a loadable HF folder with a model card (`stage.py`, `card.py`), pushed to a hub (`hub.py`)."""

@@ -1,0 +1,254 @@
+"""Task data read from the files researchers already have: UD CoNLL-U, IOB columns, the CLAUDETTE
+unfair-clause folders and JSON lines. Every example remembers its file and line, so a bad label or a
+broken line is reported where it is.
+
+Word tasks give `Sentence`s (words with one tag each, and for parsing a head per word); text tasks give
+`Text`s (a string with its labels).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertforge.common.errors import ConfigError, CorpusInputError
+from pretrain.config import DownstreamTaskConfig
+
+WORD_TASKS = {"upos": 3, "xpos": 4, "feats": 5, "parse": 7, "ner": None}  # CoNLL-U column of the tag
+TEXT_TASKS = {"classify"}
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Sentence:
+    words: list[str]
+    tags: list[str]
+    """One label per word: its UPOS/XPOS/feats, its relation to its head (parse) or its IOB2 tag (ner)."""
+    heads: list[int] | None
+    """parse only: the 1-based index of each word's head, 0 for the root."""
+    where: str
+    """file:line of the sentence's first word."""
+
+
+@dataclass
+class Text:
+    text: str
+    labels: list[str]
+    where: str
+
+
+@dataclass
+class TaskData:
+    """A task's splits and its label list (from train), shared by every model and seed."""
+
+    task: DownstreamTaskConfig
+    train: list[Sentence] | list[Text]
+    dev: list[Sentence] | list[Text]
+    test: list[Sentence] | list[Text]
+    labels: list[str]
+
+
+def read_split(task: DownstreamTaskConfig, split: str) -> list[Sentence] | list[Text]:
+    """The examples of one split (`train`, `dev` or `test`) of `task`; [] for an unset dev split."""
+    name = getattr(task, split)
+    if not name:
+        if split == "dev":
+            return []
+        raise ConfigError(f"downstream task {task.name!r}: the {split} split is not set (key {split})")
+    root = Path(task.path)
+    if not root.exists():
+        raise CorpusInputError(task.path, f"downstream task {task.name!r}: this path does not exist",
+                               "Set the task's path (and paths.data_dir / BERTFORGE_DATA) to where the data is")
+    if task.format == "jsonl":
+        return _read_jsonl(root, task, name)
+    if task.format == "tos":
+        return _read_tos(root, root / name)
+    file = root / name
+    if not file.is_file():
+        raise CorpusInputError(str(file), f"downstream task {task.name!r}: the {split} file does not exist",
+                               f"Set the task's {split} key to a file inside {root}")
+    if task.format == "conllu":
+        return _read_conllu(file, task.type)
+    if task.format == "iob":
+        return _read_iob(file, task.scheme)
+    raise ConfigError(f"downstream task {task.name!r}: format={task.format!r} is not one of conllu, iob, tos, jsonl")
+
+
+def _read_conllu(file: Path, task_type: str) -> list[Sentence]:
+    """Syntactic words (integer ids) of each sentence; multiword-token ranges and empty nodes are not words."""
+    if task_type not in WORD_TASKS or WORD_TASKS[task_type] is None:
+        raise ConfigError(f"{file}: a CoNLL-U file serves upos, xpos, feats or parse, not type={task_type!r}")
+    column = WORD_TASKS[task_type]
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    heads: list[int] = []
+    start = 0
+
+    def close(line_no: int) -> None:
+        if not words:
+            return
+        for i, head in enumerate(heads):
+            if head > len(words):
+                raise CorpusInputError(str(file), f"word {i + 1} has head {head} but the sentence has {len(words)} "
+                                       "words", "Fix the HEAD column of this sentence", line=start)
+        sentences.append(Sentence(list(words), list(tags), list(heads) if task_type == "parse" else None,
+                                  f"{file}:{start}"))
+        words.clear(), tags.clear(), heads.clear()
+
+    with file.open(encoding="utf-8") as lines:
+        for line_no, raw in enumerate(lines, 1):
+            line = raw.rstrip("\n")
+            if not line.strip():
+                close(line_no)
+                continue
+            if line.startswith("#"):
+                continue
+            cols = line.split("\t")
+            if len(cols) != 10:
+                raise CorpusInputError(str(file), f"a CoNLL-U word line has 10 tab-separated columns, this one has "
+                                       f"{len(cols)}", "Fix or remove the line (spaces instead of tabs?)", line=line_no)
+            if "-" in cols[0] or "." in cols[0]:
+                continue  # a multiword token's surface form or an empty node: not a syntactic word
+            if not cols[0].isdigit() or int(cols[0]) != len(words) + 1:
+                raise CorpusInputError(str(file), f"word id {cols[0]!r} where {len(words) + 1} was expected",
+                                       "Word ids count 1, 2, 3... within each sentence", line=line_no)
+            if not words:
+                start = line_no
+            words.append(cols[1])
+            tag = cols[column]
+            if task_type == "parse":
+                if not cols[6].isdigit():
+                    raise CorpusInputError(str(file), f"HEAD {cols[6]!r} is not a word id", "Fix the HEAD column",
+                                           line=line_no)
+                heads.append(int(cols[6]))
+                tag = tag.split(":")[0]  # universal relation: subtypes are not scored (CoNLL 2018 LAS)
+            if tag == "_" and task_type in ("upos", "parse"):  # XPOS and feats may be unspecified (_)
+                raise CorpusInputError(str(file), f"word {cols[1]!r} has no {'UPOS' if column == 3 else 'DEPREL'} "
+                                       "value (_)", "Use a treebank annotated for this task", line=line_no)
+            tags.append(tag)
+        close(line_no + 1 if sentences or words else 1)
+    if not sentences:
+        raise CorpusInputError(str(file), "no sentences", "Give a CoNLL-U file with word lines")
+    return sentences
+
+
+def _read_iob(file: Path, scheme: str) -> list[Sentence]:
+    """Token per line, its tag in the last column (tab or space separated), a blank line between sentences,
+    `-DOCSTART-` lines skipped. Tags come out as IOB2."""
+    if scheme not in ("iob1", "iob2"):
+        raise ConfigError(f"{file}: scheme={scheme!r} is not iob1 or iob2")
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    start = 0
+    with file.open(encoding="utf-8") as lines:
+        for line_no, raw in enumerate(lines, 1):
+            cols = raw.split()
+            if cols and cols[0] == "-DOCSTART-":
+                cols = []
+            if not cols:
+                if words:
+                    sentences.append(Sentence(words, tags, None, f"{file}:{start}"))
+                    words, tags = [], []
+                continue
+            if len(cols) < 2:
+                raise CorpusInputError(str(file), f"a token line needs a token and a tag, this one has {raw.strip()!r}",
+                                       "Fix the line or separate sentences with an empty line", line=line_no)
+            tag = cols[-1]
+            if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-")):
+                raise CorpusInputError(str(file), f"tag {tag!r} is not O, B-TYPE or I-TYPE",
+                                       "Fix the tag (the tag is the last column)", line=line_no)
+            previous = tags[-1] if tags else "O"
+            continues = previous != "O" and previous[2:] == tag[2:]
+            if tag.startswith("I-") and not continues:
+                if scheme == "iob2":
+                    raise CorpusInputError(str(file), f"{tag} follows {previous}: in IOB2 an entity starts with B-",
+                                           "Fix the tag, or set the task's scheme=iob1 if the file is IOB1", line=line_no)
+                tag = "B-" + tag[2:]  # IOB1 opens an entity with I-
+            if not words:
+                start = line_no
+            words.append(cols[0])
+            tags.append(tag)
+        if words:
+            sentences.append(Sentence(words, tags, None, f"{file}:{start}"))
+    if not sentences:
+        raise CorpusInputError(str(file), "no sentences", "Give a file of token and tag lines")
+    return sentences
+
+
+def _read_tos(root: Path, fold_list: Path) -> list[Text]:
+    """CLAUDETTE: every sentence of the Terms of Service the fold lists, labelled unfair when one of its
+    tags is in list_tags.txt, else fair."""
+    for needed in (fold_list, root / "list_tags.txt"):
+        if not needed.is_file():
+            raise CorpusInputError(str(needed), "missing", "Point the task at the tos_unfair_clauses_en folder "
+                                   "and its train/dev/test keys at files under lists/")
+    unfair = set((root / "list_tags.txt").read_text(encoding="utf-8").split())
+    texts: list[Text] = []
+    for name in fold_list.read_text(encoding="utf-8").split():
+        sentence_file, tag_file = root / "sentences" / name, root / "tags" / name
+        sentences = sentence_file.read_text(encoding="utf-8").split("\n")
+        tags = tag_file.read_text(encoding="utf-8").split("\n")
+        if len(sentences) != len(tags):
+            raise CorpusInputError(str(tag_file), f"{len(tags)} lines, but {sentence_file} has {len(sentences)}",
+                                   "Each line of a tags file labels the same line of its sentences file")
+        for line_no, (sentence, tag_line) in enumerate(zip(sentences, tags), 1):
+            if sentence.strip():
+                label = "unfair" if unfair & set(tag_line.split()) else "fair"
+                texts.append(Text(sentence.strip(), [label], f"{sentence_file}:{line_no}"))
+    return texts
+
+
+def _read_jsonl(file: Path, task: DownstreamTaskConfig, split_value: str) -> list[Text]:
+    texts: list[Text] = []
+    with file.open(encoding="utf-8") as lines:
+        for line_no, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise CorpusInputError(str(file), f"not JSON ({err.msg})", "Fix or remove the line", line=line_no) \
+                    from None
+            if record.get(task.split_field) != split_value:
+                continue
+            for key in (task.text_field, task.label_field):
+                if key not in record:
+                    raise CorpusInputError(str(file), f"the record has no {key!r} field",
+                                           "Set the task's text_field / label_field to the record's keys", line=line_no)
+            labels = record[task.label_field]
+            labels = [str(label) for label in labels] if isinstance(labels, list) else [str(labels)]
+            if not task.multi_label and len(labels) != 1:
+                raise CorpusInputError(str(file), f"{len(labels)} labels in a single-label task",
+                                       "Set the task's multi_label=true", line=line_no)
+            texts.append(Text(str(record[task.text_field]), labels, f"{file}:{line_no}"))
+    if not texts:
+        raise CorpusInputError(str(file), f"no record has {task.split_field}={split_value!r}",
+                               f"Set the task's train/dev/test keys to values of the {task.split_field!r} field")
+    return texts
+
+
+def label_set(examples: list[Sentence] | list[Text]) -> list[str]:
+    """The labels `examples` use, sorted (the head's classes)."""
+    found = {tag for ex in examples for tag in (ex.tags if isinstance(ex, Sentence) else ex.labels)}
+    return sorted(found)
+
+
+def unseen_labels(train_labels: list[str], examples: list[Sentence] | list[Text], split: str, task_name: str,
+                  policy: str) -> int:
+    """How many labels in `examples` train never has. policy=error raises at the first, naming its line."""
+    known = set(train_labels)
+    count = 0
+    for ex in examples:
+        for label in ex.tags if isinstance(ex, Sentence) else ex.labels:
+            if label in known:
+                continue
+            if policy == "error":
+                raise CorpusInputError(ex.where.rsplit(":", 1)[0], f"label {label!r} in the {split} split never occurs "
+                                       f"in train", f"The model cannot learn it: fix the label, or set "
+                                       f"downstream task {task_name!r} unseen_labels=score_as_wrong to count it as "
+                                       "an error", line=int(ex.where.rsplit(":", 1)[1]))
+            count += 1
+    return count

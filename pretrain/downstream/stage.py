@@ -1,0 +1,171 @@
+"""The downstream stage: fine-tune a model on real tasks, several seeds, beside its untrained twin and
+any reference models, and score each on the task's test split.
+
+Every (task, model, seed) result is written as soon as it exists into the stage's resumable work folder,
+so a run that dies goes on from the next one when the command is rerun. The folder ends with
+`metrics.json`: per task, per model, per metric the mean, standard deviation and the seeds' values, and
+the recipe that produced them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from bertforge.common.errors import ConfigError
+from bertforge.common.stage_folder import StageOutput, write_json_atomic
+from pretrain.config import DownstreamConfig, DownstreamTaskConfig
+from pretrain.downstream.scoring import MAIN_METRIC
+from pretrain.downstream.readers import (SPLITS, TEXT_TASKS, WORD_TASKS, TaskData, label_set, read_split,
+                                         unseen_labels)
+
+log = logging.getLogger("bertforge.downstream")
+
+FORMATS = {"conllu": set(WORD_TASKS) - {"ner"}, "iob": {"ner"}, "tos": TEXT_TASKS, "jsonl": TEXT_TASKS}
+
+
+def check_downstream(cfg: DownstreamConfig) -> dict:
+    """Every task's settings and data, read and checked before any stage runs (a broken line or a label
+    set mismatch fails here, not after pretraining). Returns the input files' fingerprints to hash."""
+    if not cfg.tasks:
+        raise ConfigError("downstream.tasks is empty: choose a task set, e.g. downstream=ud_irish "
+                          "(conf/downstream/ lists them), or give downstream.tasks")
+    if cfg.pooling not in ("first", "mean"):
+        raise ConfigError(f"downstream.pooling={cfg.pooling!r}: first or mean")
+    if cfg.seeds < 1 or cfg.epochs < 1:
+        raise ConfigError("downstream.seeds and downstream.epochs must be at least 1")
+    names = [task.name for task in cfg.tasks]
+    if len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"downstream.tasks: every task needs its own name (got {names})")
+    fingerprint = {}
+    for task in cfg.tasks:
+        if task.format not in FORMATS or task.type not in FORMATS[task.format]:
+            allowed = ", ".join(f"{f}: {'/'.join(sorted(t))}" for f, t in FORMATS.items())
+            raise ConfigError(f"downstream task {task.name!r}: type={task.type!r} with format={task.format!r} "
+                              f"does not go together ({allowed})")
+        if task.unseen_labels not in ("error", "score_as_wrong"):
+            raise ConfigError(f"downstream task {task.name!r}: unseen_labels={task.unseen_labels!r}: "
+                              "error or score_as_wrong")
+        load_task(task)
+        fingerprint[task.name] = _fingerprint(task)
+    return fingerprint
+
+
+def load_task(task: DownstreamTaskConfig) -> TaskData:
+    splits = {split: read_split(task, split) for split in SPLITS}
+    labels = label_set(splits["train"])
+    for split in ("dev", "test"):
+        unseen_labels(labels, splits[split], split, task.name, task.unseen_labels)
+    return TaskData(task, splits["train"], splits["dev"], splits["test"], labels)
+
+
+def _fingerprint(task: DownstreamTaskConfig) -> list:
+    root = Path(task.path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if task.format == "tos" else \
+        [root] if root.is_file() else [root / getattr(task, split) for split in SPLITS if getattr(task, split)]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def build_downstream(cfg: DownstreamConfig, checkpoint: Path, references: dict[str, Path], out: StageOutput) -> None:
+    """Fine-tune and score `checkpoint` (and its untrained twin, and `references`: name -> folder) on every
+    task of `cfg`, `cfg.seeds` times each."""
+    from transformers import AutoTokenizer
+
+    tasks = [_capped(load_task(task), cfg) for task in cfg.tasks]
+    models = {"model": (checkpoint, False)}
+    if cfg.random_init:
+        models["random_init"] = (checkpoint, True)
+    models |= {f"reference:{name}": (folder, False) for name, folder in references.items()}
+    tokenizers = {str(folder): _tokenizer(AutoTokenizer, folder) for folder, _ in models.values()}
+    with out.build(resumable=True, keep_on_error=True) as build:
+        results: dict = {}
+        for data in tasks:
+            for model, (folder, untrained) in models.items():
+                for seed in range(cfg.seeds):
+                    results.setdefault(data.task.name, {}).setdefault(model, []).append(
+                        _run_once(build.tmp, data, model, folder, tokenizers[str(folder)], untrained, seed, cfg))
+        metrics = {"recipe": _recipe(cfg), "tasks": {
+            data.task.name: _task_summary(data, results[data.task.name]) for data in tasks}}
+        write_json_atomic(build.tmp / "metrics.json", metrics)
+        # The headline (sweep tables, "reusing" lines): each task's main score per model, and UAS beside LAS.
+        build.manifest["counts"] = {name: {model: {metric: s["mean"] for metric, s in scores.items()
+                                                   if metric in (MAIN_METRIC[task["task"]], "uas")}
+                                           for model, scores in task["models"].items()}
+                                    for name, task in metrics["tasks"].items()}
+    for name, task in metrics["tasks"].items():
+        metric = MAIN_METRIC[task["task"]]
+        log.info("downstream %s: %s", name, ", ".join(
+            f"{model} {s[metric]['mean']:.3f} ± {s[metric]['sd']:.3f}" for model, s in task["models"].items()))
+
+
+def _run_once(work: Path, data: TaskData, model: str, folder: Path, tokenizer, untrained: bool, seed: int,
+              cfg: DownstreamConfig) -> dict:
+    done = work / "runs" / data.task.name / model.replace(":", "_") / f"seed{seed}.json"
+    if done.exists():  # finished before the run was interrupted
+        return json.loads(done.read_text(encoding="utf-8"))
+    from pretrain.downstream.finetune import fine_tune  # Lightning: only when there is training to do
+
+    started = time.perf_counter()
+    result = fine_tune(data, str(folder), tokenizer, untrained, seed, cfg)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(done, result)
+    metric = MAIN_METRIC[data.task.type]
+    log.info("downstream %s, %s, seed %d: %s %.3f (%d epochs, %.0f s)", data.task.name, model, seed, metric,
+             result[metric], result["epochs"], result["seconds"])
+    return result
+
+
+def _capped(data: TaskData, cfg: DownstreamConfig) -> TaskData:
+    def cap(examples: list, limit: int) -> list:
+        return examples[:limit] if limit else examples
+
+    return TaskData(data.task, cap(data.train, cfg.max_train_examples), cap(data.dev, cfg.max_eval_examples),
+                    cap(data.test, cfg.max_eval_examples), data.labels)
+
+
+def _tokenizer(auto_tokenizer, folder: Path):
+    tokenizer = auto_tokenizer.from_pretrained(str(folder))
+    if not tokenizer.is_fast:
+        raise ConfigError(f"{folder}: its tokenizer is not a fast tokenizer (no tokenizer.json), which word tasks "
+                          "need to map subwords to words")
+    if getattr(tokenizer, "add_prefix_space", None) is False:  # byte-level BPE: words given one by one
+        tokenizer = auto_tokenizer.from_pretrained(str(folder), add_prefix_space=True)
+    return tokenizer
+
+
+def _task_summary(data: TaskData, runs: dict[str, list[dict]]) -> dict:
+    task = data.task
+    metrics = [MAIN_METRIC[task.type]] + (["uas"] if task.type == "parse" else []) + \
+        (["micro_f1"] if task.type == "classify" else []) + (["precision", "recall"] if task.type == "ner" else [])
+    models = {}
+    for model, seeds in runs.items():
+        models[model] = {m: _mean_sd([run[m] for run in seeds]) for m in metrics}
+    first = next(iter(runs.values()))
+    return {
+        "task": task.type, "format": task.format,
+        "dataset": {"path": task.path, "train": task.train, "dev": task.dev or None, "test": task.test},
+        "examples": {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
+        "labels": len(data.labels),
+        "unreached_test_words": first[0].get("unreached_words", 0),
+        "epochs": {model: [run["epochs"] for run in seeds] for model, seeds in runs.items()},
+        "models": models,
+    }
+
+
+def _mean_sd(values: list[float]) -> dict:
+    return {"mean": round(statistics.fmean(values), 4),
+            "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+            "seeds": [round(v, 4) for v in values]}
+
+
+def _recipe(cfg: DownstreamConfig) -> dict:
+    return {"seeds": list(range(cfg.seeds)), "epochs": cfg.epochs, "lr": cfg.lr, "head_lr": cfg.head_lr,
+            "batch_size": cfg.batch_size, "max_length": cfg.max_length, "warmup_share": cfg.warmup_share,
+            "weight_decay": cfg.weight_decay, "patience": cfg.patience, "pooling": cfg.pooling,
+            "early_stopping": "on the dev split's main metric where a dev split exists; else all epochs",
+            "parser": "biaffine arcs and labels, greedy heads, universal relations (subtypes not scored)",
+            "max_train_examples": cfg.max_train_examples or "all", "max_eval_examples": cfg.max_eval_examples or "all"}

@@ -1,0 +1,106 @@
+"""Intermediate checkpoints to a hub during pretraining: every `publish.push_every_n_steps`, the HF export
+of that step goes to a branch `step-000100` of `publish.repo_id`.
+
+Training does not wait for the network: the export is written on the training thread (a disk write),
+the upload runs in one background thread. At most one upload is in flight: a step that comes while the
+previous one is still uploading is skipped (not queued: a queue of exports could grow without bound
+on a slow link), with a warning; the next multiple of N tries again. A failed upload is a warning,
+never a crash. A resumed run asks the hub for its step branches first and does not push a step twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+from lightning.pytorch.callbacks import Callback
+
+from pretrain.config import PublishConfig
+from pretrain.publish.hub import hub_api, step_branch, step_revisions
+
+log = logging.getLogger("bertforge.pretrain")
+
+
+class HubCheckpointPush(Callback):
+    """Pushes the model every `publish.push_every_n_steps` optimiser steps (global rank 0 only).
+
+    `export(model, folder)` writes a loadable HF folder (weights, config, tokenizer). After fit, `pushed`,
+    `skipped` and `failed` list the branches; `finish()` waits for the upload in flight.
+    """
+
+    def __init__(self, publish: PublishConfig, export: Callable[[object, Path], None], message: str):
+        self.publish, self.export, self.message = publish, export, message
+        self.pushed: list[str] = []
+        self.skipped: list[str] = []
+        self.failed: list[str] = []
+        self.already_there: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._last_step = -1
+        self._scratch: Path | None = None
+        self._api = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._api = hub_api(self.publish)
+        try:
+            self._api.create_repo(self.publish.repo_id, private=self.publish.private, exist_ok=True)
+            self.already_there = set(step_revisions(self._api, self.publish.repo_id))
+        except Exception as err:  # checked before training; a later network failure must not stop it
+            log.warning("hub: cannot list %s's revisions (%s); steps already pushed may be pushed again",
+                        self.publish.repo_id, _short(err))
+        self._scratch = Path(tempfile.mkdtemp(prefix="bertforge-hub-push-"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step  # optimiser steps: with accumulation several micro-batches share one
+        if not trainer.is_global_zero or step == self._last_step or step == 0 or step % self.publish.push_every_n_steps:
+            return
+        self._last_step = step
+        branch = step_branch(step)
+        if branch in self.already_there:
+            log.info("hub: %s is already on %s (a resumed run): not pushed again", branch, self.publish.repo_id)
+            return
+        if self._thread is not None and self._thread.is_alive():
+            self.skipped.append(branch)
+            log.warning("hub: %s not pushed: the previous upload is still running (at most one in flight)", branch)
+            return
+        folder = self._scratch / branch
+        self.export(pl_module.model, folder)  # on this thread: the weights are not changing while it writes
+        self._thread = threading.Thread(target=self._upload, args=(folder, branch, step), name=f"hub-push-{branch}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _upload(self, folder: Path, branch: str, step: int) -> None:
+        try:
+            self._api.create_branch(self.publish.repo_id, branch=branch, exist_ok=True)
+            self._api.upload_folder(repo_id=self.publish.repo_id, folder_path=str(folder), revision=branch,
+                                    commit_message=f"{self.message}: step {step}")
+            self.pushed.append(branch)
+            log.info("hub: pushed step %d to %s@%s", step, self.publish.repo_id, branch)
+        except Exception as err:  # a warning, not a crash: training goes on, the final push still happens
+            self.failed.append(branch)
+            log.warning("hub: pushing step %d to %s@%s failed (%s); training goes on", step, self.publish.repo_id,
+                        branch, _short(err))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def finish(self) -> None:
+        """Wait for the upload in flight, then drop the scratch exports."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def summary(self) -> dict:
+        return {"repo_id": self.publish.repo_id, "every_n_steps": self.publish.push_every_n_steps,
+                "pushed": self.pushed, "skipped": self.skipped, "failed": self.failed,
+                "already_there": sorted(self.already_there)}
+
+
+def _short(err: Exception) -> str:
+    text = str(err).splitlines()[0][:200] if str(err) else ""
+    return f"{type(err).__name__}: {text}"

@@ -1,0 +1,104 @@
+"""Task files read as the papers read them, and bad files rejected naming file and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertforge.common.errors import CorpusInputError
+from pretrain.config import DownstreamTaskConfig
+from pretrain.downstream.readers import Sentence, read_split
+from pretrain.downstream.stage import load_task
+
+
+def ud_task(data_dir, **changes) -> DownstreamTaskConfig:
+    base = dict(name="ga", type="upos", format="conllu", path=str(data_dir / "ud" / "UD_Irish-IDT"),
+                train="ga_idt-ud-dev.conllu", test="ga_idt-ud-test.conllu")
+    return DownstreamTaskConfig(**(base | changes))
+
+
+def test_conllu_gives_syntactic_words_with_tags_and_heads(data_dir):
+    sentences = read_split(ud_task(data_dir, type="parse"), "train")
+    assert len(sentences) == 451  # the Irish dev file's sentences (data README)
+    words = sum(len(s.words) for s in sentences)
+    lines = [line for line in (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-dev.conllu").read_text().splitlines()
+             if line and not line.startswith("#") and line.split("\t")[0].isdigit()]
+    assert words == len(lines)
+    first = sentences[0]
+    assert first.heads.count(0) == 1 and all(0 <= h <= len(first.words) for h in first.heads)
+    assert all(":" not in tag for s in sentences for tag in s.tags)  # universal relations only
+
+
+def test_a_broken_conllu_line_names_file_and_line(data_dir, tmp_path):
+    lines = (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-dev.conllu").read_text(encoding="utf-8").splitlines()[:60]
+    word_lines = [i for i, line in enumerate(lines) if line and not line.startswith("#")]
+    broken = word_lines[5]
+    lines[broken] = lines[broken].replace("\t", " ", 2)
+    (tmp_path / "dev.conllu").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    task = ud_task(data_dir, path=str(tmp_path), train="dev.conllu")
+    with pytest.raises(CorpusInputError, match=rf"dev.conllu:{broken + 1}: a CoNLL-U word line has 10"):
+        read_split(task, "train")
+
+
+def test_iob2_rejects_an_entity_that_starts_with_i(data_dir, tmp_path):
+    lines = (data_dir / "science/ner/NCBI-disease-IOB/train.tsv").read_text(encoding="utf-8").splitlines()[:40]
+    first_b = next(i for i, line in enumerate(lines) if line.endswith("\tB-Disease"))
+    lines[first_b] = lines[first_b].replace("B-Disease", "I-Disease")
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    task = DownstreamTaskConfig(name="ncbi", type="ner", format="iob", path=str(tmp_path), train="train.tsv",
+                                test="train.tsv")
+    with pytest.raises(CorpusInputError, match=rf"train.tsv:{first_b + 1}: I-Disease follows O"):
+        read_split(task, "train")
+
+
+def test_iob1_is_converted_to_iob2(data_dir):
+    task = DownstreamTaskConfig(name="scierc", type="ner", format="iob", scheme="iob1",
+                                path=str(data_dir / "science/ner/SciERC"), train="train.txt", test="test.txt")
+    sentences = read_split(task, "test")
+    assert len(sentences) == 551  # data README: SciERC test sentences
+    for s in sentences:  # valid IOB2: every I- continues an entity of its type
+        for previous, tag in zip(["O", *s.tags], s.tags):
+            if tag.startswith("I-"):
+                assert previous[2:] == tag[2:] and previous != "O"
+    opened = sum(tag.startswith("B-") for s in sentences for tag in s.tags)
+    assert opened == 1683  # data README: 1,683 test mentions
+
+
+def test_a_label_train_never_has_is_an_error_naming_its_line(data_dir, tmp_path):
+    lines = (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-test.conllu").read_text(encoding="utf-8").splitlines()[:40]
+    i = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+    cols = lines[i].split("\t")
+    cols[3] = "NOTATAG"
+    lines[i] = "\t".join(cols)
+    (tmp_path / "test.conllu").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    task = ud_task(data_dir, test=str(tmp_path / "test.conllu"))
+    with pytest.raises(CorpusInputError, match=rf"test.conllu:{i + 1}: label 'NOTATAG' in the test split never"):
+        load_task(task)
+    task.unseen_labels = "score_as_wrong"
+    assert load_task(task).labels.count("NOTATAG") == 0
+
+
+def test_tos_folds_label_unfair_sentences(data_dir):
+    root = data_dir / "legal/tos_unfair_clauses_en"
+    task = DownstreamTaskConfig(name="tos", type="classify", format="tos", path=str(root),
+                                train="lists/LIST_TRAIN_0.txt", test="lists/LIST_TEST_0.txt")
+    train, test = read_split(task, "train"), read_split(task, "test")
+    train_docs = set((root / "lists/LIST_TRAIN_0.txt").read_text().split())
+    assert not any(t.where.split(":")[0].rsplit("/", 1)[1] in train_docs for t in test)  # document folds
+    assert {label for t in train for label in t.labels} == {"fair", "unfair"}
+    unfair = sum(t.labels == ["unfair"] for t in train + test)
+    assert 1000 < unfair < 1651  # README: 1,374 unfair in all 50 ToS; fold 0 holds 50 of them
+
+
+def test_jsonl_multi_label_split(data_dir):
+    task = DownstreamTaskConfig(name="eurlex", type="classify", format="jsonl",
+                                path=str(data_dir / "legal/eurlex_sum_en/summaries.jsonl"), train="train",
+                                dev="validation", test="test", label_field="subjects", multi_label=True)
+    assert [len(read_split(task, s)) for s in ("train", "dev", "test")] == [1129, 187, 188]
+    task.multi_label = False
+    with pytest.raises(CorpusInputError, match="labels in a single-label task"):
+        read_split(task, "train")
+
+
+def test_sentence_type_is_plain_data():
+    s = Sentence(["a"], ["X"], None, "f:1")
+    assert s.heads is None

