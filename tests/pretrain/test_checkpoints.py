@@ -48,14 +48,14 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_says_so(tmp_path, monkey
     assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_pinned_checkpoints_outlive_keep_last(make_cfg):
+def test_pinned_checkpoints_outlive_keep_last(make_cfg, shards_work):
     """checkpoint.pin_steps: those steps' checkpoints stay whatever keep_last deletes."""
     from bertforge.stages import run_stage
     from tests.conftest import QUICK
 
     folder = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=8", "checkpoint.every_n_steps=2",
                                              "checkpoint.keep_last=1", "checkpoint.pin_steps=[2,5]",
-                                             "logger.progress_bar=false"]), "pretrain")
+                                             "logger.progress_bar=false"], work_dir=shards_work), "pretrain")
     kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
     assert kept == ["last.ckpt", "pinned-step2.ckpt", "pinned-step5.ckpt", "step8.ckpt"]
     steps = {name: torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=False)["global_step"]
