@@ -108,8 +108,9 @@ def test_rollback_goes_back_to_the_checkpoint_before_the_bad_steps_at_a_lower_ra
 
 
 def test_rollbacks_are_bounded_then_the_run_stops_and_says_so(make_cfg, monkeypatch, shards_work):
-    poisoned(monkeypatch, set(range(7, 100)))
-    cfg = make_cfg("pretrain", [*ROLLBACK, "optim.on_divergence=rollback", "optim.max_rollbacks=1"], work_dir=shards_work)
-    with pytest.raises(TrainingDiverged, match=r"up to step 9 .* after 1 rollbacks \(optim.max_rollbacks=1; the "
+    poisoned(monkeypatch, set(range(3, 100)))  # bad from step 3: back to step 2 once, bad again, stop at step 4
+    cfg = make_cfg("pretrain", [*ROLLBACK, "optim.on_divergence=rollback", "optim.max_rollbacks=1",
+                                "optim.max_bad_steps=2", "checkpoint.every_n_steps=1"], work_dir=shards_work)
+    with pytest.raises(TrainingDiverged, match=r"up to step 4 .* after 1 rollbacks \(optim.max_rollbacks=1; the "
                                                r"learning rate was x0.5\)"):
         run_stage(cfg, "pretrain")
