@@ -10,11 +10,14 @@ Every stage command runs the stage graph (`bertforge.stages`) up to that stage.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bertforge.common.errors import (EXIT_PREEMPTED, ConfigError, CorpusInputError, DiskFull, Preempted,
@@ -50,6 +53,38 @@ def moved(overrides: list[str]) -> list[str]:
     return found
 
 
+def misspelt(overrides: list[str]) -> list[str]:
+    """`key: did you mean ...` for every dotted override whose key the schema does not have. Hydra's own
+    message for one suggests `+key=value`, which only fails later; `+` and `~` overrides are left to Hydra."""
+    import difflib
+    from dataclasses import is_dataclass
+    from typing import get_args, get_origin, get_type_hints
+
+    found = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if "=" not in override or "." not in key or key.startswith(("+", "~", "hydra.")) or "/" in key:
+            continue
+        node, path = ExperimentConfig, []
+        for part in key.split("."):
+            if get_origin(node) is list:  # an index into a list of sections: `source.inputs.0.path`
+                node = get_args(node)[0]
+                if part.isdigit():
+                    path.append(part)
+                    continue
+            if not is_dataclass(node):
+                break
+            known = get_type_hints(node)
+            if part not in known:
+                close = difflib.get_close_matches(part, list(known), n=1)
+                hint = f"did you mean {'.'.join([*path, close[0]])}?" if close else \
+                    f"{'.'.join(path) or 'the config'} has {', '.join(known)}"
+                found.append(f"unknown config key {key!r}: {hint}")
+                break
+            node, path = known[part], [*path, part]
+    return found
+
+
 def usage() -> str:
     lines = ["usage: bertforge <command> [hydra overrides...] [-m for a sweep]", "", "commands:"]
     lines += [f"  {name:<9} {help_text}" for name, help_text in COMMANDS.items()]
@@ -57,12 +92,13 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def execute(command: str, cfg: ExperimentConfig) -> dict:
-    """Run one command on a validated experiment; returns stage name -> folder of every stage it used."""
+def execute(command: str, cfg: ExperimentConfig, in_sweep: bool = False) -> dict:
+    """Run one command on a validated experiment; returns stage name -> folder of every stage it used.
+    `in_sweep`: one job of a `-m` sweep, whose comparison (bertforge.sweep_report) is its summary."""
     if command == "run":
         from bertforge.run import run_all
 
-        return run_all(cfg)
+        return run_all(cfg, summary=not in_sweep)
     if command == "demo":
         from bertforge.run import run_demo
 
@@ -80,7 +116,7 @@ def command_app(command: str):
                 from bertforge.run import ensure_demo_data
 
                 raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
-            folders = execute(command, load_config(raw))
+            folders = execute(command, load_config(raw), in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
         except (ConfigError, CorpusInputError, StageBusy, DiskFull, TrainingDiverged) as err:
             print(f"bertforge {command}: error: {err}", file=sys.stderr)  # once: not also through the log
             sys.exit(2)
@@ -95,6 +131,17 @@ def command_app(command: str):
     return app
 
 
+def quiet_libraries() -> None:
+    """One line per stage and the progress bar at a terminal: the libraries' own chatter (Lightning's
+    device lines and tips, transformers' loading and writing bars, wandb's banner, a deprecation in
+    Lightning's code, not ours) is switched off before any of them is imported. An environment
+    variable set by the user wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers reads it when imported
+    os.environ.setdefault("WANDB_SILENT", "true")  # train_stage logs where the offline run is instead
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # warnings still show
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -107,11 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"bertforge: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    renamed = moved(rest)
+    renamed = moved(rest) or misspelt(rest)
     if renamed:
         print(f"bertforge {command}: error: " + "; ".join(renamed), file=sys.stderr)
         sys.exit(2)
     os.environ[STAGE_VARIABLE] = command
+    quiet_libraries()
     # Hydra parses the overrides from sys.argv[1:]; Lightning restarts sys.argv[0] for other local ranks,
     # so it must stay the real program.
     sys.argv = [os.path.abspath(sys.argv[0]) if os.path.isfile(sys.argv[0]) else sys.argv[0], *rest]

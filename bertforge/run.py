@@ -25,10 +25,12 @@ DEMO_SENTENCES = (
 )
 
 
-def run_all(cfg: ExperimentConfig) -> dict:
-    """Every stage for one experiment (finished stages are reused); returns the stage folders."""
+def run_all(cfg: ExperimentConfig, summary: bool = True) -> dict:
+    """Every stage for one experiment (finished stages are reused); returns the stage folders. `summary`:
+    print what it found (a sweep's jobs do not: the sweep prints one comparison of them all at the end)."""
     folders = run_stages(cfg, "publish")
-    print(format_summary(folders))
+    if summary:
+        print(format_summary(folders))
     return folders
 
 

@@ -50,8 +50,10 @@ class Stage:
     derived: Callable[[ExperimentConfig], dict] | None = None
     """Hashed values that are not config keys: input files' sizes and times, row lengths, a file's hash.
     Also where a stage checks its inputs exist, before any stage runs."""
-    check: Callable[[ExperimentConfig], None] | None = None
-    """A check that hashes nothing (e.g. can we reach the hub), run by `plan` before any stage runs."""
+    checks: tuple[Callable[[ExperimentConfig], None], ...] = ()
+    """Checks of settings the stage uses but does not hash (hardware, launcher, executor, can we reach the
+    hub): run by `run_stages` before any stage runs or is reused, each once, so a config error fails the
+    same in a fresh and in a finished work folder."""
     then: Callable[[ExperimentConfig, Path], None] | None = None
     """Work after the folder is complete, whether built now or reused (e.g. push it to a hub); hashes nothing."""
 
@@ -62,6 +64,12 @@ def _corpus_inputs(cfg: ExperimentConfig) -> dict:
     from corpora.corpus.stage import checked_inputs
 
     return {"files": checked_inputs(cfg.source).fingerprint}
+
+
+def _check_executor(cfg: ExperimentConfig) -> None:
+    from corpora.corpus.executors import check_executor
+
+    check_executor(cfg.corpus.executor)
 
 
 def _build_corpus(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
@@ -176,6 +184,12 @@ def _pretrain_start(cfg: ExperimentConfig) -> dict:
     return {"init_from": start.identity}
 
 
+def _check_pretrain_settings(cfg: ExperimentConfig) -> None:
+    from pretrain.settings_check import check_pretrain_settings
+
+    check_pretrain_settings(cfg.trainer, cfg.training, cfg.optim, cfg.checkpoint, cfg.shards.seq_len)
+
+
 def _build_pretrain(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.train_stage import build_pretrain
 
@@ -267,20 +281,20 @@ def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
-          "clean and deduplicate raw text", derived=_corpus_inputs),
+          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,)),
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
           "train a subword vocabulary", derived=_vocab_inputs),
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
-          check=_check_hub),
+          checks=(_check_pretrain_settings, _check_hub)),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
           "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_inputs),
     Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
-          "an HF folder with a model card, pushed to a hub with publish.push_to_hub", check=_check_hub,
+          "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub,),
           then=_push_publish),
 )}
 
@@ -331,13 +345,21 @@ def plan(cfg: ExperimentConfig, target: str) -> list[PlannedStage]:
         inputs = {name: planned[name].output.digest for name in upstream}
         planned[stage.name] = PlannedStage(stage, StageOutput(work_dir, stage.name, stage_payload(cfg, stage), inputs),
                                            upstream)
-    for check in dict.fromkeys(step.stage.check for step in planned.values() if step.stage.check):
-        check(cfg)  # each once, though several stages share one (the hub check)
     return list(planned.values())
+
+
+def check_settings(cfg: ExperimentConfig, target: str) -> None:
+    """Every `Stage.checks` of the stages `target` needs: the settings no folder name holds (hardware,
+    launcher, executor, hub) fail here, before any input is looked at or any stage is run or reused, so
+    the same command fails the same way in a fresh work folder and in a finished one. (`plan` leaves
+    them out: it also names the folders of runs meant for other machines.)"""
+    for check in dict.fromkeys(check for stage in resolve(cfg, target) for check in stage.checks):
+        check(cfg)  # each once, though several stages share one (the hub check)
 
 
 def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
     """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder."""
+    check_settings(cfg, target)
     folders: dict[str, Path] = {}
     for step in plan(cfg, target):
         folder = step.output.folder

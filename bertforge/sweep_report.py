@@ -2,7 +2,10 @@
 
 `bertforge <stage> -m knob=a,b,c` writes, in the sweep folder, `comparison.md`, `comparison.csv` and
 `comparison.png`: one row per job, the swept knobs as columns, then the headline metrics of every
-stage folder the job produced.
+stage folder the job produced. The markdown table keeps the metrics that differ between jobs and
+names the ones that do not once, above it (the CSV keeps every column, for scripts). The plot draws
+a numeric knob as lines over its value (the vocabulary size the tokenizer reached, not the size
+asked for) and a categorical knob (a filter preset, a tokenizer) as bars in sweep order.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bertforge.common.stage_folder import read_manifest, write_json_atomic
-from corpora.vocab.sweep import recommend_vocab_size, recommendation_markdown
+from corpora.vocab.sweep import SIZE_KNOB, recommend_vocab_size, recommendation_markdown
 
 log = logging.getLogger("bertforge.sweep")
 
 RESULT_FILE = "bertforge_result.json"
-# What a user came to learn from a sweep, per stage (dotted paths into manifest["counts"]).
+# What a user came to learn from a sweep, per stage (dotted paths into manifest["counts"]). Keyed by stage
+# name: a new stage's headline is one more entry.
 HEADLINE = {
     "corpus": ["documents_kept", "documents_removed", "lines_cut", "kept_share", "kept_words", "skipped_records"],
     "vocab": ["fertility", "gold.fertility", "continued_word_share", "unk_rate", "chars_per_token",
@@ -83,9 +87,7 @@ def write_comparison(sweep_dir: Path, fertility_tolerance_percent: float = 2.0) 
     header = swept + metric_names
     with open(Path(sweep_dir) / "comparison.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([header, *rows])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    md = table_markdown(header, rows, first_metric=len(swept))
     recommended = recommend_vocab_size(knobs_per_job, [r["metrics"] for r in results], fertility_tolerance_percent)
     if recommended:
         md += ["", recommendation_markdown(recommended)]
@@ -97,6 +99,21 @@ def write_comparison(sweep_dir: Path, fertility_tolerance_percent: float = 2.0) 
     return path
 
 
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def table_markdown(header: list[str], rows: list[list], first_metric: int) -> list[str]:
+    """Markdown lines of the table: metric columns (from `first_metric` on) that are the same in every
+    job are named once above it instead of repeated in every row; the swept knobs always stay."""
+    constant = [i for i in range(first_metric, len(header))
+                if len(rows) > 1 and len({json.dumps(row[i]) for row in rows}) == 1]
+    keep = [i for i in range(len(header)) if i not in constant]
+    md = [f"Same in every job: {', '.join(f'{header[i]} {_fmt(rows[0][i])}' for i in constant)}", ""] if constant else []
+    md += ["| " + " | ".join(header[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+    return md + ["| " + " | ".join(_fmt(row[i]) for i in keep) + " |" for row in rows]
+
+
 def _as_number(value: str):
     try:
         return float(value)
@@ -104,16 +121,28 @@ def _as_number(value: str):
         return value
 
 
+def x_axis(swept: list[str], knobs_per_job: list[dict], results: list[dict]) -> tuple[str, str, list, bool]:
+    """(knob, axis label, x of each job, numeric) of the plot: the first numeric knob, else the first knob
+    as a category. A swept vocabulary size is drawn at the size each tokenizer reached (the trainers stop
+    short of the size asked for when the corpus has no more pieces to learn)."""
+    numeric = [k for k in swept if all(isinstance(_as_number(j.get(k, "")), float) for j in knobs_per_job)]
+    if not numeric:
+        return swept[0], swept[0], [job.get(swept[0], "") for job in knobs_per_job], False
+    key = numeric[0]
+    if key == SIZE_KNOB and all("vocab/vocab_size" in r["metrics"] for r in results):
+        return key, "vocabulary size (reached)", [float(r["metrics"]["vocab/vocab_size"]) for r in results], True
+    return key, key, [_as_number(job[key]) for job in knobs_per_job], True
+
+
 def _plot(path: Path, swept: list[str], knobs_per_job: list[dict], results: list[dict], metrics: list[str]):
-    """One panel per metric; x is the first swept knob, one line per value of the other knobs."""
+    """One panel per metric that differs between jobs: lines over a numeric knob, bars in sweep order for a
+    categorical one; one line (or bar colour) per value of the other knobs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # x: the first numeric knob (e.g. tokenizer.vocab_size), so `tokenizer=a,b vocab_size=...` gives a line per a, b
-    x_key = next((k for k in swept if all(isinstance(_as_number(j.get(k, "")), float) for j in knobs_per_job)),
-                 swept[0])
+    x_key, x_label, xs, numeric = x_axis(swept, knobs_per_job, results)
     others = [k for k in swept if k != x_key]
     # Metrics that differ between jobs, most telling first (HEADLINE order): constant ones teach nothing.
     rank = {f"{stage}/{name}": i for stage, names in HEADLINE.items() for i, name in enumerate(names)}
@@ -123,17 +152,22 @@ def _plot(path: Path, swept: list[str], knobs_per_job: list[dict], results: list
     groups: dict[str, list[int]] = {}
     for index, job in enumerate(knobs_per_job):
         groups.setdefault(", ".join(f"{k}={job.get(k)}" for k in others) or "all", []).append(index)
+    categories = list(dict.fromkeys(xs))  # sweep order, never alphabetical
+    width = 0.8 / len(groups)
     for ax, metric in zip(axes[0], shown):
-        for label, indices in groups.items():
-            points = [(_as_number(knobs_per_job[i].get(x_key, "")), results[i]["metrics"].get(metric))
-                      for i in indices if metric in results[i]["metrics"]]
-            numeric = all(isinstance(x, float) for x, _ in points)
-            points.sort(key=lambda p: p[0] if numeric else str(p[0]))
-            xs = [p[0] if numeric else str(p[0]) for p in points]
-            ax.plot(xs, [p[1] for p in points], marker="o", label=label)
-        ax.set_xlabel(x_key)
+        for offset, (label, indices) in enumerate(groups.items()):
+            points = [(xs[i], results[i]["metrics"][metric]) for i in indices if metric in results[i]["metrics"]]
+            if numeric:
+                points.sort()
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+            else:
+                ax.bar([categories.index(x) + (offset - (len(groups) - 1) / 2) * width for x, _ in points],
+                       [p[1] for p in points], width=width, label=label)
+        if not numeric:
+            ax.set_xticks(range(len(categories)), [str(c) for c in categories], rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel(x_label)
         ax.set_title(metric, fontsize=9)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, axis="y" if not numeric else "both")
     if len(groups) > 1:
         axes[0][0].legend(fontsize=7)
     fig.tight_layout()

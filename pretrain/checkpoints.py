@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bertforge.common.errors import DiskFull
@@ -74,3 +75,36 @@ def newest_valid_checkpoint(folder: Path) -> Path | None:
     if candidates:
         log.warning("no readable checkpoint in %s (%s): starting over", folder, ", ".join(p.name for p in candidates))
     return None
+
+
+def newest_checkpoint_up_to(folder: Path, step: int) -> Path | None:
+    """The readable `step<N>.ckpt` or `pinned-step<N>.ckpt` with the highest N <= `step`: the newest state
+    from before a run of bad steps (`last.ckpt` is left out: its step is not in its name)."""
+    found = [(int(STEP_FILE.search(p.name).group(1)), p) for p in Path(folder).glob("*step*.ckpt")
+             if STEP_FILE.search(p.name)]
+    for _, path in sorted((item for item in found if item[0] <= step), reverse=True):
+        if is_readable(path):
+            return path
+    return None
+
+
+class PinnedCheckpoints(Callback):
+    """Save the checkpoint of every step in `steps` (checkpoint.pin_steps) as `pinned-step<N>.ckpt`.
+
+    ModelCheckpoint's keep_last deletes only the files it wrote itself, so a pinned one stays for good;
+    it is written through the same atomic checkpoint IO, and a rollback may go back to it."""
+
+    def __init__(self, steps: list[int], folder: Path):
+        self.steps, self.folder = set(steps), Path(folder)
+        self.seen_step = -1
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.seen_step = trainer.global_step  # a resumed run: its pins up to here are on disk already
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self.seen_step:  # between the micro-batches of one optimiser step
+            return
+        self.seen_step = step
+        if step in self.steps:  # every rank calls it (a collective); rank 0 writes
+            trainer.save_checkpoint(self.folder / f"pinned-step{step}.ckpt")

@@ -90,6 +90,12 @@ class OptimConfig:
     max_bad_steps: int = 20
     """A step whose gradient norm is not finite (a NaN or inf loss or gradient) is skipped: no update,
     counted in train/skipped_steps. This many in a row stop the run (checked at each log interval)."""
+    on_divergence: str = "stop"
+    """After max_bad_steps bad steps in a row: stop (with a message naming the step and the last checkpoint),
+    or rollback: reload the newest checkpoint from before the bad steps and go on with the learning rate
+    times rollback_lr_factor, at most max_rollbacks times (hashed: a rollback changes the weights)."""
+    rollback_lr_factor: float = field(default=0.5, metadata={"used_when": ("on_divergence", ("rollback",))})
+    max_rollbacks: int = field(default=3, metadata={"used_when": ("on_divergence", ("rollback",))})
 
 
 @dataclass
@@ -166,6 +172,9 @@ class CheckpointConfig:
     keep_last: int = 2
     """Periodic checkpoints kept (the newest ones; last.ckpt besides): a corrupt newest one falls back to
     the one before it."""
+    pin_steps: list[int] = field(default_factory=list)
+    """Steps whose checkpoint is kept for good as checkpoints/pinned-step<N>.ckpt, whatever keep_last says
+    (e.g. [10000, 50000] to continue or compare from there later)."""
     resume: bool = True
     """A rerun of the same command resumes an interrupted run from its newest checkpoint; false starts over
     (the interrupted attempt's folder is set aside, not deleted)."""
@@ -192,8 +201,8 @@ class ImplConfig:
 class LoggerConfig:
     """What a run records and how often: metrics, held-out checks, the progress bar (left out of the hash)."""
 
-    wandb: bool = True
-    """wandb runs offline unless WANDB_MODE says otherwise; a CSV log is always written beside it."""
+    wandb: bool = False
+    """Also log to wandb (logger=offline): offline unless a WANDB_API_KEY is set; a CSV log is always written."""
     project: str = "bertforge"
     log_every_n_steps: int = 10
     """Metrics are read from the device (one host sync) only this often."""

@@ -20,13 +20,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
-
-import torch
+from typing import TYPE_CHECKING, Mapping
 
 from bertforge.common.errors import ConfigError
-from pretrain.checkpoints import AtomicCheckpointIO
 from pretrain.config import TrainerConfig
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and Lightning are imported inside the functions that need them: the launch checks run for every
+# command, also one that only reuses finished stages, and the Hydra callback below loads this module.
 
 CLUSTERS = ("auto", "local", "torchrun", "slurm")
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -99,6 +102,8 @@ class LaunchPlan:
 def resolve_accelerator(accelerator: str) -> str:
     """'auto' -> gpu when CUDA is visible, else cpu; 'cuda' is a spelling of gpu."""
     if accelerator == "auto":
+        import torch
+
         return "gpu" if torch.cuda.is_available() else "cpu"
     if accelerator in ("gpu", "cuda"):
         return "gpu"
@@ -110,6 +115,8 @@ def resolve_accelerator(accelerator: str) -> str:
 def available_devices(accelerator: str) -> int:
     """GPUs visible to this process, or CPU cores it may use (one gloo process per core at most)."""
     if accelerator == "gpu":
+        import torch
+
         return torch.cuda.device_count()
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -213,6 +220,8 @@ def requeue_command(plan: LaunchPlan) -> list[str] | None:
 
 def transformer_layer_classes(model: torch.nn.Module) -> set[type]:
     """Classes of the repeated blocks (the children of ModuleLists): FSDP wraps each block as one unit."""
+    import torch
+
     return {type(layer) for module in model.modules() if isinstance(module, torch.nn.ModuleList) for layer in module}
 
 
@@ -224,6 +233,8 @@ def trainer_arguments(trainer_cfg: TrainerConfig, plan: LaunchPlan, model: torch
     from lightning.pytorch.plugins.environments import (LightningEnvironment, SLURMEnvironment,
                                                          TorchElasticEnvironment)
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    from pretrain.checkpoints import AtomicCheckpointIO
 
     if trainer_cfg.strategy == "fsdp":
         strategy = FSDPStrategy(sharding_strategy=trainer_cfg.fsdp_sharding, state_dict_type="full",
@@ -255,6 +266,8 @@ def last_checkpoint(stage_tmp: Path) -> Path:
 
 def checkpoint_step(path: Path) -> int:
     """The optimiser step a Lightning checkpoint was saved at (memory-mapped: tensors are not read)."""
+    import torch
+
     state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     return int(state["global_step"])
 
@@ -262,6 +275,8 @@ def checkpoint_step(path: Path) -> int:
 def unsharded_copy(checkpoint: Path, build_model) -> torch.nn.Module:
     """A fresh model from `build_model()` with the weights of a full (unsharded) Lightning checkpoint,
     for export after FSDP training, where the trained module holds only this rank's shards."""
+    import torch
+
     fresh = build_model()
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     # The LightningModule keeps the transformers model as `.model`; its keys are the HF model's.

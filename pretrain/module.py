@@ -69,6 +69,10 @@ class MaskedLMModule(L.LightningModule):
             if compile_backend else self.masked_loss
         self.window = None  # device-side sums since the last log, see `pop_window`
         self.reset_window()
+        # optim.on_divergence=rollback: the learning-rate factor of the rollbacks so far and what each did.
+        # Saved in every checkpoint, so a run resumed after a rollback keeps the lower rate.
+        self.lr_scale, self.rollbacks = 1.0, []
+        self.rolling_back = False  # set by `roll_back`: the checkpoint about to be loaded predates it
 
     def masked_loss(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor):
         """`sparse_mlm_loss` of the wrapped model (the function torch.compile traces)."""
@@ -105,7 +109,27 @@ class MaskedLMModule(L.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
+        if self.rolling_back:  # the restored rates are the old ones: apply the new factor from this step on
+            scheduler = self.lr_schedulers()
+            for group, base, rate in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * rate(scheduler.last_epoch)
+            self.window["bad_run"].zero_()
+            self.rolling_back = False
         self.reset_window()  # now on the training device
+
+    def roll_back(self, at_step: int, to_step: int, factor: float) -> None:
+        """Go on from the checkpoint of `to_step` (loaded next) with the learning rate times `factor`."""
+        self.lr_scale *= factor
+        self.rollbacks.append({"at_step": at_step, "to_step": to_step, "lr_scale": self.lr_scale})
+        self.rolling_back = True
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bertforge_rollbacks"] = {"lr_scale": self.lr_scale, "rollbacks": list(self.rollbacks)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if not self.rolling_back:  # a resume: the rollbacks before it still hold
+            saved = checkpoint.get("bertforge_rollbacks", {})
+            self.lr_scale, self.rollbacks = saved.get("lr_scale", 1.0), list(saved.get("rollbacks", []))
 
     def reset_window(self) -> None:
         zero = torch.zeros((), device=self.device)
@@ -136,8 +160,9 @@ class MaskedLMModule(L.LightningModule):
             raise TrainingDiverged(
                 f"{bad_run} optimiser steps in a row up to step {self.global_step} had a non-finite loss or gradient "
                 f"and were skipped (optim.max_bad_steps={self.optim.max_bad_steps}): stopped. The weights were not "
-                f"updated by them; the last checkpoint is {last}. Lower optim.lr or raise optim.warmup_steps, "
-                "then rerun the same command (checkpoint.resume=false to start over)")
+                f"updated by them; the last checkpoint is {last}. Lower optim.lr or raise optim.warmup_steps "
+                "(or set optim.on_divergence=rollback), then rerun the same command (checkpoint.resume=false to "
+                "start over)", step=self.global_step, bad_steps=bad_run)
         metrics = {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
                    "train/grad_norm": grad_norm, "train/skipped_steps": skipped, "tokens": w["tokens"]}
         if pairs:  # NSP / SOP: accuracy of the pair head
@@ -175,7 +200,7 @@ class MaskedLMModule(L.LightningModule):
 
         def multiplier(step: int) -> float:
             phase = next((p for p in self.plan if step < p.end_step), self.plan[-1])
-            return schedule(step) * phase.lr_scale * phase.rewarm(step)
+            return schedule(step) * phase.lr_scale * phase.rewarm(step) * self.lr_scale
 
         def frozen_body(step: int) -> float:
             # Learning rate 0 (so no update and no weight decay) rather than requires_grad=False: DDP and

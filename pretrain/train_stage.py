@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelChec
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from bertforge.common.checkpoints import Checkpoint
-from bertforge.common.errors import ConfigError, Preempted
+from bertforge.common.errors import ConfigError, Preempted, TrainingDiverged
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
 from corpora.shards.dropout_copies import load_dropout_copies
@@ -28,7 +28,7 @@ from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metric
                                   requeue_command, set_aside_metrics,
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
-from pretrain.checkpoints import newest_valid_checkpoint
+from pretrain.checkpoints import PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.init_from import load_start_model
 from pretrain.model import build_model, check_model_config
@@ -112,33 +112,52 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                     set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
             pusher = [HubCheckpointPush(hub, lambda m, folder: export_hf(m, vocab_dir, folder),
                                         f"bertforge {run_name}: pretrain stage {out.digest}")] if hub else []
-            stopper = [StopOnPreemption(preemption, last_checkpoint(build.tmp), requeue_command(launch))
-                       ] if preemption else []
-            lightning_trainer = L.Trainer(
-                max_steps=training.max_steps, precision=trainer.precision,
-                **trainer_arguments(trainer, launch, model),
-                logger=_loggers(logger, run_name, build.tmp, out.payload), default_root_dir=str(build.tmp),
-                log_every_n_steps=logger.log_every_n_steps,  # StepMetricsLogger logs; this only quiets a warning
-                reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
-                limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in HeldoutValidation
-                callbacks=[
-                    ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
-                                    every_n_train_steps=checkpoint.every_n_steps, save_last=True,
-                                    monitor="step", mode="max", save_top_k=max(1, checkpoint.keep_last),
-                                    auto_insert_metric_name=False),
-                    GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
-                    step_metrics,
-                    validation,
-                    MicroBatchSeeding(lambda: data.sampler, training.seed,
-                                      build.tmp / "data_positions" if logger.log_data_positions else None,
-                                      attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0))),
-                    *stopper,
-                    *pusher,
-                ],
-                enable_progress_bar=False, enable_model_summary=False,
-            )
+
+            def new_trainer() -> tuple[L.Trainer, list]:
+                """A Trainer with its own callbacks: one per attempt (a rollback starts another)."""
+                stopper = [StopOnPreemption(preemption, last_checkpoint(build.tmp), requeue_command(launch))
+                           ] if preemption else []
+                return L.Trainer(
+                    max_steps=training.max_steps, precision=trainer.precision,
+                    **trainer_arguments(trainer, launch, model),
+                    logger=_loggers(logger, run_name, build.tmp, out.payload),
+                    default_root_dir=str(build.tmp),
+                    log_every_n_steps=logger.log_every_n_steps,  # StepMetricsLogger logs; this only quiets a warning
+                    reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
+                    limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in HeldoutValidation
+                    callbacks=[
+                        ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
+                                        every_n_train_steps=checkpoint.every_n_steps, save_last=True,
+                                        monitor="step", mode="max", save_top_k=max(1, checkpoint.keep_last),
+                                        auto_insert_metric_name=False),
+                        GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
+                        PinnedCheckpoints(checkpoint.pin_steps, build.tmp / "checkpoints"),
+                        step_metrics,
+                        validation,
+                        MicroBatchSeeding(lambda: data.sampler, training.seed,
+                                          build.tmp / "data_positions" if logger.log_data_positions else None,
+                                          attempt=int(os.environ.get("SLURM_RESTART_COUNT", 0)) + len(module.rollbacks)),
+                        *stopper,
+                        *pusher,
+                    ],
+                    enable_progress_bar=False, enable_model_summary=False,
+                ), stopper
             try:
-                lightning_trainer.fit(module, datamodule=data, ckpt_path=resume)
+                while True:
+                    lightning_trainer, stopper = new_trainer()
+                    try:
+                        lightning_trainer.fit(module, datamodule=data, ckpt_path=resume)
+                        break
+                    except TrainingDiverged as diverged:  # optim.on_divergence=rollback: back, slower, once more
+                        resume = rollback_checkpoint(diverged, module, optim, build.tmp / "checkpoints")
+                        data.start_step = checkpoint_step(resume)
+                        module.roll_back(diverged.step, data.start_step, optim.rollback_lr_factor)
+                        log.warning("pretrain: %d bad steps in a row up to step %d: rolling back to %s (step %d) with "
+                                    "the learning rate x%.3g (rollback %d of at most %d)", diverged.bad_steps,
+                                    diverged.step, resume, data.start_step, module.lr_scale, len(module.rollbacks),
+                                    optim.max_rollbacks)
+                        if launch.is_global_zero:
+                            set_aside_metrics(build.tmp / "logs", data.start_step)  # the diverged rows go
             finally:
                 for push in pusher:  # the last step's upload ends before the final model goes to main
                     push.finish()
@@ -166,6 +185,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 build.manifest["hub_revisions"] = pusher[0].summary()  # recorded, not hashed
             if started_from is not None:
                 build.manifest["init_from"] = started_from.as_dict()
+            if module.rollbacks:
+                build.manifest["rollbacks"] = module.rollbacks  # at_step, to_step, lr_scale of each
             build.manifest["counts"] = {
                 "steps": lightning_trainer.global_step,
                 "tokens_trained": sum(p.steps * p.tokens_per_step for p in plan),
@@ -176,6 +197,30 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                             "accumulation": p.accumulation, "lr_scale": p.lr_scale} for p in plan],
                 "throughput": throughput_summary(step_metrics.history),
             }
+
+
+def rollback_checkpoint(diverged: TrainingDiverged, module: MaskedLMModule, optim: OptimConfig,
+                        folder: Path) -> Path:
+    """The checkpoint optim.on_divergence=rollback goes back to: the newest one from before the run of bad
+    steps, so their batches are trained again at the lower rate; else (keep_last deleted those) the newest
+    one, whose weights the skipped steps did not touch. Raises `diverged` itself with on_divergence=stop,
+    and a TrainingDiverged saying why when the rollbacks are used up or there is no checkpoint at all."""
+    if optim.on_divergence != "rollback":
+        raise diverged
+    first_bad = diverged.step - diverged.bad_steps + 1
+    if len(module.rollbacks) >= optim.max_rollbacks:
+        raise TrainingDiverged(
+            f"{diverged.bad_steps} optimiser steps in a row up to step {diverged.step} had a non-finite loss or "
+            f"gradient after {len(module.rollbacks)} rollbacks (optim.max_rollbacks={optim.max_rollbacks}; the "
+            f"learning rate was x{module.lr_scale:.3g}): stopped. Lower optim.lr or raise optim.warmup_steps, then "
+            "rerun the same command (checkpoint.resume=false to start over)", diverged.step, diverged.bad_steps)
+    found = newest_checkpoint_up_to(folder, first_bad - 1) or newest_checkpoint_up_to(folder, diverged.step)
+    if found is None:
+        raise TrainingDiverged(
+            f"{diverged.bad_steps} optimiser steps in a row up to step {diverged.step} had a non-finite loss or "
+            f"gradient and there is no checkpoint in {folder} to roll back to: stopped. Save more often "
+            "(checkpoint.every_n_steps) or lower optim.lr, then rerun", diverged.step, diverged.bad_steps)
+    return found
 
 
 def preempted_message(stopper: StopOnPreemption) -> str:
@@ -258,6 +303,8 @@ def _loggers(logger: LoggerConfig, run_name: str, out: Path, payload: dict) -> l
         offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "offline"
         loggers.append(WandbLogger(project=logger.project, name=run_name, save_dir=str(out),
                                    offline=offline, config=payload))
+        if offline:  # wandb's own banner is silenced (bertforge.cli.quiet_libraries): say where the run goes
+            log.info("wandb: offline run under %s; send it with `wandb sync <that run folder>`", out / "wandb")
     return loggers
 
 

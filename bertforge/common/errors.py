@@ -27,7 +27,12 @@ class Preempted(Exception):
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many optimiser steps in a row had a non-finite loss or gradient."""
+    """Too many optimiser steps in a row had a non-finite loss or gradient: `bad_steps` of them up to
+    optimiser step `step` (what optim.on_divergence=rollback needs to find the checkpoint before them)."""
+
+    def __init__(self, message: str, step: int = 0, bad_steps: int = 0):
+        super().__init__(message)
+        self.step, self.bad_steps = step, bad_steps
 
 
 class DiskFull(OSError):

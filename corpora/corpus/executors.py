@@ -33,14 +33,12 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
     """Run `steps` in order with the executor `executor_cfg.name` (local, slurm or ray). A task whose
     completion marker is in `logging_dir` (from an earlier, killed attempt of the same stage) is not run
     again: every task writes its own output files from scratch, so a rerun only does what is missing."""
+    check_executor(executor_cfg)
     if executor_cfg.name == "local":
-        if executor_cfg.start_method not in START_METHODS:
-            raise ConfigError(f"corpus.executor.start_method={executor_cfg.start_method!r}: choose one of "
-                              f"{', '.join(START_METHODS)}")
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
             (logging_dir / name).mkdir(parents=True, exist_ok=True)
-            log.info("corpus: step %s, %d task(s)", name, tasks)
+            log.debug("corpus: step %s, %d task(s)", name, tasks)  # the stage's one line comes at its end
             # datatrove logs progress (and, on failure, a long traceback) to stderr; the stage's
             # own error message is what a user needs there, so its console goes to a file instead
             with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
@@ -51,19 +49,30 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
     if executor_cfg.name == "slurm":
         _run_on_slurm(executor_cfg, steps, logging_dir)
         return
-    if executor_cfg.name == "ray":
-        _run_on_ray(executor_cfg, steps, logging_dir)
-        return
-    raise ConfigError(f"corpus.executor.name must be local, slurm or ray, not {executor_cfg.name!r} "
-                      "(choose with executor=local, executor=slurm or executor=ray)")
+    _run_on_ray(executor_cfg, steps, logging_dir)
+
+
+def check_executor(executor_cfg: ExecutorConfig) -> None:
+    """ConfigError naming the key when the chosen executor cannot run here. The executor is not hashed,
+    so the stage graph calls this also when the corpus stage is reused: an error fails the same either way."""
+    import importlib.util
+
+    if executor_cfg.name not in ("local", "slurm", "ray"):
+        raise ConfigError(f"corpus.executor.name must be local, slurm or ray, not {executor_cfg.name!r} "
+                          "(choose with executor=local, executor=slurm or executor=ray)")
+    if executor_cfg.name == "local" and executor_cfg.start_method not in START_METHODS:
+        raise ConfigError(f"corpus.executor.start_method={executor_cfg.start_method!r}: choose one of "
+                          f"{', '.join(START_METHODS)}")
+    if executor_cfg.name == "slurm" and not _which("sbatch"):
+        raise ConfigError("executor=slurm but `sbatch` is not on PATH: run on a SLURM login node, or start "
+                          "a local cluster with launch/slurm/start_local_cluster.sh")
+    if executor_cfg.name == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("executor=ray needs Ray: pip install 'ray[default]'")
 
 
 def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
     """Each step on the Ray cluster that `ray.init()` finds (RAY_ADDRESS), one after the other."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("executor=ray needs Ray: pip install 'ray[default]'") from None
+    import ray
     from datatrove.executor.ray import RayPipelineExecutor
 
     if not ray.is_initialized():
@@ -77,9 +86,6 @@ def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
 def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
     from datatrove.executor import SlurmPipelineExecutor
 
-    if not _which("sbatch"):
-        raise ConfigError("executor=slurm but `sbatch` is not on PATH: run on a SLURM login node, or start "
-                          "a local cluster with launch/slurm/start_local_cluster.sh")
     # the job runs the same interpreter that runs bertforge unless a venv is named
     env_command = f"source {cfg.venv_path}" if cfg.venv_path else f"export PATH={Path(sys.executable).parent}:$PATH"
     partition = cfg.partition or _default_partition()

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerFast
 
 from bertforge.common.errors import ConfigError, CorpusInputError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
@@ -27,6 +28,9 @@ from corpora.vocab.build import build_untrained, check_alphabet, check_options, 
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
 from corpora.vocab.metrics import conllu_files, gold_metrics, gold_sentences, load_reference, text_metrics, unk_id
 from corpora.vocab.sample import TrainingSample
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 log = logging.getLogger("bertforge.vocab")
 
@@ -207,6 +211,8 @@ def measure(tokenizer: Tokenizer, roles: dict[str, str], tok_cfg: TokenizerConfi
 
 def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, roles: dict[str, str] | None = None) -> PreTrainedTokenizerFast:
     """Save `tokenizer.json` plus the transformers files that name the special tokens."""
+    from transformers import PreTrainedTokenizerFast  # deferred: a reused vocab stage (planning) never needs it
+
     roles = roles or special_tokens(tokenizer)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token=roles["unk"], pad_token=roles["pad"], cls_token=roles["cls"],

@@ -27,6 +27,8 @@ def recommend_vocab_size(knobs_per_job: list[dict[str, str]], metrics_per_job: l
             continue
         requested = knobs.get(SIZE_KNOB)
         size = metrics.get("vocab/vocab_size", float(requested) if requested else None)
+        if size is None:  # neither reached nor asked for: nothing to rank it by
+            continue
         label = ", ".join(f"{k}={knobs.get(k)}" for k in varying + [SIZE_KNOB] if k in knobs) or "all"
         jobs.append({"label": label, "vocab_size": int(size), "fertility": metrics[FERTILITY]})
     if len({j["vocab_size"] for j in jobs}) < 2:

@@ -48,14 +48,29 @@ def test_vocab_sweep_ends_in_a_table_and_a_plot(tmp_path, data_dir):
     assert len(list((work / "vocab").iterdir())) == 2
 
 
+HEAVY = ('torch', 'lightning', 'transformers', 'datatrove', 'tokenizers', 'wandb', 'matplotlib', 'numpy')
+
+
+def heavy_modules_after(imports: str) -> str:
+    probe = f"import sys, {imports}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_the_command_line_imports_no_heavy_library():
     """`bertforge --help`, a config error and a reused stage start at once: the stage graph imports each
     stage's module (torch, Lightning, transformers, datatrove) only when that stage is built."""
-    probe = ("import sys, bertforge.cli, bertforge.stages, bertforge.experiment; "
-             "print(sorted(m for m in ('torch', 'lightning', 'transformers', 'datatrove', 'tokenizers', 'wandb', "
-             "'matplotlib', 'numpy') if m in sys.modules))")
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert heavy_modules_after("bertforge.cli, bertforge.stages, bertforge.experiment") == "[]"
+
+
+def test_hydra_callbacks_and_launch_checks_import_no_heavy_library():
+    """Hydra loads every callback in conf/base.yaml for every command, and the launch checks run for every
+    command whose plan holds the pretrain stage: Lightning there cost a reused command 2-4 s."""
+    import yaml
+
+    base = yaml.safe_load((Path(__file__).parents[2] / "conf" / "base.yaml").read_text())
+    targets = [callback["_target_"].rsplit(".", 1)[0] for callback in base["hydra"]["callbacks"].values()]
+    assert "pretrain.distributed" in targets
+    assert heavy_modules_after(", ".join([*targets, "pretrain.phases"])) == "[]"
 
 
 def test_a_key_by_its_old_place_is_told_its_new_one(tmp_path, data_dir):
@@ -63,3 +78,12 @@ def test_a_key_by_its_old_place_is_told_its_new_one(tmp_path, data_dir):
     assert result.returncode == 2
     assert "trainer.max_steps is now training.max_steps" in result.stderr
     assert "trainer=gpu_phases is now trainer=gpu training=two_phase" in result.stderr
+
+
+def test_a_misspelt_key_gets_the_right_name_not_hydras_plus_hint(tmp_path, data_dir):
+    result = bertforge("pretrain", "experiment=demo_ga", "training.max_stepz=3", data_dir=data_dir, work=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("bertforge pretrain: error: unknown config key 'training.max_stepz': "
+                                     "did you mean training.max_steps?")
+    listed = bertforge("corpus", "source.inputs.0.pth=x", data_dir=data_dir, work=tmp_path)
+    assert "did you mean source.inputs.0.path?" in listed.stderr and "+" not in listed.stderr

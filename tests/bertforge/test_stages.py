@@ -2,6 +2,7 @@
 
 import copy
 import logging
+import re
 from dataclasses import replace
 
 import pytest
@@ -69,6 +70,36 @@ def test_publish_runs_each_stage_once_then_reuses_each_once(make_cfg, caplog, mo
     reused = [r.getMessage().split(":")[0] for r in caplog.records if "reusing" in r.getMessage()]
     assert built == [] and again == first
     assert reused == ["corpus", "vocab", "shards", "pretrain", "evaluate", "publish"]
+    # Settings the hash leaves out are still checked when every stage is done (they used to be reused).
+    assert_unhashed_settings_fail(cfg, "publish")
+    assert built == []
+
+
+# Settings no stage hashes, each wrong on this machine, and the key its error names.
+BAD_UNHASHED = {
+    "trainer.devices=64": (lambda c: replace(c, trainer=replace(c.trainer, devices=64)), "trainer.devices=64"),
+    "trainer.cluster=slurm": (lambda c: replace(c, trainer=replace(c.trainer, cluster="slurm")), "SLURM_JOB_ID"),
+    "trainer.micro_batch_size=5": (lambda c: replace(c, trainer=replace(c.trainer, micro_batch_size=5)),
+                                   "trainer.micro_batch_size=5"),
+    "checkpoint.every_n_steps=0": (lambda c: replace(c, checkpoint=replace(c.checkpoint, every_n_steps=0)),
+                                   "checkpoint.every_n_steps=0"),
+    "corpus.executor.start_method=fast": (
+        lambda c: replace(c, corpus=replace(c.corpus, executor=replace(c.corpus.executor, start_method="fast"))),
+        "corpus.executor.start_method='fast'"),
+}
+
+
+def assert_unhashed_settings_fail(cfg, target: str) -> None:
+    for name, (change, named) in BAD_UNHASHED.items():
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            run_stages(change(cfg), target)
+
+
+def test_unhashed_settings_fail_in_a_fresh_work_folder_before_anything_runs(make_cfg, tmp_path, monkeypatch):
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert_unhashed_settings_fail(make_cfg("publish", QUICK), "publish")
+    assert not (tmp_path / "work").exists()
 
 
 def test_a_new_stage_is_one_row(make_cfg, monkeypatch):

@@ -28,7 +28,11 @@ def _work(upstream_work, path):
 
 def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_work, tmp_path, data_dir):
     whole = _work(upstream_work, tmp_path / "uninterrupted")
-    run_cli(RUN, bertforge_env(data_dir, whole))
+    said = run_cli(RUN, bertforge_env(data_dir, whole))
+    # Quiet by default: one line per stage, none from the libraries (Lightning's device lines and tips, its
+    # deprecation warnings, wandb's banner, transformers' loading and writing bars).
+    lines = (said.stdout + said.stderr).splitlines()
+    assert [line.split("] - ", 1)[-1].split(":", 1)[0] for line in lines] == ["corpus", "vocab", "shards", "pretrain"], lines
     [reference] = pretrain_folders(whole)
 
     work = _work(upstream_work, tmp_path / "killed")

@@ -2,6 +2,7 @@
 many in a row stop the run with a message naming the step and the last checkpoint."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -61,19 +62,55 @@ def poisoned(monkeypatch, bad_calls):
     monkeypatch.setattr(module, "sparse_mlm_loss", loss)
 
 
-def test_a_nan_at_a_known_step_is_skipped_and_training_finishes(make_cfg, monkeypatch):
+def test_a_nan_at_a_known_step_is_skipped_and_training_finishes(make_cfg, monkeypatch, shards_work):
     poisoned(monkeypatch, {3})
     folder = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=6", "logger.log_every_n_steps=1",
-                                             "logger.progress_bar=false"]), "pretrain")
+                                             "logger.progress_bar=false"], work_dir=shards_work), "pretrain")
     with open(folder / "logs" / "version_0" / "metrics.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("train/skipped_steps")]
     assert [int(float(r["train/skipped_steps"])) for r in rows] == [0, 0, 1, 0, 0, 0]
     assert all(torch.isfinite(torch.tensor(float(r["train/loss"]))) for r in rows)
 
 
-def test_too_many_bad_steps_in_a_row_stop_the_run_and_say_where(make_cfg, monkeypatch):
+def test_too_many_bad_steps_in_a_row_stop_the_run_and_say_where(make_cfg, monkeypatch, shards_work):
     poisoned(monkeypatch, set(range(3, 100)))
     cfg = make_cfg("pretrain", [*QUICK, "training.max_steps=20", "logger.log_every_n_steps=1", "optim.max_bad_steps=4",
-                                "checkpoint.every_n_steps=2", "logger.progress_bar=false"])
+                                "checkpoint.every_n_steps=2", "logger.progress_bar=false"], work_dir=shards_work)
     with pytest.raises(TrainingDiverged, match=r"4 optimiser steps in a row up to step 6 .* last checkpoint is .*ckpt"):
+        run_stage(cfg, "pretrain")
+
+
+def lr_and_loss(folder):
+    with open(folder / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        return {int(r["step"]): (float(r["train/lr"]), float(r["train/loss"]))
+                for r in csv.DictReader(handle) if r.get("train/lr")}
+
+
+ROLLBACK = [*QUICK, "training.max_steps=12", "optim.warmup_steps=2", "logger.log_every_n_steps=1",
+            "checkpoint.every_n_steps=2", "checkpoint.keep_last=2", "logger.progress_bar=false",
+            "optim.max_bad_steps=3"]
+
+
+def test_rollback_goes_back_to_the_checkpoint_before_the_bad_steps_at_a_lower_rate(make_cfg, monkeypatch, shards_work):
+    """NaN at steps 7-9: the run goes back to step 6's checkpoint and trains steps 7-12 again with the
+    learning rate halved; up to step 6 it is the clean run, and the manifest says what happened."""
+    clean = lr_and_loss(run_stage(make_cfg("pretrain", ROLLBACK, work_dir=shards_work), "pretrain"))
+    poisoned(monkeypatch, {7, 8, 9})
+    folder = run_stage(make_cfg("pretrain", [*ROLLBACK, "optim.on_divergence=rollback"], work_dir=shards_work),
+                       "pretrain")
+    rolled = lr_and_loss(folder)
+    assert sorted(rolled) == list(range(1, 13))  # each step once: the diverged rows were set aside
+    assert all(rolled[step] == clean[step] for step in range(1, 7))
+    assert all(rolled[step][0] == pytest.approx(clean[step][0] / 2, rel=1e-6) for step in range(7, 13))
+    assert all(torch.isfinite(torch.tensor(rolled[step][1])) for step in range(7, 13))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["rollbacks"] == [{"at_step": 9, "to_step": 6, "lr_scale": 0.5}]
+
+
+def test_rollbacks_are_bounded_then_the_run_stops_and_says_so(make_cfg, monkeypatch, shards_work):
+    poisoned(monkeypatch, set(range(3, 100)))  # bad from step 3: back to step 2 once, bad again, stop at step 4
+    cfg = make_cfg("pretrain", [*ROLLBACK, "optim.on_divergence=rollback", "optim.max_rollbacks=1",
+                                "optim.max_bad_steps=2", "checkpoint.every_n_steps=1"], work_dir=shards_work)
+    with pytest.raises(TrainingDiverged, match=r"up to step 4 .* after 1 rollbacks \(optim.max_rollbacks=1; the "
+                                               r"learning rate was x0.5\)"):
         run_stage(cfg, "pretrain")

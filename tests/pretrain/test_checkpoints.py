@@ -46,3 +46,28 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_says_so(tmp_path, monkey
     with pytest.raises(DiskFull, match=r"disk filled while saving .*last.ckpt .*previous checkpoint .*intact"):
         AtomicCheckpointIO().save_checkpoint({"global_step": 20}, last)
     assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_pinned_checkpoints_outlive_keep_last(make_cfg, shards_work):
+    """checkpoint.pin_steps: those steps' checkpoints stay whatever keep_last deletes."""
+    from bertforge.stages import run_stage
+    from tests.conftest import QUICK
+
+    folder = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=8", "checkpoint.every_n_steps=2",
+                                             "checkpoint.keep_last=1", "checkpoint.pin_steps=[2,5]",
+                                             "logger.progress_bar=false"], work_dir=shards_work), "pretrain")
+    kept = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert kept == ["last.ckpt", "pinned-step2.ckpt", "pinned-step5.ckpt", "step8.ckpt"]
+    steps = {name: torch.load(folder / "checkpoints" / name, map_location="cpu", weights_only=False)["global_step"]
+             for name in kept}
+    assert steps == {"last.ckpt": 8, "pinned-step2.ckpt": 2, "pinned-step5.ckpt": 5, "step8.ckpt": 8}
+
+
+def test_a_pin_outside_the_run_is_refused_before_anything_runs(make_cfg, tmp_path):
+    from bertforge.common.errors import ConfigError
+    from bertforge.stages import run_stage
+
+    with pytest.raises(ConfigError, match=r"checkpoint.pin_steps=\[0, 600\]: \[0, 600\] not between 1 and "
+                                          r"training.max_steps=500"):
+        run_stage(make_cfg("pretrain", ["experiment=demo_ga", "checkpoint.pin_steps=[0,600]"]), "pretrain")
+    assert not (tmp_path / "work").exists()

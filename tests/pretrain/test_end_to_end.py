@@ -23,7 +23,7 @@ def finished(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("e2e")
     os.environ["HF_TOKEN"] = os.environ["WANDB_API_KEY"] = SECRET  # must never be written anywhere
     try:
-        overrides = [o for o in QUICK if o != "logger=csv"]  # wandb (offline) for real here
+        overrides = [o for o in QUICK if o != "logger=csv"] + ["logger=offline"]  # wandb (offline) for real here
         cfg = load_config(compose_raw("run", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *overrides]))
         folders = run_all(cfg)
     finally:

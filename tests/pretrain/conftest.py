@@ -1,0 +1,32 @@
+"""Pretrain runs on the demo's shards, built once: each test gets a work folder with its own copy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUICK
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory, data_dir) -> Path:
+    """A work folder with the corpus, vocab and shards stages of QUICK (the demo experiment)."""
+    from bertforge.experiment import load_config
+    from bertforge.stages import run_stage
+    from tests.conftest import compose_raw
+
+    work = tmp_path_factory.mktemp("pretrain-upstream")
+    run_stage(load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *QUICK])),
+              "shards")
+    return work
+
+
+@pytest.fixture
+def shards_work(demo_shards, tmp_path) -> Path:
+    """A fresh work folder holding a copy of `demo_shards`' stages: pretrain runs start at once."""
+    work = tmp_path / "work"
+    for stage in ("corpus", "vocab", "shards"):
+        shutil.copytree(demo_shards / stage, work / stage)
+    return work
