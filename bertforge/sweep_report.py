@@ -11,6 +11,7 @@ asked for) and a categorical knob (a filter preset, a tokenizer) as bars in swee
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import logging
 from pathlib import Path
@@ -134,6 +135,17 @@ def x_axis(swept: list[str], knobs_per_job: list[dict], results: list[dict]) -> 
     return key, key, [_as_number(job[key]) for job in knobs_per_job], True
 
 
+def _panel_rank(metric: str) -> tuple[int, int]:
+    """Plot order: the model's downstream scores first (what a sweep is judged by), then each stage's
+    headline metrics in HEADLINE order, the untrained twins' downstream scores last."""
+    stage, name = metric.split("/", 1)
+    patterns = HEADLINE.get(stage, [])
+    within = next((i for i, pattern in enumerate(patterns) if fnmatch.fnmatchcase(name, pattern)), len(patterns))
+    if stage == "downstream":
+        return (0 if within == 0 else 2, 0)
+    return (1, within)
+
+
 def _plot(path: Path, swept: list[str], knobs_per_job: list[dict], results: list[dict], metrics: list[str]):
     """One panel per metric that differs between jobs: lines over a numeric knob, bars in sweep order for a
     categorical one; one line (or bar colour) per value of the other knobs."""
@@ -145,9 +157,8 @@ def _plot(path: Path, swept: list[str], knobs_per_job: list[dict], results: list
     x_key, x_label, xs, numeric = x_axis(swept, knobs_per_job, results)
     others = [k for k in swept if k != x_key]
     # Metrics that differ between jobs, most telling first (HEADLINE order): constant ones teach nothing.
-    rank = {f"{stage}/{name}": i for stage, names in HEADLINE.items() for i, name in enumerate(names)}
     varying = [m for m in metrics if len({json.dumps(r["metrics"].get(m)) for r in results}) > 1]
-    shown = sorted(varying or metrics, key=lambda m: rank.get(m, len(rank)))[:6]
+    shown = sorted(varying or metrics, key=_panel_rank)[:6]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.5), squeeze=False)
     groups: dict[str, list[int]] = {}
     for index, job in enumerate(knobs_per_job):

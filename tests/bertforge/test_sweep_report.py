@@ -41,3 +41,14 @@ def test_a_categorical_sweep_plots(tmp_path):
                      [("none", 92), ("length", 91), ("gopher", 80)]])
     write_comparison(tmp_path)
     assert (tmp_path / "comparison.png").stat().st_size > 1000
+
+
+def test_downstream_scores_lead_the_plot_and_the_twins_close_it():
+    from bertforge.sweep_report import _panel_rank
+
+    metrics = ["vocab/unk_rate", "downstream/ga_upos.random_init.accuracy", "evaluate/trained.accuracy",
+               "downstream/ga_parse.model.las", "pretrain/last_loss"]
+    ordered = sorted(metrics, key=_panel_rank)
+    assert ordered[0] == "downstream/ga_parse.model.las"
+    assert ordered[-1] == "downstream/ga_upos.random_init.accuracy"
+    assert ordered.index("pretrain/last_loss") < ordered.index("vocab/unk_rate")  # first headlines before fourth
