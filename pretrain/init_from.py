@@ -92,8 +92,9 @@ def load_start_model(checkpoint: Checkpoint, vocab_dir: Path, vocab_mode: str, v
         else None
     old_rows = model.get_input_embeddings().weight.detach().float()  # (old vocab, hidden)
     generator = torch.Generator().manual_seed(seed)
-    rows, sources, report.rows = _new_rows(old_rows, old_tok, new_tok, vocab_mode, vocab_transfer, generator)
-    _install_rows(model, rows, sources, padded_vocab_size(len(rows), pad_to_multiple_of), old_rows, generator)
+    draw = RowDraw(old_rows, generator)
+    rows, sources, report.rows = _new_rows(old_rows, old_tok, new_tok, vocab_mode, vocab_transfer, draw)
+    _install_rows(model, rows, sources, padded_vocab_size(len(rows), pad_to_multiple_of), old_rows, draw)
     log.info("init_from %s (%s): %d weights loaded, new: %s, dropped: %s; vocabulary %s, rows %s",
              checkpoint.requested, report.model_type, loaded, ", ".join(report.weights["new"]) or "none",
              ", ".join(report.weights["dropped"]) or "none", vocab_mode, report.rows)
@@ -101,7 +102,7 @@ def load_start_model(checkpoint: Checkpoint, vocab_dir: Path, vocab_mode: str, v
 
 
 def _new_rows(old_rows: torch.Tensor, old_tok: Tokenizer | None, new_tok: Tokenizer, vocab_mode: str,
-              transfer: str, generator: torch.Generator) -> tuple[torch.Tensor, dict[int, int], dict[str, int]]:
+              transfer: str, draw: RowDraw) -> tuple[torch.Tensor, dict[int, int], dict[str, int]]:
     """(new vocab, hidden) rows for every id of `new_tok`; new id -> old id of the rows kept or copied;
     how many rows took each route."""
     new_size = new_tok.get_vocab_size(with_added_tokens=True)
@@ -112,7 +113,7 @@ def _new_rows(old_rows: torch.Tensor, old_tok: Tokenizer | None, new_tok: Tokeni
         added = [_mean_of_pieces(old_rows, old_tok, new_tok.id_to_token(i)) for i in range(old_size, new_size)]
         counts = {"kept": old_size, "mean": sum(r is not None for r in added)}
         counts["random"] = len(added) - counts["mean"]
-        rows += [r if r is not None else _draw(old_rows, generator) for r in added]
+        rows += [r if r is not None else draw() for r in added]
         return torch.stack(rows), {i: i for i in range(old_size)}, counts
     if old_tok is None and transfer != "random":
         raise ConfigError("model.vocab_transfer=copy/mean needs the checkpoint's tokenizer (to know which token "
@@ -128,7 +129,7 @@ def _new_rows(old_rows: torch.Tensor, old_tok: Tokenizer | None, new_tok: Tokeni
         elif transfer == "mean":
             row, route = _mean_of_pieces(old_rows, old_tok, token), "mean"
         if row is None:
-            row, route = _draw(old_rows, generator), "random"
+            row, route = draw(), "random"
         counts[route] += 1
         rows.append(row)
     return torch.stack(rows), {new: old for new, old in old_ids.items() if new < new_size}, counts
@@ -176,14 +177,20 @@ def _mean_of_pieces(old_rows: torch.Tensor, old_tok: Tokenizer, token: str) -> t
     return old_rows[ids].mean(0) if ids else None
 
 
-def _draw(old_rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A row from the old embeddings' distribution (per-dimension mean and standard deviation)."""
-    return old_rows.mean(0) + old_rows.std(0) * torch.randn(old_rows.shape[1], generator=generator)
+class RowDraw:
+    """Rows from the old embeddings' distribution (per-dimension mean and standard deviation), measured once:
+    the std of a 30k x 384 matrix takes tens of ms, and a new vocabulary draws thousands of rows."""
+
+    def __init__(self, old_rows: torch.Tensor, generator: torch.Generator):
+        self.mean, self.std, self.generator = old_rows.mean(0), old_rows.std(0), generator
+
+    def __call__(self) -> torch.Tensor:
+        return self.mean + self.std * torch.randn(self.mean.shape[0], generator=self.generator)
 
 
 @torch.no_grad()
 def _install_rows(model, rows: torch.Tensor, sources: dict[int, int], padded: int, old_rows: torch.Tensor,
-                  generator: torch.Generator) -> None:
+                  draw: RowDraw) -> None:
     """Resize the model's embeddings to `padded` rows: `rows` first, padding rows drawn (no id uses them);
     the tied decoder follows. An MLM output bias keeps the old value of every kept or copied row
     (`sources`: new id -> old id) and starts at 0 elsewhere."""
@@ -193,7 +200,7 @@ def _install_rows(model, rows: torch.Tensor, sources: dict[int, int], padded: in
     old_bias = bias.detach().clone() if bias is not None else None
     model.resize_token_embeddings(padded, mean_resizing=False)
     weight = model.get_input_embeddings().weight
-    padding = [_draw(old_rows, generator)[None] for _ in range(padded - len(rows))]
+    padding = [draw()[None] for _ in range(padded - len(rows))]
     weight.copy_(torch.cat([rows, *padding]).to(weight.dtype))
     bias = getattr(model.get_output_embeddings(), "bias", None)
     if bias is not None and old_bias is not None and bias.shape[0] == padded:
