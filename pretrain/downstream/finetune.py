@@ -11,6 +11,7 @@ import contextlib
 import copy
 import logging
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -135,12 +136,15 @@ def fine_tune(data: TaskData, model_dir: str, tokenizer, untrained: bool, seed: 
 
 @contextlib.contextmanager
 def _quiet_lightning():
-    """Lightning's info lines (devices found, why fit stopped) say nothing new on the twelfth fine-tune."""
+    """Lightning's info lines (devices found, why fit stopped) say nothing new on the twelfth fine-tune, and
+    its hint to prepend `srun` (wherever srun is installed) does not apply: a fine-tune is one process."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = rank_zero.level
     rank_zero.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The `srun` command is available")
+            yield
     finally:
         rank_zero.setLevel(level)
 
