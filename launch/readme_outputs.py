@@ -1,0 +1,92 @@
+"""Rerun the README's shown commands and write their real output into its output blocks.
+
+    python launch/readme_outputs.py            # every marked block, in a fresh work folder
+    python launch/readme_outputs.py demo reuse # some of them
+
+A block the script owns is the fenced block right after a `<!-- output: NAME -->` line in README.md;
+`BLOCKS` says which command fills it and which lines of its output are shown. Timestamps become `[...]`
+and the temporary work folder `bertforge-work`, as a reader's own run prints them. The commands run in
+order in one work folder (the reuse block reuses the demo's stages), with BERTFORGE_DATA from the
+environment. Nothing is written unless every command succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKER = re.compile(r"^<!-- output: (\S+) -->\n```[a-z]*\n.*?^```\n", flags=re.S | re.M)
+
+
+@dataclass(frozen=True)
+class Block:
+    command: list[str]
+    keep: str
+    """A regex: the output lines shown (the rest, progress bars and per-seed lines, are trimmed)."""
+    tail_from: str | None = None
+    """Also every line from the first one that matches this on (the demo's summary)."""
+
+
+BLOCKS = {
+    "demo": Block(["demo"], r"\]\[INFO\] - ", tail_from=r"^documents "),
+    "reuse": Block(["publish", "experiment=demo_ga"], r"\]\[INFO\] - "),
+    "evaluate": Block(["evaluate", "experiment=demo_ga"], r"\]\[INFO\] - evaluate"),
+    "downstream": Block(["downstream", "experiment=demo_ga", "downstream=ud_irish"],
+                        r"\]\[INFO\] - (?!.*seed \d)"),
+}
+
+
+def shown_lines(output: str, block: Block, work: str) -> str:
+    """The lines a reader is shown: the log lines `block.keep` picks, then the printed summary from
+    `block.tail_from` on; timestamps and the work folder as a reader's own run prints them. (Hydra logs
+    to stdout, beside the summary; progress bars go to stderr and are not shown.)"""
+    lines = output.splitlines()
+    start = len(lines)
+    if block.tail_from:
+        start = next((i for i, line in enumerate(lines) if re.search(block.tail_from, line)), len(lines))
+    keep = [line for line in lines[:start] if re.search(block.keep, line)]
+    if start < len(lines):
+        keep += [""] + lines[start:]
+    text = "\n".join(keep).rstrip() + "\n"
+    return re.sub(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]", "[...]", text, flags=re.M).replace(work, "bertforge-work")
+
+
+def replace_blocks(readme: str, outputs: dict[str, str]) -> str:
+    """`readme` with the fenced block after each `<!-- output: NAME -->` holding outputs[NAME]."""
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in outputs:
+            return match.group(0)
+        return f"<!-- output: {name} -->\n```\n{outputs[name]}```\n"
+
+    return MARKER.sub(fill, readme)
+
+
+def main(names: list[str]) -> None:
+    names = names or list(BLOCKS)
+    unknown = [n for n in names if n not in BLOCKS]
+    if unknown:
+        sys.exit(f"readme_outputs: no block {unknown}; known: {', '.join(BLOCKS)}")
+    outputs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = str(Path(tmp) / "work")
+        env = dict(os.environ, BERTFORGE_WORK=work)
+        for name in names:
+            block = BLOCKS[name]
+            done = subprocess.run([sys.executable, "-m", "bertforge", *block.command], env=env,
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"readme_outputs: `bertforge {' '.join(block.command)}` failed:\n{done.stderr[-3000:]}")
+            outputs[name] = shown_lines(done.stdout, block, work)
+            print(f"{name}: {len(outputs[name].splitlines())} lines", file=sys.stderr)
+    README.write_text(replace_blocks(README.read_text(encoding="utf-8"), outputs), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
