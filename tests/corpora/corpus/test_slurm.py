@@ -16,6 +16,7 @@ def test_slurm_executor_gives_the_same_corpus_as_local(slurm_cluster, make_cfg, 
                                    work_dir=tmp_path / "slurm"), "corpus")
     assert sorted(d["id"] for d in iter_documents(on_slurm)) == sorted(d["id"] for d in iter_documents(local))
     launched = list((on_slurm / "datatrove").glob("*/launch_script.slurm"))
-    assert len(launched) == 3 and all("srun" in p.read_text() for p in launched)  # it really went through sbatch
+    # filter, index, merge, apply: each step really went through sbatch
+    assert len(launched) == 4 and all("srun" in p.read_text() for p in launched)
     report = json.loads((on_slurm / "report.json").read_text())
     assert report["documents_kept"] == json.loads((local / "report.json").read_text())["documents_kept"]
