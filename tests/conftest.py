@@ -41,14 +41,20 @@ def compose_raw(stage: str, overrides: list[str] | None = None):
         return compose(config_name=stage, overrides=overrides or [])
 
 
+def experiment(stage: str, data_dir: Path, work_dir: Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A stage's config composed exactly as the CLI composes it, pointed at real data and a work folder
+    (module-scoped fixtures call it directly; tests use `make_cfg`)."""
+    return load_config(compose_raw(stage, [f"paths.data_dir={data_dir}", f"paths.work_dir={work_dir}",
+                                           *(overrides or [])]))
+
+
 @pytest.fixture
 def make_cfg(tmp_path, data_dir):
     """Compose a stage config with overrides, pointed at real data and a fresh work folder."""
 
     def make(stage: str = "run", overrides: list[str] | None = None, work_dir: Path | None = None
              ) -> ExperimentConfig:
-        base = [f"paths.data_dir={data_dir}", f"paths.work_dir={work_dir or tmp_path / 'work'}"]
-        return load_config(compose_raw(stage, base + (overrides or [])))
+        return experiment(stage, data_dir, work_dir or tmp_path / "work", overrides)
 
     return make
 

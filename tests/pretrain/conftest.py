@@ -13,13 +13,11 @@ from tests.conftest import QUICK
 @pytest.fixture(scope="session")
 def demo_shards(tmp_path_factory, data_dir) -> Path:
     """A work folder with the corpus, vocab and shards stages of QUICK (the demo experiment)."""
-    from bertforge.experiment import load_config
     from bertforge.stages import run_stage
-    from tests.conftest import compose_raw
+    from tests.conftest import experiment
 
     work = tmp_path_factory.mktemp("pretrain-upstream")
-    run_stage(load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *QUICK])),
-              "shards")
+    run_stage(experiment("shards", data_dir, work, QUICK), "shards")
     return work
 
 

@@ -12,16 +12,13 @@ from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stages
 from corpora.shards.dropout_copies import load_dropout_copies
 from corpora.shards.rows import load_rows
+from tests.conftest import experiment
 
 DROPOUT = ["experiment=demo_ga", "tokenizer=bpe", "tokenizer.bpe_dropout=0.1", "shards.dropout_copies=2"]
 
 
 def _shards(data_dir, work, overrides):
-    from bertforge.experiment import load_config
-    from tests.conftest import compose_raw
-
-    cfg = load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *overrides]))
-    return run_stages(cfg, "shards")
+    return run_stages(experiment("shards", data_dir, work, [*overrides]), "shards")
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,13 @@ from bertforge.stages import run_stages
 from corpora.documents import iter_documents
 from corpora.shards.pairs import load_pairs
 from corpora.shards.sentences import split_sentences
+from tests.conftest import experiment
 
 HELDOUT = 8.0  # the demo's shards.heldout_percent
 
 
 def _shards(data_dir, work, overrides):
-    from bertforge.experiment import load_config
-    from tests.conftest import compose_raw
-
-    cfg = load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
-                                             "experiment=demo_ga", *overrides]))
-    return run_stages(cfg, "shards")
+    return run_stages(experiment("shards", data_dir, work, ["experiment=demo_ga", *overrides]), "shards")
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,13 @@ from bertforge.stages import plan, run_stages
 from corpora.shards.rows import load_rows
 from corpora.shards.static_masks import load_static_masks
 from corpora.vocab.word_starts import word_start_table
+from tests.conftest import experiment
 
 STATIC = ["experiment=demo_ga", "masking.static=true", "masking.dupe_factor=3", "masking.whole_word=true"]
 
 
 def _shards(data_dir, work, overrides):
-    from bertforge.experiment import load_config
-    from tests.conftest import compose_raw
-
-    cfg = load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *overrides]))
-    return run_stages(cfg, "shards")
+    return run_stages(experiment("shards", data_dir, work, [*overrides]), "shards")
 
 
 @pytest.fixture(scope="module")
