@@ -57,14 +57,11 @@ def format_summary(folders: dict) -> str:
 def downstream_lines(folder: Path) -> list[str]:
     """One line per downstream task: the model's main score beside its untrained twin's (mean ± sd)."""
     from pretrain.downstream.scoring import MAIN_METRIC
+    from pretrain.downstream.stage import scores_line
 
     tasks = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["tasks"]
-    lines = []
-    for name, task in tasks.items():
-        metric = MAIN_METRIC[task["task"]]
-        shown = [f"{model} {s[metric]['mean']:.3f} ± {s[metric]['sd']:.3f}" for model, s in task["models"].items()]
-        lines.append(f"{'downstream' if not lines else '':<16} {name} {metric}: {', '.join(shown)}")
-    return lines
+    return [f"{'downstream' if i == 0 else '':<16} {name} {MAIN_METRIC[task['task']]}: {scores_line(task)}"
+            for i, (name, task) in enumerate(tasks.items())]
 
 
 def ensure_demo_data(data_dir: str, work_dir: str) -> str:

@@ -86,7 +86,7 @@ def _read_conllu(file: Path, task_type: str) -> list[Sentence]:
     heads: list[int] = []
     start = 0
 
-    def close(line_no: int) -> None:
+    def close() -> None:
         if not words:
             return
         for i, head in enumerate(heads):
@@ -101,7 +101,7 @@ def _read_conllu(file: Path, task_type: str) -> list[Sentence]:
         for line_no, raw in enumerate(lines, 1):
             line = raw.rstrip("\n")
             if not line.strip():
-                close(line_no)
+                close()
                 continue
             if line.startswith("#"):
                 continue
@@ -128,7 +128,7 @@ def _read_conllu(file: Path, task_type: str) -> list[Sentence]:
                 raise CorpusInputError(str(file), f"word {cols[1]!r} has no {'UPOS' if column == 3 else 'DEPREL'} "
                                        "value (_)", "Use a treebank annotated for this task", line=line_no)
             tags.append(tag)
-        close(line_no + 1 if sentences or words else 1)
+        close()  # a last sentence without a blank line after it
     if not sentences:
         raise CorpusInputError(str(file), "no sentences", "Give a CoNLL-U file with word lines")
     return sentences

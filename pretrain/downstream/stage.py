@@ -96,9 +96,14 @@ def build_downstream(cfg: DownstreamConfig, checkpoint: Path, references: dict[s
                                            for model, scores in task["models"].items()}
                                     for name, task in metrics["tasks"].items()}
     for name, task in metrics["tasks"].items():
-        metric = MAIN_METRIC[task["task"]]
-        log.info("downstream %s: %s", name, ", ".join(
-            f"{model} {s[metric]['mean']:.3f} ± {s[metric]['sd']:.3f}" for model, s in task["models"].items()))
+        log.info("downstream %s: %s", name, scores_line(task))
+
+
+def scores_line(task: dict) -> str:
+    """A task of metrics.json as one line: its main score per model, mean ± sd
+    (`model 0.715 ± 0.004, random_init 0.748 ± 0.003`)."""
+    metric = MAIN_METRIC[task["task"]]
+    return ", ".join(f"{model} {s[metric]['mean']:.3f} ± {s[metric]['sd']:.3f}" for model, s in task["models"].items())
 
 
 def _run_once(work: Path, data: TaskData, model: str, folder: Path, tokenizer, untrained: bool, seed: int,
