@@ -67,7 +67,7 @@ def _corpus_inputs(cfg: ExperimentConfig) -> dict:
 
 
 def _check_executor(cfg: ExperimentConfig) -> None:
-    from corpora.corpus.executors import check_executor
+    from corpora.executors import check_executor
 
     check_executor(cfg.corpus.executor)
 
@@ -171,7 +171,7 @@ def _build_shards(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None
 
     # seq_lens (and static_masks) from _shard_lengths
     build_shards(cfg.shards, out.payload["seq_lens"], up["corpus"], up["vocab"], out, _static_masking(cfg),
-                 _pairs(cfg))
+                 _pairs(cfg), executor=cfg.corpus.executor)
 
 
 def _pretrain_start(cfg: ExperimentConfig) -> dict:
@@ -285,7 +285,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
           "train a subword vocabulary", derived=_vocab_inputs),
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
-          "tokenise and pack into memory-mapped rows", derived=_shard_lengths),
+          "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor,)),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
           checks=(_check_pretrain_settings, _check_hub)),
@@ -403,11 +403,12 @@ def _plain(value):
 
 
 def _drop_unset(value, plain: dict) -> dict:
-    """Leave out fields marked `metadata={"hashed_if_set": True}` while they hold their default: an option
-    added later then names no folder unless it is used, so every existing folder keeps its name."""
+    """Leave out fields marked `metadata={"hashed_if_set": True}` while they hold their default (an option
+    added later then names no folder unless it is used, so every existing folder keeps its name), and
+    fields marked `metadata={"hashed": False}`: how the work is split, which never changes the output."""
     for f in dataclasses.fields(value):
         child = getattr(value, f.name)
-        if f.metadata.get("hashed_if_set") and child == _field_default(f):
+        if f.metadata.get("hashed") is False or (f.metadata.get("hashed_if_set") and child == _field_default(f)):
             plain.pop(f.name, None)
         elif hasattr(child, "__dataclass_fields__") and isinstance(plain.get(f.name), dict):
             _drop_unset(child, plain[f.name])

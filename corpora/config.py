@@ -353,8 +353,14 @@ class ShardsConfig:
     """Further row lengths packed from the same token stream (phase lengths are added automatically)."""
     heldout_percent: float = 5.0
     """Share of documents (chosen by hash of their id) kept for held-out evaluation."""
-    encode_batch_docs: int = 1000
+    encode_batch_docs: int = field(default=1000, metadata={"hashed": False})
     """Documents per call of the tokenizers batch encoder (which tokenises them on all cores)."""
+    tasks: int = field(default=0, metadata={"hashed": False})
+    """Datatrove tasks that tokenise the corpus, each a contiguous range of its document files (0: one per
+    file; more tasks than files: one per file), run by `executor` like the corpus stage's (locally
+    min(tasks, cores) at a time, or as a SLURM/Ray job). A killed run's finished tasks are not redone.
+    The rows are the same bytes for any number of tasks, so neither this nor encode_batch_docs names
+    the folder."""
     dropout_copies: int = field(default=0, metadata={"hashed_if_set": True})
     """BPE-dropout in training (HerBERT; needs tokenizer.bpe_dropout > 0): the training documents are
     tokenised this many times with the vocab folder's tokenizer_dropout.json, each copy segmented afresh;

@@ -12,12 +12,21 @@ import xxhash
 
 def iter_documents(corpus_dir: Path, split: str = "all", heldout_percent: float = 0.0) -> Iterator[dict]:
     """Documents of a corpus folder in a fixed order; `split` is all, train or heldout."""
-    for path in sorted((Path(corpus_dir) / "documents").glob("*.jsonl.gz")):
-        with gzip.open(path, "rb") as handle:
-            for line in handle:
-                doc = orjson.loads(line)
-                if split == "all" or (split == "heldout") == is_heldout(doc["id"], heldout_percent):
-                    yield doc
+    for path in document_files(corpus_dir):
+        for doc in read_documents(path):
+            if split == "all" or (split == "heldout") == is_heldout(doc["id"], heldout_percent):
+                yield doc
+
+
+def document_files(corpus_dir: Path) -> list[Path]:
+    """The files of a corpus folder's documents, in corpus order."""
+    return sorted((Path(corpus_dir) / "documents").glob("*.jsonl.gz"))
+
+
+def read_documents(path: Path) -> Iterator[dict]:
+    with gzip.open(path, "rb") as handle:
+        for line in handle:
+            yield orjson.loads(line)
 
 
 def is_heldout(doc_id: str, percent: float) -> bool:

@@ -1,6 +1,6 @@
 """The corpus stage: raw sources -> cleaned, deduplicated documents + a report of every removal.
 
-Four datatrove pipelines run one after the other (locally or on SLURM, see `corpora.corpus.executors`):
+Four datatrove pipelines run one after the other (locally or on SLURM, see `corpora.executors`):
 
 1. filter (N tasks): readers -> normalise -> quality rules -> URL/blocklist -> language -> stop
    words -> signatures; survivors go to an intermediate folder, removals to removed/<step>/.
@@ -25,7 +25,7 @@ from bertforge.common.errors import ConfigError, CorpusInputError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import CorpusConfig, FiltersConfig, SourceConfig
 from corpora.corpus.report import corpus_report, report_markdown
-from corpora.corpus.executors import run_chain
+from corpora.executors import run_chain
 from corpora.corpus.rules.chain import filter_steps, stopword_lists
 from corpora.corpus.duplicate_index import IndexTask, MergeDecisions
 from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter

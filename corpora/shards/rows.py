@@ -8,6 +8,7 @@ no padding mask. The shards stage writes them; training and evaluation read them
 from __future__ import annotations
 
 import hashlib
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,20 +26,22 @@ class RowPacker:
 
     def __init__(self, path: Path, seq_len: int, cls_id: int, sep_id: int, dtype):
         self.out = open(path, "wb")
-        self.body, self.cls_id, self.sep_id, self.dtype = seq_len - 1, cls_id, sep_id, dtype
-        self.pending: list[int] = []
+        self.body, self.cls_id, self.sep_id, self.dtype = seq_len - 1, cls_id, sep_id, np.dtype(dtype)
+        self.pending = np.empty(0, self.dtype)
         self.rows = self.special_tokens = 0
 
-    def add(self, ids: list[int]) -> None:
-        self.pending.extend(ids)
-        full = len(self.pending) // self.body
+    def add(self, stream: np.ndarray) -> None:
+        """Pack `stream` (token ids, documents ended by [SEP]) after what earlier calls left over."""
+        pending = np.concatenate([self.pending, stream.astype(self.dtype, copy=False)])
+        full = len(pending) // self.body
         if full:
-            block = np.asarray(self.pending[: full * self.body], dtype=self.dtype).reshape(full, self.body)  # (rows, seq_len-1)
+            block = pending[: full * self.body].reshape(full, self.body)  # (rows, seq_len-1)
             self.special_tokens += full + int(np.count_nonzero(block == self.sep_id))  # [CLS] + [SEP]s
-            block = np.concatenate([np.full((full, 1), self.cls_id, dtype=self.dtype), block], axis=1)  # (rows, seq_len)
-            self.out.write(block.tobytes())
+            rows = np.empty((full, self.body + 1), self.dtype)  # (rows, seq_len)
+            rows[:, 0], rows[:, 1:] = self.cls_id, block
+            self.out.write(rows.tobytes())
             self.rows += full
-            self.pending = self.pending[full * self.body:]
+        self.pending = pending[full * self.body:].copy()
 
     def close(self) -> dict:
         """Finish the file; the last partial row is dropped (and counted)."""
@@ -54,17 +57,13 @@ def write_packed_rows(texts, tokenizer: Tokenizer, paths: dict[int, Path], dtype
     and the tokens of the last partial row, which is dropped.
     """
     ids = special_token_ids(tokenizer)
-    cls_id, sep_id = ids["cls"], ids["sep"]
-    packers = {length: RowPacker(path, length, cls_id, sep_id, dtype) for length, path in paths.items()}
+    packers = {length: RowPacker(path, length, ids["cls"], ids["sep"], dtype) for length, path in paths.items()}
     documents = tokens = 0
     try:
         for batch, encodings in encoded_ahead(texts, tokenizer, batch_docs):
-            stream: list[int] = []
-            for encoding in encodings:
-                stream.extend(encoding.ids)
-                stream.append(sep_id)  # marks the document boundary inside a row
-                tokens += len(encoding.ids)
+            stream = document_stream([e.ids for e in encodings], ids["sep"], dtype)
             documents += len(batch)
+            tokens += len(stream) - len(batch)
             for packer in packers.values():
                 packer.add(stream)
     finally:
@@ -72,8 +71,20 @@ def write_packed_rows(texts, tokenizer: Tokenizer, paths: dict[int, Path], dtype
     return {length: c | {"documents": documents, "tokens": tokens} for length, c in counts.items()}
 
 
-def encoded_ahead(texts, tokenizer: Tokenizer, batch_docs: int):
-    """(batch, encodings) of `texts` in batches, the next batch being read and encoded meanwhile.
+def document_stream(documents: list[list[int]], sep_id: int, dtype) -> np.ndarray:
+    """The token ids of `documents` one after the other, each ended by [SEP] (which marks the document
+    boundary inside a row), as one array: filled by numpy from the id lists, no Python loop per token."""
+    lengths = np.fromiter((len(d) + 1 for d in documents), np.int64, len(documents))
+    stream = np.full(int(lengths.sum()), sep_id, dtype)
+    body = np.ones(len(stream), bool)
+    body[np.cumsum(lengths) - 1] = False  # the [SEP] positions keep sep_id
+    stream[body] = np.fromiter(itertools.chain.from_iterable(documents), dtype, len(stream) - len(documents))
+    return stream
+
+
+def encoded_ahead(items, tokenizer: Tokenizer, batch_docs: int, text=None):
+    """(batch, encodings) of `items` (texts, or anything `text(item)` turns into one) in batches, the
+    next batch being read and encoded meanwhile.
 
     The Rust encoder releases the GIL and uses every core; run in a worker thread, it keeps
     encoding batch i + 1 while this thread packs batch i and reads batch i + 2 (decompressing and
@@ -84,8 +95,9 @@ def encoded_ahead(texts, tokenizer: Tokenizer, batch_docs: int):
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for batch in batched(texts, batch_docs):
-            future = pool.submit(encode, batch, add_special_tokens=False)
+        for batch in batched(items, batch_docs):
+            texts = batch if text is None else [text(item) for item in batch]
+            future = pool.submit(encode, texts, add_special_tokens=False)
             if pending is not None:
                 yield pending[0], pending[1].result()
             pending = (batch, future)

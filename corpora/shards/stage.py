@@ -6,34 +6,39 @@ Layout of a shards folder:
                                    `training.phases`, and `shards.extra_seq_lens`)
   manifest.json                    rows per split and length, dtype, vocab size, tokenizer hash,
                                    special ids, share of maskable (non-special) tokens
+  datatrove/tokenise/              the tokenising tasks' logs, stats and completion markers
+  tasks.json, packed.json          how the work was split; the packed counts (what a rerun resumes from)
 
 The row format is in `corpora.shards.rows`. Every length is packed from one tokenisation of the
-corpus, done in batches by the tokenizers library's Rust encoder (parallel over all cores); the
-training loop never tokenises.
+corpus, done in batches by the tokenizers library's Rust encoder (parallel over all cores) in
+datatrove tasks (`corpora.shards.parts`); the training loop never tokenises.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
+
+import orjson
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from bertforge.common.errors import CorpusInputError
-from bertforge.common.stage_folder import StageOutput
-from corpora.config import ShardsConfig
-from corpora.documents import iter_documents
+from bertforge.common.errors import ConfigError, CorpusInputError
+from bertforge.common.stage_folder import StageOutput, write_json_atomic
+from corpora.config import ExecutorConfig, ShardsConfig
+from corpora.executors import run_chain
+from corpora.documents import document_files, iter_documents
 from corpora.shards.dropout_copies import write_dropout_copies
-from corpora.shards.rows import file_sha256, write_packed_rows
+from corpora.shards.parts import SPLITS, TokeniseFiles, pack_parts, remove_parts
+from corpora.shards.rows import file_sha256
 from corpora.shards.pairs import PairSettings, check_documents, load_pairs, pair_files, write_pairs
 from corpora.shards.sentences import split_sentences
 from corpora.shards.static_masks import StaticMasking, mask_files, per_row, write_static_masks
 from corpora.vocab.special_tokens import special_token_ids
 
 log = logging.getLogger("bertforge.shards")
-
-SPLITS = ("train", "heldout")
 
 
 def shard_seq_lens(shards: ShardsConfig, phase_seq_lens: list[int]) -> list[int]:
@@ -47,27 +52,29 @@ def shard_seq_lens(shards: ShardsConfig, phase_seq_lens: list[int]) -> list[int]
 
 
 def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path,
-                 out: StageOutput, static: StaticMasking | None = None, pairs: PairSettings | None = None) -> None:
+                 out: StageOutput, static: StaticMasking | None = None, pairs: PairSettings | None = None,
+                 executor: ExecutorConfig | None = None) -> None:
     """Tokenise the corpus folder's documents with the vocab folder's tokenizer into rows of every
     length in `lengths` (main length first), train and held-out splits, in `out`; with `pairs`, also
     sentence-pair examples of the training documents (`corpora.shards.pairs`); with `static`, the static
-    maskings of every training row (of the pair rows when there are pairs: what training reads)."""
+    maskings of every training row (of the pair rows when there are pairs: what training reads).
+
+    The tokenising runs as `shards.tasks` datatrove tasks on `executor` (`corpora.shards.parts`); the
+    folder is resumable, so a rerun of a killed build skips the tasks that finished."""
     for settings in (static, pairs):
         if settings is not None:
             settings.check()
+    if shards.tasks < 0:
+        raise ConfigError(f"shards.tasks={shards.tasks}: give 0 (one task per corpus file) or more")
+    files = document_files(corpus_dir)
+    if not files:
+        raise CorpusInputError(str(corpus_dir / "documents"), "holds no *.jsonl.gz documents",
+                               "Rebuild the corpus stage (delete its folder and rerun).")
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32
-    with out.build() as build:
-        by_len = {length: {} for length in lengths}
-        for split in SPLITS:
-            docs = (d["text"] for d in iter_documents(corpus_dir, split, shards.heldout_percent))
-            paths = {length: build.tmp / f"{split}-{length}.bin" for length in lengths}
-            for length, counts in write_packed_rows(docs, tokenizer, paths, dtype,
-                                                    shards.encode_batch_docs).items():
-                if counts["rows"] == 0:
-                    raise CorpusInputError(str(corpus_dir), f"yields no full {split} row of {length} tokens",
-                                           "Add text, lower the sequence length or change shards.heldout_percent.")
-                by_len[length][split] = counts
+    with out.build(resumable=True) as build:
+        by_len = _packed_rows(shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(),
+                              min(shards.tasks or len(files), len(files)), build.tmp)
         dropout = write_dropout_copies(shards, corpus_dir, Tokenizer.from_file(str(vocab_dir / "tokenizer_dropout.json")),
                                        lengths, dtype, build.tmp) if shards.dropout_copies else None
         main = by_len[lengths[0]]
@@ -91,6 +98,39 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
                                                                            build.manifest["format"])
     log.info("shards: %d train rows, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
              main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
+
+
+def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
+                 dtype, executor: ExecutorConfig, tasks: int, folder: Path) -> dict[int, dict]:
+    """Tokenise in `tasks` tasks, then pack every split and length; {length: {split: counts}}. Resumable:
+    finished tasks are not run again, and packed rows (`packed.json` written) are not packed again."""
+    packed_file, parts, logs = folder / "packed.json", folder / "parts", folder / "datatrove"
+    if packed_file.exists():
+        log.info("shards: the rows were packed by an earlier, interrupted attempt; going on from there")
+        return {int(k): v for k, v in orjson.loads(packed_file.read_bytes()).items()}
+    plan = {"tasks": tasks, "files": len(document_files(corpus_dir))}
+    plan_file = folder / "tasks.json"
+    if plan_file.exists() and orjson.loads(plan_file.read_bytes()) != plan:
+        log.warning("shards: an interrupted attempt split the work as %s, this run as %s: tokenising again",
+                    plan_file.read_text().strip(), plan)
+        shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(logs, ignore_errors=True)
+    write_json_atomic(plan_file, plan)
+    step = TokeniseFiles(str(corpus_dir), str(vocab_dir / "tokenizer.json"), str(parts), tasks,
+                         shards.heldout_percent, np.dtype(dtype).name, shards.encode_batch_docs)
+    run_chain(executor, [("tokenise", [step], tasks)], logs, stage="shards")
+    ids = special_token_ids(tokenizer)
+    by_len = {length: {} for length in lengths}
+    for split in SPLITS:
+        paths = {length: folder / f"{split}-{length}.bin" for length in lengths}
+        for length, counts in pack_parts(parts, tasks, split, paths, ids["cls"], ids["sep"], dtype).items():
+            if counts["rows"] == 0:
+                raise CorpusInputError(str(corpus_dir), f"yields no full {split} row of {length} tokens",
+                                       "Add text, lower the sequence length or change shards.heldout_percent.")
+            by_len[length][split] = counts
+    write_json_atomic(packed_file, by_len)  # before the parts go: a rerun from here on needs only the rows
+    remove_parts(parts)
+    return by_len
 
 
 def _write_static_masks(static: StaticMasking, tokenizer: Tokenizer, folder: Path, fmt: dict) -> dict:

@@ -1,4 +1,5 @@
-"""Run a chain of datatrove pipelines on this machine, a SLURM cluster or Ray, chosen by config.
+"""Run a chain of datatrove pipelines on this machine, a SLURM cluster or Ray, chosen by config
+(`corpus.executor`, the `executor` config group): the corpus stage's steps and the shards stage's tokenising.
 
 `run_chain` takes (name, pipeline, tasks) steps that must run one after the other and returns
 when the last has finished. Locally each step is a `LocalPipelineExecutor`; on SLURM each is a
@@ -23,13 +24,14 @@ from datatrove.executor import LocalPipelineExecutor
 from bertforge.common.errors import ConfigError
 from corpora.config import ExecutorConfig
 
-log = logging.getLogger("bertforge.corpus")
+log = logging.getLogger("bertforge")
 
 
 START_METHODS = ("fork", "forkserver", "spawn")
 
 
-def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], logging_dir: Path) -> None:
+def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], logging_dir: Path,
+              stage: str = "corpus") -> None:
     """Run `steps` in order with the executor `executor_cfg.name` (local, slurm or ray). A task whose
     completion marker is in `logging_dir` (from an earlier, killed attempt of the same stage) is not run
     again: every task writes its own output files from scratch, so a rerun only does what is missing."""
@@ -38,7 +40,7 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
             (logging_dir / name).mkdir(parents=True, exist_ok=True)
-            log.debug("corpus: step %s, %d task(s)", name, tasks)  # the stage's one line comes at its end
+            log.debug("%s: step %s, %d task(s)", stage, name, tasks)  # the stage's one line comes at its end
             # datatrove logs progress (and, on failure, a long traceback) to stderr; the stage's
             # own error message is what a user needs there, so its console goes to a file instead
             with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
@@ -47,9 +49,9 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
                                       skip_completed=True, start_method=executor_cfg.start_method).run()
         return
     if executor_cfg.name == "slurm":
-        _run_on_slurm(executor_cfg, steps, logging_dir)
+        _run_on_slurm(executor_cfg, steps, logging_dir, stage)
         return
-    _run_on_ray(executor_cfg, steps, logging_dir)
+    _run_on_ray(executor_cfg, steps, logging_dir, stage)
 
 
 def check_executor(executor_cfg: ExecutorConfig) -> None:
@@ -70,7 +72,7 @@ def check_executor(executor_cfg: ExecutorConfig) -> None:
         raise ConfigError("executor=ray needs Ray: pip install 'ray[default]'")
 
 
-def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
+def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path, stage: str) -> None:
     """Each step on the Ray cluster that `ray.init()` finds (RAY_ADDRESS), one after the other."""
     import ray
     from datatrove.executor.ray import RayPipelineExecutor
@@ -78,12 +80,12 @@ def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
     if not ray.is_initialized():
         ray.init()
     for name, pipeline, tasks in steps:
-        log.info("corpus: step %s, %d task(s) on Ray", name, tasks)
+        log.info("%s: step %s, %d task(s) on Ray", stage, name, tasks)
         RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir / name), skip_completed=True,
                             cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb).run()
 
 
-def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
+def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path, stage: str) -> None:
     from datatrove.executor import SlurmPipelineExecutor
 
     # the job runs the same interpreter that runs bertforge unless a venv is named
@@ -100,7 +102,7 @@ def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path) -> None:
         executors.append(executor)
         previous = executor
     executors[-1].run()  # launches the whole chain through `depends`
-    _wait(executors, cfg)
+    _wait(executors, cfg, stage)
 
 
 def _default_partition() -> str:
@@ -118,10 +120,10 @@ def _which(tool: str) -> bool:
     return any((Path(p) / tool).exists() for p in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"])
 
 
-def _wait(executors, cfg: ExecutorConfig) -> None:
+def _wait(executors, cfg: ExecutorConfig, stage: str) -> None:
     deadline = time.time() + cfg.max_wait_hours * 3600
     job_ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]
-    log.info("corpus: waiting for SLURM jobs %s", ", ".join(job_ids))
+    log.info("%s: waiting for SLURM jobs %s", stage, ", ".join(job_ids))
     while time.time() < deadline:
         if all(not e.get_incomplete_ranks(skip_completed=True) for e in executors):
             return

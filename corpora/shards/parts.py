@@ -1,0 +1,106 @@
+"""Tokenising a corpus as datatrove tasks (locally, on SLURM or Ray), then packing the parts into rows.
+
+Task r of T takes a contiguous range of the corpus folder's document files (`task_files`) and writes,
+for each split, the token stream of its documents (ids, every document ended by [SEP]) to
+`parts/<split>-<r>.tokens`, with its counts in `parts/<r>.json`. Datatrove's completion markers
+make a rerun of a killed stage skip the tasks that finished.
+
+`pack_parts` then reads the parts in task order, which is the corpus's document order, as one
+stream and packs it into rows of every length. Rows never start at a part boundary, so the rows
+are the same bytes whatever the number of tasks or the executor: one process reading the whole
+corpus would write exactly these files. Packing is a sequential copy (numpy, no tokenising).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import orjson
+from datatrove.pipeline.base import PipelineStep
+from tokenizers import Tokenizer
+
+from bertforge.common.stage_folder import write_json_atomic
+from corpora.documents import document_files, is_heldout, read_documents
+from corpora.shards.rows import RowPacker, document_stream, encoded_ahead
+
+SPLITS = ("train", "heldout")
+READ_TOKENS = 1 << 24  # tokens per read while packing: a bounded buffer, whatever a part's size
+
+
+def task_files(corpus_dir: Path, rank: int, tasks: int) -> list[Path]:
+    """Task `rank`'s share of the corpus's document files: a contiguous range, so the parts in task
+    order are the documents in corpus order."""
+    files = document_files(corpus_dir)
+    return files[rank * len(files) // tasks:(rank + 1) * len(files) // tasks]
+
+
+def stream_file(parts: Path, split: str, rank: int) -> Path:
+    return parts / f"{split}-{rank:05d}.tokens"
+
+
+class TokeniseFiles(PipelineStep):
+    """Task r of T: the token streams of its document files, one file per split, and their counts."""
+
+    type = "🔢 - TOKENIZE"
+    name = "✂️ shards tokenise"
+
+    def __init__(self, corpus_dir: str, tokenizer_file: str, parts_dir: str, tasks: int, heldout_percent: float,
+                 dtype: str, batch_docs: int):
+        super().__init__()
+        self.corpus_dir, self.tokenizer_file, self.parts_dir = corpus_dir, tokenizer_file, parts_dir
+        self.tasks, self.heldout_percent, self.dtype, self.batch_docs = tasks, heldout_percent, dtype, batch_docs
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from corpora.vocab.special_tokens import special_token_ids
+
+        tokenizer = Tokenizer.from_file(self.tokenizer_file)
+        sep = special_token_ids(tokenizer)["sep"]
+        parts = Path(self.parts_dir)
+        parts.mkdir(parents=True, exist_ok=True)
+        counts = {split: {"documents": 0, "tokens": 0} for split in SPLITS}
+        outs = {split: open(stream_file(parts, split, rank), "wb") for split in SPLITS}  # a rerun writes afresh
+        with self.track_time():
+            try:
+                docs = (d for path in task_files(Path(self.corpus_dir), rank, self.tasks) for d in read_documents(path))
+                for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=lambda d: d["text"]):
+                    heldout = [is_heldout(d["id"], self.heldout_percent) for d in batch]
+                    for split in SPLITS:  # one read and one encoding of each document, for both splits
+                        mine = [e.ids for e, h in zip(encodings, heldout) if h == (split == "heldout")]
+                        if mine:
+                            outs[split].write(document_stream(mine, sep, self.dtype).tobytes())
+                            counts[split]["documents"] += len(mine)
+                            counts[split]["tokens"] += sum(map(len, mine))
+                    self.stat_update("documents", value=len(batch))
+            finally:
+                for handle in outs.values():
+                    handle.close()
+        write_json_atomic(parts / f"{rank:05d}.json", counts)
+        return iter(())
+
+
+def pack_parts(parts: Path, tasks: int, split: str, paths: dict[int, Path], cls_id: int, sep_id: int, dtype
+               ) -> dict[int, dict]:
+    """Rows of every length in `paths` from the parts' streams of `split`, read in task order; counts per
+    length: rows, special tokens, tokens of the dropped last partial row, documents, tokens (no [SEP]s)."""
+    documents = tokens = 0
+    for rank in range(tasks):
+        counts = orjson.loads((parts / f"{rank:05d}.json").read_bytes())[split]
+        documents, tokens = documents + counts["documents"], tokens + counts["tokens"]
+    packers = {length: RowPacker(path, length, cls_id, sep_id, dtype) for length, path in paths.items()}
+    try:
+        for rank in range(tasks):
+            with open(stream_file(parts, split, rank), "rb") as handle:
+                while len(chunk := np.fromfile(handle, dtype=dtype, count=READ_TOKENS)):
+                    for packer in packers.values():
+                        packer.add(chunk)
+    finally:
+        packed = {length: packer.close() for length, packer in packers.items()}
+    return {length: c | {"documents": documents, "tokens": tokens} for length, c in packed.items()}
+
+
+def remove_parts(parts: Path) -> None:
+    for path in parts.iterdir():
+        os.remove(path)
+    parts.rmdir()

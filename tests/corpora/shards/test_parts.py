@@ -1,0 +1,118 @@
+"""The shards stage's tokenising as datatrove tasks: the same rows for any number of tasks, and a killed
+run that resumes its finished tasks."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from bertforge.common.stage_folder import StageOutput, read_manifest
+from bertforge.stages import run_stages
+from corpora.config import ShardsConfig
+from corpora.documents import document_files, iter_documents
+from corpora.shards.parts import task_files
+from corpora.shards.rows import write_packed_rows
+from corpora.shards.stage import build_shards
+from tests.conftest import experiment
+
+
+def estonian_jsonl(data_dir, folder, files: int, docs_per_file: int, sentences_per_doc: int = 8):
+    """`files` JSONL files of documents made of real Estonian sentences (UD Estonian-EDT), seeded."""
+    sentences = [line[len("# text ="):].strip()
+                 for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
+                 for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
+    rng = random.Random(1)
+    folder.mkdir(parents=True)
+    for part in range(files):
+        (folder / f"part{part}.jsonl").write_text("".join(
+            json.dumps({"text": " ".join(rng.sample(sentences, sentences_per_doc))}, ensure_ascii=False) + "\n"
+            for _ in range(docs_per_file)), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def four_file_corpus(tmp_path_factory, data_dir):
+    """A corpus stage folder with four document files (corpus.tasks=4) and its vocabulary."""
+    work = tmp_path_factory.mktemp("parts")
+    src = estonian_jsonl(data_dir, work / "in", files=4, docs_per_file=150)
+    cfg = experiment("vocab", data_dir, work / "w", ["source=jsonl", f"source.inputs.0.path={src}", "corpus.tasks=4",
+                                                     "tokenizer.vocab_size=2000"])
+    return run_stages(cfg, "vocab")
+
+
+def _build(folders, work, tasks: int, lengths=(64, 32)):
+    out = StageOutput(work, "shards", {"tasks": tasks}, {})
+    build_shards(ShardsConfig(seq_len=lengths[0], heldout_percent=10.0, encode_batch_docs=50, tasks=tasks),
+                 list(lengths), folders["corpus"], folders["vocab"], out)
+    return out.folder
+
+
+def test_rows_are_the_same_bytes_for_any_number_of_tasks(four_file_corpus, tmp_path):
+    assert len(document_files(four_file_corpus["corpus"])) == 4
+    built = {tasks: _build(four_file_corpus, tmp_path / f"t{tasks}", tasks) for tasks in (1, 3, 0)}
+    manifests = {tasks: read_manifest(folder) for tasks, folder in built.items()}
+    assert manifests[0]["counts"] == manifests[1]["counts"] == manifests[3]["counts"]
+    assert [len(list((f / "datatrove" / "tokenise" / "completions").iterdir())) for f in built.values()] == [1, 3, 4]
+    for name in ("train-64.bin", "train-32.bin", "heldout-64.bin", "heldout-32.bin"):
+        assert len({(folder / name).read_bytes() for folder in built.values()}) == 1, name
+    assert not (built[3] / "parts").exists()  # the token streams go once the rows are packed
+
+    # ... and they are the rows of one process encoding the split's documents one after the other
+    tokenizer = Tokenizer.from_file(str(four_file_corpus["vocab"] / "tokenizer.json"))
+    texts = (d["text"] for d in iter_documents(four_file_corpus["corpus"], "train", 10.0))
+    counts = write_packed_rows(texts, tokenizer, {64: tmp_path / "one.bin"}, np.uint16)[64]
+    assert (tmp_path / "one.bin").read_bytes() == (built[3] / "train-64.bin").read_bytes()
+    assert counts == manifests[3]["counts"]["train"]
+
+
+def test_tasks_take_contiguous_ranges_of_files(tmp_path):
+    (tmp_path / "documents").mkdir()
+    for i in range(5):
+        (tmp_path / "documents" / f"{i:05d}.jsonl.gz").write_bytes(b"")
+    shares = [[p.name[:5] for p in task_files(tmp_path, rank, 3)] for rank in range(3)]
+    assert shares == [["00000"], ["00001", "00002"], ["00003", "00004"]]
+
+
+def test_killed_run_resumes_its_finished_tokenise_tasks(data_dir, tmp_path):
+    """SIGKILL a real `bertforge shards` once its first tokenise task has finished; the same command again
+    runs only the tasks that had not, and the rows equal those of a run never killed."""
+    src = estonian_jsonl(data_dir, tmp_path / "in", files=8, docs_per_file=600, sentences_per_doc=12)
+    env = dict(os.environ, BERTFORGE_WORK=str(tmp_path / "w"), BERTFORGE_DATA=str(data_dir))
+    args = ["source=jsonl", f"source.inputs.0.path={src}", "corpus.tasks=8", "tokenizer.vocab_size=2000",
+            "shards.encode_batch_docs=20", "filters=none"]
+    subprocess.run([sys.executable, "-m", "bertforge", "vocab", *args], env=env, check=True, capture_output=True,
+                   timeout=600)
+    command = [sys.executable, "-m", "bertforge", "shards", *args]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    shards_dir = tmp_path / "w" / "shards"
+    markers = ".shards-*.work/datatrove/tokenise/completions/*"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(shards_dir.glob(markers)) and run.poll() is None:
+        time.sleep(0.005)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in shards_dir.glob(markers)}
+    print(f"tokenise tasks finished before the kill: {len(done)} of 8")
+    assert 0 < len(done) < 8 and not list(shards_dir.glob("shards-*"))
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    [folder] = list(shards_dir.glob("shards-*"))
+    after = {p.name: p.stat().st_mtime_ns for p in (folder / "datatrove" / "tokenise" / "completions").iterdir()}
+    assert len(after) == 8 and all(after[name] == mtime for name, mtime in done.items())  # not run again
+
+    corpus = next((tmp_path / "w" / "corpus").glob("corpus-*"))
+    vocab = next((tmp_path / "w" / "vocab").glob("vocab-*"))
+    tokenizer = Tokenizer.from_file(str(vocab / "tokenizer.json"))
+    texts = (d["text"] for d in iter_documents(corpus, "train", read_manifest(folder)["config"]["shards"]["heldout_percent"]))
+    counts = write_packed_rows(texts, tokenizer, {128: tmp_path / "never-killed.bin"}, np.uint16)[128]
+    assert (tmp_path / "never-killed.bin").read_bytes() == (folder / "train-128.bin").read_bytes()
+    assert counts["documents"] == read_manifest(folder)["counts"]["train"]["documents"] > 4000
