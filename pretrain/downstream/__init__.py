@@ -1,0 +1,1 @@
+"""Fine-tuning and scoring encoders on downstream tasks (the downstream stage)."""
