@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Iterator
 
 import orjson
 import xxhash
+from isal import igzip
 
 
 def iter_documents(corpus_dir: Path, split: str = "all", heldout_percent: float = 0.0) -> Iterator[dict]:
@@ -24,7 +24,9 @@ def document_files(corpus_dir: Path) -> list[Path]:
 
 
 def read_documents(path: Path) -> Iterator[dict]:
-    with gzip.open(path, "rb") as handle:
+    """The documents of one file in order (decompressed by ISA-L: 2.5x zlib's speed, which the shards
+    stage's reading thread otherwise takes from the encoder's cores)."""
+    with igzip.open(path, "rb") as handle:
         for line in handle:
             yield orjson.loads(line)
 

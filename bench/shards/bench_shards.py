@@ -12,12 +12,15 @@ The corpus (JSONL, e.g. from bench/corpus/make_corpus.py) goes through bertforge
 - **tokenizer_fast**: the same with `encode_batch_fast` (no character offsets), which the stage uses.
 - **stage**: `bertforge shards` from the corpus folder (reading and decompressing the documents,
   splitting held-out documents, packing rows of 128 tokens, writing them, the manifest), timed
-  around `run_stage`.
-- **stage_serial**: the same stage with the loop it had before this benchmark (read a batch,
-  `encode_batch`, pack, in turn), patched in for comparison.
+  around `run_stage`, as one tokenise task (`shards.tasks=1`, run in this process).
+- **stage_tasks**: the same stage with one tokenise task per corpus file (`shards.tasks=0`; the corpus
+  is built with `corpus.tasks=--corpus-files`), run by datatrove's local executor, min(tasks, cores)
+  processes at a time.
 
-Both use the same threads (the Rust encoder's pool: all cores; RAYON_NUM_THREADS unset). The
-ratio stage / tokenizer of documents per second is the figure to read (target >= 0.9).
+All use the same cores: the Rust encoder's pool (RAYON_NUM_THREADS unset: all cores) in one process,
+or one process per core in stage_tasks (processes forked after this one used the encoder encode with
+one thread each). The ratio stage / tokenizer_fast of documents per second is the figure to read
+(target >= 0.9); stage / tokenizer compares with the offsets-computing `encode_batch`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def composed(work: Path, corpus: Path):
+def composed(work: Path, corpus: Path, files: int):
     from hydra import compose, initialize_config_module
 
     from bertforge.experiment import load_config
@@ -41,7 +44,7 @@ def composed(work: Path, corpus: Path):
     with initialize_config_module(config_module="bertforge_conf", version_base=None):
         return load_config(compose(config_name="shards", overrides=[
             "source=jsonl", f"source.inputs.0.path={corpus}", "filters=none", f"paths.work_dir={work}",
-            "paths.data_dir=/unused", "tokenizer.vocab_size=16000"]))
+            "paths.data_dir=/unused", "tokenizer.vocab_size=16000", f"corpus.tasks={files}"]))
 
 
 def main() -> None:
@@ -49,24 +52,25 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--corpus-files", type=int, default=2, help="document files the corpus stage writes")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from datatrove.utils.batching import batched
+    import dataclasses
+
     from tokenizers import Tokenizer
 
     from bertforge.stages import run_stages
-    from corpora.documents import iter_documents
-    from corpora.shards import rows
+    from corpora.documents import document_files, iter_documents
 
-    cfg = composed(args.work, args.corpus)
+    cfg = composed(args.work, args.corpus, args.corpus_files)
     folders = run_stages(cfg, "vocab")  # corpus and vocab, once (reused when already built)
     corpus_dir, vocab_dir = folders["corpus"], folders["vocab"]
     texts = [d["text"] for d in iter_documents(corpus_dir)]
     text_mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     batch = cfg.shards.encode_batch_docs
-    seconds = {"tokenizer": [], "tokenizer_fast": [], "stage": [], "stage_serial": []}
+    seconds = {"tokenizer": [], "tokenizer_fast": [], "stage": [], "stage_tasks": []}
     tokens = 0
 
     def encoder_alone(encode):
@@ -75,19 +79,11 @@ def main() -> None:
             count += sum(len(e.ids) for e in encode(texts[i:i + batch], add_special_tokens=False))
         return count
 
-    def serial(docs, tok, batch_docs):  # the stage's loop before: read, encode, pack, in turn
-        for part in batched(docs, batch_docs):
-            yield part, tok.encode_batch(part, add_special_tokens=False)
-
-    def stage(patched: bool):
+    def stage(tasks: int):
         for old in (args.work / "shards").glob("shards-*"):
             shutil.rmtree(old)  # built afresh each time
-        original = rows.encoded_ahead
-        rows.encoded_ahead = serial if patched else original
-        try:
-            return run_stages(cfg, "shards")["shards"]
-        finally:
-            rows.encoded_ahead = original
+        run = dataclasses.replace(cfg, shards=dataclasses.replace(cfg.shards, tasks=tasks))
+        return run_stages(run, "shards")["shards"]
 
     for _ in range(args.repeats):
         for name in seconds:
@@ -97,7 +93,7 @@ def main() -> None:
             elif name == "tokenizer_fast":
                 encoder_alone(tokenizer.encode_batch_fast)
             else:
-                shards = stage(patched=name == "stage_serial")
+                shards = stage(tasks=1 if name == "stage" else 0)
             seconds[name].append(time.perf_counter() - started)
         print({k: round(v[-1], 2) for k, v in seconds.items()}, flush=True)
     manifest = json.loads((shards / "manifest.json").read_text())
@@ -111,7 +107,8 @@ def main() -> None:
         "mb_per_s": {k: round(text_mb / v, 2) for k, v in median.items()},
         "ratio_stage_over_tokenizer": round(median["tokenizer"] / median["stage"], 3),
         "ratio_stage_over_tokenizer_fast": round(median["tokenizer_fast"] / median["stage"], 3),
-        "ratio_stage_serial_over_tokenizer": round(median["tokenizer"] / median["stage_serial"], 3),
+        "ratio_stage_tasks_over_tokenizer_fast": round(median["tokenizer_fast"] / median["stage_tasks"], 3),
+        "corpus_files": len(document_files(corpus_dir)),
         "stage_rows_train": manifest["counts"]["train"]["rows"], "load_average_at_end": os.getloadavg(),
     }
     print(json.dumps(result, indent=1))

@@ -65,13 +65,16 @@ class TokeniseFiles(PipelineStep):
             try:
                 docs = (d for path in task_files(Path(self.corpus_dir), rank, self.tasks) for d in read_documents(path))
                 for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=lambda d: d["text"]):
-                    heldout = [is_heldout(d["id"], self.heldout_percent) for d in batch]
-                    for split in SPLITS:  # one read and one encoding of each document, for both splits
-                        mine = [e.ids for e, h in zip(encodings, heldout) if h == (split == "heldout")]
-                        if mine:
-                            outs[split].write(document_stream(mine, sep, self.dtype).tobytes())
-                            counts[split]["documents"] += len(mine)
-                            counts[split]["tokens"] += sum(map(len, mine))
+                    split_ids = {split: [] for split in SPLITS}  # one read and one encoding of each document
+                    for doc, encoding in zip(batch, encodings):
+                        split_ids["heldout" if is_heldout(doc["id"], self.heldout_percent) else "train"].append(
+                            encoding.ids)
+                    for split, ids in split_ids.items():
+                        if ids:
+                            stream = document_stream(ids, sep, self.dtype)
+                            outs[split].write(stream.data)
+                            counts[split]["documents"] += len(ids)
+                            counts[split]["tokens"] += len(stream) - len(ids)
                     self.stat_update("documents", value=len(batch))
             finally:
                 for handle in outs.values():
