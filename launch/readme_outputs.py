@@ -12,6 +12,7 @@ environment. Nothing is written unless every command succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -31,6 +32,11 @@ class Block:
     """A regex: the output lines shown (the rest, progress bars and per-seed lines, are trimmed)."""
     tail_from: str | None = None
     """Also every line from the first one that matches this on (the demo's summary)."""
+    echo: bool = False
+    """Show the command first (`$ bertforge ...`), where the README shows no command above the block."""
+    hub: bool = False
+    """Run against the test hub server (tests/hub_server.py) on 127.0.0.1 with a token; `{hub}` in the
+    command is its address. (The real huggingface.co cannot be reached from where this runs.)"""
 
 
 BLOCKS = {
@@ -39,6 +45,18 @@ BLOCKS = {
     "evaluate": Block(["evaluate", "experiment=demo_ga"], r"\]\[INFO\] - evaluate"),
     "downstream": Block(["downstream", "experiment=demo_ga", "downstream=ud_irish"],
                         r"\]\[INFO\] - (?!.*seed \d)"),
+    "nsp_shards": Block(["shards", "experiment=demo_ga", "tokenizer=sp_wordpiece", "training.objective=mlm_nsp",
+                         "masking.static=true", "masking.dupe_factor=10", "masking.whole_word=true",
+                         "masking.max_predictions_per_seq=20"], r"\[bertforge\.shards\]\[INFO\]", echo=True),
+    "dropout_shards": Block(["shards", "experiment=demo_ga", "tokenizer=bpe", "tokenizer.bpe_dropout=0.1",
+                             "shards.dropout_copies=3"], r"\[bertforge\.shards\]\[INFO\]", echo=True),
+    "hub_push": Block(["publish", "experiment=demo_ga", "training.max_steps=30", "logger.progress_bar=false",
+                       "publish.push_to_hub=true", "publish.repo_id=my-org/ga-bert-tiny", "publish.endpoint={hub}",
+                       "publish.push_every_n_steps=10"], r"\[bertforge\.(pretrain|evaluate|publish)\]\[INFO\]",
+                      echo=True, hub=True),
+    "hub_dry_run": Block(["publish", "experiment=demo_ga", "training.max_steps=30", "publish.push_to_hub=true",
+                          "publish.repo_id=my-org/ga-bert-tiny", "publish.push_every_n_steps=10",
+                          "publish.dry_run=true"], r"^(dry run|  )", echo=True),
 }
 
 
@@ -53,8 +71,21 @@ def shown_lines(output: str, block: Block, work: str) -> str:
     keep = [line for line in lines[:start] if re.search(block.keep, line)]
     if start < len(lines):
         keep += [""] + lines[start:]
+    if block.echo:
+        keep.insert(0, echoed(block.command))
     text = "\n".join(keep).rstrip() + "\n"
     return re.sub(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]", "[...]", text, flags=re.M).replace(work, "bertforge-work")
+
+
+def echoed(command: list[str], width: int = 110) -> str:
+    """`$ bertforge <command>` as a shell shows it, continued with `\\` past `width` characters."""
+    lines, line = [], "$ bertforge"
+    for word in command:
+        if len(line) + 1 + len(word) > width - 2:
+            lines.append(line + " \\")
+            line = "   "
+        line += " " + word
+    return "\n".join([*lines, line])
 
 
 def replace_blocks(readme: str, outputs: dict[str, str]) -> str:
@@ -74,15 +105,25 @@ def main(names: list[str]) -> None:
     if unknown:
         sys.exit(f"readme_outputs: no block {unknown}; known: {', '.join(BLOCKS)}")
     outputs = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
         work = str(Path(tmp) / "work")
         env = dict(os.environ, BERTFORGE_WORK=work)
+        env.pop("HF_TOKEN", None)  # a real token never goes to the test server
         for name in names:
             block = BLOCKS[name]
-            done = subprocess.run([sys.executable, "-m", "bertforge", *block.command], env=env,
+            command, run_env = block.command, env
+            if block.hub:
+                sys.path.insert(0, str(README.parent))
+                from tests.hub_server import HubServer
+
+                token = "hf_readme_outputs"
+                hub = servers.enter_context(HubServer(Path(tmp) / "hub", tokens={token}))
+                command = [word.replace("{hub}", hub.url) for word in command]
+                run_env = dict(env, HF_TOKEN=token)
+            done = subprocess.run([sys.executable, "-m", "bertforge", *command], env=run_env,
                                   capture_output=True, text=True)
             if done.returncode != 0:
-                sys.exit(f"readme_outputs: `bertforge {' '.join(block.command)}` failed:\n{done.stderr[-3000:]}")
+                sys.exit(f"readme_outputs: `bertforge {' '.join(command)}` failed:\n{done.stderr[-3000:]}")
             outputs[name] = shown_lines(done.stdout, block, work)
             print(f"{name}: {len(outputs[name].splitlines())} lines", file=sys.stderr)
     README.write_text(replace_blocks(README.read_text(encoding="utf-8"), outputs), encoding="utf-8")

@@ -35,3 +35,14 @@ def test_a_block_shows_the_log_lines_then_the_summary_as_a_reader_sees_them():
     readme = "text\n<!-- output: reuse -->\n```\nold\n```\nmore\n<!-- output: other -->\n```\nkept\n```\n"
     assert readme_outputs.replace_blocks(readme, {"reuse": "new 1\nnew 2\n"}) == (
         "text\n<!-- output: reuse -->\n```\nnew 1\nnew 2\n```\nmore\n<!-- output: other -->\n```\nkept\n```\n")
+
+
+def test_an_echoed_block_shows_its_command_first_wrapped_as_a_shell_continues_it():
+    block = readme_outputs.BLOCKS["nsp_shards"]
+    shown = readme_outputs.shown_lines("[2026-11-27 23:03:42,580][bertforge.shards][INFO] - shards: 1 row\n"
+                                       "[2026-11-27 23:03:42,581][bertforge][INFO] - corpus: reusing x\n", block, "/w")
+    lines = shown.splitlines()
+    assert lines[0].startswith("$ bertforge shards experiment=demo_ga") and lines[0].endswith(" \\")
+    assert all(len(line) <= 110 for line in lines[:-1]) and lines[-1] == "[...][bertforge.shards][INFO] - shards: 1 row"
+    assert " ".join(w for line in lines[:-1] for w in line.split() if w not in ("$", "\\")) == \
+        "bertforge " + " ".join(block.command)
