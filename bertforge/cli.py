@@ -140,6 +140,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")  # train_stage logs where the offline run is instead
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # warnings still show
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Wrong for our runs: Lightning cannot see that the sampler resumes at the checkpoint's exact data
+    # position (`pretrain/rank_sampler.py`), so it warns on every mid-epoch resume.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def main(argv: list[str] | None = None) -> None:

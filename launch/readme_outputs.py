@@ -13,6 +13,7 @@ environment. Nothing is written unless every command succeeded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
@@ -124,7 +125,7 @@ def main(names: list[str]) -> None:
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"readme_outputs: `bertforge {' '.join(command)}` failed:\n{done.stderr[-3000:]}")
-            outputs[name] = shown_lines(done.stdout, block, work)
+            outputs[name] = shown_lines(done.stdout, dataclasses.replace(block, command=command), work)
             print(f"{name}: {len(outputs[name].splitlines())} lines", file=sys.stderr)
     README.write_text(replace_blocks(README.read_text(encoding="utf-8"), outputs), encoding="utf-8")
 
