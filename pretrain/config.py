@@ -162,6 +162,10 @@ class TrainerConfig:
     """32 on CPU; bf16-mixed on GPUs that support it."""
     peak_tflops: float = 989.0
     """Peak dense TFLOP/s of one device for throughput/mfu (989: H100 SXM bf16)."""
+    deterministic: bool = False
+    """Deterministic kernels (torch.use_deterministic_algorithms, and CUBLAS_WORKSPACE_CONFIG=:4096:8 for
+    cuBLAS where unset), so a resumed GPU run can repeat the uninterrupted one bit for bit; slower on GPUs.
+    CPU runs are deterministic without it."""
 
 
 @dataclass

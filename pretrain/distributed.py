@@ -255,7 +255,10 @@ def trainer_arguments(trainer_cfg: TrainerConfig, plan: LaunchPlan, model: torch
         "torchrun": TorchElasticEnvironment,
         "local": LightningEnvironment,
     }[plan.cluster]()
+    if trainer_cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to repeat its sums
     return dict(accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=strategy,
+                deterministic=trainer_cfg.deterministic or None,  # None leaves torch's setting as it is
                 plugins=[environment, AtomicCheckpointIO()], use_distributed_sampler=False)  # RankSliceSampler already gives each rank its slice
 
 

@@ -35,10 +35,13 @@ def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_wor
     assert [line.split("] - ", 1)[-1].split(":", 1)[0] for line in lines] == ["corpus", "vocab", "shards", "pretrain"], lines
     [reference] = pretrain_folders(whole)
 
+    # The killed run asks for deterministic kernels (what a GPU run needs to repeat itself; trainer is not
+    # hashed): every op of the training step has one, and on CPU it changes no number.
+    command = [*RUN, "trainer.deterministic=true"]
     work = _work(upstream_work, tmp_path / "killed")
     env = bertforge_env(data_dir, work)
     with open(tmp_path / "attempt0.log", "w") as log:
-        first = subprocess.Popen(RUN, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
             trained = list(work.glob("pretrain/.pretrain-*.work/data_positions/rank0.tsv"))
@@ -51,7 +54,7 @@ def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_wor
     [kept] = list(work.glob("pretrain/.pretrain-*.work"))
     assert (kept / "checkpoints" / "last.ckpt").is_file() and not pretrain_folders(work)
 
-    rerun = run_cli(RUN, env)  # the same command, nothing else
+    rerun = run_cli(command, env)  # the same command, nothing else
     said = rerun.stdout + rerun.stderr
     resumed_at = int(said.split("at step ", 1)[1].split()[0]) if "resuming from" in said else -1
     assert resumed_at >= EVERY and resumed_at % EVERY == 0, said[-3000:]
