@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor
+from datatrove.utils.logging import setup_default_logger
 
 from bertforge.common.errors import ConfigError
 from corpora.config import ExecutorConfig
@@ -43,10 +44,14 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
             log.debug("%s: step %s, %d task(s)", stage, name, tasks)  # the stage's one line comes at its end
             # datatrove logs progress (and, on failure, a long traceback) to stderr; the stage's
             # own error message is what a user needs there, so its console goes to a file instead
+            # (datatrove's loguru sink holds the stderr of when it was added: it is pointed at the file too,
+            # and back at the terminal after, or the parent's summary of a many-worker step reaches the terminal)
             with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
                     contextlib.redirect_stderr(console):
+                setup_default_logger()
                 LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir / name),
                                       skip_completed=True, start_method=executor_cfg.start_method).run()
+            setup_default_logger()
         return
     if executor_cfg.name == "slurm":
         _run_on_slurm(executor_cfg, steps, logging_dir, stage)
