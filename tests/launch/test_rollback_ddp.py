@@ -1,0 +1,50 @@
+"""optim.on_divergence=rollback with two processes (gloo), started by Lightning from the command: a NaN
+on one rank reaches both through the gradient all-reduce, both skip the same steps, both roll back to the
+same checkpoint and train on at the lower rate, and the run ends as one run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+
+import pytest
+
+from tests.launch.conftest import REPO, bertforge_env, pretrain_folders, run_cli
+
+RUN = ["experiment=demo_ga", "trainer=ddp_cpu", "training.max_steps=12", "training.batch_size=8",
+       "optim.warmup_steps=2", "logger.log_every_n_steps=1", "checkpoint.every_n_steps=2", "checkpoint.keep_last=2",
+       "logger.progress_bar=false", "optim.max_bad_steps=3", "logger=csv"]
+
+
+def lr_and_loss(folder):
+    with open(folder / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        return {int(r["step"]): (float(r["train/lr"]), float(r["train/loss"]))
+                for r in csv.DictReader(handle) if r.get("train/lr")}
+
+
+def _work(upstream_work, path):
+    for stage in ("corpus", "vocab", "shards"):
+        shutil.copytree(upstream_work / stage, path / stage)
+    return path
+
+
+def test_two_ranks_roll_back_together_when_one_rank_goes_nan(upstream_work, tmp_path, data_dir):
+    clean_work = _work(upstream_work, tmp_path / "clean")
+    run_cli(["bertforge", "pretrain", *RUN], bertforge_env(data_dir, clean_work))
+    [clean] = pretrain_folders(clean_work)
+
+    work = _work(upstream_work, tmp_path / "nan")
+    env = bertforge_env(data_dir, work) | {"BERTFORGE_TEST_NAN_CALLS": "7,8,9"}  # rank 1, steps 7-9
+    said = run_cli([sys.executable, str(REPO / "tests" / "launch" / "nan_on_rank1.py"), "pretrain", *RUN,
+                    "optim.on_divergence=rollback"], env, timeout_s=400)
+    assert said.stderr.count("rolling back to") + said.stdout.count("rolling back to") >= 1
+    [folder] = pretrain_folders(work)
+    clean_curve, rolled = lr_and_loss(clean), lr_and_loss(folder)
+    assert sorted(rolled) == list(range(1, 13))  # each step once in the finished log
+    assert all(rolled[step] == clean_curve[step] for step in range(1, 7))
+    assert all(rolled[step][0] == pytest.approx(clean_curve[step][0] / 2, rel=1e-6) for step in range(7, 13))
+    assert all(rolled[step][1] == rolled[step][1] for step in range(7, 13))  # finite: NaN != NaN
+    assert json.loads((folder / "manifest.json").read_text())["rollbacks"] == [
+        {"at_step": 9, "to_step": 6, "lr_scale": 0.5}]
