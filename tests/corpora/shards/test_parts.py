@@ -48,7 +48,7 @@ def four_file_corpus(tmp_path_factory, data_dir):
 
 
 def _build(folders, work, tasks: int, lengths=(64, 32)):
-    out = StageOutput(work, "shards", {"tasks": tasks}, {})
+    out = StageOutput(work, "shards", {}, {})  # the folder a config names: shards.tasks is not hashed
     build_shards(ShardsConfig(seq_len=lengths[0], heldout_percent=10.0, encode_batch_docs=50, tasks=tasks),
                  list(lengths), folders["corpus"], folders["vocab"], out)
     return out.folder
@@ -118,3 +118,53 @@ def test_killed_run_resumes_its_finished_tokenise_tasks(data_dir, tmp_path):
     counts = write_packed_rows(texts, tokenizer, {128: tmp_path / "never-killed.bin"}, np.uint16)[128]
     assert (tmp_path / "never-killed.bin").read_bytes() == (folder / "train-128.bin").read_bytes()
     assert counts["documents"] == read_manifest(folder)["counts"]["train"]["documents"] > 4000
+
+
+def test_a_rerun_with_another_split_of_the_work_tokenises_again_and_says_so(four_file_corpus, tmp_path, monkeypatch,
+                                                                           caplog):
+    import logging
+
+    import corpora.shards.stage as stage
+
+    reference = _build(four_file_corpus, tmp_path / "reference", tasks=1)
+    real_pack = stage.pack_parts
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # killed after every task finished, before the rows were packed
+
+    monkeypatch.setattr(stage, "pack_parts", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _build(four_file_corpus, tmp_path / "w", tasks=3)
+    [work] = list((tmp_path / "w" / "shards").glob(".shards-*.work"))
+    assert len(list((work / "datatrove" / "tokenise" / "completions").iterdir())) == 3
+    monkeypatch.setattr(stage, "pack_parts", real_pack)
+    with caplog.at_level(logging.WARNING, logger="bertforge"):
+        folder = _build(four_file_corpus, tmp_path / "w", tasks=2)
+    assert "tokenising again" in caplog.text
+    assert len(list((folder / "datatrove" / "tokenise" / "completions").iterdir())) == 2
+    assert (folder / "train-64.bin").read_bytes() == (reference / "train-64.bin").read_bytes()
+
+
+def test_a_rerun_after_the_rows_were_packed_neither_tokenises_nor_packs_again(four_file_corpus, tmp_path, monkeypatch,
+                                                                              caplog):
+    import logging
+
+    import corpora.shards.stage as stage
+
+    def killed_after_packing(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_hash = stage.file_sha256
+    monkeypatch.setattr(stage, "file_sha256", killed_after_packing)  # the manifest, written after packing
+    shards = ShardsConfig(seq_len=64, heldout_percent=10.0, tasks=2)
+    out = StageOutput(tmp_path, "shards", {}, {})
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out)
+    monkeypatch.setattr(stage, "file_sha256", real_hash)
+    monkeypatch.setattr(stage, "run_chain", lambda *args, **kwargs: pytest.fail("tokenised again"))
+    monkeypatch.setattr(stage, "pack_parts", lambda *args, **kwargs: pytest.fail("packed again"))
+    with caplog.at_level(logging.INFO, logger="bertforge"):
+        build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out)
+    assert "packed by an earlier, interrupted attempt" in caplog.text
+    assert read_manifest(out.folder)["counts"]["train"]["rows"] == len(np.fromfile(out.folder / "train-64.bin",
+                                                                                   np.uint16)) // 64
