@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,13 @@ def ledger(stage_dir: Path) -> dict[int, list[tuple[int, int, int, int, int]]]:
 
 def pretrain_folders(work_dir: Path) -> list[Path]:
     return sorted(p for p in (work_dir / "pretrain").iterdir() if not p.name.startswith("."))
+
+
+def with_upstream(upstream_work: Path, work: Path) -> Path:
+    """`work` holding a copy of the shared corpus, vocab and shards folders (each run trains in its own)."""
+    for stage in ("corpus", "vocab", "shards"):
+        shutil.copytree(upstream_work / stage, work / stage)
+    return work
 
 
 @pytest.fixture(scope="session")

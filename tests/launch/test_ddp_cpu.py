@@ -3,7 +3,6 @@ GPUs: the same global batch gives the same training as one process that accumula
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import torch
@@ -13,23 +12,19 @@ from bertforge.common.stage_folder import read_manifest
 from bertforge.experiment import load_config
 from bertforge.stages import run_stage
 from tests.conftest import compose_raw
-from tests.launch.conftest import GLOBAL_BATCH, STEPS, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
+from tests.launch.conftest import with_upstream, GLOBAL_BATCH, STEPS, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
 
 @pytest.fixture(scope="module")
 def one_and_two_ranks(upstream_work, tmp_path_factory, data_dir):
-    work = tmp_path_factory.mktemp("ddp")
-    for stage in ("corpus", "vocab", "shards"):
-        shutil.copytree(upstream_work / stage, work / stage)
+    work = with_upstream(upstream_work, tmp_path_factory.mktemp("ddp"))
     # One process (here, in the test process), micro-batches of 4 accumulated twice; then two processes
     # with 4 rows each, started as a user would: Lightning launches rank 1 from the `bertforge` command.
     one = run_stage(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
                                                             *TINY_RUN, "trainer.micro_batch_size=4"])), "pretrain")
     # The hardware is not part of the stage hash (the same experiment on two ranks is the same model), so the
     # two-rank run gets its own work folder or it would simply reuse the one-rank result.
-    work_two = tmp_path_factory.mktemp("ddp_two")
-    for stage in ("corpus", "vocab", "shards"):
-        shutil.copytree(upstream_work / stage, work_two / stage)
+    work_two = with_upstream(upstream_work, tmp_path_factory.mktemp("ddp_two"))
     run_cli(["bertforge", "pretrain", *TINY_RUN, "trainer=ddp_cpu"], bertforge_env(data_dir, work_two))
     [two] = pretrain_folders(work_two)
     assert two.name == one.name  # same stage hash on one and on two ranks

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bertforge.common.stage_folder import read_manifest
 from bertforge.common.errors import EXIT_PREEMPTED
-from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
+from tests.launch.conftest import with_upstream, GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
 STEPS = 200  # long enough that the signal lands mid-training on an idle machine
 RUN = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))] + [
@@ -28,9 +28,7 @@ def children(pid: int) -> list[int]:
 
 
 def test_signal_on_one_rank_stops_both_at_one_step_and_the_restart_repeats_nothing(upstream_work, tmp_path, data_dir):
-    for stage in ("corpus", "vocab", "shards"):
-        shutil.copytree(upstream_work / stage, tmp_path / stage)
-    env = bertforge_env(data_dir, tmp_path)
+    env = bertforge_env(data_dir, with_upstream(upstream_work, tmp_path))
     with open(tmp_path / "attempt0.log", "w") as log:
         first = subprocess.Popen(["bertforge", "pretrain", *RUN], cwd=REPO, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)

@@ -5,14 +5,13 @@ uninterrupted run ends: the same loss at every step and the same weights, bit fo
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 from safetensors.torch import load_file
 
-from tests.launch.conftest import GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
+from tests.launch.conftest import with_upstream, GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
 # Long enough that the kill lands mid-training even on a fast, idle machine (40 steps took 1.7 s in CI).
 STEPS, EVERY = 300, 10
@@ -20,14 +19,8 @@ RUN = ["bertforge", "pretrain", *[o for o in TINY_RUN if not o.startswith(("trai
        f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}", "model.dropout=0.1"]
 
 
-def _work(upstream_work, path):
-    for stage in ("corpus", "vocab", "shards"):
-        shutil.copytree(upstream_work / stage, path / stage)
-    return path
-
-
 def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_work, tmp_path, data_dir):
-    whole = _work(upstream_work, tmp_path / "uninterrupted")
+    whole = with_upstream(upstream_work, tmp_path / "uninterrupted")
     said = run_cli(RUN, bertforge_env(data_dir, whole))
     # Quiet by default: one line per stage, none from the libraries (Lightning's device lines and tips, its
     # deprecation warnings, wandb's banner, transformers' loading and writing bars).
@@ -38,7 +31,7 @@ def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_wor
     # The killed run asks for deterministic kernels (what a GPU run needs to repeat itself; trainer is not
     # hashed): every op of the training step has one, and on CPU it changes no number.
     command = [*RUN, "trainer.deterministic=true"]
-    work = _work(upstream_work, tmp_path / "killed")
+    work = with_upstream(upstream_work, tmp_path / "killed")
     env = bertforge_env(data_dir, work)
     with open(tmp_path / "attempt0.log", "w") as log:
         first = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -77,7 +70,7 @@ def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_wor
 
 
 def test_a_second_run_of_the_same_stage_is_refused_and_told_who_runs_it(upstream_work, tmp_path, data_dir):
-    work = _work(upstream_work, tmp_path / "w")
+    work = with_upstream(upstream_work, tmp_path / "w")
     env = bertforge_env(data_dir, work)
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(RUN, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import sys
 
 import pytest
 
-from tests.launch.conftest import REPO, bertforge_env, pretrain_folders, run_cli
+from tests.launch.conftest import with_upstream, REPO, bertforge_env, pretrain_folders, run_cli
 
 RUN = ["experiment=demo_ga", "trainer=ddp_cpu", "training.max_steps=12", "training.batch_size=8",
        "optim.warmup_steps=2", "logger.log_every_n_steps=1", "checkpoint.every_n_steps=2", "checkpoint.keep_last=2",
@@ -24,18 +23,12 @@ def lr_and_loss(folder):
                 for r in csv.DictReader(handle) if r.get("train/lr")}
 
 
-def _work(upstream_work, path):
-    for stage in ("corpus", "vocab", "shards"):
-        shutil.copytree(upstream_work / stage, path / stage)
-    return path
-
-
 def test_two_ranks_roll_back_together_when_one_rank_goes_nan(upstream_work, tmp_path, data_dir):
-    clean_work = _work(upstream_work, tmp_path / "clean")
+    clean_work = with_upstream(upstream_work, tmp_path / "clean")
     run_cli(["bertforge", "pretrain", *RUN], bertforge_env(data_dir, clean_work))
     [clean] = pretrain_folders(clean_work)
 
-    work = _work(upstream_work, tmp_path / "nan")
+    work = with_upstream(upstream_work, tmp_path / "nan")
     env = bertforge_env(data_dir, work) | {"BERTFORGE_TEST_NAN_CALLS": "7,8,9"}  # rank 1, steps 7-9
     said = run_cli([sys.executable, str(REPO / "tests" / "launch" / "nan_on_rank1.py"), "pretrain", *RUN,
                     "optim.on_divergence=rollback"], env, timeout_s=400)

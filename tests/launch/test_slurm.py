@@ -8,7 +8,6 @@ with a loud warning; the tests themselves never install or start anything.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from bertforge.common.stage_folder import read_manifest
-from tests.launch.conftest import (GLOBAL_BATCH, REPO, STEPS, TINY_RUN, bertforge_env, ledger, metrics,
+from tests.launch.conftest import (with_upstream, GLOBAL_BATCH, REPO, STEPS, TINY_RUN, bertforge_env, ledger, metrics,
                                    pretrain_folders)
 
 JOB_SCRIPT = REPO / "launch" / "slurm" / "one_node.sbatch"
@@ -45,8 +44,7 @@ def wait_for(job_id: str, timeout_s: float, until=lambda fields: fields["JobStat
 def submit(work: Path, upstream_work: Path, data_dir: Path, overrides: list[str], script: Path = JOB_SCRIPT,
            trainer: str = "ddp_cpu") -> tuple[str, Path]:
     """sbatch a launch/slurm script for two CPU tasks; returns (job id, its log file)."""
-    for stage in ("corpus", "vocab", "shards"):
-        shutil.copytree(upstream_work / stage, work / stage)
+    with_upstream(upstream_work, work)
     env = bertforge_env(data_dir, work) | {"TRAINER": trainer}
     log = work / "slurm-%j.out"
     # The scripts ask for 8 GPUs (per node); a CPU-only run on this one-node cluster overrides the request on
