@@ -20,9 +20,9 @@ import logging
 import shutil
 from pathlib import Path
 
-import orjson
-
 import numpy as np
+import orjson
+from datatrove.utils.batching import batched
 from tokenizers import Tokenizer
 
 from bertforge.common.errors import ConfigError, CorpusInputError
@@ -39,6 +39,8 @@ from corpora.shards.static_masks import StaticMasking, mask_files, per_row, writ
 from corpora.vocab.special_tokens import special_token_ids
 
 log = logging.getLogger("bertforge.shards")
+
+SENTENCE_BATCH_DOCS = 256
 
 
 def shard_seq_lens(shards: ShardsConfig, phase_seq_lens: list[int]) -> list[int]:
@@ -176,11 +178,15 @@ def _write_pairs(pairs: PairSettings, tokenizer: Tokenizer, corpus_dir: Path, he
 
 def _sentence_documents(tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float
                         ) -> tuple[list[list[list[int]]], dict]:
-    """Training documents as lists of tokenised sentences, and how many documents each splitting rule gave."""
+    """Training documents as lists of tokenised sentences, and how many documents each splitting rule gave.
+    The sentences of `SENTENCE_BATCH_DOCS` documents go to the encoder in one call (one call per document
+    left the encoder's threads idle on short documents)."""
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     docs, how = [], {}
-    for doc in iter_documents(corpus_dir, "train", heldout_percent):
-        sentences, rule = split_sentences(doc["text"], doc.get("metadata"))
-        how[rule] = how.get(rule, 0) + 1
-        encoded = [e.ids for e in tokenizer.encode_batch(sentences, add_special_tokens=False)]
-        docs.append([ids for ids in encoded if ids])
+    for batch in batched(iter_documents(corpus_dir, "train", heldout_percent), SENTENCE_BATCH_DOCS):
+        split = [split_sentences(doc["text"], doc.get("metadata")) for doc in batch]
+        encoded = iter(encode([s for sentences, _ in split for s in sentences], add_special_tokens=False))
+        for sentences, rule in split:
+            how[rule] = how.get(rule, 0) + 1
+            docs.append([ids for ids in (next(encoded).ids for _ in sentences) if ids])
     return [d for d in docs if d], how
