@@ -72,6 +72,14 @@ def _check_executor(cfg: ExperimentConfig) -> None:
     check_executor(cfg.corpus.executor)
 
 
+def _check_shard_work(cfg: ExperimentConfig) -> None:
+    """How the shards stage splits its work (not hashed): checked before any stage runs."""
+    if cfg.shards.tasks < 0:
+        raise ConfigError(f"shards.tasks={cfg.shards.tasks}: give 0 (one tokenise task per corpus file) or more")
+    if cfg.shards.encode_batch_docs < 1:
+        raise ConfigError(f"shards.encode_batch_docs={cfg.shards.encode_batch_docs}: give at least 1 (e.g. 1000)")
+
+
 def _build_corpus(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from corpora.corpus.stage import build_corpus
 
@@ -285,7 +293,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
           "train a subword vocabulary", derived=_vocab_inputs),
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
-          "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor,)),
+          "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor, _check_shard_work)),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
           checks=(_check_pretrain_settings, _check_hub)),

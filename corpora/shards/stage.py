@@ -25,7 +25,7 @@ import orjson
 from datatrove.utils.batching import batched
 from tokenizers import Tokenizer
 
-from bertforge.common.errors import ConfigError, CorpusInputError
+from bertforge.common.errors import CorpusInputError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import ExecutorConfig, ShardsConfig
 from corpora.executors import run_chain
@@ -66,8 +66,6 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     for settings in (static, pairs):
         if settings is not None:
             settings.check()
-    if shards.tasks < 0:
-        raise ConfigError(f"shards.tasks={shards.tasks}: give 0 (one task per corpus file) or more")
     files = document_files(corpus_dir)
     if not files:
         raise CorpusInputError(str(corpus_dir / "documents"), "holds no *.jsonl.gz documents",

@@ -86,6 +86,9 @@ BAD_UNHASHED = {
     "corpus.executor.start_method=fast": (
         lambda c: replace(c, corpus=replace(c.corpus, executor=replace(c.corpus.executor, start_method="fast"))),
         "corpus.executor.start_method='fast'"),
+    "shards.tasks=-1": (lambda c: replace(c, shards=replace(c.shards, tasks=-1)), "shards.tasks=-1"),
+    "shards.encode_batch_docs=0": (lambda c: replace(c, shards=replace(c.shards, encode_batch_docs=0)),
+                                   "shards.encode_batch_docs=0"),
 }
 
 
