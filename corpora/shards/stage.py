@@ -7,7 +7,8 @@ Layout of a shards folder:
   manifest.json                    rows per split and length, dtype, vocab size, tokenizer hash,
                                    special ids, share of maskable (non-special) tokens
   datatrove/tokenise/              the tokenising tasks' logs, stats and completion markers
-  tasks.json, packed.json          how the work was split; the packed counts (what a rerun resumes from)
+  tasks.json, steps/*.json         how the tokenising was split; each finished step's result (packed
+                                   rows, dropout copies, pairs, static masks): what a rerun resumes from
 
 The row format is in `corpora.shards.rows`. Every length is packed from one tokenisation of the
 corpus, done in batches by the tokenizers library's Rust encoder (parallel over all cores) in
@@ -62,7 +63,7 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     maskings of every training row (of the pair rows when there are pairs: what training reads).
 
     The tokenising runs as `shards.tasks` datatrove tasks on `executor` (`corpora.shards.parts`); the
-    folder is resumable, so a rerun of a killed build skips the tasks that finished."""
+    folder is resumable: a rerun of a killed build skips the tasks and the steps that finished (`_once`)."""
     for settings in (static, pairs):
         if settings is not None:
             settings.check()
@@ -73,41 +74,53 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32
     with out.build(resumable=True) as build:
-        by_len = _packed_rows(shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(),
-                              min(shards.tasks or len(files), len(files)), build.tmp)
-        dropout = write_dropout_copies(shards, corpus_dir, Tokenizer.from_file(str(vocab_dir / "tokenizer_dropout.json")),
-                                       lengths, dtype, build.tmp) if shards.dropout_copies else None
-        main = by_len[lengths[0]]
-        build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"],
-                                    "by_seq_len": {str(k): v for k, v in by_len.items()}}
-        build.manifest["format"] = {
+        tasks = min(shards.tasks or len(files), len(files))
+        by_len = _once(build.tmp, "packed", lambda: _packed_rows(
+            shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(), tasks, build.tmp))
+        if (build.tmp / "parts").exists():  # only once the packed counts are kept: a rerun needs only the rows
+            remove_parts(build.tmp / "parts")
+        main = by_len[str(lengths[0])]
+        build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"], "by_seq_len": by_len}
+        build.manifest["format"] = fmt = {
             "seq_len": lengths[0], "seq_lens": lengths, "dtype": np.dtype(dtype).name,
             "vocab_size": tokenizer.get_vocab_size(),
             "tokenizer_sha256": file_sha256(vocab_dir / "tokenizer.json"),
             "special_ids": special_token_ids(tokenizer),  # by role: BERT and RoBERTa styles alike
-            "maskable_share": {str(k): 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * k)
+            "maskable_share": {k: 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * int(k))
                                for k, v in by_len.items()},
         }
-        if dropout:
-            build.manifest["format"]["dropout_copies"] = dropout
+        if shards.dropout_copies:
+            dropout_tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer_dropout.json"))
+            fmt["dropout_copies"] = _once(build.tmp, "dropout_copies", lambda: write_dropout_copies(
+                shards, corpus_dir, dropout_tokenizer, lengths, dtype, build.tmp))
         if pairs is not None:
-            build.manifest["format"]["pairs"] = _write_pairs(pairs, tokenizer, corpus_dir, shards.heldout_percent,
-                                                             build.tmp, build.manifest["format"])
+            fmt["pairs"] = _once(build.tmp, "pairs", lambda: _write_pairs(
+                pairs, tokenizer, corpus_dir, shards.heldout_percent, build.tmp, fmt))
         if static is not None:
-            build.manifest["format"]["static_masks"] = _write_static_masks(static, tokenizer, build.tmp,
-                                                                           build.manifest["format"])
+            fmt["static_masks"] = _once(build.tmp, "static_masks", lambda: _write_static_masks(
+                static, tokenizer, build.tmp, fmt))
     log.info("shards: %d train rows, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
              main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
+
+
+def _once(folder: Path, step: str, run) -> dict:
+    """`run()`'s result (a manifest entry, JSON data), run once across the attempts of a build: kept in
+    `steps/<step>.json` when it finishes, so a rerun after a kill takes it from there and goes on with the
+    next step. A killed step runs again from the start (each writes its files afresh)."""
+    done = folder / "steps" / f"{step}.json"
+    if done.exists():
+        log.info("shards: %s was finished by an earlier, interrupted attempt; going on from there", step)
+        return orjson.loads(done.read_bytes())
+    done.parent.mkdir(exist_ok=True)
+    write_json_atomic(done, run())
+    return orjson.loads(done.read_bytes())  # the same JSON data whether run now or before
 
 
 def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
                  dtype, executor: ExecutorConfig, tasks: int, folder: Path) -> dict[int, dict]:
     """Tokenise in `tasks` tasks, then pack every split and length; {length: {split: counts}}. Resumable:
-    finished tasks are not run again, and packed rows (`packed.json` written) are not packed again."""
-    packed_file, parts, logs = folder / "packed.json", folder / "parts", folder / "datatrove"
-    if packed_file.exists():
-        log.info("shards: the rows were packed by an earlier, interrupted attempt; going on from there")
-        return {int(k): v for k, v in orjson.loads(packed_file.read_bytes()).items()}
+    finished tasks are not run again."""
+    parts, logs = folder / "parts", folder / "datatrove"
     plan = {"tasks": tasks, "files": len(document_files(corpus_dir))}
     plan_file = folder / "tasks.json"
     if plan_file.exists() and orjson.loads(plan_file.read_bytes()) != plan:
@@ -128,9 +141,7 @@ def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
                 raise CorpusInputError(str(corpus_dir), f"yields no full {split} row of {length} tokens",
                                        "Add text, lower the sequence length or change shards.heldout_percent.")
             by_len[length][split] = counts
-    write_json_atomic(packed_file, by_len)  # before the parts go: a rerun from here on needs only the rows
-    remove_parts(parts)
-    return by_len
+    return {str(length): counts for length, counts in by_len.items()}
 
 
 def _write_static_masks(static: StaticMasking, tokenizer: Tokenizer, folder: Path, fmt: dict) -> dict:

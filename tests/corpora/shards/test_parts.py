@@ -145,26 +145,37 @@ def test_a_rerun_with_another_split_of_the_work_tokenises_again_and_says_so(four
     assert (folder / "train-64.bin").read_bytes() == (reference / "train-64.bin").read_bytes()
 
 
-def test_a_rerun_after_the_rows_were_packed_neither_tokenises_nor_packs_again(four_file_corpus, tmp_path, monkeypatch,
-                                                                              caplog):
+def test_a_rerun_goes_on_from_the_first_step_an_interrupted_build_did_not_finish(four_file_corpus, tmp_path,
+                                                                                  monkeypatch, caplog):
+    """Killed while drawing the static masks: the rerun neither tokenises, nor packs, nor builds the
+    sentence pairs again, and draws the masks."""
     import logging
 
     import corpora.shards.stage as stage
+    from corpora.shards.pairs import PairSettings
+    from corpora.shards.static_masks import StaticMasking
 
-    def killed_after_packing(*args, **kwargs):
+    real_masks = stage._write_static_masks
+
+    def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    real_hash = stage.file_sha256
-    monkeypatch.setattr(stage, "file_sha256", killed_after_packing)  # the manifest, written after packing
     shards = ShardsConfig(seq_len=64, heldout_percent=10.0, tasks=2)
+    pairs = PairSettings("mlm_nsp", 0.1, 0.5, seed=0)
+    static = StaticMasking(0.15, 0.8, 0.1, False, 2, 0, seed=0)
     out = StageOutput(tmp_path, "shards", {}, {})
+    monkeypatch.setattr(stage, "_write_static_masks", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out)
-    monkeypatch.setattr(stage, "file_sha256", real_hash)
-    monkeypatch.setattr(stage, "run_chain", lambda *args, **kwargs: pytest.fail("tokenised again"))
-    monkeypatch.setattr(stage, "pack_parts", lambda *args, **kwargs: pytest.fail("packed again"))
+        build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out, static, pairs)
+    monkeypatch.setattr(stage, "_write_static_masks", real_masks)
+    for done in ("run_chain", "pack_parts", "_write_pairs"):
+        monkeypatch.setattr(stage, done, lambda *args, name=done, **kwargs: pytest.fail(f"{name} ran again"))
     with caplog.at_level(logging.INFO, logger="bertforge"):
-        build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out)
-    assert "packed by an earlier, interrupted attempt" in caplog.text
+        build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out, static, pairs)
+    assert "packed was finished by an earlier, interrupted attempt" in caplog.text
+    assert "pairs was finished by an earlier, interrupted attempt" in caplog.text
+    fmt = read_manifest(out.folder)["format"]
+    assert fmt["pairs"]["by_seq_len"]["64"]["examples"] > 0 and fmt["static_masks"]["dupe_factor"] == 2
     assert read_manifest(out.folder)["counts"]["train"]["rows"] == len(np.fromfile(out.folder / "train-64.bin",
                                                                                    np.uint16)) // 64
+    assert not (out.folder / "parts").exists()
