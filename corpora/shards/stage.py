@@ -117,9 +117,9 @@ def _once(folder: Path, step: str, run) -> dict:
 
 
 def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
-                 dtype, executor: ExecutorConfig, tasks: int, folder: Path) -> dict[int, dict]:
-    """Tokenise in `tasks` tasks, then pack every split and length; {length: {split: counts}}. Resumable:
-    finished tasks are not run again."""
+                 dtype, executor: ExecutorConfig, tasks: int, folder: Path) -> dict[str, dict]:
+    """Tokenise in `tasks` tasks, then pack every split and length; {"<length>": {split: counts}}.
+    Resumable: finished tasks are not run again."""
     parts, logs = folder / "parts", folder / "datatrove"
     plan = {"tasks": tasks, "files": len(document_files(corpus_dir))}
     plan_file = folder / "tasks.json"
