@@ -2,10 +2,12 @@
 
 The training documents are tokenised `shards.dropout_copies` times with the vocab folder's
 `tokenizer_dropout.json` (each merge skipped with probability tokenizer.bpe_dropout), so every copy
-segments the same text differently. Pass p over the data reads copy p mod N (`pretrain.data.PackedRows`),
-so each epoch sees a new segmentation, as on-the-fly dropout would give, at the cost of N tokenisations
-once instead of one per epoch in the loop (the manifest records the seconds each copy took). Held-out
-rows stay those of the deterministic tokenizer.
+segments the same text differently. The shards stage's tokenise tasks do it beside the plain encoding
+(`corpora.shards.parts`), so the copies are spread over the same tasks, locally or on a cluster. Pass
+p over the data reads copy p mod N (`pretrain.data.PackedRows`), so each epoch sees a new segmentation,
+as on-the-fly dropout would give, at the cost of N tokenisations once instead of one per epoch in the
+loop (the manifest records the encoder's seconds for each copy, summed over the tasks). Held-out rows
+stay those of the deterministic tokenizer.
 
 Dropout splits words into more pieces, so copies hold different numbers of rows; all are cut to the
 shortest (the tail tokens dropped are counted), so the data position stays one number for every pass.
@@ -18,16 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from bertforge.common.errors import CorpusInputError
-from corpora.config import ShardsConfig
-from corpora.documents import iter_documents
-from corpora.shards.rows import write_packed_rows
+from corpora.shards.parts import dropout_stream, pack_parts, task_counts
 
 log = logging.getLogger("bertforge.shards")
 
@@ -36,29 +34,30 @@ def copy_file(folder: Path, seq_len: int, copy: int) -> Path:
     return Path(folder) / f"train-{seq_len}.dropout-{copy}.bin"
 
 
-def write_dropout_copies(shards: ShardsConfig, corpus_dir: Path, tokenizer: Tokenizer, lengths: list[int], dtype,
-                         folder: Path) -> dict:
-    """Write the copies for every row length; returns rows per length and the seconds each copy took."""
-    seconds, rows = [], {length: [] for length in lengths}
-    for copy in range(shards.dropout_copies):
-        started = time.perf_counter()
-        docs = (d["text"] for d in iter_documents(corpus_dir, "train", shards.heldout_percent))
-        counts = write_packed_rows(docs, tokenizer, {length: copy_file(folder, length, copy) for length in lengths},
-                                   dtype, shards.encode_batch_docs)
-        seconds.append(round(time.perf_counter() - started, 3))
-        for length in lengths:
-            rows[length].append(counts[length]["rows"])
+def pack_dropout_copies(parts: Path, tasks: int, copies: int, lengths: list[int], ids: dict[str, int], dtype,
+                        folder: Path, where: str) -> dict:
+    """Pack every copy's stream (written by the tokenise tasks beside the plain ones) into rows of every
+    length, cut all copies of a length to the shortest; the manifest entry: rows per length, rows dropped,
+    and the encoder's seconds per copy, summed over the tasks."""
+    rows = {length: [] for length in lengths}
+    for copy in range(copies):
+        paths = {length: copy_file(folder, length, copy) for length in lengths}
+        for length, counts in pack_parts(parts, tasks, dropout_stream(copy), paths, ids["cls"], ids["sep"],
+                                         dtype).items():
+            rows[length].append(counts["rows"])
+    seconds = [round(sum(task["dropout_seconds"][copy] for task in task_counts(parts, tasks)), 3)
+               for copy in range(copies)]
     itemsize = np.dtype(dtype).itemsize
     for length in lengths:
         keep = min(rows[length])
         if keep == 0:
-            raise CorpusInputError(str(corpus_dir), f"yields no full training row of {length} tokens",
+            raise CorpusInputError(where, f"yields no full training row of {length} tokens",
                                    "Add text or lower the sequence length.")
-        for copy in range(shards.dropout_copies):
+        for copy in range(copies):
             os.truncate(copy_file(folder, length, copy), keep * length * itemsize)
     log.info("shards: %d BPE-dropout copies of the training rows, %.2f s of tokenising each (what on-the-fly "
-             "dropout would add to every pass)", shards.dropout_copies, sum(seconds) / len(seconds))
-    return {"copies": shards.dropout_copies, "tokenize_seconds": seconds,
+             "dropout would add to every pass)", copies, sum(seconds) / len(seconds))
+    return {"copies": copies, "tokenize_seconds": seconds,
             "rows": {str(length): min(r) for length, r in rows.items()},
             "rows_dropped": {str(length): sum(r) - len(r) * min(r) for length, r in rows.items()}}
 

@@ -1,8 +1,8 @@
 """Tokenising a corpus as datatrove tasks (locally, on SLURM or Ray), then packing the parts into rows.
 
 Task r of T takes a contiguous range of the corpus folder's document files (`task_files`) and writes,
-for each split, the token stream of its documents (ids, every document ended by [SEP]) to
-`parts/<split>-<r>.tokens`, with its counts in `parts/<r>.json`. Datatrove's completion markers
+for each split (and each BPE-dropout copy of the training split), the token stream of its documents
+(ids, every document ended by [SEP]) to `parts/<stream>-<r>.tokens`, with its counts in `parts/<r>.json`. Datatrove's completion markers
 make a rerun of a killed stage skip the tasks that finished.
 
 `pack_parts` then reads the parts in task order, which is the corpus's document order, as one
@@ -14,6 +14,7 @@ corpus would write exactly these files. Packing is a sequential copy (numpy, no 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,65 +37,92 @@ def task_files(corpus_dir: Path, rank: int, tasks: int) -> list[Path]:
     return files[rank * len(files) // tasks:(rank + 1) * len(files) // tasks]
 
 
-def stream_file(parts: Path, split: str, rank: int) -> Path:
-    return parts / f"{split}-{rank:05d}.tokens"
+def stream_file(parts: Path, stream: str, rank: int) -> Path:
+    return parts / f"{stream}-{rank:05d}.tokens"
+
+
+def dropout_stream(copy: int) -> str:
+    """The name of BPE-dropout copy `copy`'s stream of the training documents (`corpora.shards.dropout_copies`)."""
+    return f"train.dropout-{copy}"
 
 
 class TokeniseFiles(PipelineStep):
-    """Task r of T: the token streams of its document files, one file per split, and their counts."""
+    """Task r of T: the token streams of its document files (train, heldout, and with `dropout_copies` the
+    training documents tokenised that many times with the dropout tokenizer), one file per stream, and
+    their counts."""
 
     type = "🔢 - TOKENIZE"
     name = "✂️ shards tokenise"
 
     def __init__(self, corpus_dir: str, tokenizer_file: str, parts_dir: str, tasks: int, heldout_percent: float,
-                 dtype: str, batch_docs: int):
+                 dtype: str, batch_docs: int, dropout_tokenizer_file: str = "", dropout_copies: int = 0):
         super().__init__()
         self.corpus_dir, self.tokenizer_file, self.parts_dir = corpus_dir, tokenizer_file, parts_dir
         self.tasks, self.heldout_percent, self.dtype, self.batch_docs = tasks, heldout_percent, dtype, batch_docs
+        self.dropout_tokenizer_file, self.dropout_copies = dropout_tokenizer_file, dropout_copies
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from corpora.vocab.special_tokens import special_token_ids
 
         tokenizer = Tokenizer.from_file(self.tokenizer_file)
         sep = special_token_ids(tokenizer)["sep"]
+        if self.dropout_copies:
+            dropout = Tokenizer.from_file(self.dropout_tokenizer_file)
+            encode_dropout = getattr(dropout, "encode_batch_fast", dropout.encode_batch)
         parts = Path(self.parts_dir)
         parts.mkdir(parents=True, exist_ok=True)
-        counts = {split: {"documents": 0, "tokens": 0} for split in SPLITS}
-        outs = {split: open(stream_file(parts, split, rank), "wb") for split in SPLITS}  # a rerun writes afresh
+        names = [*SPLITS, *map(dropout_stream, range(self.dropout_copies))]
+        counts = {name: {"documents": 0, "tokens": 0} for name in names}
+        seconds = [0.0] * self.dropout_copies  # encoding each dropout copy: what on-the-fly dropout would cost
+        outs = {name: open(stream_file(parts, name, rank), "wb") for name in names}  # a rerun writes afresh
+
+        def write(name: str, ids: list[list[int]]) -> None:
+            if ids:
+                stream = document_stream(ids, sep, self.dtype)
+                outs[name].write(stream.data)
+                counts[name]["documents"] += len(ids)
+                counts[name]["tokens"] += len(stream) - len(ids)
+
         with self.track_time():
             try:
                 docs = (d for path in task_files(Path(self.corpus_dir), rank, self.tasks) for d in read_documents(path))
                 for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=lambda d: d["text"]):
-                    split_ids = {split: [] for split in SPLITS}  # one read and one encoding of each document
-                    for doc, encoding in zip(batch, encodings):
-                        split_ids["heldout" if is_heldout(doc["id"], self.heldout_percent) else "train"].append(
-                            encoding.ids)
-                    for split, ids in split_ids.items():
-                        if ids:
-                            stream = document_stream(ids, sep, self.dtype)
-                            outs[split].write(stream.data)
-                            counts[split]["documents"] += len(ids)
-                            counts[split]["tokens"] += len(stream) - len(ids)
+                    held = [is_heldout(doc["id"], self.heldout_percent) for doc in batch]
+                    # one read and one encoding of each document for both splits
+                    write("train", [e.ids for e, h in zip(encodings, held) if not h])
+                    write("heldout", [e.ids for e, h in zip(encodings, held) if h])
+                    train_texts = [doc["text"] for doc, h in zip(batch, held) if not h]
+                    for copy in range(self.dropout_copies):
+                        started = time.perf_counter()
+                        encoded = encode_dropout(train_texts, add_special_tokens=False)
+                        seconds[copy] += time.perf_counter() - started
+                        write(dropout_stream(copy), [e.ids for e in encoded])
                     self.stat_update("documents", value=len(batch))
             finally:
                 for handle in outs.values():
                     handle.close()
-        write_json_atomic(parts / f"{rank:05d}.json", counts)
+        write_json_atomic(parts / f"{rank:05d}.json", counts | {"dropout_seconds": seconds})
         return iter(())
 
 
-def pack_parts(parts: Path, tasks: int, split: str, paths: dict[int, Path], cls_id: int, sep_id: int, dtype
+def task_counts(parts: Path, tasks: int) -> list[dict]:
+    """Every task's counts (per stream: documents, tokens; dropout_seconds), in task order."""
+    return [orjson.loads((parts / f"{rank:05d}.json").read_bytes()) for rank in range(tasks)]
+
+
+def pack_parts(parts: Path, tasks: int, stream: str, paths: dict[int, Path], cls_id: int, sep_id: int, dtype
                ) -> dict[int, dict]:
-    """Rows of every length in `paths` from the parts' streams of `split`, read in task order; counts per
-    length: rows, special tokens, tokens of the dropped last partial row, documents, tokens (no [SEP]s)."""
+    """Rows of every length in `paths` from the parts' token streams named `stream`, read in task order;
+    counts per length: rows, special tokens, tokens of the dropped last partial row, documents, tokens (no
+    [SEP]s)."""
     documents = tokens = 0
-    for rank in range(tasks):
-        counts = orjson.loads((parts / f"{rank:05d}.json").read_bytes())[split]
+    for task in task_counts(parts, tasks):
+        counts = task[stream]
         documents, tokens = documents + counts["documents"], tokens + counts["tokens"]
     packers = {length: RowPacker(path, length, cls_id, sep_id, dtype) for length, path in paths.items()}
     try:
         for rank in range(tasks):
-            with open(stream_file(parts, split, rank), "rb") as handle:
+            with open(stream_file(parts, stream, rank), "rb") as handle:
                 while len(chunk := np.fromfile(handle, dtype=dtype, count=READ_TOKENS)):
                     for packer in packers.values():
                         packer.add(chunk)

@@ -31,7 +31,7 @@ from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import ExecutorConfig, ShardsConfig
 from corpora.executors import run_chain
 from corpora.documents import document_files, iter_documents
-from corpora.shards.dropout_copies import write_dropout_copies
+from corpora.shards.dropout_copies import pack_dropout_copies
 from corpora.shards.parts import SPLITS, TokeniseFiles, pack_parts, remove_parts
 from corpora.shards.rows import file_sha256
 from corpora.shards.pairs import PairSettings, check_documents, load_pairs, pair_files, write_pairs
@@ -77,6 +77,9 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         tasks = min(shards.tasks or len(files), len(files))
         by_len = _once(build.tmp, "packed", lambda: _packed_rows(
             shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(), tasks, build.tmp))
+        dropout = _once(build.tmp, "dropout_copies", lambda: pack_dropout_copies(
+            build.tmp / "parts", tasks, shards.dropout_copies, lengths, special_token_ids(tokenizer), dtype, build.tmp,
+            str(corpus_dir))) if shards.dropout_copies else None
         if (build.tmp / "parts").exists():  # only once the packed counts are kept: a rerun needs only the rows
             remove_parts(build.tmp / "parts")
         main = by_len[str(lengths[0])]
@@ -89,10 +92,8 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             "maskable_share": {k: 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * int(k))
                                for k, v in by_len.items()},
         }
-        if shards.dropout_copies:
-            dropout_tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer_dropout.json"))
-            fmt["dropout_copies"] = _once(build.tmp, "dropout_copies", lambda: write_dropout_copies(
-                shards, corpus_dir, dropout_tokenizer, lengths, dtype, build.tmp))
+        if dropout:
+            fmt["dropout_copies"] = dropout
         if pairs is not None:
             fmt["pairs"] = _once(build.tmp, "pairs", lambda: _write_pairs(
                 pairs, tokenizer, corpus_dir, shards.heldout_percent, build.tmp, fmt))
@@ -118,10 +119,10 @@ def _once(folder: Path, step: str, run) -> dict:
 
 def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
                  dtype, executor: ExecutorConfig, tasks: int, folder: Path) -> dict[str, dict]:
-    """Tokenise in `tasks` tasks, then pack every split and length; {"<length>": {split: counts}}.
-    Resumable: finished tasks are not run again."""
+    """Tokenise in `tasks` tasks (with the BPE-dropout copies, if any), then pack every split and length;
+    {"<length>": {split: counts}}. Resumable: finished tasks are not run again."""
     parts, logs = folder / "parts", folder / "datatrove"
-    plan = {"tasks": tasks, "files": len(document_files(corpus_dir))}
+    plan = {"tasks": tasks, "files": len(document_files(corpus_dir)), "dropout_copies": shards.dropout_copies}
     plan_file = folder / "tasks.json"
     if plan_file.exists() and orjson.loads(plan_file.read_bytes()) != plan:
         log.warning("shards: an interrupted attempt split the work as %s, this run as %s: tokenising again",
@@ -130,7 +131,8 @@ def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         shutil.rmtree(logs, ignore_errors=True)
     write_json_atomic(plan_file, plan)
     step = TokeniseFiles(str(corpus_dir), str(vocab_dir / "tokenizer.json"), str(parts), tasks,
-                         shards.heldout_percent, np.dtype(dtype).name, shards.encode_batch_docs)
+                         shards.heldout_percent, np.dtype(dtype).name, shards.encode_batch_docs,
+                         str(vocab_dir / "tokenizer_dropout.json"), shards.dropout_copies)
     run_chain(executor, [("tokenise", [step], tasks)], logs, stage="shards")
     ids = special_token_ids(tokenizer)
     by_len = {length: {} for length in lengths}
