@@ -18,7 +18,6 @@ from tokenizers import Tokenizer
 
 from bertforge.common.errors import CorpusInputError
 from bertforge.common.stage_folder import read_manifest
-from corpora.vocab.special_tokens import special_token_ids
 
 
 class RowPacker:
@@ -47,28 +46,6 @@ class RowPacker:
         """Finish the file; the last partial row is dropped (and counted)."""
         self.out.close()
         return {"rows": self.rows, "special_tokens": self.special_tokens, "tokens_dropped": len(self.pending)}
-
-
-def write_packed_rows(texts, tokenizer: Tokenizer, paths: dict[int, Path], dtype, batch_docs: int = 1000
-                      ) -> dict[int, dict]:
-    """Tokenise `texts` once, in batches, and pack the stream into rows of every length in `paths`.
-
-    Returns counts per length: rows, documents, tokens (without the [SEP]s), special tokens in rows,
-    and the tokens of the last partial row, which is dropped.
-    """
-    ids = special_token_ids(tokenizer)
-    packers = {length: RowPacker(path, length, ids["cls"], ids["sep"], dtype) for length, path in paths.items()}
-    documents = tokens = 0
-    try:
-        for batch, encodings in encoded_ahead(texts, tokenizer, batch_docs):
-            stream = document_stream([e.ids for e in encodings], ids["sep"], dtype)
-            documents += len(batch)
-            tokens += len(stream) - len(batch)
-            for packer in packers.values():
-                packer.add(stream)
-    finally:
-        counts = {length: packer.close() for length, packer in packers.items()}
-    return {length: c | {"documents": documents, "tokens": tokens} for length, c in counts.items()}
 
 
 def document_stream(documents: list[list[int]], sep_id: int, dtype) -> np.ndarray:

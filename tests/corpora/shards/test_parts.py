@@ -18,9 +18,23 @@ from bertforge.stages import run_stages
 from corpora.config import ShardsConfig
 from corpora.documents import document_files, iter_documents
 from corpora.shards.parts import task_files
-from corpora.shards.rows import write_packed_rows
+from corpora.vocab.special_tokens import special_token_ids
 from corpora.shards.stage import build_shards
 from tests.conftest import experiment
+
+
+def rows_of_one_process(texts, tokenizer, seq_len: int) -> tuple[bytes, int]:
+    """The training rows by their definition, the reference for any split of the work: every document
+    encoded alone, ended by [SEP], one stream cut into [CLS] + seq_len - 1 tokens; and the documents."""
+    ids = special_token_ids(tokenizer)
+    stream, documents = [], 0
+    for text in texts:
+        stream += tokenizer.encode(text, add_special_tokens=False).ids + [ids["sep"]]
+        documents += 1
+    full = len(stream) // (seq_len - 1)
+    rows = np.full((full, seq_len), ids["cls"], np.uint16)
+    rows[:, 1:] = np.asarray(stream[:full * (seq_len - 1)], np.uint16).reshape(full, seq_len - 1)
+    return rows.tobytes(), documents
 
 
 def estonian_jsonl(data_dir, folder, files: int, docs_per_file: int, sentences_per_doc: int = 8):
@@ -66,10 +80,10 @@ def test_rows_are_the_same_bytes_for_any_number_of_tasks(four_file_corpus, tmp_p
 
     # ... and they are the rows of one process encoding the split's documents one after the other
     tokenizer = Tokenizer.from_file(str(four_file_corpus["vocab"] / "tokenizer.json"))
-    texts = (d["text"] for d in iter_documents(four_file_corpus["corpus"], "train", 10.0))
-    counts = write_packed_rows(texts, tokenizer, {64: tmp_path / "one.bin"}, np.uint16)[64]
-    assert (tmp_path / "one.bin").read_bytes() == (built[3] / "train-64.bin").read_bytes()
-    assert counts == manifests[3]["counts"]["train"]
+    rows, documents = rows_of_one_process((d["text"] for d in iter_documents(four_file_corpus["corpus"], "train", 10.0)),
+                                          tokenizer, 64)
+    assert rows == (built[3] / "train-64.bin").read_bytes()
+    assert documents == manifests[3]["counts"]["train"]["documents"]
 
 
 def test_tasks_take_contiguous_ranges_of_files(tmp_path):
@@ -114,10 +128,11 @@ def test_killed_run_resumes_its_finished_tokenise_tasks(data_dir, tmp_path):
     corpus = next((tmp_path / "w" / "corpus").glob("corpus-*"))
     vocab = next((tmp_path / "w" / "vocab").glob("vocab-*"))
     tokenizer = Tokenizer.from_file(str(vocab / "tokenizer.json"))
-    texts = (d["text"] for d in iter_documents(corpus, "train", read_manifest(folder)["config"]["shards"]["heldout_percent"]))
-    counts = write_packed_rows(texts, tokenizer, {128: tmp_path / "never-killed.bin"}, np.uint16)[128]
-    assert (tmp_path / "never-killed.bin").read_bytes() == (folder / "train-128.bin").read_bytes()
-    assert counts["documents"] == read_manifest(folder)["counts"]["train"]["documents"] > 4000
+    heldout_percent = read_manifest(folder)["config"]["shards"]["heldout_percent"]
+    rows, documents = rows_of_one_process((d["text"] for d in iter_documents(corpus, "train", heldout_percent)),
+                                          tokenizer, 128)
+    assert rows == (folder / "train-128.bin").read_bytes()  # as if never killed, and as one process
+    assert documents == read_manifest(folder)["counts"]["train"]["documents"] > 4000
 
 
 def test_a_rerun_with_another_split_of_the_work_tokenises_again_and_says_so(four_file_corpus, tmp_path, monkeypatch,

@@ -80,16 +80,19 @@ def test_missing_length_is_named(shards):
 def test_encoding_ahead_packs_exactly_the_documents_in_order(stages, tmp_path):
     """Batches encoded in a worker thread while the last is packed: the rows are those of encoding
     each document alone, in order; an error while reading the documents still stops the stage."""
-    from corpora.shards.rows import write_packed_rows
+    from corpora.shards.rows import RowPacker, document_stream, encoded_ahead
     from corpora.vocab.special_tokens import special_token_ids
 
     tok = Tokenizer.from_file(str(stages["vocab"] / "tokenizer.json"))
-    texts = [d["text"] for d in iter_documents(stages["corpus"])]
-    counts = write_packed_rows(iter(texts), tok, {16: tmp_path / "rows.bin"}, np.uint16, batch_docs=7)[16]
     ids = special_token_ids(tok)
+    texts = [d["text"] for d in iter_documents(stages["corpus"])]
+    packer = RowPacker(tmp_path / "rows.bin", 16, ids["cls"], ids["sep"], np.uint16)
+    for _, encodings in encoded_ahead(iter(texts), tok, 7):
+        packer.add(document_stream([e.ids for e in encodings], ids["sep"], np.uint16))
+    counts = packer.close()
     stream = [t for text in texts for t in tok.encode(text, add_special_tokens=False).ids + [ids["sep"]]]
     rows = np.fromfile(tmp_path / "rows.bin", dtype=np.uint16).reshape(-1, 16)
-    assert counts["documents"] == len(texts) > 50 and rows.shape[0] == len(stream) // 15
+    assert len(texts) > 50 and rows.shape[0] == counts["rows"] == len(stream) // 15
     assert rows[:, 1:].ravel().tolist() == stream[:rows.shape[0] * 15] and (rows[:, 0] == ids["cls"]).all()
 
     def failing():
@@ -97,4 +100,5 @@ def test_encoding_ahead_packs_exactly_the_documents_in_order(stages, tmp_path):
         raise CorpusInputError("part-3.jsonl.gz", "is truncated", "Rebuild the corpus.")
 
     with pytest.raises(CorpusInputError, match="part-3.jsonl.gz"):
-        write_packed_rows(failing(), tok, {16: tmp_path / "bad.bin"}, np.uint16, batch_docs=7)
+        for _ in encoded_ahead(failing(), tok, 7):
+            pass
