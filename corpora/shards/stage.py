@@ -170,7 +170,7 @@ def _write_static_masks(static: StaticMasking, tokenizer: Tokenizer, folder: Pat
 def _write_pairs(pairs: PairSettings, tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float, folder: Path,
                  fmt: dict) -> dict:
     """Sentence-pair examples of the training documents for every row length; their manifest entry."""
-    docs, how = _sentence_documents(tokenizer, corpus_dir, heldout_percent)
+    docs, how = _sentence_documents(tokenizer, corpus_dir, heldout_percent, np.dtype(fmt["dtype"]))
     documents = check_documents(docs, pairs, str(corpus_dir))
     by_len = {}
     for length in fmt["seq_lens"]:
@@ -187,8 +187,8 @@ def _write_pairs(pairs: PairSettings, tokenizer: Tokenizer, corpus_dir: Path, he
                               "maskable_share": {k: v["maskable_share"] for k, v in by_len.items()}}
 
 
-def _sentence_documents(tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float
-                        ) -> tuple[list[list[list[int]]], dict]:
+def _sentence_documents(tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float, dtype
+                        ) -> tuple[list[list[np.ndarray]], dict]:
     """Training documents as lists of tokenised sentences, and how many documents each splitting rule gave.
     The sentences of `SENTENCE_BATCH_DOCS` documents go to the encoder in one call (one call per document
     left the encoder's threads idle on short documents)."""
@@ -199,5 +199,5 @@ def _sentence_documents(tokenizer: Tokenizer, corpus_dir: Path, heldout_percent:
         encoded = iter(encode([s for sentences, _ in split for s in sentences], add_special_tokens=False))
         for sentences, rule in split:
             how[rule] = how.get(rule, 0) + 1
-            docs.append([ids for ids in (next(encoded).ids for _ in sentences) if ids])
+            docs.append([np.array(ids, dtype) for ids in (next(encoded).ids for _ in sentences) if ids])
     return [d for d in docs if d], how
