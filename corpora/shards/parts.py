@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from bertforge.common.stage_folder import write_json_atomic
 from corpora.documents import document_files, is_heldout, read_documents
-from corpora.shards.rows import RowPacker, document_stream, encoded_ahead
+from corpora.shards.rows import RowPacker, batch_encoder, document_stream, encoded_ahead
 
 SPLITS = ("train", "heldout")
 READ_TOKENS = 1 << 24  # tokens per read while packing: a bounded buffer, whatever a part's size
@@ -68,7 +68,7 @@ class TokeniseFiles(PipelineStep):
         sep = special_token_ids(tokenizer)["sep"]
         if self.dropout_copies:
             dropout = Tokenizer.from_file(self.dropout_tokenizer_file)
-            encode_dropout = getattr(dropout, "encode_batch_fast", dropout.encode_batch)
+            encode_dropout = batch_encoder(dropout)
         parts = Path(self.parts_dir)
         parts.mkdir(parents=True, exist_ok=True)
         names = [*SPLITS, *map(dropout_stream, range(self.dropout_copies))]
@@ -91,12 +91,13 @@ class TokeniseFiles(PipelineStep):
                     # one read and one encoding of each document for both splits
                     write("train", [e.ids for e, h in zip(encodings, held) if not h])
                     write("heldout", [e.ids for e, h in zip(encodings, held) if h])
-                    train_texts = [doc["text"] for doc, h in zip(batch, held) if not h]
-                    for copy in range(self.dropout_copies):
-                        started = time.perf_counter()
-                        encoded = encode_dropout(train_texts, add_special_tokens=False)
-                        seconds[copy] += time.perf_counter() - started
-                        write(dropout_stream(copy), [e.ids for e in encoded])
+                    if self.dropout_copies:
+                        train_texts = [doc["text"] for doc, h in zip(batch, held) if not h]
+                        for copy in range(self.dropout_copies):
+                            started = time.perf_counter()
+                            encoded = encode_dropout(train_texts, add_special_tokens=False)
+                            seconds[copy] += time.perf_counter() - started
+                            write(dropout_stream(copy), [e.ids for e in encoded])
                     self.stat_update("documents", value=len(batch))
             finally:
                 for handle in outs.values():

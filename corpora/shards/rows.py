@@ -59,6 +59,12 @@ def document_stream(documents: list[list[int]], sep_id: int, dtype) -> np.ndarra
     return stream
 
 
+def batch_encoder(tokenizer: Tokenizer):
+    """The tokenizer's batch encoder that skips character offsets, which nothing here reads:
+    `encode_batch_fast`, or `encode_batch` where the library has none."""
+    return getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+
+
 def encoded_ahead(items, tokenizer: Tokenizer, batch_docs: int, text=None):
     """(batch, encodings) of `items` (texts, or anything `text(item)` turns into one) in batches, the
     next batch being read and encoded meanwhile.
@@ -69,7 +75,7 @@ def encoded_ahead(items, tokenizer: Tokenizer, batch_docs: int, text=None):
     0.80 of the encoder alone that way). `encode_batch_fast` skips the character offsets, which
     packing never reads.
     """
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    encode = batch_encoder(tokenizer)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for batch in batched(items, batch_docs):

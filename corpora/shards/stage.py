@@ -33,7 +33,7 @@ from corpora.executors import run_chain
 from corpora.documents import document_files, iter_documents
 from corpora.shards.dropout_copies import pack_dropout_copies
 from corpora.shards.parts import SPLITS, TokeniseFiles, pack_parts, remove_parts
-from corpora.shards.rows import file_sha256
+from corpora.shards.rows import batch_encoder, file_sha256
 from corpora.shards.pairs import PairSettings, check_documents, load_pairs, pair_files, write_pairs
 from corpora.shards.sentences import split_sentences
 from corpora.shards.static_masks import StaticMasking, mask_files, per_row, write_static_masks
@@ -76,7 +76,8 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     with out.build(resumable=True) as build:
         tasks = min(shards.tasks or len(files), len(files))
         by_len = _once(build.tmp, "packed", lambda: _packed_rows(
-            shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(), tasks, build.tmp))
+            shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(), tasks,
+            len(files), build.tmp))
         dropout = _once(build.tmp, "dropout_copies", lambda: pack_dropout_copies(
             build.tmp / "parts", tasks, shards.dropout_copies, lengths, special_token_ids(tokenizer), dtype, build.tmp,
             str(corpus_dir))) if shards.dropout_copies else None
@@ -118,11 +119,12 @@ def _once(folder: Path, step: str, run) -> dict:
 
 
 def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
-                 dtype, executor: ExecutorConfig, tasks: int, folder: Path) -> dict[str, dict]:
+                 dtype, executor: ExecutorConfig, tasks: int, files: int, folder: Path) -> dict[str, dict]:
     """Tokenise in `tasks` tasks (with the BPE-dropout copies, if any), then pack every split and length;
-    {"<length>": {split: counts}}. Resumable: finished tasks are not run again."""
+    {"<length>": {split: counts}} (`files`: the corpus's document files). Resumable: finished tasks are not
+    run again."""
     parts, logs = folder / "parts", folder / "datatrove"
-    plan = {"tasks": tasks, "files": len(document_files(corpus_dir)), "dropout_copies": shards.dropout_copies}
+    plan = {"tasks": tasks, "files": files, "dropout_copies": shards.dropout_copies}
     plan_file = folder / "tasks.json"
     if plan_file.exists() and orjson.loads(plan_file.read_bytes()) != plan:
         log.warning("shards: an interrupted attempt split the work as %s, this run as %s: tokenising again",
@@ -192,7 +194,7 @@ def _sentence_documents(tokenizer: Tokenizer, corpus_dir: Path, heldout_percent:
     """Training documents as lists of tokenised sentences, and how many documents each splitting rule gave.
     The sentences of `SENTENCE_BATCH_DOCS` documents go to the encoder in one call (one call per document
     left the encoder's threads idle on short documents)."""
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    encode = batch_encoder(tokenizer)
     docs, how = [], {}
     for batch in batched(iter_documents(corpus_dir, "train", heldout_percent), SENTENCE_BATCH_DOCS):
         split = [split_sentences(doc["text"], doc.get("metadata")) for doc in batch]
