@@ -48,6 +48,31 @@ def experiment(stage: str, data_dir: Path, work_dir: Path, overrides: list[str] 
                                            *(overrides or [])]))
 
 
+def stages_to(target: str, data_dir: Path, work_dir: Path, overrides: list[str] | None = None) -> dict[str, Path]:
+    """Every stage `target` needs, run (or reused) as the CLI would run them: stage name -> folder."""
+    from bertforge.stages import run_stages
+
+    return run_stages(experiment(target, data_dir, work_dir, overrides), target)
+
+
+def estonian_jsonl(data_dir: Path, folder: Path, files: int, docs_per_file: int, sentences_per_doc: int = 8) -> Path:
+    """`folder` with `files` JSONL files (part0.jsonl, ...) of documents made of real Estonian sentences
+    (UD Estonian-EDT), drawn with a fixed seed: a corpus of many files for the tests of killed runs."""
+    import json
+    import random
+
+    sentences = [line[len("# text ="):].strip()
+                 for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
+                 for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
+    rng = random.Random(1)
+    folder.mkdir(parents=True)
+    for part in range(files):
+        (folder / f"part{part}.jsonl").write_text("".join(
+            json.dumps({"text": " ".join(rng.sample(sentences, sentences_per_doc))}, ensure_ascii=False) + "\n"
+            for _ in range(docs_per_file)), encoding="utf-8")
+    return folder
+
+
 @pytest.fixture
 def make_cfg(tmp_path, data_dir):
     """Compose a stage config with overrides, pointed at real data and a fresh work folder."""

@@ -199,21 +199,14 @@ def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
 
 def test_killed_run_resumes_its_finished_tasks_and_duplicates_nothing(data_dir, tmp_path):
     import os
-    import random
     import signal
     import subprocess
     import sys
     import time
 
-    sentences = [line[len("# text ="):].strip() for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
-                 for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
-    rng = random.Random(1)
-    src = tmp_path / "in"
-    src.mkdir()
-    for part in range(8):  # eight files: four tasks of two files each
-        (src / f"part{part}.jsonl").write_text("".join(
-            json.dumps({"text": " ".join(rng.sample(sentences, 8))}, ensure_ascii=False) + "\n"
-            for _ in range(500)), encoding="utf-8")
+    from tests.conftest import estonian_jsonl
+
+    src = estonian_jsonl(data_dir, tmp_path / "in", files=8, docs_per_file=500)  # four tasks of two files each
     env = dict(os.environ, BERTFORGE_WORK=str(tmp_path / "w"), BERTFORGE_DATA=str(data_dir))
     command = [sys.executable, "-m", "bertforge", "corpus", "source=jsonl", f"source.inputs.0.path={src}",
                "corpus.tasks=4"]

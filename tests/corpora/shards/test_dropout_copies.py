@@ -12,18 +12,15 @@ from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stages
 from corpora.shards.dropout_copies import load_dropout_copies
 from corpora.shards.rows import load_rows
-from tests.conftest import experiment
+from tests.conftest import stages_to
 
 DROPOUT = ["experiment=demo_ga", "tokenizer=bpe", "tokenizer.bpe_dropout=0.1", "shards.dropout_copies=2"]
 
 
-def _shards(data_dir, work, overrides):
-    return run_stages(experiment("shards", data_dir, work, [*overrides]), "shards")
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, data_dir):
-    return _shards(data_dir, tmp_path_factory.mktemp("dropout"), DROPOUT)
+    return stages_to("shards", data_dir, tmp_path_factory.mktemp("dropout"), DROPOUT)
 
 
 def _text(rows, tokenizer, ids) -> str:
@@ -57,7 +54,7 @@ def test_every_pass_reads_the_same_text_segmented_anew(built):
 def test_held_out_rows_never_use_dropout(built, tmp_path, data_dir):
     for stage in ("corpus", "vocab"):
         shutil.copytree(built[stage], tmp_path / stage / built[stage].name)
-    plain = _shards(data_dir, tmp_path, [*DROPOUT, "shards.dropout_copies=0"])["shards"]
+    plain = stages_to("shards", data_dir, tmp_path, [*DROPOUT, "shards.dropout_copies=0"])["shards"]
     assert plain.name != built["shards"].name
     assert (plain / "heldout-64.bin").read_bytes() == (built["shards"] / "heldout-64.bin").read_bytes()
     assert (plain / "train-64.bin").read_bytes() == (built["shards"] / "train-64.bin").read_bytes()

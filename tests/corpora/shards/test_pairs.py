@@ -8,17 +8,13 @@ from tokenizers import Tokenizer
 
 from bertforge.common.errors import CorpusInputError
 from bertforge.common.stage_folder import read_manifest
-from bertforge.stages import run_stages
 from corpora.documents import iter_documents
 from corpora.shards.pairs import load_pairs
 from corpora.shards.sentences import split_sentences
-from tests.conftest import experiment
+from tests.conftest import stages_to
 
 HELDOUT = 8.0  # the demo's shards.heldout_percent
 
-
-def _shards(data_dir, work, overrides):
-    return run_stages(experiment("shards", data_dir, work, ["experiment=demo_ga", *overrides]), "shards")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +57,7 @@ def _in_order(first, second, streams) -> bool:
 
 
 def test_nsp_pairs_are_half_random_and_never_leave_the_training_split(work, data_dir):
-    folders = _shards(data_dir, work, ["training.objective=mlm_nsp"])
+    folders = stages_to("shards", data_dir, work, ["experiment=demo_ga", "training.objective=mlm_nsp"])
     pairs = read_manifest(folders["shards"])["format"]["pairs"]
     assert pairs["sentences_from"] == {"corpus": pairs["documents"]["documents"]}  # CoNLL-U sentence boundaries
     examples, streams = _examples(folders)
@@ -79,7 +75,7 @@ def test_nsp_pairs_are_half_random_and_never_leave_the_training_split(work, data
 
 
 def test_sop_pairs_are_the_same_sentences_swapped(work, data_dir):
-    folders = _shards(data_dir, work, ["training.objective=mlm_sop"])
+    folders = stages_to("shards", data_dir, work, ["experiment=demo_ga", "training.objective=mlm_sop"])
     counts = read_manifest(folders["shards"])["format"]["pairs"]["by_seq_len"]["64"]
     examples, streams = _examples(folders)
     swapped = sum(label for *_, label in examples)
@@ -93,8 +89,9 @@ def test_one_sentence_documents_are_an_error_or_a_counted_fallback(tmp_path, dat
     one = [f"source.inputs=[{{path:{data_dir}/ud/UD_Irish-IDT,format:conllu,sentences_per_doc:1}}]",
            "training.objective=mlm_nsp"]
     with pytest.raises(CorpusInputError, match="single sentence.*max_single_sentence_doc_share"):
-        _shards(data_dir, tmp_path, one)
-    folders = _shards(data_dir, tmp_path, [*one, "shards.max_single_sentence_doc_share=1.0"])
+        stages_to("shards", data_dir, tmp_path, ["experiment=demo_ga", *one])
+    folders = stages_to("shards", data_dir, tmp_path,
+                        ["experiment=demo_ga", *one, "shards.max_single_sentence_doc_share=1.0"])
     counts = read_manifest(folders["shards"])["format"]["pairs"]["by_seq_len"]["64"]
     # No real next sentence exists: every example is a random next, and the manifest says so.
     assert counts["forced_random_next"] == counts["random_next"] == counts["examples"] > 100

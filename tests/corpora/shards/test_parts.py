@@ -1,9 +1,7 @@
 """The shards stage's tokenising as datatrove tasks: the same rows for any number of tasks, and a killed
 run that resumes its finished tasks."""
 
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from corpora.documents import document_files, iter_documents
 from corpora.shards.parts import task_files
 from corpora.vocab.special_tokens import special_token_ids
 from corpora.shards.stage import build_shards
-from tests.conftest import experiment
+from tests.conftest import estonian_jsonl, experiment
 
 
 def rows_of_one_process(texts, tokenizer, seq_len: int) -> tuple[bytes, int]:
@@ -35,20 +33,6 @@ def rows_of_one_process(texts, tokenizer, seq_len: int) -> tuple[bytes, int]:
     rows = np.full((full, seq_len), ids["cls"], np.uint16)
     rows[:, 1:] = np.asarray(stream[:full * (seq_len - 1)], np.uint16).reshape(full, seq_len - 1)
     return rows.tobytes(), documents
-
-
-def estonian_jsonl(data_dir, folder, files: int, docs_per_file: int, sentences_per_doc: int = 8):
-    """`files` JSONL files of documents made of real Estonian sentences (UD Estonian-EDT), seeded."""
-    sentences = [line[len("# text ="):].strip()
-                 for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
-                 for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
-    rng = random.Random(1)
-    folder.mkdir(parents=True)
-    for part in range(files):
-        (folder / f"part{part}.jsonl").write_text("".join(
-            json.dumps({"text": " ".join(rng.sample(sentences, sentences_per_doc))}, ensure_ascii=False) + "\n"
-            for _ in range(docs_per_file)), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")

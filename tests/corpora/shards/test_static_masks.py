@@ -12,18 +12,15 @@ from bertforge.stages import plan, run_stages
 from corpora.shards.rows import load_rows
 from corpora.shards.static_masks import load_static_masks
 from corpora.vocab.word_starts import word_start_table
-from tests.conftest import experiment
+from tests.conftest import stages_to
 
 STATIC = ["experiment=demo_ga", "masking.static=true", "masking.dupe_factor=3", "masking.whole_word=true"]
 
 
-def _shards(data_dir, work, overrides):
-    return run_stages(experiment("shards", data_dir, work, [*overrides]), "shards")
-
 
 @pytest.fixture(scope="module")
 def static(tmp_path_factory, data_dir):
-    return _shards(data_dir, tmp_path_factory.mktemp("static"), STATIC)
+    return stages_to("shards", data_dir, tmp_path_factory.mktemp("static"), STATIC)
 
 
 def test_a_rebuild_draws_the_same_masks(static, tmp_path, data_dir):
@@ -31,7 +28,7 @@ def test_a_rebuild_draws_the_same_masks(static, tmp_path, data_dir):
     # the shards stage run again from scratch.
     for stage in ("corpus", "vocab"):
         shutil.copytree(static[stage], tmp_path / stage / static[stage].name)
-    again = _shards(data_dir, tmp_path, STATIC)["shards"]
+    again = stages_to("shards", data_dir, tmp_path, STATIC)["shards"]
     assert again.name == static["shards"].name and again != static["shards"]
     assert (again / "train-64.bin").read_bytes() == (static["shards"] / "train-64.bin").read_bytes()
     for name in ("train-64.mask_positions.bin", "train-64.mask_inputs.bin"):
@@ -89,7 +86,7 @@ def test_static_masking_is_opt_in_and_named_by_its_keys(make_cfg, tmp_path):
 
 
 def test_cap_on_predictions_per_row(tmp_path, data_dir):
-    folder = _shards(data_dir, tmp_path, [*STATIC, "masking.max_predictions_per_seq=4"])["shards"]
+    folder = stages_to("shards", data_dir, tmp_path, [*STATIC, "masking.max_predictions_per_seq=4"])["shards"]
     assert read_manifest(folder)["format"]["static_masks"]["per_row"] == {"64": 4}
 
 
