@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny models on CPU, a few steps: checks the suite runs")
     parser.add_argument("--only", nargs="*", help="run names to run (default: all)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after each bertforge run's timed steps, profile a few more: <device>_<run>_profile.txt")
     args = parser.parse_args(argv)
     if not args.cpu_smoke and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or give --cpu-smoke")
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         path = args.out / f"{slug(device)}_{name}.json"
         begun = time.time()
         try:
-            report = bench_mlm.main(run_args + ["--out", str(path), "--note", f"gpu_suite run {name}"])
+            profile = ["--profile", str(path.with_name(path.stem + "_profile.txt"))] if args.profile else []
+            report = bench_mlm.main(run_args + profile + ["--out", str(path), "--note", f"gpu_suite run {name}"])
             rows.append(summarise(name, report) | {"wall_s": round(time.time() - begun, 1)})
         except Exception as error:  # one failing run (say, a compile error) must not cost the others
             rows.append({"run": name, "error": f"{type(error).__name__}: {error}"[:2000]})

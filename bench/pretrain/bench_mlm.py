@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+PROFILE_STEPS = 5  # steps profiled after the timed ones (--profile), so the timing never carries its cost
 PEAK_TFLOPS = 989.0  # H100 SXM dense bf16: the denominator of MFU in the issue, whatever the device
 
 
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=["bertforge", "hf"], default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--note", default="", help="conditions worth recording (shared machine, other load)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help=f"bertforge: after the timed steps, {PROFILE_STEPS} more under torch.profiler; "
+                             "its table of kernels by own device time is written here")
     return parser.parse_args(argv)
 
 
@@ -128,9 +132,30 @@ class Stopwatch:
             self.started = time.perf_counter()
 
     def stop(self) -> float:
-        sync(self.device)
-        self.stopped = time.perf_counter()
+        if self.stopped is None:  # the first stop counts (the profiled steps come after it)
+            sync(self.device)
+            self.stopped = time.perf_counter()
+        return self.seconds()
+
+    def seconds(self) -> float:
         return self.stopped - self.started
+
+
+def step_profiler(device: str, wait: int):
+    """torch.profiler over PROFILE_STEPS optimiser steps after the first `wait` (compilation done)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return torch.profiler.profile(activities=activities,
+                                  schedule=torch.profiler.schedule(wait=wait, warmup=1, active=PROFILE_STEPS))
+
+
+def write_profile(profiler, device: str, path: Path) -> None:
+    """The profiled steps' operators and kernels by their own time, device time first where there is one."""
+    events = profiler.key_averages()
+    order = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{PROFILE_STEPS} optimiser steps\n" + events.table(sort_by=order, row_limit=45, max_name_column_width=70))
 
 
 # --------------------------------------------------------------------------- (a) bertforge
@@ -144,8 +169,9 @@ def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int)
     from pretrain.phases import plan_phases
 
     total = args.warmup_steps + args.steps
+    extra = PROFILE_STEPS + 1 if args.profile else 0  # one step for the profiler's own warm-up
     optim = OptimConfig(lr=1e-4, warmup_steps=args.warmup_steps, weight_decay=0.01, grad_clip=1.0)
-    plan = plan_phases(TrainingConfig(max_steps=total, batch_size=args.batch_size), 0, optim, args.seq_len)
+    plan = plan_phases(TrainingConfig(max_steps=total + extra, batch_size=args.batch_size), 0, optim, args.seq_len)
     model = fresh_model(hf_config, init_state)
     maskable = float(1 - np.isin(rows[:256], list(SPECIAL.values())).mean())
     module = MaskedLMModule(model, MaskingConfig(), optim, plan, SPECIAL, vocab_size, {args.seq_len: maskable},
@@ -153,17 +179,27 @@ def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int)
     data = PhasedData(plan, {args.seq_len: PackedRows(rows, seed=0)}, num_workers=0,
                       pin_memory=args.device == "cuda")
     watch = Stopwatch(args.device, args.warmup_steps)
+    profiler = step_profiler(args.device, wait=total) if args.profile else None
 
     class Timing(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             watch.step_done(trainer.global_step)
+            if trainer.global_step == total:
+                watch.stop()
+            if profiler is not None:
+                profiler.step()
 
-    trainer = L.Trainer(max_steps=total, accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
+    if profiler is not None:
+        profiler.start()
+    trainer = L.Trainer(max_steps=total + extra, accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
                         precision=args.precision, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Timing()],
                         reload_dataloaders_every_n_epochs=1, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=data)
-    seconds = watch.stop()
+    seconds = watch.seconds()
+    if profiler is not None:
+        profiler.stop()
+        write_profile(profiler, args.device, args.profile)
     loss = module.pop_window()["train/loss"]  # mean over the run's steps (never read before: no syncs)
     return {"seconds": seconds, "loss_mean": loss, "masked_per_row": module.masker.per_row(args.seq_len)}
 
@@ -252,8 +288,8 @@ def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without .git (a lent GPU machine)
+        return os.environ.get("BERTFORGE_COMMIT", "unknown")
 
 
 def peak_memory_mib(device: str) -> float:
@@ -320,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
             "peak_memory_kind": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "process max RSS",
         }
     report = {
-        "device": device_name(args.device), "command_args": vars(args) | {"out": str(args.out)},
+        "device": device_name(args.device), "command_args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "note": args.note, "load_average_1min_at_end": os.getloadavg()[0],
         "model": {"name": args.model, "parameters": sum(p.numel() for p in reference.parameters()),
                   "vocab_size_padded": hf_config.vocab_size},
