@@ -24,6 +24,8 @@ class ModelConfig:
     max_position_embeddings: int = 512
     """Longest usable sequence; every shards length must fit."""
     dropout: float = 0.1
+    attention_dropout: float | None = None
+    """Dropout on the attention probabilities; empty (null): model.dropout."""
     pad_vocab_to_multiple_of: int = 64
     """Embedding rows rounded up so matmuls hit tensor-core friendly shapes."""
     local_attention_window: int = field(default=128, metadata={"used_when": ("arch", ("modernbert",))})
@@ -193,7 +195,8 @@ class ImplConfig:
     """torch.compile the forward and loss with static shapes (one compile per phase length)."""
     compile_backend: str = "inductor"
     attention: str = "sdpa"
-    """sdpa (fused kernels, flash on GPUs) or eager (the reference implementation)."""
+    """sdpa (fused kernels, flash on GPUs), eager (the reference implementation) or sdpa_outside_compile (SDPA
+    kept out of torch.compile's graph, so attention dropout runs inside the flash kernel)."""
     num_workers: int = 0
     matmul_precision: str = "high"
     """torch.set_float32_matmul_precision: high allows TF32 on GPUs."""

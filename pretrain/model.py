@@ -11,14 +11,30 @@ import math
 from typing import Callable
 
 import torch
-from transformers import (AutoModelForMaskedLM, BertConfig, ModernBertConfig, PretrainedConfig,
-                          RobertaConfig)
+from transformers import (AttentionInterface, AutoModelForMaskedLM, BertConfig, ModernBertConfig,
+                          PretrainedConfig, RobertaConfig)
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from bertforge.common.errors import ConfigError
 from pretrain.config import ModelConfig
 
 ARCHS = ("bert", "roberta", "modernbert")
-ATTENTION = ("sdpa", "eager")
+SDPA_OUTSIDE_COMPILE = "sdpa_outside_compile"
+ATTENTION = ("sdpa", "eager", SDPA_OUTSIDE_COMPILE)
+
+_sdpa_eager = torch.compiler.disable(sdpa_attention_forward)
+
+
+def sdpa_outside_compile(module, *args, **kwargs):
+    """transformers' SDPA attention, called outside torch.compile's graph: there the dispatcher picks the
+    fused flash/cuDNN kernel even with attention dropout, where inside a compiled graph SDPA with dropout
+    runs as separate matmul, softmax and dropout kernels. The graph breaks once per layer."""
+    return _sdpa_eager(module, *args, **kwargs)
+
+
+# A name transformers' `attn_implementation` accepts; it is not saved in config.json, so a checkpoint trained
+# with it loads with the default attention.
+AttentionInterface.register(SDPA_OUTSIDE_COMPILE, sdpa_outside_compile)
 
 
 def padded_vocab_size(vocab_size: int, multiple: int) -> int:
@@ -39,6 +55,10 @@ def check_model_config(model_cfg: ModelConfig, seq_len: int) -> None:
                           f"model.num_heads={model_cfg.num_heads}")
 
 
+def attention_dropout(model_cfg: ModelConfig) -> float:
+    return model_cfg.dropout if model_cfg.attention_dropout is None else model_cfg.attention_dropout
+
+
 def hf_config(model_cfg: ModelConfig, vocab_size: int, special_ids: dict[str, int]) -> PretrainedConfig:
     """The transformers config of this architecture and size for a vocabulary of `vocab_size`."""
     common = dict(vocab_size=padded_vocab_size(vocab_size, model_cfg.pad_vocab_to_multiple_of),
@@ -48,12 +68,12 @@ def hf_config(model_cfg: ModelConfig, vocab_size: int, special_ids: dict[str, in
     if model_cfg.arch == "modernbert":
         return ModernBertConfig(
             **common, max_position_embeddings=model_cfg.max_position_embeddings,
-            attention_dropout=model_cfg.dropout, mlp_dropout=model_cfg.dropout,
+            attention_dropout=attention_dropout(model_cfg), mlp_dropout=model_cfg.dropout,
             embedding_dropout=model_cfg.dropout, local_attention=model_cfg.local_attention_window,
             cls_token_id=special_ids["cls"], bos_token_id=special_ids["cls"],
             sep_token_id=special_ids["sep"], eos_token_id=special_ids["sep"],
         )
-    dropouts = dict(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=model_cfg.dropout)
+    dropouts = dict(hidden_dropout_prob=model_cfg.dropout, attention_probs_dropout_prob=attention_dropout(model_cfg))
     if model_cfg.arch == "roberta":
         # RoBERTa numbers positions from pad_token_id + 1, so its table needs that many extra rows
         # for the same usable length.
