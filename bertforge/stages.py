@@ -193,9 +193,11 @@ def _pretrain_start(cfg: ExperimentConfig) -> dict:
 
 
 def _check_pretrain_settings(cfg: ExperimentConfig) -> None:
+    from pretrain.model import attn_implementation
     from pretrain.settings_check import check_pretrain_settings
 
     check_pretrain_settings(cfg.trainer, cfg.training, cfg.optim, cfg.checkpoint, cfg.shards.seq_len)
+    attn_implementation(cfg.impl.attention)
 
 
 def _build_pretrain(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:

@@ -195,8 +195,9 @@ class ImplConfig:
     """torch.compile the forward and loss with static shapes (one compile per phase length)."""
     compile_backend: str = "inductor"
     attention: str = "sdpa"
-    """sdpa (fused kernels, flash on GPUs), eager (the reference implementation) or sdpa_outside_compile (SDPA
-    kept out of torch.compile's graph, so attention dropout runs inside the flash kernel)."""
+    """sdpa: fused kernels (flash/cuDNN on GPUs), called outside torch.compile's graph, where they keep attention
+    dropout inside the kernel; sdpa_compiled: SDPA traced into the compiled graph; eager: the reference
+    implementation."""
     num_workers: int = 0
     matmul_precision: str = "high"
     """torch.set_float32_matmul_precision: high allows TF32 on GPUs."""

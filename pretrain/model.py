@@ -19,22 +19,30 @@ from bertforge.common.errors import ConfigError
 from pretrain.config import ModelConfig
 
 ARCHS = ("bert", "roberta", "modernbert")
-SDPA_OUTSIDE_COMPILE = "sdpa_outside_compile"
-ATTENTION = ("sdpa", "eager", SDPA_OUTSIDE_COMPILE)
+# impl.attention -> transformers attn_implementation. Plain SDPA traced into a compiled BERT ran as separate
+# matmul, softmax and dropout kernels on an H100; called outside the graph it runs the fused cuDNN/flash kernel,
+# dropout included: 1.05x the tokens/s at sequence 128 and 1.28x at 512 (bench/gpu/RESULTS.md).
+BERTFORGE_SDPA = "bertforge_sdpa"
+ATTENTION = {"sdpa": BERTFORGE_SDPA, "sdpa_compiled": "sdpa", "eager": "eager"}
 
 _sdpa_eager = torch.compiler.disable(sdpa_attention_forward)
 
 
 def sdpa_outside_compile(module, *args, **kwargs):
-    """transformers' SDPA attention, called outside torch.compile's graph: there the dispatcher picks the
-    fused flash/cuDNN kernel even with attention dropout, where inside a compiled graph SDPA with dropout
-    runs as separate matmul, softmax and dropout kernels. The graph breaks once per layer."""
+    """transformers' SDPA attention, kept out of torch.compile's graph (which breaks once per layer)."""
     return _sdpa_eager(module, *args, **kwargs)
 
 
-# A name transformers' `attn_implementation` accepts; it is not saved in config.json, so a checkpoint trained
-# with it loads with the default attention.
-AttentionInterface.register(SDPA_OUTSIDE_COMPILE, sdpa_outside_compile)
+# A name transformers' `attn_implementation` accepts. It is not saved in config.json: a checkpoint trained with
+# it loads with transformers' default attention.
+AttentionInterface.register(BERTFORGE_SDPA, sdpa_outside_compile)
+
+
+def attn_implementation(attention: str) -> str:
+    """The transformers attention implementation of `impl.attention`."""
+    if attention not in ATTENTION:
+        raise ConfigError(f"impl.attention={attention!r} is not one of {list(ATTENTION)}")
+    return ATTENTION[attention]
 
 
 def padded_vocab_size(vocab_size: int, multiple: int) -> int:
@@ -88,11 +96,10 @@ def build_model(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int, seq_
     """A freshly initialised masked-LM model of the configured architecture and size.
 
     `vocab_size` is the tokenizer's; the embedding is padded to `model.pad_vocab_to_multiple_of`.
-    `attention` picks the transformers attention kernel (a speed switch: `impl.attention`).
+    `attention` is an `impl.attention` value (a speed switch).
     """
     check_model_config(model_cfg, seq_len)
-    if attention not in ATTENTION:
-        raise ConfigError(f"impl.attention={attention!r} is not one of {list(ATTENTION)}")
+    attention = attn_implementation(attention)
     special = {"pad": pad_token_id, "cls": pad_token_id, "sep": pad_token_id} | (special_ids or {})
     config = hf_config(model_cfg, vocab_size, special)
     return AutoModelForMaskedLM.from_config(config, attn_implementation=attention)

@@ -31,7 +31,7 @@ from pretrain.flops import flops_per_token
 from pretrain.checkpoints import PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.init_from import load_start_model
-from pretrain.model import build_model, check_model_config
+from pretrain.model import attn_implementation, build_model, check_model_config
 from pretrain.module import MaskedLMModule
 from pretrain.objectives import as_pretraining_model
 from pretrain.phases import plan_phases
@@ -71,6 +71,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             torch.set_num_threads(impl.cpu_threads)
         L.seed_everything(training.seed, workers=True, verbose=False)
         special = fmt["special_ids"]
+        attention = attn_implementation(impl.attention)
         longest = max(p.seq_len for p in plan)
         started_from = None
         if start is None:
@@ -78,10 +79,10 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                                 attention=impl.attention)
         else:
             model, started_from = load_start_model(start, vocab_dir, model_cfg.vocab_mode, model_cfg.vocab_transfer,
-                                                   model_cfg.pad_vocab_to_multiple_of, impl.attention, training.seed)
+                                                   model_cfg.pad_vocab_to_multiple_of, attention, training.seed)
             check_positions(model.config, longest)
         if training.objective != "mlm":  # + the NSP/SOP head: a BertForPreTraining, exported as such
-            model = as_pretraining_model(model, impl.attention)
+            model = as_pretraining_model(model, attention)
         word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
             if masking.whole_word else None
         pairs = fmt.get("pairs")  # sentence-pair rows are what training masks when the objective has pairs
@@ -170,7 +171,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 return
             trained = module.model if trainer.strategy != "fsdp" else unsharded_copy(
                 build.tmp / "checkpoints" / "final.ckpt",
-                lambda: AutoModelForMaskedLM.from_config(model.config, attn_implementation=impl.attention))
+                lambda: AutoModelForMaskedLM.from_config(model.config, attn_implementation=attention))
             _finish_loggers(lightning_trainer)
             merge_metrics(build.tmp / "logs")
             export_hf(trained, vocab_dir, build.tmp / "hf")

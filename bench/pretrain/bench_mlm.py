@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hf-compile", action="store_true", help="TrainingArguments(torch_compile=True) for HF")
     parser.add_argument("--only", choices=["bertforge", "hf"], default=None)
     parser.add_argument("--attention", default="sdpa",
-                        help="bertforge's impl.attention (sdpa, sdpa_outside_compile, eager); the HF recipe keeps sdpa")
+                        help="bertforge's impl.attention (sdpa, sdpa_compiled, eager); the HF recipe keeps its sdpa")
     parser.add_argument("--model-override", action="append", default=[],
                         help="a Hydra override of the model for both systems, e.g. model.attention_dropout=0")
     parser.add_argument("--out", type=Path, default=None)
@@ -169,6 +169,7 @@ def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int)
 
     from pretrain.config import MaskingConfig, OptimConfig, TrainingConfig
     from pretrain.data import PackedRows, PhasedData
+    from pretrain.model import attn_implementation
     from pretrain.module import MaskedLMModule
     from pretrain.phases import plan_phases
 
@@ -176,7 +177,7 @@ def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int)
     extra = PROFILE_STEPS + 1 if args.profile else 0  # one step for the profiler's own warm-up
     optim = OptimConfig(lr=1e-4, warmup_steps=args.warmup_steps, weight_decay=0.01, grad_clip=1.0)
     plan = plan_phases(TrainingConfig(max_steps=total + extra, batch_size=args.batch_size), 0, optim, args.seq_len)
-    model = fresh_model(hf_config, init_state, args.attention)
+    model = fresh_model(hf_config, init_state, attn_implementation(args.attention))
     maskable = float(1 - np.isin(rows[:256], list(SPECIAL.values())).mean())
     module = MaskedLMModule(model, MaskingConfig(), optim, plan, SPECIAL, vocab_size, {args.seq_len: maskable},
                             compile_backend="inductor" if args.compile else "")
@@ -267,11 +268,9 @@ def composed(stage: str, overrides: list[str]):
 
 
 def fresh_model(hf_config, init_state, attention: str = "sdpa"):
-    """The config's masked-LM class (BERT, ModernBERT...) with this attention and the benchmark's fixed
-    initial weights."""
+    """The config's masked-LM class (BERT, ModernBERT...) with this transformers attn_implementation and the
+    benchmark's fixed initial weights."""
     from transformers import AutoModelForMaskedLM
-
-    import pretrain.model  # noqa: F401  (registers sdpa_outside_compile with transformers)
 
     model = AutoModelForMaskedLM.from_config(hf_config, attn_implementation=attention)
     model.load_state_dict(init_state)
@@ -292,10 +291,12 @@ def device_name(device: str) -> str:
 
 def commit() -> str:
     try:
+        if os.environ.get("BERTFORGE_COMMIT"):  # a copied tree whose .git may be stale (a lent GPU machine)
+            return os.environ["BERTFORGE_COMMIT"]
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without .git (a lent GPU machine)
-        return os.environ.get("BERTFORGE_COMMIT", "unknown")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def peak_memory_mib(device: str) -> float:
@@ -323,7 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             rows, tokenizer = synthetic_rows(args.seq_len, args.vocab_size), synthetic_tokenizer(args.vocab_size)
     vocab_size = len(tokenizer)
-    model_cfg = composed("pretrain", ["paths.data_dir=/unused", "paths.work_dir=/unused", f"model={args.model}", *args.model_override]).model
+    model_cfg = composed("pretrain", ["paths.data_dir=/unused", "paths.work_dir=/unused", f"model={args.model}",
+                                      *args.model_override]).model
     torch.manual_seed(0)
     reference = build_model(model_cfg, vocab_size, SPECIAL["pad"], args.seq_len, SPECIAL)
     hf_config, init_state = reference.config, {k: v.clone() for k, v in reference.state_dict().items()}

@@ -1,0 +1,81 @@
+"""impl.attention: bertforge's default SDPA stays out of torch.compile's graph (where the fused GPU kernel keeps
+attention dropout inside it) and computes what SDPA inside the graph computes; model.attention_dropout
+reaches the transformers config; a wrong value is named before any stage runs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForMaskedLM
+
+from bertforge.common.errors import ConfigError
+from bertforge.experiment import load_config
+from bertforge.stages import check_settings
+from pretrain.config import ModelConfig
+from pretrain.model import BERTFORGE_SDPA, attn_implementation, build_model, hf_config
+from pretrain.module import sparse_mlm_loss
+from tests.conftest import compose_raw
+
+SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)
+
+
+def model_with(arch: str, attention: str):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(arch=arch, **SMALL), vocab_size=300, pad_token_id=0, seq_len=64,
+                       special_ids=SPECIAL, attention=attention).eval()
+
+
+def compiled_loss(model, batch):
+    """(loss, every FX graph torch.compile made of the sparse MLM loss)."""
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    loss_fn = torch.compile(lambda *args: sparse_mlm_loss(model, *args)[0], backend=recording_backend, dynamic=False)
+    return loss_fn(*batch), graphs
+
+
+def sdpa_calls(graphs) -> int:
+    return sum(node.target is F.scaled_dot_product_attention for gm in graphs for node in gm.graph.nodes)
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_default_sdpa_runs_outside_the_compiled_graph_with_the_same_result(arch):
+    ids = torch.randint(5, 300, (2, 64))
+    positions, targets = torch.tensor([[3, 9, 17], [1, 40, 63]]), torch.randint(5, 300, (2, 3))
+    batch = (ids, positions, targets)
+    outside, outside_graphs = compiled_loss(model_with(arch, "sdpa"), batch)
+    inside, inside_graphs = compiled_loss(model_with(arch, "sdpa_compiled"), batch)
+    assert sdpa_calls(outside_graphs) == 0 and len(outside_graphs) > 1  # the graph breaks at each attention
+    assert sdpa_calls(inside_graphs) > 0  # the control: the recording sees SDPA when it is traced
+    assert torch.allclose(outside, inside, atol=1e-5)
+    with torch.no_grad():
+        eager, _ = sparse_mlm_loss(model_with(arch, "eager"), *batch)
+    assert torch.allclose(outside, eager, atol=1e-5)
+
+
+def test_a_model_trained_with_bertforge_sdpa_saves_and_loads_with_default_attention(tmp_path):
+    model = model_with("bert", "sdpa")
+    assert model.config._attn_implementation == BERTFORGE_SDPA
+    model.save_pretrained(tmp_path)
+    assert BERTFORGE_SDPA not in (tmp_path / "config.json").read_text()
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.config._attn_implementation in ("sdpa", "eager")
+
+
+@pytest.mark.parametrize("arch,key", [("bert", "attention_probs_dropout_prob"), ("roberta", "attention_probs_dropout_prob"),
+                                      ("modernbert", "attention_dropout")])
+def test_attention_dropout_defaults_to_dropout_and_can_differ(arch, key):
+    same = hf_config(ModelConfig(arch=arch, dropout=0.1), 300, SPECIAL)
+    apart = hf_config(ModelConfig(arch=arch, dropout=0.1, attention_dropout=0.0), 300, SPECIAL)
+    assert getattr(same, key) == 0.1 and getattr(apart, key) == 0.0
+
+
+def test_unknown_attention_is_named_before_any_stage_runs():
+    cfg = load_config(compose_raw("pretrain", ["paths.data_dir=/nowhere", "impl.attention=flash"]))
+    with pytest.raises(ConfigError, match=r"impl.attention='flash' is not one of \['sdpa', 'sdpa_compiled', 'eager'\]"):
+        check_settings(cfg, "pretrain")
+    assert attn_implementation("sdpa_compiled") == "sdpa"
