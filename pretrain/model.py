@@ -14,6 +14,7 @@ import torch
 from transformers import (AttentionInterface, AutoModelForMaskedLM, BertConfig, ModernBertConfig,
                           PretrainedConfig, RobertaConfig)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from bertforge.common.errors import ConfigError
 from pretrain.config import ModelConfig
@@ -33,9 +34,11 @@ def sdpa_outside_compile(module, *args, **kwargs):
     return _sdpa_eager(module, *args, **kwargs)
 
 
-# A name transformers' `attn_implementation` accepts. It is not saved in config.json: a checkpoint trained with
-# it loads with transformers' default attention.
+# A name transformers' `attn_implementation` accepts, with SDPA's padding masks (unregistered, a model would hand
+# the attention its 2-D mask untouched). It is not saved in config.json: a checkpoint trained with it loads with
+# transformers' default attention.
 AttentionInterface.register(BERTFORGE_SDPA, sdpa_outside_compile)
+AttentionMaskInterface.register(BERTFORGE_SDPA, sdpa_mask)
 
 
 def attn_implementation(attention: str) -> str:

@@ -57,6 +57,22 @@ def test_default_sdpa_runs_outside_the_compiled_graph_with_the_same_result(arch)
     assert torch.allclose(outside, eager, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
+def test_default_sdpa_applies_padding_masks(arch):
+    """Sentence-pair rows (NSP/SOP) come padded with an attention mask: the default attention must apply it,
+    eagerly and compiled, as the reference implementation does."""
+    ids, mask = torch.randint(5, 300, (3, 32)), torch.ones(3, 32, dtype=torch.long)
+    mask[0, 20:], mask[2, 5:] = 0, 0
+    with torch.no_grad():
+        reference = model_with(arch, "eager")(input_ids=ids, attention_mask=mask).logits
+        model = model_with(arch, "sdpa")
+        torch._dynamo.reset()
+        for run in (model, torch.compile(model, dynamic=False)):
+            logits = run(input_ids=ids, attention_mask=mask).logits
+            kept = mask.bool()  # padded positions' outputs are not compared: no loss ever reads them
+            assert torch.allclose(logits[kept], reference[kept], atol=1e-4)
+
+
 def test_a_model_trained_with_bertforge_sdpa_saves_and_loads_with_default_attention(tmp_path):
     model = model_with("bert", "sdpa")
     assert model.config._attn_implementation == BERTFORGE_SDPA
