@@ -34,6 +34,9 @@ GPU_RUNS = {  # name -> bench_mlm arguments; batches of 32 k tokens (BERT's 256 
     "bert_base_seq512": GPU + ["--model", "base", "--seq-len", "512", "--batch-size", "64", "--hf-compile"],
     "modernbert_base_seq512": GPU + ["--model", "modernbert_base", "--seq-len", "512", "--batch-size", "64",
                                      "--only", "bertforge"],
+    # The attention path before bertforge took SDPA out of the compiled graph, beside the default in one run.
+    "bert_base_seq512_sdpa_compiled": GPU + ["--model", "base", "--seq-len", "512", "--batch-size", "64",
+                                             "--only", "bertforge", "--attention", "sdpa_compiled"],
 }
 CPU = ["--device", "cpu", "--precision", "32", "--data", "synthetic", "--vocab-size", "512", "--steps", "2",
        "--warmup-steps", "1", "--seq-len", "32", "--batch-size", "4"]

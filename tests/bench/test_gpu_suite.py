@@ -9,9 +9,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_cpu_smoke_writes_one_json_per_run_naming_the_device(tmp_path):
+def test_cpu_smoke_writes_one_json_and_one_profile_per_run_naming_the_device(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path))
-    done = subprocess.run([str(REPO / "bench" / "gpu_suite.sh"), "--cpu-smoke"], env=env,
+    done = subprocess.run([str(REPO / "bench" / "gpu_suite.sh"), "--cpu-smoke", "--profile"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     [summary_path] = tmp_path.glob("*_summary.json")
@@ -27,6 +27,9 @@ def test_cpu_smoke_writes_one_json_per_run_naming_the_device(tmp_path):
     assert runs["bert_tiny_seq32"]["speedup_bertforge_over_hf"] > 0
     modern = json.loads(next(tmp_path.glob("*_modernbert_tiny_seq32.json")).read_text())
     assert modern["model"]["name"] == "modernbert_tiny" and set(modern["results"]) == {"bertforge"}
+    for run in runs:  # the profiled steps come after the timed ones, in the same compiled model
+        profile = next(tmp_path.glob(f"*_{run}_profile.txt")).read_text()
+        assert profile.startswith("5 optimiser steps") and "aten::mm" in profile and "AdamW" in profile
 
 
 def test_gpu_runs_are_the_issue_targets():

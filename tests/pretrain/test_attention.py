@@ -26,7 +26,8 @@ def model_with(arch: str, attention: str):
 
 
 def compiled_loss(model, batch):
-    """(loss, every FX graph torch.compile made of the sparse MLM loss)."""
+    """(loss, every FX graph torch.compile made of the sparse MLM loss over two calls; the second call, with
+    other tokens, must compile nothing new)."""
     graphs = []
 
     def recording_backend(gm, example_inputs):
@@ -35,7 +36,11 @@ def compiled_loss(model, batch):
 
     torch._dynamo.reset()
     loss_fn = torch.compile(lambda *args: sparse_mlm_loss(model, *args)[0], backend=recording_backend, dynamic=False)
-    return loss_fn(*batch), graphs
+    loss = loss_fn(*batch)
+    first = len(graphs)
+    loss_fn(torch.randint(5, 300, batch[0].shape), *batch[1:])
+    assert len(graphs) == first
+    return loss, graphs
 
 
 def sdpa_calls(graphs) -> int:
@@ -50,7 +55,7 @@ def test_default_sdpa_runs_outside_the_compiled_graph_with_the_same_result(arch)
     outside, outside_graphs = compiled_loss(model_with(arch, "sdpa"), batch)
     inside, inside_graphs = compiled_loss(model_with(arch, "sdpa_compiled"), batch)
     assert sdpa_calls(outside_graphs) == 0 and len(outside_graphs) > 1  # the graph breaks at each attention
-    assert sdpa_calls(inside_graphs) > 0  # the control: the recording sees SDPA when it is traced
+    assert sdpa_calls(inside_graphs) > 0 and len(inside_graphs) == 1  # traced: one graph, SDPA inside it
     assert torch.allclose(outside, inside, atol=1e-5)
     with torch.no_grad():
         eager, _ = sparse_mlm_loss(model_with(arch, "eager"), *batch)

@@ -98,9 +98,10 @@ def test_speed_switches_leave_the_loss_unchanged_and_compile_never_recompiles(up
     assert reference[-1] < reference[0] - 0.2  # it trains, so the comparison means something
     assert default == pytest.approx(reference, rel=2e-3)
     assert compiled[:8] == pytest.approx(reference, rel=2e-3)
-    # One frame compiled into one graph, with no graph break, and never again over 20 batches.
-    assert counters["frames"]["total"] == 1 and counters["stats"]["unique_graphs"] == 1
-    assert not counters["graph_break"] and not counters["recompiles"]
+    # The default attention (SDPA kept out of the graph) is the only graph break, and nothing compiles
+    # again over 20 batches.
+    assert counters["graph_break"] and all("torch.compiler.disable" in reason for reason in counters["graph_break"])
+    assert not counters["recompiles"]
 
 
 def test_shards_of_another_tokenizer_are_refused(upstream, tmp_path, data_dir):
