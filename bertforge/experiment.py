@@ -11,6 +11,9 @@ hashed, so switching them reuses or resumes the same work.
 
 from __future__ import annotations
 
+import copy
+import os
+
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import get_args, get_origin, get_type_hints
 
@@ -67,6 +70,7 @@ def load_config(cfg: DictConfig | dict) -> ExperimentConfig:
     """
     raw = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]) if "hydra" in raw else raw
+    raw = _absolute_data_dir(raw)
     unknown = _unknown_keys(OmegaConf.to_container(raw, resolve=False), ExperimentConfig)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}: check its spelling against conf/ "
@@ -84,6 +88,21 @@ def load_config(cfg: DictConfig | dict) -> ExperimentConfig:
     except ValidationError as err:
         raise ConfigError(f"config key {err.full_key!r}: {err.msg}") from None
     return typed
+
+
+def _absolute_data_dir(raw: DictConfig) -> DictConfig:
+    """A copy with paths.data_dir made absolute and normalised, before the paths built from it are resolved.
+    Stage folders hash those paths (source inputs, downstream task files), so `../shared/data`,
+    `$PWD/../shared/data` and `/abs/shared/data` must name one folder, not three."""
+    data_dir = OmegaConf.select(raw, "paths.data_dir", default=None, throw_on_missing=False)
+    if not isinstance(data_dir, str) or not data_dir or "://" in data_dir:  # unset, or a remote file system
+        return raw
+    canonical = os.path.abspath(os.path.expanduser(data_dir))
+    if canonical == data_dir:
+        return raw
+    raw = copy.deepcopy(raw)
+    raw.paths.data_dir = canonical
+    return raw
 
 
 def _unknown_keys(node, schema, prefix: str = "") -> list[str]:

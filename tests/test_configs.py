@@ -1,5 +1,6 @@
 """Every primary config and every option of every group composes and validates."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,23 @@ def test_a_key_of_the_experiment_changes_the_model_folder_and_hardware_keys_do_n
     assert changed["pretrain"] != base["pretrain"] and changed["shards"] == base["shards"]
     phased = pretrain_folder("training=two_phase")
     assert phased["shards"] != base["shards"]  # the 512 phase needs rows of 512
+
+
+def test_the_data_folder_however_spelled_names_the_same_stage_folders(data_dir, monkeypatch, tmp_path):
+    """BERTFORGE_DATA=../shared/data, $PWD/../shared/data and the absolute path are one folder, so one corpus."""
+    from bertforge.stages import plan
+
+    absolute = Path(data_dir).resolve()
+    monkeypatch.chdir(tmp_path)
+    spellings = [str(absolute), os.path.relpath(absolute, tmp_path), f"{tmp_path}/{os.path.relpath(absolute, tmp_path)}",
+                 f"{absolute}/ud/../"]
+    seen = set()
+    for spelled in spellings:
+        cfg = load_config(compose_raw("run", [f"paths.data_dir={spelled}", "paths.work_dir=/w", "experiment=demo_ga",
+                                              "downstream=ud_irish"]))
+        assert cfg.paths.data_dir == str(absolute) and cfg.source.inputs[0].path.startswith(str(absolute))
+        seen.add(tuple(str(step.output.folder) for step in plan(cfg, "downstream")))
+    assert len(seen) == 1
 
 
 # --- One source of defaults --------------------------------------------------------------------
