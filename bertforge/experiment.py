@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import get_args, get_origin, get_type_hints
 

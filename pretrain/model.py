@@ -26,13 +26,8 @@ ARCHS = ("bert", "roberta", "modernbert")
 BERTFORGE_SDPA = "bertforge_sdpa"
 ATTENTION = {"sdpa": BERTFORGE_SDPA, "sdpa_compiled": "sdpa", "eager": "eager"}
 
-_sdpa_eager = torch.compiler.disable(sdpa_attention_forward)
-
-
-def sdpa_outside_compile(module, *args, **kwargs):
-    """transformers' SDPA attention, kept out of torch.compile's graph (which breaks once per layer)."""
-    return _sdpa_eager(module, *args, **kwargs)
-
+# transformers' SDPA attention, kept out of torch.compile's graph (which then breaks once per layer).
+sdpa_outside_compile = torch.compiler.disable(sdpa_attention_forward)
 
 # A name transformers' `attn_implementation` accepts, with SDPA's padding masks (unregistered, a model would hand
 # the attention its 2-D mask untouched). It is not saved in config.json: a checkpoint trained with it loads with
