@@ -24,7 +24,7 @@ class ModelConfig:
     max_position_embeddings: int = 512
     """Longest usable sequence; every shards length must fit."""
     dropout: float = 0.1
-    attention_dropout: float | None = None
+    attention_dropout: float | None = field(default=None, metadata={"hashed_if_set": True})
     """Dropout on the attention probabilities; empty (null): model.dropout."""
     pad_vocab_to_multiple_of: int = 64
     """Embedding rows rounded up so matmuls hit tensor-core friendly shapes."""

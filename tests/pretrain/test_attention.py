@@ -100,3 +100,14 @@ def test_unknown_attention_is_named_before_any_stage_runs():
     with pytest.raises(ConfigError, match=r"impl.attention='flash' is not one of \['sdpa', 'sdpa_compiled', 'eager'\]"):
         check_settings(cfg, "pretrain")
     assert attn_implementation("sdpa_compiled") == "sdpa"
+
+
+def test_attention_dropout_names_a_new_model_folder_only_when_set():
+    """Unset, the key is left out of the pretrain hash, so every folder made before it existed keeps its name."""
+    from bertforge.stages import STAGES, stage_payload
+
+    pretrain = STAGES["pretrain"]
+    unset = load_config(compose_raw("pretrain", ["paths.data_dir=/d"]))
+    chosen = load_config(compose_raw("pretrain", ["paths.data_dir=/d", "model.attention_dropout=0.0"]))
+    assert "attention_dropout" not in stage_payload(unset, pretrain)["model"]
+    assert stage_payload(chosen, pretrain)["model"]["attention_dropout"] == 0.0
