@@ -21,8 +21,9 @@ from pretrain.config import ModelConfig
 
 ARCHS = ("bert", "roberta", "modernbert")
 # impl.attention -> transformers attn_implementation. Plain SDPA traced into a compiled BERT ran as separate
-# matmul, softmax and dropout kernels on an H100; called outside the graph it runs the fused cuDNN/flash kernel,
-# dropout included: 1.05x the tokens/s at sequence 128 and 1.28x at 512 (bench/gpu/RESULTS.md).
+# matmul, softmax and dropout kernels on an H100 (SDPA alone, compiled or not, ran cuDNN's fused kernel, dropout
+# included); called outside the graph, the model trained at 1.05x the tokens/s at sequence 128 and 1.28x at 512
+# with less memory (bench/gpu/RESULTS.md).
 BERTFORGE_SDPA = "bertforge_sdpa"
 ATTENTION = {"sdpa": BERTFORGE_SDPA, "sdpa_compiled": "sdpa", "eager": "eager"}
 
