@@ -195,9 +195,9 @@ class ImplConfig:
     """torch.compile the forward and loss with static shapes (one compile per phase length)."""
     compile_backend: str = "inductor"
     attention: str = "sdpa"
-    """sdpa: fused kernels (flash/cuDNN on GPUs), called outside torch.compile's graph, where they keep attention
-    dropout inside the kernel; sdpa_compiled: SDPA traced into the compiled graph; eager: the reference
-    implementation."""
+    """sdpa: fused kernels (flash/cuDNN on GPUs), called outside torch.compile's graph; sdpa_compiled: SDPA traced
+    into the compiled graph; eager: the reference implementation. Both SDPA options pass no mask for rows without
+    padding, so the flash kernel can run."""
     num_workers: int = 0
     matmul_precision: str = "high"
     """torch.set_float32_matmul_precision: high allows TF32 on GPUs."""

@@ -20,21 +20,35 @@ from bertforge.common.errors import ConfigError
 from pretrain.config import ModelConfig
 
 ARCHS = ("bert", "roberta", "modernbert")
-# impl.attention -> transformers attn_implementation. Plain SDPA traced into a compiled BERT ran as separate
-# matmul, softmax and dropout kernels on an H100 (SDPA alone, compiled or not, ran cuDNN's fused kernel, dropout
-# included); called outside the graph, the model trained at 1.05x the tokens/s at sequence 128 and 1.28x at 512
-# with less memory (bench/gpu/RESULTS.md).
-BERTFORGE_SDPA = "bertforge_sdpa"
-ATTENTION = {"sdpa": BERTFORGE_SDPA, "sdpa_compiled": "sdpa", "eager": "eager"}
+# impl.attention -> transformers attn_implementation. On an H100 with transformers 5.17, a compiled BERT ran its
+# attention as separate matmul, softmax and dropout kernels: that version builds a full mask for rows without padding
+# while torch.compile traces, and SDPA given a mask cannot use the flash kernel. Both SDPA options below build no mask
+# for such rows (any transformers version); `sdpa` also calls SDPA outside the compiled graph, where SDPA alone ran
+# cuDNN's fused kernel faster than inside it. With it the model trained at 1.05x the tokens/s at sequence 128 and
+# 1.28x at 512, with less memory (bench/gpu/RESULTS.md).
+BERTFORGE_SDPA, BERTFORGE_SDPA_IN_GRAPH = "bertforge_sdpa", "bertforge_sdpa_in_graph"
+ATTENTION = {"sdpa": BERTFORGE_SDPA, "sdpa_compiled": BERTFORGE_SDPA_IN_GRAPH, "eager": "eager"}
 
 # transformers' SDPA attention, kept out of torch.compile's graph (which then breaks once per layer).
 sdpa_outside_compile = torch.compiler.disable(sdpa_attention_forward)
 
-# A name transformers' `attn_implementation` accepts, with SDPA's padding masks (unregistered, a model would hand
-# the attention its 2-D mask untouched). It is not saved in config.json: a checkpoint trained with it loads with
-# transformers' default attention.
-AttentionInterface.register(BERTFORGE_SDPA, sdpa_outside_compile)
-AttentionMaskInterface.register(BERTFORGE_SDPA, sdpa_mask)
+
+def sdpa_mask_unless_unpadded(*args, attention_mask=None, allow_is_bidirectional_skip: bool = False, **kwargs):
+    """SDPA's attention mask, except none at all for bidirectional attention over rows without padding (bertforge's
+    packed MLM rows), also while torch.compile traces. Padded rows (NSP/SOP pairs) and sliding windows (ModernBERT's
+    local layers) get SDPA's mask."""
+    if attention_mask is None and allow_is_bidirectional_skip and kwargs.get("local_size") is None:
+        return None
+    return sdpa_mask(*args, attention_mask=attention_mask, allow_is_bidirectional_skip=allow_is_bidirectional_skip,
+                     **kwargs)
+
+
+# Names transformers' `attn_implementation` accepts, each with its mask function (unregistered, a model would hand
+# the attention its 2-D padding mask untouched). They are not saved in config.json: a checkpoint trained with one
+# loads with transformers' default attention.
+for _name, _attention in ((BERTFORGE_SDPA, sdpa_outside_compile), (BERTFORGE_SDPA_IN_GRAPH, sdpa_attention_forward)):
+    AttentionInterface.register(_name, _attention)
+    AttentionMaskInterface.register(_name, sdpa_mask_unless_unpadded)
 
 
 def attn_implementation(attention: str) -> str:

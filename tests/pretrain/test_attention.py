@@ -19,9 +19,9 @@ SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)
 
 
-def model_with(arch: str, attention: str):
+def model_with(arch: str, attention: str, **overrides):
     torch.manual_seed(0)
-    return build_model(ModelConfig(arch=arch, **SMALL), vocab_size=300, pad_token_id=0, seq_len=64,
+    return build_model(ModelConfig(arch=arch, **(SMALL | overrides)), vocab_size=300, pad_token_id=0, seq_len=64,
                        special_ids=SPECIAL, attention=attention).eval()
 
 
@@ -62,20 +62,39 @@ def test_default_sdpa_runs_outside_the_compiled_graph_with_the_same_result(arch)
     assert torch.allclose(outside, eager, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
-def test_default_sdpa_applies_padding_masks(arch):
-    """Sentence-pair rows (NSP/SOP) come padded with an attention mask: the default attention must apply it,
-    eagerly and compiled, as the reference implementation does."""
+@pytest.mark.parametrize("arch,window", [("bert", 128), ("roberta", 128), ("modernbert", 128), ("modernbert", 8)])
+def test_default_sdpa_applies_padding_masks_and_sliding_windows(arch, window):
+    """Sentence-pair rows (NSP/SOP) come padded with an attention mask, and ModernBERT's local layers see a window
+    of tokens: the default attention must apply both, eagerly and compiled, as the reference implementation does."""
     ids, mask = torch.randint(5, 300, (3, 32)), torch.ones(3, 32, dtype=torch.long)
     mask[0, 20:], mask[2, 5:] = 0, 0
+    given = mask if window > 32 else None  # the window alone: packed rows come with no mask, yet need one
+    kept = mask.bool() if given is not None else torch.ones_like(mask, dtype=torch.bool)
     with torch.no_grad():
-        reference = model_with(arch, "eager")(input_ids=ids, attention_mask=mask).logits
-        model = model_with(arch, "sdpa")
+        reference = model_with(arch, "eager", local_attention_window=window)(input_ids=ids, attention_mask=given).logits
+        model = model_with(arch, "sdpa", local_attention_window=window)
         torch._dynamo.reset()
         for run in (model, torch.compile(model, dynamic=False)):
-            logits = run(input_ids=ids, attention_mask=mask).logits
-            kept = mask.bool()  # padded positions' outputs are not compared: no loss ever reads them
+            logits = run(input_ids=ids, attention_mask=given).logits
+            # padded positions' outputs are not compared: no loss ever reads them
             assert torch.allclose(logits[kept], reference[kept], atol=1e-4)
+
+
+def test_rows_without_padding_get_no_mask_even_where_transformers_would_build_one(monkeypatch):
+    """transformers 5.17 builds a full mask for unpadded rows while torch.compile traces (then SDPA cannot use its
+    flash kernel); here transformers is made to think it is exporting, which builds one in this version too."""
+    from transformers import masking_utils
+    from transformers.masking_utils import bidirectional_mask_function, sdpa_mask
+
+    from pretrain.model import sdpa_mask_unless_unpadded
+
+    monkeypatch.setattr(masking_utils, "is_torchdynamo_exporting", lambda: True)
+    args = dict(batch_size=2, q_length=8, kv_length=8, q_offset=0, kv_offset=0, mask_function=bidirectional_mask_function,
+                allow_is_causal_skip=False, allow_is_bidirectional_skip=True, device=torch.device("cpu"))
+    assert sdpa_mask(attention_mask=None, **args) is not None  # the control: transformers builds one
+    assert sdpa_mask_unless_unpadded(attention_mask=None, **args) is None
+    padded = torch.tensor([[1] * 8, [1] * 5 + [0] * 3], dtype=torch.bool)
+    assert torch.equal(sdpa_mask_unless_unpadded(attention_mask=padded, **args), sdpa_mask(attention_mask=padded, **args))
 
 
 def test_a_model_trained_with_bertforge_sdpa_saves_and_loads_with_default_attention(tmp_path):
@@ -99,7 +118,7 @@ def test_unknown_attention_is_named_before_any_stage_runs():
     cfg = load_config(compose_raw("pretrain", ["paths.data_dir=/nowhere", "impl.attention=flash"]))
     with pytest.raises(ConfigError, match=r"impl.attention='flash' is not one of \['sdpa', 'sdpa_compiled', 'eager'\]"):
         check_settings(cfg, "pretrain")
-    assert attn_implementation("sdpa_compiled") == "sdpa"
+    assert attn_implementation("sdpa_compiled") == "bertforge_sdpa_in_graph"
 
 
 def test_attention_dropout_names_a_new_model_folder_only_when_set():
