@@ -34,7 +34,7 @@ GPU_RUNS = {  # name -> bench_mlm arguments; batches of 32 k tokens (BERT's 256 
     "bert_base_seq512": GPU + ["--model", "base", "--seq-len", "512", "--batch-size", "64", "--hf-compile"],
     "modernbert_base_seq512": GPU + ["--model", "modernbert_base", "--seq-len", "512", "--batch-size", "64",
                                      "--only", "bertforge"],
-    # The attention path before bertforge took SDPA out of the compiled graph, beside the default in one run.
+    # The same attention traced into the graph, beside the default (SDPA outside it) in one run.
     "bert_base_seq512_sdpa_compiled": GPU + ["--model", "base", "--seq-len", "512", "--batch-size", "64",
                                              "--only", "bertforge", "--attention", "sdpa_compiled"],
 }
