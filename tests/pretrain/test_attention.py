@@ -82,13 +82,13 @@ def test_default_sdpa_applies_padding_masks_and_sliding_windows(arch, window):
 
 def test_rows_without_padding_get_no_mask_even_where_transformers_would_build_one(monkeypatch):
     """transformers 5.17 builds a full mask for unpadded rows while torch.compile traces (then SDPA cannot use its
-    flash kernel); here transformers is made to think it is exporting, which builds one in this version too."""
+    flash kernel); here its check for a mask it may skip is made to say no, as 5.17's does while tracing."""
     from transformers import masking_utils
     from transformers.masking_utils import bidirectional_mask_function, sdpa_mask
 
     from pretrain.model import sdpa_mask_unless_unpadded
 
-    monkeypatch.setattr(masking_utils, "is_torchdynamo_exporting", lambda: True)
+    monkeypatch.setattr(masking_utils, "_ignore_bidirectional_mask_sdpa", lambda *args, **kwargs: False)
     args = dict(batch_size=2, q_length=8, kv_length=8, q_offset=0, kv_offset=0, mask_function=bidirectional_mask_function,
                 allow_is_causal_skip=False, allow_is_bidirectional_skip=True, device=torch.device("cpu"))
     assert sdpa_mask(attention_mask=None, **args) is not None  # the control: transformers builds one
