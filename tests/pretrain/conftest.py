@@ -28,3 +28,19 @@ def shards_work(demo_shards, tmp_path) -> Path:
     for stage in ("corpus", "vocab", "shards"):
         shutil.copytree(demo_shards / stage, work / stage)
     return work
+
+
+SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)
+
+
+def small_model(arch: str, attention: str = "sdpa", **overrides):
+    """A two-layer model of `arch` with fixed initial weights, over a 300-token vocabulary."""
+    import torch
+
+    from pretrain.config import ModelConfig
+    from pretrain.model import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch=arch, **(SMALL | overrides))
+    return build_model(cfg, vocab_size=300, pad_token_id=0, seq_len=64, special_ids=SPECIAL, attention=attention)

@@ -11,19 +11,10 @@ from bertforge.common.errors import ConfigError
 from bertforge.experiment import load_config
 from bertforge.stages import check_settings
 from pretrain.config import ModelConfig
-from pretrain.model import BERTFORGE_SDPA, attn_implementation, build_model, hf_config
+from pretrain.model import BERTFORGE_SDPA, attn_implementation, hf_config
 from pretrain.module import sparse_mlm_loss
 from tests.conftest import compose_raw
-
-SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
-SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)
-
-
-def model_with(arch: str, attention: str, **overrides):
-    torch.manual_seed(0)
-    return build_model(ModelConfig(arch=arch, **(SMALL | overrides)), vocab_size=300, pad_token_id=0, seq_len=64,
-                       special_ids=SPECIAL, attention=attention).eval()
-
+from tests.pretrain.conftest import SPECIAL, small_model
 
 def compiled_loss(model, batch):
     """(loss, every FX graph torch.compile made of the sparse MLM loss over two calls; the second call, with
@@ -52,13 +43,13 @@ def test_default_sdpa_runs_outside_the_compiled_graph_with_the_same_result(arch)
     ids = torch.randint(5, 300, (2, 64))
     positions, targets = torch.tensor([[3, 9, 17], [1, 40, 63]]), torch.randint(5, 300, (2, 3))
     batch = (ids, positions, targets)
-    outside, outside_graphs = compiled_loss(model_with(arch, "sdpa"), batch)
-    inside, inside_graphs = compiled_loss(model_with(arch, "sdpa_compiled"), batch)
+    outside, outside_graphs = compiled_loss(small_model(arch, "sdpa").eval(), batch)
+    inside, inside_graphs = compiled_loss(small_model(arch, "sdpa_compiled").eval(), batch)
     assert sdpa_calls(outside_graphs) == 0 and len(outside_graphs) > 1  # the graph breaks at each attention
     assert sdpa_calls(inside_graphs) > 0 and len(inside_graphs) == 1  # traced: one graph, SDPA inside it
     assert torch.allclose(outside, inside, atol=1e-5)
     with torch.no_grad():
-        eager, _ = sparse_mlm_loss(model_with(arch, "eager"), *batch)
+        eager, _ = sparse_mlm_loss(small_model(arch, "eager").eval(), *batch)
     assert torch.allclose(outside, eager, atol=1e-5)
 
 
@@ -71,8 +62,9 @@ def test_default_sdpa_applies_padding_masks_and_sliding_windows(arch, window):
     given = mask if window > 32 else None  # the window alone: packed rows come with no mask, yet need one
     kept = mask.bool() if given is not None else torch.ones_like(mask, dtype=torch.bool)
     with torch.no_grad():
-        reference = model_with(arch, "eager", local_attention_window=window)(input_ids=ids, attention_mask=given).logits
-        model = model_with(arch, "sdpa", local_attention_window=window)
+        eager = small_model(arch, "eager", local_attention_window=window).eval()
+        reference = eager(input_ids=ids, attention_mask=given).logits
+        model = small_model(arch, "sdpa", local_attention_window=window).eval()
         torch._dynamo.reset()
         for run in (model, torch.compile(model, dynamic=False)):
             logits = run(input_ids=ids, attention_mask=given).logits
@@ -98,7 +90,7 @@ def test_rows_without_padding_get_no_mask_even_where_transformers_would_build_on
 
 
 def test_a_model_trained_with_bertforge_sdpa_saves_and_loads_with_default_attention(tmp_path):
-    model = model_with("bert", "sdpa")
+    model = small_model("bert", "sdpa").eval()
     assert model.config._attn_implementation == BERTFORGE_SDPA
     model.save_pretrained(tmp_path)
     assert BERTFORGE_SDPA not in (tmp_path / "config.json").read_text()

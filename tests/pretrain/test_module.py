@@ -13,16 +13,9 @@ from pretrain.masking import Masker, mask_fixed_count
 from pretrain.model import build_model, encoder_and_head, padded_vocab_size
 from pretrain.module import MaskedLMModule, sparse_mlm_loss
 from tests.conftest import compose_raw
+from tests.pretrain.conftest import SPECIAL, small_model
 from bertforge.experiment import load_config
 
-SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
-SMALL = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, dropout=0.0)
-
-
-def small_model(arch: str, attention: str = "sdpa", **overrides):
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, **(SMALL | overrides))
-    return build_model(cfg, vocab_size=300, pad_token_id=0, seq_len=64, special_ids=SPECIAL, attention=attention)
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
