@@ -19,10 +19,14 @@ NSP labels are 50/50 to within one example even with forced random nexts (and SO
 counted. Documents of one sentence give no real pair at all: above `max_single_sentence_doc_share` of
 them the stage stops with an error instead of writing mostly-random pairs.
 
-The training documents are held in memory while the pairs are built (Google's script does the same
-per input file), each sentence a numpy array of token ids: 7.6 bytes per token with the arrays' own
-overhead on the 20 MB benchmark corpus (4.1 M tokens in 176,870 sentences; Python lists took 33.6), so
-a billion-token corpus needs some 8 GB; beyond that, sharding the document list would be the next step.
+The pairs are built per document file of the corpus folder, as Google's script builds them per input
+file: a random next segment comes from another training document of the same file, and the draws are seeded
+by the file's place in the corpus. The shards stage's tokenise tasks build them
+(`corpora.shards.parts`), each for its own files, so the work spreads over the tasks locally or on a cluster and
+the examples are the same bytes for any number of tasks. A task holds one file's training documents in memory
+at a time, each sentence a numpy array of token ids: 7.6 bytes per token with the arrays' own overhead on the
+20 MB benchmark corpus (4.1 M tokens in 176,870 sentences; Python lists took 33.6). A corpus built with more
+`corpus.tasks` has more, smaller files. The NSP labels are 50/50 to within one example per file.
 
 Row layout, (examples, L): [CLS] A [SEP] B [SEP] [PAD]...; beside it (examples, 3) int32: len(A),
 len(B), label. Token types and the attention mask follow from the lengths.
@@ -34,10 +38,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from datatrove.utils.batching import batched
+from tokenizers import Tokenizer
 
 from bertforge.common.errors import ConfigError, CorpusInputError
+from corpora.documents import is_heldout, read_documents
+from corpora.shards.rows import batch_encoder
+from corpora.shards.sentences import split_sentences
 
 OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
+SENTENCE_BATCH_DOCS = 256
+_COPY_BYTES = 1 << 24  # bytes per read while joining the tasks' parts
 
 
 @dataclass(frozen=True)
@@ -67,10 +78,10 @@ def pair_files(folder: Path, split: str, seq_len: int) -> tuple[Path, Path]:
 class PairBuilder:
     """Pair examples of one row length from documents given as lists of tokenised sentences."""
 
-    def __init__(self, docs: list[list[np.ndarray]], seq_len: int, settings: PairSettings):
+    def __init__(self, docs: list[list[np.ndarray]], seq_len: int, settings: PairSettings, file_index: int):
         self.docs, self.settings = docs, settings
         self.max_tokens = seq_len - 3  # [CLS] A [SEP] B [SEP]
-        self.rng = np.random.default_rng([settings.seed, seq_len])
+        self.rng = np.random.default_rng([settings.seed, seq_len, file_index])
         self.counts = {"examples": 0, "random_next": 0, "swapped": 0, "forced_random_next": 0,
                        "lone_sentences_left_out": 0, "truncated_tokens": 0}
         self.balance = 0  # random-next examples minus real-next ones so far
@@ -152,41 +163,129 @@ class PairBuilder:
         return a, b, label
 
 
-def write_pairs(docs: list[list[np.ndarray]], seq_len: int, settings: PairSettings, ids: dict[str, int], dtype,
-                rows_path: Path, info_path: Path) -> dict:
-    """Build the pair examples of `docs` for rows of `seq_len` and write them; returns their counts."""
-    builder = PairBuilder(docs, seq_len, settings)
-    with open(rows_path, "wb") as rows_out, open(info_path, "wb") as info_out:
-        for a, b, label in builder.examples():
-            row = np.full(seq_len, ids["pad"], dtype=dtype)
-            row[0], row[1 + len(a)], row[2 + len(a) + len(b)] = ids["cls"], ids["sep"], ids["sep"]
-            row[1:1 + len(a)], row[2 + len(a):2 + len(a) + len(b)] = a, b
-            rows_out.write(row.tobytes())
-            info_out.write(np.array([len(a), len(b), label], dtype=np.int32).tobytes())
-    counts = builder.counts
-    if counts["examples"] == 0:
-        raise CorpusInputError(str(rows_path.parent), f"gave no sentence pair of {seq_len} tokens",
-                               "Add text, or use training.objective=mlm.")
-    counts["label_share"] = (counts["random_next"] + counts["swapped"]) / counts["examples"]
+def pair_part_files(parts: Path, seq_len: int, rank: int) -> tuple[Path, Path]:
+    """(rows part, info part) of tokenise task `rank`'s pair examples of one length."""
+    return parts / f"pairs-{seq_len}-{rank:05d}.rows", parts / f"pairs-{seq_len}-{rank:05d}.info"
+
+
+def write_pair_parts(files: list[tuple[int, Path]], tokenizer: Tokenizer, heldout_percent: float,
+                     settings: PairSettings, lengths: list[int], ids: dict[str, int], dtype, parts: Path,
+                     rank: int) -> dict:
+    """Task `rank`'s pair examples of every length, built file by file from the training documents of
+    `files` ((place in the corpus, path)), in `parts`; its counts (JSON data), which `join_pair_parts` adds up."""
+    counts = {"documents": {"documents": 0, "single_sentence_documents": 0, "sentences": 0},
+              "sentences_from": {}, "by_seq_len": {str(length): {} for length in lengths}, "lone_document_files": []}
+    handles = {length: [open(path, "wb") for path in pair_part_files(parts, length, rank)] for length in lengths}
+    try:
+        for file_index, path in files:
+            docs = sentence_documents(read_documents(path), tokenizer, heldout_percent, dtype, counts["sentences_from"])
+            _add(counts["documents"], document_counts(docs))
+            if settings.objective == "mlm_nsp" and len(docs) < 2:
+                counts["lone_document_files"].append(path.name)  # no other document to draw from: the stage says so
+                continue
+            for length in lengths:
+                _add(counts["by_seq_len"][str(length)],
+                     write_pairs(docs, length, settings, ids, dtype, *handles[length], file_index))
+    finally:
+        for pair in handles.values():
+            for handle in pair:
+                handle.close()
     return counts
 
 
-def check_documents(docs: list[list[np.ndarray]], settings: PairSettings, where: str) -> dict:
-    """Counts of documents by sentences; a clear error when pairs cannot be real (one document, or too
-    many documents of a single sentence)."""
-    single = sum(len(d) < 2 for d in docs)
-    if len(docs) < 2 and settings.objective == "mlm_nsp":
-        raise CorpusInputError(where, f"has {len(docs)} training document(s): next-sentence prediction needs "
-                               "another document to draw random next segments from", "Add text.")
-    if docs and single / len(docs) > settings.max_single_sentence_doc_share:
+def sentence_documents(documents, tokenizer: Tokenizer, heldout_percent: float, dtype, how: dict
+                       ) -> list[list[np.ndarray]]:
+    """The training documents among `documents` as lists of tokenised sentences (documents without a
+    sentence left out); `how` counts the documents of each sentence-splitting rule. The sentences of
+    `SENTENCE_BATCH_DOCS` documents go to the encoder in one call (one call per document left the
+    encoder's threads idle on short documents)."""
+    encode = batch_encoder(tokenizer)
+    docs = []
+    training = (doc for doc in documents if not is_heldout(doc["id"], heldout_percent))
+    for batch in batched(training, SENTENCE_BATCH_DOCS):
+        split = [split_sentences(doc["text"], doc.get("metadata")) for doc in batch]
+        encoded = iter(encode([s for sentences, _ in split for s in sentences], add_special_tokens=False))
+        for sentences, rule in split:
+            how[rule] = how.get(rule, 0) + 1
+            docs.append([np.array(ids, dtype) for ids in (next(encoded).ids for _ in sentences) if ids])
+    return [d for d in docs if d]
+
+
+def write_pairs(docs: list[list[np.ndarray]], seq_len: int, settings: PairSettings, ids: dict[str, int], dtype,
+                rows_out, info_out, file_index: int) -> dict:
+    """Build the pair examples of one file's `docs` for rows of `seq_len`, append them to the open files;
+    their counts."""
+    builder = PairBuilder(docs, seq_len, settings, file_index)
+    for a, b, label in builder.examples():
+        row = np.full(seq_len, ids["pad"], dtype=dtype)
+        row[0], row[1 + len(a)], row[2 + len(a) + len(b)] = ids["cls"], ids["sep"], ids["sep"]
+        row[1:1 + len(a)], row[2 + len(a):2 + len(a) + len(b)] = a, b
+        rows_out.write(row.tobytes())
+        info_out.write(np.array([len(a), len(b), label], dtype=np.int32).tobytes())
+    return builder.counts
+
+
+def document_counts(docs: list[list[np.ndarray]]) -> dict:
+    return {"documents": len(docs), "single_sentence_documents": sum(len(d) < 2 for d in docs),
+            "sentences": sum(len(d) for d in docs)}
+
+
+def join_pair_parts(task_counts: list[dict], settings: PairSettings, lengths: list[int], parts: Path,
+                    folder: Path, where: str) -> dict:
+    """Add up the tasks' counts, stop with a clear error where pairs cannot be real (too many documents of
+    a single sentence, or a file with one training document for NSP), and join the tasks' parts in task
+    order (the corpus's order) into the split's pair files; the manifest entry's counts."""
+    total = {"documents": {}, "sentences_from": {}, "by_seq_len": {str(length): {} for length in lengths}}
+    lone = []
+    for task in task_counts:
+        _add(total, {k: v for k, v in task.items() if k != "lone_document_files"})
+        lone += task["lone_document_files"]
+    check_documents(total["documents"], lone, settings, where)
+    for length in lengths:
+        paths = pair_files(folder, "train", length)
+        for part, path in zip(zip(*(pair_part_files(parts, length, rank) for rank in range(len(task_counts)))),
+                              paths):
+            with open(path, "wb") as out:
+                for piece in part:
+                    with open(piece, "rb") as handle:
+                        while chunk := handle.read(_COPY_BYTES):
+                            out.write(chunk)
+        counts = total["by_seq_len"][str(length)]
+        if not counts.get("examples"):
+            raise CorpusInputError(where, f"gave no sentence pair of {length} tokens",
+                                   "Add text, or use training.objective=mlm.")
+        counts["label_share"] = (counts["random_next"] + counts["swapped"]) / counts["examples"]
+        info = np.fromfile(paths[1], dtype=np.int32).reshape(-1, 3)
+        counts["maskable_share"] = float(info[:, :2].sum() / (len(info) * length))
+    return total
+
+
+def check_documents(documents: dict, lone_document_files: list[str], settings: PairSettings, where: str) -> None:
+    """A clear error when pairs cannot be real: NSP with a document file of one training document (or
+    one in all), or too many training documents of a single sentence."""
+    if settings.objective == "mlm_nsp" and (documents["documents"] < 2 or lone_document_files):
+        files = f" (document file {', '.join(lone_document_files[:3])})" if lone_document_files else ""
         raise CorpusInputError(
-            where, f"{single} of {len(docs)} training documents have a single sentence, above "
+            where, f"has a single training document{files}: next-sentence prediction draws random next "
+            "segments from another document of the same file",
+            "Add text, or build the corpus with fewer corpus.tasks (each writes one document file).")
+    single, total = documents["single_sentence_documents"], documents["documents"]
+    if total and single / total > settings.max_single_sentence_doc_share:
+        raise CorpusInputError(
+            where, f"{single} of {total} training documents have a single sentence, above "
             f"shards.max_single_sentence_doc_share={settings.max_single_sentence_doc_share}: "
             f"{settings.objective} pairs would be almost all random or missing",
             "Group sentences into documents (source.inputs[].sentences_per_doc for CoNLL-U, txt_unit=file or "
             "paragraph for text), raise shards.max_single_sentence_doc_share, or use training.objective=mlm.")
-    return {"documents": len(docs), "single_sentence_documents": single,
-            "sentences": sum(len(d) for d in docs)}
+
+
+def _add(into: dict, counts: dict) -> None:
+    """Add `counts` (nested dicts of numbers) into `into`, key by key."""
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            _add(into.setdefault(key, {}), value)
+        else:
+            into[key] = into.get(key, 0) + value
 
 
 def load_pairs(folder: Path, seq_len: int, fmt: dict) -> tuple[np.memmap, np.memmap] | None:

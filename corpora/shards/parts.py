@@ -2,8 +2,9 @@
 
 Task r of T takes a contiguous range of the corpus folder's document files (`task_files`) and writes,
 for each split (and each BPE-dropout copy of the training split), the token stream of its documents
-(ids, every document ended by [SEP]) to `parts/<stream>-<r>.tokens`, with its counts in `parts/<r>.json`. Datatrove's completion markers
-make a rerun of a killed stage skip the tasks that finished.
+(ids, every document ended by [SEP]) to `parts/<stream>-<r>.tokens`, with its counts in `parts/<r>.json`.
+With sentence pairs (NSP/SOP) it also builds its files' pair examples (`corpora.shards.pairs`).
+Datatrove's completion markers make a rerun of a killed stage skip the tasks that finished.
 
 `pack_parts` then reads the parts in task order, which is the corpus's document order, as one
 stream and packs it into rows of every length. Rows never start at a part boundary, so the rows
@@ -24,17 +25,19 @@ from tokenizers import Tokenizer
 
 from bertforge.common.stage_folder import write_json_atomic
 from corpora.documents import document_files, is_heldout, read_documents
+from corpora.shards.pairs import PairSettings, write_pair_parts
 from corpora.shards.rows import RowPacker, batch_encoder, document_stream, encoded_ahead
 
 SPLITS = ("train", "heldout")
 READ_TOKENS = 1 << 24  # tokens per read while packing: a bounded buffer, whatever a part's size
 
 
-def task_files(corpus_dir: Path, rank: int, tasks: int) -> list[Path]:
-    """Task `rank`'s share of the corpus's document files: a contiguous range, so the parts in task
-    order are the documents in corpus order."""
+def task_files(corpus_dir: Path, rank: int, tasks: int) -> list[tuple[int, Path]]:
+    """Task `rank`'s share of the corpus's document files, each with its place in the corpus: a
+    contiguous range, so the parts in task order are the documents in corpus order."""
     files = document_files(corpus_dir)
-    return files[rank * len(files) // tasks:(rank + 1) * len(files) // tasks]
+    first, end = rank * len(files) // tasks, (rank + 1) * len(files) // tasks
+    return list(enumerate(files))[first:end]
 
 
 def stream_file(parts: Path, stream: str, rank: int) -> Path:
@@ -49,23 +52,26 @@ def dropout_stream(copy: int) -> str:
 class TokeniseFiles(PipelineStep):
     """Task r of T: the token streams of its document files (train, heldout, and with `dropout_copies` the
     training documents tokenised that many times with the dropout tokenizer), one file per stream, and
-    their counts."""
+    their counts; with `pairs`, the files' sentence-pair examples of every length in `pair_lengths`."""
 
     type = "🔢 - TOKENIZE"
     name = "✂️ shards tokenise"
 
     def __init__(self, corpus_dir: str, tokenizer_file: str, parts_dir: str, tasks: int, heldout_percent: float,
-                 dtype: str, batch_docs: int, dropout_tokenizer_file: str = "", dropout_copies: int = 0):
+                 dtype: str, batch_docs: int, dropout_tokenizer_file: str = "", dropout_copies: int = 0,
+                 pairs: PairSettings | None = None, pair_lengths: tuple[int, ...] = ()):
         super().__init__()
         self.corpus_dir, self.tokenizer_file, self.parts_dir = corpus_dir, tokenizer_file, parts_dir
         self.tasks, self.heldout_percent, self.dtype, self.batch_docs = tasks, heldout_percent, dtype, batch_docs
         self.dropout_tokenizer_file, self.dropout_copies = dropout_tokenizer_file, dropout_copies
+        self.pairs, self.pair_lengths = pairs, list(pair_lengths)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from corpora.vocab.special_tokens import special_token_ids
 
         tokenizer = Tokenizer.from_file(self.tokenizer_file)
-        sep = special_token_ids(tokenizer)["sep"]
+        ids = special_token_ids(tokenizer)
+        sep = ids["sep"]
         if self.dropout_copies:
             dropout = Tokenizer.from_file(self.dropout_tokenizer_file)
             encode_dropout = batch_encoder(dropout)
@@ -83,9 +89,10 @@ class TokeniseFiles(PipelineStep):
                 counts[name]["documents"] += len(ids)
                 counts[name]["tokens"] += len(stream) - len(ids)
 
+        files = task_files(Path(self.corpus_dir), rank, self.tasks)
         with self.track_time():
             try:
-                docs = (d for path in task_files(Path(self.corpus_dir), rank, self.tasks) for d in read_documents(path))
+                docs = (d for _, path in files for d in read_documents(path))
                 for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=lambda d: d["text"]):
                     held = [is_heldout(doc["id"], self.heldout_percent) for doc in batch]
                     # one read and one encoding of each document for both splits
@@ -102,12 +109,15 @@ class TokeniseFiles(PipelineStep):
             finally:
                 for handle in outs.values():
                     handle.close()
+            if self.pairs is not None:  # sentences are encoded apart from the streams: a second pass over the files
+                counts["pairs"] = write_pair_parts(files, tokenizer, self.heldout_percent, self.pairs,
+                                                   self.pair_lengths, ids, np.dtype(self.dtype), parts, rank)
         write_json_atomic(parts / f"{rank:05d}.json", counts | {"dropout_seconds": seconds})
         return iter(())
 
 
 def task_counts(parts: Path, tasks: int) -> list[dict]:
-    """Every task's counts (per stream: documents, tokens; dropout_seconds), in task order."""
+    """Every task's counts (per stream: documents, tokens; dropout_seconds; pairs), in task order."""
     return [orjson.loads((parts / f"{rank:05d}.json").read_bytes()) for rank in range(tasks)]
 
 

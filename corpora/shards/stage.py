@@ -6,9 +6,10 @@ Layout of a shards folder:
                                    `training.phases`, and `shards.extra_seq_lens`)
   manifest.json                    rows per split and length, dtype, vocab size, tokenizer hash,
                                    special ids, share of maskable (non-special) tokens
-  datatrove/tokenise/              the tokenising tasks' logs, stats and completion markers
-  tasks.json, steps/*.json         how the tokenising was split; each finished step's result (packed
-                                   rows, dropout copies, pairs, static masks): what a rerun resumes from
+  datatrove/tokenise/, mask/       the tokenising and static-masking tasks' logs, stats and completion markers
+  tasks.json, mask_tasks.json      how the tokenising and the static masking were split between tasks
+  steps/*.json                     each finished step's result (packed rows, dropout copies, pairs, static
+                                   masks): what a rerun resumes from
 
 The row format is in `corpora.shards.rows`. Every length is packed from one tokenisation of the
 corpus, done in batches by the tokenizers library's Rust encoder (parallel over all cores) in
@@ -23,25 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from datatrove.utils.batching import batched
 from tokenizers import Tokenizer
 
 from bertforge.common.errors import CorpusInputError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import ExecutorConfig, ShardsConfig
 from corpora.executors import run_chain
-from corpora.documents import document_files, iter_documents
+from corpora.documents import document_files
 from corpora.shards.dropout_copies import pack_dropout_copies
-from corpora.shards.parts import SPLITS, TokeniseFiles, pack_parts, remove_parts
-from corpora.shards.rows import batch_encoder, file_sha256
-from corpora.shards.pairs import PairSettings, check_documents, load_pairs, pair_files, write_pairs
-from corpora.shards.sentences import split_sentences
-from corpora.shards.static_masks import StaticMasking, mask_files, per_row, write_static_masks
+from corpora.shards.parts import SPLITS, TokeniseFiles, pack_parts, remove_parts, task_counts
+from corpora.shards.rows import file_sha256
+from corpora.shards.pairs import PairSettings, join_pair_parts, pair_files
+from corpora.shards.static_masks import DrawMasks, StaticMasking, allocate_mask_files, chunk_count, mask_files, per_row
 from corpora.vocab.special_tokens import special_token_ids
 
 log = logging.getLogger("bertforge.shards")
-
-SENTENCE_BATCH_DOCS = 256
 
 
 def shard_seq_lens(shards: ShardsConfig, phase_seq_lens: list[int]) -> list[int]:
@@ -59,7 +56,7 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
                  executor: ExecutorConfig | None = None) -> None:
     """Tokenise the corpus folder's documents with the vocab folder's tokenizer into rows of every
     length in `lengths` (main length first), train and held-out splits, in `out`; with `pairs`, also
-    sentence-pair examples of the training documents (`corpora.shards.pairs`); with `static`, the static
+    sentence-pair examples of the training documents (`corpora.shards.pairs`, built by the same tasks); with `static`, the static
     maskings of every training row (of the pair rows when there are pairs: what training reads).
 
     The tokenising runs as `shards.tasks` datatrove tasks on `executor` (`corpora.shards.parts`); the
@@ -77,11 +74,13 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         tasks = min(shards.tasks or len(files), len(files))
         by_len = _once(build.tmp, "packed", lambda: _packed_rows(
             shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(), tasks,
-            len(files), build.tmp))
+            len(files), build.tmp, pairs))
         dropout = _once(build.tmp, "dropout_copies", lambda: pack_dropout_copies(
             build.tmp / "parts", tasks, shards.dropout_copies, lengths, special_token_ids(tokenizer), dtype, build.tmp,
             str(corpus_dir))) if shards.dropout_copies else None
-        if (build.tmp / "parts").exists():  # only once the packed counts are kept: a rerun needs only the rows
+        pair_counts = _once(build.tmp, "pairs", lambda: _join_pairs(
+            pairs, lengths, tasks, build.tmp, str(corpus_dir))) if pairs is not None else None
+        if (build.tmp / "parts").exists():  # only once the steps that read them are kept: a rerun needs only the rows
             remove_parts(build.tmp / "parts")
         main = by_len[str(lengths[0])]
         build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"], "by_seq_len": by_len}
@@ -96,11 +95,11 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         if dropout:
             fmt["dropout_copies"] = dropout
         if pairs is not None:
-            fmt["pairs"] = _once(build.tmp, "pairs", lambda: _write_pairs(
-                pairs, tokenizer, corpus_dir, shards.heldout_percent, build.tmp, fmt))
+            fmt["pairs"] = pairs.payload() | pair_counts | {
+                "maskable_share": {k: v["maskable_share"] for k, v in pair_counts["by_seq_len"].items()}}
         if static is not None:
-            fmt["static_masks"] = _once(build.tmp, "static_masks", lambda: _write_static_masks(
-                static, tokenizer, build.tmp, fmt))
+            fmt["static_masks"] = _once(build.tmp, "static_masks", lambda: _draw_static_masks(
+                static, vocab_dir, build.tmp, fmt, executor or ExecutorConfig(), tasks))
     log.info("shards: %d train rows, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
              main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
 
@@ -118,23 +117,31 @@ def _once(folder: Path, step: str, run) -> dict:
     return orjson.loads(done.read_bytes())  # the same JSON data whether run now or before
 
 
+def _same_plan(plan_file: Path, step: str, plan: dict) -> bool:
+    """Whether an interrupted attempt split `step`'s work as `plan` too (or nothing was split before), kept
+    in `plan_file`. When it differs, the caller removes the step's finished tasks, which covered other
+    shares of the work: this says so."""
+    same = not plan_file.exists() or orjson.loads(plan_file.read_bytes()) == plan
+    if not same:
+        log.warning("shards: an interrupted attempt split the %s step as %s, this run as %s: running it again",
+                    step, plan_file.read_text().strip(), plan)
+    write_json_atomic(plan_file, plan)
+    return same
+
+
 def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
-                 dtype, executor: ExecutorConfig, tasks: int, files: int, folder: Path) -> dict[str, dict]:
-    """Tokenise in `tasks` tasks (with the BPE-dropout copies, if any), then pack every split and length;
+                 dtype, executor: ExecutorConfig, tasks: int, files: int, folder: Path, pairs: PairSettings | None
+                 ) -> dict[str, dict]:
+    """Tokenise in `tasks` tasks (with the BPE-dropout copies and the sentence pairs, if any), then pack every split and length;
     {"<length>": {split: counts}} (`files`: the corpus's document files). Resumable: finished tasks are not
     run again."""
     parts, logs = folder / "parts", folder / "datatrove"
-    plan = {"tasks": tasks, "files": files, "dropout_copies": shards.dropout_copies}
-    plan_file = folder / "tasks.json"
-    if plan_file.exists() and orjson.loads(plan_file.read_bytes()) != plan:
-        log.warning("shards: an interrupted attempt split the work as %s, this run as %s: tokenising again",
-                    plan_file.read_text().strip(), plan)
+    if not _same_plan(folder / "tasks.json", "tokenise", {"tasks": tasks, "files": files, "dropout_copies": shards.dropout_copies}):
         shutil.rmtree(parts, ignore_errors=True)
-        shutil.rmtree(logs, ignore_errors=True)
-    write_json_atomic(plan_file, plan)
+        shutil.rmtree(logs / "tokenise", ignore_errors=True)
     step = TokeniseFiles(str(corpus_dir), str(vocab_dir / "tokenizer.json"), str(parts), tasks,
                          shards.heldout_percent, np.dtype(dtype).name, shards.encode_batch_docs,
-                         str(vocab_dir / "tokenizer_dropout.json"), shards.dropout_copies)
+                         str(vocab_dir / "tokenizer_dropout.json"), shards.dropout_copies, pairs, tuple(lengths))
     run_chain(executor, [("tokenise", [step], tasks)], logs, stage="shards")
     ids = special_token_ids(tokenizer)
     by_len = {length: {} for length in lengths}
@@ -148,58 +155,41 @@ def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     return {str(length): counts for length, counts in by_len.items()}
 
 
-def _write_static_masks(static: StaticMasking, tokenizer: Tokenizer, folder: Path, fmt: dict) -> dict:
-    """Static maskings of the training rows of every length (written beside them); their manifest entry."""
-    from corpora.vocab.word_starts import word_start_table
-
+def _draw_static_masks(static: StaticMasking, vocab_dir: Path, folder: Path, fmt: dict, executor: ExecutorConfig,
+                       tasks: int) -> dict:
+    """Static maskings of the training rows of every length (of the pair rows when there are pairs: what
+    training reads), drawn by up to `tasks` datatrove tasks into files beside the rows; their manifest entry.
+    Resumable: a rerun skips the tasks that finished."""
     ids = fmt["special_ids"]
-    word_starts = word_start_table(tokenizer) if static.whole_word else None
-    counts = {}
+    counts, sources, chunks = {}, [], 1
     for length in fmt["seq_lens"]:
         if fmt.get("pairs"):
-            rows, share = load_pairs(folder, length, fmt)[0], fmt["pairs"]["maskable_share"][str(length)]
+            rows_path, share = pair_files(folder, "train", length)[0], fmt["pairs"]["maskable_share"][str(length)]
         else:
-            rows = np.memmap(folder / f"train-{length}.bin", dtype=fmt["dtype"], mode="r").reshape(-1, length)
-            share = fmt["maskable_share"][str(length)]
-        counts[str(length)] = per_row(static.ratio, length, share, static.max_predictions_per_seq)
-        write_static_masks(rows, static, counts[str(length)], sorted(set(ids.values())), ids["mask"],
-                           fmt["vocab_size"], word_starts, *mask_files(folder, "train", length))
+            rows_path, share = folder / f"train-{length}.bin", fmt["maskable_share"][str(length)]
+        rows = rows_path.stat().st_size // (length * np.dtype(fmt["dtype"]).itemsize)
+        counts[str(length)] = count = per_row(static.ratio, length, share, static.max_predictions_per_seq)
+        paths = mask_files(folder, "train", length)
+        allocate_mask_files(rows, count, static.dupe_factor, fmt["dtype"], *paths)
+        sources.append((str(rows_path), length, count, *map(str, paths)))
+        chunks = max(chunks, chunk_count(rows))
+    tasks = min(tasks, chunks)
+    if not _same_plan(folder / "mask_tasks.json", "mask", {"tasks": tasks}):
+        shutil.rmtree(folder / "datatrove" / "mask", ignore_errors=True)
+    step = DrawMasks(static, sources, sorted(set(ids.values())), ids["mask"], fmt["vocab_size"], fmt["dtype"],
+                     str(vocab_dir / "tokenizer.json"), tasks)
+    run_chain(executor, [("mask", [step], tasks)], folder / "datatrove", stage="shards")
     log.info("shards: %d static maskings of every training row (%s masked per row)", static.dupe_factor,
              ", ".join(f"{k} of {length}" for length, k in counts.items()))
     return static.payload() | {"per_row": counts}
 
 
-def _write_pairs(pairs: PairSettings, tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float, folder: Path,
-                 fmt: dict) -> dict:
-    """Sentence-pair examples of the training documents for every row length; their manifest entry."""
-    docs, how = _sentence_documents(tokenizer, corpus_dir, heldout_percent, np.dtype(fmt["dtype"]))
-    documents = check_documents(docs, pairs, str(corpus_dir))
-    by_len = {}
-    for length in fmt["seq_lens"]:
-        counts = write_pairs(docs, length, pairs, fmt["special_ids"], np.dtype(fmt["dtype"]),
-                             *pair_files(folder, "train", length))
-        info = np.fromfile(pair_files(folder, "train", length)[1], dtype=np.int32).reshape(-1, 3)
-        counts["maskable_share"] = float(info[:, :2].sum() / (len(info) * length))
-        by_len[str(length)] = counts
-    main = by_len[str(fmt["seq_len"])]
+def _join_pairs(pairs: PairSettings, lengths: list[int], tasks: int, folder: Path, where: str) -> dict:
+    """The tokenise tasks' sentence-pair examples joined into the training pair files of every length; their counts."""
+    counts = join_pair_parts([task["pairs"] for task in task_counts(folder / "parts", tasks)], pairs, lengths,
+                             folder / "parts", folder, where)
+    main = counts["by_seq_len"][str(lengths[0])]
     log.info("shards: %d %s pairs of %d tokens, %.1f %% %s (sentences from: %s)", main["examples"],
-             pairs.objective, fmt["seq_len"], 100 * main["label_share"],
-             "random next" if pairs.objective == "mlm_nsp" else "swapped", how)
-    return pairs.payload() | {"documents": documents, "sentences_from": how, "by_seq_len": by_len,
-                              "maskable_share": {k: v["maskable_share"] for k, v in by_len.items()}}
-
-
-def _sentence_documents(tokenizer: Tokenizer, corpus_dir: Path, heldout_percent: float, dtype
-                        ) -> tuple[list[list[np.ndarray]], dict]:
-    """Training documents as lists of tokenised sentences, and how many documents each splitting rule gave.
-    The sentences of `SENTENCE_BATCH_DOCS` documents go to the encoder in one call (one call per document
-    left the encoder's threads idle on short documents)."""
-    encode = batch_encoder(tokenizer)
-    docs, how = [], {}
-    for batch in batched(iter_documents(corpus_dir, "train", heldout_percent), SENTENCE_BATCH_DOCS):
-        split = [split_sentences(doc["text"], doc.get("metadata")) for doc in batch]
-        encoded = iter(encode([s for sentences, _ in split for s in sentences], add_special_tokens=False))
-        for sentences, rule in split:
-            how[rule] = how.get(rule, 0) + 1
-            docs.append([np.array(ids, dtype) for ids in (next(encoded).ids for _ in sentences) if ids])
-    return [d for d in docs if d], how
+             pairs.objective, lengths[0], 100 * main["label_share"],
+             "random next" if pairs.objective == "mlm_nsp" else "swapped", counts["sentences_from"])
+    return counts

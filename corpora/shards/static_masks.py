@@ -10,8 +10,10 @@ every copy d it stores which positions are masked and what the model sees there:
 
 k is the same for every row (ratio x maskable tokens, capped by `max_predictions_per_seq`), so training
 batches keep static shapes, as with dynamic masking. The draws are a pure function of (seed, L, d, row
-chunk), so a rebuild gives the same bytes. Held-out rows are not masked here: evaluation draws its own
-masks with a fixed seed, the same for a static and a dynamic model.
+chunk), so a rebuild gives the same bytes, and so does any split of the chunks between tasks: the shards
+stage draws them as datatrove tasks (`DrawMasks`) on the corpus stage's executor, each writing its own
+contiguous range of row chunks in place into files the stage sized beforehand. Held-out rows are not masked
+here: evaluation draws its own masks with a fixed seed, the same for a static and a dynamic model.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from datatrove.pipeline.base import PipelineStep
 
 from bertforge.common.errors import ConfigError
 
 _NEVER = 2.0  # a score above every uniform draw: special tokens are never chosen
-_CHUNK_ROWS = 4096  # rows drawn at once: bounds memory to a few MB whatever the corpus size
+CHUNK_ROWS = 4096  # rows drawn at once, from one seed: bounds memory to a few MB whatever the corpus size
 
 
 @dataclass(frozen=True)
@@ -62,28 +65,69 @@ def mask_files(folder: Path, split: str, seq_len: int) -> tuple[Path, Path]:
     return folder / f"{split}-{seq_len}.mask_positions.bin", folder / f"{split}-{seq_len}.mask_inputs.bin"
 
 
-def write_static_masks(rows: np.ndarray, spec: StaticMasking, count: int, special_ids: list[int], mask_id: int,
-                       vocab_size: int, word_starts: np.ndarray | None, positions_path: Path,
-                       inputs_path: Path) -> None:
-    """Draw `spec.dupe_factor` maskings of `count` positions for every row of `rows` (rows, L) and write them.
+def chunk_count(rows: int) -> int:
+    """How many chunks of rows are drawn apart (each from its own seed): the unit split between tasks."""
+    return -(-rows // CHUNK_ROWS)
 
-    `word_starts` (vocab,) bool, when given, makes whole words the unit: one draw per word, so the k
-    lowest draws take whole words (the last one may be cut to keep k fixed)."""
-    n_rows, seq_len = rows.shape
-    special = np.zeros(max(vocab_size, int(rows.max(initial=0)) + 1), dtype=bool)
-    special[special_ids] = True
-    with open(positions_path, "wb") as positions_out, open(inputs_path, "wb") as inputs_out:
-        for dupe in range(spec.dupe_factor):
-            for start in range(0, n_rows, _CHUNK_ROWS):
-                rng = np.random.default_rng([spec.seed, seq_len, dupe, start])
-                block = np.asarray(rows[start:start + _CHUNK_ROWS])  # (n, L)
-                positions, inputs = _draw(block, count, rng, spec, special, mask_id, vocab_size, word_starts)
-                positions_out.write(positions.astype(np.uint16).tobytes())
-                inputs_out.write(inputs.astype(rows.dtype).tobytes())
+
+def allocate_mask_files(rows: int, count: int, dupe_factor: int, dtype, positions_path: Path,
+                        inputs_path: Path) -> None:
+    """Size the (dupe_factor, rows, count) positions and inputs files that the tasks fill in place. Bytes
+    already there stay: a rerun after a kill keeps what the finished tasks wrote."""
+    for path, itemsize in ((positions_path, 2), (inputs_path, np.dtype(dtype).itemsize)):
+        with open(path, "ab") as handle:
+            handle.truncate(dupe_factor * rows * count * itemsize)
+
+
+class DrawMasks(PipelineStep):
+    """Task r of T: the static maskings of its contiguous share of the row chunks of every row file in
+    `sources` ((rows file, row length, masked tokens per row, positions file, inputs file)), written in
+    place into the files `allocate_mask_files` sized."""
+
+    type = "🎭 - MASK"
+    name = "🎭 shards static masks"
+
+    def __init__(self, spec: StaticMasking, sources: list[tuple[str, int, int, str, str]], special_ids: list[int],
+                 mask_id: int, vocab_size: int, dtype: str, tokenizer_file: str, tasks: int):
+        super().__init__()
+        self.spec, self.sources, self.special_ids, self.mask_id = spec, sources, special_ids, mask_id
+        self.vocab_size, self.dtype, self.tokenizer_file, self.tasks = vocab_size, dtype, tokenizer_file, tasks
+        self.chunk_rows = CHUNK_ROWS  # as the stage counted the chunks (a test draws smaller ones)
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from tokenizers import Tokenizer
+
+        from corpora.vocab.word_starts import word_start_table
+
+        word_starts = word_start_table(Tokenizer.from_file(self.tokenizer_file)) if self.spec.whole_word else None
+        with self.track_time():
+            for rows_path, seq_len, count, positions_path, inputs_path in self.sources:
+                rows = np.memmap(rows_path, dtype=self.dtype, mode="r").reshape(-1, seq_len)
+                shape = (self.spec.dupe_factor, len(rows), count)
+                positions = np.memmap(positions_path, dtype=np.uint16, mode="r+", shape=shape)
+                inputs = np.memmap(inputs_path, dtype=self.dtype, mode="r+", shape=shape)
+                chunks = -(-len(rows) // self.chunk_rows)
+                for chunk in range(rank * chunks // self.tasks, (rank + 1) * chunks // self.tasks):
+                    start = chunk * self.chunk_rows
+                    block = np.asarray(rows[start:start + self.chunk_rows])  # (n, L)
+                    special = np.zeros(max(self.vocab_size, int(block.max(initial=0)) + 1), dtype=bool)
+                    special[self.special_ids] = True
+                    for dupe in range(self.spec.dupe_factor):
+                        rng = np.random.default_rng([self.spec.seed, seq_len, dupe, start])
+                        drawn = _draw(block, count, rng, self.spec, special, self.mask_id, self.vocab_size,
+                                      word_starts)
+                        positions[dupe, start:start + len(block)], inputs[dupe, start:start + len(block)] = drawn
+                    self.stat_update("rows", value=len(block))
+                positions.flush()
+                inputs.flush()
+        return iter(())
 
 
 def _draw(block: np.ndarray, count: int, rng: np.random.Generator, spec: StaticMasking, special: np.ndarray,
           mask_id: int, vocab_size: int, word_starts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, inputs), each (n, count), of one masking of `block` (n, L). `word_starts` (vocab,) bool,
+    when given, makes whole words the unit: one draw per word, so the `count` lowest draws take whole words
+    (the last one may be cut to keep `count` fixed)."""
     scores = rng.random(block.shape)  # (n, L)
     if word_starts is not None:
         starts = word_starts[block]  # (n, L) bool

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from bertforge.common.stage_folder import StageOutput, read_manifest
 from bertforge.stages import run_stages
 from corpora.config import ShardsConfig
-from corpora.documents import document_files, iter_documents
+from corpora.documents import document_files, is_heldout, iter_documents, read_documents
 from corpora.shards.parts import task_files
 from corpora.vocab.special_tokens import special_token_ids
 from corpora.shards.stage import build_shards
@@ -70,12 +70,101 @@ def test_rows_are_the_same_bytes_for_any_number_of_tasks(four_file_corpus, tmp_p
     assert documents == manifests[3]["counts"]["train"]["documents"]
 
 
+def test_pairs_and_static_masks_are_the_same_bytes_for_any_number_of_tasks(four_file_corpus, tmp_path, monkeypatch):
+    """Sentence pairs are built by the tokenise tasks file by file, and static masks drawn by mask tasks
+    chunk by chunk (chunks of 256 rows here, so three tasks share several): any split gives the same bytes.
+    A random next segment comes from another document of the same file."""
+    import corpora.shards.static_masks as static_masks
+    from corpora.shards.pairs import PairSettings, load_pairs
+    from corpora.shards.sentences import split_sentences
+    from corpora.shards.static_masks import StaticMasking
+
+    monkeypatch.setattr(static_masks, "CHUNK_ROWS", 256)
+    pairs = PairSettings("mlm_nsp", 0.1, 0.5, seed=0)
+    static = StaticMasking(0.15, 0.8, 0.1, True, 2, 0, seed=0)
+    built = {}
+    for tasks in (1, 3, 0):
+        out = StageOutput(tmp_path / f"t{tasks}", "shards", {}, {})
+        build_shards(ShardsConfig(seq_len=64, heldout_percent=10.0, encode_batch_docs=50, tasks=tasks), [64, 32],
+                     four_file_corpus["corpus"], four_file_corpus["vocab"], out, static, pairs)
+        built[tasks] = out.folder
+    fmts = [read_manifest(folder)["format"] for folder in built.values()]
+    assert fmts[0]["pairs"] == fmts[1]["pairs"] == fmts[2]["pairs"] and fmts[0]["static_masks"] == fmts[1]["static_masks"]
+    examples = fmts[0]["pairs"]["by_seq_len"]["32"]["examples"]
+    assert examples > 4 * 256 and fmts[0]["pairs"]["documents"]["documents"] > 500
+    assert [len(list((f / "datatrove" / "mask" / "completions").iterdir())) for f in built.values()] == [1, 3, 4]
+    for length in (64, 32):
+        for suffix in ("pairs.bin", "pairs_info.bin", "mask_positions.bin", "mask_inputs.bin"):
+            assert len({(f / f"train-{length}.{suffix}").read_bytes() for f in built.values()}) == 1, suffix
+
+    # every random next of file i is text of file i's training documents, and so is its first segment
+    tokenizer = Tokenizer.from_file(str(four_file_corpus["vocab"] / "tokenizer.json"))
+    files = []
+    for path in document_files(four_file_corpus["corpus"]):
+        docs = [d for d in read_documents(path) if not is_heldout(d["id"], 10.0)]
+        files.append("," + ",".join(str(t) for d in docs for e in tokenizer.encode_batch(
+            split_sentences(d["text"], d["metadata"])[0], add_special_tokens=False) for t in e.ids) + ",")
+    rows, info = load_pairs(built[3], 64, fmts[0])
+    place = []
+    for row, (len_a, len_b, label) in zip(np.asarray(rows), np.asarray(info)):
+        a, b = ("," + ",".join(map(str, row[s:s + n])) + "," for s, n in ((1, len_a), (len_a + 2, len_b)))
+        holding_a = [i for i, text in enumerate(files) if a in text]
+        if len(holding_a) == 1 and len_a >= 8 and len_b >= 8 and label:  # a random next, from a known file
+            place.append(b in files[holding_a[0]])
+    assert len(place) > 100 and all(place)
+
+
+def test_a_killed_mask_task_is_the_only_one_drawn_again(four_file_corpus, tmp_path, monkeypatch):
+    """One of three static-masking tasks dies and the build is interrupted; the rerun draws only that
+    task's chunks, into the files the others already filled, and the masks equal those of one task."""
+    import corpora.shards.stage as stage
+    import corpora.shards.static_masks as static_masks
+    from corpora.shards.static_masks import DrawMasks, StaticMasking
+
+    monkeypatch.setattr(static_masks, "CHUNK_ROWS", 256)
+    static = StaticMasking(0.15, 0.8, 0.1, False, 2, 0, seed=0)
+    reference = StageOutput(tmp_path / "reference", "shards", {}, {})
+    build_shards(ShardsConfig(seq_len=32, heldout_percent=10.0, tasks=1), [32], four_file_corpus["corpus"],
+                 four_file_corpus["vocab"], reference, static)
+    real_run = DrawMasks.run
+
+    def dies_on_the_last_task(self, data=None, rank=0, world_size=1):
+        if rank == 2:
+            time.sleep(1.0)  # the other two finish first
+            raise RuntimeError("killed")
+        return real_run(self, data, rank, world_size)
+
+    def interrupted_when_a_task_dies(*args, **kwargs):
+        try:
+            real_chain(*args, **kwargs)
+        except RuntimeError as err:
+            raise KeyboardInterrupt from err  # as a kill: the build's work folder is kept
+
+    real_chain = stage.run_chain
+    monkeypatch.setattr(DrawMasks, "run", dies_on_the_last_task)  # the workers are forked: they see it
+    monkeypatch.setattr(stage, "run_chain", interrupted_when_a_task_dies)
+    out = StageOutput(tmp_path / "w", "shards", {}, {})
+    shards = ShardsConfig(seq_len=32, heldout_percent=10.0, tasks=3)
+    with pytest.raises(KeyboardInterrupt):
+        build_shards(shards, [32], four_file_corpus["corpus"], four_file_corpus["vocab"], out, static)
+    [work] = list((tmp_path / "w" / "shards").glob(".shards-*.work"))
+    done = {p.name: p.stat().st_mtime_ns for p in (work / "datatrove" / "mask" / "completions").iterdir()}
+    assert sorted(done) == ["00000", "00001"]
+    monkeypatch.setattr(DrawMasks, "run", real_run)
+    monkeypatch.setattr(stage, "run_chain", real_chain)
+    build_shards(shards, [32], four_file_corpus["corpus"], four_file_corpus["vocab"], out, static)
+    after = {p.name: p.stat().st_mtime_ns for p in (out.folder / "datatrove" / "mask" / "completions").iterdir()}
+    assert len(after) == 3 and all(after[name] == mtime for name, mtime in done.items())
+    for name in ("train-32.mask_positions.bin", "train-32.mask_inputs.bin"):
+        assert (out.folder / name).read_bytes() == (reference.folder / name).read_bytes()
+
+
 def test_tasks_take_contiguous_ranges_of_files(tmp_path):
     (tmp_path / "documents").mkdir()
     for i in range(5):
         (tmp_path / "documents" / f"{i:05d}.jsonl.gz").write_bytes(b"")
-    shares = [[p.name[:5] for p in task_files(tmp_path, rank, 3)] for rank in range(3)]
-    assert shares == [["00000"], ["00001", "00002"], ["00003", "00004"]]
+    shares = [[(i, p.name[:5]) for i, p in task_files(tmp_path, rank, 3)] for rank in range(3)]
+    assert shares == [[(0, "00000")], [(1, "00001"), (2, "00002")], [(3, "00003"), (4, "00004")]]
 
 
 def test_killed_run_resumes_its_finished_tokenise_tasks(data_dir, tmp_path):
@@ -139,7 +228,7 @@ def test_a_rerun_with_another_split_of_the_work_tokenises_again_and_says_so(four
     monkeypatch.setattr(stage, "pack_parts", real_pack)
     with caplog.at_level(logging.WARNING, logger="bertforge"):
         folder = _build(four_file_corpus, tmp_path / "w", tasks=2)
-    assert "tokenising again" in caplog.text
+    assert "split the tokenise step" in caplog.text and "running it again" in caplog.text
     assert len(list((folder / "datatrove" / "tokenise" / "completions").iterdir())) == 2
     assert (folder / "train-64.bin").read_bytes() == (reference / "train-64.bin").read_bytes()
 
@@ -154,7 +243,7 @@ def test_a_rerun_goes_on_from_the_first_step_an_interrupted_build_did_not_finish
     from corpora.shards.pairs import PairSettings
     from corpora.shards.static_masks import StaticMasking
 
-    real_masks = stage._write_static_masks
+    real_masks = stage._draw_static_masks
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -163,11 +252,11 @@ def test_a_rerun_goes_on_from_the_first_step_an_interrupted_build_did_not_finish
     pairs = PairSettings("mlm_nsp", 0.1, 0.5, seed=0)
     static = StaticMasking(0.15, 0.8, 0.1, False, 2, 0, seed=0)
     out = StageOutput(tmp_path, "shards", {}, {})
-    monkeypatch.setattr(stage, "_write_static_masks", killed)
+    monkeypatch.setattr(stage, "_draw_static_masks", killed)
     with pytest.raises(KeyboardInterrupt):
         build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out, static, pairs)
-    monkeypatch.setattr(stage, "_write_static_masks", real_masks)
-    for done in ("run_chain", "pack_parts", "_write_pairs"):
+    monkeypatch.setattr(stage, "_draw_static_masks", real_masks)
+    for done in ("pack_parts", "join_pair_parts"):
         monkeypatch.setattr(stage, done, lambda *args, name=done, **kwargs: pytest.fail(f"{name} ran again"))
     with caplog.at_level(logging.INFO, logger="bertforge"):
         build_shards(shards, [64], four_file_corpus["corpus"], four_file_corpus["vocab"], out, static, pairs)
