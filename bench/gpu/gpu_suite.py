@@ -56,6 +56,7 @@ def summarise(name: str, report: dict) -> dict:
            "seq_len": report["command_args"]["seq_len"], "batch_size": report["command_args"]["batch_size"]}
     for system, r in results.items():
         row[system] = {"tokens_per_s": round(r["tokens_per_s"], 1), "mfu": round(r["mfu_vs_989_tflops"], 4),
+                       "mfu_dense_head_flops": round(r["mfu_vs_989_tflops_dense_head_flops"], 4),
                        "peak_memory_mib": round(r["peak_memory_mib"], 1)}
     if "speedup_bertforge_over_hf" in report:
         row["speedup_bertforge_over_hf"] = round(report["speedup_bertforge_over_hf"], 3)

@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
             "mfu_vs_989_tflops": mfu(tokens / median, flops[name], PEAK_TFLOPS),
             # The same useful work counted for both: bertforge's FLOPs (sparse head) per token.
             "mfu_vs_989_tflops_sparse_head_flops": mfu(tokens / median, flops["bertforge"], PEAK_TFLOPS),
+            # ... and as papers count a model's FLOPs: the head on every position (transformers' dense head).
+            "mfu_vs_989_tflops_dense_head_flops": mfu(tokens / median, flops["hf"], PEAK_TFLOPS),
             "last_logged_loss": losses.get(name),
             "peak_memory_mib": peaks[name],
             "peak_memory_kind": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "process max RSS",

@@ -83,7 +83,7 @@ class PairBuilder:
         self.max_tokens = seq_len - 3  # [CLS] A [SEP] B [SEP]
         self.rng = np.random.default_rng([settings.seed, seq_len, file_index])
         self.counts = {"examples": 0, "random_next": 0, "swapped": 0, "forced_random_next": 0,
-                       "lone_sentences_left_out": 0, "truncated_tokens": 0}
+                       "lone_sentences_left_out": 0, "truncated_tokens": 0, "segment_tokens": 0}
         self.balance = 0  # random-next examples minus real-next ones so far
 
     def examples(self):
@@ -158,6 +158,7 @@ class PairBuilder:
                 longer[1] -= 1
         a, b = a[slice(*span["a"])], b[slice(*span["b"])]
         self.counts["examples"] += 1
+        self.counts["segment_tokens"] += len(a) + len(b)  # the maskable tokens: all but [CLS], [SEP]s, padding
         self.counts["random_next" if self.settings.objective == "mlm_nsp" else "swapped"] += label
         self.balance += 1 if label else -1
         return a, b, label
@@ -255,8 +256,7 @@ def join_pair_parts(task_counts: list[dict], settings: PairSettings, lengths: li
             raise CorpusInputError(where, f"gave no sentence pair of {length} tokens",
                                    "Add text, or use training.objective=mlm.")
         counts["label_share"] = (counts["random_next"] + counts["swapped"]) / counts["examples"]
-        info = np.fromfile(paths[1], dtype=np.int32).reshape(-1, 3)
-        counts["maskable_share"] = float(info[:, :2].sum() / (len(info) * length))
+        counts["maskable_share"] = counts["segment_tokens"] / (counts["examples"] * length)
     return total
 
 

@@ -56,8 +56,9 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
                  executor: ExecutorConfig | None = None) -> None:
     """Tokenise the corpus folder's documents with the vocab folder's tokenizer into rows of every
     length in `lengths` (main length first), train and held-out splits, in `out`; with `pairs`, also
-    sentence-pair examples of the training documents (`corpora.shards.pairs`, built by the same tasks); with `static`, the static
-    maskings of every training row (of the pair rows when there are pairs: what training reads).
+    sentence-pair examples of the training documents (`corpora.shards.pairs`, built by the same tasks);
+    with `static`, the static maskings of every training row (of the pair rows when there are pairs: what
+    training reads), drawn by tasks too.
 
     The tokenising runs as `shards.tasks` datatrove tasks on `executor` (`corpora.shards.parts`); the
     folder is resumable: a rerun of a killed build skips the tasks and the steps that finished (`_once`)."""
@@ -80,7 +81,7 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             str(corpus_dir))) if shards.dropout_copies else None
         pair_counts = _once(build.tmp, "pairs", lambda: _join_pairs(
             pairs, lengths, tasks, build.tmp, str(corpus_dir))) if pairs is not None else None
-        if (build.tmp / "parts").exists():  # only once the steps that read them are kept: a rerun needs only the rows
+        if (build.tmp / "parts").exists():  # once the steps that read them are kept: a rerun needs only the rows
             remove_parts(build.tmp / "parts")
         main = by_len[str(lengths[0])]
         build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"], "by_seq_len": by_len}
@@ -132,11 +133,12 @@ def _same_plan(plan_file: Path, step: str, plan: dict) -> bool:
 def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
                  dtype, executor: ExecutorConfig, tasks: int, files: int, folder: Path, pairs: PairSettings | None
                  ) -> dict[str, dict]:
-    """Tokenise in `tasks` tasks (with the BPE-dropout copies and the sentence pairs, if any), then pack every split and length;
-    {"<length>": {split: counts}} (`files`: the corpus's document files). Resumable: finished tasks are not
-    run again."""
+    """Tokenise in `tasks` tasks (with the BPE-dropout copies and the sentence pairs, if any), then pack
+    every split and length; {"<length>": {split: counts}} (`files`: the corpus's document files).
+    Resumable: finished tasks are not run again."""
     parts, logs = folder / "parts", folder / "datatrove"
-    if not _same_plan(folder / "tasks.json", "tokenise", {"tasks": tasks, "files": files, "dropout_copies": shards.dropout_copies}):
+    plan = {"tasks": tasks, "files": files, "dropout_copies": shards.dropout_copies, "pairs": pairs is not None}
+    if not _same_plan(folder / "tasks.json", "tokenise", plan):
         shutil.rmtree(parts, ignore_errors=True)
         shutil.rmtree(logs / "tokenise", ignore_errors=True)
     step = TokeniseFiles(str(corpus_dir), str(vocab_dir / "tokenizer.json"), str(parts), tasks,

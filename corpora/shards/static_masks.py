@@ -102,24 +102,29 @@ class DrawMasks(PipelineStep):
         word_starts = word_start_table(Tokenizer.from_file(self.tokenizer_file)) if self.spec.whole_word else None
         with self.track_time():
             for rows_path, seq_len, count, positions_path, inputs_path in self.sources:
-                rows = np.memmap(rows_path, dtype=self.dtype, mode="r").reshape(-1, seq_len)
-                shape = (self.spec.dupe_factor, len(rows), count)
-                positions = np.memmap(positions_path, dtype=np.uint16, mode="r+", shape=shape)
-                inputs = np.memmap(inputs_path, dtype=self.dtype, mode="r+", shape=shape)
-                chunks = -(-len(rows) // self.chunk_rows)
-                for chunk in range(rank * chunks // self.tasks, (rank + 1) * chunks // self.tasks):
-                    start = chunk * self.chunk_rows
-                    block = np.asarray(rows[start:start + self.chunk_rows])  # (n, L)
-                    special = np.zeros(max(self.vocab_size, int(block.max(initial=0)) + 1), dtype=bool)
-                    special[self.special_ids] = True
-                    for dupe in range(self.spec.dupe_factor):
-                        rng = np.random.default_rng([self.spec.seed, seq_len, dupe, start])
-                        drawn = _draw(block, count, rng, self.spec, special, self.mask_id, self.vocab_size,
-                                      word_starts)
-                        positions[dupe, start:start + len(block)], inputs[dupe, start:start + len(block)] = drawn
-                    self.stat_update("rows", value=len(block))
-                positions.flush()
-                inputs.flush()
+                row_bytes = seq_len * np.dtype(self.dtype).itemsize
+                n_rows = Path(rows_path).stat().st_size // row_bytes
+                chunks = -(-n_rows // self.chunk_rows)
+                # rows read and masks written at their offsets in the files, not through memory maps: mapped
+                # pages would count in the task's resident memory, up to its whole share of the files
+                with open(positions_path, "r+b") as positions, open(inputs_path, "r+b") as inputs:
+                    for chunk in range(rank * chunks // self.tasks, (rank + 1) * chunks // self.tasks):
+                        start = chunk * self.chunk_rows
+                        n = min(self.chunk_rows, n_rows - start)
+                        block = np.fromfile(rows_path, self.dtype, n * seq_len, offset=start * row_bytes
+                                            ).reshape(n, seq_len)
+                        special = np.zeros(max(self.vocab_size, int(block.max(initial=0)) + 1), dtype=bool)
+                        special[self.special_ids] = True
+                        for dupe in range(self.spec.dupe_factor):
+                            rng = np.random.default_rng([self.spec.seed, seq_len, dupe, start])
+                            drawn = _draw(block, count, rng, self.spec, special, self.mask_id, self.vocab_size,
+                                          word_starts)
+                            at = (dupe * n_rows + start) * count  # the first of this block's entries
+                            for handle, values, dtype in ((positions, drawn[0], np.uint16),
+                                                          (inputs, drawn[1], self.dtype)):
+                                handle.seek(at * np.dtype(dtype).itemsize)
+                                handle.write(values.astype(dtype).tobytes())
+                        self.stat_update("rows", value=len(block))
         return iter(())
 
 

@@ -89,7 +89,8 @@ def test_pairs_and_static_masks_are_the_same_bytes_for_any_number_of_tasks(four_
                      four_file_corpus["corpus"], four_file_corpus["vocab"], out, static, pairs)
         built[tasks] = out.folder
     fmts = [read_manifest(folder)["format"] for folder in built.values()]
-    assert fmts[0]["pairs"] == fmts[1]["pairs"] == fmts[2]["pairs"] and fmts[0]["static_masks"] == fmts[1]["static_masks"]
+    for key in ("pairs", "static_masks"):
+        assert fmts[0][key] == fmts[1][key] == fmts[2][key]
     examples = fmts[0]["pairs"]["by_seq_len"]["32"]["examples"]
     assert examples > 4 * 256 and fmts[0]["pairs"]["documents"]["documents"] > 500
     assert [len(list((f / "datatrove" / "mask" / "completions").iterdir())) for f in built.values()] == [1, 3, 4]

@@ -17,8 +17,9 @@ def test_slurm_tokenise_tasks_write_the_same_rows_as_local(slurm_cluster, make_c
     for name, executor in (("local", ExecutorConfig()),
                            ("slurm", ExecutorConfig(name="slurm", poll_seconds=1, time="00:10:00"))):
         out = StageOutput(tmp_path / name, "shards", {}, {})
-        build_shards(shards, [64], folders["corpus"], folders["vocab"], out, StaticMasking(0.15, 0.8, 0.1, False, 2, 0, 0),
-                     PairSettings("mlm_sop", 0.1, 0.5, 0), executor=executor)
+        build_shards(shards, [64], folders["corpus"], folders["vocab"], out,
+                     StaticMasking(0.15, 0.8, 0.1, False, 2, 0, 0), PairSettings("mlm_sop", 0.1, 0.5, 0),
+                     executor=executor)
         built[name] = out.folder
     launched = {p.parent.name: p.read_text() for p in (built["slurm"] / "datatrove").glob("*/launch_script.slurm")}
     assert sorted(launched) == ["mask", "tokenise"] and "srun" in launched["tokenise"]
