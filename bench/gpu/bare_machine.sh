@@ -24,7 +24,7 @@ case "${1:-}" in
     shift
     : "${OUT:?set OUT to the folder that comes back}"
     [[ -d .gpu/site ]] || { echo "no .gpu/site: run 'bench/gpu/bare_machine.sh pack' here and carry .gpu" >&2; exit 2; }
-    export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHON=python3
+    export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHON="${PYTHON:-python3}"
     export BERTFORGE_COMMIT="$(cat .gpu/commit)"  # the machine's copy of .git may be stale
     site=/tmp/bertforge-site results=/tmp/bertforge-suite
     rm -rf "$site" "$results" && mkdir -p "$site" "$results"
@@ -33,7 +33,7 @@ case "${1:-}" in
     set +e  # whatever fails, the log and the results so far come back
     {
       nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-      python3 -c "import torch, transformers, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'lightning', lightning.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+      "$PYTHON" -c "import torch, transformers, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'lightning', lightning.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
       OUT="$results" bash bench/gpu_suite.sh "$@"
       echo $? > "$results/exit_status"
     } 2>&1 | tee "$results/log.txt"
