@@ -81,7 +81,9 @@ class PairBuilder:
     def __init__(self, docs: list[list[np.ndarray]], seq_len: int, settings: PairSettings, file_index: int):
         self.docs, self.settings = docs, settings
         self.max_tokens = seq_len - 3  # [CLS] A [SEP] B [SEP]
-        self.rng = np.random.default_rng([settings.seed, seq_len, file_index])
+        # the last 1 keeps these draws apart from the static masks' ([seed, L, copy, first row]; numpy's
+        # seeding ignores trailing zeros, so [seed, L, 0] would be the first mask chunk's stream)
+        self.rng = np.random.default_rng([settings.seed, seq_len, file_index, 1])
         self.counts = {"examples": 0, "random_next": 0, "swapped": 0, "forced_random_next": 0,
                        "lone_sentences_left_out": 0, "truncated_tokens": 0, "segment_tokens": 0}
         self.balance = 0  # random-next examples minus real-next ones so far

@@ -93,8 +93,10 @@ def test_one_sentence_documents_are_an_error_or_a_counted_fallback(tmp_path, dat
     folders = stages_to("shards", data_dir, tmp_path,
                         ["experiment=demo_ga", *one, "shards.max_single_sentence_doc_share=1.0"])
     counts = read_manifest(folders["shards"])["format"]["pairs"]["by_seq_len"]["64"]
-    # No real next sentence exists: every example is a random next, and the manifest says so.
-    assert counts["forced_random_next"] == counts["random_next"] == counts["examples"] > 100
+    # No real next sentence exists: every example is a random next, and the manifest says so. Only the
+    # first coin can ask for a random next (then the labels are uneven, and every later one asks for a real one).
+    assert counts["random_next"] == counts["examples"] > 100
+    assert counts["examples"] - 1 <= counts["forced_random_next"] <= counts["examples"]
 
 
 def test_sentences_come_from_the_corpus_then_lines_then_terminal_punctuation():
