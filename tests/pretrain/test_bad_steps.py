@@ -14,8 +14,7 @@ from pretrain.model import build_model
 from pretrain.module import MaskedLMModule
 from pretrain.phases import Phase
 from tests.conftest import QUICK
-
-SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+from tests.pretrain.conftest import SPECIAL
 
 
 @pytest.mark.parametrize("optimiser", ["adamw", "lamb"])
