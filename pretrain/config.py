@@ -198,6 +198,10 @@ class ImplConfig:
     """sdpa: fused kernels (flash/cuDNN on GPUs), called outside torch.compile's graph; sdpa_compiled: SDPA traced
     into the compiled graph; eager: the reference implementation. Both SDPA options pass no mask for rows without
     padding, so the flash kernel can run."""
+    bf16_layer_norm: bool = False
+    """Under bf16-mixed precision, layer norms take and return bf16 instead of autocast's fp32, so the residual
+    stream stays in bf16 and the memory-bound norm, dropout and residual kernels move half the bytes (the norm
+    itself still computes in fp32). It changes rounding, not the model; its checkpoints are the same format."""
     num_workers: int = 0
     matmul_precision: str = "high"
     """torch.set_float32_matmul_precision: high allows TF32 on GPUs."""

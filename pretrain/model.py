@@ -11,6 +11,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from transformers import (AttentionInterface, AutoModelForMaskedLM, BertConfig, ModernBertConfig,
                           PretrainedConfig, RobertaConfig)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -116,6 +117,31 @@ def build_model(model_cfg: ModelConfig, vocab_size: int, pad_token_id: int, seq_
     special = {"pad": pad_token_id, "cls": pad_token_id, "sep": pad_token_id} | (special_ids or {})
     config = hf_config(model_cfg, vocab_size, special)
     return AutoModelForMaskedLM.from_config(config, attn_implementation=attention)
+
+
+class Bf16LayerNorm(torch.nn.LayerNorm):
+    """A LayerNorm that, under bf16 autocast, takes and returns bf16 (the kernel still normalises in fp32)
+    where autocast would cast to fp32 and return fp32. The residual stream around it then stays in bf16, so
+    the memory-bound kernels of norm, dropout and residual add move half the bytes. Outside bf16 autocast
+    (evaluation, fp32 runs) it is a plain LayerNorm; the weights and their names are the same."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        device = hidden.device.type
+        if not (torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16):
+            return super().forward(hidden)
+        with torch.autocast(device, enabled=False):
+            weight = self.weight.to(torch.bfloat16) if self.weight is not None else None
+            bias = self.bias.to(torch.bfloat16) if self.bias is not None else None
+            return F.layer_norm(hidden.to(torch.bfloat16), self.normalized_shape, weight, bias, self.eps)
+
+
+def use_bf16_layer_norms(model: torch.nn.Module) -> int:
+    """Make every LayerNorm of `model` a `Bf16LayerNorm` in place (`impl.bf16_layer_norm`); how many there were.
+    Only the class changes: the state dict, and so every checkpoint and export, stays as it was."""
+    norms = [module for module in model.modules() if type(module) is torch.nn.LayerNorm]
+    for module in norms:
+        module.__class__ = Bf16LayerNorm
+    return len(norms)
 
 
 def encoder_and_head(model) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]]:

@@ -31,7 +31,7 @@ from pretrain.flops import flops_per_token
 from pretrain.checkpoints import PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.init_from import load_start_model
-from pretrain.model import attn_implementation, build_model, check_model_config
+from pretrain.model import attn_implementation, build_model, check_model_config, use_bf16_layer_norms
 from pretrain.module import MaskedLMModule
 from pretrain.objectives import as_pretraining_model
 from pretrain.phases import plan_phases
@@ -83,6 +83,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             check_positions(model.config, longest)
         if training.objective != "mlm":  # + the NSP/SOP head: a BertForPreTraining, exported as such
             model = as_pretraining_model(model, attention)
+        if impl.bf16_layer_norm:
+            use_bf16_layer_norms(model)
         word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \
             if masking.whole_word else None
         pairs = fmt.get("pairs")  # sentence-pair rows are what training masks when the objective has pairs

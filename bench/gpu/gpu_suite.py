@@ -37,12 +37,17 @@ GPU_RUNS = {  # name -> bench_mlm arguments; batches of 32 k tokens (BERT's 256 
     # The same attention traced into the graph, beside the default (SDPA outside it) in one run.
     "bert_base_seq512_sdpa_compiled": GPU + ["--model", "base", "--seq-len", "512", "--batch-size", "64",
                                              "--only", "bertforge", "--attention", "sdpa_compiled"],
+    # Layer norms in bf16 (impl.bf16_layer_norm), beside the default's fp32 norms of autocast.
+    "bert_base_seq128_bf16_layer_norm": GPU + ["--model", "base", "--seq-len", "128", "--batch-size", "256",
+                                               "--only", "bertforge", "--bf16-layer-norm"],
 }
 CPU = ["--device", "cpu", "--precision", "32", "--data", "synthetic", "--vocab-size", "512", "--steps", "2",
        "--warmup-steps", "1", "--seq-len", "32", "--batch-size", "4"]
 CPU_RUNS = {
     "bert_tiny_seq32": CPU + ["--model", "tiny"],
     "modernbert_tiny_seq32": CPU + ["--model", "modernbert_tiny", "--only", "bertforge"],
+    "bert_tiny_seq32_bf16_layer_norm": CPU + ["--model", "tiny", "--only", "bertforge", "--bf16-layer-norm",
+                                              "--precision", "bf16-mixed"],
 }
 
 

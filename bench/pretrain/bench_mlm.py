@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=["bertforge", "hf"], default=None)
     parser.add_argument("--attention", default="sdpa",
                         help="bertforge's impl.attention (sdpa, sdpa_compiled, eager); the HF recipe keeps its sdpa")
+    parser.add_argument("--bf16-layer-norm", action="store_true",
+                        help="bertforge's impl.bf16_layer_norm (layer norms in bf16 under bf16-mixed); not the HF recipe")
     parser.add_argument("--model-override", action="append", default=[],
                         help="a Hydra override of the model for both systems, e.g. model.attention_dropout=0")
     parser.add_argument("--out", type=Path, default=None)
@@ -169,7 +171,7 @@ def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int)
 
     from pretrain.config import MaskingConfig, OptimConfig, TrainingConfig
     from pretrain.data import PackedRows, PhasedData
-    from pretrain.model import attn_implementation
+    from pretrain.model import attn_implementation, use_bf16_layer_norms
     from pretrain.module import MaskedLMModule
     from pretrain.phases import plan_phases
 
@@ -178,6 +180,8 @@ def run_bertforge(args, model_cfg, hf_config, init_state, rows, vocab_size: int)
     optim = OptimConfig(lr=1e-4, warmup_steps=args.warmup_steps, weight_decay=0.01, grad_clip=1.0)
     plan = plan_phases(TrainingConfig(max_steps=total + extra, batch_size=args.batch_size), 0, optim, args.seq_len)
     model = fresh_model(hf_config, init_state, attn_implementation(args.attention))
+    if args.bf16_layer_norm:
+        use_bf16_layer_norms(model)
     maskable = float(1 - np.isin(rows[:256], list(SPECIAL.values())).mean())
     module = MaskedLMModule(model, MaskingConfig(), optim, plan, SPECIAL, vocab_size, {args.seq_len: maskable},
                             compile_backend="inductor" if args.compile else "")

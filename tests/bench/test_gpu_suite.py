@@ -18,7 +18,7 @@ def test_cpu_smoke_writes_one_json_and_one_profile_per_run_naming_the_device(tmp
     summary = json.loads(summary_path.read_text())
     assert summary["cpu_smoke"] and "cores visible" in summary["device"]
     runs = {r["run"]: r for r in summary["runs"]}
-    assert set(runs) == {"bert_tiny_seq32", "modernbert_tiny_seq32"}
+    assert set(runs) == {"bert_tiny_seq32", "modernbert_tiny_seq32", "bert_tiny_seq32_bf16_layer_norm"}
     assert not [r for r in runs.values() if "error" in r], runs
     bert = json.loads(next(tmp_path.glob("*_bert_tiny_seq32.json")).read_text())
     assert bert["device"] == summary["device"] and set(bert["results"]) == {"bertforge", "hf"}

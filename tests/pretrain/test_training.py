@@ -104,6 +104,28 @@ def test_speed_switches_leave_the_loss_unchanged_and_compile_never_recompiles(up
     assert not counters["recompiles"]
 
 
+def test_bf16_layer_norms_train_like_autocast_and_compile_without_recompiling(upstream, tmp_path, data_dir):
+    """impl.bf16_layer_norm on a bf16-mixed run: the loss follows the autocast run's to bf16 rounding, the
+    compiled model neither breaks its graph anywhere new nor recompiles, and the export is a plain model."""
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForMaskedLM
+
+    same = ["logger.log_every_n_steps=1", "model.dropout=0.0", "optim.schedule=constant", "optim.warmup_steps=2",
+            "trainer.precision=bf16-mixed", "training.max_steps=8"]
+    autocast = _losses(run_stage(make(upstream, tmp_path, data_dir, same), "pretrain"))
+    torch._dynamo.reset()
+    counters.clear()
+    folder = run_stage(make(upstream, tmp_path, data_dir, same + [
+        "impl.bf16_layer_norm=true", "impl.compile=true", "impl.compile_backend=aot_eager"], "bf16_norms"), "pretrain")
+    bf16_norms = _losses(folder)
+    assert autocast[-1] < autocast[0] - 0.2 and len(bf16_norms) == 8
+    assert bf16_norms == pytest.approx(autocast, rel=5e-3)  # 1e-4 apart here
+    assert all("torch.compiler.disable" in reason for reason in counters["graph_break"])
+    assert not counters["recompiles"]
+    exported = AutoModelForMaskedLM.from_pretrained(folder / "hf")
+    assert all(type(m) is torch.nn.LayerNorm for m in exported.modules() if isinstance(m, torch.nn.LayerNorm))
+
+
 def test_shards_of_another_tokenizer_are_refused(upstream, tmp_path, data_dir):
     cfg = make(upstream, tmp_path, data_dir, [])
     shards = run_stage(cfg, "shards")
