@@ -38,16 +38,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from datatrove.utils.batching import batched
 from tokenizers import Tokenizer
 
 from bertforge.common.errors import ConfigError, CorpusInputError
 from corpora.documents import is_heldout, read_documents
-from corpora.shards.rows import batch_encoder
+from corpora.shards.rows import encoded_ahead
 from corpora.shards.sentences import split_sentences
 
 OBJECTIVES = ("mlm", "mlm_nsp", "mlm_sop")
-SENTENCE_BATCH_DOCS = 256
+SENTENCE_BATCH = 4096  # sentences per call of the batch encoder
 _COPY_BYTES = 1 << 24  # bytes per read while joining the tasks' parts
 
 
@@ -199,18 +198,24 @@ def write_pair_parts(files: list[tuple[int, Path]], tokenizer: Tokenizer, heldou
 def sentence_documents(documents, tokenizer: Tokenizer, heldout_percent: float, dtype, how: dict
                        ) -> list[list[np.ndarray]]:
     """The training documents among `documents` as lists of tokenised sentences (documents without a
-    sentence left out); `how` counts the documents of each sentence-splitting rule. The sentences of
-    `SENTENCE_BATCH_DOCS` documents go to the encoder in one call (one call per document left the
-    encoder's threads idle on short documents)."""
-    encode = batch_encoder(tokenizer)
-    docs = []
-    training = (doc for doc in documents if not is_heldout(doc["id"], heldout_percent))
-    for batch in batched(training, SENTENCE_BATCH_DOCS):
-        split = [split_sentences(doc["text"], doc.get("metadata")) for doc in batch]
-        encoded = iter(encode([s for sentences, _ in split for s in sentences], add_special_tokens=False))
-        for sentences, rule in split:
+    sentence left out); `how` counts the documents of each sentence-splitting rule. Sentences go to the
+    encoder `SENTENCE_BATCH` at a time, encoded in a worker thread while this one splits the next ones."""
+    docs: list[list[np.ndarray]] = []
+
+    def sentences():
+        for doc in documents:
+            if is_heldout(doc["id"], heldout_percent):
+                continue
+            split, rule = split_sentences(doc["text"], doc.get("metadata"))
             how[rule] = how.get(rule, 0) + 1
-            docs.append([np.array(ids, dtype) for ids in (next(encoded).ids for _ in sentences) if ids])
+            docs.append([])  # filled as its sentences come back from the encoder
+            for sentence in split:
+                yield len(docs) - 1, sentence
+
+    for batch, encodings in encoded_ahead(sentences(), tokenizer, SENTENCE_BATCH, text=lambda item: item[1]):
+        for (index, _), encoding in zip(batch, encodings):
+            if encoding.ids:
+                docs[index].append(np.array(encoding.ids, dtype))
     return [d for d in docs if d]
 
 
