@@ -57,6 +57,8 @@ BLOCKS = {
                            tail_from=r"^sweep comparison"),
     "vocab_sweep": Block(["vocab", "-m", "tokenizer=wordpiece,bpe,unigram", "tokenizer.vocab_size=2000,4000,8000",
                           "tokenizer.reference={minilm}"], r"(?!)", tail_from=r"^sweep comparison"),
+    "pretrain_sweep": Block(["run", "-m", "experiment=demo_ga", "training.max_steps=150", "logger=csv",
+                             "tokenizer.vocab_size=1000,2000,4000"], r"(?!)", tail_from=r"^sweep comparison"),
     "hub_push": Block(["publish", "experiment=demo_ga", "training.max_steps=30", "logger.progress_bar=false",
                        "publish.push_to_hub=true", "publish.repo_id=my-org/ga-bert-tiny", "publish.endpoint={hub}",
                        "publish.push_every_n_steps=10"], r"\[bertforge\.(pretrain|evaluate|publish)\]\[INFO\]",
