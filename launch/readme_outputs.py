@@ -53,6 +53,7 @@ BLOCKS = {
                          "masking.max_predictions_per_seq=20"], r"\[bertforge\.shards\]\[INFO\]", echo=True),
     "dropout_shards": Block(["shards", "experiment=demo_ga", "tokenizer=bpe", "tokenizer.bpe_dropout=0.1",
                              "shards.dropout_copies=3"], r"\[bertforge\.shards\]\[INFO\]", echo=True),
+    "corpus_gabert_doc": Block(["corpus", "filters=gabert_doc"], r"\]\[INFO\] - corpus", echo=True),
     "filters_sweep": Block(["corpus", "-m", "filters=none,gabert_doc,gopher,c4,fineweb"], r"(?!)",
                            tail_from=r"^sweep comparison"),
     "vocab_sweep": Block(["vocab", "-m", "tokenizer=wordpiece,bpe,unigram", "tokenizer.vocab_size=2000,4000,8000",
