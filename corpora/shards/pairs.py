@@ -270,12 +270,15 @@ def join_pair_parts(task_counts: list[dict], settings: PairSettings, lengths: li
 def check_documents(documents: dict, lone_document_files: list[str], settings: PairSettings, where: str) -> None:
     """A clear error when pairs cannot be real: NSP with a document file of one training document (or
     one in all), or too many training documents of a single sentence."""
-    if settings.objective == "mlm_nsp" and (documents["documents"] < 2 or lone_document_files):
-        files = f" (document file {', '.join(lone_document_files[:3])})" if lone_document_files else ""
+    if settings.objective == "mlm_nsp" and documents["documents"] < 2:
+        raise CorpusInputError(where, f"has {documents['documents']} training document(s): next-sentence prediction "
+                               "needs another document to draw random next segments from", "Add text.")
+    if settings.objective == "mlm_nsp" and lone_document_files:
+        others = f" (and {len(lone_document_files) - 1} more files)" if len(lone_document_files) > 1 else ""
         raise CorpusInputError(
-            where, f"has a single training document{files}: next-sentence prediction draws random next "
-            "segments from another document of the same file",
-            "Add text, or build the corpus with fewer corpus.tasks (each writes one document file).")
+            f"{where}/documents/{lone_document_files[0]}", f"holds a single training document{others}: next-sentence "
+            "prediction draws random next segments from another document of the same file",
+            "Build the corpus with fewer corpus.tasks (each writes one document file), or add text.")
     single, total = documents["single_sentence_documents"], documents["documents"]
     if total and single / total > settings.max_single_sentence_doc_share:
         raise CorpusInputError(

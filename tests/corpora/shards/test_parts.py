@@ -1,6 +1,7 @@
 """The shards stage's tokenising as datatrove tasks: the same rows for any number of tasks, and a killed
 run that resumes its finished tasks."""
 
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,28 @@ def test_pairs_and_static_masks_are_the_same_bytes_for_any_number_of_tasks(four_
         if len(holding_a) == 1 and len_a >= 8 and len_b >= 8 and label:  # a random next, from a known file
             place.append(b in files[holding_a[0]])
     assert len(place) > 100 and all(place)
+
+
+def test_nsp_names_a_document_file_with_a_single_training_document(four_file_corpus, tmp_path):
+    """NSP draws random next segments within a file: a file with one training document is named in the error,
+    with what to do, and no shards folder is left behind."""
+    import gzip
+    import shutil
+
+    from bertforge.common.errors import CorpusInputError
+    from corpora.shards.pairs import PairSettings
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(four_file_corpus["corpus"], corpus)
+    last = document_files(corpus)[-1]
+    first_training = next(d for d in read_documents(last) if not is_heldout(d["id"], 10.0))
+    with gzip.open(last, "wt", encoding="utf-8") as handle:  # the last file keeps one training document
+        handle.write(json.dumps(first_training) + "\n")
+    out = StageOutput(tmp_path / "w", "shards", {}, {})
+    with pytest.raises(CorpusInputError, match=f"{last.name}.*another document of the same file.*corpus.tasks"):
+        build_shards(ShardsConfig(seq_len=64, heldout_percent=10.0), [64], corpus, four_file_corpus["vocab"], out,
+                     pairs=PairSettings("mlm_nsp", 0.1, 0.5, seed=0))
+    assert not list((tmp_path / "w" / "shards").iterdir())
 
 
 def test_a_killed_mask_task_is_the_only_one_drawn_again(four_file_corpus, tmp_path, monkeypatch):
