@@ -48,6 +48,8 @@ BLOCKS = {
     "evaluate": Block(["evaluate", "experiment=demo_ga"], r"\]\[INFO\] - evaluate"),
     "downstream": Block(["downstream", "experiment=demo_ga", "downstream=ud_irish"],
                         r"\]\[INFO\] - (?!.*seed \d)"),
+    "sp_wordpiece_vocab": Block(["vocab", "experiment=demo_ga", "tokenizer=sp_wordpiece", "shards.heldout_percent=25"],
+                                r"\[bertforge\.vocab\]\[INFO\]", echo=True),
     "nsp_shards": Block(["shards", "experiment=demo_ga", "tokenizer=sp_wordpiece", "training.objective=mlm_nsp",
                          "masking.static=true", "masking.dupe_factor=10", "masking.whole_word=true",
                          "masking.max_predictions_per_seq=20"], r"\[bertforge\.shards\]\[INFO\]", echo=True),
