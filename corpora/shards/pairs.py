@@ -182,7 +182,9 @@ def write_pair_parts(files: list[tuple[int, Path]], tokenizer: Tokenizer, heldou
         for file_index, path in files:
             docs = sentence_documents(read_documents(path), tokenizer, heldout_percent, dtype, counts["sentences_from"])
             _add(counts["documents"], document_counts(docs))
-            if settings.objective == "mlm_nsp" and len(docs) < 2:
+            if not docs:  # every document held out, or none with a sentence: nothing to pair, nothing lost
+                continue
+            if settings.objective == "mlm_nsp" and len(docs) == 1:
                 counts["lone_document_files"].append(path.name)  # no other document to draw from: the stage says so
                 continue
             for length in lengths:
