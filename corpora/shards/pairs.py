@@ -34,6 +34,7 @@ len(B), label. Token types and the attention mask follow from the lengths.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -258,8 +259,7 @@ def join_pair_parts(task_counts: list[dict], settings: PairSettings, lengths: li
             with open(path, "wb") as out:
                 for piece in part:
                     with open(piece, "rb") as handle:
-                        while chunk := handle.read(_COPY_BYTES):
-                            out.write(chunk)
+                        shutil.copyfileobj(handle, out, _COPY_BYTES)
         counts = total["by_seq_len"][str(length)]
         if not counts.get("examples"):
             raise CorpusInputError(where, f"gave no sentence pair of {length} tokens",

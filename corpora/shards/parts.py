@@ -70,8 +70,8 @@ class TokeniseFiles(PipelineStep):
         from corpora.vocab.special_tokens import special_token_ids
 
         tokenizer = Tokenizer.from_file(self.tokenizer_file)
-        ids = special_token_ids(tokenizer)
-        sep = ids["sep"]
+        special = special_token_ids(tokenizer)
+        sep = special["sep"]
         if self.dropout_copies:
             dropout = Tokenizer.from_file(self.dropout_tokenizer_file)
             encode_dropout = batch_encoder(dropout)
@@ -111,7 +111,7 @@ class TokeniseFiles(PipelineStep):
                     handle.close()
             if self.pairs is not None:  # sentences are encoded apart from the streams: a second pass over the files
                 counts["pairs"] = write_pair_parts(files, tokenizer, self.heldout_percent, self.pairs,
-                                                   self.pair_lengths, ids, np.dtype(self.dtype), parts, rank)
+                                                   self.pair_lengths, special, np.dtype(self.dtype), parts, rank)
         write_json_atomic(parts / f"{rank:05d}.json", counts | {"dropout_seconds": seconds})
         return iter(())
 

@@ -65,9 +65,10 @@ def mask_files(folder: Path, split: str, seq_len: int) -> tuple[Path, Path]:
     return folder / f"{split}-{seq_len}.mask_positions.bin", folder / f"{split}-{seq_len}.mask_inputs.bin"
 
 
-def chunk_count(rows: int) -> int:
-    """How many chunks of rows are drawn apart (each from its own seed): the unit split between tasks."""
-    return -(-rows // CHUNK_ROWS)
+def chunk_count(rows: int, chunk_rows: int | None = None) -> int:
+    """How many chunks of `chunk_rows` rows (default `CHUNK_ROWS`) are drawn apart, each from its own seed:
+    the unit split between tasks."""
+    return -(-rows // (chunk_rows or CHUNK_ROWS))
 
 
 def allocate_mask_files(rows: int, count: int, dupe_factor: int, dtype, positions_path: Path,
@@ -104,7 +105,7 @@ class DrawMasks(PipelineStep):
             for rows_path, seq_len, count, positions_path, inputs_path in self.sources:
                 row_bytes = seq_len * np.dtype(self.dtype).itemsize
                 n_rows = Path(rows_path).stat().st_size // row_bytes
-                chunks = -(-n_rows // self.chunk_rows)
+                chunks = chunk_count(n_rows, self.chunk_rows)
                 # rows read and masks written at their offsets in the files, not through memory maps: mapped
                 # pages would count in the task's resident memory, up to its whole share of the files
                 with open(positions_path, "r+b") as positions, open(inputs_path, "r+b") as inputs:
