@@ -29,14 +29,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_shards import corpus_overrides  # beside this script: the same corpus and vocabulary set-up
+
 REPO = Path(__file__).resolve().parents[2]
 
 SHARDS = ["training.objective=mlm_nsp", "masking.static=true", "masking.dupe_factor=10", "shards.seq_len=128"]
-
-
-def overrides(work: Path, corpus: Path, files: int) -> list[str]:
-    return ["source=jsonl", f"source.inputs.0.path={corpus}", "filters=none", f"paths.work_dir={work}",
-            "paths.data_dir=/unused", "tokenizer.vocab_size=16000", f"corpus.tasks={files}"]
 
 
 # Run in a fresh interpreter per build, so the peak resident sets are those of this build alone.
@@ -79,7 +76,7 @@ def main() -> None:
     runs = {}
     for files in args.files:
         work = args.work / f"files{files}"
-        base = overrides(work, args.corpus, files)
+        base = corpus_overrides(work, args.corpus, files)
         if vocab_folder is None:
             vocab_folder = Path(build("vocab", base)["folder"])
         else:

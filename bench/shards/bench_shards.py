@@ -36,15 +36,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def corpus_overrides(work: Path, corpus: Path, files: int) -> list[str]:
+    """The benchmark's corpus and vocabulary: the JSONL corpus unfiltered into `files` document files, 16 k WordPiece."""
+    return ["source=jsonl", f"source.inputs.0.path={corpus}", "filters=none", f"paths.work_dir={work}",
+            "paths.data_dir=/unused", "tokenizer.vocab_size=16000", f"corpus.tasks={files}"]
+
+
 def composed(work: Path, corpus: Path, files: int):
     from hydra import compose, initialize_config_module
 
     from bertforge.experiment import load_config
 
     with initialize_config_module(config_module="bertforge_conf", version_base=None):
-        return load_config(compose(config_name="shards", overrides=[
-            "source=jsonl", f"source.inputs.0.path={corpus}", "filters=none", f"paths.work_dir={work}",
-            "paths.data_dir=/unused", "tokenizer.vocab_size=16000", f"corpus.tasks={files}"]))
+        return load_config(compose(config_name="shards", overrides=corpus_overrides(work, corpus, files)))
 
 
 def main() -> None:
