@@ -150,15 +150,21 @@ class PairBuilder:
     def _fit(self, a: np.ndarray, b: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Trim the longer segment (b on a tie), a token from its front or back at random, until the pair
         fits; one draw per token, as Google's code."""
-        span = {"a": [0, len(a)], "b": [0, len(b)]}
-        while sum(end - start for start, end in span.values()) > self.max_tokens:
-            longer = span["a"] if span["a"][1] - span["a"][0] > span["b"][1] - span["b"][0] else span["b"]
-            self.counts["truncated_tokens"] += 1
-            if self.rng.random() < 0.5:
-                longer[0] += 1
-            else:
-                longer[1] -= 1
-        a, b = a[slice(*span["a"])], b[slice(*span["b"])]
+        trims = len(a) + len(b) - self.max_tokens
+        if trims > 0:
+            # Which segment each trim takes follows from the lengths alone: the longer one until they are
+            # level, then b, a, b, a... (b on a tie). So the coins are drawn in one call, the same stream
+            # as one draw per token, and each segment loses its front to the coins below 0.5.
+            lead = min(trims, abs(len(a) - len(b)))
+            takes_a = np.zeros(trims, bool)
+            takes_a[:lead] = len(a) > len(b)
+            takes_a[lead + 1::2] = True
+            front = self.rng.random(trims) < 0.5
+            a_front, b_front = int((front & takes_a).sum()), int((front & ~takes_a).sum())
+            a_trims = int(takes_a.sum())
+            a = a[a_front:len(a) - (a_trims - a_front)]
+            b = b[b_front:len(b) - (trims - a_trims - b_front)]
+            self.counts["truncated_tokens"] += trims
         self.counts["examples"] += 1
         self.counts["segment_tokens"] += len(a) + len(b)  # the maskable tokens: all but [CLS], [SEP]s, padding
         self.counts["random_next" if self.settings.objective == "mlm_nsp" else "swapped"] += label
@@ -217,8 +223,8 @@ def sentence_documents(documents, tokenizer: Tokenizer, heldout_percent: float, 
 
     for batch, encodings in encoded_ahead(sentences(), tokenizer, SENTENCE_BATCH, text=lambda item: item[1]):
         for (index, _), encoding in zip(batch, encodings):
-            if encoding.ids:
-                docs[index].append(np.array(encoding.ids, dtype))
+            if ids := encoding.ids:  # each read of .ids builds a new list
+                docs[index].append(np.array(ids, dtype))
     return [d for d in docs if d]
 
 

@@ -3,7 +3,8 @@
 Task r of T takes a contiguous range of the corpus folder's document files (`task_files`) and writes,
 for each split (and each BPE-dropout copy of the training split), the token stream of its documents
 (ids, every document ended by [SEP]) to `parts/<stream>-<r>.tokens`, with its counts in `parts/<r>.json`.
-With sentence pairs (NSP/SOP) it also builds its files' pair examples (`corpora.shards.pairs`).
+With sentence pairs (NSP/SOP) it builds its files' pair examples instead of the training stream
+(`corpora.shards.pairs`): training reads the pairs, and only the held-out documents are packed into rows.
 Datatrove's completion markers make a rerun of a killed stage skip the tasks that finished.
 
 `pack_parts` then reads the parts in task order, which is the corpus's document order, as one
@@ -29,6 +30,13 @@ from corpora.shards.pairs import PairSettings, write_pair_parts
 from corpora.shards.rows import RowPacker, batch_encoder, document_stream, encoded_ahead
 
 SPLITS = ("train", "heldout")
+
+
+def packed_splits(pairs: bool) -> tuple[str, ...]:
+    """The splits packed into rows: with sentence pairs training reads the pairs, so the held-out split only
+    (evaluation's rows); packed training rows would be tokenised and stored (as much disk as the pairs) for
+    nothing."""
+    return ("heldout",) if pairs else SPLITS
 READ_TOKENS = 1 << 24  # tokens per read while packing: a bounded buffer, whatever a part's size
 
 
@@ -77,7 +85,8 @@ class TokeniseFiles(PipelineStep):
             encode_dropout = batch_encoder(dropout)
         parts = Path(self.parts_dir)
         parts.mkdir(parents=True, exist_ok=True)
-        names = [*SPLITS, *map(dropout_stream, range(self.dropout_copies))]
+        pairs = self.pairs is not None
+        names = [*packed_splits(pairs), *map(dropout_stream, range(self.dropout_copies))]
         counts = {name: {"documents": 0, "tokens": 0} for name in names}
         seconds = [0.0] * self.dropout_copies  # encoding each dropout copy: what on-the-fly dropout would cost
         outs = {name: open(stream_file(parts, name, rank), "wb") for name in names}  # a rerun writes afresh
@@ -93,10 +102,13 @@ class TokeniseFiles(PipelineStep):
         with self.track_time():
             try:
                 docs = (d for _, path in files for d in read_documents(path))
+                if pairs:  # the training documents go to the pairs, below
+                    docs = (d for d in docs if is_heldout(d["id"], self.heldout_percent))
                 for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=lambda d: d["text"]):
                     held = [is_heldout(doc["id"], self.heldout_percent) for doc in batch]
                     # one read and one encoding of each document for both splits
-                    write("train", [e.ids for e, h in zip(encodings, held) if not h])
+                    if not pairs:
+                        write("train", [e.ids for e, h in zip(encodings, held) if not h])
                     write("heldout", [e.ids for e, h in zip(encodings, held) if h])
                     if self.dropout_copies:
                         train_texts = [doc["text"] for doc, h in zip(batch, held) if not h]
@@ -109,7 +121,7 @@ class TokeniseFiles(PipelineStep):
             finally:
                 for handle in outs.values():
                     handle.close()
-            if self.pairs is not None:  # sentences are encoded apart from the streams: a second pass over the files
+            if pairs:  # sentences are encoded apart from the held-out stream: a second pass over the files
                 counts["pairs"] = write_pair_parts(files, tokenizer, self.heldout_percent, self.pairs,
                                                    self.pair_lengths, special, np.dtype(self.dtype), parts, rank)
         write_json_atomic(parts / f"{rank:05d}.json", counts | {"dropout_seconds": seconds})

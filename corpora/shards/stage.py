@@ -3,7 +3,8 @@
 Layout of a shards folder:
   train-<L>.bin, heldout-<L>.bin   rows of L token ids, C order, dtype from the manifest, one pair
                                    per row length L (the main `shards.seq_len`, the lengths of
-                                   `training.phases`, and `shards.extra_seq_lens`)
+                                   `training.phases`, and `shards.extra_seq_lens`); with sentence pairs
+                                   (NSP/SOP) the training rows are the pairs instead (`corpora.shards.pairs`)
   manifest.json                    rows per split and length, dtype, vocab size, tokenizer hash,
                                    special ids, share of maskable (non-special) tokens
   datatrove/tokenise/, mask/       the tokenising and static-masking tasks' logs, stats and completion markers
@@ -32,7 +33,7 @@ from corpora.config import ExecutorConfig, ShardsConfig
 from corpora.executors import run_chain
 from corpora.documents import document_files
 from corpora.shards.dropout_copies import pack_dropout_copies
-from corpora.shards.parts import SPLITS, TokeniseFiles, pack_parts, remove_parts, task_counts
+from corpora.shards.parts import TokeniseFiles, pack_parts, packed_splits, remove_parts, task_counts
 from corpora.shards.rows import file_sha256
 from corpora.shards.pairs import PairSettings, join_pair_parts, pair_files
 from corpora.shards.static_masks import DrawMasks, StaticMasking, allocate_mask_files, chunk_count, mask_files, per_row
@@ -83,6 +84,12 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             pairs, lengths, tasks, build.tmp, str(corpus_dir))) if pairs is not None else None
         if (build.tmp / "parts").exists():  # once the steps that read them are kept: a rerun needs only the rows
             remove_parts(build.tmp / "parts")
+        # The packed rows' share of maskable tokens: the training rows', or with pairs (which have their own share
+        # below) the held-out rows', which are the only packed rows then.
+        shares = {k: maskable_share(v["train" if pairs is None else "heldout"], int(k)) for k, v in by_len.items()}
+        if pair_counts is not None:  # the training rows are the pairs
+            for length, counts in by_len.items():
+                counts["train"] = pair_row_counts(pair_counts, length)
         main = by_len[str(lengths[0])]
         build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"], "by_seq_len": by_len}
         build.manifest["format"] = fmt = {
@@ -90,8 +97,7 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             "vocab_size": tokenizer.get_vocab_size(),
             "tokenizer_sha256": file_sha256(vocab_dir / "tokenizer.json"),
             "special_ids": special_token_ids(tokenizer),  # by role: BERT and RoBERTa styles alike
-            "maskable_share": {k: 1 - v["train"]["special_tokens"] / (v["train"]["rows"] * int(k))
-                               for k, v in by_len.items()},
+            "maskable_share": shares,
         }
         if dropout:
             fmt["dropout_copies"] = dropout
@@ -101,8 +107,23 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         if static is not None:
             fmt["static_masks"] = _once(build.tmp, "static_masks", lambda: _draw_static_masks(
                 static, vocab_dir, build.tmp, fmt, executor or ExecutorConfig(), tasks))
-    log.info("shards: %d train rows, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
-             main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
+    log.info("shards: %d train %s, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
+             "rows" if pairs is None else f"{pairs.objective} pairs", main["heldout"]["rows"],
+             "/".join(map(str, lengths)), out.folder)
+
+
+def maskable_share(counts: dict, length: int) -> float:
+    """The share of maskable (non-special) tokens in packed rows of `length` with these counts."""
+    return 1 - counts["special_tokens"] / (counts["rows"] * length)
+
+
+def pair_row_counts(pair_counts: dict, length: str) -> dict:
+    """The manifest's train counts when the training rows are sentence pairs: rows, the documents they come
+    from, their tokens, and their special tokens ([CLS], [SEP]s and padding)."""
+    counts = pair_counts["by_seq_len"][length]
+    rows, tokens = counts["examples"], counts["segment_tokens"]
+    return {"rows": rows, "documents": pair_counts["documents"]["documents"], "tokens": tokens,
+            "special_tokens": rows * int(length) - tokens}
 
 
 def _once(folder: Path, step: str, run) -> dict:
@@ -147,7 +168,7 @@ def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     run_chain(executor, [("tokenise", [step], tasks)], logs, stage="shards")
     ids = special_token_ids(tokenizer)
     by_len = {length: {} for length in lengths}
-    for split in SPLITS:
+    for split in packed_splits(pairs is not None):
         paths = {length: folder / f"{split}-{length}.bin" for length in lengths}
         for length, counts in pack_parts(parts, tasks, split, paths, ids["cls"], ids["sep"], dtype).items():
             if counts["rows"] == 0:
