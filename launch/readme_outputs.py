@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,8 +166,10 @@ def main(names: list[str]) -> None:
         env.pop("HF_TOKEN", None)  # a real token never goes to the test server
         for name in names:
             blocks = BLOCKS[name] if isinstance(BLOCKS[name], tuple) else (BLOCKS[name],)
+            started = time.perf_counter()
             outputs[name] = "".join(run_block(block, env, Path(tmp), servers) for block in blocks)
-            print(f"{name}: {len(outputs[name].splitlines())} lines", file=sys.stderr)
+            print(f"{name}: {len(outputs[name].splitlines())} lines, {time.perf_counter() - started:.0f} s",
+                  file=sys.stderr)
     README.write_text(replace_blocks(README.read_text(encoding="utf-8"), outputs), encoding="utf-8")
 
 
