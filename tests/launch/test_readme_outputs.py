@@ -60,4 +60,4 @@ def test_a_launch_mistake_block_shows_the_command_and_its_error(tmp_path):
     assert shown[0] == "$ bertforge pretrain experiment=demo_ga trainer=ddp_cpu trainer.devices=64"
     assert re.fullmatch(r"bertforge pretrain: error: trainer.devices=64 but this machine has \d+ CPU cores visible; "
                         r"lower trainer.devices \(or -1 for all of them\)", shown[1]) and len(shown) == 2
-    assert not (tmp_path / "work").exists()  # it failed before any stage
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["hydra"]  # it failed before any stage
