@@ -78,10 +78,11 @@ def main() -> None:
     for files in args.files:
         work = args.work / f"files{files}"
         base = corpus_overrides(work, args.corpus, files)
+        # corpus.tasks=F writes at most F files: no more than the source has (each task reads whole files)
+        written = len(list((Path(build("corpus", base)["folder"]) / "documents").glob("*.jsonl.gz")))
         if vocab_folder is None:
             vocab_folder = Path(build("vocab", base)["folder"])
         else:
-            build("corpus", base)
             # the same tokenizer for every F: the vocab folder is named by the config and the corpus hash,
             # so the one trained first is copied under the name this corpus would give it
             target = Path(build("vocab", base)["folder"])
@@ -93,7 +94,7 @@ def main() -> None:
             result = build("shards", [*base, *SHARDS])
             manifest = json.loads((Path(result["folder"]) / "manifest.json").read_text())
             pairs = manifest["format"]["pairs"]
-            result |= {"pairs": pairs["by_seq_len"]["128"]["examples"],
+            result |= {"document_files": written, "pairs": pairs["by_seq_len"]["128"]["examples"],
                        "label_share": pairs["by_seq_len"]["128"]["label_share"],
                        "training_documents": pairs["documents"]["documents"],
                        "static_masks_per_row": manifest["format"]["static_masks"]["per_row"]["128"]}
@@ -105,7 +106,8 @@ def main() -> None:
         files: {"seconds_median": round(statistics.median(r["seconds"] for r in rs), 2),
                 "peak_mib_stage_process": round(max(r["peak_mib_stage_process"] for r in rs)),
                 "peak_mib_largest_worker": round(max(r["peak_mib_largest_worker"] for r in rs)),
-                "pairs": rs[0]["pairs"], "label_share": round(rs[0]["label_share"], 4),
+                "document_files": rs[0]["document_files"], "pairs": rs[0]["pairs"],
+                "label_share": round(rs[0]["label_share"], 4),
                 "training_documents": rs[0]["training_documents"]}
         for files, rs in runs.items()}
     result = {"corpus": str(args.corpus), "cpu_count": os.cpu_count(), "shards_overrides": SHARDS,
