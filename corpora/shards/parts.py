@@ -30,6 +30,7 @@ from corpora.shards.pairs import PairSettings, write_pair_parts
 from corpora.shards.rows import RowPacker, batch_encoder, document_stream, encoded_ahead
 
 SPLITS = ("train", "heldout")
+READ_TOKENS = 1 << 24  # tokens per read while packing: a bounded buffer, whatever a part's size
 
 
 def packed_splits(pairs: bool) -> tuple[str, ...]:
@@ -37,7 +38,6 @@ def packed_splits(pairs: bool) -> tuple[str, ...]:
     (evaluation's rows); packed training rows would be tokenised and stored (as much disk as the pairs) for
     nothing."""
     return ("heldout",) if pairs else SPLITS
-READ_TOKENS = 1 << 24  # tokens per read while packing: a bounded buffer, whatever a part's size
 
 
 def task_files(corpus_dir: Path, rank: int, tasks: int) -> list[tuple[int, Path]]:
@@ -106,7 +106,7 @@ class TokeniseFiles(PipelineStep):
                     docs = (d for d in docs if is_heldout(d["id"], self.heldout_percent))
                 for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=lambda d: d["text"]):
                     held = [is_heldout(doc["id"], self.heldout_percent) for doc in batch]
-                    # one read and one encoding of each document for both splits
+                    # one read and one encoding of each document for both splits (with pairs, held-out only)
                     if not pairs:
                         write("train", [e.ids for e, h in zip(encodings, held) if not h])
                     write("heldout", [e.ids for e, h in zip(encodings, held) if h])

@@ -107,3 +107,28 @@ def test_sentences_come_from_the_corpus_then_lines_then_terminal_punctuation():
     assert split_sentences('Tá sé fuar. "Bhí!" An ea?')[0] == ["Tá sé fuar.", '"Bhí!"', "An ea?"]
     assert split_sentences("यह एक वाक्य है। यह दूसरा है।")[0] == ["यह एक वाक्य है।", "यह दूसरा है।"]
     assert split_sentences("第一句。第二句！")[0] == ["第一句。", "第二句！"]
+
+
+def test_trimming_takes_a_token_at_a_time_from_the_longer_segment_as_googles_code():
+    """`_fit` draws its coins in one call; it must trim exactly as the one-token-at-a-time loop of
+    create_pretraining_data.py (the longer segment, b on a tie; front or back by a coin per token)."""
+    from corpora.shards.pairs import PairBuilder, PairSettings
+
+    settings = PairSettings("mlm_nsp", 0.1, 0.5, seed=0)
+    lengths = np.random.default_rng(0)
+    for case in range(500):
+        seq_len, len_a, len_b = (int(n) for n in (lengths.integers(8, 70), *lengths.integers(1, 120, 2)))
+        a, b = np.arange(len_a), np.arange(1000, 1000 + len_b)
+        builder = PairBuilder([], seq_len, settings, file_index=case)
+        got_a, got_b, _ = builder._fit(a, b, 1)
+        coins = np.random.default_rng([0, seq_len, case, 1])  # the builder's own stream, drawn one by one
+        span = {"a": [0, len_a], "b": [0, len_b]}
+        while (span["a"][1] - span["a"][0]) + (span["b"][1] - span["b"][0]) > seq_len - 3:
+            longer = span["a"] if span["a"][1] - span["a"][0] > span["b"][1] - span["b"][0] else span["b"]
+            if coins.random() < 0.5:
+                longer[0] += 1
+            else:
+                longer[1] -= 1
+        assert got_a.tolist() == a[slice(*span["a"])].tolist() and got_b.tolist() == b[slice(*span["b"])].tolist()
+        assert builder.counts["truncated_tokens"] == len_a + len_b - len(got_a) - len(got_b)
+        assert builder.rng.random() == coins.random()  # no more draws than the loop's
