@@ -2,8 +2,9 @@
 
 The training documents are tokenised `shards.dropout_copies` times with the vocab folder's
 `tokenizer_dropout.json` (each merge skipped with probability tokenizer.bpe_dropout), so every copy
-segments the same text differently. The shards stage's tokenise tasks do it beside the plain encoding
-(`corpora.shards.parts`), so the copies are spread over the same tasks, locally or on a cluster. Pass
+segments the same text differently. The shards stage's tokenise tasks do it beside the plain encoding of
+the held-out documents (`corpora.shards.parts`), so the copies are spread over the same tasks, locally or on
+a cluster; training reads only the copies, so no plain training rows are written. Pass
 p over the data reads copy p mod N (`pretrain.data.PackedRows`), so each epoch sees a new segmentation,
 as on-the-fly dropout would give, at the cost of N tokenisations once instead of one per epoch in the
 loop (the manifest records the encoder's seconds for each copy, summed over the tasks). Held-out rows
@@ -13,7 +14,7 @@ Dropout splits words into more pieces, so copies hold different numbers of rows;
 shortest (the tail tokens dropped are counted), so the data position stays one number for every pass.
 The tokenizers library draws dropout from an unseeded generator: a rebuild gives other copies.
 
-  train-<L>.dropout-<c>.bin   (rows, L) like train-<L>.bin, one file per copy c and length L
+  train-<L>.dropout-<c>.bin   (rows, L) packed rows, one file per copy c and length L
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def pack_dropout_copies(parts: Path, tasks: int, copies: int, lengths: list[int]
     """Pack every copy's stream (written by the tokenise tasks beside the plain ones) into rows of every
     length, cut all copies of a length to the shortest; the manifest entry: rows per length, rows dropped,
     and the encoder's seconds per copy, summed over the tasks."""
-    rows = {length: [] for length in lengths}
+    rows, first = {length: [] for length in lengths}, {}
     for copy in range(copies):
         paths = {length: copy_file(folder, length, copy) for length in lengths}
         for length, counts in pack_parts(parts, tasks, dropout_stream(copy), paths, ids["cls"], ids["sep"],
                                          dtype).items():
             rows[length].append(counts["rows"])
+            first.setdefault(length, counts)
     seconds = [round(sum(task["dropout_seconds"][copy] for task in task_counts(parts, tasks)), 3)
                for copy in range(copies)]
     itemsize = np.dtype(dtype).itemsize
@@ -59,7 +61,11 @@ def pack_dropout_copies(parts: Path, tasks: int, copies: int, lengths: list[int]
              "dropout would add to every pass)", copies, sum(seconds) / len(seconds))
     return {"copies": copies, "tokenize_seconds": seconds,
             "rows": {str(length): min(r) for length, r in rows.items()},
-            "rows_dropped": {str(length): sum(r) - len(r) * min(r) for length, r in rows.items()}}
+            "rows_dropped": {str(length): sum(r) - len(r) * min(r) for length, r in rows.items()},
+            # the training rows' counts for the manifest: the rows every copy keeps, the first copy's documents
+            # and tokens (the copies hold the same documents, cut into different numbers of tokens)
+            "train": {str(length): {"rows": min(rows[length]), "documents": first[length]["documents"],
+                                    "tokens": first[length]["tokens"]} for length in lengths}}
 
 
 def load_dropout_copies(folder: Path, seq_len: int, fmt: dict) -> list[np.memmap] | None:

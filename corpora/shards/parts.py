@@ -3,8 +3,9 @@
 Task r of T takes a contiguous range of the corpus folder's document files (`task_files`) and writes,
 for each split (and each BPE-dropout copy of the training split), the token stream of its documents
 (ids, every document ended by [SEP]) to `parts/<stream>-<r>.tokens`, with its counts in `parts/<r>.json`.
-With sentence pairs (NSP/SOP) it builds its files' pair examples instead of the training stream
-(`corpora.shards.pairs`): training reads the pairs, and only the held-out documents are packed into rows.
+With sentence pairs (NSP/SOP) it builds its files' pair examples (`corpora.shards.pairs`), and with BPE-dropout
+copies it writes the copies' streams; training reads those, so then no plain training stream is written
+(`packed_splits`).
 Datatrove's completion markers make a rerun of a killed stage skip the tasks that finished.
 
 `pack_parts` then reads the parts in task order, which is the corpus's document order, as one
@@ -33,11 +34,11 @@ SPLITS = ("train", "heldout")
 READ_TOKENS = 1 << 24  # tokens per read while packing: a bounded buffer, whatever a part's size
 
 
-def packed_splits(pairs: bool) -> tuple[str, ...]:
-    """The splits packed into rows: with sentence pairs training reads the pairs, so the held-out split only
-    (evaluation's rows); packed training rows would be tokenised and stored (as much disk as the pairs) for
-    nothing."""
-    return ("heldout",) if pairs else SPLITS
+def packed_splits(pairs: bool, dropout_copies: int) -> tuple[str, ...]:
+    """The splits tokenised plainly and packed into rows: the held-out split always (evaluation's rows), the
+    training split only where training reads it. With sentence pairs or BPE-dropout copies training reads
+    those instead, and plain training rows would be tokenised and stored for nothing."""
+    return ("heldout",) if pairs or dropout_copies else SPLITS
 
 
 def task_files(corpus_dir: Path, rank: int, tasks: int) -> list[tuple[int, Path]]:
@@ -86,7 +87,8 @@ class TokeniseFiles(PipelineStep):
         parts = Path(self.parts_dir)
         parts.mkdir(parents=True, exist_ok=True)
         pairs = self.pairs is not None
-        names = [*packed_splits(pairs), *map(dropout_stream, range(self.dropout_copies))]
+        splits = packed_splits(pairs, self.dropout_copies)
+        names = [*splits, *map(dropout_stream, range(self.dropout_copies))]
         counts = {name: {"documents": 0, "tokens": 0} for name in names}
         seconds = [0.0] * self.dropout_copies  # encoding each dropout copy: what on-the-fly dropout would cost
         outs = {name: open(stream_file(parts, name, rank), "wb") for name in names}  # a rerun writes afresh
@@ -102,12 +104,13 @@ class TokeniseFiles(PipelineStep):
         with self.track_time():
             try:
                 docs = (d for _, path in files for d in read_documents(path))
-                if pairs:  # the training documents go to the pairs, below
-                    docs = (d for d in docs if is_heldout(d["id"], self.heldout_percent))
-                for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=lambda d: d["text"]):
+                # one read of each document for every stream; the plain encoding only where a split is packed
+                # (a training document then goes to the encoder as "", which costs nothing)
+                plain = (lambda d: d["text"]) if "train" in splits else \
+                    (lambda d: d["text"] if is_heldout(d["id"], self.heldout_percent) else "")
+                for batch, encodings in encoded_ahead(docs, tokenizer, self.batch_docs, text=plain):
                     held = [is_heldout(doc["id"], self.heldout_percent) for doc in batch]
-                    # one read and one encoding of each document for both splits (with pairs, held-out only)
-                    if not pairs:
+                    if "train" in splits:
                         write("train", [e.ids for e, h in zip(encodings, held) if not h])
                     write("heldout", [e.ids for e, h in zip(encodings, held) if h])
                     if self.dropout_copies:

@@ -4,7 +4,8 @@ Layout of a shards folder:
   train-<L>.bin, heldout-<L>.bin   rows of L token ids, C order, dtype from the manifest, one pair
                                    per row length L (the main `shards.seq_len`, the lengths of
                                    `training.phases`, and `shards.extra_seq_lens`); with sentence pairs
-                                   (NSP/SOP) the training rows are the pairs instead (`corpora.shards.pairs`)
+                                   (NSP/SOP) or BPE-dropout copies, training reads those and no train-<L>.bin
+                                   is written (`corpora.shards.pairs`, `dropout_copies`)
   manifest.json                    rows per split and length, dtype, vocab size, tokenizer hash,
                                    special ids, share of maskable (non-special) tokens
   datatrove/tokenise/, mask/       the tokenising and static-masking tasks' logs, stats and completion markers
@@ -84,12 +85,14 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             pairs, lengths, tasks, build.tmp, str(corpus_dir))) if pairs is not None else None
         if (build.tmp / "parts").exists():  # once the steps that read them are kept: a rerun needs only the rows
             remove_parts(build.tmp / "parts")
-        # The packed rows' share of maskable tokens: the training rows', or with pairs (which have their own share
-        # below) the held-out rows', which are the only packed rows then.
-        shares = {k: maskable_share(v["train" if pairs is None else "heldout"], int(k)) for k, v in by_len.items()}
-        if pair_counts is not None:  # the training rows are the pairs
-            for length, counts in by_len.items():
+        # The share of maskable tokens in plain packed rows: the training rows', or the held-out rows' where those
+        # are the only ones (pairs have their own share, below).
+        shares = {k: maskable_share(v.get("train", v["heldout"]), int(k)) for k, v in by_len.items()}
+        for length, counts in by_len.items():  # the training rows are what training reads
+            if pair_counts is not None:
                 counts["train"] = pair_row_counts(pair_counts, length)
+            elif dropout:
+                counts["train"] = dropout["train"][length]
         main = by_len[str(lengths[0])]
         build.manifest["counts"] = {"train": main["train"], "heldout": main["heldout"], "by_seq_len": by_len}
         build.manifest["format"] = fmt = {
@@ -107,9 +110,10 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         if static is not None:
             fmt["static_masks"] = _once(build.tmp, "static_masks", lambda: _draw_static_masks(
                 static, vocab_dir, build.tmp, fmt, executor or ExecutorConfig(), tasks))
-    log.info("shards: %d train %s, %d held-out rows of %s tokens -> %s", main["train"]["rows"],
-             "rows" if pairs is None else f"{pairs.objective} pairs", main["heldout"]["rows"],
-             "/".join(map(str, lengths)), out.folder)
+    train = f"{pairs.objective} pairs" if pairs is not None else \
+        f"rows in each of {shards.dropout_copies} dropout copies" if shards.dropout_copies else "rows"
+    log.info("shards: %d train %s, %d held-out rows of %s tokens -> %s", main["train"]["rows"], train,
+             main["heldout"]["rows"], "/".join(map(str, lengths)), out.folder)
 
 
 def maskable_share(counts: dict, length: int) -> float:
@@ -168,7 +172,7 @@ def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     run_chain(executor, [("tokenise", [step], tasks)], logs, stage="shards")
     ids = special_token_ids(tokenizer)
     by_len = {length: {} for length in lengths}
-    for split in packed_splits(pairs is not None):
+    for split in packed_splits(pairs is not None, shards.dropout_copies):
         paths = {length: folder / f"{split}-{length}.bin" for length in lengths}
         for length, counts in pack_parts(parts, tasks, split, paths, ids["cls"], ids["sep"], dtype).items():
             if counts["rows"] == 0:
