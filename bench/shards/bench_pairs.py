@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from bench_shards import corpus_overrides  # beside this script: the same corpus and vocabulary set-up
+from corpora.documents import document_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +80,7 @@ def main() -> None:
         work = args.work / f"files{files}"
         base = corpus_overrides(work, args.corpus, files)
         # corpus.tasks=F writes at most F files: no more than the source has (each task reads whole files)
-        written = len(list((Path(build("corpus", base)["folder"]) / "documents").glob("*.jsonl.gz")))
+        written = len(document_files(Path(build("corpus", base)["folder"])))
         if vocab_folder is None:
             vocab_folder = Path(build("vocab", base)["folder"])
         else:

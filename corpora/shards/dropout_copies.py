@@ -37,9 +37,9 @@ def copy_file(folder: Path, seq_len: int, copy: int) -> Path:
 
 def pack_dropout_copies(parts: Path, tasks: int, copies: int, lengths: list[int], ids: dict[str, int], dtype,
                         folder: Path, where: str) -> dict:
-    """Pack every copy's stream (written by the tokenise tasks beside the plain ones) into rows of every
+    """Pack every copy's stream (written by the tokenise tasks beside the held-out one) into rows of every
     length, cut all copies of a length to the shortest; the manifest entry: rows per length, rows dropped,
-    and the encoder's seconds per copy, summed over the tasks."""
+    the encoder's seconds per copy, summed over the tasks, and the training rows' counts."""
     rows, first = {length: [] for length in lengths}, {}
     for copy in range(copies):
         paths = {length: copy_file(folder, length, copy) for length in lengths}
