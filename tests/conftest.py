@@ -9,6 +9,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share two cores: one thread each (and for the processes a test starts), not two threads
+    # each spinning against the other's.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from hydra import compose, initialize_config_module
 
 from bertforge.experiment import ExperimentConfig, load_config
@@ -114,3 +120,18 @@ def slurm_cluster():
         warnings.warn(message)
         print(f"\n{'!' * 80}\n{message}\n{'!' * 80}", file=sys.stderr)
         pytest.skip(message)
+
+
+# Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml's addopts), each module runs whole on one worker,
+# so its module fixtures are built once; and every test that starts processes of its own (the launch tests, the
+# SLURM jobs) runs on one worker, one at a time, so that two multi-process runs never share the two cores and
+# the SLURM node. They go first: they are the longest unit, and the other worker takes the rest meanwhile.
+def _runs_processes(item: pytest.Item) -> bool:
+    return "launch" in item.path.relative_to(REPO).parts or "slurm_cluster" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not _runs_processes(item))  # stable: the order within each part is kept
+    for item in items:
+        group = "processes" if _runs_processes(item) else str(item.path.relative_to(REPO))
+        item.add_marker(pytest.mark.xdist_group(group))

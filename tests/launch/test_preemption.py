@@ -17,7 +17,7 @@ from bertforge.common.stage_folder import read_manifest
 from bertforge.common.errors import EXIT_PREEMPTED
 from tests.launch.conftest import with_upstream, GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
-STEPS = 200  # long enough that the signal lands mid-training on an idle machine
+STEPS = 80  # long enough that the signal (after step 3) lands mid-training on an idle machine
 RUN = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))] + [
     f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={STEPS}", "trainer=ddp_cpu"]
 

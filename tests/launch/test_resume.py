@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from tests.launch.conftest import with_upstream, GLOBAL_BATCH, REPO, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
-# Long enough that the kill lands mid-training even on a fast, idle machine (40 steps took 1.7 s in CI).
-STEPS, EVERY = 300, 10
+# Long enough that the kill (after step 17) lands mid-training even on a fast, idle machine: 40 steps took
+# 1.7 s in CI, and the test looks every 50 ms.
+STEPS, EVERY = 80, 10
 RUN = ["bertforge", "pretrain", *[o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))],
        f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}", "model.dropout=0.1"]
 
@@ -72,13 +73,16 @@ def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_wor
 def test_a_second_run_of_the_same_stage_is_refused_and_told_who_runs_it(upstream_work, tmp_path, data_dir):
     work = with_upstream(upstream_work, tmp_path / "w")
     env = bertforge_env(data_dir, work)
+    # The first run must outlast the second's start-up; it is stopped when the test is done with it.
+    endless = [*RUN, "training.max_steps=100000"]
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(RUN, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        first = subprocess.Popen(endless, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and not list(work.glob("pretrain/.pretrain-*.work/data_positions")):
+            # The holder writes its pid into the lock once it holds it (before it trains at all).
+            while time.monotonic() < deadline and not any(p.read_text() for p in work.glob(".locks/pretrain-*.lock")):
                 time.sleep(0.05)
-            second = subprocess.run(RUN, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            second = subprocess.run(endless, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
             assert second.returncode == 2
             assert f"is being built by pid {first.pid} on" in second.stderr and "wait for that run" in second.stderr
         finally:
