@@ -9,8 +9,7 @@ import shlex
 import pytest
 
 from bertforge.cli import COMMANDS, moved
-from bertforge.experiment import load_config
-from tests.conftest import REPO, compose_raw
+from tests.conftest import REPO, experiment
 
 
 def readme_commands() -> list[str]:
@@ -59,4 +58,4 @@ def test_a_readme_command_parses(line, data_dir, tmp_path):
     # a sweep's first value of each comma list stands for every job (list values [a,b] are kept whole)
     overrides = [a if "[" in a or "," not in a else a.split(",", 1)[0] for a in args]
     assert not moved(overrides), f"README: {line!r} uses a moved key: {moved(overrides)}"
-    load_config(compose_raw(command, [f"paths.data_dir={data_dir}", f"paths.work_dir={tmp_path}", *overrides]))
+    experiment(command, data_dir, tmp_path, overrides)

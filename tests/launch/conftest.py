@@ -63,11 +63,9 @@ def with_upstream(upstream_work: Path, work: Path) -> Path:
 @pytest.fixture(scope="session")
 def upstream_work(tmp_path_factory, data_dir) -> Path:
     """A work folder with corpus, vocab and shards of the demo built once, shared by the launch tests."""
-    from bertforge.experiment import load_config
     from bertforge.stages import run_stage
-    from tests.conftest import compose_raw
+    from tests.conftest import experiment
 
     work = tmp_path_factory.mktemp("launch-upstream")
-    run_stage(load_config(compose_raw("shards", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
-                                                  *TINY_RUN])), "shards")
+    run_stage(experiment("shards", data_dir, work, TINY_RUN), "shards")
     return work

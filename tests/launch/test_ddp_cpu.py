@@ -9,9 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from bertforge.common.stage_folder import read_manifest
-from bertforge.experiment import load_config
 from bertforge.stages import run_stage
-from tests.conftest import compose_raw
+from tests.conftest import experiment
 from tests.launch.conftest import with_upstream, GLOBAL_BATCH, STEPS, TINY_RUN, bertforge_env, ledger, metrics, pretrain_folders, run_cli
 
 
@@ -20,8 +19,7 @@ def one_and_two_ranks(upstream_work, tmp_path_factory, data_dir):
     work = with_upstream(upstream_work, tmp_path_factory.mktemp("ddp"))
     # One process (here, in the test process), micro-batches of 4 accumulated twice; then two processes
     # with 4 rows each, started as a user would: Lightning launches rank 1 from the `bertforge` command.
-    one = run_stage(load_config(compose_raw("pretrain", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
-                                                            *TINY_RUN, "trainer.micro_batch_size=4"])), "pretrain")
+    one = run_stage(experiment("pretrain", data_dir, work, [*TINY_RUN, "trainer.micro_batch_size=4"]), "pretrain")
     # The hardware is not part of the stage hash (the same experiment on two ranks is the same model), so the
     # two-rank run gets its own work folder or it would simply reuse the one-rank result.
     work_two = with_upstream(upstream_work, tmp_path_factory.mktemp("ddp_two"))

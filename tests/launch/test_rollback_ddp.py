@@ -10,9 +10,8 @@ import sys
 
 import pytest
 
-from bertforge.experiment import load_config
 from bertforge.stages import run_stage
-from tests.conftest import compose_raw
+from tests.conftest import experiment
 from tests.launch.conftest import with_upstream, REPO, bertforge_env, pretrain_folders, run_cli
 
 RUN = ["experiment=demo_ga", "trainer=ddp_cpu", "training.max_steps=12", "training.batch_size=8",
@@ -30,9 +29,8 @@ def test_two_ranks_roll_back_together_when_one_rank_goes_nan(upstream_work, tmp_
     # The clean curve from one process accumulating two micro-batches of 4, in this process: it trains as the two
     # ranks do (tests/launch/test_ddp_cpu.py) and saves starting two more processes.
     clean_work = with_upstream(upstream_work, tmp_path / "clean")
-    clean = run_stage(load_config(compose_raw("pretrain", [
-        f"paths.data_dir={data_dir}", f"paths.work_dir={clean_work}",
-        *[o for o in RUN if o != "trainer=ddp_cpu"], "trainer.micro_batch_size=4"])), "pretrain")
+    clean = run_stage(experiment("pretrain", data_dir, clean_work,
+                                 [*[o for o in RUN if o != "trainer=ddp_cpu"], "trainer.micro_batch_size=4"]), "pretrain")
 
     work = with_upstream(upstream_work, tmp_path / "nan")
     env = bertforge_env(data_dir, work) | {"BERTFORGE_TEST_NAN_CALLS": "7,8,9"}  # rank 1, steps 7-9

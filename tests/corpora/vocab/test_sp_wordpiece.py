@@ -19,13 +19,10 @@ AGREEMENT_FLOOR = 0.86
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, data_dir):
-    from tests.conftest import compose_raw
-    from bertforge.experiment import load_config
+    from tests.conftest import experiment
 
     work = tmp_path_factory.mktemp("spwp")
-    cfg = load_config(compose_raw("vocab", [f"paths.data_dir={data_dir}", f"paths.work_dir={work}",
-                                            "experiment=demo_ga", "tokenizer=sp_wordpiece",
-                                            "shards.heldout_percent=25"]))
+    cfg = experiment("vocab", data_dir, work, ["experiment=demo_ga", "tokenizer=sp_wordpiece", "shards.heldout_percent=25"])
     return run_stage(cfg, "vocab")
 
 
