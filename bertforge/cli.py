@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bertforge.common.errors import (EXIT_PREEMPTED, ConfigError, CorpusInputError, DiskFull, Preempted,
-                                     StageBusy, TrainingDiverged)
+                                     StageBusy, TasksFailed, TrainingDiverged)
 from bertforge.experiment import ExperimentConfig, load_config  # also registers the schema conf/base.yaml builds on
 from bertforge.stages import STAGES, run_stages
 from bertforge.sweep_report import record_job_result
@@ -117,7 +117,7 @@ def command_app(command: str):
 
                 raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
             folders = execute(command, load_config(raw), in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
-        except (ConfigError, CorpusInputError, StageBusy, DiskFull, TrainingDiverged) as err:
+        except (ConfigError, CorpusInputError, StageBusy, DiskFull, TasksFailed, TrainingDiverged) as err:
             print(f"bertforge {command}: error: {err}", file=sys.stderr)  # once: not also through the log
             sys.exit(2)
         except Preempted as stop:

@@ -7,6 +7,10 @@ when the last has finished. Locally each step is a `LocalPipelineExecutor`; on S
 waits for the last to complete (polling datatrove's completion markers) so the stage folder is
 published only when the work is done. With Ray (where installed) each step is a
 `RayPipelineExecutor` run. The choice never changes the output.
+
+On every executor a step whose tasks did not all complete stops the chain with `TasksFailed` (naming the
+tasks, their logs and the error they ended with) before the next step reads their output; rerunning the
+same command runs only those tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +27,7 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.utils.logging import setup_default_logger
 
-from bertforge.common.errors import ConfigError
+from bertforge.common.errors import ConfigError, TasksFailed
 from corpora.config import ExecutorConfig
 
 log = logging.getLogger("bertforge")
@@ -40,18 +45,10 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
     if executor_cfg.name == "local":
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
-            (logging_dir / name).mkdir(parents=True, exist_ok=True)
             log.debug("%s: step %s, %d task(s)", stage, name, tasks)  # the stage's one line comes at its end
-            # datatrove logs progress (and, on failure, a long traceback) to stderr; the stage's
-            # own error message is what a user needs there, so its console goes to a file instead
-            # (datatrove's loguru sink holds the stderr of when it was added: it is pointed at the file too,
-            # and back at the terminal after, or the parent's summary of a many-worker step reaches the terminal)
-            with open(logging_dir / name / "console.log", "a", encoding="utf-8") as console, \
-                    contextlib.redirect_stderr(console):
-                setup_default_logger()
+            with _console_in_file(logging_dir / name):
                 LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir / name),
                                       skip_completed=True, start_method=executor_cfg.start_method).run()
-            setup_default_logger()
         return
     if executor_cfg.name == "slurm":
         _run_on_slurm(executor_cfg, steps, logging_dir, stage)
@@ -74,7 +71,7 @@ def check_executor(executor_cfg: ExecutorConfig) -> None:
         raise ConfigError("executor=slurm but `sbatch` is not on PATH: run on a SLURM login node, or start "
                           "a local cluster with launch/slurm/start_local_cluster.sh")
     if executor_cfg.name == "ray" and importlib.util.find_spec("ray") is None:
-        raise ConfigError("executor=ray needs Ray: pip install 'ray[default]'")
+        raise ConfigError("executor=ray needs Ray: pip install ray (the project's `ray` extra)")
 
 
 def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path, stage: str) -> None:
@@ -83,11 +80,69 @@ def _run_on_ray(cfg: ExecutorConfig, steps, logging_dir: Path, stage: str) -> No
     from datatrove.executor.ray import RayPipelineExecutor
 
     if not ray.is_initialized():
-        ray.init()
+        # The tasks' output (datatrove's progress and, on failure, a long traceback per attempt) stays in
+        # their logs; a failed task is reported by the TasksFailed below, once.
+        ray.init(log_to_driver=False)
     for name, pipeline, tasks in steps:
         log.info("%s: step %s, %d task(s) on Ray", stage, name, tasks)
-        RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir / name), skip_completed=True,
-                            cpus_per_task=cfg.cpus_per_task, mem_per_cpu_gb=cfg.mem_per_cpu_gb).run()
+        with _console_in_file(logging_dir / name):  # datatrove warns already when the executor is made
+            executor = RayPipelineExecutor(pipeline, tasks=tasks, logging_dir=str(logging_dir / name),
+                                           skip_completed=True, cpus_per_task=cfg.cpus_per_task,
+                                           mem_per_cpu_gb=cfg.mem_per_cpu_gb)
+            executor.run()
+        # datatrove's Ray executor resubmits a task that Ray lost, but one that raised only shows up as a
+        # missing completion marker: without this check the next step would read its missing output
+        _check_completed(executor, f"{stage}: step {name} on Ray")
+
+
+@contextlib.contextmanager
+def _console_in_file(folder: Path):
+    """datatrove's console output (progress, stats tables and, on failure, a long traceback) goes to
+    `folder`/console.log instead of the terminal, where the stage's own lines and errors are what a user
+    needs. datatrove's loguru sink holds the stderr of when it was added: it is pointed at the file too,
+    and back at the terminal after, or the parent's summary of a many-worker step reaches the terminal."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(folder / "console.log", "a", encoding="utf-8") as console, contextlib.redirect_stderr(console):
+            setup_default_logger()
+            yield
+    finally:
+        setup_default_logger()
+
+
+def _check_completed(executor, what: str) -> None:
+    """`TasksFailed` when some of `executor`'s tasks have no completion marker: which, where their logs
+    are, and the last error line of the first one's log (datatrove writes each task's traceback there)."""
+    failed = executor.get_incomplete_ranks(skip_completed=True)
+    if not failed:
+        return
+    logs = Path(executor.logging_dir.path) / "logs"
+    raise TasksFailed(f"{what}: {len(failed)} of {executor.world_size} task(s) did not complete "
+                      f"(ranks {', '.join(map(str, failed[:10]))}{', ...' if len(failed) > 10 else ''}); "
+                      f"{_last_error(logs / f'task_{failed[0]:05d}.log')}see {logs}. Rerun the same command "
+                      "once the cause is fixed: the tasks that completed are not run again.")
+
+
+def _last_error(task_log: Path) -> str:
+    """'task N ended with: <exception line>; ' from a datatrove task log, or '' where there is none."""
+    if not task_log.exists():
+        return ""
+    lines = [line.strip() for line in task_log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    # a traceback ends with "<module.>ExceptionName: message"; loguru's variable notes do not match this
+    ending = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt|Exit)\w*: ", line)]
+    return f"{task_log.stem.replace('_', ' ')} ended with: {ending[-1]}; " if ending else ""
+
+
+def _cancel_queued_jobs(logging_dir: Path) -> None:
+    """Cancel this user's queued jobs that write their output under `logging_dir` (the chain's jobs)."""
+    width = 20  # squeue -O pads each field to its width: the job id, then the output path
+    listed = subprocess.run(["squeue", "-h", "--me", "-O", f"ArrayJobID:{width},StdOut:4096"], capture_output=True,
+                            text=True).stdout.splitlines()
+    prefixes = tuple(f"{folder}{os.sep}" for folder in {logging_dir.absolute(), logging_dir.resolve()})
+    ours = sorted({line[:width].strip() for line in listed if line[width:].strip().startswith(prefixes)})
+    if ours:
+        log.info("cancelling SLURM jobs %s: they wait on the failed step", ", ".join(ours))
+        subprocess.run(["scancel", *ours], capture_output=True)
 
 
 def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path, stage: str) -> None:
@@ -107,7 +162,7 @@ def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path, stage: str) -> 
         executors.append(executor)
         previous = executor
     executors[-1].run()  # launches the whole chain through `depends`
-    _wait(executors, cfg, stage)
+    _wait(executors, cfg, logging_dir, stage)
 
 
 def _default_partition() -> str:
@@ -125,20 +180,27 @@ def _which(tool: str) -> bool:
     return any((Path(p) / tool).exists() for p in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"])
 
 
-def _wait(executors, cfg: ExecutorConfig, stage: str) -> None:
+def _wait(executors, cfg: ExecutorConfig, logging_dir: Path, stage: str) -> None:
+    """Return when every step's tasks have completed. A step whose job has left the queue with tasks not
+    completed raises `TasksFailed` at once, after cancelling the chain's jobs still queued: they wait on it
+    (afterok: the later steps and datatrove's stats merge of each step) and could never start."""
     deadline = time.time() + cfg.max_wait_hours * 3600
-    job_ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]
+    launched = [e for e in executors if e.job_id not in (None, -1)]  # the others had completed before
+    job_ids = [str(e.job_id) for e in launched]
     log.info("%s: waiting for SLURM jobs %s", stage, ", ".join(job_ids))
     while time.time() < deadline:
         if all(not e.get_incomplete_ranks(skip_completed=True) for e in executors):
             return
-        queued = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"],
-                                capture_output=True, text=True).stdout.strip()
-        if not queued and any(e.get_incomplete_ranks(skip_completed=True) for e in executors):
+        # %F: an array job's own id, whatever task of it is listed
+        queued = set(subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%F"],
+                                    capture_output=True, text=True).stdout.split())
+        for e in launched:
+            if str(e.job_id) in queued or not e.get_incomplete_ranks(skip_completed=True):
+                continue
             time.sleep(2 * cfg.poll_seconds)  # completion markers may trail the job's end a little
-            failed = [e.job_name for e in executors if e.get_incomplete_ranks(skip_completed=True)]
-            if failed:
-                raise RuntimeError(f"SLURM jobs {', '.join(job_ids)} ended but {', '.join(failed)} did not "
-                                   f"complete; see the slurm_logs under {executors[0].logging_dir.path}/..")
+            if e.get_incomplete_ranks(skip_completed=True):
+                _cancel_queued_jobs(logging_dir)
+                _check_completed(e, f"{stage}: SLURM job {e.job_id} (step {Path(e.logging_dir.path).name}; "
+                                    f"job output in {Path(e.logging_dir.path) / 'slurm_logs'})")
         time.sleep(cfg.poll_seconds)
     raise RuntimeError(f"SLURM jobs {', '.join(job_ids)} did not finish within corpus.executor.max_wait_hours")

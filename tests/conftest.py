@@ -95,6 +95,16 @@ QUICK = ["experiment=demo_ga", "training.max_steps=60", "optim.warmup_steps=10",
          "checkpoint.every_n_steps=60", "logger=csv"]
 
 
+@pytest.fixture
+def ray_shut_down_after():
+    """The local Ray instance that `executor=ray` starts is shut down after the test: later tests on this
+    xdist worker fork processes, which must not inherit Ray's threads."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
 START_SLURM = "BERTFORGE_TEST_START_SLURM"  # opt in: let the tests start a one-node cluster (root, apt)
 
 

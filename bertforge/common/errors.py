@@ -41,3 +41,8 @@ class DiskFull(OSError):
 
 class StageBusy(RuntimeError):
     """Another live process is building the same stage folder (it holds the stage's lock)."""
+
+
+class TasksFailed(RuntimeError):
+    """Tasks of a datatrove step (corpus or shards stage) that did not complete on SLURM or Ray: the message names
+    them, their logs and the error they ended with. A rerun of the same command runs only those tasks."""

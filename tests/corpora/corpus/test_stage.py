@@ -180,21 +180,18 @@ def test_two_tasks_give_the_same_corpus_as_one(make_cfg, data_dir, tmp_path):
                             work_dir=tmp_path / "d"), "corpus")
 
 
-def test_ray_executor_is_one_config_switch(make_cfg, tmp_path):
-    import importlib.util
-
-    from bertforge.common.errors import ConfigError
-
-    cfg = make_cfg("corpus", ["executor=ray"])
-    assert cfg.corpus.executor.name == "ray"
-    if importlib.util.find_spec("ray") is None:
-        with pytest.raises(ConfigError, match="pip install 'ray"):
-            run_stage(cfg, "corpus")
-        assert not list((tmp_path / "work" / "corpus").glob("corpus-*"))  # nothing looks finished
-    else:  # Ray installed: the same corpus as the local executor
-        local = run_stage(make_cfg("corpus", ["executor=local"], work_dir=tmp_path / "local"), "corpus")
-        assert sorted(d["id"] for d in iter_documents(run_stage(cfg, "corpus"))) == \
-            sorted(d["id"] for d in iter_documents(local))
+def test_ray_executor_gives_the_same_corpus_as_local(make_cfg, tmp_path, ray_shut_down_after):
+    # near-duplicate removal with the index split into three tasks: every step of the chain runs on Ray
+    overrides = ["filters=gopher", "corpus.tasks=2", "filters.near_dedup.enabled=true", "corpus.index_tasks=3"]
+    local = run_stage(make_cfg("corpus", overrides, work_dir=tmp_path / "local"), "corpus")
+    on_ray = run_stage(make_cfg("corpus", [*overrides, "executor=ray"], work_dir=tmp_path / "ray"), "corpus")
+    assert sorted(d["id"] for d in iter_documents(on_ray)) == sorted(d["id"] for d in iter_documents(local))
+    assert sorted(p.name for p in (on_ray / "datatrove").iterdir() if (p / "completions").is_dir()) == \
+        ["apply", "filter", "index", "merge"]
+    assert len(list((on_ray / "datatrove" / "index" / "completions").iterdir())) == 3
+    reports = [{k: v for k, v in json.loads((folder / "report.json").read_text()).items() if k != "timing_s"}
+               for folder in (local, on_ray)]
+    assert reports[0] == reports[1]  # every count and example removed, by rule
 
 
 def test_killed_run_resumes_its_finished_tasks_and_duplicates_nothing(data_dir, tmp_path):
