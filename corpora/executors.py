@@ -103,7 +103,8 @@ def _console_in_file(folder: Path):
     and back at the terminal after, or the parent's summary of a many-worker step reaches the terminal."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with open(folder / "console.log", "a", encoding="utf-8") as console, contextlib.redirect_stderr(console):
+        with open(folder / "console.log", "a", encoding="utf-8") as console, \
+                contextlib.redirect_stderr(console):
             setup_default_logger()
             yield
     finally:
@@ -131,18 +132,6 @@ def _last_error(task_log: Path) -> str:
     # a traceback ends with "<module.>ExceptionName: message"; loguru's variable notes do not match this
     ending = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt|Exit)\w*: ", line)]
     return f"{task_log.stem.replace('_', ' ')} ended with: {ending[-1]}; " if ending else ""
-
-
-def _cancel_queued_jobs(logging_dir: Path) -> None:
-    """Cancel this user's queued jobs that write their output under `logging_dir` (the chain's jobs)."""
-    width = 20  # squeue -O pads each field to its width: the job id, then the output path
-    listed = subprocess.run(["squeue", "-h", "--me", "-O", f"ArrayJobID:{width},StdOut:4096"], capture_output=True,
-                            text=True).stdout.splitlines()
-    prefixes = tuple(f"{folder}{os.sep}" for folder in {logging_dir.absolute(), logging_dir.resolve()})
-    ours = sorted({line[:width].strip() for line in listed if line[width:].strip().startswith(prefixes)})
-    if ours:
-        log.info("cancelling SLURM jobs %s: they wait on the failed step", ", ".join(ours))
-        subprocess.run(["scancel", *ours], capture_output=True)
 
 
 def _run_on_slurm(cfg: ExecutorConfig, steps, logging_dir: Path, stage: str) -> None:
@@ -181,26 +170,47 @@ def _which(tool: str) -> bool:
 
 
 def _wait(executors, cfg: ExecutorConfig, logging_dir: Path, stage: str) -> None:
-    """Return when every step's tasks have completed. A step whose job has left the queue with tasks not
-    completed raises `TasksFailed` at once, after cancelling the chain's jobs still queued: they wait on it
-    (afterok: the later steps and datatrove's stats merge of each step) and could never start."""
+    """Return when every step's tasks have completed. A step with tasks not completed and no job left that
+    can still run raises `TasksFailed` at once, after cancelling the chain's jobs still queued: they wait on
+    it (afterok: the later steps and datatrove's stats merge of each step) and could never start."""
     deadline = time.time() + cfg.max_wait_hours * 3600
-    launched = [e for e in executors if e.job_id not in (None, -1)]  # the others had completed before
-    job_ids = [str(e.job_id) for e in launched]
+    job_ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]  # the others completed before
     log.info("%s: waiting for SLURM jobs %s", stage, ", ".join(job_ids))
     while time.time() < deadline:
         if all(not e.get_incomplete_ranks(skip_completed=True) for e in executors):
             return
-        # %F: an array job's own id, whatever task of it is listed
-        queued = set(subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%F"],
-                                    capture_output=True, text=True).stdout.split())
-        for e in launched:
-            if str(e.job_id) in queued or not e.get_incomplete_ranks(skip_completed=True):
+        queued = _queued_jobs()
+        for e in executors:
+            step = Path(e.logging_dir.path)
+            # a step's jobs (its array jobs, several past the cluster's MaxArraySize, and its stats merge)
+            # write their output under its folder
+            if any(reason != NEVER and _under(out, step) for _, reason, out in queued) or \
+                    not e.get_incomplete_ranks(skip_completed=True):
                 continue
             time.sleep(2 * cfg.poll_seconds)  # completion markers may trail the job's end a little
             if e.get_incomplete_ranks(skip_completed=True):
-                _cancel_queued_jobs(logging_dir)
-                _check_completed(e, f"{stage}: SLURM job {e.job_id} (step {Path(e.logging_dir.path).name}; "
-                                    f"job output in {Path(e.logging_dir.path) / 'slurm_logs'})")
+                ours = sorted({job for job, _, out in _queued_jobs() if _under(out, logging_dir)})
+                if ours:
+                    log.info("%s: cancelling SLURM jobs %s (they wait on the failed step)", stage,
+                             ", ".join(ours))
+                    subprocess.run(["scancel", *ours], capture_output=True)
+                _check_completed(e, f"{stage}: SLURM job {e.job_id} (step {step.name}; job output in "
+                                    f"{step / 'slurm_logs'})")
         time.sleep(cfg.poll_seconds)
     raise RuntimeError(f"SLURM jobs {', '.join(job_ids)} did not finish within corpus.executor.max_wait_hours")
+
+
+NEVER = "DependencyNeverSatisfied"  # the reason SLURM gives a job whose afterok dependency failed
+
+
+def _queued_jobs() -> list[tuple[str, str, str]]:
+    """(array job id, the reason it waits, its output path) of each of this user's queued jobs."""
+    job, reason = 20, 40  # squeue -O pads each field to its width; the path comes last
+    listed = subprocess.run(["squeue", "-h", "--me", "-O", f"ArrayJobID:{job},Reason:{reason},StdOut:4096"],
+                            capture_output=True, text=True).stdout.splitlines()
+    return [(line[:job].strip(), line[job:job + reason].strip(), line[job + reason:].strip())
+            for line in listed]
+
+
+def _under(path: str, folder: Path) -> bool:
+    return path.startswith(tuple(f"{f}{os.sep}" for f in {folder.absolute(), folder.resolve()}))
