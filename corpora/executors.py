@@ -8,9 +8,9 @@ waits for the last to complete (polling datatrove's completion markers) so the s
 published only when the work is done. With Ray (where installed) each step is a
 `RayPipelineExecutor` run. The choice never changes the output.
 
-On every executor a step whose tasks did not all complete stops the chain with `TasksFailed` (naming the
-tasks, their logs and the error they ended with) before the next step reads their output; rerunning the
-same command runs only those tasks.
+On every executor a step whose tasks did not all complete stops the chain before the next step reads their
+output: locally with the task's own error, on SLURM and Ray with `TasksFailed` (naming the tasks, their logs
+and the error they ended with). Rerunning the same command runs only those tasks.
 """
 
 from __future__ import annotations
@@ -46,9 +46,12 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
             log.debug("%s: step %s, %d task(s)", stage, name, tasks)  # the stage's one line comes at its end
-            with _console_in_file(logging_dir / name):
-                LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir / name),
-                                      skip_completed=True, start_method=executor_cfg.start_method).run()
+            with _console_in_file(logging_dir / name):  # a task's own error is raised here, as it was raised
+                executor = LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers,
+                                                 logging_dir=str(logging_dir / name), skip_completed=True,
+                                                 start_method=executor_cfg.start_method)
+                executor.run()
+            _check_completed(executor, f"{stage}: step {name}")
         return
     if executor_cfg.name == "slurm":
         _run_on_slurm(executor_cfg, steps, logging_dir, stage)
