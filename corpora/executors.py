@@ -2,15 +2,17 @@
 (`corpus.executor`, the `executor` config group): the corpus stage's steps and the shards stage's tokenising.
 
 `run_chain` takes (name, pipeline, tasks) steps that must run one after the other and returns
-when the last has finished. Locally each step is a `LocalPipelineExecutor`; on SLURM each is a
-`SlurmPipelineExecutor` (an sbatch array job) depending on the previous one, and this process
+when the last has finished. Locally each step is a `LocalPipelineExecutor` (watched by
+`corpora.local_tasks`); on SLURM each is a `SlurmPipelineExecutor` (an sbatch array job) depending on
+the previous one, and this process
 waits for the last to complete (polling datatrove's completion markers) so the stage folder is
 published only when the work is done. With Ray (where installed) each step is a
 `RayPipelineExecutor` run. The choice never changes the output.
 
 On every executor a step whose tasks did not all complete stops the chain before the next step reads their
-output: locally with the task's own error, on SLURM and Ray with `TasksFailed` (naming the tasks, their logs
-and the error they ended with). Rerunning the same command runs only those tasks.
+output: locally with the task's own error (`TasksFailed` where its process died), on SLURM and Ray with
+`TasksFailed` (naming the tasks, their logs and the error they ended with). Rerunning the same command runs
+only those tasks.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-from datatrove.executor import LocalPipelineExecutor
 from datatrove.utils.logging import setup_default_logger
 
 from bertforge.common.errors import ConfigError, TasksFailed
 from corpora.config import ExecutorConfig
+from corpora.local_tasks import WatchedLocalExecutor, run_watched
 
 log = logging.getLogger("bertforge")
 
@@ -47,10 +49,10 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
             workers = max(1, min(tasks, os.cpu_count() or 1))
             log.debug("%s: step %s, %d task(s)", stage, name, tasks)  # the stage's one line comes at its end
             with _console_in_file(logging_dir / name):  # a task's own error is raised here, as it was raised
-                executor = LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers,
-                                                 logging_dir=str(logging_dir / name), skip_completed=True,
-                                                 start_method=executor_cfg.start_method)
-                executor.run()
+                executor = WatchedLocalExecutor(pipeline, tasks=tasks, workers=workers,
+                                                logging_dir=str(logging_dir / name), skip_completed=True,
+                                                start_method=executor_cfg.start_method)
+                run_watched(executor, f"{stage}: step {name}")  # a task whose process died: TasksFailed
             _check_completed(executor, f"{stage}: step {name}")
         return
     if executor_cfg.name == "slurm":
