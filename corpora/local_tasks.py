@@ -73,15 +73,16 @@ def run_watched(executor: WatchedLocalExecutor, what: str, poll_seconds: float =
         executor.run()  # on _TaskProcessDied datatrove's `with Pool` terminates the other workers
     except _TaskProcessDied:
         rank, pid = dead[0]
+        logs = Path(executor.logging_dir.path) / "logs"
         raise TasksFailed(
             f"{what}: task {rank}'s process ({pid}) ended before completing it: it was killed (by the "
-            f"out-of-memory killer, if memory ran short) or crashed; see {Path(executor.logging_dir.path) / 'logs'} "
-            "and the system log (dmesg). Rerun the same command: the tasks that completed are not run again."
-        ) from None
+            f"out-of-memory killer, if memory ran short) or crashed; see {logs} and the system log (dmesg). "
+            "Rerun the same command: the tasks that completed are not run again.") from None
     finally:
         stop.set()
         watcher.join()
         signal.signal(signal.SIGUSR2, previous)
+        shutil.rmtree(pid_folder(executor), ignore_errors=True)  # not part of the stage's output
 
 
 def _alive(pid: int) -> bool:
