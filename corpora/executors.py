@@ -182,15 +182,16 @@ def _wait(executors, cfg: ExecutorConfig, logging_dir: Path, stage: str) -> None
     job_ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]  # the others completed before
     log.info("%s: waiting for SLURM jobs %s", stage, ", ".join(job_ids))
     while time.time() < deadline:
-        if all(not e.get_incomplete_ranks(skip_completed=True) for e in executors):
+        # one look at the completion markers per poll (a file per task, on a shared filesystem)
+        unfinished = [e for e in executors if e.get_incomplete_ranks(skip_completed=True)]
+        if not unfinished:
             return
         queued = _queued_jobs()
-        for e in executors:
+        for e in unfinished:
             step = Path(e.logging_dir.path)
             # a step's jobs (its array jobs, several past the cluster's MaxArraySize, and its stats merge)
             # write their output under its folder
-            if any(reason != NEVER and _under(out, step) for _, reason, out in queued) or \
-                    not e.get_incomplete_ranks(skip_completed=True):
+            if any(reason != NEVER and _under(out, step) for _, reason, out in queued):
                 continue
             time.sleep(2 * cfg.poll_seconds)  # completion markers may trail the job's end a little
             if e.get_incomplete_ranks(skip_completed=True):

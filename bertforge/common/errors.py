@@ -44,5 +44,6 @@ class StageBusy(RuntimeError):
 
 
 class TasksFailed(RuntimeError):
-    """Tasks of a datatrove step (corpus or shards stage) that did not complete on SLURM or Ray: the message names
-    them, their logs and the error they ended with. A rerun of the same command runs only those tasks."""
+    """Tasks of a datatrove step (corpus or shards stage) that did not complete: on SLURM or Ray, or locally where
+    a task's process died. The message names them, their logs and, where a task's log has it, the error it
+    ended with. A rerun of the same command runs only those tasks."""
