@@ -87,13 +87,14 @@ def test_slurm_executor_stops_at_the_failed_job_and_cancels_the_ones_waiting_on_
     assert f"ValueError: rank 1 of 2 found no {tmp_path}/first/fixed" in message
 
 
-def test_ray_missing_is_a_config_error_that_says_how_to_install_it(monkeypatch):
+def test_ray_missing_is_a_config_error_that_says_how_to_install_it(monkeypatch, make_cfg, tmp_path):
     import importlib.util
 
     from bertforge.common.errors import ConfigError
-    from corpora.executors import check_executor
+    from bertforge.stages import run_stage
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
     with pytest.raises(ConfigError, match=r"executor=ray needs Ray: pip install ray"):
-        check_executor(ExecutorConfig(name="ray"))
+        run_stage(make_cfg("corpus", ["executor=ray"]), "corpus")
+    assert not list((tmp_path / "work" / "corpus").glob("corpus-*"))  # nothing looks finished
