@@ -57,7 +57,9 @@ class MaskedLMModule(L.LightningModule):
                  maskable_share: dict[int, float], word_starts: torch.Tensor | None = None, compile_backend: str = "",
                  embedding_warmup_steps: int = 0):
         super().__init__()
-        self.model = model
+        # from_pretrained (model.init_from) returns a model in eval mode, and Lightning keeps each submodule's
+        # mode: without train() here, continued pretraining ran with dropout off.
+        self.model = model.train()
         self.optim, self.plan = optim_cfg, plan
         self.embedding_warmup_steps = embedding_warmup_steps
         # A submodule, so its vocabulary tables follow the model to the device. `maskable_share`: row

@@ -17,6 +17,7 @@ from bertforge.common.errors import ConfigError
 from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stage, run_stages
 from pretrain.init_from import load_start_model
+from pretrain.module import MaskedLMModule
 from tests.conftest import QUICK
 
 MINILM = str(get_model_path())
@@ -99,14 +100,21 @@ def test_embedding_warmup_holds_the_encoder_body_still(make_cfg, tmp_path):
     assert not torch.equal(trained[f"bert.{embeddings}"][:30522], start[embeddings])  # embeddings learnt
 
 
-def test_a_bertforge_stage_folder_is_a_starting_point_chained_by_its_hash(make_cfg, tmp_path):
+def test_a_bertforge_stage_folder_is_a_starting_point_chained_by_its_hash(make_cfg, tmp_path, monkeypatch):
     base = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=3", "logger.progress_bar=false"],
                               work_dir=tmp_path / "base"), "pretrain")
     start = resolve_checkpoint(str(base))
     assert start.folder == base / "hf" and start.identity["stage_hash"] == read_manifest(base)["hash"]
     cfg = make_cfg("pretrain", [*QUICK, "training.max_steps=2", "logger.progress_bar=false",
                                 f"model.init_from={base}", "model.vocab_mode=keep"], work_dir=tmp_path / "next")
+    modes, step = [], MaskedLMModule.training_step
+
+    def recording_step(module, rows, batch_idx):  # is every module of the continued model in train mode?
+        modes.append(all(m.training for m in module.model.modules()))
+        return step(module, rows, batch_idx)
+    monkeypatch.setattr(MaskedLMModule, "training_step", recording_step)
     folder = run_stage(cfg, "pretrain")
+    assert modes == [True, True]  # from_pretrained returns eval mode; Lightning would keep it
     assert read_manifest(folder)["init_from"]["stage_hash"] == read_manifest(base)["hash"]
     assert read_manifest(folder)["init_from"]["rows"]["kept"] == 2000
 
