@@ -117,9 +117,9 @@ class PairBuilder:
                     self.counts["lone_sentences_left_out"] += 1
                     chunk, length, i = [], 0, i + 1
                     continue
-                else:
+                else:  # B is A's real continuation: NSP's label 0, or SOP's coin for swapping them
                     b = np.concatenate(chunk[a_end:])
-                    label = int(self._next_is_random())  # SOP: swapped
+                    label = 0 if nsp else int(self._next_is_random())
                     if label:
                         a, b = b, a
                 yield self._fit(a, b, label)
