@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +32,17 @@ def read_documents(path: Path) -> Iterator[dict]:
             yield orjson.loads(line)
 
 
+def copy_id(doc_id: str, copy: int) -> str:
+    """The id of a weighted source's extra copy of a document (copy 1, 2, ...)."""
+    return f"{doc_id}#copy{copy}"
+
+
+_COPY_SUFFIX = re.compile(r"#copy\d+$")
+
+
 def is_heldout(doc_id: str, percent: float) -> bool:
-    """True for about `percent` % of documents, chosen by a hash of the id (stable across runs)."""
-    return xxhash.xxh64_intdigest(doc_id.encode("utf-8")) % 10_000 < percent * 100
+    """True for about `percent` % of documents, chosen by a hash of the id (stable across runs). The copies
+    of a weighted source's document are drawn with it, so no text is both trained on and held out."""
+    original = _COPY_SUFFIX.sub("", doc_id)
+    return xxhash.xxh64_intdigest(original.encode("utf-8")) % 10_000 < percent * 100
 

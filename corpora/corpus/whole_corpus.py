@@ -42,6 +42,7 @@ from corpora.corpus.minhash import signatures
 from corpora.corpus.text_batch import BATCH_KEY, TextBatch, batches_of
 from corpora.corpus.writers import CutLineLog, JsonlFile
 from corpora.config import NearDedupConfig
+from corpora.documents import copy_id
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio) for combining hashes
 
@@ -240,7 +241,7 @@ class DecisionApplier(PipelineStep):
                     if index in quoted:
                         summary.quotes[record["id"]] = record["text"][:QUOTE_CHARS]
                     for copy in range(1, int(copies[index])):
-                        duplicate = record | {"id": f"{record['id']}#copy{copy}"}
+                        duplicate = record | {"id": copy_id(record["id"], copy)}
                         kept_out.write(orjson.dumps(duplicate, option=orjson.OPT_APPEND_NEWLINE))
                     if not plain[index]:  # copied, or cut: not as step 1 recorded it
                         summary.add(record, copies=int(copies[index]))

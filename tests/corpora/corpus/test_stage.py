@@ -150,6 +150,10 @@ def test_sources_mix_with_weights_and_caps(make_cfg, data_dir):
     assert report["removed_by_rule"]["source_cap"]["documents"] > 200
     ids = [d["id"] for d in iter_documents(folder)]
     assert len(ids) == len(set(ids)) and sum("#copy1" in i for i in ids) == n_irish
+    # A document and its copies fall in one split: none is held out while another is trained on.
+    originals = {split: {i.split("#copy")[0] for i in (d["id"] for d in iter_documents(folder, split, 20.0))}
+                 for split in ("train", "heldout")}
+    assert len(originals["heldout"]) > 20 and not originals["train"] & originals["heldout"]
 
 
 def test_skip_mode_reports_bad_records_and_empty_files(make_cfg, tmp_path):
