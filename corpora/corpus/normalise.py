@@ -14,10 +14,14 @@ from datatrove.data import Document
 from corpora.corpus.rules.base import FilterStep
 from corpora.config import NormaliseConfig
 
-# C0/C1 controls except tab and newline, DEL, and the non-characters/format marks that break
-# tokenisers (BOM, soft hyphen). Zero-width (non-)joiners are kept: Persian and Indic scripts need them.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u00ad\ufffe\uffff]")
+# C0/C1 controls, DEL, and the non-characters/format marks that break tokenisers (BOM, soft hyphen);
+# not the controls that are whitespace (tab, the separators below, \x1f), which must not glue two words
+# together. Zero-width (non-)joiners are kept: Persian and Indic scripts need them.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ufeff\u00ad\ufffe\uffff]")
 _CR = re.compile(r"\r\n?")
+# What str.splitlines also ends a line at: vertical tab, form feed (pdftotext's page break), the file, group
+# and record separators, NEL, and Unicode's line and paragraph separators. Each becomes a newline.
+_LINE_BREAKS = re.compile("[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline (tabs, NBSP, ideographic space...)
 _LINE_EDGES = re.compile(r" *\n *")
 BLANK_RUNS = re.compile(r"\n{3,}")  # folded to one blank line (a paragraph break)
@@ -29,7 +33,8 @@ _ODD_CHAR = re.compile(_CONTROL.pattern[:-1] + "".join(
 
 def normalise_text(text: str, unicode_form: str = "NFC", remove_control_chars: bool = True,
                    collapse_spaces: bool = True, fix_mojibake: bool = False) -> str:
-    """Return `text` normalised; paragraph breaks (blank lines) survive, other whitespace runs do not."""
+    """Return `text` normalised; paragraph breaks (blank lines) survive, other whitespace runs do not, and
+    line, page and record separators become newlines."""
     if fix_mojibake:
         import ftfy  # optional: pip install ftfy
 
@@ -40,6 +45,8 @@ def normalise_text(text: str, unicode_form: str = "NFC", remove_control_chars: b
         text = _CR.sub("\n", text)
     # One scan finds whether anything below applies: on the usual, already clean text nothing does.
     odd = _ODD_CHAR.search(text) is not None
+    if odd:
+        text = _LINE_BREAKS.sub("\n", text)
     if remove_control_chars and odd:
         text = _CONTROL.sub("", text)
     if collapse_spaces and (odd or "  " in text or " \n" in text or "\n " in text or "\n\n\n" in text):

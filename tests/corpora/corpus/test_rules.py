@@ -29,6 +29,11 @@ def test_normalise_nfc_controls_and_whitespace():
     text = normalise_text(f"  {decomposed}\x00 is\u00a0\u00a0 \t  brea\u0301\r\n\r\n\r\n\r\nAlt\x07 eile  ")
     assert text == "Gaéilge is breá\n\nAlt eile"
     assert normalise_text("Ã©ire", fix_mojibake=True) == "éire"
+    # Separators are whitespace, not noise: a page break (pdftotext's form feed) or a vertical tab (Word's
+    # line break) ends a line instead of gluing the words on either side together.
+    for separator in "\x0c\x0b\x1e\x85\u2028":
+        assert normalise_text(f"críochnaithe.{separator}Sínigh anseo") == "críochnaithe.\nSínigh anseo"
+    assert normalise_text("a\x1fb") == "a b"  # the unit separator: whitespace within a line
 
 
 def test_length_rules():
@@ -117,11 +122,11 @@ def test_normalise_fast_path_changes_nothing_the_rewrites_would_change():
 
     rng = random.Random(0)
     pieces = ["a", "bé", " ", "  ", "\n", "\n\n\n", "\t", "\u00a0", "\u3000", "\r\n", "x.", " \n", "\n ",
-              "\x01", "\u00ad", "\x0b", "\ufeff"]
+              "\x01", "\u00ad", "\x0b", "\x0c", "\x1f", "\x85", "\u2028", "\ufeff"]
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         rewritten = normalise.BLANK_RUNS.sub("\n\n", normalise._LINE_EDGES.sub("\n", normalise._SPACES.sub(
-            " ", normalise._CONTROL.sub("", normalise._CR.sub("\n", text))))).strip()
+            " ", normalise._CONTROL.sub("", normalise._LINE_BREAKS.sub("\n", normalise._CR.sub("\n", text)))))).strip()
         assert normalise_text(text, unicode_form="none") == rewritten, repr(text)
 
 
