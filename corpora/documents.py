@@ -46,3 +46,16 @@ def is_heldout(doc_id: str, percent: float) -> bool:
     original = _COPY_SUFFIX.sub("", doc_id)
     return xxhash.xxh64_intdigest(original.encode("utf-8")) % 10_000 < percent * 100
 
+
+def corpus_sentences(text: str, metadata: dict | None) -> list[str] | None:
+    """The document's sentences at the boundaries its reader recorded (`metadata["sentence_chars"]`: the
+    CoNLL-U reader's `# text =` sentences, joined by one character), or None when it recorded none or they
+    no longer add up to the text (a filter cut lines)."""
+    lengths = (metadata or {}).get("sentence_chars")
+    if not lengths or sum(lengths) + len(lengths) - 1 != len(text):
+        return None
+    sentences, start = [], 0
+    for length in lengths:
+        sentences.append(text[start:start + length])
+        start += length + 1
+    return [s for s in sentences if s.strip()]

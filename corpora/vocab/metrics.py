@@ -144,8 +144,8 @@ def read_gold_sentences(path: Path) -> Iterable[tuple[str, list[str]]]:
         yield text or " ".join(words), words
 
 
-def gold_sentences(files: list[Path], only_in: str | None, max_words: int) -> list[tuple[str, list[str]]]:
-    """Gold sentences of `files` up to about `max_words` words; with `only_in`, only those found in it."""
+def gold_sentences(files: list[Path], only_in: set[str] | None, max_words: int) -> list[tuple[str, list[str]]]:
+    """Gold sentences of `files` up to about `max_words` words; with `only_in`, only the sentences in it."""
     sentences, n_words = [], 0
     for path in files:
         for text, words in read_gold_sentences(path):

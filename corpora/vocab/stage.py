@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from bertforge.common.errors import ConfigError, CorpusInputError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import SourceConfig, TokenizerConfig
-from corpora.documents import iter_documents
+from corpora.documents import corpus_sentences, iter_documents
 from corpora.vocab.special_tokens import special_tokens
 from corpora.vocab.build import build_untrained, check_alphabet, check_options, finish
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
@@ -125,8 +125,9 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
         save_hf_tokenizer(tokenizer, build.tmp, roles)
         if tok_cfg.bpe_dropout:
             tokenizer_with_dropout(tokenizer, tok_cfg.bpe_dropout).save(str(build.tmp / "tokenizer_dropout.json"))
-        heldout = _heldout_texts(corpus_dir, heldout_percent, tok_cfg.metrics_max_chars)
-        metrics = measure(tokenizer, roles, tok_cfg, heldout, gold_files, _source_paths(source), reference,
+        heldout, heldout_sentences = _heldout_texts(corpus_dir, heldout_percent, tok_cfg.metrics_max_chars)
+        metrics = measure(tokenizer, roles, tok_cfg, heldout, heldout_sentences, gold_files, _source_paths(source),
+                          reference,
                           reference_path)
         metrics |= {"action": plan.action, "base": plan.base, "training_documents": sample.documents,
                     "training_chars": sample.chars, "training_seconds": round(training_seconds, 3),
@@ -185,15 +186,17 @@ def tokenizer_with_dropout(tokenizer: Tokenizer, dropout: float) -> Tokenizer:
 
 
 def measure(tokenizer: Tokenizer, roles: dict[str, str], tok_cfg: TokenizerConfig, heldout: list[str],
-            gold_files: list[Path], inside: list[Path], reference: Tokenizer | None, reference_path: str) -> dict:
+            heldout_sentences: set[str], gold_files: list[Path], inside: list[Path], reference: Tokenizer | None,
+            reference_path: str) -> dict:
     """Held-out and gold-word metrics of `tokenizer`, and of the reference on the same words.
 
-    `inside` are the corpus's input paths: gold treebanks under them are scored on held-out sentences only."""
+    `inside` are the corpus's input paths: gold treebanks under them are scored on `heldout_sentences` only
+    (the sentences of the held-out documents, so a short training sentence is not taken for a part of one)."""
     ours = text_metrics(tokenizer, heldout, tokenizer.token_to_id(roles["unk"]))
     metrics = {"vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
                "heldout_documents": ours.pop("documents"), "heldout_words": ours.pop("words")} | ours
     # A treebank that is also a corpus input is scored only on sentences of held-out documents.
-    only_in = "\n".join(heldout) if any(_is_under(f, inside) for f in gold_files) else None
+    only_in = heldout_sentences if any(_is_under(f, inside) for f in gold_files) else None
     sentences = gold_sentences(gold_files, only_in, tok_cfg.metrics_max_chars // 10) if gold_files else []
     if sentences:
         metrics["gold"] = gold_metrics(tokenizer, sentences, tokenizer.token_to_id(roles["unk"])) | {
@@ -222,14 +225,17 @@ def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, roles: dict[str, str] 
     return hf
 
 
-def _heldout_texts(corpus_dir: Path, heldout_percent: float, max_chars: int) -> list[str]:
-    texts, chars = [], 0
+def _heldout_texts(corpus_dir: Path, heldout_percent: float, max_chars: int) -> tuple[list[str], set[str]]:
+    """The held-out documents' texts up to about `max_chars`, and the sentences of those whose reader
+    recorded sentence boundaries (CoNLL-U)."""
+    texts, sentences, chars = [], set(), 0
     for doc in iter_documents(corpus_dir, "heldout", heldout_percent):
         if max_chars and chars >= max_chars:
             break
         texts.append(doc["text"])
+        sentences.update(corpus_sentences(doc["text"], doc.get("metadata")) or ())
         chars += len(doc["text"])
-    return texts
+    return texts, sentences
 
 
 def _source_paths(source: SourceConfig) -> list[Path]:

