@@ -272,7 +272,8 @@ class CorpusConfig:
     """How the corpus stage runs (not what it keeps)."""
 
     tasks: int = 1
-    """Parallel datatrove tasks (input files are split between them; dedup is global anyway)."""
+    """Parallel datatrove tasks, each reading a contiguous run of the input files (an HF dataset's rows);
+    dedup is global, and the task count never changes the corpus (see corpora.corpus.readers)."""
     index_tasks: int = 1
     """Tasks the duplicate index is split into, each holding the keys of one hash range (about 525
     bytes per document / index_tasks with 20 bands: 21 keys of ~25 bytes held): raise it with the

@@ -5,6 +5,10 @@ record without its text field or a record longer than `max_record_mib` is bad in
 file and line. With `on_bad_record: error` the run stops there; with `skip` the record is left
 out, counted, and written to `skipped/<input>/<rank>.jsonl` (file, line, problem) for the report.
 
+Each task reads a contiguous run of the whole input (`split_inputs`): all inputs' files in config
+order, an HF dataset's rows in ranges. Tasks in rank order read the input in its own order, so the
+task count never changes the corpus (its order, which copy of a duplicate is kept, what a cap keeps).
+
 Lines are read with a length limit, so a 50 MB line costs at most `max_record_mib` of memory.
 Every document carries `metadata["source"]` (the input's name) and, until the dedup step takes
 it off, `metadata["input_index"]` (which input it came from, for caps and weights).
@@ -51,10 +55,27 @@ class _StrictReader(BaseDiskReader):
         self.on_bad_record, self.max_record_bytes = on_bad_record, max_record_bytes
         self.skipped_folder = skipped_folder
         self._skipped_out, self._rank = None, 0
+        self.shares: dict[int, list] | None = None
+        """Task rank -> the units (`units`) of this input it reads; set by `split_inputs`. None: datatrove's
+        own sharding (files rank, rank + tasks, ...), for a reader used outside the corpus stage."""
+
+    def units(self, tasks: int) -> list:
+        """This input in pieces that `split_inputs` hands out in order: its files."""
+        return self.data_folder.list_files(recursive=self.recursive, glob_pattern=self.glob_pattern)
+
+    def read_units(self, units: list) -> Iterator[Document]:
+        return self.read_files_shard(units)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         self._rank = rank
-        yield from super().run(data, rank, world_size)
+        if self.shares is None:
+            yield from super().run(data, rank, world_size)
+            return
+        if data:
+            yield from data
+        for doc in self.read_units(self.shares.get(rank, [])):
+            self.update_doc_stats(doc)
+            yield doc
 
     def update_doc_stats(self, document: Document) -> None:
         """Skipped: datatrove's per-document length statistic cost ~4 us a document; the corpus
@@ -215,9 +236,10 @@ class JsonlReader(_StrictReader):
                 yield doc
 
 
-def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, text_key: str):
-    """Documents from table rows (Parquet, HF datasets); the row number stands in for the line."""
-    for number, row in enumerate(rows, start=1):
+def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, text_key: str, first: int = 0):
+    """Documents from table rows (Parquet, HF datasets), the first being row `first` (0-based) of its table;
+    the row number (1-based) stands in for the line."""
+    for number, row in enumerate(rows, start=first + 1):
         text = row.get(text_key)
         if not isinstance(text, str):
             if text is None:
@@ -270,7 +292,8 @@ class ParquetReader(_StrictReader):
 class HFDatasetReader(_StrictReader):
     """A dataset saved with `datasets.Dataset.save_to_disk` (the folder holding dataset_info.json).
 
-    Memory-mapped Arrow: rows are read in batches; each task reads a contiguous shard of rows.
+    Memory-mapped Arrow: rows are read in batches; a task reads contiguous ranges of rows. A document's id
+    holds its row number in the whole dataset, whatever the task count.
     """
 
     name = "🤗 hf dataset"
@@ -278,20 +301,22 @@ class HFDatasetReader(_StrictReader):
     def __init__(self, data_folder: str, source: str, glob_pattern: str, text_key: str = "text", **kwargs):
         super().__init__(data_folder, source, glob_pattern, **kwargs)
         self.text_key = text_key
+        self._rows = (0, None)  # the range of rows `_records` reads; None: to the end
 
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        self._rank = rank
-        if data:
-            yield from data
-        for doc in self.read_file("", rank, world_size):
-            self.update_doc_stats(doc)
-            yield doc
+    def units(self, tasks: int) -> list:
+        """`tasks` ranges of rows (start, end), so every task can take a share of one dataset."""
+        try:
+            rows = len(self._load())
+        except BadRecord:
+            return [(0, None)]  # reading it names the problem
+        return [(rank * rows // tasks, (rank + 1) * rows // tasks) for rank in range(tasks)]
 
-    def read_file(self, filepath: str, rank: int = 0, world_size: int = 1):  # noqa: D102 (see base)
-        self._shard = (rank, world_size)
-        yield from super().read_file(filepath)
+    def read_units(self, units: list) -> Iterator[Document]:
+        for rows in units:
+            self._rows = rows
+            yield from self.read_file("")
 
-    def _records(self, filepath: str):
+    def _load(self):
         from datasets import load_from_disk
 
         folder = self.data_folder.resolve_paths("")
@@ -307,8 +332,13 @@ class HFDatasetReader(_StrictReader):
         if self.text_key not in dataset.column_names:
             raise BadRecord(None, f"has no column {self.text_key!r} (columns: {dataset.column_names})",
                             "Set source.inputs[].text_key to the column that holds the text.", fatal_for_file=True)
-        rank, world_size = getattr(self, "_shard", (0, 1))
-        shard = dataset.shard(world_size, rank, contiguous=True) if world_size > 1 else dataset
+        return dataset
+
+    def _records(self, filepath: str):
+        dataset = self._load()
+        start, end = self._rows
+        end = len(dataset) if end is None else end
+        shard = dataset.select(range(start, end)) if (start, end) != (0, len(dataset)) else dataset
 
         def rows():
             for batch in shard.iter(batch_size=1024):
@@ -316,7 +346,7 @@ class HFDatasetReader(_StrictReader):
                 for values in zip(*batch.values()):
                     yield dict(zip(keys, values))
 
-        yield from _row_records(self, rows(), f"rank{rank}", self.text_key)
+        yield from _row_records(self, rows(), "rows", self.text_key, first=start)
 
 
 class ConlluReader(_StrictReader):
@@ -353,6 +383,17 @@ class ConlluReader(_StrictReader):
         # The treebank's own sentence boundaries travel as lengths (characters of each sentence, joined by
         # one space), so sentence-pair objectives need no sentence splitter (`corpora.shards.sentences`).
         return self._doc(" ".join(sentences), filepath, key, {"sentence_chars": [len(s) for s in sentences]})
+
+
+def split_inputs(readers: list[_StrictReader], tasks: int) -> None:
+    """Give each of `tasks` tasks a contiguous run of the whole input: every reader's units in config
+    order, cut into `tasks` runs of about equal count (see the module doc)."""
+    units = [(reader, unit) for reader in readers for unit in reader.units(tasks)]
+    for reader in readers:
+        reader.shares = {}
+    for rank in range(tasks):
+        for reader, unit in units[rank * len(units) // tasks:(rank + 1) * len(units) // tasks]:
+            reader.shares.setdefault(rank, []).append(unit)
 
 
 def make_reader(input_cfg: InputConfig, source_name: str, index: int = 0, on_bad_record: str = "error",

@@ -30,7 +30,7 @@ from corpora.corpus.rules.chain import filter_steps, stopword_lists
 from corpora.corpus.duplicate_index import IndexTask, MergeDecisions
 from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter
 from corpora.corpus.normalise import normalise_text
-from corpora.corpus.readers import make_reader
+from corpora.corpus.readers import make_reader, split_inputs
 from corpora.corpus.text_batch import char_tables
 from corpora.corpus.writers import DocumentWriter
 
@@ -105,9 +105,13 @@ def checked_inputs(source: SourceConfig) -> CheckedInputs:
     return CheckedInputs(list(source.inputs), fingerprint, empty)
 
 
-def _readers(source: SourceConfig, skipped_folder: str) -> list:
-    return [make_reader(spec, source.name, index, source.on_bad_record, source.max_record_mib, skipped_folder)
-            for index, spec in enumerate(source.inputs)]
+def _readers(source: SourceConfig, skipped_folder: str, tasks: int = 0) -> list:
+    """One reader per input; with `tasks`, each task's share of the whole input set (`split_inputs`)."""
+    readers = [make_reader(spec, source.name, index, source.on_bad_record, source.max_record_mib, skipped_folder)
+               for index, spec in enumerate(source.inputs)]
+    if tasks:
+        split_inputs(readers, tasks)
+    return readers
 
 
 def _sample_texts(source: SourceConfig, filters: FiltersConfig):
@@ -141,7 +145,7 @@ def _run_pipelines(source: SourceConfig, filters: FiltersConfig, run: CorpusConf
             "\n".join(f"{lang}: {' '.join(words)}" for lang, words in stopwords.items()) + "\n", encoding="utf-8")
     tasks = max(1, run.tasks)
     filter_pipeline = [
-        *_readers(source, str(out / "skipped")),
+        *_readers(source, str(out / "skipped"), tasks),
         *filter_steps(filters, removed_writer, stopwords, str(out / "removed_lines" / "lines")),
         SignatureWriter(str(work / "signatures"), filters.near_dedup, exact=filters.exact_dedup,
                         boilerplate_lines=filters.min_repeated_line_docs > 0, index_tasks=run.index_tasks),

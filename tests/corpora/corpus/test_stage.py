@@ -184,6 +184,37 @@ def test_two_tasks_give_the_same_corpus_as_one(make_cfg, data_dir, tmp_path):
                             work_dir=tmp_path / "d"), "corpus")
 
 
+def test_the_task_count_never_changes_the_corpus(make_cfg, data_dir, tmp_path):
+    """Tasks read contiguous runs of the whole input: the same documents in the same order, the same copy
+    of a duplicate kept and the same documents under a cap, with any task count (it is not hashed)."""
+    from datasets import Dataset
+
+    sents = [line[len("# text = "):].strip() for line in
+             (data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-dev.conllu").read_text(encoding="utf-8").splitlines()
+             if line.startswith("# text = ")]
+    paragraphs = [" ".join(sents[i * 4:i * 4 + 4]) for i in range(20)]
+    (tmp_path / "txt").mkdir()
+    for f in range(4):  # file 2 repeats file 1's first paragraph: file 1's copy is the one to keep
+        own = paragraphs[f * 3:f * 3 + 3] + ([paragraphs[3]] if f == 2 else [])
+        (tmp_path / "txt" / f"f{f}.txt").write_text("\n\n".join(own) + "\n", encoding="utf-8")
+    Dataset.from_dict({"text": paragraphs[12:20] + [paragraphs[0]]}).save_to_disk(str(tmp_path / "hf"))
+    et = data_dir / "ud" / "UD_Estonian-EDT"
+    inputs = (f"source.inputs=[{{path: '{tmp_path / 'txt'}', format: txt, name: ga}},"
+              f" {{path: '{et}', format: conllu, name: et, max_docs: 25}},"
+              f" {{path: '{tmp_path / 'hf'}', format: hf, name: hf}}]")
+    folders = [run_stage(make_cfg("corpus", [inputs, "filters=none", "filters.exact_dedup=true",
+                                             f"corpus.tasks={tasks}"], work_dir=tmp_path / f"w{tasks}"), "corpus")
+               for tasks in (1, 3)]
+    assert folders[0].name == folders[1].name
+    ids = [[d["id"] for d in iter_documents(folder)] for folder in folders]
+    assert ids[0] == ids[1] and "ga/f1.txt/1" in ids[0] and "ga/f2.txt/7" not in ids[0]
+    assert "ga/f0.txt/1" in ids[0] and "hf/rows/9" not in ids[0]  # the dataset's last row repeats f0's first
+    assert sum(i.startswith("et/") for i in ids[0]) == 25 and "hf/rows/1" in ids[0]
+    reports = [{k: v for k, v in json.loads((f / "report.json").read_text()).items() if k != "timing_s"}
+               for f in folders]
+    assert reports[0] == reports[1]
+
+
 def test_ray_executor_gives_the_same_corpus_as_local(make_cfg, tmp_path, ray_shut_down_after):
     # near-duplicate removal with the index split into three tasks: every step of the chain runs on Ray
     overrides = ["filters=gopher", "corpus.tasks=2", "filters.near_dedup.enabled=true", "corpus.index_tasks=3"]
