@@ -47,6 +47,9 @@ class StepMetricsLogger(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.window_start = self.batch_end = time.perf_counter()
+        # A resumed run's steps so far were logged by the run that trained them (with accumulation, the
+        # first micro-batch after a resume ends with global_step still at the resumed step).
+        self.logged_step = trainer.global_step
         if self.show_bar and trainer.is_global_zero:
             self.bar = tqdm(total=trainer.max_steps, desc="pretrain", unit="step", dynamic_ncols=True,
                             mininterval=1.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from transformers import AutoModelForMaskedLM
-from lightning.pytorch.callbacks import GradientAccumulationScheduler, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from bertforge.common.checkpoints import Checkpoint
@@ -34,7 +34,7 @@ from pretrain.init_from import load_start_model
 from pretrain.model import attn_implementation, build_model, check_model_config, use_bf16_layer_norms
 from pretrain.module import MaskedLMModule
 from pretrain.objectives import as_pretraining_model
-from pretrain.phases import plan_phases
+from pretrain.phases import PhaseAccumulation, plan_phases
 from pretrain.preemption import StopOnPreemption, flag_on_signal
 from pretrain.rank_sampler import MicroBatchSeeding
 from pretrain.step_metrics import StepMetricsLogger
@@ -133,7 +133,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                                         every_n_train_steps=checkpoint.every_n_steps, save_last=True,
                                         monitor="step", mode="max", save_top_k=max(1, checkpoint.keep_last),
                                         auto_insert_metric_name=False),
-                        GradientAccumulationScheduler({p.index: p.accumulation for p in plan}),
+                        PhaseAccumulation(plan),
                         PinnedCheckpoints(checkpoint.pin_steps, build.tmp / "checkpoints"),
                         step_metrics,
                         validation,

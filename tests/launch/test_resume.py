@@ -17,7 +17,8 @@ from tests.launch.conftest import with_upstream, GLOBAL_BATCH, REPO, TINY_RUN, b
 # 1.7 s in CI, and the test looks every 50 ms.
 STEPS, EVERY = 80, 10
 RUN = ["bertforge", "pretrain", *[o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every"))],
-       f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}", "model.dropout=0.1"]
+       f"training.max_steps={STEPS}", f"checkpoint.every_n_steps={EVERY}", "model.dropout=0.1",
+       f"trainer.micro_batch_size={GLOBAL_BATCH // 2}"]  # two micro-batches a step: accumulation resumes too
 
 
 def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_work, tmp_path, data_dir):
@@ -39,7 +40,7 @@ def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_wor
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
             trained = list(work.glob("pretrain/.pretrain-*.work/data_positions/rank0.tsv"))
-            if trained and len(trained[0].read_text().splitlines()) >= EVERY + 7:
+            if trained and len(trained[0].read_text().splitlines()) >= 2 * (EVERY + 7):  # a line a micro-batch
                 break
             time.sleep(0.05)
         assert first.poll() is None, "the run ended before it could be killed"
@@ -55,11 +56,12 @@ def test_a_killed_run_resumes_by_rerunning_the_same_command_exactly(upstream_wor
     [folder] = pretrain_folders(work)
     assert not list(work.glob("pretrain/.pretrain-*.work"))  # the working folder became the finished one
 
-    # Every step trained once in the attempt that counts, each at its data position.
+    # Every step trained once in the attempt that counts, each micro-batch at its data position.
     rows = ledger(folder)[0]
-    latest = {step: (start, stop) for _, step, _, start, stop in rows}
-    assert sorted(latest) == list(range(STEPS))
-    assert all(start == step * GLOBAL_BATCH for step, (start, _) in latest.items())
+    latest = {(step, slot): (start, stop) for _, step, slot, start, stop in rows}
+    half = GLOBAL_BATCH // 2
+    assert latest == {(step, slot): (step * GLOBAL_BATCH + slot * half, step * GLOBAL_BATCH + (slot + 1) * half)
+                      for step in range(STEPS) for slot in range(2)}
     # The resumed run is the uninterrupted run: loss, learning rate and gradient norm at every step...
     keys = ("train/loss", "train/lr", "train/grad_norm")
     resumed = [{k: row[k] for k in ("step", *keys)} for row in metrics(folder)]
