@@ -72,8 +72,9 @@ class PackedRows(Dataset):
 class PhasedData(L.LightningDataModule):
     """One Lightning epoch per phase: the loader of epoch k serves phase k's rows and batch size.
 
-    Needs `Trainer(reload_dataloaders_every_n_epochs=1)`. Phase k reads the shards of its own
-    length from data position 0; it needs steps x global batch rows.
+    Needs `Trainer(reload_dataloaders_every_n_epochs=1)`. Phase k reads the shards of its own length
+    (steps x global batch rows), from data position 0, or, when an earlier phase had the same length (a
+    batch or learning-rate change), from where the last such phase stopped, so no phase re-reads its rows.
     """
 
     def __init__(self, plan, rows_by_len: dict[int, PackedRows], num_workers: int = 0, pin_memory: bool = False,
@@ -94,9 +95,10 @@ class PhasedData(L.LightningDataModule):
 
         layout = BatchLayout(phase.batch_size, phase.micro_batch_size, phase.accumulation, self.world_size)
         rows = self.rows_by_len[phase.seq_len]
+        read_before = sum(p.steps * p.batch_size for p in self.plan[:phase.index] if p.seq_len == phase.seq_len)
         self.sampler = RankSliceSampler(len(rows), layout, self.rank, rows.seed, stop_step=phase.end_step,
                                         start_step=max(self.start_step, phase.start_step),
-                                        first_step=phase.start_step)
+                                        first_step=phase.start_step, first_position=read_before)
         return DataLoader(rows, batch_sampler=self.sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=False)
 

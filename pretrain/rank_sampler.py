@@ -31,17 +31,19 @@ from pretrain.distributed import BatchLayout
 
 class RankSliceSampler(Sampler[list[int]]):
     """Batch sampler: yields this rank's micro-batches (lists of stream positions) for steps
-    `start_step .. stop_step-1`, where positions are counted from `first_step` (the step this data
-    source starts at; 0 unless a later training phase brings its own rows)."""
+    `start_step .. stop_step-1`, where step `first_step` (the step this data source starts at; 0 unless
+    a later training phase brings its own rows) reads from stream position `first_position` (past the rows
+    earlier phases of the same rows read)."""
 
     def __init__(self, num_rows: int, layout: BatchLayout, rank: int, seed: int, stop_step: int,
-                 start_step: int = 0, first_step: int = 0):
+                 start_step: int = 0, first_step: int = 0, first_position: int = 0):
         if not 0 <= rank < layout.world_size:
             raise ValueError(f"rank {rank} outside world size {layout.world_size}")
         if num_rows < 1:
             raise ValueError("no rows to sample from: the shards split is empty")
         self.num_rows, self.layout, self.rank, self.seed = num_rows, layout, rank, seed
         self.first_step, self.start_step, self.stop_step = first_step, start_step, stop_step
+        self.first_position = first_position
         self.pending: deque[tuple[int, int, int]] = deque()
         """(step, slot, first stream position) of every micro-batch yielded and not yet trained on."""
 
@@ -53,7 +55,7 @@ class RankSliceSampler(Sampler[list[int]]):
     def stream_position(self, step: int, micro: int) -> int:
         """First stream position of this rank's micro-batch `micro` of optimiser step `step`."""
         lay = self.layout
-        return ((step - self.first_step) * lay.global_batch_size
+        return (self.first_position + (step - self.first_step) * lay.global_batch_size
                 + (self.rank * lay.accumulation + micro) * lay.micro_batch_size)
 
     def __iter__(self):

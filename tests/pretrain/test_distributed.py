@@ -92,6 +92,30 @@ def test_sampler_length_is_the_whole_run_even_when_resumed():
     assert len(sampler) == 9 * 3 and len(list(sampler)) == 4 * 3
 
 
+def test_phases_of_one_length_read_on_where_the_last_one_stopped():
+    """A batch-size ramp at one length: each phase reads new stream positions, none again; a resumed run
+    inside the second phase reads its remaining positions."""
+    from pretrain.data import PhasedData
+    from pretrain.phases import Phase
+
+    plan = [Phase(0, 16, 0, 3, 4, 2, 2, 1.0, 0), Phase(1, 16, 3, 6, 8, 4, 2, 1.0, 0), Phase(2, 32, 6, 8, 8, 8, 1, 1.0, 0)]
+    class Rows:  # what the loader reads of PackedRows: its stream's length and seed
+        seed = 0
+
+        def __len__(self):
+            return 1000
+
+    data = PhasedData(plan, {16: Rows(), 32: Rows()})
+
+    def positions(phase, start_step=0):
+        data.start_step = start_step
+        return [i for batch in data.loader(phase).batch_sampler for i in batch]
+
+    first, second, other_length = (positions(phase) for phase in plan)
+    assert first == list(range(12)) and second == list(range(12, 36)) and other_length == list(range(16))
+    assert positions(plan[1], start_step=5) == list(range(28, 36))
+
+
 def test_micro_batch_seed_depends_on_place_not_rank_count():
     seeds = {micro_batch_seed(1, step, slot) for step in range(50) for slot in range(8)}
     assert len(seeds) == 400 and all(0 <= s < 2 ** 63 for s in seeds)
