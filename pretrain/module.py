@@ -183,6 +183,13 @@ class MaskedLMModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip to `optim.grad_clip`, keep the norm (on the device) for logging, and make the optimiser skip
         a step whose norm is not finite, all without a host sync."""
+        inner = getattr(optimizer, "optimizer", optimizer)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(inner, "_step_supports_amp_scaling", False):
+            # fp16: Lightning leaves the gradients of an optimiser that unscales inside its step (fused AdamW)
+            # multiplied by the loss scale. Unscaled here, the norm is the true one and the clip means what
+            # it says; the scaler then tells the fused step they are unscaled already.
+            scaler.unscale_(inner)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
         if self.optim.grad_clip > 0:

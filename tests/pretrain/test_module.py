@@ -137,3 +137,30 @@ def test_flops_of_bert_base_and_mfu():
     # 6 x (85M encoder matmul weights + the 23.5M decoder + 0.6M head dense) plus attention 3 x 12 x 4 x 128 x 768
     assert per_token == pytest.approx(6 * (85e6 + 768 * 30528 + 768 * 768) + 3 * 12 * 4 * 128 * 768, rel=0.01)
     assert mfu(1e6, 4e8, 989.0) == pytest.approx(4e14 / 989e12)
+
+
+def test_fp16_clips_the_true_gradients_of_fused_adamw():
+    """Under fp16 mixed precision Lightning leaves a fused optimiser's gradients multiplied by the loss scale
+    (2^16) for the optimiser to divide; clipping them there cut the update ~3000x. One step with a clip
+    that bites moves the weights as far as in fp32. (A CPU GradScaler stands in for the CUDA one.)"""
+    import lightning as L
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from pretrain.phases import Phase
+
+    def first_update(plugins) -> tuple[float, float]:
+        model = small_model("bert")
+        module = MaskedLMModule(model, MaskingConfig(ratio=0.15), OptimConfig(lr=1e-3, warmup_steps=0, grad_clip=0.1),
+                                [Phase(0, 64, 0, 1, 4, 4, 1, 1.0, 0)], SPECIAL, 300, {64: 0.9})
+        before = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+        torch.manual_seed(1)
+        rows = torch.randint(5, 300, (4, 64))
+        L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, plugins=plugins).fit(module, torch.utils.data.DataLoader([rows], batch_size=None))
+        moved = (model.bert.encoder.layer[0].attention.self.query.weight.detach() - before).abs().mean().item()
+        return moved, module.window["grad_norm"].item()
+
+    fp32, fp32_norm = first_update([])
+    fp16, fp16_norm = first_update([MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 16))])
+    assert fp32_norm > 0.1 and fp16_norm == pytest.approx(fp32_norm, rel=0.05)  # the clip bites; the true norm is logged
+    assert fp16 == pytest.approx(fp32, rel=0.1)
