@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from pretrain.masking import MaskedBatch, Masker
 from pretrain.model import encoder_and_head
@@ -190,10 +191,15 @@ class MaskedLMModule(L.LightningModule):
             # multiplied by the loss scale. Unscaled here, the norm is the true one and the clip means what
             # it says; the scaler then tells the fused step they are unscaled already.
             scaler.unscale_(inner)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
-        if self.optim.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.optim.grad_clip, norm)
+        root = self.trainer.strategy.model
+        if isinstance(root, FullyShardedDataParallel):
+            # Each rank holds a shard of the gradients: the norm of the whole model needs them all, which
+            # FSDP's own clip computes (an all-reduce); it clips by it, or, with no clip, only measures it.
+            norm = root.clip_grad_norm_(self.optim.grad_clip if self.optim.grad_clip > 0 else float("inf"))
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+            if self.optim.grad_clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), self.optim.grad_clip, norm)
         bad = ~torch.isfinite(norm)
         # Fused AdamW (and our LAMB) skip the whole update on the device where `found_inf` is 1: the hook
         # AMP's GradScaler uses. Under fp16 mixed precision the scaler sets it again itself.

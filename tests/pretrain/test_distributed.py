@@ -4,6 +4,7 @@ second process. The runs with two processes are in tests/launch/."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -224,3 +225,60 @@ def test_checkpoint_from_the_middle_of_an_accumulation_is_refused():
         check_step_boundary(trainer, 4)
     trainer, _ = progress(8, 8, 8, 7)  # saved inside on_train_batch_end right after step 2's last micro-batch
     check_step_boundary(trainer, 4)
+
+
+def _clip_under_fsdp(rank: int, port: int, out: str) -> None:
+    """One rank of `test_fsdp_clips_by_the_norm_of_the_whole_model`: a training step of the module inside FSDP
+    (full sharding, one unit, as Lightning wraps it: use_orig_params), then the module's clip."""
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
+
+    from pretrain.config import MaskingConfig, OptimConfig
+    from pretrain.module import MaskedLMModule, sparse_mlm_loss
+    from pretrain.phases import Phase
+    from tests.pretrain.conftest import SPECIAL, small_model
+
+    class Step(torch.nn.Module):  # what Lightning's wrapper does: forward is the training step
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, rows):
+            return self.module.training_step(rows, 0)
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    module = MaskedLMModule(small_model("bert"), MaskingConfig(), OptimConfig(grad_clip=1.0),
+                            [Phase(0, 64, 0, 1, 4, 4, 1, 1.0, 0)], SPECIAL, 300, {64: 0.9})
+    reference = small_model("bert")  # the same weights, whole
+    root = FullyShardedDataParallel(Step(module), device_id=torch.device("cpu"), use_orig_params=True,
+                                    sharding_strategy=ShardingStrategy.FULL_SHARD)
+    module.trainer = SimpleNamespace(strategy=SimpleNamespace(model=root), precision_plugin=SimpleNamespace())
+    ids = torch.randint(5, 300, (4, 64), generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(4)  # the same masks on both ranks and for the reference: the whole gradient is its
+    root(ids).backward()
+    torch.manual_seed(4)
+    batch = module.masker(ids)
+    sparse_mlm_loss(reference, batch.input_ids, batch.positions, batch.targets)[0].backward()
+    module.configure_gradient_clipping(torch.optim.SGD(module.parameters(), lr=0.1))
+    true = torch.nn.utils.get_total_norm([p.grad for p in reference.parameters() if p.grad is not None])
+    Path(out, f"rank{rank}").write_text(f"{module.window['grad_norm'].item()} {true.item()}")
+    dist.destroy_process_group()
+
+
+def test_fsdp_clips_by_the_norm_of_the_whole_model(tmp_path):
+    """Under FSDP each rank holds a shard of the gradients; the clip and the logged norm use the whole
+    model's norm on every rank (per-shard norms clipped each shard by its own factor)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_clip_under_fsdp, args=(port, str(tmp_path)), nprocs=2)
+    norms = [tuple(map(float, (tmp_path / f"rank{r}").read_text().split())) for r in range(2)]
+    assert norms[0][1] > 1.0  # the clip bites
+    assert all(ours == pytest.approx(true, rel=1e-4) for ours, true in norms)
