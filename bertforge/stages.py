@@ -273,6 +273,16 @@ def _check_hub(cfg: ExperimentConfig) -> None:
     check_hub(cfg.publish)
 
 
+def _check_card_scores(cfg: ExperimentConfig) -> None:
+    """The card states the scores of the model it publishes: this experiment's own."""
+    for key, value in (("evaluate.checkpoint", cfg.evaluate.checkpoint),
+                       ("downstream.checkpoint", cfg.downstream.checkpoint if cfg.downstream.tasks else "")):
+        if value:
+            raise ConfigError(f"{key}={value!r} scores another model, and publish would write its scores into this "
+                              f"model's card: drop {key} to publish, or run `bertforge {key.split('.')[0]} "
+                              f"{key}=...` on its own")
+
+
 def _push_publish(cfg: ExperimentConfig, folder: Path) -> None:
     from pretrain.publish.stage import push_publish
 
@@ -304,7 +314,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
           "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_inputs),
     Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
-          "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub,),
+          "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub, _check_card_scores),
           then=_push_publish),
 )}
 

@@ -76,6 +76,16 @@ def test_steps_to_push_without_push_to_hub(make_cfg, tmp_path):
         run_stages(cfg, "pretrain")
 
 
+@pytest.mark.parametrize("key", ["evaluate.checkpoint", "downstream.checkpoint"])
+def test_a_card_never_carries_another_models_scores(make_cfg, tmp_path, key):
+    """evaluate.checkpoint / downstream.checkpoint score another model; publish refuses before any stage runs."""
+    cfg = make_cfg("publish", ["experiment=demo_ga", f"{key}={tmp_path}", "downstream=ud_irish"], work_dir=tmp_path / "w")
+    with pytest.raises(ConfigError, match=f"{key}=.* scores another model.*drop {key} to publish"):
+        run_stages(cfg, "publish")
+    assert not (tmp_path / "w").exists()
+    check_settings(cfg, key.split(".")[0])  # scoring another model on its own is what the key is for
+
+
 def test_a_good_token_passes_and_pretrain_checks_too(make_cfg, no_stored_token, hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     cfg = make_cfg("pretrain", ["experiment=demo_ga", "publish.push_to_hub=true", "publish.repo_id=org/ga",
