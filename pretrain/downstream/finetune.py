@@ -124,6 +124,8 @@ def fine_tune(data: TaskData, model_dir: str, tokenizer, untrained: bool, seed: 
         trainer.fit(module, loader(train, True))
     if keep_best is not None and keep_best.best_state is not None:
         module.load_state_dict(keep_best.best_state)
+    # Lightning moves the module to the CPU when fit ends: the test split is scored where dev was.
+    module.to(trainer.strategy.root_device)
     outputs = _predict(module, loader(test, False), trainer.precision)
     metrics = score(task, data.test, test, outputs, data.labels)
     metrics["epochs"] = trainer.current_epoch
