@@ -15,7 +15,8 @@ from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingC
 CONFIG_FILE = "bertforge_config.yaml"
 # Keys left out of the reproducible config: where to push is the publisher's business, not the model's.
 PUSH_KEYS = ("push_to_hub", "repo_id", "private", "revision", "endpoint", "push_every_n_steps", "dry_run")
-TASK_TYPES = {"upos": "token-classification", "xpos": "token-classification", "ner": "token-classification",
+TASK_TYPES = {"upos": "token-classification", "xpos": "token-classification", "feats": "token-classification",
+              "ner": "token-classification",
               "parse": "dependency-parsing", "classify": "text-classification"}
 
 
