@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from pretrain.masking import MaskedBatch, Masker
+from pretrain.masking import IGNORE_INDEX, MaskedBatch, Masker
 from pretrain.model import encoder_and_head
 from pretrain.objectives import masked_pairs, pair_loss
 from pretrain.optim import build_optimizer
@@ -106,7 +106,7 @@ class MaskedLMModule(L.LightningModule):
         self.window["correct"] += correct
         self.window["pair_correct"] += pair_correct
         self.window["micro_batches"] += 1
-        self.window["masked"] += batch.targets.numel()  # positions that fell on padding count too
+        self.window["masked"] += (batch.targets != IGNORE_INDEX).sum()  # the scored positions
         self.window["pairs"] += rows["pair_label"].numel()
         self.window["tokens"] += batch.input_ids.numel()
         return loss
@@ -139,13 +139,13 @@ class MaskedLMModule(L.LightningModule):
         bad_run = self.window["bad_run"] if self.window else zero.clone()  # runs across log intervals
         self.window = {"loss_sum": zero.clone(), "correct": zero.clone(), "grad_norm": zero.clone(),
                        "skipped": zero.clone(), "bad_run": bad_run.to(self.device), "micro_batches": 0,
-                       "masked": 0, "tokens": 0, "pair_correct": zero.clone(), "pairs": 0}
+                       "masked": zero.clone(), "tokens": 0, "pair_correct": zero.clone(), "pairs": 0}
 
     def pop_window(self) -> dict:
         """Metrics since the last call, as Python numbers. This is the one host sync per log interval."""
         w = self.window
         sums = torch.stack([w["loss_sum"], w["correct"], w["loss_sum"].new_tensor(w["micro_batches"]),
-                            w["loss_sum"].new_tensor(w["masked"]), w["grad_norm"], w["skipped"], w["bad_run"],
+                            w["masked"], w["grad_norm"], w["skipped"], w["bad_run"],
                             w["pair_correct"], w["loss_sum"].new_tensor(w["pairs"])])
         ranks = 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():

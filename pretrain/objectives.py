@@ -36,16 +36,20 @@ def as_pretraining_model(mlm_model, attention: str = "sdpa") -> BertForPreTraini
 def masked_pairs(rows: dict, masker, special_ids: torch.Tensor) -> MaskedBatch:
     """The masked batch of pair rows: the shards' static masks when present, else drawn now.
 
-    Padded rows can hold fewer maskable tokens than the fixed count per row; a chosen position that
-    holds a special token (padding) is left as it is and not scored (target -100)."""
+    Every row has the k masked slots of a full row, in random order (static shapes). As in Google's
+    create_pretraining_data.py, a row masks round(ratio x its tokens), at least one: the slots past its own
+    count, and any that fell on padding, are left as they were and not scored (target -100)."""
     if "positions" in rows:
         batch = MaskedBatch(rows["input_ids"], rows["positions"], rows["targets"])
     else:
         batch = masker(rows["input_ids"])  # torch's global RNG, reseeded per micro-batch
-    special = torch.isin(batch.targets, special_ids)  # (batch, k)
-    input_ids = batch.input_ids.scatter(1, batch.positions, torch.where(special, batch.targets,
+    tokens = rows["attention_mask"].sum(1, keepdim=True) - 3  # A and B: all but [CLS] and two [SEP]
+    own_count = (tokens * masker.ratio).round().clamp(min=1)  # (batch, 1)
+    slot = torch.arange(batch.positions.shape[1], device=batch.positions.device)
+    unscored = torch.isin(batch.targets, special_ids) | (slot >= own_count)  # (batch, k)
+    input_ids = batch.input_ids.scatter(1, batch.positions, torch.where(unscored, batch.targets,
                                                                          batch.input_ids.gather(1, batch.positions)))
-    return MaskedBatch(input_ids, batch.positions, batch.targets.masked_fill(special, IGNORE_INDEX))
+    return MaskedBatch(input_ids, batch.positions, batch.targets.masked_fill(unscored, IGNORE_INDEX))
 
 
 def pair_loss(model, batch: MaskedBatch, rows: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -271,7 +271,10 @@ def join_pair_parts(task_counts: list[dict], settings: PairSettings, lengths: li
             raise CorpusInputError(where, f"gave no sentence pair of {length} tokens",
                                    "Add text, or use training.objective=mlm.")
         counts["label_share"] = (counts["random_next"] + counts["swapped"]) / counts["examples"]
-        counts["maskable_share"] = counts["segment_tokens"] / (counts["examples"] * length)
+        counts["segment_share"] = counts["segment_tokens"] / (counts["examples"] * length)
+        # The masked slots of every pair row are those of a full row ([CLS] A [SEP] B [SEP]): each row masks
+        # its own share of its tokens in the first of them (pretrain.objectives.masked_pairs), as BERT does.
+        counts["maskable_share"] = (length - 3) / length
     return total
 
 

@@ -4,7 +4,9 @@ gaBERT and LEGAL-BERT were trained on examples masked once, in advance, `dupe_fa
 different masks. The shards stage does the same for the training rows: for every row length L and
 every copy d it stores which positions are masked and what the model sees there:
 
-  train-<L>.mask_positions.bin   (dupe_factor, rows, k) positions in the row, ascending, dtype uint16
+  train-<L>.mask_positions.bin   (dupe_factor, rows, k) positions in the row, in draw order (random; a
+                                 word's tokens together), dtype uint16: a pair row masking fewer than k
+                                 uses the first of them
   train-<L>.mask_inputs.bin      (dupe_factor, rows, k) the ids fed at those positions ([MASK], a random
                                  token or the original: 80/10/10), the rows' dtype
 
@@ -142,7 +144,7 @@ def _draw(block: np.ndarray, count: int, rng: np.random.Generator, spec: StaticM
         first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)  # each token's word start
         scores = np.take_along_axis(scores, first, axis=1)  # one draw per word
     scores = np.where(special[block], _NEVER, scores)
-    positions = np.sort(np.argsort(scores, axis=1, kind="stable")[:, :count], axis=1)  # (n, k)
+    positions = np.argsort(scores, axis=1, kind="stable")[:, :count]  # (n, k), lowest draw first
     targets = np.take_along_axis(block, positions, axis=1)  # (n, k)
     split = rng.random(targets.shape)
     random_ids = rng.integers(0, vocab_size, targets.shape)

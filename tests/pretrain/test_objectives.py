@@ -31,11 +31,28 @@ def test_masks_that_land_on_padding_are_not_scored():
     ids = torch.tensor([[CLS, 10, 11, SEP, 12, SEP, PAD, PAD]])
     special = torch.tensor([PAD, 1, CLS, SEP, MASK])
     masker = Masker(0.9, MASK, 64, special)  # 7 positions per row: more than the 3 maskable tokens
-    batch = masked_pairs({"input_ids": ids}, masker, special)
+    batch = masked_pairs({"input_ids": ids, "attention_mask": (ids != PAD).long()}, masker, special)
     scored = batch.targets != IGNORE_INDEX
     assert scored.sum() == 3 and set(batch.targets[scored].tolist()) == {10, 11, 12}
     unscored = batch.positions[~scored]
     assert torch.equal(batch.input_ids[0, unscored], ids[0, unscored])  # specials left as they were
+
+
+def test_each_pair_row_masks_its_own_share_of_its_tokens():
+    """BERT's count per pair row, round(ratio x tokens) and at least one, out of the slots of a full row."""
+    special = torch.tensor([PAD, 1, CLS, SEP, MASK])
+    lengths = [2, 9, 15, 29, 61]  # A + B tokens of each row, in a 64-token row
+    ids = torch.full((len(lengths), 64), PAD)
+    for row, n in enumerate(lengths):
+        ids[row, :n + 3] = torch.tensor([CLS, *range(10, 10 + n // 2), SEP, *range(40, 40 + n - n // 2), SEP])
+    masker = Masker(0.15, MASK, 128, special, {64: 61 / 64})  # the slots of a full row: round(0.15 x 61) = 9
+    torch.manual_seed(0)
+    batch = masked_pairs({"input_ids": ids, "attention_mask": (ids != PAD).long()}, masker, special)
+    scored = batch.targets != IGNORE_INDEX
+    assert batch.positions.shape == (5, 9) and scored.sum(1).tolist() == [1, 1, 2, 4, 9]
+    original = ids.gather(1, batch.positions)
+    assert torch.equal(batch.targets[scored], original[scored])
+    assert torch.equal(batch.input_ids.gather(1, batch.positions)[~scored], original[~scored])  # left as it was
 
 
 def test_pretraining_model_keeps_the_mlm_weights():
