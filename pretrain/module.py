@@ -185,17 +185,18 @@ class MaskedLMModule(L.LightningModule):
         """Clip to `optim.grad_clip`, keep the norm (on the device) for logging, and make the optimiser skip
         a step whose norm is not finite, all without a host sync."""
         inner = getattr(optimizer, "optimizer", optimizer)
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        trainer = self._trainer  # None when a test calls this directly
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if scaler is not None and getattr(inner, "_step_supports_amp_scaling", False):
             # fp16: Lightning leaves the gradients of an optimiser that unscales inside its step (fused AdamW)
             # multiplied by the loss scale. Unscaled here, the norm is the true one and the clip means what
             # it says; the scaler then tells the fused step they are unscaled already.
             scaler.unscale_(inner)
-        root = self.trainer.strategy.model
-        if isinstance(root, FullyShardedDataParallel):
+        if isinstance(getattr(getattr(trainer, "strategy", None), "model", None), FullyShardedDataParallel):
             # Each rank holds a shard of the gradients: the norm of the whole model needs them all, which
             # FSDP's own clip computes (an all-reduce); it clips by it, or, with no clip, only measures it.
-            norm = root.clip_grad_norm_(self.optim.grad_clip if self.optim.grad_clip > 0 else float("inf"))
+            limit = self.optim.grad_clip if self.optim.grad_clip > 0 else float("inf")
+            norm = trainer.strategy.model.clip_grad_norm_(limit)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
             if self.optim.grad_clip > 0:
@@ -203,7 +204,7 @@ class MaskedLMModule(L.LightningModule):
         bad = ~torch.isfinite(norm)
         # Fused AdamW (and our LAMB) skip the whole update on the device where `found_inf` is 1: the hook
         # AMP's GradScaler uses. Under fp16 mixed precision the scaler sets it again itself.
-        getattr(optimizer, "optimizer", optimizer).found_inf = bad.float()
+        inner.found_inf = bad.float()
         self.window["grad_norm"] = torch.where(bad, 0.0, norm.detach())  # the latest good step's norm is logged
         self.window["skipped"] += bad
         self.window["bad_run"] = torch.where(bad, self.window["bad_run"] + 1, 0.0)

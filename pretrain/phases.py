@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightning.pytorch.callbacks import GradientAccumulationScheduler
-
 from bertforge.common.errors import ConfigError
 from pretrain.config import OptimConfig, PhaseConfig, TrainingConfig
 from pretrain.distributed import batch_layout
@@ -95,15 +93,3 @@ def _split_batch(batch: int, micro: int, world_size: int, key: str) -> tuple[int
         raise ConfigError(f"{key} ({batch} sequences per step): {err}") from None
     return layout.micro_batch_size, layout.accumulation
 
-
-class PhaseAccumulation(GradientAccumulationScheduler):
-    """Micro-batches per optimiser step of each phase (one Lightning epoch a phase). Lightning's scheduler
-    sets them only when an epoch starts, a hook a resumed run skips when it resumes inside an epoch, which
-    left a resumed run at one micro-batch a step; this also sets them when training starts."""
-
-    def __init__(self, plan: list[Phase]):
-        super().__init__({phase.index: phase.accumulation for phase in plan})
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
-        trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)

@@ -3,7 +3,7 @@
 The rows form an endless stream of positions: `PackedRows` maps position p to a row (pass
 p // rows in its own seeded order, so every pass reads each row once). Optimiser step `s` reads stream
 positions `[s*G, (s+1)*G)` for a global batch `G` (counted from the first step of the training
-phase that owns the rows), whatever the world size. Inside that block
+phase that owns the rows, after the rows earlier phases of the same length read), whatever the world size. Inside that block
 rank `r` reads the contiguous slice `[r*a*m, (r+1)*a*m)` as `a` micro-batches of `m` rows
 (accumulation `a`); the micro-batch's *slot* `r*a + k` is its place in the global batch, the same
 slot one rank would give it when accumulating alone. Within a pass over the rows none is read
@@ -13,6 +13,7 @@ twice or skipped, on any world size, and resuming at step `s` costs nothing: the
 (masking, dropout) from (seed, step, slot), which is what makes a run on N devices, and a resumed
 run, draw exactly the masks and dropout of one uninterrupted run on one device. It also checks that
 Lightning's step and the sampler's agree, and can keep a ledger of the positions each rank trained on.
+`PhaseAccumulation` gives Lightning each phase's micro-batches per step, also in a resumed run.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import Callable
 
 import lightning as L
+from lightning.pytorch.callbacks import GradientAccumulationScheduler
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 from pretrain.distributed import BatchLayout
+from pretrain.phases import Phase
 
 
 class RankSliceSampler(Sampler[list[int]]):
@@ -143,3 +146,16 @@ def _completed_batches(tracker) -> int:
     if tracker.ready == tracker.started == tracker.processed == tracker.completed + 1:
         return tracker.processed
     return tracker.completed
+
+
+class PhaseAccumulation(GradientAccumulationScheduler):
+    """Micro-batches per optimiser step of each phase (one Lightning epoch a phase). Lightning's scheduler
+    sets them only when an epoch starts, a hook a resumed run skips when it resumes inside an epoch, which
+    left a resumed run at one micro-batch a step; this also sets them when training starts."""
+
+    def __init__(self, plan: list[Phase]):
+        super().__init__({phase.index: phase.accumulation for phase in plan})
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)

@@ -34,9 +34,9 @@ from pretrain.init_from import load_start_model
 from pretrain.model import attn_implementation, build_model, check_model_config, use_bf16_layer_norms
 from pretrain.module import MaskedLMModule
 from pretrain.objectives import as_pretraining_model
-from pretrain.phases import PhaseAccumulation, plan_phases
+from pretrain.phases import plan_phases
 from pretrain.preemption import StopOnPreemption, flag_on_signal
-from pretrain.rank_sampler import MicroBatchSeeding
+from pretrain.rank_sampler import MicroBatchSeeding, PhaseAccumulation
 from pretrain.step_metrics import StepMetricsLogger
 from pretrain.validation import HeldoutValidation
 from pretrain.word_starts import load_word_start_table
