@@ -102,6 +102,8 @@ class StopOnPreemption(L.Callback):
 
     def _requeue(self) -> None:
         command = " ".join(self.requeue)
+        # Said before it runs: once the requeue succeeds SLURM may kill this task before another line is out.
+        log.warning("requeueing: `%s`", command)
         try:
             done = subprocess.run(self.requeue, capture_output=True, text=True)
         except OSError as err:  # scontrol not on PATH
@@ -110,8 +112,6 @@ class StopOnPreemption(L.Callback):
         if done.returncode:
             log.error("`%s` failed (%d): %s; the checkpoint is saved: resubmit the job to resume", command,
                       done.returncode, done.stderr.strip())
-        else:
-            log.warning("requeued: `%s`", command)
 
     def _anyone_signalled(self) -> bool:
         if not self._collective:

@@ -134,7 +134,7 @@ def test_preempted_job_requeues_and_resumes_at_its_step_and_data_position(
     stopped = re.findall(r"preemption signal: saving \S+last\.ckpt at step (\d+)", output)
     resumed = re.findall(r"resuming from \S+last\.ckpt at step (\d+)", output)
     assert len(stopped) == 2 and len(resumed) == 2, output[-4000:]  # each line once per rank
-    assert "requeued: `scontrol requeue" in output
+    assert "requeueing: `scontrol requeue" in output
     assert set(stopped) == set(resumed) and len(set(stopped)) == 1
     resumed_at = int(stopped[0])
     assert 0 < resumed_at < LONG_STEPS
