@@ -186,17 +186,17 @@ class MaskedLMModule(L.LightningModule):
         a step whose norm is not finite, all without a host sync."""
         inner = getattr(optimizer, "optimizer", optimizer)
         trainer = self._trainer  # None when a test calls this directly
-        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        scaler = getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
         if scaler is not None and getattr(inner, "_step_supports_amp_scaling", False):
             # fp16: Lightning leaves the gradients of an optimiser that unscales inside its step (fused AdamW)
             # multiplied by the loss scale. Unscaled here, the norm is the true one and the clip means what
             # it says; the scaler then tells the fused step they are unscaled already.
             scaler.unscale_(inner)
-        if isinstance(getattr(getattr(trainer, "strategy", None), "model", None), FullyShardedDataParallel):
+        root = trainer.strategy.model if trainer is not None else None
+        if isinstance(root, FullyShardedDataParallel):
             # Each rank holds a shard of the gradients: the norm of the whole model needs them all, which
             # FSDP's own clip computes (an all-reduce); it clips by it, or, with no clip, only measures it.
-            limit = self.optim.grad_clip if self.optim.grad_clip > 0 else float("inf")
-            norm = trainer.strategy.model.clip_grad_norm_(limit)
+            norm = root.clip_grad_norm_(self.optim.grad_clip if self.optim.grad_clip > 0 else float("inf"))
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
             if self.optim.grad_clip > 0:

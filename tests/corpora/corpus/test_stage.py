@@ -189,9 +189,9 @@ def test_the_task_count_never_changes_the_corpus(make_cfg, data_dir, tmp_path):
     of a duplicate kept and the same documents under a cap, with any task count (it is not hashed)."""
     from datasets import Dataset
 
-    sents = [line[len("# text = "):].strip() for line in
-             (data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-dev.conllu").read_text(encoding="utf-8").splitlines()
-             if line.startswith("# text = ")]
+    from corpora.vocab.metrics import read_gold_sentences
+
+    sents = [text for text, _ in read_gold_sentences(data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-dev.conllu")]
     paragraphs = [" ".join(sents[i * 4:i * 4 + 4]) for i in range(20)]
     (tmp_path / "txt").mkdir()
     for f in range(4):  # file 2 repeats file 1's first paragraph: file 1's copy is the one to keep
