@@ -99,7 +99,9 @@ def test_phases_of_one_length_read_on_where_the_last_one_stopped():
     from pretrain.data import PhasedData
     from pretrain.phases import Phase
 
-    plan = [Phase(0, 16, 0, 3, 4, 2, 2, 1.0, 0), Phase(1, 16, 3, 6, 8, 4, 2, 1.0, 0), Phase(2, 32, 6, 8, 8, 8, 1, 1.0, 0)]
+    plan = [Phase(0, 16, 0, 3, 4, 2, 2, 1.0, 0), Phase(1, 16, 3, 6, 8, 4, 2, 1.0, 0),
+            Phase(2, 32, 6, 8, 8, 8, 1, 1.0, 0)]
+
     class Rows:  # what the loader reads of PackedRows: its stream's length and seed
         seed = 0
 
@@ -257,7 +259,7 @@ def _clip_under_fsdp(rank: int, port: int, out: str) -> None:
                                     sharding_strategy=ShardingStrategy.FULL_SHARD)
     module.trainer = SimpleNamespace(strategy=SimpleNamespace(model=root), precision_plugin=SimpleNamespace())
     ids = torch.randint(5, 300, (4, 64), generator=torch.Generator().manual_seed(3))
-    torch.manual_seed(4)  # the same masks on both ranks and for the reference: the whole gradient is its
+    torch.manual_seed(4)  # the same masks on both ranks and for the reference: the whole gradient is the reference's
     root(ids).backward()
     torch.manual_seed(4)
     batch = module.masker(ids)

@@ -145,22 +145,26 @@ def test_fp16_clips_the_true_gradients_of_fused_adamw():
     that bites moves the weights as far as in fp32. (A CPU GradScaler stands in for the CUDA one.)"""
     import lightning as L
     from lightning.pytorch.plugins.precision import MixedPrecision
+    from torch.utils.data import DataLoader
 
     from pretrain.phases import Phase
 
     def first_update(plugins) -> tuple[float, float]:
         model = small_model("bert")
-        module = MaskedLMModule(model, MaskingConfig(ratio=0.15), OptimConfig(lr=1e-3, warmup_steps=0, grad_clip=0.1),
-                                [Phase(0, 64, 0, 1, 4, 4, 1, 1.0, 0)], SPECIAL, 300, {64: 0.9})
+        optim = OptimConfig(lr=1e-3, warmup_steps=0, grad_clip=0.1)
+        module = MaskedLMModule(model, MaskingConfig(ratio=0.15), optim, [Phase(0, 64, 0, 1, 4, 4, 1, 1.0, 0)],
+                                SPECIAL, 300, {64: 0.9})
         before = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
         torch.manual_seed(1)
         rows = torch.randint(5, 300, (4, 64))
         L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, plugins=plugins).fit(module, torch.utils.data.DataLoader([rows], batch_size=None))
+                  enable_model_summary=False, plugins=plugins).fit(module, DataLoader([rows], batch_size=None))
         moved = (model.bert.encoder.layer[0].attention.self.query.weight.detach() - before).abs().mean().item()
         return moved, module.window["grad_norm"].item()
 
     fp32, fp32_norm = first_update([])
-    fp16, fp16_norm = first_update([MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 16))])
-    assert fp32_norm > 0.1 and fp16_norm == pytest.approx(fp32_norm, rel=0.05)  # the clip bites; the true norm is logged
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    fp16, fp16_norm = first_update([MixedPrecision("16-mixed", "cpu", scaler=scaler)])
+    # The clip bites, and the true norm is logged.
+    assert fp32_norm > 0.1 and fp16_norm == pytest.approx(fp32_norm, rel=0.05)
     assert fp16 == pytest.approx(fp32, rel=0.1)
