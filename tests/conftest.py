@@ -61,15 +61,24 @@ def stages_to(target: str, data_dir: Path, work_dir: Path, overrides: list[str] 
     return run_stages(experiment(target, data_dir, work_dir, overrides), target)
 
 
+def ud_sentences(data_dir: Path, name: str) -> list[str]:
+    """The `# text =` sentences of a UD treebank file (or of every file of a treebank folder, in name
+    order) under `data_dir/ud`, e.g. "UD_Irish-IDT/ga_idt-ud-test.conllu": parsed by the project's own
+    CoNLL-U reader for gold sentences, so no test carries its own copy of the parse."""
+    from corpora.vocab.metrics import read_gold_sentences
+
+    path = data_dir / "ud" / name
+    files = sorted(path.glob("*.conllu")) if path.is_dir() else [path]
+    return [text for file in files for text, _ in read_gold_sentences(file)]
+
+
 def estonian_jsonl(data_dir: Path, folder: Path, files: int, docs_per_file: int, sentences_per_doc: int = 8) -> Path:
     """`folder` with `files` JSONL files (part0.jsonl, ...) of documents made of real Estonian sentences
     (UD Estonian-EDT), drawn with a fixed seed: a corpus of many files for the tests of killed runs."""
     import json
     import random
 
-    sentences = [line[len("# text ="):].strip()
-                 for f in sorted((data_dir / "ud" / "UD_Estonian-EDT").glob("*.conllu"))
-                 for line in f.read_text(encoding="utf-8").splitlines() if line.startswith("# text =")]
+    sentences = ud_sentences(data_dir, "UD_Estonian-EDT")
     rng = random.Random(1)
     folder.mkdir(parents=True)
     for part in range(files):

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from pretrain.config import MaskingConfig
 from pretrain.masking import IGNORE_INDEX, Masker, mask_fixed_count, masked_per_row, unit_starts
 from pretrain.word_starts import word_start_table
+from tests.conftest import ud_sentences
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SPECIAL = torch.arange(5)
@@ -20,8 +21,7 @@ SEQ = 128
 
 @pytest.fixture(scope="module")
 def irish_texts(data_dir):
-    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-dev.conllu"
-    return [line[len("# text = "):].strip() for line in path.open(encoding="utf-8") if line.startswith("# text = ")]
+    return ud_sentences(data_dir, "UD_Irish-IDT/ga_idt-ud-dev.conllu")
 
 
 def _train(kind: str, texts) -> Tokenizer:

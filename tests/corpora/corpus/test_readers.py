@@ -8,6 +8,7 @@ import pytest
 from corpora.config import InputConfig
 from bertforge.common.errors import CorpusInputError
 from corpora.corpus.readers import make_reader
+from tests.conftest import ud_sentences
 
 
 def read_all(spec: InputConfig):
@@ -19,7 +20,7 @@ def read_all(spec: InputConfig):
 def test_conllu_groups_text_lines_into_documents(data_dir):
     path = data_dir / "ud" / "UD_Irish-IDT"
     docs = read_all(InputConfig(path=str(path), format="conllu", name="ga", sentences_per_doc=10))
-    sentences = sum(f.read_text(encoding="utf-8").count("# text =") for f in path.glob("*.conllu"))
+    sentences = len(ud_sentences(data_dir, "UD_Irish-IDT"))
     assert len(docs) == pytest.approx(sentences / 10, abs=2)
     assert all(d.metadata["source"] == "ga" for d in docs)
     assert any("á" in d.text or "é" in d.text for d in docs)  # fadas survive reading
@@ -78,10 +79,7 @@ def read_all_with(spec: InputConfig, **kwargs):
 
 
 def irish_sentences(data_dir, count=40):
-    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
-    lines = [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
-             if line.startswith("# text =")]
-    return lines[:count]
+    return ud_sentences(data_dir, "UD_Irish-IDT/ga_idt-ud-test.conllu")[:count]
 
 
 def test_parquet_and_hf_dataset_read_real_text(tmp_path, data_dir):

@@ -11,12 +11,11 @@ from corpora.corpus.rules.quality import TextStats, active_groups, character_rul
 from corpora.config import UrlConfig
 from corpora.corpus.text_batch import TextBatch
 from datatrove.data import Document
+from tests.conftest import ud_sentences
 
 
 def irish_docs(data_dir, sentences_per_doc=10):
-    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
-    sents = [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
-             if line.startswith("# text =")]
+    sents = ud_sentences(data_dir, "UD_Irish-IDT/ga_idt-ud-test.conllu")
     return [" ".join(sents[i:i + sentences_per_doc]) for i in range(0, len(sents), sentences_per_doc)]
 
 
@@ -176,9 +175,7 @@ def test_url_rules():
 def test_language_id_on_real_irish_and_estonian(data_dir, backend):
     identify = LanguageIdentifier(backend)
     irish = irish_docs(data_dir)[:10]
-    et_path = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-test.conllu"
-    estonian = [line[8:].strip() for line in et_path.read_text(encoding="utf-8").splitlines()
-                if line.startswith("# text =")][:200:20]
+    estonian = ud_sentences(data_dir, "UD_Estonian-EDT/et_edt-ud-test.conllu")[:200:20]
     assert sum(identify(t)[0] == "ga" for t in irish) >= 9
     assert sum(identify(t)[0] == "et" for t in estonian) >= 8
     assert all(0.0 <= identify(t)[1] <= 1.0 for t in irish)

@@ -5,15 +5,14 @@ import re
 import numpy as np
 
 from corpora.corpus.text_batch import TextBatch
+from tests.conftest import ud_sentences
 
 TRICKY = ["", "  \n ", "STRASSE straße ẞ", "ǅungla ǄUNGLA", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 😀 ２０２４ ½ ² x_y __ ١٢٣",
           "tab\there\x1cfile\u00a0nbsp\u3000ideo line\nnext\n\nparagraph", "#hash ... … — «Sin é»", "İstanbul ΣΊΣΥΦΟΣ"]
 
 
 def texts(data_dir):
-    path = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
-    sents = [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
-             if line.startswith("# text =")]
+    sents = ud_sentences(data_dir, "UD_Irish-IDT/ga_idt-ud-test.conllu")
     return [" ".join(sents[i:i + 7]) for i in range(0, 700, 7)] + TRICKY
 
 

@@ -9,12 +9,11 @@ import numpy as np
 from bertforge.stages import run_stage
 from corpora.corpus.minhash import shingle_set, signatures
 from corpora.corpus.text_batch import TextBatch
+from tests.conftest import ud_sentences
 
 
 def sentences(data_dir):
-    path = data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-test.conllu"
-    return [line[len("# text ="):].strip() for line in path.read_text(encoding="utf-8").splitlines()
-            if line.startswith("# text =")]
+    return ud_sentences(data_dir, "UD_Estonian-EDT/et_edt-ud-test.conllu")
 
 
 def jaccard(a: str, b: str) -> float:

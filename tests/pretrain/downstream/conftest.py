@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ud_sentences
+
 
 def task_texts(data_dir: Path) -> list[str]:
-    ud = (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-dev.conllu").read_text(encoding="utf-8").splitlines()
-    texts = [line[len("# text = "):] for line in ud if line.startswith("# text = ")]
+    texts = ud_sentences(data_dir, "UD_Irish-IDT/ga_idt-ud-dev.conllu")
     ner = (data_dir / "science/ner/NCBI-disease-IOB/train.tsv").read_text(encoding="utf-8").splitlines()
     texts += [" ".join(line.split("\t")[0] for line in ner[i:i + 30]) for i in range(0, 20000, 30)]
     tos = data_dir / "legal/tos_unfair_clauses_en/sentences"
