@@ -12,6 +12,11 @@ experiment), of the values `Stage.derived` computes (file fingerprints, lengths)
 upstream folders' hashes. Sections no row hashes (`trainer`, `impl`, `logger`, `checkpoint`,
 `corpus`, `paths`) can change without touching any artefact.
 
+The name also hashes the stage's `version`: a change to the code that makes a stage write something
+else for the same config (a fixed label, a changed normalisation) bumps that row's version, so a work
+folder built by the older code is rebuilt, not reused, and every stage after it follows through the
+chained hashes. Changes that write the same bytes (speed, messages) leave it alone.
+
 The builders import their stage module when called, so `bertforge --help` and a reused stage do
 not pay for importing every library.
 """
@@ -56,6 +61,8 @@ class Stage:
     same in a fresh and in a finished work folder."""
     then: Callable[[ExperimentConfig, Path], None] | None = None
     """Work after the folder is complete, whether built now or reused (e.g. push it to a hub); hashes nothing."""
+    version: int = 1
+    """Bumped when the code changes what the stage writes for the same config (see the module docstring)."""
 
 
 # Builders: each picks the typed sections its stage function takes. The imports are deferred (see above).
@@ -341,7 +348,7 @@ def resolve(cfg: ExperimentConfig, target: str) -> list[Stage]:
 def stage_payload(cfg: ExperimentConfig, stage: Stage) -> dict:
     """The config values (and derived values) that name `stage`'s folder, as plain JSON data."""
     payload = {path: _plain(_lookup(cfg, path)) for path in stage.hashes}
-    return payload | (stage.derived(cfg) if stage.derived else {})
+    return payload | (stage.derived(cfg) if stage.derived else {}) | {"stage_version": stage.version}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,25 @@ def test_folder_names_chain_through_upstream_hashes(make_cfg):
     assert all(changed[name] != base[name] for name in ("vocab", "shards", "pretrain", "evaluate", "publish"))
 
 
+def test_a_stage_version_bump_rebuilds_that_stage_and_renames_all_after_it(make_cfg, monkeypatch):
+    """Code that writes something else for the same config bumps its row's version: a work folder the
+    older code built is not reused, and every later stage gets a new name through the chained hashes."""
+    from bertforge.common.stage_folder import read_manifest
+
+    cfg = make_cfg("run", ["experiment=demo_ga"])
+    old = run_stages(cfg, "corpus")["corpus"]
+    base = {s.stage.name: s.output.folder for s in plan(cfg, "publish")}
+    monkeypatch.setattr("bertforge.stages.STAGES", dict(STAGES, vocab=replace(STAGES["vocab"], version=2)))
+    bumped = {s.stage.name: s.output.folder for s in plan(cfg, "publish")}
+    assert bumped["corpus"] == base["corpus"] == old
+    assert all(bumped[name] != base[name] for name in ("vocab", "shards", "pretrain", "evaluate", "publish"))
+    monkeypatch.setattr("bertforge.stages.STAGES", dict(STAGES, corpus=replace(STAGES["corpus"], version=2)))
+    rebuilt = run_stages(cfg, "corpus")["corpus"]
+    assert rebuilt != old and old.is_dir()
+    assert read_manifest(rebuilt)["config"]["stage_version"] == 2
+    assert read_manifest(old)["config"]["stage_version"] == 1
+
+
 def test_a_missing_input_fails_before_any_stage_runs(make_cfg, tmp_path):
     cfg = make_cfg("run", ["source=jsonl", f"source.inputs.0.path={tmp_path / 'nowhere.jsonl'}"])
     with pytest.raises(CorpusInputError, match="nowhere.jsonl.*does not exist"):
