@@ -149,13 +149,15 @@ def _task_summary(data: TaskData, runs: dict[str, list[dict]]) -> dict:
     models = {}
     for model, seeds in runs.items():
         models[model] = {m: _mean_sd([run[m] for run in seeds]) for m in metrics}
-    first = next(iter(runs.values()))
     return {
         "task": task.type, "format": task.format,
         "dataset": {"path": task.path, "train": task.train, "dev": task.dev or None, "test": task.test},
         "examples": {"train": len(data.train), "dev": len(data.dev), "test": len(data.test)},
         "labels": len(data.labels),
-        "unreached_test_words": first[0].get("unreached_words", 0),
+        # scored as wrong, never left out: test labels train never has (unseen_labels=score_as_wrong) and
+        # words past max_length subwords, which depend on each model's tokenizer (the same for every seed)
+        "unseen_test_labels": unseen_labels(data.labels, data.test, "test", task.name, "score_as_wrong"),
+        "unreached_test_words": {model: seeds[0].get("unreached_words", 0) for model, seeds in runs.items()},
         "epochs": {model: [run["epochs"] for run in seeds] for model, seeds in runs.items()},
         "models": models,
     }

@@ -57,6 +57,27 @@ def test_metrics_hold_every_model_and_seed_and_a_killed_run_repeats_none(make_cf
     assert set(manifest["counts"]["ga_parse"]["model"]) == {"las", "uas"}
 
 
+def test_the_summary_counts_unseen_test_labels_and_each_models_unreached_words(make_cfg, data_dir):
+    """Nothing scored as wrong goes uncounted: Irish test relations that dev (train) never has, and the
+    words each model's own tokenizer could not reach."""
+    from pretrain.downstream.stage import _task_summary, load_task
+
+    def relations(name):
+        with open(data_dir / "ud/UD_Irish-IDT" / name, encoding="utf-8") as handle:
+            rows = [line.split("\t") for line in handle if line[:1].isdigit()]
+        return [row[7].split(":")[0] for row in rows if row[0].isdigit()]
+
+    train = set(relations("ga_idt-ud-dev.conllu"))
+    expected = sum(rel not in train for rel in relations("ga_idt-ud-test.conllu"))
+    assert expected > 0  # "dislocated" and "orphan" occur in test only
+    task = load_task(make_cfg("downstream", ["downstream=ud_irish"]).downstream.tasks[1])
+    runs = {model: [{"las": 0.5, "uas": 0.6, "epochs": 1, "unreached_words": n}] * 2
+            for model, n in (("model", 3), ("reference:minilm", 0))}
+    summary = _task_summary(task, runs)
+    assert summary["unseen_test_labels"] == expected
+    assert summary["unreached_test_words"] == {"model": 3, "reference:minilm": 0}
+
+
 def test_no_tasks_and_bad_task_settings_fail_before_any_stage_runs(make_cfg, tiny_encoder):
     with pytest.raises(ConfigError, match="downstream.tasks is empty: choose a task set, e.g. downstream=ud_irish"):
         plan(make_cfg("downstream", ["experiment=demo_ga"]), "downstream")
