@@ -29,7 +29,7 @@ def run_all(cfg: ExperimentConfig, summary: bool = True) -> dict:
     """Every stage for one experiment (finished stages are reused); returns the stage folders. `summary`:
     print what it found (a sweep's jobs do not: the sweep prints one comparison of them all at the end)."""
     folders = run_stages(cfg, "publish")
-    if summary:
+    if summary and "publish" in folders:  # another rank of a multi-process launch stops after pretrain
         print(format_summary(folders))
     return folders
 
@@ -93,6 +93,8 @@ def run_demo(cfg: ExperimentConfig) -> dict:
     from transformers import pipeline
 
     folders = run_all(cfg)
+    if "publish" not in folders:
+        return folders
     fill = pipeline("fill-mask", model=str(Path(folders["publish"]) / "model"), device="cpu")
     print("\nfill-mask predictions (top 3):")
     for sentence in DEMO_SENTENCES:

@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 
 from bertforge.common.errors import ConfigError
 from bertforge.common.checkpoints import Checkpoint, resolve_checkpoint
+from bertforge.common.ranks import first_process
 from bertforge.common.stage_folder import StageOutput, is_complete
 from bertforge.experiment import ExperimentConfig
 
@@ -63,6 +64,9 @@ class Stage:
     """Work after the folder is complete, whether built now or reused (e.g. push it to a hub); hashes nothing."""
     version: int = 1
     """Bumped when the code changes what the stage writes for the same config (see the module docstring)."""
+    every_rank: bool = False
+    """Every process of a multi-process launch takes part (pretrain). The other ranks stop after the last
+    such stage of a plan: the stages after it run once, in the first process (see `run_stages`)."""
 
 
 # Builders: each picks the typed sections its stage function takes. The imports are deferred (see above).
@@ -315,7 +319,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor, _check_shard_work)),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
-          checks=(_check_pretrain_settings, _check_hub)),
+          checks=(_check_pretrain_settings, _check_hub), every_rank=True),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
@@ -385,10 +389,19 @@ def check_settings(cfg: ExperimentConfig, target: str) -> None:
 
 
 def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
-    """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder."""
+    """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder.
+
+    Every rank of a multi-process launch runs this with the same command. A rank other than the first
+    returns after the plan's last `every_rank` stage (pretrain; none: at once): building evaluate or
+    publish beside the first process would find its folder busy and end the whole launch.
+    """
     check_settings(cfg, target)
+    steps = plan(cfg, target)
+    if not first_process():
+        shared = [i for i, step in enumerate(steps) if step.stage.every_rank]
+        steps = steps[:shared[-1] + 1] if shared else []
     folders: dict[str, Path] = {}
-    for step in plan(cfg, target):
+    for step in steps:
         folder = step.output.folder
         if is_complete(folder):
             log.info("%s: reusing %s%s", step.stage.name, folder, _headline(step.stage.name, folder))

@@ -117,6 +117,33 @@ def assert_unhashed_settings_fail(cfg, target: str) -> None:
             run_stages(change(cfg), target)
 
 
+def test_other_ranks_stop_after_the_last_stage_every_rank_runs(make_cfg, monkeypatch):
+    """`bertforge publish trainer=ddp` starts every rank with the same command: the others take part in
+    pretrain and return, leaving evaluate and publish to the first (beside it they would find the folder
+    busy and end the launch)."""
+    built = []
+
+    def recording(stage):
+        def build(cfg, up, out):
+            built.append(stage.name)
+            with out.build() as folder:
+                (folder.tmp / "built").write_text(stage.name)
+        return build
+
+    monkeypatch.setattr("bertforge.stages.STAGES", {name: replace(stage, build=recording(stage))
+                                                    for name, stage in STAGES.items()})
+    cfg = make_cfg("publish", ["experiment=demo_ga"])
+    for name in ("RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert list(run_stages(cfg, "publish")) == built == ["corpus", "vocab", "shards", "pretrain"]
+    scoring = make_cfg("evaluate", ["experiment=demo_ga", f"evaluate.checkpoint={cfg.paths.work_dir}"])
+    assert run_stages(scoring, "evaluate") == {}  # no stage runs on every rank: all of it is the first's
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert list(run_stages(cfg, "publish"))[-2:] == ["evaluate", "publish"]
+    assert built[4:] == ["evaluate", "publish"]
+
+
 def test_unhashed_settings_fail_in_a_fresh_work_folder_before_anything_runs(make_cfg, tmp_path, monkeypatch):
     for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

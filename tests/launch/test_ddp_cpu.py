@@ -22,9 +22,12 @@ def one_and_two_ranks(upstream_work, tmp_path_factory, data_dir):
     one = run_stage(experiment("pretrain", data_dir, work, [*TINY_RUN, "trainer.micro_batch_size=4"]), "pretrain")
     # The hardware is not part of the stage hash (the same experiment on two ranks is the same model), so the
     # two-rank run gets its own work folder or it would simply reuse the one-rank result.
+    # `evaluate`, not `pretrain`: rank 1 runs the same command and must stop after pretrain, leaving the
+    # single-process evaluate to rank 0 (were it to build it too, it would find it busy and end the launch).
     work_two = with_upstream(upstream_work, tmp_path_factory.mktemp("ddp_two"))
-    run_cli(["bertforge", "pretrain", *TINY_RUN, "trainer=ddp_cpu"], bertforge_env(data_dir, work_two))
+    run_cli(["bertforge", "evaluate", *TINY_RUN, "trainer=ddp_cpu"], bertforge_env(data_dir, work_two))
     [two] = pretrain_folders(work_two)
+    assert read_manifest(next((work_two / "evaluate").glob("evaluate-*")))["counts"]["trained"]["accuracy"] >= 0
     assert two.name == one.name  # same stage hash on one and on two ranks
     return one, two
 
