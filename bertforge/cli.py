@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -55,15 +56,17 @@ def moved(overrides: list[str]) -> list[str]:
 
 def misspelt(overrides: list[str]) -> list[str]:
     """`key: did you mean ...` for every dotted override whose key the schema does not have. Hydra's own
-    message for one suggests `+key=value`, which only fails later; `+` and `~` overrides are left to Hydra."""
+    message for one suggests `+key=value`, which only fails later, after Hydra has saved the override in
+    `.hydra/`: `+key` is checked here too (a key under a dict field, `+downstream.references.x`, is free);
+    `~` deletions are left to Hydra."""
     import difflib
     from dataclasses import is_dataclass
     from typing import get_args, get_origin, get_type_hints
 
     found = []
     for override in overrides:
-        key = override.split("=", 1)[0]
-        if "=" not in override or "." not in key or key.startswith(("+", "~", "hydra.")) or "/" in key:
+        key = override.split("=", 1)[0].lstrip("+")
+        if "=" not in override or "." not in key or key.startswith(("~", "hydra.")) or "/" in key:
             continue
         node, path = ExperimentConfig, []
         for part in key.split("."):
@@ -82,6 +85,23 @@ def misspelt(overrides: list[str]) -> list[str]:
                 found.append(f"unknown config key {key!r}: {hint}")
                 break
             node, path = known[part], [*path, part]
+    return found
+
+
+# A Hugging Face or wandb token given on the command line would be saved by Hydra (.hydra/overrides.yaml).
+SECRET_VARIABLES = ("HF_TOKEN", "WANDB_API_KEY")
+SECRET_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{20,}")
+
+
+def secrets_in(overrides: list[str]) -> list[str]:
+    """What in the overrides looks like a token (an hf_ token, or the value of HF_TOKEN / WANDB_API_KEY)."""
+    known = [os.environ[name] for name in SECRET_VARIABLES if len(os.environ.get(name, "")) >= 8]
+    found = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if SECRET_PATTERN.search(override) or any(secret in override for secret in known):
+            found.append(f"{key}=... holds a token: tokens are read from the environment (HF_TOKEN, WANDB_API_KEY) "
+                         "and never given as overrides, which Hydra saves in the run's .hydra/ folder")
     return found
 
 
@@ -157,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"bertforge: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    renamed = moved(rest) or misspelt(rest)
+    renamed = secrets_in(rest) or moved(rest) or misspelt(rest)
     if renamed:
         print(f"bertforge {command}: error: " + "; ".join(renamed), file=sys.stderr)
         sys.exit(2)

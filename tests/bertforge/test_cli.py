@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 
-def bertforge(*args, data_dir, work, module=None):
-    env = dict(os.environ, BERTFORGE_DATA=str(data_dir), BERTFORGE_WORK=str(work), WANDB_MODE="offline")
+def bertforge(*args, data_dir, work, module=None, env=None):
+    env = dict(os.environ, BERTFORGE_DATA=str(data_dir), BERTFORGE_WORK=str(work), WANDB_MODE="offline",
+               **(env or {}))
     script = Path(sys.executable).parent / "bertforge"  # the console script of this environment
     command = [sys.executable, "-m", module, *args] if module else [str(script), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -87,3 +88,19 @@ def test_a_misspelt_key_gets_the_right_name_not_hydras_plus_hint(tmp_path, data_
                                      "did you mean training.max_steps?")
     listed = bertforge("corpus", "source.inputs.0.pth=x", data_dir=data_dir, work=tmp_path)
     assert "did you mean source.inputs.0.path?" in listed.stderr and "+" not in listed.stderr
+
+
+def test_a_token_on_the_command_line_is_refused_before_hydra_saves_it(tmp_path, data_dir):
+    """A `+key` the schema lacks is refused like a misspelt one, and anything that looks like a token is
+    refused whatever its key: Hydra would save both in the run's .hydra/ folder before any check ran."""
+    token = "hf_" + "Q7x" * 12
+    for override in (f"+publish.token={token}", f"publish.repo_id={token}"):
+        result = bertforge("publish", "experiment=demo_ga", override, data_dir=data_dir, work=tmp_path)
+        assert result.returncode == 2 and "holds a token" in result.stderr and token not in result.stderr
+    result = bertforge("publish", "experiment=demo_ga", "+publish.tokn=abc", data_dir=data_dir, work=tmp_path)
+    assert result.returncode == 2 and "unknown config key 'publish.tokn'" in result.stderr
+    env_token = bertforge("publish", "experiment=demo_ga", "publish.model_name=s3cr3t-value", data_dir=data_dir,
+                          work=tmp_path, env={"WANDB_API_KEY": "s3cr3t-value"})
+    assert env_token.returncode == 2 and "holds a token" in env_token.stderr
+    assert not any(token in path.read_text() or "s3cr3t" in path.read_text()
+                   for path in tmp_path.rglob("*") if path.is_file())
