@@ -104,3 +104,16 @@ def test_a_token_on_the_command_line_is_refused_before_hydra_saves_it(tmp_path, 
     assert env_token.returncode == 2 and "holds a token" in env_token.stderr
     assert not any(token in path.read_text() or "s3cr3t" in path.read_text()
                    for path in tmp_path.rglob("*") if path.is_file())
+
+
+def test_a_sweep_with_a_bad_point_stops_before_its_first_job(tmp_path, data_dir):
+    """Hydra composes a point only at its turn: the first point would build every stage, then the second
+    fail and end the sweep without its comparison. Every point is checked before any job starts."""
+    result = bertforge("shards", "-m", "experiment=demo_ga", "shards.tasks=0,-1", data_dir=data_dir, work=tmp_path)
+    assert result.returncode == 2
+    assert "sweep job #1 (experiment=demo_ga shards.tasks=-1): shards.tasks=-1" in result.stderr
+    assert not (tmp_path / "corpus").exists()  # job #0 did not run
+    missing = tmp_path / "nowhere.jsonl"
+    result = bertforge("corpus", "-m", "source=jsonl", f"source.inputs.0.path={data_dir / 'none.jsonl'},{missing}",
+                       data_dir=data_dir, work=tmp_path)
+    assert result.returncode == 2 and "sweep job #0" in result.stderr and "does not exist" in result.stderr
