@@ -73,7 +73,9 @@ class Stage:
 
 def _corpus_inputs(cfg: ExperimentConfig) -> dict:
     from corpora.corpus.stage import checked_inputs
+    from corpora.corpus.whole_corpus import check_near_dedup
 
+    check_near_dedup(cfg.filters.near_dedup)  # while planning: a sweep's bad point fails before any job
     return {"files": checked_inputs(cfg.source).fingerprint}
 
 

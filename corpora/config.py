@@ -278,7 +278,8 @@ class CorpusConfig:
     """Tasks the duplicate index is split into, each holding the keys of one hash range (about 525
     bytes per document / index_tasks with 20 bands: 21 keys of ~25 bytes held): raise it with the
     corpus (e.g. one per 2-5 M documents) to bound each task's memory. It never changes which documents are kept, so it is not
-    part of the stage hash (like everything under `corpus`)."""
+    part of the stage hash (like everything under `corpus`). A rerun of a killed run with another `tasks` or
+    `index_tasks` starts its work over, with a warning: the finished tasks' files were split the other way."""
     examples_per_rule: int = 3
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 

@@ -71,7 +71,8 @@ class StageBuild:
 
 @contextlib.contextmanager
 def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str], resumable: bool = False,
-                publish: bool = True, fresh: bool = False, keep_on_error: bool = False) -> Iterator[StageBuild]:
+                publish: bool = True, fresh: bool = False,
+                keep_on_error: bool | tuple[type[BaseException], ...] = False) -> Iterator[StageBuild]:
     """Context manager that builds one stage folder atomically.
 
     `payload` is the part of the resolved config the stage depends on; `inputs` maps upstream
@@ -84,7 +85,8 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
     A resumable build (pretrain, corpus) writes into `.<name>.work`, named from the hash alone, so
     rerunning the same command, on any launcher, finds an interrupted attempt's work there and goes
     on. The folder is kept when the process is killed or interrupted, and when any error ends it
-    with `keep_on_error` (pretrain: its checkpoints); an error otherwise (bad input) removes it.
+    with `keep_on_error`: any error when True (pretrain: its checkpoints), or an error of the exception types
+    it lists (corpus: tasks that failed); an error otherwise (bad input) removes it.
     `fresh=True` sets such a folder aside (renamed, never deleted) and starts over. Other builds write
     into `.<name>.tmp-<pid>` and remove it on failure; a killed build's leftover is removed by the
     next one, with a warning.
@@ -111,7 +113,8 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
             yield build
         except BaseException as err:
             interrupted = not isinstance(err, Exception)  # KeyboardInterrupt, SystemExit: not the input's fault
-            if not (resumable and (keep_on_error or interrupted)):
+            kept = isinstance(err, keep_on_error) if isinstance(keep_on_error, tuple) else keep_on_error
+            if not (resumable and (kept or interrupted)):
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         if not publish:
@@ -187,7 +190,7 @@ class StageOutput:
         return Path(self.work_dir) / self.stage / f"{self.stage}-{self.digest}"
 
     def build(self, resumable: bool = False, publish: bool = True, fresh: bool = False,
-              keep_on_error: bool = False):
+              keep_on_error: bool | tuple[type[BaseException], ...] = False):
         """`build_stage` for this folder (see there for the switches)."""
         return build_stage(self.work_dir, self.stage, self.payload, self.inputs, resumable=resumable,
                            publish=publish, fresh=fresh, keep_on_error=keep_on_error)

@@ -45,6 +45,7 @@ META_DTYPE = np.dtype([("exact", "<u8"), ("input", "<u2"), ("has_sig", "u1"), ("
 LINE_DTYPE = np.dtype([("doc", "<u4"), ("hash", "<u8")])
 READ_KEYS = 1 << 20  # keys read from a file at a time
 CLUSTERS_SHOWN, MEMBERS_SHOWN = 5, 5  # the largest clusters the report shows, and removed copies of each
+MAX_COPIES = 255  # copies of a kept document (source weights) are held as uint8
 
 
 def index_task_of(keys: np.ndarray, tasks: int) -> np.ndarray:
@@ -277,7 +278,7 @@ class MergeDecisions(PipelineStep):
     def _mix(self, meta: np.ndarray, action: np.ndarray, taken: list[int], placed: list[int]) -> np.ndarray:
         """Source caps (first kept documents win) and weights (hash-chosen sampling or repeats), for one
         signature task's documents; `taken` and `placed` carry each input's counts from earlier tasks."""
-        copies = np.ones(len(meta), dtype=np.uint8)
+        copies = np.ones(len(meta), dtype=np.uint8)  # weights are checked to lie in [0, MAX_COPIES] (corpus.stage)
         for index, spec in enumerate(self.inputs):
             mine = np.nonzero((meta["input"] == index) & (action == KEEP))[0]
             weight = float(spec.get("weight", 1.0))
@@ -288,7 +289,7 @@ class MergeDecisions(PipelineStep):
                 uniform = ((placed[index] + np.arange(len(mine))) * 0.6180339887498949) % 1.0
             placed[index] += len(mine)
             n_copies = whole + (uniform < fraction)
-            copies[mine] = np.minimum(n_copies, 255)
+            copies[mine] = n_copies
             action[mine[n_copies == 0]] = WEIGHT
             cap = int(spec.get("max_docs", 0))
             if cap:

@@ -18,6 +18,7 @@ import numpy as np
 from corpora.corpus.text_batch import TextBatch, combine, fmix64
 
 _EMPTY = np.uint32(0xFFFFFFFF)
+SHINGLE_UNITS = ("words", "chars")
 _DENSIFY_TRIES = 64  # borrowing attempts drawn per bin; a bin still empty after them takes the next filled bin
 
 
@@ -28,6 +29,8 @@ def shingles(batch: TextBatch, size: int, unit: str) -> tuple[np.ndarray, np.nda
     spaces) or, for `unit=chars`, non-space characters (Chinese, Japanese, Thai). A document
     shorter than one shingle gives one shingle of all its tokens; one without tokens gives none.
     """
+    if unit not in SHINGLE_UNITS:  # never read a misspelt unit as the other one
+        raise ValueError(f"shingle unit {unit!r} is not one of {SHINGLE_UNITS}")
     hashes, owner = batch.unicode_words if unit == "words" else batch.nonspace_chars()
     whole, starts = combine(hashes, owner, size)
     out_hashes, out_owner = [whole], [owner[starts]]

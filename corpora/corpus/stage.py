@@ -8,33 +8,38 @@ Four datatrove pipelines run one after the other (locally or on SLURM, see `corp
    merge (1 task): clusters over the pairs, source caps/weights over the whole corpus.
 3. apply (N tasks): drop the duplicates, write documents/, removed/dedup/ and kept/ (totals for the report).
 
-The folder is built by `StageOutput.build`: a killed run leaves only a temporary folder that the
-next run removes; the stage graph (`bertforge.stages`) reuses a finished folder without calling this.
+The folder is built by `StageOutput.build` in a working folder that a killed run, or one whose tasks
+failed (`TasksFailed`), leaves behind: the rerun skips the datatrove tasks that finished, unless the
+work is split another way (`corpus.tasks`, `corpus.index_tasks`), when it starts over. Bad input or
+config removes it. The stage graph (`bertforge.stages`) reuses a finished folder without calling this.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 
-from bertforge.common.errors import ConfigError, CorpusInputError
+from bertforge.common.errors import ConfigError, CorpusInputError, TasksFailed
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
-from corpora.config import CorpusConfig, FiltersConfig, SourceConfig
+from corpora.config import CorpusConfig, FiltersConfig, InputConfig, SourceConfig
 from corpora.corpus.report import corpus_report, report_markdown
 from corpora.executors import run_chain
 from corpora.corpus.rules.chain import filter_steps, stopword_lists
-from corpora.corpus.duplicate_index import IndexTask, MergeDecisions
-from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter
+from corpora.corpus.duplicate_index import MAX_COPIES, IndexTask, MergeDecisions
+from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter, check_near_dedup
 from corpora.corpus.normalise import normalise_text
 from corpora.corpus.readers import make_reader, split_inputs
 from corpora.corpus.text_batch import char_tables
 from corpora.corpus.writers import DocumentWriter
 
 log = logging.getLogger("bertforge.corpus")
+
+WORK_SPLIT = "work_split.json"  # how the working folder's tasks were split, recorded when it is started
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,12 @@ def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig
     if run.index_tasks < 1:
         raise ConfigError(f"corpus.index_tasks={run.index_tasks}: give at least 1 (each index task holds about "
                           "525 bytes per document / index_tasks)")
+    check_near_dedup(filters.near_dedup)
     inputs = checked_inputs(source)
-    # Resumable: a killed run's folder is kept, and the rerun skips the datatrove tasks that finished.
-    with out.build(resumable=True) as build:
+    # Resumable: the folder of a killed run, or of one whose tasks failed, is kept, and the rerun skips the
+    # datatrove tasks that finished.
+    with out.build(resumable=True, keep_on_error=(TasksFailed,)) as build:
+        _resume_or_start_over(build.tmp, _work_split(run))
         _run_pipelines(source, filters, run, inputs.specs, build.tmp)
         report = corpus_report(build.tmp, run.examples_per_rule, extra_skipped=inputs.empty_files)
         if report["documents_in"] == 0:
@@ -63,6 +71,7 @@ def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig
                                    "Check the format and text_key of each input.")
         write_json_atomic(build.tmp / "report.json", report)
         (build.tmp / "report.md").write_text(report_markdown(report), encoding="utf-8")
+        shutil.rmtree(build.tmp / "work", ignore_errors=True)  # only now: a rerun of an interrupted report needs it
         build.manifest["counts"] = {k: report[k] for k in (
             "documents_in", "documents_kept", "documents_removed", "skipped_records")}
         build.manifest["counts"] |= {"lines_cut": sum(c["lines"] for c in report["lines_cut_by_rule"].values()),
@@ -84,6 +93,7 @@ def checked_inputs(source: SourceConfig) -> CheckedInputs:
                                "Add at least one entry under source.inputs.")
     fingerprint, empty = [], []
     for index, spec in enumerate(source.inputs):
+        _check_mixing(spec, index)
         path = Path(spec.path)
         if not path.exists():
             hint = " (paths.data_dir comes from BERTFORGE_DATA: is it set?)" if "ud/" in spec.path else ""
@@ -103,6 +113,44 @@ def checked_inputs(source: SourceConfig) -> CheckedInputs:
                               "input": spec.name or source.name})
             fingerprint.append([str(full), full.stat().st_size, int(full.stat().st_mtime)])
     return CheckedInputs(list(source.inputs), fingerprint, empty)
+
+
+def _check_mixing(spec: InputConfig, index: int) -> None:
+    """ConfigError, naming the key, for a weight or cap of input `index` that cannot work."""
+    if not 0 <= spec.weight <= MAX_COPIES:  # also refuses NaN
+        raise ConfigError(f"source.inputs.{index}.weight={spec.weight}: give a value from 0 to {MAX_COPIES} "
+                          f"(0.5 keeps half of the input's documents, 2 writes each twice; a document is written "
+                          f"at most {MAX_COPIES} times)")
+    if spec.max_docs < 0:
+        raise ConfigError(f"source.inputs.{index}.max_docs={spec.max_docs}: give 0 (no cap) or the most documents "
+                          "to keep from this input")
+
+
+def _work_split(run: CorpusConfig) -> dict:
+    """How the work is split, which shapes the intermediate files though never the output: each filter
+    and apply task has its own files, and each filter task one key file per index task."""
+    return {"corpus.tasks": max(1, run.tasks), "corpus.index_tasks": run.index_tasks}
+
+
+def _resume_or_start_over(folder: Path, split: dict) -> None:
+    """Record `split` in a new working folder. In one left by an earlier run that split the work another
+    way, the finished tasks' files would be read as this split's (losing documents or duplicates, or
+    failing on missing files): discard them, saying so, and start the folder over."""
+    record = folder / WORK_SPLIT
+    left = [path for path in folder.iterdir() if path.name != WORK_SPLIT]
+    earlier = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
+    if left and earlier != split:
+        log.warning("corpus: %s holds the work of an earlier run split as %s, and this run's is split as %s: "
+                    "discarding its finished tasks, whose files were split the other way, and starting over",
+                    folder, _described(earlier) if earlier else "unrecorded (an older bertforge)", _described(split))
+        for path in left:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if earlier != split:
+        write_json_atomic(record, split)
+
+
+def _described(split: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in sorted(split.items()))
 
 
 def _readers(source: SourceConfig, skipped_folder: str, tasks: int = 0) -> list:
@@ -160,6 +208,7 @@ def _run_pipelines(source: SourceConfig, filters: FiltersConfig, run: CorpusConf
     char_tables()  # built once here (0.1-0.5 s): workers forked from this process inherit it
     run_chain(run.executor, [("filter", filter_pipeline, tasks), ("index", index_pipeline, run.index_tasks),
                              ("merge", merge_pipeline, 1), ("apply", apply_pipeline, tasks)], out / "datatrove")
-    (out / "kept").mkdir(exist_ok=True)
-    shutil.move(work / "decisions" / "clusters.json", out / "kept" / "clusters.json")  # for the report
-    shutil.rmtree(work, ignore_errors=True)
+    clusters = work / "decisions" / "clusters.json"
+    if clusters.exists():  # absent only where an interrupted run had written the report, and copied it, already
+        (out / "kept").mkdir(exist_ok=True)
+        write_json_atomic(out / "kept" / "clusters.json", json.loads(clusters.read_text(encoding="utf-8")))

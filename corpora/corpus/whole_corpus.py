@@ -14,7 +14,9 @@
 
 Optional boilerplate removal rides on the same steps: step 1 records a hash of each line of 20+
 characters, step 2 marks lines found in at least `min_repeated_line_docs` kept documents, step 3
-cuts them out (writing each cut line aside) and drops a document left with nothing.
+cuts them out (writing each cut line aside) and drops a document left with nothing. Being cut after
+dedup decided, a boilerplate line still tells two documents apart: one with a footer and one without
+are both kept, with the same text once it is cut (README.md, corpus section).
 
 Memory of an index task: ~25 bytes per key of its hash range held (14 on disk), (bands + 1) keys
 per document, so about 525 B x documents / index_tasks with 20 bands; of the merge: in proportion
@@ -35,10 +37,11 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 from datatrove.utils.typeshelper import StatHints
 
+from bertforge.common.errors import ConfigError
 from corpora.corpus.duplicate_index import ACTION_REASONS, EXACT, EXACT_BAND, KEEP, LINE_DTYPE, META_DTYPE, NEAR, \
     KeyFiles
 from corpora.corpus.rules.lines import split_lines
-from corpora.corpus.minhash import signatures
+from corpora.corpus.minhash import SHINGLE_UNITS, signatures
 from corpora.corpus.text_batch import BATCH_KEY, TextBatch, batches_of
 from corpora.corpus.writers import CutLineLog, JsonlFile
 from corpora.config import NearDedupConfig
@@ -73,6 +76,27 @@ def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
+def check_near_dedup(cfg: NearDedupConfig) -> None:
+    """ConfigError, naming the key and what it takes, for `filters.near_dedup` values that cannot work
+    (checked before any work starts; nothing is checked while near dedup is off)."""
+    if not cfg.enabled:
+        return
+    key = "filters.near_dedup"
+    if cfg.shingle_unit not in SHINGLE_UNITS:
+        raise ConfigError(f"{key}.shingle_unit={cfg.shingle_unit!r} is not one of {list(SHINGLE_UNITS)}")
+    for name in ("shingle_words", "num_perm", "bands", "rows"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{key}.{name}={getattr(cfg, name)}: give at least 1")
+    if cfg.bands * cfg.rows > cfg.num_perm:
+        raise ConfigError(f"{key}: bands*rows ({cfg.bands}*{cfg.rows}) exceeds num_perm ({cfg.num_perm}); raise "
+                          "num_perm or lower bands or rows")
+    if not 0 < cfg.threshold <= 1:
+        raise ConfigError(f"{key}.threshold={cfg.threshold}: give an estimated Jaccard similarity above 0 and at "
+                          "most 1 (e.g. 0.7)")
+    if cfg.seed < 0:
+        raise ConfigError(f"{key}.seed={cfg.seed}: give 0 or more")
+
+
 class SignatureWriter(PipelineStep):
     """Step 1: exact hash and MinHash signature of each document, appended to per-task files."""
 
@@ -82,9 +106,6 @@ class SignatureWriter(PipelineStep):
     def __init__(self, folder: str, cfg: NearDedupConfig, exact: bool, boilerplate_lines: bool = False,
                  index_tasks: int = 1):
         super().__init__()
-        if cfg.enabled and cfg.bands * cfg.rows > cfg.num_perm:  # checked before any work starts
-            raise ValueError(f"filters.near_dedup: bands*rows ({cfg.bands}*{cfg.rows}) exceeds num_perm "
-                             f"({cfg.num_perm}); raise num_perm or lower bands/rows")
         self.folder, self.cfg, self.exact, self.boilerplate_lines = folder, cfg, exact, boilerplate_lines
         self.index_tasks = index_tasks
         self._written = 0
@@ -189,9 +210,11 @@ class DecisionApplier(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         source = Path(self.filtered) / f"{rank:05d}.jsonl"
         folder, out = Path(self.folder), Path(self.out)
-        if not source.exists():  # this task kept no documents in step 1
-            return iter(())
         action = np.load(folder / f"{rank:05d}.action.npy")
+        if not source.exists():
+            if len(action):
+                _not_as_decided(source, len(action), "no file")
+            return iter(())  # this task kept no documents in step 1
         copies = np.load(folder / f"{rank:05d}.copies.npy")
         dups = json.loads((folder / f"{rank:05d}.dups.json").read_text(encoding="utf-8"))
         quoted = {c["kept_row"] for c in json.loads((folder / "clusters.json").read_text(encoding="utf-8"))
@@ -203,12 +226,13 @@ class DecisionApplier(PipelineStep):
         cut_lines = 0
         kept_out, removed_out = JsonlFile(out / "documents", rank), JsonlFile(out / "removed" / "dedup", rank)
         cut_log = CutLineLog(out / "removed_lines" / "boilerplate", rank) if boilerplate else None
+        read = 0
         with self.track_time():
             with open(source, "rb") as lines:
                 for index, line in enumerate(lines):
+                    read = index + 1
                     if index >= len(action):
-                        raise RuntimeError(f"dedup decisions hold {len(action)} documents but {source} has more: "
-                                           "the intermediate files changed between steps; rerun the corpus stage")
+                        _not_as_decided(source, len(action), "more")
                     if plain[index] and not boilerplate and index not in quoted:
                         kept_out.write(line)
                         continue
@@ -248,6 +272,8 @@ class DecisionApplier(PipelineStep):
             for handle in (kept_out, removed_out, cut_log):
                 if handle is not None:
                     handle.close()
+        if read < len(action):
+            _not_as_decided(source, len(action), f"only {read}")
         summary.add_recorded(plain)
         summary.write(out / "kept" / f"{rank:05d}.json")
         self.stat_update(StatHints.forwarded, value=summary.documents)
@@ -256,6 +282,12 @@ class DecisionApplier(PipelineStep):
         if cut_lines:
             self.stat_update("boilerplate_lines_cut", value=cut_lines)
         return iter(())
+
+
+def _not_as_decided(source: Path, decided: int, found: str) -> None:
+    raise RuntimeError(f"dedup decisions hold {decided} documents but {source} holds {found}: the intermediate "
+                       "files changed between steps (were they written by a run with another corpus.tasks?); "
+                       "rerun the corpus stage")
 
 
 def _boilerplate_rule(line: str, boilerplate: set[int]) -> str | None:

@@ -135,13 +135,18 @@ class BlocklistFilter(FilterStep):
 
 
 def domain_of(url: str) -> str:
-    """Lower-cased host of a URL without port or leading `www.` ('' when there is none)."""
+    """Lower-cased host of a URL without port or leading `www.` ('' when there is none); ValueError when the
+    URL cannot be parsed (an unclosed `[` of an IPv6 host, say)."""
     host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
     return host.removeprefix("www.")
 
 
 class UrlFilter(FilterStep):
-    """Web-source rules: blocked domains (with subdomains), allowed top-level domains, URL-heavy text."""
+    """Web-source rules: blocked domains (with subdomains), allowed top-level domains, URL-heavy text.
+
+    With domain rules on, a document whose metadata URL cannot be parsed is removed as `bad_url`: its
+    domain cannot be judged, and web dumps hold such URLs.
+    """
 
     name = "🔗 urls"
 
@@ -153,8 +158,11 @@ class UrlFilter(FilterStep):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         url = doc.metadata.get(self.key)
-        if isinstance(url, str) and url:
-            host = domain_of(url)
+        if (self.blocked or self.allowed_tlds) and isinstance(url, str) and url:
+            try:
+                host = domain_of(url)
+            except ValueError:
+                return False, "bad_url"
             parts = host.split(".")
             if any(".".join(parts[i:]) in self.blocked for i in range(len(parts))):
                 return False, "blocked_domain"

@@ -169,6 +169,7 @@ def test_url_rules():
     assert rule.filter(Document(text="t", id="2", metadata={"url": "https://nuacht.com/p"})) == (False, "tld_not_allowed")
     assert rule.filter(Document(text="t", id="3", metadata={"url": "https://www.rte.ie/nuacht"})) is True
     assert rule.filter(Document(text="t", id="4")) is True  # not a web document
+    assert rule.filter(Document(text="t", id="5", metadata={"url": "http://[bad-host/page"})) == (False, "bad_url")
 
 
 @pytest.mark.parametrize("backend", ["cld2", "py3langid"])

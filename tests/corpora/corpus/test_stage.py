@@ -304,3 +304,29 @@ def test_report_kept_totals_are_those_of_the_written_documents(make_cfg, data_di
     assert report["kept"]["copies"] > 0 and report["sources"]["et"] == 30
     assert report["sources"] == dict(Counter(d["metadata"]["source"] for d in docs))
     assert report["languages"] == dict(Counter(d["metadata"]["language"] for d in docs))
+
+
+@pytest.mark.parametrize("entry,key", [
+    ("weight: -0.5", "source.inputs.0.weight=-0.5"),  # once wrapped round to 255 copies of every document
+    ("weight: 300", "source.inputs.0.weight=300"),  # once clipped to 255 without a word
+    ("max_docs: -1", "source.inputs.0.max_docs=-1"),
+])
+def test_weight_or_cap_that_cannot_work_is_refused_before_work(make_cfg, data_dir, tmp_path, entry, key):
+    src = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
+    cfg = make_cfg("corpus", [f"source.inputs=[{{path: '{src}', format: conllu, name: ga, {entry}}}]"])
+    with pytest.raises(ConfigError, match=key):
+        run_stage(cfg, "corpus")
+    assert not list((tmp_path / "work").glob("corpus/*"))
+
+
+def test_unparsable_url_removes_its_document_as_bad_url(make_cfg, data_dir, tmp_path):
+    sentences = ud_sentences(data_dir, "UD_Irish-IDT/ga_idt-ud-test.conllu")
+    rows = [{"text": " ".join(sentences[i * 5:i * 5 + 5]), "url": f"https://nuacht{i}.ie/alt"} for i in range(20)]
+    rows[7]["url"] = "http://[bad-host/page"  # urlsplit: "Invalid IPv6 URL"
+    src = tmp_path / "web.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    folder = run_stage(make_cfg("corpus", jsonl_source(src) + ["filters=none", "filters.urls.allowed_tlds=[ie]"]),
+                       "corpus")
+    report = json.loads((folder / "report.json").read_text())
+    assert report["documents_kept"] == 19 and report["removed_by_rule"]["bad_url"]["documents"] == 1
+    assert report["removed_by_rule"]["bad_url"]["examples"][0]["id"].endswith("/8")

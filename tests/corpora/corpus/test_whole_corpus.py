@@ -5,7 +5,9 @@ import json
 import random
 
 import numpy as np
+import pytest
 
+from bertforge.common.errors import ConfigError
 from bertforge.stages import run_stage
 from corpora.corpus.minhash import shingle_set, signatures
 from corpora.corpus.text_batch import TextBatch
@@ -108,3 +110,19 @@ def test_boilerplate_lines_repeated_across_documents_are_cut_and_written_aside(m
     assert report["removed_by_rule"]["only_boilerplate"]["documents"] == 1
     cut = report["lines_cut_by_rule"]["boilerplate"]
     assert cut["lines"] == 30 and cut["most_frequent"][0] == {"line": footer, "documents": 30}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("shingle_unit=word", "filters.near_dedup.shingle_unit='word' is not one of \\['words', 'chars'\\]"),
+    ("threshold=1.5", "filters.near_dedup.threshold=1.5"),
+    ("threshold=0", "filters.near_dedup.threshold=0"),
+    ("rows=0", "filters.near_dedup.rows=0"),
+    ("bands=0", "filters.near_dedup.bands=0"),
+    ("shingle_words=0", "filters.near_dedup.shingle_words=0"),
+    ("bands=30", "bands\\*rows \\(30\\*5\\) exceeds num_perm \\(128\\)"),
+])
+def test_near_dedup_values_that_cannot_work_are_refused_before_work(make_cfg, tmp_path, override, message):
+    cfg = make_cfg("corpus", ["filters=none", "filters.near_dedup.enabled=true", f"filters.near_dedup.{override}"])
+    with pytest.raises(ConfigError, match=message):
+        run_stage(cfg, "corpus")
+    assert not list((tmp_path / "work").glob("corpus/*"))
