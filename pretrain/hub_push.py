@@ -5,12 +5,17 @@ Training does not wait for the network: the export is written on the training th
 the upload runs in one background thread. At most one upload is in flight: a step that comes while the
 previous one is still uploading is skipped (not queued: a queue of exports could grow without bound
 on a slow link), with a warning; the next multiple of N tries again. A failed upload is a warning,
-never a crash. A resumed run asks the hub for its step branches first and does not push a step twice.
+never a crash. A resumed run asks the hub which step branches hold this model's steps (their head commit
+was made for this pretrain stage and holds config.json and the weights: `pretrain.publish.hub.holds_step`)
+and does not push those again; a branch an interrupted upload left, or that holds another model (a sweep,
+an earlier experiment in the same repo), is pushed again. Each push leaves the branch holding exactly
+the export (files the branch took from main, or an earlier push left, are deleted in the same commit).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -20,7 +25,10 @@ from typing import Callable
 from lightning.pytorch.callbacks import Callback
 
 from pretrain.config import PublishConfig
-from pretrain.publish.hub import hub_api, step_branch, step_revisions
+from pretrain.publish.hub import hub_api, holds_step, stage_mark, step_branch, step_branches, step_message, \
+    step_of
+
+STAGE_HASH = re.compile(r"pretrain stage ([0-9a-f]+)")
 
 log = logging.getLogger("bertforge.pretrain")
 
@@ -28,16 +36,21 @@ log = logging.getLogger("bertforge.pretrain")
 class HubCheckpointPush(Callback):
     """Pushes the model every `publish.push_every_n_steps` optimiser steps (global rank 0 only).
 
-    `export(model, folder)` writes a loadable HF folder (weights, config, tokenizer). After fit, `pushed`,
+    `export(model, folder)` writes a loadable HF folder (weights, config, tokenizer). `message` names the
+    pretrain stage (`bertforge <run>: pretrain stage <hash>`); step N's commit is titled `<message>: step N`,
+    and a branch whose head commit says the same stage hash holds this model's step. After fit, `pushed`,
     `skipped` and `failed` list the branches; `finish()` waits for the upload in flight.
     """
 
     def __init__(self, publish: PublishConfig, export: Callable[[object, Path], None], message: str):
         self.publish, self.export, self.message = publish, export, message
+        found = STAGE_HASH.search(message)
+        self.mark = stage_mark(found[1]) if found else message  # what a commit title must say to be this model's
         self.pushed: list[str] = []
         self.skipped: list[str] = []
         self.failed: list[str] = []
         self.already_there: set[str] = set()
+        self.redo_after: int | None = None  # a rollback's step: later branches hold the abandoned weights
         self._thread: threading.Thread | None = None
         self._last_step = -1
         self._scratch: Path | None = None
@@ -49,11 +62,24 @@ class HubCheckpointPush(Callback):
         self._api = hub_api(self.publish)
         try:
             self._api.create_repo(self.publish.repo_id, private=self.publish.private, exist_ok=True)
-            self.already_there = set(step_revisions(self._api, self.publish.repo_id))
+            branches = step_branches(self._api, self.publish.repo_id)
+            self.already_there = {b for b in branches if holds_step(self._api, self.publish.repo_id, b, self.mark)
+                                  and (self.redo_after is None or step_of(b) <= self.redo_after)}
+            others = [b for b in branches if b not in self.already_there]
+            if others:
+                log.info("hub: %s has step branches that do not hold this model's steps (an interrupted upload, "
+                         "or another model): %s; this run pushes its own step to each it reaches",
+                         self.publish.repo_id, ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
         except Exception as err:  # checked before training; a later network failure must not stop it
             log.warning("hub: cannot list %s's revisions (%s); steps already pushed may be pushed again",
                         self.publish.repo_id, _short(err))
         self._scratch = Path(tempfile.mkdtemp(prefix="bertforge-hub-push-"))
+
+    def roll_back(self, to_step: int) -> None:
+        """`optim.on_divergence=rollback` went back to `to_step`: the steps after it that this run pushed hold
+        the weights it abandoned, so the retrained steps are pushed over them (on the next fit's start)."""
+        self.redo_after = to_step if self.redo_after is None else min(self.redo_after, to_step)
+        self._last_step = -1
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step  # optimiser steps: with accumulation several micro-batches share one
@@ -62,7 +88,8 @@ class HubCheckpointPush(Callback):
         self._last_step = step
         branch = step_branch(step)
         if branch in self.already_there:
-            log.info("hub: %s is already on %s (a resumed run): not pushed again", branch, self.publish.repo_id)
+            log.info("hub: %s on %s already holds this model's step %d (a resumed run): not pushed again", branch,
+                     self.publish.repo_id, step)
             return
         if self._thread is not None and self._thread.is_alive():
             self.skipped.append(branch)
@@ -76,9 +103,12 @@ class HubCheckpointPush(Callback):
 
     def _upload(self, folder: Path, branch: str, step: int) -> None:
         try:
+            # A new branch starts from main; delete_patterns="*" deletes, in the upload's commit, every file
+            # the export lacks (main's card and config, another model's files) but the hub's .gitattributes.
+            # A failure after create_branch leaves a branch without this commit: `holds_step` says not done.
             self._api.create_branch(self.publish.repo_id, branch=branch, exist_ok=True)
             self._api.upload_folder(repo_id=self.publish.repo_id, folder_path=str(folder), revision=branch,
-                                    commit_message=f"{self.message}: step {step}")
+                                    commit_message=step_message(self.message, step), delete_patterns="*")
             self.pushed.append(branch)
             log.info("hub: pushed step %d to %s@%s", step, self.publish.repo_id, branch)
         except Exception as err:  # a warning, not a crash: training goes on, the final push still happens

@@ -30,6 +30,7 @@ from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metric
 from pretrain.flops import flops_per_token
 from pretrain.checkpoints import PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint
 from pretrain.hub_push import HubCheckpointPush
+from pretrain.publish.hub import stage_mark
 from pretrain.init_from import load_start_model
 from pretrain.model import attn_implementation, build_model, check_model_config, use_bf16_layer_norms
 from pretrain.module import MaskedLMModule
@@ -114,7 +115,7 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 if launch.is_global_zero:
                     set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
             pusher = [HubCheckpointPush(hub, lambda m, folder: export_hf(m, vocab_dir, folder),
-                                        f"bertforge {run_name}: pretrain stage {out.digest}")] if hub else []
+                                        f"bertforge {run_name}: {stage_mark(out.digest)}")] if hub else []
 
             def new_trainer() -> tuple[L.Trainer, list]:
                 """A Trainer with its own callbacks: one per attempt (a rollback starts another)."""
@@ -155,6 +156,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                         resume = rollback_checkpoint(diverged, module, optim, build.tmp / "checkpoints")
                         data.start_step = checkpoint_step(resume)
                         module.roll_back(diverged.step, data.start_step, optim.rollback_lr_factor)
+                        for push in pusher:
+                            push.roll_back(data.start_step)
                         log.warning("pretrain: %d bad steps in a row up to step %d: rolling back to %s (step %d) with "
                                     "the learning rate x%.3g (rollback %d of at most %d)", diverged.bad_steps,
                                     diverged.step, resume, data.start_step, module.lr_scale, len(module.rollbacks),

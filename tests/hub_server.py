@@ -1,11 +1,13 @@
 """A small hub-compatible server for the tests: the endpoints huggingface_hub 2.4 calls to create a repo,
-make branches, commit files (regular, base64 in the NDJSON commit; no LFS) and download them back.
+make branches, commit files (regular, base64 in the NDJSON commit; no LFS) and delete them, list a branch's
+commits and download files back.
 
 No maintained local hub server on PyPI serves the client's upload calls (hf-local-hub ships only a
 client for a Go binary it does not include; olah is a read-only mirror), so the tests run the real
 client against this one. Writes (and reads of private repos) need a Bearer token the server was
-started with, so the "no token" path is real. Files are stored on disk: blobs by their git sha1,
-every commit as a JSON tree, refs as a JSON file per repo.
+started with, so the "no token" path is real; as on the hub, the token writes only under its own user
+name and the orgs whoami lists (`orgs`, each with a role; a "read" role writes nothing). Files are stored
+on disk: blobs by their git sha1, every commit as a JSON tree, refs as a JSON file per repo.
 
     with HubServer(tmp_path / "hub", tokens={"hf_..."}) as hub:
         HfApi(endpoint=hub.url, token="hf_...").create_repo("org/name")
@@ -24,6 +26,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 USER = "tester"
+ORGS = {"org": "write", "my-org": "admin", "bertforge-tests": "write"}
+"""The orgs the token's user belongs to, with its role in each (whoami-v2's `orgs[].roleInOrg`)."""
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -49,14 +53,24 @@ class HubStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(repo))
 
-    def commit(self, files: dict[str, str], parent: str | None, message: str) -> str:
-        body = json.dumps({"files": files, "parent": parent, "message": message, "time": time.time()}, sort_keys=True)
+    def commit(self, files: dict[str, str], parent: str | None, message: str, description: str = "") -> str:
+        body = json.dumps({"files": files, "parent": parent, "message": message, "description": description,
+                           "time": time.time()}, sort_keys=True)
         oid = hashlib.sha1(body.encode()).hexdigest()
         (self.root / "commits" / f"{oid}.json").write_text(body)
         return oid
 
     def tree(self, oid: str) -> dict[str, str]:
         return json.loads((self.root / "commits" / f"{oid}.json").read_text())["files"]
+
+    def history(self, oid: str | None) -> list[tuple[str, dict]]:
+        """(oid, commit) from `oid` back to the repo's first commit, newest first."""
+        found = []
+        while oid:
+            commit = json.loads((self.root / "commits" / f"{oid}.json").read_text())
+            found.append((oid, commit))
+            oid = commit["parent"]
+        return found
 
     def put_blob(self, data: bytes) -> str:
         sha = git_blob_sha1(data)
@@ -113,6 +127,14 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json(401, {"error": "Invalid credentials in Authorization header"})
         return False
 
+    def _may_write(self, repo_id: str) -> bool:
+        """The hub's rule: a token writes under its user's name and the orgs where its role is not "read"."""
+        namespace = repo_id.split("/")[0]
+        if namespace == USER or self.server.orgs.get(namespace, "read") != "read":
+            return True
+        self._json(403, {"error": f'You don\'t have the rights to create a model under the namespace "{namespace}"'})
+        return False
+
     def _readable_repo(self, repo_id: str) -> dict | None:
         repo = self.server.store.repo(repo_id)
         if repo is None or (repo["private"] and not self._authorised()):
@@ -148,6 +170,8 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._preupload(m[1])
         if (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/([^/]+)", path)) and method == "POST":
             return self._commit(m[1], unquote(m[2]))
+        if (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commits/([^/]+)", path)) and method == "GET":
+            return self._commits(m[1], unquote(m[2]))
         if (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)) and method == "GET":
             return self._info(m[1], unquote(m[2] or "main"))
         if (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path)) and method == "GET":
@@ -159,14 +183,16 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _whoami(self) -> None:
         if self._need_token():
-            self._json(200, {"type": "user", "name": USER, "orgs": [],
+            orgs = [{"type": "org", "name": name, "fullname": name, "roleInOrg": role}
+                    for name, role in self.server.orgs.items()]
+            self._json(200, {"type": "user", "name": USER, "orgs": orgs,
                              "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": "write"}}})
 
     def _create_repo(self) -> None:
         payload = json.loads(self._body() or b"{}")
-        if not self._need_token():
-            return
         repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+        if not self._need_token() or not self._may_write(repo_id):
+            return
         store = self.server.store
         with store.lock:
             if store.repo(repo_id) is not None:
@@ -190,7 +216,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _create_branch(self, repo_id: str, branch: str) -> None:
         payload = json.loads(self._body() or b"{}")
-        if not self._need_token() or (repo := self._readable_repo(repo_id)) is None:
+        if not self._need_token() or self._readable_repo(repo_id) is None or not self._may_write(repo_id):
             return
         store = self.server.store
         with store.lock:
@@ -214,7 +240,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _commit(self, repo_id: str, revision: str) -> None:
         lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
-        if not self._need_token() or self._readable_repo(repo_id) is None:
+        if not self._need_token() or self._readable_repo(repo_id) is None or not self._may_write(repo_id):
             return
         store = self.server.store
         with store.lock:
@@ -222,11 +248,11 @@ class HubHandler(BaseHTTPRequestHandler):
             if revision not in repo["refs"]:
                 return self._json(404, {"error": f"Invalid rev id: {revision}"}, "RevisionNotFound")
             files = dict(store.tree(repo["refs"][revision]))
-            message = ""
+            message = description = ""
             for line in lines:
                 key, value = line["key"], line["value"]
                 if key == "header":
-                    message = value.get("summary", "")
+                    message, description = value.get("summary", ""), value.get("description") or ""
                 elif key == "file":
                     files[value["path"]] = store.put_blob(base64.b64decode(value["content"]))
                 elif key in ("deletedFile", "deletedFolder"):
@@ -234,11 +260,24 @@ class HubHandler(BaseHTTPRequestHandler):
                              not p.startswith(value["path"].rstrip("/") + "/")}
                 else:
                     return self._json(400, {"error": f"this test server does not take {key!r} operations"})
-            oid = store.commit(files, repo["refs"][revision], message)
+            oid = store.commit(files, repo["refs"][revision], message, description)
             repo["refs"][revision] = oid
             store.save_repo(repo_id, repo)
         self._json(200, {"commitUrl": f"{self._url(repo_id)}/commit/{oid}", "commitOid": oid,
                          "pullRequestUrl": None, "success": True})
+
+    def _commits(self, repo_id: str, revision: str) -> None:
+        """A revision's history, newest first, as the hub lists it (title: the summary; message: the
+        description); one page, so no Link header."""
+        if (repo := self._readable_repo(repo_id)) is None:
+            return
+        oid = self.server.store.resolve(repo, revision)
+        if oid is None:
+            return self._json(404, {"error": f"Invalid rev id: {revision}"}, "RevisionNotFound")
+        self._json(200, [{"id": commit_oid, "title": commit["message"], "message": commit.get("description", ""),
+                          "authors": [{"user": USER}],
+                          "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit["time"]))}
+                         for commit_oid, commit in self.server.store.history(oid)])
 
     def _info(self, repo_id: str, revision: str) -> None:
         if (repo := self._readable_repo(repo_id)) is None:
@@ -285,11 +324,13 @@ class HubServer:
         daemon_threads = True
         store: HubStore
         tokens: set[str]
+        orgs: dict[str, str]
         requests: list[tuple[str, str, int]]
 
-    def __init__(self, root: Path, tokens: set[str]):
+    def __init__(self, root: Path, tokens: set[str], orgs: dict[str, str] | None = None):
         self.httpd = self._Server(("127.0.0.1", 0), HubHandler)
         self.httpd.store, self.httpd.tokens, self.httpd.requests = HubStore(root), set(tokens), []
+        self.httpd.orgs = dict(ORGS if orgs is None else orgs)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -126,10 +126,8 @@ def _vocab(cfg: ModelCardFacts, found: CardInputs) -> list[str]:
 def _training(cfg: ModelCardFacts, found: CardInputs) -> list[str]:
     pretrain = found.manifests["pretrain"]
     train, hardware, o = pretrain["counts"], pretrain["hardware"], cfg.optim
-    seq_len = found.manifests["shards"]["format"]["seq_len"]
     return ["## Training", "",
-            f"- {train['steps']} steps x {cfg.training.batch_size} sequences x {seq_len} tokens "
-            f"= {train['tokens_trained']:,} tokens",
+            *_phase_lines(train),
             f"- Hardware: {hardware['devices'] * hardware['num_nodes']} {hardware['accelerator'].upper()} device(s), "
             f"precision {hardware['precision']}, strategy {hardware['strategy']}; "
             f"{_duration(pretrain.get('seconds'))} of training",
@@ -137,6 +135,22 @@ def _training(cfg: ModelCardFacts, found: CardInputs) -> list[str]:
             f"{cfg.masking.replace_with_random:.0%} random)",
             f"- {o.name} lr {o.lr}, weight decay {o.weight_decay}, {o.warmup_steps} warmup steps, {o.schedule} schedule",
             f"- Train loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}", ""]
+
+
+def _phase_lines(train: dict) -> list[str]:
+    """Steps x sequences per step x length of each phase the pretrain manifest records (`counts.phases`: the
+    batches really trained, after training.tokens_per_batch and training.phases), so every line multiplies
+    out; with several phases, a total line."""
+    phases = train.get("phases") or []
+    if not phases:  # a manifest from before phases were recorded
+        return [f"- {train['steps']} steps, {train['tokens_trained']:,} tokens"]
+    rows = [f"{p['steps']:,} steps x {p['batch_size']} sequences x {p['seq_len']} tokens "
+            f"= {p['steps'] * p['batch_size'] * p['seq_len']:,} tokens" for p in phases]
+    if len(rows) == 1:
+        return [f"- {rows[0]}"]
+    total = sum(p["steps"] * p["batch_size"] * p["seq_len"] for p in phases)
+    return [*(f"- Phase {i}: {row}" for i, row in enumerate(rows, 1)),
+            f"- In all: {sum(p['steps'] for p in phases):,} steps, {total:,} tokens"]
 
 
 def _duration(seconds: float | None) -> str:

@@ -1,6 +1,11 @@
 """Pushing to a hub with the real huggingface_hub client: the pre-flight check, the final push of a
 published folder, and the names of the per-step revisions.
 
+Every push leaves its branch holding exactly the folder's files (and the hub's .gitattributes): a file an
+earlier push left there is deleted in the same commit. A step branch counts as this model's only when its
+head commit was made for the same pretrain stage (the commit title names the stage's hash, `stage_mark`)
+and it holds config.json and the weights: an interrupted upload or another model's push is pushed again.
+
 The token is never ours to hold: huggingface_hub finds it (HF_TOKEN, or the store `hf auth login`
 writes) and we only ask whether there is one. Nothing here logs, prints or writes it.
 """
@@ -14,12 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertforge.common.errors import ConfigError
+from bertforge.common.ranks import first_process
 from pretrain.config import PublishConfig
 
 log = logging.getLogger("bertforge.publish")
 
 STEP_BRANCH = re.compile(r"step-(\d+)")
 CHECK_TIMEOUT_S = 15.0
+KEEP_ON_HUB = (".gitattributes",)  # the hub's own file (LFS rules): never deleted by a push
+WEIGHTS = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)|(model\.safetensors|pytorch_model\.bin)"
+                     r"\.index\.json")
 
 
 def step_branch(step: int) -> str:
@@ -27,15 +36,14 @@ def step_branch(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def step_of(branch: str) -> int:
+    """The step a step-N branch holds."""
+    return int(STEP_BRANCH.fullmatch(branch)[1])
+
+
 def pushing(publish: PublishConfig) -> bool:
     """Whether this command talks to a hub at all (a dry run only says what it would do)."""
     return publish.push_to_hub and not publish.dry_run
-
-
-def first_process() -> bool:
-    """Whether this is global rank 0 (or a single process). Ranks that Lightning, torchrun or SLURM start also
-    run the stage graph; only the first talks to the hub, so a run pushes once and asks whoami once."""
-    return all(os.environ.get(name, "0") in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def hub_endpoint(publish: PublishConfig) -> str:
@@ -83,6 +91,7 @@ def check_hub(publish: PublishConfig) -> str | None:
     """Pre-flight, before any stage runs: the settings, then ask the server (whoami) whether it is there
     and takes our token for writing. Returns the account name, or None when nothing will be pushed."""
     check_publish_settings(publish)
+    # only the first process talks to the hub: a run asks whoami once
     if not pushing(publish) or not first_process():
         return None
     from huggingface_hub import get_token
@@ -113,7 +122,26 @@ def check_hub(publish: PublishConfig) -> str | None:
     if role == "read":
         raise ConfigError(f"publish.push_to_hub: the token huggingface_hub found is read-only on {endpoint}: "
                           f"use one with write access to {publish.repo_id.split('/')[0]}")
+    if me.get("name"):  # a server that answers without a token names nobody: nothing to compare
+        check_namespace(publish.repo_id, me, endpoint)
     return me.get("name")
+
+
+def check_namespace(repo_id: str, me: dict, endpoint: str) -> None:
+    """The repo's namespace is the token's account or one of its orgs (whoami-v2's `orgs[].name`) where
+    its role is not "read": else creating or pushing the repo would fail with a 403 after every stage ran."""
+    namespace = repo_id.split("/")[0]
+    roles = {me["name"].lower(): "owner"} | {org["name"].lower(): org.get("roleInOrg") or "member"
+                                             for org in me.get("orgs", []) if org.get("name")}
+    role = roles.get(namespace.lower())
+    if role not in (None, "read"):
+        return
+    orgs = ", ".join(f"{org['name']} ({org.get('roleInOrg') or 'member'})" for org in me.get("orgs", [])) or "none"
+    why = (f"its role in {namespace} is read" if role == "read" else
+           f"{namespace} is neither the account nor one of its orgs")
+    raise ConfigError(f"publish.repo_id={repo_id!r}: the token huggingface_hub found on {endpoint} is the account "
+                      f"{me['name']} (orgs: {orgs}), and {why}: push to {me['name']}/{repo_id.split('/')[1]} or "
+                      f"an org it can write to, or use a token of an account that can write to {namespace}")
 
 
 @dataclass(frozen=True)
@@ -132,16 +160,22 @@ class Upload:
         return sum(p.stat().st_size for p in self.files)
 
 
-def describe_push(publish: PublishConfig, upload: Upload, message: str) -> str:
-    """The dry run's answer: target, revision, every file with its size."""
+def describe_push(publish: PublishConfig, upload: Upload, message: str, steps_note: str = "") -> str:
+    """The dry run's answer: target, revision, every file with its size, and what happens to the
+    intermediate checkpoints (`steps_note`, from `pretrain.publish.stage.steps_pushed`)."""
     rows = [f"dry run: would push {len(upload.files)} files ({_size(upload.total_bytes)}) to "
             f"{hub_endpoint(publish)}/{publish.repo_id} at revision {publish.revision} "
-            f"({'private' if publish.private else 'public'} if created)", f"  commit message: {message}"]
+            f"({'private' if publish.private else 'public'} if created), replacing what it holds "
+            f"(all but {', '.join(KEEP_ON_HUB)})", f"  commit message: {message}"]
     rows += [f"  {_size(p.stat().st_size):>10}  {p.relative_to(upload.folder).as_posix()}" for p in upload.files]
     if publish.push_every_n_steps:
-        rows.append(f"  intermediate checkpoints: every {publish.push_every_n_steps} steps during pretrain, to "
-                    f"branches {step_branch(publish.push_every_n_steps)}, {step_branch(2 * publish.push_every_n_steps)}, ...")
+        rows.append(f"  intermediate checkpoints: {steps_note or step_plan(publish)}")
     return "\n".join(rows)
+
+
+def step_plan(publish: PublishConfig) -> str:
+    n = publish.push_every_n_steps
+    return f"every {n} steps during pretrain, to branches {step_branch(n)}, {step_branch(2 * n)}, ..."
 
 
 def _size(count: int) -> str:
@@ -152,34 +186,77 @@ def _size(count: int) -> str:
     return str(count)
 
 
-def step_revisions(api, repo_id: str) -> list[str]:
-    """The step-N branches already on the hub, in step order."""
+def stage_mark(pretrain_hash: str) -> str:
+    """What a step commit's title says to name the model it holds: the pretrain stage folder's hash (the
+    pretrain stage's push message, `bertforge <run>: pretrain stage <hash>`, ends with it)."""
+    return f"pretrain stage {pretrain_hash}"
+
+
+def step_message(message: str, step: int) -> str:
+    """The title of the commit that pushes `step` (`message` names the pretrain stage, see `stage_mark`)."""
+    return f"{message}: step {step}"
+
+
+def step_branches(api, repo_id: str) -> list[str]:
+    """Every step-N branch on the hub, whoever pushed it, in step order."""
     refs = api.list_repo_refs(repo_id)
     return sorted((b.name for b in refs.branches if STEP_BRANCH.fullmatch(b.name)),
-                  key=lambda name: int(STEP_BRANCH.fullmatch(name)[1]))
+                  key=step_of)
 
 
-def push_published(publish: PublishConfig, model_dir: Path, message: str, card_with_revisions) -> str | None:
-    """Upload the published folder `model_dir` to `publish.repo_id` at `publish.revision` in one commit.
+def holds_step(api, repo_id: str, branch: str, mark: str) -> bool:
+    """Whether `branch` holds this model's step: its head commit was made for `mark` (see `stage_mark`) at that
+    step (a multi-part upload's later commits add " (part N)") and it has config.json and the weights. An
+    interrupted upload (an empty branch, or part of the files) or another model's push does not count."""
+    step = step_of(branch)
+    head = api.list_repo_commits(repo_id, revision=branch)[0]
+    if not re.search(rf"(^|\b){re.escape(step_message(mark, step))}( \(part \d+\))?$", head.title):
+        return False
+    files = set(api.list_repo_files(repo_id, revision=head.commit_id))
+    return "config.json" in files and any(WEIGHTS.fullmatch(name) for name in files)
 
-    `card_with_revisions(list of step branches) -> README text`: the card pushed lists the step revisions
-    the repo has at that moment. A dry run prints what it would send and returns None; else the commit URL.
+
+def model_steps(api, repo_id: str, mark: str) -> list[str]:
+    """The step-N branches that hold this model's steps (`holds_step`), in step order."""
+    return [branch for branch in step_branches(api, repo_id) if holds_step(api, repo_id, branch, mark)]
+
+
+def stale_files(api, repo_id: str, revision: str, keep: set[str]) -> list[str]:
+    """Files on `revision` that a push of exactly `keep` must delete (the hub's .gitattributes stays)."""
+    return [path for path in api.list_repo_files(repo_id, revision=revision)
+            if path not in keep and path not in KEEP_ON_HUB]
+
+
+def push_published(publish: PublishConfig, model_dir: Path, message: str, card_with_revisions, *,
+                   pretrain_hash: str | None = None, steps_note: str = "") -> str | None:
+    """Upload the published folder `model_dir` to `publish.repo_id` at `publish.revision` in one commit that
+    also deletes every file the branch held and the folder lacks, so the branch holds exactly the folder.
+
+    `card_with_revisions(list of step branches) -> README text`: the card pushed lists the step branches
+    that hold this model's steps (made for the pretrain stage `pretrain_hash`; none when it is not given).
+    A dry run prints what it would send (with `steps_note`, see `describe_push`) and returns None; else
+    the commit URL.
     """
     upload = Upload.of(model_dir)
     if publish.dry_run:
-        print(describe_push(publish, upload, message))
+        print(describe_push(publish, upload, message, steps_note))
         return None
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     api = hub_api(publish)
     api.create_repo(publish.repo_id, private=publish.private, exist_ok=True)
     if publish.revision != "main":
         api.create_branch(publish.repo_id, branch=publish.revision, exist_ok=True)
-    card = card_with_revisions(step_revisions(api, publish.repo_id))
+    steps = model_steps(api, publish.repo_id, stage_mark(pretrain_hash)) if pretrain_hash else []
+    card = card_with_revisions(steps)
     operations = [CommitOperationAdd(path_in_repo=p.relative_to(model_dir).as_posix(), path_or_fileobj=str(p))
                   for p in upload.files if p.name != "README.md" or p.parent != model_dir]
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+    gone = stale_files(api, publish.repo_id, publish.revision, {op.path_in_repo for op in operations})
+    operations += [CommitOperationDelete(path_in_repo=path) for path in gone]
     commit = api.create_commit(publish.repo_id, operations, commit_message=message, revision=publish.revision)
-    log.info("publish: pushed %d files (%s) to %s/%s at %s: %s", len(operations), _size(upload.total_bytes),
-             hub_endpoint(publish), publish.repo_id, publish.revision, commit.commit_url)
+    log.info("publish: pushed %d files (%s) to %s/%s at %s%s: %s", len(operations) - len(gone),
+             _size(upload.total_bytes), hub_endpoint(publish), publish.repo_id, publish.revision,
+             f", deleting {len(gone)} that an earlier push left ({', '.join(gone[:5])}"
+             f"{', ...' if len(gone) > 5 else ''})" if gone else "", commit.commit_url)
     return commit.commit_url

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingConfig
 from pretrain.publish.card import (CONFIG_FILE, CardInputs, ModelCardFacts, for_hub, model_card, reproducible_config,
                                    widget_sentences)
-from pretrain.publish.hub import first_process, push_published
+from bertforge.common.ranks import first_process
+from pretrain.publish.hub import push_published, step_plan
 
 log = logging.getLogger("bertforge.publish")
 
@@ -50,11 +51,40 @@ def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig
 
 def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | None:
     """Push the finished publish folder (built now or reused) when `publish.push_to_hub` or
-    `publish.dry_run` asks; the card pushed lists the repo's step revisions. Returns the commit URL."""
+    `publish.dry_run` asks; the card pushed lists the step branches that hold this model's steps. With
+    `publish.push_every_n_steps`, says (a warning on a real push) when the pretrain stage pushed none to this
+    repo (`steps_pushed`). Returns the commit URL."""
     if not (publish.push_to_hub or publish.dry_run) or not first_process():
         return None
     model_dir = folder / "model"
     card = (model_dir / "README.md").read_text(encoding="utf-8")
-    message = f"bertforge {run_name}: publish stage {read_manifest(folder)['hash']}"
+    manifest = read_manifest(folder)
+    message = f"bertforge {run_name}: publish stage {manifest['hash']}"
     name = publish.model_name or run_name
-    return push_published(publish, model_dir, message, lambda branches: for_hub(card, name, publish.repo_id, branches))
+    pretrain_hash = manifest["inputs"]["pretrain"]
+    pushed, note = steps_pushed(publish, folder.parent.parent / "pretrain" / f"pretrain-{pretrain_hash}")
+    if publish.push_every_n_steps and not pushed and not publish.dry_run:
+        log.warning("publish: publish.push_every_n_steps=%d: intermediate checkpoints not pushed: %s",
+                    publish.push_every_n_steps, note)
+    steps_note = (note if pushed else f"none will be pushed: {note}") if publish.push_every_n_steps else ""
+    return push_published(publish, model_dir, message,
+                          lambda branches: for_hub(card, name, publish.repo_id, branches),
+                          pretrain_hash=pretrain_hash, steps_note=steps_note)
+
+
+def steps_pushed(publish: PublishConfig, pretrain: Path) -> tuple[bool, str]:
+    """Whether the run that trained `pretrain` (a finished stage folder) pushed its steps to `publish.repo_id`
+    every `publish.push_every_n_steps` (its manifest's `hub_revisions`), and a line saying what happened.
+
+    Only the run that trains the stage pushes steps: a folder this command found finished (trained by an
+    earlier command, or by a dry run, which never pushes) gets none now, and its step exports are not kept."""
+    record = read_manifest(pretrain).get("hub_revisions") if (pretrain / "manifest.json").is_file() else None
+    n = publish.push_every_n_steps
+    if record and record.get("repo_id") == publish.repo_id and record.get("every_n_steps") == n:
+        return True, f"{step_plan(publish)}, pushed by the run that trained {pretrain.name} (not pushed again)"
+    earlier = (f"pushing every {record['every_n_steps']} steps to {record['repo_id']}" if record else
+               "without pushing steps")
+    return False, (f"the pretrain stage {pretrain} is already finished, trained {earlier}, and only the run that "
+                   "trains it pushes steps. Its step exports are not kept (only hf/, the last step, and "
+                   "checkpoints/*.ckpt: the newest checkpoint.keep_last and checkpoint.pin_steps); to push them, "
+                   "train again: move that folder aside and rerun this command")

@@ -75,13 +75,53 @@ def test_a_failed_upload_is_a_warning(hub, tmp_path, caplog, monkeypatch):
 
 
 def test_steps_on_the_hub_are_not_pushed_again(hub):
+    """A resumed run skips the steps the hub holds for this pretrain stage (head commit made for it, with
+    config.json and the weights); an empty branch an interrupted upload left is pushed again."""
+    def with_weights(model, folder):
+        write_export(model, folder)
+        (folder / "model.safetensors").write_bytes(b"weights")
+
     api = HfApi(endpoint=hub.url)
-    api.create_repo("org/m")
-    api.create_branch("org/m", branch="step-000005")
     publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=5)
-    callback = HubCheckpointPush(publish, write_export, "test")
+    first = HubCheckpointPush(publish, with_weights, "bertforge x: pretrain stage 0123456789ab")
+    first.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    steps(first, 5)
+    first.finish()
+    api.create_branch("org/m", branch="step-000010")  # the upload of step 10 died after create_branch
+    callback = HubCheckpointPush(publish, with_weights, "bertforge x: pretrain stage 0123456789ab")
     callback.on_fit_start(SimpleNamespace(is_global_zero=True), None)
     steps(callback, 5, 10)
     callback.finish()
     assert callback.already_there == {"step-000005"} and callback.pushed == ["step-000010"]
-    assert api.list_repo_files("org/m", revision="step-000005") == [".gitattributes"]
+    assert set(api.list_repo_files("org/m", revision="step-000010")) == {".gitattributes", "config.json",
+                                                                       "model.safetensors"}
+
+
+def test_after_a_rollback_the_retrained_steps_replace_the_abandoned_ones(hub, tmp_path):
+    """optim.on_divergence=rollback reuses the callback for the next attempt: the steps after the rollback
+    point that the diverged attempt pushed hold weights it abandoned, and the retrained ones replace them."""
+    attempt = {"n": 1}
+
+    def export(model, folder):
+        write_export(model, folder)
+        (folder / "model.safetensors").write_text(f"attempt {attempt['n']}")
+
+    publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=10)
+    callback = HubCheckpointPush(publish, export, "bertforge x: pretrain stage 0123456789ab")
+    start = SimpleNamespace(is_global_zero=True)
+    callback.on_fit_start(start, None)
+    for step in (10, 20, 30):  # one at a time: a step that comes while one uploads is skipped
+        steps(callback, step)
+        callback.finish()
+    callback.roll_back(10)  # diverged after 30, back to the step-10 checkpoint
+    attempt["n"] = 2
+    callback.on_fit_start(start, None)
+    for step in (20, 30, 40):
+        steps(callback, step)
+        callback.finish()
+    api = HfApi(endpoint=hub.url)
+    held = {b: (tmp_path / "dl").joinpath(b) for b in ("step-000010", "step-000020", "step-000030", "step-000040")}
+    for branch, folder in held.items():
+        api.hf_hub_download("org/m", "model.safetensors", revision=branch, local_dir=folder)
+    assert {b: (f / "model.safetensors").read_text() for b, f in held.items()} == {
+        "step-000010": "attempt 1", "step-000020": "attempt 2", "step-000030": "attempt 2", "step-000040": "attempt 2"}

@@ -49,10 +49,29 @@ class Collect(logging.Handler):
         self.lines.append(self.format(record))
 
 
+def seed_the_repo(api: HfApi, tmp: Path, pretrain_hash: str, run_name: str) -> None:
+    """What the repo holds before the run: main with a file an earlier experiment's push left (init_from.json);
+    step-000010 as a resumed run finds it, pushed complete for this very pretrain stage; step-000020 as an
+    upload that died after create_branch left it (an empty branch); step-000040 another model's step."""
+    api.create_repo(REPO_ID, private=True)
+    api.upload_file(path_or_fileobj=b'{"checkpoint": "sentence-transformers/all-MiniLM-L6-v2"}', repo_id=REPO_ID,
+                    path_in_repo="init_from.json", commit_message="an earlier experiment, continued from MiniLM")
+    ours = f"bertforge {run_name}: pretrain stage {pretrain_hash}: step 10"  # the pretrain stage's step commit
+    theirs = "bertforge other: pretrain stage 000000000000: step 40"
+    for branch, title in (("step-000010", ours), ("step-000040", theirs)):
+        folder = tmp / branch
+        folder.mkdir()
+        for name in ("config.json", "model.safetensors", "marker.txt"):
+            (folder / name).write_text(f"{branch} pushed by {title}\n")
+        api.create_branch(REPO_ID, branch=branch)
+        api.upload_folder(repo_id=REPO_ID, folder_path=str(folder), revision=branch, commit_message=title)
+    api.create_branch(REPO_ID, branch="step-000020")
+
+
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory, data_dir):
-    """One run of `bertforge publish` with pushes every 10 steps; the hub already holds step-000010, as for a
-    resumed run. Everything the run printed or logged is kept, to look for the token."""
+    """One run of `bertforge publish` with pushes every 10 steps against a repo `seed_the_repo` filled, as
+    for a resumed run. Everything the run printed or logged is kept, to look for the token."""
     tmp = tmp_path_factory.mktemp("hub")
     work, hf_home = tmp / "work", tmp / "hf_home"
     saved = {k: os.environ.get(k) for k in ("HF_TOKEN", "HF_HOME")}
@@ -67,14 +86,12 @@ def pushed(tmp_path_factory, data_dir):
     with HubServer(tmp / "store", tokens={SECRET}) as hub:
         try:
             api = HfApi(endpoint=hub.url)
-            api.create_repo(REPO_ID, private=True)  # a resumed run: step 10 is on the hub already
-            api.create_branch(REPO_ID, branch="step-000010")
-            api.upload_file(path_or_fileobj=b"pushed by the interrupted run\n", path_in_repo="marker.txt",
-                            repo_id=REPO_ID, revision="step-000010", commit_message="earlier attempt")
             overrides = [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *QUICK, *STEPS,
                          "publish.push_to_hub=true", f"publish.repo_id={REPO_ID}", f"publish.endpoint={hub.url}",
                          "publish.push_every_n_steps=10"]
             cfg = load_config(compose_raw("publish", overrides))
+            planned = {s.stage.name: s.output for s in plan(cfg, "publish")}
+            seed_the_repo(api, tmp, planned["pretrain"].digest, cfg.name)
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 folders = run_stages(cfg, "publish")
             env = {**os.environ, "HF_ENDPOINT": hub.url, "PYTHONPATH": os.pathsep.join(
@@ -96,18 +113,23 @@ def pushed(tmp_path_factory, data_dir):
 def test_main_and_step_revisions_on_the_hub(pushed):
     api = pushed["api"]
     refs = {b.name for b in api.list_repo_refs(REPO_ID).branches}
-    assert refs == {"main", "step-000010", "step-000020"}
-    main = set(api.list_repo_files(REPO_ID))
-    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "bertforge_config.yaml"} <= main
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(api.list_repo_files(REPO_ID,
-                                                                                           revision="step-000020"))
-    # the resumed run did not push step 10 again
-    assert set(api.list_repo_files(REPO_ID, revision="step-000010")) == {".gitattributes", "marker.txt"}
+    assert refs == {"main", "step-000010", "step-000020", "step-000040"}
+    published = {p.name for p in (pushed["folders"]["publish"] / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "bertforge_config.yaml"} <= published
+    # main holds exactly the published folder: the earlier experiment's init_from.json is gone
+    assert set(api.list_repo_files(REPO_ID)) == published | {".gitattributes"}
+    # the empty step-000020 an interrupted upload left was pushed, holding exactly the export (not main's card)
+    export = {p.name for p in (pushed["folders"]["pretrain"] / "hf").iterdir()}
+    assert set(api.list_repo_files(REPO_ID, revision="step-000020")) == export | {".gitattributes"}
+    # the resumed run did not push step 10 (complete, for this pretrain stage) again, nor touch step 40
+    assert "marker.txt" in api.list_repo_files(REPO_ID, revision="step-000010")
+    assert "marker.txt" in api.list_repo_files(REPO_ID, revision="step-000040")
     hub_record = read_manifest(pushed["folders"]["pretrain"])["hub_revisions"]
     assert hub_record["pushed"] == ["step-000020"] and hub_record["already_there"] == ["step-000010"]
     assert not hub_record["failed"]
     readme = Path(api.hf_hub_download(REPO_ID, "README.md", cache_dir=pushed["tmp"] / "cache")).read_text()
-    assert "step-000010" in readme and "step-000020" in readme  # the card pushed lists the revisions
+    assert "step-000010" in readme and "step-000020" in readme  # the card pushed lists this model's steps
+    assert "step-000040" not in readme  # and not another model's
     assert f'pipeline("fill-mask", model="{REPO_ID}")' in readme
 
 
@@ -152,6 +174,27 @@ def test_dry_run_prints_the_upload_without_a_token(pushed, capsys, monkeypatch):
     assert f"http://127.0.0.1:9/{REPO_ID} at revision main" in printed
     assert "model.safetensors" in printed and "README.md" in printed and " KB" in printed
     assert "every 10 steps" in printed and "step-000010" in printed
+    assert "pushed by the run that trained pretrain-" in printed  # this repo got them when it was trained
+
+
+def test_steps_asked_of_a_finished_pretrain_stage_are_said_to_be_missing(pushed, capsys, caplog):
+    """push_every_n_steps to another repo: the pretrain folder is reused, so no step is pushed; the dry run says
+    none will be, and the push warns that they were not (and how to get them)."""
+    other = "bertforge-tests/ga-tiny-again"
+    overrides = [o for o in pushed["overrides"] if "repo_id" not in o] + [f"publish.repo_id={other}"]
+    run_stages(load_config(compose_raw("publish", overrides + ["publish.dry_run=true"])), "publish")
+    printed = capsys.readouterr().out
+    assert "intermediate checkpoints: none will be pushed: the pretrain stage" in printed
+    assert f"pushing every 10 steps to {REPO_ID}" in printed and "move that folder aside" in printed
+    with caplog.at_level(logging.WARNING, logger="bertforge.publish"):
+        run_stages(load_config(compose_raw("publish", overrides)), "publish")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("publish.push_every_n_steps=10: intermediate checkpoints not pushed" in m and "already finished" in m
+               and "step exports are not kept" in m for m in warned), warned
+    api = pushed["api"]
+    assert {b.name for b in api.list_repo_refs(other).branches} == {"main"}
+    readme = Path(api.hf_hub_download(other, "README.md", cache_dir=pushed["tmp"] / "cache2")).read_text()
+    assert "## Intermediate checkpoints" not in readme
 
 
 def test_card_front_matter_and_model_index(pushed):

@@ -70,6 +70,27 @@ def test_a_server_that_cannot_be_reached(make_cfg, tmp_path, no_stored_token, mo
                            "cannot reach", f"127.0.0.1:{port}", "publish.endpoint")
 
 
+@pytest.mark.parametrize("orgs, repo_id, why", [
+    ({"org": "write"}, "someone-elses-org/ga", "someone-elses-org is neither the account nor one of its orgs"),
+    ({"org": "write", "readers": "read"}, "readers/ga", "its role in readers is read")])
+def test_a_namespace_the_token_cannot_write_to(make_cfg, tmp_path, no_stored_token, monkeypatch, orgs, repo_id,
+                                               why):
+    """whoami names the account and its orgs: a repo elsewhere fails now, not with a 403 after every stage ran."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with HubServer(tmp_path / "hub", tokens={TOKEN}, orgs=orgs) as hub:
+        message = fails_before_any_stage(make_cfg, tmp_path, [f"publish.repo_id={repo_id}",
+                                                              f"publish.endpoint={hub.url}"],
+                                         f"publish.repo_id='{repo_id}'", why, "account tester", "org (write)")
+    assert TOKEN not in message
+
+
+def test_the_accounts_own_namespace_and_its_orgs_pass(make_cfg, no_stored_token, hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    for repo_id in ("tester/ga", "org/ga", "Org/ga"):
+        check_settings(make_cfg("publish", ["experiment=demo_ga", "publish.push_to_hub=true",
+                                            f"publish.repo_id={repo_id}", f"publish.endpoint={hub.url}"]), "publish")
+
+
 def test_steps_to_push_without_push_to_hub(make_cfg, tmp_path):
     cfg = make_cfg("pretrain", ["experiment=demo_ga", "publish.push_every_n_steps=10"])
     with pytest.raises(ConfigError, match="publish.push_every_n_steps is set but publish.push_to_hub=false"):

@@ -1,0 +1,140 @@
+"""What the pushes leave on the hub (tests/hub_server.py, the real client, no training): a step branch counts
+as pushed only when it holds this model's step, every push leaves its branch holding exactly its folder, and
+the card lists only this model's steps; the card's training lines multiply out."""
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from huggingface_hub import HfApi
+
+from pretrain.config import OptimConfig, PublishConfig
+from pretrain.hub_push import HubCheckpointPush
+from pretrain.publish.card import _training, for_hub
+from pretrain.publish import hub as publish_hub
+from pretrain.publish.hub import push_published
+from tests.hub_server import HubServer
+
+TOKEN = "hf_branches_test_token_0123456789"
+REPO = "org/m"
+FIRST, SECOND = "bertforge sweep-a: pretrain stage aaaaaaaaaaaa", "bertforge sweep-b: pretrain stage bbbbbbbbbbbb"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with HubServer(tmp_path / "hub", tokens={TOKEN}) as server:
+        yield server
+
+
+def publish_to(hub, every=10) -> PublishConfig:
+    return PublishConfig(push_to_hub=True, repo_id=REPO, endpoint=hub.url, push_every_n_steps=every)
+
+
+def exporter(tag: str):
+    def export(model, folder):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert", "tag": tag}))
+        (folder / "model.safetensors").write_text(f"weights of {tag}")
+    return export
+
+
+def train(hub, message: str, *steps: int, tag: str | None = None, broken_upload=False) -> HubCheckpointPush:
+    """A pretrain run's pushes: fit start, the given optimiser steps, the end of fit."""
+    callback = HubCheckpointPush(publish_to(hub), exporter(tag or message), message)
+    callback.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    if broken_upload:  # the connection drops after create_branch made the branch (or the process dies there)
+        def dropped(**kwargs):
+            raise ConnectionError("connection reset by peer")
+        callback._api.upload_folder = dropped
+    for step in steps:
+        callback.on_train_batch_end(SimpleNamespace(global_step=step, is_global_zero=True),
+                                    SimpleNamespace(model=None), None, None, 0)
+        callback.finish()  # one upload at a time: wait, so no step is skipped here
+    return callback
+
+
+def config_on(api, branch, tmp_path) -> dict:
+    path = api.hf_hub_download(REPO, "config.json", revision=branch, cache_dir=tmp_path / "c")
+    return json.loads(Path(path).read_text())
+
+
+def test_a_step_branch_an_interrupted_upload_left_is_pushed_again(hub, tmp_path):
+    first = train(hub, FIRST, 10, broken_upload=True)
+    assert first.failed == ["step-000010"]
+    api = HfApi(endpoint=hub.url)
+    assert "step-000010" in {b.name for b in api.list_repo_refs(REPO).branches}  # left behind, empty
+    again = train(hub, FIRST, 10, 20)  # the resumed run
+    assert again.already_there == set() and again.pushed == ["step-000010", "step-000020"]
+    assert set(api.list_repo_files(REPO, revision="step-000010")) == {".gitattributes", "config.json",
+                                                                      "model.safetensors"}
+    third = train(hub, FIRST, 10, 20)  # resumed once more: both are this model's now
+    assert third.already_there == {"step-000010", "step-000020"} and third.pushed == []
+
+
+def test_another_models_step_is_replaced_and_the_card_lists_only_this_models(hub, tmp_path):
+    train(hub, FIRST, 10, 20, tag="a")
+    second = train(hub, SECOND, 10, tag="b")  # a sweep: another model, the same repo
+    assert second.already_there == set() and second.pushed == ["step-000010"]
+    api = HfApi(endpoint=hub.url)
+    assert config_on(api, "step-000010", tmp_path)["tag"] == "b"
+    assert publish_hub.model_steps(api, REPO, "pretrain stage bbbbbbbbbbbb") == ["step-000010"]
+    assert publish_hub.model_steps(api, REPO, "pretrain stage aaaaaaaaaaaa") == ["step-000020"]
+    folder = tmp_path / "published"
+    exporter("b")(None, folder)
+    (folder / "README.md").write_text("# b\n")
+    push_published(publish_to(hub), folder, "publish b", lambda branches: for_hub("# b\n", "b", REPO, branches),
+                   pretrain_hash="bbbbbbbbbbbb")
+    card = Path(api.hf_hub_download(REPO, "README.md", cache_dir=tmp_path / "c")).read_text()
+    assert "`step-000010`" in card and "step-000020" not in card
+
+
+def test_each_push_leaves_the_branch_holding_exactly_its_folder(hub, tmp_path):
+    api = HfApi(endpoint=hub.url)
+    first = tmp_path / "exp1"  # continued from MiniLM: its export has init_from.json
+    exporter("exp1")(None, first)
+    (first / "init_from.json").write_text('{"checkpoint": "sentence-transformers/all-MiniLM-L6-v2"}')
+    (first / "README.md").write_text("card 1")
+    (first / "bertforge_config.yaml").write_text("name: exp1\n")
+    push_published(publish_to(hub), first, "exp1", lambda branches: "card of exp1")
+    second = tmp_path / "exp2"  # from scratch, sharded weights
+    second.mkdir()
+    for name in ("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                 "model.safetensors.index.json", "README.md", "bertforge_config.yaml"):
+        (second / name).write_text(name)
+    push_published(publish_to(hub), second, "exp2", lambda branches: "card of exp2")
+    assert set(api.list_repo_files(REPO)) == {p.name for p in second.iterdir()} | {".gitattributes"}
+    # a step branch starts from main but keeps none of main's files: only the export
+    train(hub, FIRST, 10, tag="exp3")
+    assert set(api.list_repo_files(REPO, revision="step-000010")) == {".gitattributes", "config.json",
+                                                                      "model.safetensors"}
+    # another branch (publish.revision) made from main holds exactly the folder too
+    push_published(PublishConfig(push_to_hub=True, repo_id=REPO, endpoint=hub.url, revision="release"), first,
+                   "exp1 again", lambda branches: "card of exp1")
+    assert set(api.list_repo_files(REPO, revision="release")) == {p.name for p in first.iterdir()} | {".gitattributes"}
+
+
+def training_lines(phases: list[dict]) -> list[str]:
+    tokens = sum(p["steps"] * p["batch_size"] * p["seq_len"] for p in phases)
+    pretrain = {"counts": {"steps": sum(p["steps"] for p in phases), "tokens_trained": tokens, "phases": phases,
+                           "first_loss": 9.0, "last_loss": 2.0},
+                "hardware": {"devices": 1, "num_nodes": 1, "accelerator": "gpu", "precision": "bf16-mixed",
+                             "strategy": "auto"}, "seconds": 100}
+    cfg = SimpleNamespace(training=SimpleNamespace(batch_size=32), optim=OptimConfig(),
+                          masking=SimpleNamespace(ratio=.15, replace_with_mask=.8, replace_with_random=.1))
+    found = SimpleNamespace(manifests={"pretrain": pretrain, "shards": {"format": {"seq_len": 128}}})
+    counted = re.compile(r"- (Phase \d+: |In all: )?[\d,]+ steps(, | x )")
+    return [line for line in _training(cfg, found) if counted.match(line)]
+
+
+def test_the_training_lines_are_the_batches_trained_and_multiply_out():
+    """training.batch_size=32 in the config, but tokens_per_batch / phases decided the batches trained."""
+    assert training_lines([{"seq_len": 128, "steps": 1000, "batch_size": 64}]) == [
+        "- 1,000 steps x 64 sequences x 128 tokens = 8,192,000 tokens"]
+    assert training_lines([{"seq_len": 128, "steps": 90000, "batch_size": 256},
+                           {"seq_len": 512, "steps": 10000, "batch_size": 64}]) == [
+        "- Phase 1: 90,000 steps x 256 sequences x 128 tokens = 2,949,120,000 tokens",
+        "- Phase 2: 10,000 steps x 64 sequences x 512 tokens = 327,680,000 tokens",
+        "- In all: 100,000 steps, 3,276,800,000 tokens"]
