@@ -35,7 +35,7 @@ from omegaconf import OmegaConf
 from bertforge.common.errors import ConfigError
 from bertforge.common.checkpoints import Checkpoint, resolve_checkpoint
 from bertforge.common.ranks import first_process
-from bertforge.common.stage_folder import StageOutput, is_complete
+from bertforge.common.stage_folder import StageOutput, is_complete, wait_for_builder
 from bertforge.experiment import ExperimentConfig
 
 log = logging.getLogger("bertforge")
@@ -209,7 +209,8 @@ def _check_pretrain_settings(cfg: ExperimentConfig) -> None:
     from pretrain.model import attn_implementation
     from pretrain.settings_check import check_pretrain_settings
 
-    check_pretrain_settings(cfg.trainer, cfg.training, cfg.optim, cfg.checkpoint, cfg.shards.seq_len)
+    check_pretrain_settings(cfg.trainer, cfg.training, cfg.optim, cfg.checkpoint, cfg.shards.seq_len, cfg.model,
+                            cfg.masking)
     attn_implementation(cfg.impl.attention)
 
 
@@ -393,18 +394,25 @@ def check_settings(cfg: ExperimentConfig, target: str) -> None:
 def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
     """Run or reuse every stage `target` needs and `target` itself, each once; stage name -> folder.
 
-    Every rank of a multi-process launch runs this with the same command. A rank other than the first
-    returns after the plan's last `every_rank` stage (pretrain; none: at once): building evaluate or
-    publish beside the first process would find its folder busy and end the whole launch.
+    Every rank of a multi-process launch runs this with the same command. Only the first builds the
+    single-process stages: another rank waits for those before the plan's last `every_rank` stage
+    (pretrain) to be built (`wait_for_builder`), takes part in that one, and returns (none: at once).
+    Building corpus or evaluate beside the first process would find its folder busy and end the launch.
     """
     check_settings(cfg, target)
     steps = plan(cfg, target)
-    if not first_process():
+    first = first_process()
+    if not first:
         shared = [i for i, step in enumerate(steps) if step.stage.every_rank]
         steps = steps[:shared[-1] + 1] if shared else []
     folders: dict[str, Path] = {}
     for step in steps:
         folder = step.output.folder
+        if not (first or step.stage.every_rank or is_complete(folder)):
+            # corpus, vocab, shards under a launcher that starts every rank at once (submitit, srun): the
+            # first process builds them; beside it, this rank would find the folder busy and end the launch
+            log.info("%s: waiting for the first process to build %s", step.stage.name, folder)
+            wait_for_builder(step.output.work_dir, folder)
         if is_complete(folder):
             log.info("%s: reusing %s%s", step.stage.name, folder, _headline(step.stage.name, folder))
         else:

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+
+from bertforge.common.errors import ConfigError
 from pretrain.config import MaskingConfig
 
 IGNORE_INDEX = -100
@@ -46,6 +48,24 @@ def masked_per_row(ratio: float, seq_len: int, maskable_share: float) -> int:
     expected ratio over maskable tokens is exact although the count is a constant.
     """
     return max(1, round(ratio * seq_len * maskable_share))
+
+
+def check_masking_config(masking_cfg: MaskingConfig) -> None:
+    """ConfigError naming the key unless the ratios are usable: masking.ratio and masking.eval_ratio strictly
+    between 0 and 1 (a row keeps an unmasked token, and 0 would still mask one per row), and the 80/10/10 split
+    (replace_with_mask, replace_with_random) two shares of the chosen tokens that add up to at most 1."""
+    for key, ratio in (("ratio", masking_cfg.ratio), ("eval_ratio", masking_cfg.eval_ratio)):
+        if not 0 < ratio < 1:
+            raise ConfigError(f"masking.{key}={ratio} must lie strictly between 0 and 1 (BERT: 0.15)")
+    shares = {"replace_with_mask": masking_cfg.replace_with_mask,
+              "replace_with_random": masking_cfg.replace_with_random}
+    for key, share in shares.items():
+        if not 0 <= share <= 1:
+            raise ConfigError(f"masking.{key}={share} must lie in [0, 1] (BERT: 0.8 and 0.1)")
+    if sum(shares.values()) > 1 + 1e-9:
+        raise ConfigError(f"masking.replace_with_mask={masking_cfg.replace_with_mask} + masking.replace_with_random="
+                          f"{masking_cfg.replace_with_random} is above 1: they are shares of the chosen tokens "
+                          "(the rest stay unchanged); lower one of them")
 
 
 def unit_starts(input_ids: torch.Tensor, word_starts: torch.Tensor | None, span_mean_len: float,
@@ -153,6 +173,7 @@ class Masker(torch.nn.Module):
         when `masking.whole_word` is on and ignored otherwise. `masking.max_predictions_per_seq` caps
         the training masker only, not one made at another `ratio` (held-out scoring).
         """
+        check_masking_config(masking_cfg)
         if masking_cfg.whole_word and word_starts is None:
             raise ValueError("masking.whole_word=true needs the vocabulary's word-start table: pass "
                              "word_starts=pretrain.word_starts.load_word_start_table(<vocab>/tokenizer.json)")

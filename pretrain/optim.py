@@ -30,9 +30,24 @@ def parameter_groups(model: nn.Module, weight_decay: float, body: set[int] = fro
             for (in_body, decayed), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))]
 
 
+def check_optim_config(optim_cfg: OptimConfig) -> None:
+    """ConfigError naming the key unless `optim.name` is a known optimiser and its lr, betas and eps are
+    usable: from the config alone, so the pre-run settings check (`pretrain.settings_check`) can ask."""
+    if optim_cfg.name not in OPTIMISERS:
+        raise ConfigError(f"optim.name={optim_cfg.name!r} is not one of {list(OPTIMISERS)}")
+    if not optim_cfg.lr > 0:
+        raise ConfigError(f"optim.lr={optim_cfg.lr} must be above 0 (the peak learning rate)")
+    betas = list(optim_cfg.betas)
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise ConfigError(f"optim.betas={betas} must be two values in [0, 1), e.g. [0.9, 0.98]")
+    if not optim_cfg.eps > 0:
+        raise ConfigError(f"optim.eps={optim_cfg.eps} must be above 0, e.g. 1e-6")
+
+
 def build_optimizer(model: nn.Module, optim_cfg: OptimConfig, body: set[int] = frozenset()) -> torch.optim.Optimizer:
     """The configured optimiser over `model`'s parameters (call after the model is on its device);
     `body`: ids of parameters grouped apart (see `parameter_groups`)."""
+    check_optim_config(optim_cfg)
     groups = parameter_groups(model, optim_cfg.weight_decay, body)
     betas = tuple(optim_cfg.betas)
     if optim_cfg.name == "adamw":
@@ -40,9 +55,7 @@ def build_optimizer(model: nn.Module, optim_cfg: OptimConfig, body: set[int] = f
         # One fused kernel for all parameters (CUDA, and CPU since torch 2.4) instead of a loop of small ones.
         return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=betas, eps=optim_cfg.eps,
                                  fused=device.type in ("cuda", "cpu"))
-    if optim_cfg.name == "lamb":
-        return Lamb(groups, lr=optim_cfg.lr, betas=betas, eps=optim_cfg.eps)
-    raise ConfigError(f"optim.name={optim_cfg.name!r} is not one of {list(OPTIMISERS)}")
+    return Lamb(groups, lr=optim_cfg.lr, betas=betas, eps=optim_cfg.eps)  # the one name left (check_optim_config)
 
 
 class Lamb(torch.optim.Optimizer):

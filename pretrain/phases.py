@@ -50,7 +50,9 @@ def plan_phases(training: TrainingConfig, micro_batch_size: int, optim_cfg: Opti
                 world_size: int = 1) -> list[Phase]:
     """The phases of a run, with steps summing to `training.max_steps`; ConfigError naming the key on
     a batch that does not split into whole micro-batches (`trainer.micro_batch_size`, 0: the largest)
-    on `world_size` devices."""
+    on `world_size` devices, a negative phase lr, or a phase's re-warm-up (or
+    `training.embedding_warmup_steps`) as long as the steps it applies to. `optim.lr` must be above 0
+    (`pretrain.optim.check_optim_config`)."""
     specs = training.phases or [None]
     fractions = [spec.fraction if spec else 1.0 for spec in specs]
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
@@ -66,10 +68,20 @@ def plan_phases(training: TrainingConfig, micro_batch_size: int, optim_cfg: Opti
                               f"{training.max_steps}")
         batch = _sequences_per_step(spec, training, seq_len, key)
         micro, accumulation = _split_batch(batch, micro_batch_size, world_size, key)
+        if spec and spec.lr < 0:
+            raise ConfigError(f"{key}.lr={spec.lr} is below 0: give the phase's peak learning rate, or 0 for "
+                              "optim.lr")
         lr = spec.lr if spec and spec.lr else optim_cfg.lr
-        phases.append(Phase(index, seq_len, start, end, batch, micro, accumulation, lr / optim_cfg.lr,
-                            spec.warmup_steps if spec else 0))
+        warmup = spec.warmup_steps if spec else 0
+        if not 0 <= warmup < end - start:
+            raise ConfigError(f"{key}.warmup_steps={warmup} must be at least 0 and below the phase's {end - start} "
+                              "steps, or it never reaches its peak learning rate: lower it or raise the phase's "
+                              "fraction")
+        phases.append(Phase(index, seq_len, start, end, batch, micro, accumulation, lr / optim_cfg.lr, warmup))
         start = end
+    if not 0 <= training.embedding_warmup_steps < training.max_steps:
+        raise ConfigError(f"training.embedding_warmup_steps={training.embedding_warmup_steps} must be at least 0 and "
+                          f"below training.max_steps={training.max_steps}, or the encoder body never trains")
     return phases
 
 

@@ -21,9 +21,15 @@ SCHEDULES = ("linear", "cosine", "wsd", "inverse_sqrt", "constant")
 
 def lr_lambda(schedule: str, warmup_steps: int, max_steps: int, min_ratio: float = 0.0,
               decay_fraction: float = 0.1) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate at each (0-based) optimiser step."""
+    """Multiplier of the peak learning rate at each (0-based) optimiser step; ConfigError naming the key on
+    an unknown schedule, or a warmup that would not end before `max_steps` (the run would never reach its
+    peak rate)."""
     if schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule={schedule!r} is not one of {list(SCHEDULES)}")
+    if not 0 <= warmup_steps < max_steps:
+        raise ConfigError(f"optim.warmup_steps={warmup_steps} must be at least 0 and below training.max_steps="
+                          f"{max_steps}, or the learning rate never reaches optim.lr: lower optim.warmup_steps "
+                          "(BERT warmed up for 1% of its steps) or raise training.max_steps")
     if not 0.0 <= min_ratio <= 1.0:
         raise ConfigError(f"optim.min_lr_ratio={min_ratio} must lie in [0, 1]")
     if schedule == "wsd" and not 0.0 < decay_fraction <= 1.0:

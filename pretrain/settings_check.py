@@ -1,27 +1,50 @@
-"""The pretrain stage's settings that name no folder (trainer, checkpoint), checked from the config alone.
+"""The pretrain stage's settings checked from the config alone, before any stage runs or is reused.
 
-They are left out of the stage hash, so a finished pretrain folder is reused whatever they say. The
-stage graph runs this check for every command whose plan holds the stage, before any stage runs or is
-reused, so `trainer.devices=64` or `trainer.cluster=slurm` outside SLURM fails the same in a fresh work
-folder and in one where the run is finished. torch is imported only to look for GPUs
-(trainer.accelerator gpu or auto), so a reused command on CPU stays quick.
+Trainer and checkpoint name no folder (they are left out of the stage hash), so a finished pretrain folder
+is reused whatever they say: checked here, `trainer.devices=64` or `trainer.cluster=slurm` outside SLURM
+fails the same in a fresh work folder and in one where the run is finished. The model, masking, optimiser
+and schedule settings are checked here too, so a typo fails at once, not after the corpus, vocab and shards
+stages have run. Each check is the one training runs itself (model, masking, optim, schedules), asked
+early; what needs the vocabulary or the shards is checked when they exist. None of them touches a device
+or a file, so a reused command stays quick.
 """
 
 from __future__ import annotations
 
 from bertforge.common.errors import ConfigError
-from pretrain.config import CheckpointConfig, OptimConfig, TrainerConfig, TrainingConfig
+from pretrain.config import (
+    CheckpointConfig,
+    MaskingConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainerConfig,
+    TrainingConfig,
+)
 from pretrain.distributed import plan_launch
+from pretrain.masking import check_masking_config
+from pretrain.model import check_model_config
+from pretrain.optim import check_optim_config
 from pretrain.phases import plan_phases
+from pretrain.schedules import lr_lambda
 
 
 def check_pretrain_settings(trainer: TrainerConfig, training: TrainingConfig, optim: OptimConfig,
-                            checkpoint: CheckpointConfig, seq_len: int) -> None:
+                            checkpoint: CheckpointConfig, seq_len: int, model: ModelConfig,
+                            masking: MaskingConfig) -> None:
     """ConfigError naming the key when the run could not start here: devices, strategy and cluster
-    against this machine and its environment, the global batch against the world size and the
-    micro-batch (`seq_len`: the shards' main row length), the checkpoint settings and the divergence rule."""
+    against this machine and its environment, the optimiser (name, lr, betas, eps) and its schedule
+    (name, warmup against training.max_steps), the global batch against the world size and the
+    micro-batch (`seq_len`: the shards' main row length), each phase's lr and re-warm-up, the checkpoint
+    settings and the divergence rule, a from-scratch architecture against every phase's length, and
+    the masking ratios."""
     launch = plan_launch(trainer)
-    plan_phases(training, trainer.micro_batch_size, optim, seq_len, launch.world_size)
+    check_optim_config(optim)  # before the phases: they divide by optim.lr
+    lr_lambda(optim.schedule, optim.warmup_steps, training.max_steps, optim.min_lr_ratio, optim.decay_fraction)
+    phases = plan_phases(training, trainer.micro_batch_size, optim, seq_len, launch.world_size)
+    if not model.init_from:  # a continued model's size is its checkpoint's
+        for phase in phases:
+            check_model_config(model, phase.seq_len)
+    check_masking_config(masking)
     if checkpoint.every_n_steps < 1:
         raise ConfigError(f"checkpoint.every_n_steps={checkpoint.every_n_steps} must be at least 1")
     if checkpoint.keep_last < 0:

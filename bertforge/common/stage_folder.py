@@ -128,16 +128,28 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
             os.rename(tmp, final)
 
 
+def _lock_path(work_dir: Path, final: Path) -> Path:
+    return Path(work_dir) / ".locks" / f"{final.name}.lock"
+
+
+LOCK_TRIES = 5  # a waiting rank's probe (`_builder_alive`) holds the lock for microseconds: not a builder
+
+
 @contextlib.contextmanager
 def _stage_lock(work_dir: Path, final: Path) -> Iterator[None]:
     """Hold `<work>/.locks/<name>.lock` for the build; a second builder fails at once, naming the holder.
     (Outside the stage's own folder, so listing a stage's folders finds only stage folders.)"""
-    path = work_dir / ".locks" / f"{final.name}.lock"
+    path = _lock_path(work_dir, final)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < LOCK_TRIES - 1:
+                    time.sleep(0.05)
+        else:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise StageBusy(f"{final.name} is being built by {holder} (lock {path}): wait for that run, or stop it "
@@ -151,6 +163,38 @@ def _stage_lock(work_dir: Path, final: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _builder_alive(lock: Path) -> bool:
+    """Whether a process holds `lock` now (a shared probe, released at once, fails while one builds)."""
+    if not lock.exists():
+        return False
+    with open(lock, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+BUILDER_GRACE_S = 600.0  # how long a waiting rank waits for a builder that holds no lock (start-up, imports)
+
+
+def wait_for_builder(work_dir: Path, folder: Path, poll_s: float = 2.0) -> None:
+    """Another process (the first rank of a launch) builds `folder`: wait until it is complete, for as long as
+    that takes while some process holds its lock. StageBusy when none has held it for `BUILDER_GRACE_S`
+    (the builder died, or never started): its log says why."""
+    lock = _lock_path(work_dir, folder)
+    seen = time.monotonic()
+    while not is_complete(folder):
+        if _builder_alive(lock):
+            seen = time.monotonic()
+        elif time.monotonic() - seen > BUILDER_GRACE_S:
+            raise StageBusy(f"{folder.name} is not built: this rank waits for the first process of the launch to "
+                            f"build it, and no process has held its lock ({lock}) for {BUILDER_GRACE_S:.0f} s; see "
+                            "the first process's log, then rerun the command")
+        time.sleep(poll_s)
 
 
 def _clear_leftovers(final: Path, tmp: Path, fresh: bool) -> None:

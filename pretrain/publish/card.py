@@ -15,6 +15,9 @@ from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingC
 CONFIG_FILE = "bertforge_config.yaml"
 # Keys left out of the reproducible config: where to push is the publisher's business, not the model's.
 PUSH_KEYS = ("push_to_hub", "repo_id", "private", "revision", "endpoint", "push_every_n_steps", "dry_run")
+# The saved config's own defaults list: base.yaml (the schema, Hydra's run dir and callbacks), then the
+# experiment's values over it, as conf/run.yaml composes.
+REPRODUCE_DEFAULTS = ("base", "_self_")
 TASK_TYPES = {"upos": "token-classification", "xpos": "token-classification", "feats": "token-classification",
               "ner": "token-classification",
               "parse": "dependency-parsing", "classify": "text-classification"}
@@ -196,6 +199,9 @@ def _mean_sd(score: dict | None) -> str:
     return "-" if not score else f"{score['mean']:.3f} ± {score.get('sd', 0):.3f}"
 
 
+REPRODUCE_DIR = "path/to/this/folder"
+"""Where the card's reproduce command finds the config: the user's copy of this folder (run from elsewhere,
+so the stage folders never land in it)."""
 LOCAL_MODEL_ID = "path/to/{name}"
 """The card's model id until it is pushed (`for_hub` puts the repo id in)."""
 
@@ -210,9 +216,11 @@ def _use(name: str, widgets: list[str]) -> list[str]:
 def _reproduce() -> list[str]:
     return ["## Reproduce", "",
             f"`{CONFIG_FILE}` in this folder is the experiment's whole config (paths and push settings left out). "
-            "With bertforge installed and the same raw data under `$BERTFORGE_DATA`:", "",
+            "With bertforge installed, the same raw data under `$BERTFORGE_DATA`, and `$BERTFORGE_WORK` naming "
+            "where the stage folders and Hydra's run logs go (unset: `./bertforge-work`, under the folder you run "
+            "the command from):", "",
             "```bash",
-            f"bertforge run --config-dir . --config-name {CONFIG_FILE.removesuffix('.yaml')}",
+            f"bertforge run --config-dir {REPRODUCE_DIR} --config-name {CONFIG_FILE.removesuffix('.yaml')}",
             "```", ""]
 
 
@@ -233,7 +241,10 @@ def revisions_section(repo_id: str, branches: list[str]) -> str:
 
 def reproducible_config(experiment: dict) -> dict:
     """The experiment (plain data) with the machine's own paths turned back into ${paths.*} and the push keys
-    dropped, so `bertforge run --config-name` on another machine names the same stages."""
+    dropped, so `bertforge run --config-name` on another machine names the same stages. It composes on
+    conf/base.yaml (`defaults`), as every command's config does, so the run also gets base.yaml's Hydra
+    settings: its logs under `paths.work_dir`/hydra (Hydra's default, ./outputs, would write them into the
+    published folder) and the sweep callbacks."""
     paths = experiment.get("paths", {})
     roots = sorted(((str(v).rstrip("/"), f"${{paths.{k}}}") for k, v in paths.items() if v), key=lambda r: -len(r[0]))
 
@@ -251,7 +262,7 @@ def reproducible_config(experiment: dict) -> dict:
     config = {k: portable(v) for k, v in experiment.items() if k != "paths"}
     config["publish"] = {k: v for k, v in config.get("publish", {}).items() if k not in PUSH_KEYS}
     config["paths"] = {"data_dir": "${oc.env:BERTFORGE_DATA}", "work_dir": "${oc.env:BERTFORGE_WORK,bertforge-work}"}
-    return config
+    return {"defaults": list(REPRODUCE_DEFAULTS), **config}
 
 
 def widget_sentences(heldout_texts, tokenizer, count: int) -> list[str]:

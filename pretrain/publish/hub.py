@@ -2,9 +2,11 @@
 published folder, and the names of the per-step revisions.
 
 Every push leaves its branch holding exactly the folder's files (and the hub's .gitattributes): a file an
-earlier push left there is deleted in the same commit. A step branch counts as this model's only when its
-head commit was made for the same pretrain stage (the commit title names the stage's hash, `stage_mark`)
-and it holds config.json and the weights: an interrupted upload or another model's push is pushed again.
+earlier push left there is deleted in the same commit. The final push sends only the files the publish
+stage wrote (its manifest's list): anything put into the finished folder later stays out. A step branch
+counts as this model's only when its head commit was made for the same pretrain stage (the commit title
+names the stage's hash, `stage_mark`) and it holds config.json and the weights: an interrupted upload or
+another model's push is pushed again.
 
 The token is never ours to hold: huggingface_hub finds it (HF_TOKEN, or the store `hf auth login`
 writes) and we only ask whether there is one. Nothing here logs, prints or writes it.
@@ -146,14 +148,35 @@ def check_namespace(repo_id: str, me: dict, endpoint: str) -> None:
 
 @dataclass(frozen=True)
 class Upload:
-    """What one push sends: every file of a folder, with the card text given separately."""
+    """What one push sends: the files of a folder, with the card text given separately."""
 
     folder: Path
     files: list[Path]
 
     @classmethod
-    def of(cls, folder: Path) -> "Upload":
-        return cls(folder, sorted(p for p in Path(folder).rglob("*") if p.is_file()))
+    def of(cls, folder: Path, recorded: list[str] | None = None) -> "Upload":
+        """Every file of `folder`, or with `recorded` (paths relative to it: the files the publish stage wrote,
+        from its manifest) exactly those. A file found beside them (Hydra's outputs/ from running the card's
+        command in the folder, a file added by hand) is left out with a warning; a recorded file that is
+        gone is a ConfigError, since the push would delete it from the hub."""
+        folder = Path(folder)
+        found = sorted(p for p in folder.rglob("*") if p.is_file())
+        if recorded is None:  # a publish folder built before its manifest listed the files
+            return cls(folder, found)
+        listed = set(recorded)
+        names = {p: p.relative_to(folder).as_posix() for p in found}
+        missing = sorted(listed - set(names.values()))
+        if missing:
+            raise ConfigError(f"publish: {folder} lacks {', '.join(missing)}, which the publish stage wrote there "
+                              f"(model_files in {folder.parent / 'manifest.json'}): the folder was changed after "
+                              f"it was built; move {folder.parent} aside and rerun the command to build it again")
+        extra = [name for name in names.values() if name not in listed]
+        if extra:
+            log.warning("publish: %s holds %d file(s) the publish stage did not write, left out of the push: %s%s. "
+                        "Remove them (the stage's own files are listed under model_files in %s)", folder,
+                        len(extra), ", ".join(extra[:5]), ", ..." if len(extra) > 5 else "",
+                        folder.parent / "manifest.json")
+        return cls(folder, [p for p in found if names[p] in listed])
 
     @property
     def total_bytes(self) -> int:
@@ -228,16 +251,18 @@ def stale_files(api, repo_id: str, revision: str, keep: set[str]) -> list[str]:
 
 
 def push_published(publish: PublishConfig, model_dir: Path, message: str, card_with_revisions, *,
-                   pretrain_hash: str | None = None, steps_note: str = "") -> str | None:
+                   pretrain_hash: str | None = None, steps_note: str = "",
+                   files: list[str] | None = None) -> str | None:
     """Upload the published folder `model_dir` to `publish.repo_id` at `publish.revision` in one commit that
-    also deletes every file the branch held and the folder lacks, so the branch holds exactly the folder.
+    also deletes every file the branch held and the folder lacks, so the branch holds exactly the folder:
+    its files named in `files` (the publish stage's list, see `Upload.of`), or all of them when not given.
 
     `card_with_revisions(list of step branches) -> README text`: the card pushed lists the step branches
     that hold this model's steps (made for the pretrain stage `pretrain_hash`; none when it is not given).
     A dry run prints what it would send (with `steps_note`, see `describe_push`) and returns None; else
     the commit URL.
     """
-    upload = Upload.of(model_dir)
+    upload = Upload.of(model_dir, files)
     if publish.dry_run:
         print(describe_push(publish, upload, message, steps_note))
         return None

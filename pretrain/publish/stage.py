@@ -21,13 +21,16 @@ from pretrain.publish.hub import push_published, step_plan
 
 log = logging.getLogger("bertforge.publish")
 
+MODEL_FILES = "model_files"  # the manifest key: the files the stage wrote into model/
+
 
 def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig, filters: FiltersConfig,
                   tokenizer: TokenizerConfig, masking: MaskingConfig, optim: OptimConfig, training: TrainingConfig,
                   experiment: dict, upstream: dict[str, Path], out: StageOutput) -> None:
     """Copy the pretrain stage's HF export into `out`/model with a model card made from every upstream
     stage's manifest (`upstream`: corpus, vocab, shards, pretrain, evaluate and, when it ran, downstream
-    folders) and `bertforge_config.yaml` (`experiment`, as plain data, made portable)."""
+    folders) and `bertforge_config.yaml` (`experiment`, as plain data, made portable). The manifest lists
+    the model folder's files (`model_files`, paths relative to it): what `push_publish` uploads."""
     from transformers import AutoTokenizer
 
     hf = upstream["pretrain"] / "hf"
@@ -42,10 +45,13 @@ def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig
         downstream=json.loads((downstream / "metrics.json").read_text(encoding="utf-8")) if downstream else None)
     card = model_card(ModelCardFacts(publish, run_name, source, filters, tokenizer, masking, optim, training), found)
     with out.build() as build:
-        shutil.copytree(hf, build.tmp / "model")
-        (build.tmp / "model" / "README.md").write_text(card, encoding="utf-8")
-        (build.tmp / "model" / CONFIG_FILE).write_text(
+        model = build.tmp / "model"
+        shutil.copytree(hf, model)
+        (model / "README.md").write_text(card, encoding="utf-8")
+        (model / CONFIG_FILE).write_text(
             OmegaConf.to_yaml(OmegaConf.create(reproducible_config(experiment))), encoding="utf-8")
+        # What a push sends: only these, whatever is put into the folder later (`Upload.of`).
+        build.manifest[MODEL_FILES] = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file())
     log.info("publish: %s", out.folder / "model")
 
 
@@ -53,7 +59,8 @@ def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | N
     """Push the finished publish folder (built now or reused) when `publish.push_to_hub` or
     `publish.dry_run` asks; the card pushed lists the step branches that hold this model's steps. With
     `publish.push_every_n_steps`, says (a warning on a real push) when the pretrain stage pushed none to this
-    repo (`steps_pushed`). Returns the commit URL."""
+    repo (`steps_pushed`). Only the files the stage wrote (its manifest's `model_files`) are pushed.
+    Returns the commit URL."""
     if not (publish.push_to_hub or publish.dry_run) or not first_process():
         return None
     model_dir = folder / "model"
@@ -69,7 +76,8 @@ def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | N
     steps_note = (note if pushed else f"none will be pushed: {note}") if publish.push_every_n_steps else ""
     return push_published(publish, model_dir, message,
                           lambda branches: for_hub(card, name, publish.repo_id, branches),
-                          pretrain_hash=pretrain_hash, steps_note=steps_note)
+                          pretrain_hash=pretrain_hash, steps_note=steps_note,
+                          files=manifest.get(MODEL_FILES))  # None: a folder built before the list was kept
 
 
 def steps_pushed(publish: PublishConfig, pretrain: Path) -> tuple[bool, str]:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bertforge.common.errors import ConfigError, CorpusInputError
+from bertforge.common.errors import ConfigError, CorpusInputError, StageBusy
 from bertforge.stages import STAGES, Stage, plan, resolve, run_stages
 from tests.conftest import QUICK
 
@@ -73,7 +73,7 @@ def test_a_missing_input_fails_before_any_stage_runs(make_cfg, tmp_path):
 def test_publish_runs_each_stage_once_then_reuses_each_once(make_cfg, caplog, monkeypatch):
     """`bertforge publish experiment=demo_ga`: every stage built once, the config untouched; the rerun
     logs one "reusing" line per stage and builds nothing."""
-    cfg = make_cfg("publish", [*QUICK, "training.max_steps=6", "logger.progress_bar=false"])
+    cfg = make_cfg("publish", [*QUICK, "training.max_steps=6", "optim.warmup_steps=2", "logger.progress_bar=false"])
     before = copy.deepcopy(cfg)
     built = []
     wrapped = {name: replace(stage, build=lambda c, up, out, stage=stage: (built.append(stage.name),
@@ -135,8 +135,12 @@ def test_other_ranks_stop_after_the_last_stage_every_rank_runs(make_cfg, monkeyp
     cfg = make_cfg("publish", ["experiment=demo_ga"])
     for name in ("RANK", "NODE_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    run_stages(cfg, "pretrain")  # the upstream the ranks share (the next test: others wait for it)
+    assert built == ["corpus", "vocab", "shards", "pretrain"]
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert list(run_stages(cfg, "publish")) == built == ["corpus", "vocab", "shards", "pretrain"]
+    assert list(run_stages(cfg, "publish")) == ["corpus", "vocab", "shards", "pretrain"]
+    assert built == ["corpus", "vocab", "shards", "pretrain"]
     scoring = make_cfg("evaluate", ["experiment=demo_ga", f"evaluate.checkpoint={cfg.paths.work_dir}"])
     assert run_stages(scoring, "evaluate") == {}  # no stage runs on every rank: all of it is the first's
     monkeypatch.setenv("LOCAL_RANK", "0")
@@ -167,3 +171,55 @@ def test_a_new_stage_is_one_row(make_cfg, monkeypatch):
     assert list(folders) == ["corpus", "count"] and calls == [{"corpus": folders["corpus"]}]
     assert (folders["count"] / "seen.txt").read_text() == "['corpus']"
     assert run_stages(cfg, "count") == folders and len(calls) == 1
+
+
+def test_other_ranks_wait_for_the_first_to_build_the_stages_before_pretrain(make_cfg, monkeypatch):
+    """A launcher that starts every rank at once (submitit, srun) before corpus, vocab and shards exist:
+    the first process builds them while the others wait, and a rank whose builder never comes says so."""
+    import threading
+    import time
+
+    import bertforge.common.stage_folder as stage_folder
+
+    built, ranks = [], {}
+
+    def recording(stage):
+        def build(cfg, up, out):
+            who = ranks.get(threading.get_ident(), "first")
+            built.append((stage.name, who))
+            if who == "other":  # pretrain on another rank trains beside the first and leaves it the folder
+                return
+            with out.build() as folder:
+                time.sleep(0.3)  # the other rank polls meanwhile
+                (folder.tmp / "built").write_text(stage.name)
+        return build
+
+    monkeypatch.setattr("bertforge.stages.STAGES", {name: replace(stage, build=recording(stage))
+                                                    for name, stage in STAGES.items()})
+    monkeypatch.setattr(stage_folder, "BUILDER_GRACE_S", 20.0)
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = make_cfg("pretrain", ["experiment=demo_ga"])
+    other = {}
+
+    def rank_one():
+        ranks[threading.get_ident()] = "other"
+        monkeypatch.setattr("bertforge.stages.first_process", lambda: threading.get_ident() not in ranks)
+        other["folders"] = run_stages(cfg, "pretrain")
+
+    monkeypatch.setattr("bertforge.stages.first_process", lambda: threading.get_ident() not in ranks)
+    waiting = threading.Thread(target=rank_one)
+    waiting.start()
+    time.sleep(1.0)  # the other rank is already waiting when the first starts building
+    first = run_stages(cfg, "pretrain")
+    waiting.join(timeout=60)
+    assert other["folders"] == first
+    assert [name for name, who in built if who == "first"] == ["corpus", "vocab", "shards", "pretrain"]
+    # the other rank built nothing before pretrain, the one stage every rank runs (or found it finished)
+    assert [name for name, who in built if who == "other"] in ([], ["pretrain"])
+
+    monkeypatch.setattr(stage_folder, "BUILDER_GRACE_S", 0.5)
+    alone = make_cfg("pretrain", ["experiment=demo_ga", "tokenizer.vocab_size=1500"])
+    monkeypatch.setattr("bertforge.stages.first_process", lambda: False)
+    with pytest.raises(StageBusy, match="no process has held its lock"):
+        run_stages(alone, "pretrain")

@@ -63,7 +63,7 @@ def poisoned(monkeypatch, bad_calls):
 
 def test_a_nan_at_a_known_step_is_skipped_and_training_finishes(make_cfg, monkeypatch, shards_work):
     poisoned(monkeypatch, {3})
-    folder = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=6", "logger.log_every_n_steps=1",
+    folder = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=6", "optim.warmup_steps=2", "logger.log_every_n_steps=1",
                                              "logger.progress_bar=false"], work_dir=shards_work), "pretrain")
     with open(folder / "logs" / "version_0" / "metrics.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("train/skipped_steps")]

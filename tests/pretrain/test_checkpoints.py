@@ -53,7 +53,7 @@ def test_pinned_checkpoints_outlive_keep_last(make_cfg, shards_work):
     from bertforge.stages import run_stage
     from tests.conftest import QUICK
 
-    folder = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=8", "checkpoint.every_n_steps=2",
+    folder = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=8", "optim.warmup_steps=2", "checkpoint.every_n_steps=2",
                                              "checkpoint.keep_last=1", "checkpoint.pin_steps=[2,5]",
                                              "logger.progress_bar=false"], work_dir=shards_work), "pretrain")
     kept = sorted(p.name for p in (folder / "checkpoints").iterdir())

@@ -21,7 +21,7 @@ from pretrain.module import MaskedLMModule
 from tests.conftest import QUICK
 
 MINILM = str(get_model_path())
-SHORT = [*QUICK, "training.max_steps=4", "training.batch_size=8", "logger.progress_bar=false",
+SHORT = [*QUICK, "training.max_steps=4", "optim.warmup_steps=2", "training.batch_size=8", "logger.progress_bar=false",
          "evaluate.mask_draws=1", f"model.init_from={MINILM}"]
 
 
@@ -90,22 +90,26 @@ def test_mean_transfer_starts_a_new_token_from_its_old_pieces(make_cfg, shared_w
 
 
 def test_embedding_warmup_holds_the_encoder_body_still(make_cfg, tmp_path):
-    folder = run_stage(make_cfg("pretrain", [*SHORT, "model.vocab_mode=keep", "training.embedding_warmup_steps=4"]),
+    # 4 steps of embedding warmup (a warmup must end before training.max_steps), then one step for all
+    folder = run_stage(make_cfg("pretrain", [*SHORT, "training.max_steps=5", "model.vocab_mode=keep",
+                                             "training.embedding_warmup_steps=4", "checkpoint.pin_steps=[4]"]),
                        "pretrain")
+    at_4 = torch.load(folder / "checkpoints" / "pinned-step4.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     trained = load_file(str(folder / "hf" / "model.safetensors"))
     start = load_file(f"{MINILM}/model.safetensors")
     layer = "encoder.layer.3.attention.self.query.weight"
-    assert torch.equal(trained[f"bert.{layer}"], start[layer])  # body: learning rate 0 for all 4 steps
+    assert torch.equal(at_4[f"model.bert.{layer}"], start[layer])  # body: learning rate 0 for the first 4 steps
+    assert not torch.equal(trained[f"bert.{layer}"], start[layer])  # and trained from step 5
     embeddings = "embeddings.word_embeddings.weight"
-    assert not torch.equal(trained[f"bert.{embeddings}"][:30522], start[embeddings])  # embeddings learnt
+    assert not torch.equal(at_4[f"model.bert.{embeddings}"][:30522], start[embeddings])  # embeddings learnt
 
 
 def test_a_bertforge_stage_folder_is_a_starting_point_chained_by_its_hash(make_cfg, tmp_path, monkeypatch):
-    base = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=3", "logger.progress_bar=false"],
+    base = run_stage(make_cfg("pretrain", [*QUICK, "training.max_steps=3", "optim.warmup_steps=2", "logger.progress_bar=false"],
                               work_dir=tmp_path / "base"), "pretrain")
     start = resolve_checkpoint(str(base))
     assert start.folder == base / "hf" and start.identity["stage_hash"] == read_manifest(base)["hash"]
-    cfg = make_cfg("pretrain", [*QUICK, "training.max_steps=2", "logger.progress_bar=false",
+    cfg = make_cfg("pretrain", [*QUICK, "training.max_steps=2", "optim.warmup_steps=1", "logger.progress_bar=false",
                                 f"model.init_from={base}", "model.vocab_mode=keep"], work_dir=tmp_path / "next")
     modes, step = [], MaskedLMModule.training_step
 

@@ -71,7 +71,7 @@ def test_gabert_style_run_exports_a_pretraining_model(tmp_path, data_dir):
     from tests.conftest import compose_raw
 
     cfg = load_config(compose_raw("pretrain", [
-        f"paths.data_dir={data_dir}", f"paths.work_dir={tmp_path}", *QUICK, "training.max_steps=6",
+        f"paths.data_dir={data_dir}", f"paths.work_dir={tmp_path}", *QUICK, "training.max_steps=6", "optim.warmup_steps=2",
         "training.batch_size=8", "logger.progress_bar=false", "checkpoint.every_n_steps=1000",
         "logger.log_every_n_steps=3", "training.objective=mlm_nsp", "masking.static=true",
         "masking.dupe_factor=2", "masking.max_predictions_per_seq=6"]))

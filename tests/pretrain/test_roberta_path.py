@@ -11,7 +11,7 @@ from tests.conftest import QUICK
 
 
 def test_roberta_style_vocabulary_and_model(make_cfg):
-    overrides = [*QUICK, "training.max_steps=10", "checkpoint.every_n_steps=10",
+    overrides = [*QUICK, "training.max_steps=10", "optim.warmup_steps=2", "checkpoint.every_n_steps=10",
                  "tokenizer=bpe_bytelevel", "tokenizer.vocab_size=1000", "model.arch=roberta"]
     folders = run_all(make_cfg("run", overrides))
     fmt = read_manifest(Path(folders["shards"]))["format"]

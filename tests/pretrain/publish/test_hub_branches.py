@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from huggingface_hub import HfApi
 
+from bertforge.common.errors import ConfigError
 from pretrain.config import OptimConfig, PublishConfig
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.publish.card import _training, for_hub
@@ -114,6 +115,24 @@ def test_each_push_leaves_the_branch_holding_exactly_its_folder(hub, tmp_path):
     push_published(PublishConfig(push_to_hub=True, repo_id=REPO, endpoint=hub.url, revision="release"), first,
                    "exp1 again", lambda branches: "card of exp1")
     assert set(api.list_repo_files(REPO, revision="release")) == {p.name for p in first.iterdir()} | {".gitattributes"}
+
+
+def test_a_push_sends_the_recorded_files_and_refuses_a_folder_that_lost_one(hub, tmp_path):
+    """With the publish stage's file list: a file beside those is not sent; a listed file that is gone stops
+    the push before the hub is touched (its commit would delete that file from the branch)."""
+    api = HfApi(endpoint=hub.url)
+    folder = tmp_path / "published"
+    exporter("c")(None, folder)
+    (folder / "README.md").write_text("# c\n")
+    recorded = ["README.md", "config.json", "model.safetensors"]
+    (folder / "notes.txt").write_text("added by hand")
+    push_published(publish_to(hub), folder, "publish c", lambda branches: "# c\n", files=recorded)
+    assert set(api.list_repo_files(REPO)) == set(recorded) | {".gitattributes"}
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"published lacks model\.safetensors, which the publish stage wrote.*"
+                                          r"move .* aside and rerun"):
+        push_published(publish_to(hub), folder, "publish c again", lambda branches: "# c\n", files=recorded)
+    assert "model.safetensors" in api.list_repo_files(REPO)
 
 
 def training_lines(phases: list[dict]) -> list[str]:

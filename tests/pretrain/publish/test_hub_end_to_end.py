@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,15 +213,60 @@ def test_card_front_matter_and_model_index(pushed):
         assert section in card.text
 
 
-def test_config_in_the_card_rebuilds_the_same_stages(pushed, monkeypatch):
-    from omegaconf import OmegaConf
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
-    monkeypatch.setenv("BERTFORGE_DATA", str(pushed["cfg"].paths.data_dir))
-    monkeypatch.setenv("BERTFORGE_WORK", str(pushed["work"]))
-    saved = pushed["folders"]["publish"] / "model" / "bertforge_config.yaml"
+
+def test_the_cards_reproduce_command_reuses_every_stage_and_leaves_the_folder_as_it_was(pushed):
+    """The card's command, run inside the published folder (the card's folder given as `--config-dir .`): every
+    stage folder is reused, Hydra's logs go under the work folder (conf/base.yaml's hydra.run.dir), and the
+    published folder, which the next push uploads, holds exactly the files it held before."""
+    model = pushed["folders"]["publish"] / "model"
+    saved = model / "bertforge_config.yaml"
     assert "hf_" not in saved.read_text() and "repo_id" not in saved.read_text()
-    again = load_config(OmegaConf.load(saved))
-    assert {s.stage.name: s.output.folder for s in plan(again, "publish")} == pushed["folders"]
+    command = re.search(r"^bertforge run --config-dir (\S+) (.+)$", (model / "README.md").read_text(), re.M)
+    assert command, "the card's Reproduce section has no bertforge run command"
+    before, started = files_under(model), {k: read_manifest(v)["started_at"] for k, v in pushed["folders"].items()}
+    hydra_runs = pushed["work"] / "hydra"
+    earlier = set(hydra_runs.glob("*")) if hydra_runs.is_dir() else set()
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"} | {
+        "BERTFORGE_DATA": str(pushed["cfg"].paths.data_dir), "BERTFORGE_WORK": str(pushed["work"]),
+        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, "-m", "bertforge", "run", "--config-dir", ".", *command[2].split()],
+                          cwd=model, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert files_under(model) == before
+    assert {k: read_manifest(v)["started_at"] for k, v in pushed["folders"].items()} == started
+    runs = set(hydra_runs.glob("*")) - earlier
+    assert len(runs) == 1, f"no Hydra run folder under {hydra_runs}"
+    result = json.loads((runs.pop() / "bertforge_result.json").read_text())
+    assert result["folders"] == {k: str(v) for k, v in pushed["folders"].items()}
+
+
+def test_a_file_put_into_the_published_folder_is_not_pushed(pushed, capsys, caplog):
+    """The push sends the files the publish stage wrote (listed in its manifest): a file put into the finished
+    folder afterwards is left out, with a warning naming it, by the dry run and by the push."""
+    folder = pushed["folders"]["publish"]
+    recorded = read_manifest(folder)["model_files"]
+    assert set(recorded) == files_under(folder / "model")
+    assert {"config.json", "model.safetensors", "README.md", "bertforge_config.yaml"} <= set(recorded)
+    stray = folder / "model" / "outputs" / "2026-01-01" / "10-00-00" / ".hydra" / "overrides.yaml"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("- publish.repo_id=org/other\n")
+    overrides = [o for o in pushed["overrides"] if "push_every" not in o] + ["publish.revision=stray"]
+    try:
+        with caplog.at_level(logging.WARNING, logger="bertforge.publish"):
+            run_stages(load_config(compose_raw("publish", overrides + ["publish.dry_run=true"])), "publish")
+            printed = capsys.readouterr().out
+            listed = re.findall(r"^ +[\d.,]+ [KMG]?B  (\S+)$", printed, re.M)
+            assert sorted(listed) == recorded and f"would push {len(recorded)} files" in printed, printed
+            run_stages(load_config(compose_raw("publish", overrides)), "publish")
+    finally:
+        shutil.rmtree(folder / "model" / "outputs")
+    assert set(pushed["api"].list_repo_files(REPO_ID, revision="stray")) == set(recorded) | {".gitattributes"}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("outputs/2026-01-01/10-00-00/.hydra/overrides.yaml" in m and "left out of the push" in m
+               for m in warned) == 2, warned
 
 
 DOWNSTREAM = {
