@@ -13,7 +13,9 @@ set -euo pipefail
 experiment=${1:?usage: launch/torchrun.sh EXPERIMENT [hydra overrides...]}
 shift
 nnodes=${NNODES:-1}
-nproc=${NPROC_PER_NODE:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+# torch counts the GPUs this process may use (it honours CUDA_VISIBLE_DEVICES; `nvidia-smi -L` lists every GPU
+# and MIG slice), and a machine without a driver gives 0 here instead of ending the script under `set -e`.
+nproc=${NPROC_PER_NODE:-$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)}
 [ "$nproc" -gt 0 ] || { echo "torchrun.sh: no GPU found; set NPROC_PER_NODE (and TRAINER=ddp_cpu on CPUs)" >&2; exit 2; }
 if [ "$nnodes" -eq 1 ]; then
   rendezvous=(--standalone)

@@ -167,7 +167,10 @@ def plan_launch(trainer_cfg: TrainerConfig, env: Mapping[str, str] | None = None
     if devices < 1:
         raise ConfigError(f"trainer.devices={trainer_cfg.devices}: give a count, or -1 for every visible device "
                           f"(found {have} {kind})")
-    if devices > have:
+    # A task that srun or torchrun started may be bound to its own cores (srun --cpus-per-task): it sees only
+    # those, and the launcher's task count (checked below) says how many processes share the node.
+    bound = accelerator == "cpu" and cluster in ("slurm", "torchrun")
+    if devices > have and not bound:
         raise ConfigError(f"trainer.devices={devices} but this machine has {have} {kind} visible; "
                           f"lower trainer.devices (or -1 for all of them)")
     if devices * num_nodes > 1 and strategy == "auto":

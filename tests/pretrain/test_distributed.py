@@ -139,6 +139,14 @@ def test_slurm_plan_reads_rank_and_world_size():
     assert plan_launch(cpu_trainer(devices=2, strategy="ddp"), SLURM_ENV).cluster == "slurm"  # auto-detected
 
 
+def test_a_slurm_task_bound_to_its_own_core_is_not_a_machine_with_one_core(monkeypatch):
+    """srun --cpus-per-task=1 with CPU binding: each of the 2 tasks sees 1 core; SLURM's task count rules."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert plan_launch(cpu_trainer(devices=2, strategy="ddp", cluster="slurm"), SLURM_ENV).world_size == 2
+    with pytest.raises(ConfigError, match="this machine has 1 CPU cores visible"):  # outside a launcher it is
+        plan_launch(cpu_trainer(devices=2, strategy="ddp", cluster="local"), {})
+
+
 @pytest.mark.parametrize("missing", ["SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_ID"])
 def test_missing_slurm_variables_are_named(missing):
     env = {k: v for k, v in SLURM_ENV.items() if k != missing}
