@@ -176,8 +176,10 @@ def _static_masking(cfg: ExperimentConfig):
     if not cfg.masking.static:
         return None
     from corpora.shards.static_masks import StaticMasking
+    from pretrain.masking import check_masking_config
 
     m = cfg.masking
+    check_masking_config(m)  # the shards draw the masks: its ratios are checked before they are built
     if m.span_mean_len > 1.0:
         raise ConfigError(f"masking.static=true draws single tokens or whole words, not spans "
                           f"(masking.span_mean_len={m.span_mean_len}): set masking.span_mean_len=1")

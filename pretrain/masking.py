@@ -62,6 +62,12 @@ def check_masking_config(masking_cfg: MaskingConfig) -> None:
     for key, share in shares.items():
         if not 0 <= share <= 1:
             raise ConfigError(f"masking.{key}={share} must lie in [0, 1] (BERT: 0.8 and 0.1)")
+    if not masking_cfg.span_mean_len >= 1:
+        raise ConfigError(f"masking.span_mean_len={masking_cfg.span_mean_len} must be at least 1 (1: single tokens or "
+                          "words; SpanBERT ~3.8)")
+    if masking_cfg.max_predictions_per_seq < 0:
+        raise ConfigError(f"masking.max_predictions_per_seq={masking_cfg.max_predictions_per_seq} must be 0 (no cap) "
+                          "or more")
     if sum(shares.values()) > 1 + 1e-9:
         raise ConfigError(f"masking.replace_with_mask={masking_cfg.replace_with_mask} + masking.replace_with_random="
                           f"{masking_cfg.replace_with_random} is above 1: they are shares of the chosen tokens "

@@ -77,10 +77,20 @@ def test_optimiser_and_schedule_errors_fail_in_the_pre_run_check(make_cfg, overr
     (["masking.replace_with_random=-0.1"], r"masking.replace_with_random=-0.1 must lie in \[0, 1\]"),
     (["masking.replace_with_mask=0.95", "masking.replace_with_random=0.2"],
      r"masking.replace_with_mask=0.95 \+ masking.replace_with_random=0.2 is above 1"),
+    (["masking.span_mean_len=0.5"], "masking.span_mean_len=0.5 must be at least 1"),
+    (["masking.max_predictions_per_seq=-1"], "masking.max_predictions_per_seq=-1 must be 0"),
 ])
 def test_masking_errors_fail_before_any_stage(make_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
         check(make_cfg("run", ["experiment=demo_ga", *overrides]))
+
+
+def test_static_masking_ratios_fail_while_the_shards_are_planned(make_cfg):
+    """Static masks are drawn by the shards stage: `bertforge shards` checks their ratios before it builds."""
+    from bertforge.stages import plan
+
+    with pytest.raises(ConfigError, match="masking.ratio=1.5 must lie strictly between 0 and 1"):
+        plan(make_cfg("shards", ["experiment=demo_ga", "masking.static=true", "masking.ratio=1.5"]), "shards")
 
 
 def test_the_later_checks_name_the_key_too():
