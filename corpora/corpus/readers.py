@@ -231,6 +231,9 @@ class JsonlReader(_StrictReader):
                                 "Set source.inputs[].text_key to the field that holds the text.")
                 continue
             text = record.pop(self.text_key)
+            if "\x00" in text:  # an escaped NUL (\u0000), which the byte check above cannot see
+                yield BadRecord(number, "contains NUL characters (binary data?)", "Remove the binary content.")
+                continue
             meta = {k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}
             if doc := self._doc(text, filepath, str(number), meta):
                 yield doc

@@ -130,13 +130,14 @@ def test_a_huge_line_is_bad_input_and_memory_stays_bounded(tmp_path):
 def test_skip_mode_reports_every_bad_record_by_file_and_line(tmp_path):
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b'{"text": "maith"}\n{"text": "caf\xe9"}\n{oops}\n{"text": "a\x00b"}\n'
-                     b'{"title": "x"}\n{"text": "go maith"}\n')
+                     b'{"title": "x"}\n{"text": "go maith"}\n{"text": "a\\u0000b"}\n')
     _, docs = read_all_with(InputConfig(path=str(path), format="jsonl", name="m"), on_bad_record="skip",
                             skipped_folder=str(tmp_path / "skipped"))
     assert [d.text for d in docs] == ["maith", "go maith"]
     skipped = [json.loads(line) for p in (tmp_path / "skipped").glob("*.jsonl") for line in p.open()]
     assert [(s["line"], s["problem"].split(" (")[0]) for s in skipped] == [
-        (2, "not valid UTF-8"), (3, "not a JSON object"), (4, "contains NUL bytes"), (5, "no string field 'text'")]
+        (2, "not valid UTF-8"), (3, "not a JSON object"), (4, "contains NUL bytes"), (5, "no string field 'text'"),
+        (7, "contains NUL characters")]  # JSON's escaped \u0000: never passed on as text
 
 
 def test_truncated_gzip_in_skip_mode_keeps_what_was_read(tmp_path):
