@@ -15,7 +15,6 @@ the export (files the branch took from main, or an earlier push left, are delete
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 import threading
@@ -25,10 +24,7 @@ from typing import Callable
 from lightning.pytorch.callbacks import Callback
 
 from pretrain.config import PublishConfig
-from pretrain.publish.hub import hub_api, holds_step, stage_mark, step_branch, step_branches, step_message, \
-    step_of
-
-STAGE_HASH = re.compile(r"pretrain stage ([0-9a-f]+)")
+from pretrain.publish.hub import hub_api, holds_step, step_branch, step_branches, step_message, step_of
 
 log = logging.getLogger("bertforge.pretrain")
 
@@ -36,16 +32,17 @@ log = logging.getLogger("bertforge.pretrain")
 class HubCheckpointPush(Callback):
     """Pushes the model every `publish.push_every_n_steps` optimiser steps (global rank 0 only).
 
-    `export(model, folder)` writes a loadable HF folder (weights, config, tokenizer). `message` names the
-    pretrain stage (`bertforge <run>: pretrain stage <hash>`); step N's commit is titled `<message>: step N`,
-    and a branch whose head commit says the same stage hash holds this model's step. After fit, `pushed`,
+    `export(model, folder)` writes a loadable HF folder (weights, config, tokenizer). Step N's commit is
+    titled `<message>: step N`; `mark`, the part of `message` that names the model (the pretrain stage's
+    `stage_mark`, not the run's name), is what a branch's head commit must say to hold this model's step
+    (default: the whole message). After fit, `pushed`,
     `skipped` and `failed` list the branches; `finish()` waits for the upload in flight.
     """
 
-    def __init__(self, publish: PublishConfig, export: Callable[[object, Path], None], message: str):
+    def __init__(self, publish: PublishConfig, export: Callable[[object, Path], None], message: str,
+                 mark: str | None = None):
         self.publish, self.export, self.message = publish, export, message
-        found = STAGE_HASH.search(message)
-        self.mark = stage_mark(found[1]) if found else message  # what a commit title must say to be this model's
+        self.mark = mark or message
         self.pushed: list[str] = []
         self.skipped: list[str] = []
         self.failed: list[str] = []

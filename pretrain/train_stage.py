@@ -114,8 +114,9 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                 log.info("resuming from %s at step %d", resume, data.start_step)
                 if launch.is_global_zero:
                     set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
+            mark = stage_mark(out.digest)
             pusher = [HubCheckpointPush(hub, lambda m, folder: export_hf(m, vocab_dir, folder),
-                                        f"bertforge {run_name}: {stage_mark(out.digest)}")] if hub else []
+                                        f"bertforge {run_name}: {mark}", mark)] if hub else []
 
             def new_trainer() -> tuple[L.Trainer, list]:
                 """A Trainer with its own callbacks: one per attempt (a rollback starts another)."""

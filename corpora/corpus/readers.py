@@ -231,12 +231,18 @@ class JsonlReader(_StrictReader):
                                 "Set source.inputs[].text_key to the field that holds the text.")
                 continue
             text = record.pop(self.text_key)
-            if "\x00" in text:  # an escaped NUL (\u0000), which the byte check above cannot see
-                yield BadRecord(number, "contains NUL characters (binary data?)", "Remove the binary content.")
+            if (bad := _nul_in(text, number)) is not None:  # an escaped \u0000, which the byte check cannot see
+                yield bad
                 continue
             meta = {k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}
             if doc := self._doc(text, filepath, str(number), meta):
                 yield doc
+
+
+def _nul_in(text: str, number: int) -> BadRecord | None:
+    """A decoded text that holds NUL characters (binary data), as a bad record; None for text."""
+    return BadRecord(number, "contains NUL characters (binary data?)", "Remove the binary content.") \
+        if "\x00" in text else None
 
 
 def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, text_key: str, first: int = 0):
@@ -253,8 +259,8 @@ def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, tex
         if (bad := reader._check_size(text, number)) is not None:
             yield bad
             continue
-        if "\x00" in text:
-            yield BadRecord(number, "contains NUL characters (binary data?)", "Remove the binary content.")
+        if (bad := _nul_in(text, number)) is not None:
+            yield bad
             continue
         meta = {k: v for k, v in row.items() if k != text_key and isinstance(v, (str, int, float, bool))}
         if doc := reader._doc(text, filepath, str(number), meta):

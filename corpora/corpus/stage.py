@@ -31,7 +31,7 @@ from corpora.corpus.report import corpus_report, report_markdown
 from corpora.executors import run_chain
 from corpora.corpus.rules.chain import filter_steps, stopword_lists
 from corpora.corpus.duplicate_index import MAX_COPIES, IndexTask, MergeDecisions
-from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter, check_near_dedup
+from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter
 from corpora.corpus.normalise import normalise_text
 from corpora.corpus.readers import make_reader, split_inputs
 from corpora.corpus.text_batch import char_tables
@@ -58,7 +58,6 @@ def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig
     if run.index_tasks < 1:
         raise ConfigError(f"corpus.index_tasks={run.index_tasks}: give at least 1 (each index task holds about "
                           "525 bytes per document / index_tasks)")
-    check_near_dedup(filters.near_dedup)
     inputs = checked_inputs(source)
     # Resumable: the folder of a killed run, or of one whose tasks failed, is kept, and the rerun skips the
     # datatrove tasks that finished.
