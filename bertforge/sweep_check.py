@@ -4,7 +4,8 @@ Hydra composes a sweep point only when its turn comes, so a bad value in the thi
 the first two had trained, and end the sweep before it wrote its comparison. This callback expands the
 sweep as Hydra's basic sweeper does (the product of the swept values), composes each point, and runs the
 same checks a single command runs before any stage: the config schema, the settings no folder name holds,
-and the planning of every stage (input files, task files, checkpoints).
+and the planning of every stage (input files, task files, checkpoints). Points that would push different
+models to the same hub repo (and revision) are refused too: each push would replace the one before.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def sweep_points(overrides: list[str]) -> list[list[str]]:
     return [list(point) for point in itertools.product(*choices)]
 
 
-def check_point(command: str, overrides: list[str]) -> None:
-    """Compose one point as its job will and run the checks `bertforge <command>` runs before any stage."""
+def check_point(command: str, overrides: list[str]) -> dict[tuple, str]:
+    """Compose one point as its job will and run the checks `bertforge <command>` runs before any stage.
+    Returns what it pushes to a hub (`push_targets`)."""
     from hydra import compose
 
     from bertforge.experiment import load_config
@@ -42,7 +44,40 @@ def check_point(command: str, overrides: list[str]) -> None:
     cfg = load_config(compose(config_name=command, overrides=overrides))
     target = TARGETS.get(command, command)
     check_settings(cfg, target)
-    plan(cfg, target)
+    return push_targets(cfg.publish, {planned.stage.name: planned.output.digest for planned in plan(cfg, target)})
+
+
+def push_targets(publish, digests: dict[str, str]) -> dict[tuple, str]:
+    """Where a point pushes, each with the stage folder whose model goes there: (hub, repo, revision) -> the
+    publish folder's hash for the final push, (hub, repo, "step-N") -> the pretrain folder's for the
+    intermediate checkpoints (`digests`: stage name -> folder hash, of the stages the command runs)."""
+    from pretrain.publish.hub import hub_endpoint, pushing
+
+    if not pushing(publish):
+        return {}
+    repo = (hub_endpoint(publish), publish.repo_id)
+    targets = {}
+    if "publish" in digests:
+        targets[(*repo, publish.revision)] = digests["publish"]
+    if publish.push_every_n_steps and "pretrain" in digests:
+        targets[(*repo, "step-N")] = digests["pretrain"]
+    return targets
+
+
+def same_target(points: list[list[str]], targets: list[dict[tuple, str]]) -> str | None:
+    """The first two points that push different models to one place, said as an error; else None."""
+    first: dict[tuple, int] = {}
+    for number, pushed in enumerate(targets):
+        for where, digest in pushed.items():
+            other = first.setdefault(where, number)
+            if targets[other][where] != digest:
+                endpoint, repo, revision = where
+                return (f"sweep jobs #{other} ({' '.join(points[other])}) and #{number} ({' '.join(points[number])}) "
+                        f"push different models to {endpoint}/{repo} at {revision}: each push would replace the one "
+                        "before. Put a swept value into the repo name, e.g. "
+                        "publish.repo_id='my-org/ga-bert-${tokenizer.vocab_size}' (or publish.revision for the "
+                        "final push), or sweep without publish.push_to_hub and push the one you choose")
+    return None
 
 
 class SweepCheck(Callback):
@@ -53,11 +88,18 @@ class SweepCheck(Callback):
         if command == "demo":  # the demo fetches its data first; it is not swept
             return
         points = sweep_points(list(config.hydra.overrides.task))
+        targets = []
         for number, overrides in enumerate(points):
             try:
-                check_point(command, overrides)
+                targets.append(check_point(command, overrides))
             except (ConfigError, CorpusInputError) as err:
-                # Hydra turns exceptions from callbacks into warnings and carries on; a sweep must stop here.
-                print(f"bertforge {command}: error: sweep job #{number} ({' '.join(overrides)}): {err}",
-                      file=sys.stderr)
-                raise SystemExit(2) from None
+                stop(command, f"sweep job #{number} ({' '.join(overrides)}): {err}")
+        clash = same_target(points, targets)
+        if clash:
+            stop(command, clash)
+
+
+def stop(command: str, error: str) -> None:
+    # Hydra turns exceptions from callbacks into warnings and carries on; a sweep must stop here.
+    print(f"bertforge {command}: error: {error}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -6,9 +6,11 @@ the upload runs in one background thread. At most one upload is in flight: a ste
 previous one is still uploading is skipped (not queued: a queue of exports could grow without bound
 on a slow link), with a warning; the next multiple of N tries again. A failed upload is a warning,
 never a crash. A resumed run asks the hub which step branches hold this model's steps (their head commit
-was made for this pretrain stage and holds config.json and the weights: `pretrain.publish.hub.holds_step`)
-and does not push those again; a branch an interrupted upload left, or that holds another model (a sweep,
-an earlier experiment in the same repo), is pushed again. Each push leaves the branch holding exactly
+was made for this pretrain stage, by an attempt no later rollback abandoned, and holds config.json and the
+weights: `pretrain.publish.hub.holds_step`) and does not push those again; a branch an interrupted upload
+left, a step a diverged attempt pushed past its rollback point, or a branch that holds another model (a
+sweep, an earlier experiment in the same repo), is pushed again. The rollbacks are the module's
+(`rollbacks`, kept in its checkpoints), so this holds for a run resumed after a crash as well. Each push leaves the branch holding exactly
 the export (files the branch took from main, or an earlier push left, are deleted in the same commit).
 """
 
@@ -24,7 +26,7 @@ from typing import Callable
 from lightning.pytorch.callbacks import Callback
 
 from pretrain.config import PublishConfig
-from pretrain.publish.hub import hub_api, holds_step, step_branch, step_branches, step_message, step_of
+from pretrain.publish.hub import hub_api, holds_step, step_branch, step_branches, step_message
 
 log = logging.getLogger("bertforge.pretrain")
 
@@ -33,7 +35,7 @@ class HubCheckpointPush(Callback):
     """Pushes the model every `publish.push_every_n_steps` optimiser steps (global rank 0 only).
 
     `export(model, folder)` writes a loadable HF folder (weights, config, tokenizer). Step N's commit is
-    titled `<message>: step N`; `mark`, the part of `message` that names the model (the pretrain stage's
+    titled `<message>: step N` (with " (rollback K)" after K rollbacks); `mark`, the part of `message` that names the model (the pretrain stage's
     `stage_mark`, not the run's name), is what a branch's head commit must say to hold this model's step
     (default: the whole message). After fit, `pushed`,
     `skipped` and `failed` list the branches; `finish()` waits for the upload in flight.
@@ -47,36 +49,35 @@ class HubCheckpointPush(Callback):
         self.skipped: list[str] = []
         self.failed: list[str] = []
         self.already_there: set[str] = set()
-        self.redo_after: int | None = None  # a rollback's step: later branches hold the abandoned weights
+        self.rollbacks = 0  # the rollbacks before this attempt: named in its commits
         self._thread: threading.Thread | None = None
         self._last_step = -1
         self._scratch: Path | None = None
         self._api = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        """Each fit: the first, a resumed one, or the next attempt after a rollback (the module's `rollbacks`,
+        restored from its checkpoint before this hook, say which pushed steps were abandoned)."""
         if not trainer.is_global_zero:
             return
-        self._api = hub_api(self.publish)
+        rollback_steps = [rollback["to_step"] for rollback in pl_module.rollbacks]
+        self.rollbacks, self._last_step = len(rollback_steps), -1
+        self._api = self._api or hub_api(self.publish)
         try:
             self._api.create_repo(self.publish.repo_id, private=self.publish.private, exist_ok=True)
             branches = step_branches(self._api, self.publish.repo_id)
-            self.already_there = {b for b in branches if holds_step(self._api, self.publish.repo_id, b, self.mark)
-                                  and (self.redo_after is None or step_of(b) <= self.redo_after)}
+            self.already_there = {b for b in branches
+                                  if holds_step(self._api, self.publish.repo_id, b, self.mark, rollback_steps)}
             others = [b for b in branches if b not in self.already_there]
             if others:
-                log.info("hub: %s has step branches that do not hold this model's steps (an interrupted upload, "
-                         "or another model): %s; this run pushes its own step to each it reaches",
-                         self.publish.repo_id, ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
+                log.warning("hub: %s has step branches that do not hold this model's steps (an interrupted upload, "
+                            "a diverged attempt's step, or another model, whose card may list them): %s; this run "
+                            "pushes its own step to each it reaches", self.publish.repo_id,
+                            ", ".join(others[:5]) + (", ..." if len(others) > 5 else ""))
         except Exception as err:  # checked before training; a later network failure must not stop it
             log.warning("hub: cannot list %s's revisions (%s); steps already pushed may be pushed again",
                         self.publish.repo_id, _short(err))
-        self._scratch = Path(tempfile.mkdtemp(prefix="bertforge-hub-push-"))
-
-    def roll_back(self, to_step: int) -> None:
-        """`optim.on_divergence=rollback` went back to `to_step`: the steps after it that this run pushed hold
-        the weights it abandoned, so the retrained steps are pushed over them (on the next fit's start)."""
-        self.redo_after = to_step if self.redo_after is None else min(self.redo_after, to_step)
-        self._last_step = -1
+        self._scratch = self._scratch or Path(tempfile.mkdtemp(prefix="bertforge-hub-push-"))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step  # optimiser steps: with accumulation several micro-batches share one
@@ -105,7 +106,8 @@ class HubCheckpointPush(Callback):
             # A failure after create_branch leaves a branch without this commit: `holds_step` says not done.
             self._api.create_branch(self.publish.repo_id, branch=branch, exist_ok=True)
             self._api.upload_folder(repo_id=self.publish.repo_id, folder_path=str(folder), revision=branch,
-                                    commit_message=step_message(self.message, step), delete_patterns="*")
+                                    commit_message=step_message(self.message, step, self.rollbacks),
+                                    delete_patterns="*")
             self.pushed.append(branch)
             log.info("hub: pushed step %d to %s@%s", step, self.publish.repo_id, branch)
         except Exception as err:  # a warning, not a crash: training goes on, the final push still happens

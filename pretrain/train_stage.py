@@ -157,8 +157,6 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                         resume = rollback_checkpoint(diverged, module, optim, build.tmp / "checkpoints")
                         data.start_step = checkpoint_step(resume)
                         module.roll_back(diverged.step, data.start_step, optim.rollback_lr_factor)
-                        for push in pusher:
-                            push.roll_back(data.start_step)
                         log.warning("pretrain: %d bad steps in a row up to step %d: rolling back to %s (step %d) with "
                                     "the learning rate x%.3g (rollback %d of at most %d)", diverged.bad_steps,
                                     diverged.step, resume, data.start_step, module.lr_scale, len(module.rollbacks),

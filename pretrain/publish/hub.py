@@ -5,8 +5,9 @@ Every push leaves its branch holding exactly the folder's files (and the hub's .
 earlier push left there is deleted in the same commit. The final push sends only the files the publish
 stage wrote (its manifest's list): anything put into the finished folder later stays out. A step branch
 counts as this model's only when its head commit was made for the same pretrain stage (the commit title
-names the stage's hash, `stage_mark`) and it holds config.json and the weights: an interrupted upload or
-another model's push is pushed again.
+names the stage's hash, `stage_mark`), by an attempt whose weights at that step were not abandoned by a later
+`optim.on_divergence=rollback`, and it holds config.json and every weights file: an interrupted upload, a
+diverged attempt's step or another model's push is pushed again.
 
 The token is never ours to hold: huggingface_hub finds it (HF_TOKEN, or the store `hf auth login`
 writes) and we only ask whether there is one. Nothing here logs, prints or writes it.
@@ -29,8 +30,9 @@ log = logging.getLogger("bertforge.publish")
 STEP_BRANCH = re.compile(r"step-(\d+)")
 CHECK_TIMEOUT_S = 15.0
 KEEP_ON_HUB = (".gitattributes",)  # the hub's own file (LFS rules): never deleted by a push
-WEIGHTS = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)|(model\.safetensors|pytorch_model\.bin)"
-                     r"\.index\.json")
+WEIGHTS = re.compile(r"(model\.safetensors|pytorch_model\.bin)")
+SHARD = re.compile(r"(model|pytorch_model)-(\d+)-of-(\d+)\.(safetensors|bin)")  # transformers' sharded names
+STEP_TITLE = r"( \(rollback (?P<rollbacks>\d+)\))?( \(part \d+\))?$"  # after `step_message`'s "...: step N"
 
 
 def step_branch(step: int) -> str:
@@ -215,9 +217,21 @@ def stage_mark(pretrain_hash: str) -> str:
     return f"pretrain stage {pretrain_hash}"
 
 
-def step_message(message: str, step: int) -> str:
-    """The title of the commit that pushes `step` (`message` names the pretrain stage, see `stage_mark`)."""
-    return f"{message}: step {step}"
+def step_message(message: str, step: int, rollbacks: int = 0) -> str:
+    """The title of the commit that pushes `step` (`message` names the pretrain stage, see `stage_mark`) from
+    the attempt that followed `rollbacks` rollbacks (optim.on_divergence=rollback)."""
+    return f"{message}: step {step}" + (f" (rollback {rollbacks})" if rollbacks else "")
+
+
+def weights_complete(files: set[str]) -> bool:
+    """Whether `files` hold a whole set of weights: one weights file, or every shard of a sharded set
+    (model-00001-of-00003.safetensors ... : the names carry the count)."""
+    if any(WEIGHTS.fullmatch(name) for name in files):
+        return True
+    shards: dict[tuple[str, str, int], set[int]] = {}  # (name, format, count): the shard numbers there
+    for m in filter(None, map(SHARD.fullmatch, files)):
+        shards.setdefault((m[1], m[4], int(m[3])), set()).add(int(m[2]))
+    return any(found == set(range(1, count + 1)) for (_, _, count), found in shards.items())
 
 
 def step_branches(api, repo_id: str) -> list[str]:
@@ -227,21 +241,32 @@ def step_branches(api, repo_id: str) -> list[str]:
                   key=step_of)
 
 
-def holds_step(api, repo_id: str, branch: str, mark: str) -> bool:
+def holds_step(api, repo_id: str, branch: str, mark: str, rollback_steps: list[int] = ()) -> bool:
     """Whether `branch` holds this model's step: its head commit was made for `mark` (see `stage_mark`) at that
-    step (a multi-part upload's later commits add " (part N)") and it has config.json and the weights. An
-    interrupted upload (an empty branch, or part of the files) or another model's push does not count."""
+    step (a multi-part upload's later commits add " (part N)") and it has config.json and the whole weights.
+
+    `rollback_steps`: the step each rollback of the run went back to, in order. A step past rollback k's
+    step was pushed again by the attempt after it, so the commit must come from that attempt or a later
+    one (its title's "(rollback N)"), and from no attempt the run does not know (one whose checkpoint was
+    lost with a crash). An interrupted upload (an empty branch, or part of the files), a diverged attempt's
+    step or another model's push does not count."""
     step = step_of(branch)
     head = api.list_repo_commits(repo_id, revision=branch)[0]
-    if not re.search(rf"(^|\b){re.escape(step_message(mark, step))}( \(part \d+\))?$", head.title):
+    title = re.search(rf"(^|\b){re.escape(step_message(mark, step))}{STEP_TITLE}", head.title)
+    if not title:
+        return False
+    attempt = int(title["rollbacks"] or 0)
+    needed = max((k for k, to_step in enumerate(rollback_steps, 1) if to_step < step), default=0)
+    if not needed <= attempt <= len(rollback_steps):
         return False
     files = set(api.list_repo_files(repo_id, revision=head.commit_id))
-    return "config.json" in files and any(WEIGHTS.fullmatch(name) for name in files)
+    return "config.json" in files and weights_complete(files)
 
 
-def model_steps(api, repo_id: str, mark: str) -> list[str]:
+def model_steps(api, repo_id: str, mark: str, rollback_steps: list[int] = ()) -> list[str]:
     """The step-N branches that hold this model's steps (`holds_step`), in step order."""
-    return [branch for branch in step_branches(api, repo_id) if holds_step(api, repo_id, branch, mark)]
+    return [branch for branch in step_branches(api, repo_id)
+            if holds_step(api, repo_id, branch, mark, rollback_steps)]
 
 
 def stale_files(api, repo_id: str, revision: str, keep: set[str]) -> list[str]:
@@ -251,14 +276,15 @@ def stale_files(api, repo_id: str, revision: str, keep: set[str]) -> list[str]:
 
 
 def push_published(publish: PublishConfig, model_dir: Path, message: str, card_with_revisions, *,
-                   pretrain_hash: str | None = None, steps_note: str = "",
+                   pretrain_hash: str | None = None, rollback_steps: list[int] = (), steps_note: str = "",
                    files: list[str] | None = None) -> str | None:
     """Upload the published folder `model_dir` to `publish.repo_id` at `publish.revision` in one commit that
     also deletes every file the branch held and the folder lacks, so the branch holds exactly the folder:
     its files named in `files` (the publish stage's list, see `Upload.of`), or all of them when not given.
 
     `card_with_revisions(list of step branches) -> README text`: the card pushed lists the step branches
-    that hold this model's steps (made for the pretrain stage `pretrain_hash`; none when it is not given).
+    that hold this model's steps (made for the pretrain stage `pretrain_hash`, whose run rolled back to
+    `rollback_steps`; none when it is not given).
     A dry run prints what it would send (with `steps_note`, see `describe_push`) and returns None; else
     the commit URL.
     """
@@ -272,7 +298,7 @@ def push_published(publish: PublishConfig, model_dir: Path, message: str, card_w
     api.create_repo(publish.repo_id, private=publish.private, exist_ok=True)
     if publish.revision != "main":
         api.create_branch(publish.repo_id, branch=publish.revision, exist_ok=True)
-    steps = model_steps(api, publish.repo_id, stage_mark(pretrain_hash)) if pretrain_hash else []
+    steps = model_steps(api, publish.repo_id, stage_mark(pretrain_hash), rollback_steps) if pretrain_hash else []
     card = card_with_revisions(steps)
     operations = [CommitOperationAdd(path_in_repo=p.relative_to(model_dir).as_posix(), path_or_fileobj=str(p))
                   for p in upload.files if p.name != "README.md" or p.parent != model_dir]

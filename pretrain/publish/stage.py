@@ -69,16 +69,19 @@ def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | N
     message = f"bertforge {run_name}: publish stage {manifest['hash']}"
     name = publish.model_name or run_name
     pretrain_hash = manifest["inputs"]["pretrain"]
-    steps_note = ""
+    steps_note, rollback_steps = "", []
     if publish.push_every_n_steps:  # else the pretrain stage was never asked to push steps
-        pushed, note = steps_pushed(publish, folder.parent.parent / "pretrain" / f"pretrain-{pretrain_hash}")
+        pretrain = folder.parent.parent / "pretrain" / f"pretrain-{pretrain_hash}"
+        pushed, note = steps_pushed(publish, pretrain)
+        if pushed:  # the steps a rollback abandoned are not this model's (`holds_step`)
+            rollback_steps = [rollback["to_step"] for rollback in read_manifest(pretrain).get("rollbacks", [])]
         if not pushed and not publish.dry_run:
             log.warning("publish: publish.push_every_n_steps=%d: intermediate checkpoints not pushed: %s",
                         publish.push_every_n_steps, note)
         steps_note = note if pushed else f"none will be pushed: {note}"
     return push_published(publish, model_dir, message,
                           lambda branches: for_hub(card, name, publish.repo_id, branches),
-                          pretrain_hash=pretrain_hash, steps_note=steps_note,
+                          pretrain_hash=pretrain_hash, rollback_steps=rollback_steps, steps_note=steps_note,
                           files=manifest.get(MODEL_FILES))  # None: a folder built before the list was kept
 
 

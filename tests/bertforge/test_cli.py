@@ -117,3 +117,21 @@ def test_a_sweep_with_a_bad_point_stops_before_its_first_job(tmp_path, data_dir)
     result = bertforge("corpus", "-m", "source=jsonl", f"source.inputs.0.path={data_dir / 'none.jsonl'},{missing}",
                        data_dir=data_dir, work=tmp_path)
     assert result.returncode == 2 and "sweep job #0" in result.stderr and "does not exist" in result.stderr
+
+
+def test_a_sweep_that_would_push_different_models_to_one_repo_stops_before_its_first_job(tmp_path, data_dir):
+    """Each point's push would replace the one before on the hub: refused before any job, naming the two
+    points (tests/bertforge/test_sweep_check.py: which points clash)."""
+    from tests.hub_server import HubServer
+
+    token = "hf_sweep_test_token_0123456789"
+    with HubServer(tmp_path / "hub", tokens={token}) as hub:
+        push = ["publish.push_to_hub=true", f"publish.endpoint={hub.url}"]
+        result = bertforge("publish", "-m", "experiment=demo_ga", "tokenizer.vocab_size=1000,1500", *push,
+                           "publish.repo_id=my-org/ga-bert", data_dir=data_dir, work=tmp_path / "w",
+                           env={"HF_TOKEN": token})
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "sweep jobs #0 (experiment=demo_ga tokenizer.vocab_size=1000 " in result.stderr
+        assert "and #1 (experiment=demo_ga tokenizer.vocab_size=1500 " in result.stderr
+        assert f"push different models to {hub.url}/my-org/ga-bert at main" in result.stderr
+        assert not (tmp_path / "w" / "corpus").exists()  # job #0 did not run

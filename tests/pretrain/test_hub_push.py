@@ -27,6 +27,11 @@ def write_export(model, folder):
     (folder / "config.json").write_text('{"model_type": "bert"}')
 
 
+def module(*rollback_steps):
+    """The training module as the callback reads it: the rollbacks before this attempt (to_step of each)."""
+    return SimpleNamespace(model=None, rollbacks=[{"to_step": step} for step in rollback_steps])
+
+
 def steps(callback, *numbers):
     trainer = SimpleNamespace(global_step=0, is_global_zero=True)
     for step in numbers:
@@ -39,7 +44,7 @@ def test_one_upload_in_flight_the_next_step_is_skipped(hub, tmp_path, caplog):
     publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=10)
     callback = HubCheckpointPush(publish, write_export, "test")
     trainer = SimpleNamespace(global_step=0, is_global_zero=True)
-    callback.on_fit_start(trainer, None)
+    callback.on_fit_start(trainer, module())
     release = threading.Event()
     upload = callback._api.upload_folder
 
@@ -64,7 +69,7 @@ def test_one_upload_in_flight_the_next_step_is_skipped(hub, tmp_path, caplog):
 def test_a_failed_upload_is_a_warning(hub, tmp_path, caplog, monkeypatch):
     publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=5)
     callback = HubCheckpointPush(publish, write_export, "test")
-    callback.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    callback.on_fit_start(SimpleNamespace(is_global_zero=True), module())
     monkeypatch.setenv("HF_TOKEN", "hf_revoked_meanwhile_000000000")  # the server now refuses every write
     with caplog.at_level(logging.WARNING, logger="bertforge.pretrain"):
         steps(callback, 5)
@@ -84,12 +89,12 @@ def test_steps_on_the_hub_are_not_pushed_again(hub):
     api = HfApi(endpoint=hub.url)
     publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=5)
     first = HubCheckpointPush(publish, with_weights, "bertforge x: pretrain stage 0123456789ab")
-    first.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    first.on_fit_start(SimpleNamespace(is_global_zero=True), module())
     steps(first, 5)
     first.finish()
     api.create_branch("org/m", branch="step-000010")  # the upload of step 10 died after create_branch
     callback = HubCheckpointPush(publish, with_weights, "bertforge x: pretrain stage 0123456789ab")
-    callback.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    callback.on_fit_start(SimpleNamespace(is_global_zero=True), module())
     steps(callback, 5, 10)
     callback.finish()
     assert callback.already_there == {"step-000005"} and callback.pushed == ["step-000010"]
@@ -98,8 +103,11 @@ def test_steps_on_the_hub_are_not_pushed_again(hub):
 
 
 def test_after_a_rollback_the_retrained_steps_replace_the_abandoned_ones(hub, tmp_path):
-    """optim.on_divergence=rollback reuses the callback for the next attempt: the steps after the rollback
-    point that the diverged attempt pushed hold weights it abandoned, and the retrained ones replace them."""
+    """optim.on_divergence=rollback starts the next attempt with the callback: the steps after the rollback
+    point that the diverged attempt pushed hold weights it abandoned, and the retrained ones replace them.
+    A run resumed after a crash (a new callback; the module's rollbacks come from its checkpoint) still
+    tells the abandoned steps from the retrained ones, and one resumed from a checkpoint of before the
+    rollback (which it does not know) pushes the later attempt's steps again."""
     attempt = {"n": 1}
 
     def export(model, folder):
@@ -107,21 +115,34 @@ def test_after_a_rollback_the_retrained_steps_replace_the_abandoned_ones(hub, tm
         (folder / "model.safetensors").write_text(f"attempt {attempt['n']}")
 
     publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=10)
-    callback = HubCheckpointPush(publish, export, "bertforge x: pretrain stage 0123456789ab")
+    message = "bertforge x: pretrain stage 0123456789ab"
     start = SimpleNamespace(is_global_zero=True)
-    callback.on_fit_start(start, None)
-    for step in (10, 20, 30):  # one at a time: a step that comes while one uploads is skipped
-        steps(callback, step)
-        callback.finish()
-    callback.roll_back(10)  # diverged after 30, back to the step-10 checkpoint
-    attempt["n"] = 2
-    callback.on_fit_start(start, None)
-    for step in (20, 30, 40):
-        steps(callback, step)
-        callback.finish()
+
+    def train(callback, fit_module, *numbers):
+        callback.on_fit_start(start, fit_module)
+        for step in numbers:  # one at a time: a step that comes while one uploads is skipped
+            steps(callback, step)
+            callback.finish()
+        return callback
+
+    callback = train(HubCheckpointPush(publish, export, message), module(), 10, 20, 30)
+    attempt["n"] = 2  # diverged after 30, back to the step-10 checkpoint
+    train(callback, module(10), 20)  # ... and the process dies after pushing step 20
+    resumed = train(HubCheckpointPush(publish, export, message), module(10), 30, 40)
+    assert resumed.already_there == {"step-000010", "step-000020"} and resumed.pushed == ["step-000030",
+                                                                                          "step-000040"]
     api = HfApi(endpoint=hub.url)
-    held = {b: (tmp_path / "dl").joinpath(b) for b in ("step-000010", "step-000020", "step-000030", "step-000040")}
-    for branch, folder in held.items():
-        api.hf_hub_download("org/m", "model.safetensors", revision=branch, local_dir=folder)
-    assert {b: (f / "model.safetensors").read_text() for b, f in held.items()} == {
-        "step-000010": "attempt 1", "step-000020": "attempt 2", "step-000030": "attempt 2", "step-000040": "attempt 2"}
+
+    def held():
+        found = {}
+        for branch in ("step-000010", "step-000020", "step-000030", "step-000040"):
+            api.hf_hub_download("org/m", "model.safetensors", revision=branch, local_dir=tmp_path / "dl" / branch)
+            found[branch] = (tmp_path / "dl" / branch / "model.safetensors").read_text()
+        return found
+
+    assert held() == {"step-000010": "attempt 1", "step-000020": "attempt 2", "step-000030": "attempt 2",
+                      "step-000040": "attempt 2"}
+    attempt["n"] = 1  # resumed from the diverged attempt's step-30 checkpoint: it knows no rollback
+    before = train(HubCheckpointPush(publish, export, message), module(), 40)
+    assert before.already_there == {"step-000010"} and before.pushed == ["step-000040"]
+    assert held()["step-000040"] == "attempt 1"

@@ -45,7 +45,7 @@ def exporter(tag: str):
 def train(hub, message: str, *steps: int, tag: str | None = None, broken_upload=False) -> HubCheckpointPush:
     """A pretrain run's pushes: fit start, the given optimiser steps, the end of fit."""
     callback = HubCheckpointPush(publish_to(hub), exporter(tag or message), message)
-    callback.on_fit_start(SimpleNamespace(is_global_zero=True), None)
+    callback.on_fit_start(SimpleNamespace(is_global_zero=True), SimpleNamespace(rollbacks=[]))
     if broken_upload:  # the connection drops after create_branch made the branch (or the process dies there)
         def dropped(**kwargs):
             raise ConnectionError("connection reset by peer")
@@ -90,6 +90,31 @@ def test_another_models_step_is_replaced_and_the_card_lists_only_this_models(hub
                    pretrain_hash="bbbbbbbbbbbb")
     card = Path(api.hf_hub_download(REPO, "README.md", cache_dir=tmp_path / "c")).read_text()
     assert "`step-000010`" in card and "step-000020" not in card
+
+
+def test_a_step_branch_missing_a_weights_shard_is_pushed_again(hub):
+    """A branch whose head holds config.json and only some shards of sharded weights (an upload in parts
+    that died) does not hold the step; one with every shard does."""
+    def sharded(count: int, present: int):
+        def export(model, folder):
+            folder.mkdir(parents=True)
+            (folder / "config.json").write_text("{}")
+            (folder / "model.safetensors.index.json").write_text("{}")
+            for number in range(1, present + 1):
+                (folder / f"model-{number:05d}-of-{count:05d}.safetensors").write_text(str(number))
+        return export
+
+    for present in (2, 3):  # the second run finds the first one's two shards of three: not this step
+        callback = HubCheckpointPush(publish_to(hub), sharded(3, present), FIRST)
+        callback.on_fit_start(SimpleNamespace(is_global_zero=True), SimpleNamespace(rollbacks=[]))
+        assert callback.already_there == set()
+        callback.on_train_batch_end(SimpleNamespace(global_step=10, is_global_zero=True),
+                                    SimpleNamespace(model=None), None, None, 0)
+        callback.finish()
+        assert callback.pushed == ["step-000010"]
+    assert publish_hub.model_steps(HfApi(endpoint=hub.url), REPO, "pretrain stage aaaaaaaaaaaa") == ["step-000010"]
+    assert not publish_hub.weights_complete({"model.safetensors.index.json", "model-00002-of-00002.safetensors"})
+    assert publish_hub.weights_complete({"pytorch_model-00001-of-00001.bin"})
 
 
 def test_each_push_leaves_the_branch_holding_exactly_its_folder(hub, tmp_path):
