@@ -233,13 +233,20 @@ def _evaluate_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
 
 
 def _evaluate_checkpoint(cfg: ExperimentConfig) -> dict:
-    return {"checkpoint": str(Path(cfg.evaluate.checkpoint).resolve())} if cfg.evaluate.checkpoint else {}
+    """With `evaluate.checkpoint`: the model's identity (a hash of its weights, not its path: new weights in
+    the same folder are scored again) and the seed its untrained twin is drawn from (for the experiment's
+    own model, the pretrain stage's hash holds both)."""
+    if not cfg.evaluate.checkpoint:
+        return {}
+    return {"checkpoint": _checkpoint(cfg.evaluate.checkpoint, "evaluate.checkpoint").identity,
+            "seed": cfg.training.seed}
 
 
 def _build_evaluate(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.evaluate.stage import build_evaluate
 
-    checkpoint = Path(cfg.evaluate.checkpoint) if cfg.evaluate.checkpoint else up["pretrain"] / "hf"
+    checkpoint = _checkpoint(cfg.evaluate.checkpoint, "evaluate.checkpoint").folder if cfg.evaluate.checkpoint \
+        else up["pretrain"] / "hf"
     build_evaluate(cfg.evaluate, cfg.masking, cfg.training.seed, checkpoint,
                    own_model="pretrain" in up, shards_dir=up["shards"], out=out)
 

@@ -117,7 +117,7 @@ def assert_unhashed_settings_fail(cfg, target: str) -> None:
             run_stages(change(cfg), target)
 
 
-def test_other_ranks_stop_after_the_last_stage_every_rank_runs(make_cfg, monkeypatch):
+def test_other_ranks_stop_after_the_last_stage_every_rank_runs(make_cfg, monkeypatch, tmp_path):
     """`bertforge publish trainer=ddp` starts every rank with the same command: the others take part in
     pretrain and return, leaving evaluate and publish to the first (beside it they would find the folder
     busy and end the launch)."""
@@ -141,7 +141,11 @@ def test_other_ranks_stop_after_the_last_stage_every_rank_runs(make_cfg, monkeyp
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert list(run_stages(cfg, "publish")) == ["corpus", "vocab", "shards", "pretrain"]
     assert built == ["corpus", "vocab", "shards", "pretrain"]
-    scoring = make_cfg("evaluate", ["experiment=demo_ga", f"evaluate.checkpoint={cfg.paths.work_dir}"])
+    other = tmp_path / "other-model"  # evaluate.checkpoint: another model, whose weights the plan hashes
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    (other / "model.safetensors").write_bytes(b"weights")
+    scoring = make_cfg("evaluate", ["experiment=demo_ga", f"evaluate.checkpoint={other}"])
     assert run_stages(scoring, "evaluate") == {}  # no stage runs on every rank: all of it is the first's
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert list(run_stages(cfg, "publish"))[-2:] == ["evaluate", "publish"]
