@@ -338,7 +338,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_inputs),
     Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
           "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub, _check_card_scores),
-          then=_push_publish),
+          then=_push_publish, version=2),  # 2: the card says how many held-out rows and test examples were scored
 )}
 
 

@@ -90,9 +90,18 @@ def eval_results(cfg: ModelCardFacts, found: CardInputs) -> list:
             results.append(EvalResult(
                 task_type=TASK_TYPES.get(task["task"], task["task"]), task_name=f"{task_id} ({task['task']})",
                 dataset_type=_dataset_name(dataset, task_id), dataset_name=_dataset_name(dataset, task_id),
-                dataset_split=dataset.get("test"), metric_type=metric, metric_value=round(value["mean"], 4),
+                dataset_split=_test_split(task, found.downstream.get("recipe", {})), metric_type=metric,
+                metric_value=round(value["mean"], 4),
                 metric_name=f"{metric} (mean of {len(value.get('seeds', []))} seeds)"))
     return results
+
+
+def _test_split(task: dict, recipe: dict) -> str | None:
+    """The test file scored, sliced as `datasets` writes it (`test.conllu[:500]`) when
+    downstream.max_eval_examples cut it short (the stage scored that many, the cap's count)."""
+    test, cap = task.get("dataset", {}).get("test"), recipe.get("max_eval_examples")
+    scored = task.get("examples", {}).get("test")
+    return f"{test}[:{scored}]" if test and isinstance(cap, int) and scored is not None and scored >= cap else test
 
 
 def _dataset_name(dataset: dict, task_id: str) -> str:
@@ -164,8 +173,12 @@ def _duration(seconds: float | None) -> str:
 
 
 def _heldout(found: CardInputs) -> list[str]:
-    scores = found.manifests["evaluate"]["counts"]
-    return ["## Evaluation (held-out masked tokens)", "",
+    evaluate = found.manifests["evaluate"]
+    scores, max_rows = evaluate["counts"], evaluate["config"]["evaluate"]["max_rows"]
+    rows = scores["heldout_rows"]
+    scored = (f"Scored on the first {max_rows:,} of the {rows:,} held-out rows (evaluate.max_rows)." if 0 < max_rows < rows
+              else f"Scored on all {rows:,} held-out rows.")
+    return ["## Evaluation (held-out masked tokens)", "", scored, "",
             "| model | loss | accuracy |", "|---|---:|---:|",
             f"| this model | {scores['trained']['loss']:.3f} | {scores['trained']['accuracy']:.3f} |",
             f"| same architecture, untrained | {scores['untrained']['loss']:.3f} | "
@@ -179,9 +192,13 @@ def _downstream(metrics: dict | None) -> list[str]:
     tasks = metrics["tasks"]
     others = list(dict.fromkeys(m for t in tasks.values() for m in t.get("models", {}) if m != "model"))
     recipe = metrics.get("recipe", {})
+    capped = [f"{split} capped at the first {recipe[key]:,} examples ({key})" for split, key in
+              (("training sets", "max_train_examples"), ("dev and test sets", "max_eval_examples"))
+              if isinstance(recipe.get(key), int)]
     lines = ["## Downstream evaluation", "",
              f"Fine-tuned {recipe.get('epochs', '?')} epochs, lr {recipe.get('lr', '?')}, batch "
-             f"{recipe.get('batch_size', '?')}, seeds {recipe.get('seeds', '?')}; mean ± sd over seeds.", "",
+             f"{recipe.get('batch_size', '?')}, seeds {recipe.get('seeds', '?')}; mean ± sd over seeds"
+             + (f"; {' and '.join(capped)}, so the scores are not those of the whole test sets." if capped else "."), "",
              "| task | dataset (train -> test) | metric | this model | " + " | ".join(others) + " |",
              "|---|---|---|---:|" + "---:|" * len(others)]
     for task_id, task in tasks.items():
@@ -190,7 +207,7 @@ def _downstream(metrics: dict | None) -> list[str]:
         for metric in models.get("model", {}):
             cells = [_mean_sd(models.get(other, {}).get(metric)) for other in others]
             lines.append(f"| {task_id} ({task['task']}) | {_dataset_name(d, task_id)} ({d.get('train', '?')} -> "
-                         f"{d.get('test', '?')}) | {metric} | {_mean_sd(models['model'][metric])} | "
+                         f"{_test_split(task, recipe)}) | {metric} | {_mean_sd(models['model'][metric])} | "
                          + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -286,22 +287,27 @@ DOWNSTREAM = {
                     "models": {"model": {"f1": {"mean": 0.5, "sd": 0.0, "seeds": [0.5]}}}}}}
 
 
-def test_downstream_scores_reach_the_card_table_and_model_index(pushed, tmp_path):
-    """The downstream stage's metrics.json (hand-written here, in that stage's shape) goes into the card."""
+def card_with(pushed, tmp_path, metrics: dict) -> ModelCard:
+    """The card of the pushed experiment published with `metrics` as its downstream stage's metrics.json."""
     from bertforge.common.stage_folder import StageOutput
     from bertforge.stages import _plain
     from pretrain.publish.stage import build_publish
 
     cfg = pushed["cfg"]
-    downstream = StageOutput(tmp_path, "downstream", {"tasks": "hand-written"}, {})
+    downstream = StageOutput(tmp_path, "downstream", {"tasks": json.dumps(metrics)}, {})
     with downstream.build() as build:
-        (build.tmp / "metrics.json").write_text(json.dumps(DOWNSTREAM))
+        (build.tmp / "metrics.json").write_text(json.dumps(metrics))
     upstream = {k: v for k, v in pushed["folders"].items() if k != "publish"} | {"downstream": downstream.folder}
-    out = StageOutput(tmp_path, "publish", {"with": "downstream"}, {})
+    out = StageOutput(tmp_path, "publish", {"with": json.dumps(metrics)}, {})
     build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
                   masking=cfg.masking, optim=cfg.optim, training=cfg.training, experiment=_plain(cfg),
                   upstream=upstream, out=out)
-    card = ModelCard((out.folder / "model" / "README.md").read_text())
+    return ModelCard((out.folder / "model" / "README.md").read_text())
+
+
+def test_downstream_scores_reach_the_card_table_and_model_index(pushed, tmp_path):
+    """The downstream stage's metrics.json (hand-written here, in that stage's shape) goes into the card."""
+    card = card_with(pushed, tmp_path, DOWNSTREAM)
     assert "| ga_upos (upos) | UD_Irish-IDT (dev -> test) | accuracy | 0.910 ± 0.004 | 0.620 ± 0.010 | 0.800 ± 0.020 |" \
         in card.text
     assert "| ga_parse (parse) | UD_Irish-IDT (dev -> test) | las | 0.630 ± 0.012 | 0.300 ± 0.020 | - |" in card.text
@@ -311,3 +317,30 @@ def test_downstream_scores_reach_the_card_table_and_model_index(pushed, tmp_path
     assert by_task["ga_parse (parse)"] == {"uas": 0.71, "las": 0.63}
     assert {r["task"]["type"] for r in results} >= {"fill-mask", "token-classification", "dependency-parsing"}
     assert "| sci_ner (ner) | ner (train.txt -> test.txt) | f1 | 0.500 ± 0.000 |" in card.text
+    rows = pushed["folders"]["evaluate"].joinpath("metrics.json").read_text()
+    assert f"Scored on all {json.loads(rows)['heldout_rows']} held-out rows." in card.text
+    assert "capped" not in card.text
+
+
+def test_capped_test_sets_are_said_on_the_card_and_sliced_in_the_model_index(pushed, tmp_path):
+    """downstream.max_eval_examples / max_train_examples scored part of a test set: the card says so and the
+    model-index names the slice scored, so the scores are not read as the whole test set's."""
+    capped = json.loads(json.dumps(DOWNSTREAM))
+    capped["recipe"] |= {"max_train_examples": 60, "max_eval_examples": 30}
+    for task in capped["tasks"].values():
+        task["examples"] = {"train": 60, "dev": 0, "test": 30}
+    capped["tasks"]["sci_ner"]["examples"]["test"] = 12  # a test set smaller than the cap: scored whole
+    card = card_with(pushed, tmp_path, capped)
+    assert ("training sets capped at the first 60 examples (max_train_examples) and dev and test sets capped at "
+            "the first 30 examples (max_eval_examples), so the scores are not those of the whole test sets") in card.text
+    assert "| ga_upos (upos) | UD_Irish-IDT (dev -> test[:30]) | accuracy |" in card.text
+    assert "| sci_ner (ner) | ner (train.txt -> test.txt) |" in card.text
+    splits = {r["task"]["name"]: r["dataset"]["split"] for r in card.data.to_dict()["model-index"][0]["results"]}
+    assert splits["ga_parse (parse)"] == "test[:30]" and splits["sci_ner (ner)"] == "test.txt"
+    from pretrain.publish.card import _heldout
+
+    scores = {"loss": 6.0, "accuracy": 0.1}
+    evaluate = {"counts": {"heldout_rows": 14, "trained": scores, "untrained": scores},
+                "config": {"evaluate": {"max_rows": 5}}}
+    assert "Scored on the first 5 of the 14 held-out rows (evaluate.max_rows)." in \
+        _heldout(SimpleNamespace(manifests={"evaluate": evaluate}))
