@@ -331,7 +331,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor, _check_shard_work)),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
-          checks=(_check_pretrain_settings, _check_hub), every_rank=True),
+          checks=(_check_pretrain_settings, _check_hub), every_rank=True,
+          version=2),  # 2: the exported tokenizer's model_max_length is the model's positions, not 512
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,

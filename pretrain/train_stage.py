@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -331,6 +332,18 @@ def export_hf(model, vocab_dir: Path, out: Path) -> None:
     for name in TOKENIZER_FILES:
         if (vocab_dir / name).exists():
             shutil.copy2(vocab_dir / name, out / name)
+    settings = Path(out) / "tokenizer_config.json"
+    if settings.exists():  # the vocab stage cannot know the model's length: truncation=True cuts to this
+        values = json.loads(settings.read_text(encoding="utf-8"))
+        values["model_max_length"] = usable_positions(model.config)
+        settings.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def usable_positions(config) -> int:
+    """The longest input the model takes: its position table, less RoBERTa's rows before pad_token_id + 1
+    (it numbers positions from there)."""
+    offset = config.pad_token_id + 1 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return config.max_position_embeddings - offset
 
 
 def read_loss_curve(stage_dir: Path) -> list[tuple[int, float]]:
