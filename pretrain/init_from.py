@@ -78,8 +78,10 @@ def load_start_model(checkpoint: Checkpoint, vocab_dir: Path, vocab_mode: str, v
     quiet = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its table of missing keys: the report below says the same once
     try:
+        # fp32 master weights whatever dtype the checkpoint was saved in (transformers keeps a bf16 file's
+        # dtype): trainer.precision decides what the run computes in, and AdamW's state follows the weights
         model, info = AutoModelForMaskedLM.from_pretrained(str(checkpoint.folder), output_loading_info=True,
-                                                           attn_implementation=attention)
+                                                           attn_implementation=attention, dtype=torch.float32)
     finally:
         transformers_logging.set_verbosity(quiet)
     report = StartReport(checkpoint.requested, checkpoint.identity, model.config.model_type, vocab_mode,

@@ -151,3 +151,17 @@ def test_keep_with_a_vocabulary_built_from_another_tokenizer_is_refused(make_cfg
     irish_vocab = run_stage(make_cfg("vocab", ["experiment=demo_ga"], work_dir=shared_work), "vocab")
     with pytest.raises(ConfigError, match="not the checkpoint's"):
         load_start_model(resolve_checkpoint(MINILM), irish_vocab, "keep", "mean", 64, "sdpa", seed=1)
+
+
+def test_a_checkpoint_saved_in_bf16_starts_in_fp32(make_cfg, shared_work, tmp_path):
+    """transformers loads a checkpoint in the dtype it was saved in: a bf16 one would train bf16 weights and
+    AdamW moments whatever trainer.precision says. The start model is fp32; precision is the trainer's."""
+    half = tmp_path / "minilm-bf16"
+    AutoModel.from_pretrained(MINILM).to(torch.bfloat16).save_pretrained(half)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if Path(MINILM, name).exists():
+            shutil.copy(Path(MINILM, name), half / name)
+    vocab_dir = run_stage(make_cfg("vocab", ["experiment=demo_ga", "tokenizer.lowercase=true"], work_dir=shared_work),
+                          "vocab")
+    model, _ = load_start_model(resolve_checkpoint(str(half)), vocab_dir, "replace", "copy", 64, "sdpa", seed=1)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
