@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from bertforge.common.errors import ConfigError
 from pretrain.distributed import BatchLayout
 from pretrain.phases import Phase
 
@@ -92,10 +93,27 @@ class MicroBatchSeeding(L.Callback):
         self.current_sampler, self.seed, self.attempt = current_sampler, seed, attempt
         self.ledger_dir = Path(ledger_dir) if ledger_dir else None
         self._ledger = None
+        self.saved_accumulation: int | None = None  # that of the run that wrote the checkpoint resumed from
+
+    def state_dict(self) -> dict:
+        # trainer.micro_batch_size is hardware, not hashed: a resume on other hardware accumulates another
+        # number of micro-batches, and the checkpoint's batch count is in the saving run's
+        return {"accumulation": self.current_sampler().layout.accumulation}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.saved_accumulation = state_dict.get("accumulation")
 
     def on_train_start(self, trainer, pl_module) -> None:
         sampler = self.current_sampler()
-        check_step_boundary(trainer, sampler.layout.accumulation)
+        accumulation, saved = sampler.layout.accumulation, self.saved_accumulation or sampler.layout.accumulation
+        check_step_boundary(trainer, saved)
+        completed = _completed_batches(trainer.fit_loop.epoch_loop.batch_progress.current)
+        if saved != accumulation and completed % accumulation:
+            # Lightning counts this phase's micro-batches on from the checkpoint's count and steps the optimiser
+            # when that count is a multiple of the new accumulation: here it would step mid-way through a step
+            raise ConfigError(f"the checkpoint was saved by a run with {saved} micro-batch(es) a step and this one "
+                              f"has {accumulation} (trainer.micro_batch_size): resume with the micro_batch_size it "
+                              "was saved with (its step is not a whole number of new steps into its phase)")
         if trainer.global_step != sampler.start_step:
             raise RuntimeError(f"Lightning resumed at step {trainer.global_step} but the data sampler starts at step "
                                f"{sampler.start_step}: pass the step of the checkpoint given to fit()")
