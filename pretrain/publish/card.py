@@ -176,8 +176,8 @@ def _heldout(found: CardInputs) -> list[str]:
     evaluate = found.manifests["evaluate"]
     scores, max_rows = evaluate["counts"], evaluate["config"]["evaluate"]["max_rows"]
     rows = scores["heldout_rows"]
-    scored = (f"Scored on the first {max_rows:,} of the {rows:,} held-out rows (evaluate.max_rows)." if 0 < max_rows < rows
-              else f"Scored on all {rows:,} held-out rows.")
+    scored = (f"Scored on the first {max_rows:,} of the {rows:,} held-out rows (evaluate.max_rows)."
+              if 0 < max_rows < rows else f"Scored on all {rows:,} held-out rows.")
     return ["## Evaluation (held-out masked tokens)", "", scored, "",
             "| model | loss | accuracy |", "|---|---:|---:|",
             f"| this model | {scores['trained']['loss']:.3f} | {scores['trained']['accuracy']:.3f} |",
@@ -198,7 +198,8 @@ def _downstream(metrics: dict | None) -> list[str]:
     lines = ["## Downstream evaluation", "",
              f"Fine-tuned {recipe.get('epochs', '?')} epochs, lr {recipe.get('lr', '?')}, batch "
              f"{recipe.get('batch_size', '?')}, seeds {recipe.get('seeds', '?')}; mean ± sd over seeds"
-             + (f"; {' and '.join(capped)}, so the scores are not those of the whole test sets." if capped else "."), "",
+             + (f"; {' and '.join(capped)}, so the scores are not those of the whole test sets." if capped
+                else "."), "",
              "| task | dataset (train -> test) | metric | this model | " + " | ".join(others) + " |",
              "|---|---|---|---:|" + "---:|" * len(others)]
     for task_id, task in tasks.items():
