@@ -209,10 +209,11 @@ def _pretrain_start(cfg: ExperimentConfig) -> dict:
 
 def _check_pretrain_settings(cfg: ExperimentConfig) -> None:
     from pretrain.model import attn_implementation
-    from pretrain.settings_check import check_pretrain_settings
+    from pretrain.settings_check import check_impl_config, check_pretrain_settings
 
     check_pretrain_settings(cfg.trainer, cfg.training, cfg.optim, cfg.checkpoint, cfg.shards.seq_len, cfg.model,
                             cfg.masking)
+    check_impl_config(cfg.impl)
     attn_implementation(cfg.impl.attention)
 
 
@@ -259,10 +260,53 @@ def _downstream_inputs(cfg: ExperimentConfig) -> dict:
     from pretrain.downstream.stage import check_downstream
 
     d = cfg.downstream
-    return {"data": check_downstream(d),
-            "references": {name: _checkpoint(path, f"downstream.references.{name}").identity
-                           for name, path in d.references.items()},
-            **({"checkpoint": _checkpoint(d.checkpoint, "downstream.checkpoint").identity} if d.checkpoint else {})}
+    references = {name: _checkpoint(path, f"downstream.references.{name}") for name, path in d.references.items()}
+    checkpoint = _checkpoint(d.checkpoint, "downstream.checkpoint") if d.checkpoint else None
+    # Every encoder fine-tuned, so downstream.max_length is checked against each one's positions: the
+    # experiment's own model is built from model.* or, continued, is model.init_from's architecture.
+    start = None if checkpoint else _start(cfg)
+    encoders = {f"downstream.references.{name}": ref.folder for name, ref in references.items()}
+    if checkpoint:
+        encoders["downstream.checkpoint"] = checkpoint.folder
+    elif start:
+        encoders["model.init_from"] = start.folder
+    own_positions = None if checkpoint or start else cfg.model.max_position_embeddings
+    return {"data": check_downstream(d, own_positions, encoders),
+            "references": {name: ref.identity for name, ref in references.items()},
+            **({"checkpoint": checkpoint.identity} if checkpoint else {})}
+
+
+def _downstream_plan(cfg: ExperimentConfig) -> dict:
+    _warn_test_text_in_corpus(cfg)
+    return _downstream_inputs(cfg)
+
+
+_WARNED_TEST_FILES: set[Path] = set()  # a command plans more than once (and a sweep once per point): warn once
+
+
+def _warn_test_text_in_corpus(cfg: ExperimentConfig) -> None:
+    """Warn, before any stage runs, when a task's test file is one the pretraining corpus reads: the model
+    scored has seen those texts (not their labels) in pretraining, which flatters it against its random-init
+    twin and any reference. Only for the experiment's own model (not `downstream.checkpoint`)."""
+    from corpora.corpus.stage import checked_inputs
+
+    if cfg.downstream.checkpoint or not cfg.downstream.tasks:
+        return
+    read = {Path(path).resolve() for path, _, _ in checked_inputs(cfg.source).fingerprint}
+    scored_on: dict[Path, list[str]] = {}  # a test file the corpus reads -> the tasks scored on it
+    for index, task in enumerate(cfg.downstream.tasks):
+        # a conllu/iob test file, or the one file (jsonl) that holds every split
+        for test in {(Path(task.path) / task.test).resolve(), Path(task.path).resolve()} if task.test else ():
+            if test in read:
+                scored_on.setdefault(test, []).append(f"{task.name} (downstream.tasks.{index})")
+    for test, tasks in scored_on.items():
+        if test not in _WARNED_TEST_FILES:
+            _WARNED_TEST_FILES.add(test)
+            log.warning("downstream: %s score%s on %s, which the pretraining corpus (source=%s) also reads: the model "
+                        "has seen these test texts in pretraining, so its scores against random_init and references "
+                        "are flattered. For a clean comparison, leave the file out of the corpus (e.g. "
+                        "source.inputs.N.glob)", ", ".join(tasks), "" if len(tasks) > 1 else "s", test,
+                        cfg.source.name)
 
 
 def _build_downstream(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
@@ -336,7 +380,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
-          "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_inputs),
+          "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_plan,
+          version=2),  # 2: words encoded as running text ("Ġ" kept); macro F1 counts every train label
     Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
           "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub, _check_card_scores),
           then=_push_publish, version=2),  # 2: the card says how many held-out rows and test examples were scored

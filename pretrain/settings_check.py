@@ -28,6 +28,23 @@ from pretrain.phases import plan_phases
 from pretrain.schedules import lr_lambda
 
 
+# Lightning's accepted `precision` strings (lightning.fabric.connector._PRECISION_INPUT), spelt here so this
+# module imports no heavy library: an unknown one failed only after corpus, vocab and shards had been built.
+PRECISIONS = ("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
+              "transformer-engine", "transformer-engine-float16")
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
+
+
+def check_impl_config(impl) -> None:
+    """ConfigError naming the key for an `impl` value torch would refuse late (num_workers) or read as
+    another one (an unknown matmul precision)."""
+    if impl.num_workers < 0:
+        raise ConfigError(f"impl.num_workers={impl.num_workers}: give 0 (load in the training process) or more")
+    if impl.matmul_precision not in MATMUL_PRECISIONS:
+        raise ConfigError(f"impl.matmul_precision={impl.matmul_precision!r}: choose one of "
+                          f"{', '.join(MATMUL_PRECISIONS)}")
+
+
 def check_pretrain_settings(trainer: TrainerConfig, training: TrainingConfig, optim: OptimConfig,
                             checkpoint: CheckpointConfig, seq_len: int, model: ModelConfig,
                             masking: MaskingConfig) -> None:
@@ -37,6 +54,9 @@ def check_pretrain_settings(trainer: TrainerConfig, training: TrainingConfig, op
     micro-batch (`seq_len`: the shards' main row length), each phase's lr and re-warm-up, the checkpoint
     settings and the divergence rule, a from-scratch architecture against every phase's length, and
     the masking ratios."""
+    if str(trainer.precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={trainer.precision!r}: choose one of {', '.join(PRECISIONS)} "
+                          "(32 on CPU, bf16-mixed on GPUs that support it)")
     launch = plan_launch(trainer)
     check_optim_config(optim)  # before the phases: they divide by optim.lr
     lr_lambda(optim.schedule, optim.warmup_steps, training.max_steps, optim.min_lr_ratio, optim.decay_fraction)

@@ -15,7 +15,7 @@ from transformers import AutoModelForMaskedLM
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from bertforge.common.checkpoints import Checkpoint
+from bertforge.common.checkpoints import Checkpoint, usable_positions
 from bertforge.common.errors import ConfigError, Preempted, TrainingDiverged
 from bertforge.common.stage_folder import StageOutput, read_manifest, write_json_atomic
 from corpora.shards.rows import file_sha256, load_rows
@@ -335,15 +335,8 @@ def export_hf(model, vocab_dir: Path, out: Path) -> None:
     settings = Path(out) / "tokenizer_config.json"
     if settings.exists():  # the vocab stage cannot know the model's length: truncation=True cuts to this
         values = json.loads(settings.read_text(encoding="utf-8"))
-        values["model_max_length"] = usable_positions(model.config)
+        values["model_max_length"] = usable_positions(Path(out))
         settings.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def usable_positions(config) -> int:
-    """The longest input the model takes: its position table, less RoBERTa's rows before pad_token_id + 1
-    (it numbers positions from there)."""
-    offset = config.pad_token_id + 1 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
-    return config.max_position_embeddings - offset
 
 
 def read_loss_curve(stage_dir: Path) -> list[tuple[int, float]]:

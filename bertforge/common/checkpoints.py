@@ -98,3 +98,21 @@ def _download(repo_id: str, key: str) -> Path:
         raise ConfigError(f"{key}={repo_id!r}: not a local folder, and the hub could not give it "
                           f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). Offline, download the model "
                           "elsewhere and give its folder") from None
+
+
+ROBERTA_STYLE = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text",
+                 "mpnet", "longformer", "ibert", "luke", "xmod"}
+"""model_type values whose position ids start after pad_token_id (fairseq's numbering)."""
+
+
+def usable_positions(folder: Path) -> int | None:
+    """The longest input, in tokens, the HF encoder in `folder` takes (from its config.json); None when the
+    config does not say (no max_position_embeddings). RoBERTa-style models number positions from
+    pad_token_id + 1, so pad_token_id + 1 rows of their table are never used."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int):
+        return None
+    if config.get("model_type") in ROBERTA_STYLE:
+        positions -= config.get("pad_token_id", 1) + 1
+    return positions

@@ -7,6 +7,7 @@ predicted: it is marked unreached, scored as wrong and counted, never silently l
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +32,14 @@ class Encoded:
 
 
 def encode_words(tokenizer, sentence: Sentence, label_ids: dict[str, int], max_length: int) -> Encoded:
-    enc = tokenizer(sentence.words, is_split_into_words=True, truncation=True, max_length=max_length)
-    word_of_token = [-1 if w is None else w for w in enc.word_ids()]
+    """The sentence's words joined by spaces and encoded as running text, each subword mapped to its word
+    by character offsets. A tokenizer given the words one by one (`is_split_into_words`) can encode them
+    otherwise than the text it was pretrained on: a byte-level BPE without prefix spaces drops the space
+    marker of every word but the first ("Google", not "ĠGoogle")."""
+    text, word_starts = _joined(sentence.words)
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
+    word_of_token = [-1 if sequence is None else _word_at(word_starts, start)
+                     for sequence, (start, _end) in zip(enc.sequence_ids(), enc["offset_mapping"], strict=True)]
     reached = len({w for w in word_of_token if w >= 0})
     labels = [label_ids.get(tag, IGNORE) for tag in sentence.tags]
     # Heads and labels of unreached words are ignored in the loss; scoring counts them wrong.
@@ -42,6 +49,22 @@ def encode_words(tokenizer, sentence: Sentence, label_ids: dict[str, int], max_l
     if sentence.heads is not None:
         heads = [h if i in got and (h == 0 or h - 1 in got) else IGNORE for i, h in enumerate(sentence.heads)]
     return Encoded(enc["input_ids"], word_of_token, labels, heads, len(sentence.words), reached)
+
+
+def _joined(words: list[str]) -> tuple[str, list[int]]:
+    """The words as one line with a space between each, and the character where each word starts."""
+    starts, at = [], 0
+    for word in words:
+        starts.append(at)
+        at += len(word) + 1
+    return " ".join(words), starts
+
+
+def _word_at(word_starts: list[int], char: int) -> int:
+    """The word a subword starting at `char` belongs to. The space before a word counts as that word's
+    own: byte-level BPE and Metaspace put the space marker on the word that follows ("Ġ" alone before
+    ")" when the vocabulary has no "Ġ)"), and some tokenizers' offsets include that space."""
+    return max(bisect.bisect_right(word_starts, char + 1) - 1, 0)
 
 
 def encode_text(tokenizer, text: Text, label_ids: dict[str, int], max_length: int, multi_label: bool) -> Encoded:

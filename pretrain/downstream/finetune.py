@@ -190,7 +190,7 @@ def score(task: DownstreamTaskConfig, examples: list, encoded: list[Encoded], ou
             predicted = [[labels[i] for i, on in enumerate(row) if on] for row in flat["labels"]]
         else:
             predicted = [[labels[i]] for i in flat["labels"]]
-        return label_f1([ex.labels for ex in examples], predicted)
+        return label_f1([ex.labels for ex in examples], predicted, labels)
     # Word tasks: words without a subword (cut off by max_length) get no prediction, so count as wrong.
     unreached = "O" if task.type == "ner" else None
     predicted_tags, predicted_heads = [], []

@@ -9,7 +9,7 @@ Word tasks give `Sentence`s (words with one tag each, and for parsing a head per
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.common.errors import ConfigError, CorpusInputError
@@ -29,6 +29,8 @@ class Sentence:
     """parse only: the 1-based index of each word's head, 0 for the root."""
     where: str
     """file:line of the sentence's first word."""
+    word_lines: list[int] = field(default_factory=list)
+    """The file line of each word, so a bad label is reported where it is."""
 
 
 @dataclass
@@ -84,7 +86,7 @@ def _read_conllu(file: Path, task_type: str) -> list[Sentence]:
     words: list[str] = []
     tags: list[str] = []
     heads: list[int] = []
-    start = 0
+    word_lines: list[int] = []
 
     def close() -> None:
         if not words:
@@ -92,10 +94,10 @@ def _read_conllu(file: Path, task_type: str) -> list[Sentence]:
         for i, head in enumerate(heads):
             if head > len(words):
                 raise CorpusInputError(str(file), f"word {i + 1} has head {head} but the sentence has {len(words)} "
-                                       "words", "Fix the HEAD column of this sentence", line=start)
+                                       "words", "Fix the HEAD column of this sentence", line=word_lines[0])
         sentences.append(Sentence(list(words), list(tags), list(heads) if task_type == "parse" else None,
-                                  f"{file}:{start}"))
-        words.clear(), tags.clear(), heads.clear()
+                                  f"{file}:{word_lines[0]}", list(word_lines)))
+        words.clear(), tags.clear(), heads.clear(), word_lines.clear()
 
     with file.open(encoding="utf-8") as lines:
         for line_no, raw in enumerate(lines, 1):
@@ -114,9 +116,8 @@ def _read_conllu(file: Path, task_type: str) -> list[Sentence]:
             if not cols[0].isdigit() or int(cols[0]) != len(words) + 1:
                 raise CorpusInputError(str(file), f"word id {cols[0]!r} where {len(words) + 1} was expected",
                                        "Word ids count 1, 2, 3... within each sentence", line=line_no)
-            if not words:
-                start = line_no
             words.append(cols[1])
+            word_lines.append(line_no)
             tag = cols[column]
             if task_type == "parse":
                 if not cols[6].isdigit():
@@ -142,7 +143,7 @@ def _read_iob(file: Path, scheme: str) -> list[Sentence]:
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []
-    start = 0
+    word_lines: list[int] = []
     with file.open(encoding="utf-8") as lines:
         for line_no, raw in enumerate(lines, 1):
             cols = raw.split()
@@ -150,8 +151,8 @@ def _read_iob(file: Path, scheme: str) -> list[Sentence]:
                 cols = []
             if not cols:
                 if words:
-                    sentences.append(Sentence(words, tags, None, f"{file}:{start}"))
-                    words, tags = [], []
+                    sentences.append(Sentence(words, tags, None, f"{file}:{word_lines[0]}", word_lines))
+                    words, tags, word_lines = [], [], []
                 continue
             if len(cols) < 2:
                 raise CorpusInputError(str(file), f"a token line needs a token and a tag, this one has {raw.strip()!r}",
@@ -167,12 +168,11 @@ def _read_iob(file: Path, scheme: str) -> list[Sentence]:
                     raise CorpusInputError(str(file), f"{tag} follows {previous}: in IOB2 an entity starts with B-",
                                            "Fix the tag, or set the task's scheme=iob1 if the file is IOB1", line=line_no)
                 tag = "B-" + tag[2:]  # IOB1 opens an entity with I-
-            if not words:
-                start = line_no
             words.append(cols[0])
             tags.append(tag)
+            word_lines.append(line_no)
         if words:
-            sentences.append(Sentence(words, tags, None, f"{file}:{start}"))
+            sentences.append(Sentence(words, tags, None, f"{file}:{word_lines[0]}", word_lines))
     if not sentences:
         raise CorpusInputError(str(file), "no sentences", "Give a file of token and tag lines")
     return sentences
@@ -218,16 +218,34 @@ def _read_jsonl(file: Path, task: DownstreamTaskConfig, split_value: str) -> lis
                 if key not in record:
                     raise CorpusInputError(str(file), f"the record has no {key!r} field",
                                            "Set the task's text_field / label_field to the record's keys", line=line_no)
-            labels = record[task.label_field]
-            labels = [str(label) for label in labels] if isinstance(labels, list) else [str(labels)]
+            labels = _record_labels(record[task.label_field], task, file, line_no)
             if not task.multi_label and len(labels) != 1:
                 raise CorpusInputError(str(file), f"{len(labels)} labels in a single-label task",
                                        "Set the task's multi_label=true", line=line_no)
-            texts.append(Text(str(record[task.text_field]), labels, f"{file}:{line_no}"))
+            text = record[task.text_field]
+            if not isinstance(text, str):
+                raise CorpusInputError(str(file), f"the {task.text_field!r} field is {json.dumps(text)}, not a string",
+                                       "Give every record its text, or remove the record", line=line_no)
+            texts.append(Text(text, labels, f"{file}:{line_no}"))
     if not texts:
         raise CorpusInputError(str(file), f"no record has {task.split_field}={split_value!r}",
                                f"Set the task's train/dev/test keys to values of the {task.split_field!r} field")
     return texts
+
+
+def _record_labels(value, task: DownstreamTaskConfig, file: Path, line_no: int) -> list[str]:
+    """A record's label (a string, or an integer class id read as its digits), or for a multi-label task
+    its list of them ([] for none). null is refused, not read as a class "None" or as no labels: a
+    missing annotation is not a label."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)):
+            continue
+        wanted = "a multi-label task's labels are a list of strings ([] for none)" if task.multi_label else \
+            "a label is a string"
+        raise CorpusInputError(str(file), f"the {task.label_field!r} field is {json.dumps(value)[:80]}: {wanted}",
+                               "Fix the record's label, or remove the record", line=line_no)
+    return [str(item) for item in items]
 
 
 def label_set(examples: list[Sentence] | list[Text]) -> list[str]:
@@ -242,13 +260,23 @@ def unseen_labels(train_labels: list[str], examples: list[Sentence] | list[Text]
     known = set(train_labels)
     count = 0
     for ex in examples:
-        for label in ex.tags if isinstance(ex, Sentence) else ex.labels:
+        for label, where in _labels_where(ex):
             if label in known:
                 continue
             if policy == "error":
-                raise CorpusInputError(ex.where.rsplit(":", 1)[0], f"label {label!r} in the {split} split never occurs "
-                                       f"in train", f"The model cannot learn it: fix the label, or set "
-                                       f"downstream task {task_name!r} unseen_labels=score_as_wrong to count it as "
-                                       "an error", line=int(ex.where.rsplit(":", 1)[1]))
+                file, line = where.rsplit(":", 1)
+                raise CorpusInputError(file, f"label {label!r} in the {split} split never occurs in train",
+                                       f"The model cannot learn it: fix the label, or set downstream task "
+                                       f"{task_name!r} unseen_labels=score_as_wrong to count it as an error",
+                                       line=int(line))
             count += 1
     return count
+
+
+def _labels_where(example: Sentence | Text) -> list[tuple[str, str]]:
+    """Each label of `example` with the file:line it is on: a word's own line, a text's line."""
+    if isinstance(example, Text):
+        return [(label, example.where) for label in example.labels]
+    file = example.where.rsplit(":", 1)[0]
+    lines = example.word_lines or [int(example.where.rsplit(":", 1)[1])] * len(example.tags)
+    return [(tag, f"{file}:{line}") for tag, line in zip(example.tags, lines, strict=True)]

@@ -15,6 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
+from bertforge.common.checkpoints import usable_positions
 from bertforge.common.errors import ConfigError
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from pretrain.config import DownstreamConfig, DownstreamTaskConfig
@@ -27,16 +28,26 @@ log = logging.getLogger("bertforge.downstream")
 FORMATS = {"conllu": set(WORD_TASKS) - {"ner"}, "iob": {"ner"}, "tos": TEXT_TASKS, "jsonl": TEXT_TASKS}
 
 
-def check_downstream(cfg: DownstreamConfig) -> dict:
-    """Every task's settings and data, read and checked before any stage runs (a broken line or a label
-    set mismatch fails here, not after pretraining). Returns the input files' fingerprints to hash."""
+def check_downstream(cfg: DownstreamConfig, model_positions: int | None, encoders: dict[str, Path]) -> dict:
+    """Every task's settings and data, read and checked before any stage runs (a broken line, a label
+    set mismatch or a recipe an encoder cannot run fails here, not after pretraining). `model_positions`
+    is model.max_position_embeddings of the experiment's own model where it is fine-tuned and built from
+    scratch, else None; `encoders` maps the key of every other encoder fine-tuned (downstream.checkpoint
+    or model.init_from, downstream.references.<name>) to its HF folder. Returns the input files'
+    fingerprints to hash."""
     if not cfg.tasks:
         raise ConfigError("downstream.tasks is empty: choose a task set, e.g. downstream=ud_irish "
                           "(conf/downstream/ lists them), or give downstream.tasks")
-    if cfg.pooling not in ("first", "mean"):
-        raise ConfigError(f"downstream.pooling={cfg.pooling!r}: first or mean")
-    if cfg.seeds < 1 or cfg.epochs < 1:
-        raise ConfigError("downstream.seeds and downstream.epochs must be at least 1")
+    _check_recipe(cfg)
+    if model_positions is not None:
+        _check_max_length(cfg.max_length, model_positions, f"model.max_position_embeddings={model_positions} "
+                          "(the experiment's own model)", "or raise model.max_position_embeddings")
+    for key, folder in encoders.items():
+        positions = usable_positions(folder)
+        if positions is not None:
+            _check_max_length(cfg.max_length, positions, f"the {positions} positions of {key} "
+                              f"({folder / 'config.json'})",
+                              f"or leave out {key}" if key.startswith("downstream.references.") else "")
     names = [task.name for task in cfg.tasks]
     if len(set(names)) != len(names) or not all(names):
         raise ConfigError(f"downstream.tasks: every task needs its own name (got {names})")
@@ -52,6 +63,24 @@ def check_downstream(cfg: DownstreamConfig) -> dict:
         load_task(task)
         fingerprint[task.name] = _fingerprint(task)
     return fingerprint
+
+
+def _check_recipe(cfg: DownstreamConfig) -> None:
+    if cfg.pooling not in ("first", "mean"):
+        raise ConfigError(f"downstream.pooling={cfg.pooling!r}: first or mean")
+    for key in ("seeds", "epochs", "batch_size", "max_length"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"downstream.{key}={getattr(cfg, key)}: it must be at least 1")
+    if not 0.0 <= cfg.warmup_share <= 1.0:
+        raise ConfigError(f"downstream.warmup_share={cfg.warmup_share}: the share of fine-tuning steps spent "
+                          "warming up the learning rate, between 0 and 1")
+
+
+def _check_max_length(max_length: int, positions: int, whose: str, remedy: str) -> None:
+    # A longer input has no position embedding: fine-tuning would crash at the first long batch.
+    if max_length > positions:
+        raise ConfigError(f"downstream.max_length={max_length} exceeds {whose}, the longest input that encoder "
+                          f"takes: set downstream.max_length to at most {positions}" + (f", {remedy}" if remedy else ""))
 
 
 def load_task(task: DownstreamTaskConfig) -> TaskData:
@@ -136,9 +165,7 @@ def _tokenizer(auto_tokenizer, folder: Path):
     tokenizer = auto_tokenizer.from_pretrained(str(folder))
     if not tokenizer.is_fast:
         raise ConfigError(f"{folder}: its tokenizer is not a fast tokenizer (no tokenizer.json), which word tasks "
-                          "need to map subwords to words")
-    if getattr(tokenizer, "add_prefix_space", None) is False:  # byte-level BPE: words given one by one
-        tokenizer = auto_tokenizer.from_pretrained(str(folder), add_prefix_space=True)
+                          "need to map subwords to words (by character offsets: batches.encode_words)")
     return tokenizer
 
 

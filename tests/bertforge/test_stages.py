@@ -227,3 +227,24 @@ def test_other_ranks_wait_for_the_first_to_build_the_stages_before_pretrain(make
     monkeypatch.setattr("bertforge.stages.first_process", lambda: False)
     with pytest.raises(StageBusy, match="no process has held its lock"):
         run_stages(alone, "pretrain")
+
+
+def test_a_test_file_the_corpus_reads_is_warned_of_once_before_any_stage(make_cfg, caplog):
+    """The demo's corpus is the Irish treebank's text, test file included: scoring ga_upos/ga_parse on that
+    file flatters the model against its twin, which the planning says (once, naming the tasks and file)."""
+    from bertforge.stages import _WARNED_TEST_FILES
+
+    _WARNED_TEST_FILES.clear()
+    cfg = make_cfg("downstream", ["experiment=demo_ga", "downstream=ud_irish"])
+    with caplog.at_level(logging.WARNING, logger="bertforge"):
+        plan(cfg, "downstream")
+        plan(cfg, "downstream")
+    warned = [r.getMessage() for r in caplog.records if "pretraining corpus" in r.getMessage()]
+    assert len(warned) == 1 and "ga_upos (downstream.tasks.0), ga_parse (downstream.tasks.1) score on " in warned[0]
+    assert "ga_idt-ud-test.conllu, which the pretraining corpus (source=ud_irish) also reads" in warned[0]
+    caplog.clear()
+    _WARNED_TEST_FILES.clear()
+    clean = make_cfg("downstream", ["experiment=demo_ga", "downstream=ud_irish", "source.inputs.0.glob=*-dev.conllu"])
+    with caplog.at_level(logging.WARNING, logger="bertforge"):
+        plan(clean, "downstream")
+    assert not [r for r in caplog.records if "pretraining corpus" in r.getMessage()]

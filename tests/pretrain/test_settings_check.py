@@ -60,6 +60,9 @@ def test_a_continued_model_takes_its_size_from_its_checkpoint(make_cfg):
      r"training.phases\[1\].warmup_steps=50 must be at least 0 and below the phase's 50 steps"),
     ("training.embedding_warmup_steps=500",
      "training.embedding_warmup_steps=500 must be at least 0 and below training.max_steps=500"),
+    ("trainer.precision=bf17", "trainer.precision='bf17': choose one of 64, 32, 16, bf16, "),
+    ("impl.num_workers=-1", r"impl.num_workers=-1: give 0 \(load in the training process\) or more"),
+    ("impl.matmul_precision=fastest", "impl.matmul_precision='fastest': choose one of highest, high, medium"),
 ])
 def test_optimiser_and_schedule_errors_fail_in_the_pre_run_check(make_cfg, override, message):
     # check_settings is what every command runs before any stage runs or is reused

@@ -77,6 +77,58 @@ def test_a_label_train_never_has_is_an_error_naming_its_line(data_dir, tmp_path)
     assert load_task(task).labels.count("NOTATAG") == 0
 
 
+def test_an_unseen_label_is_reported_on_its_own_words_line(data_dir, tmp_path):
+    lines = (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-test.conllu").read_text(encoding="utf-8").splitlines()[:40]
+    i = [i for i, line in enumerate(lines) if line[:1].isdigit()][3]  # the first sentence's fourth word
+    cols = lines[i].split("\t")
+    cols[3] = "NOTATAG"
+    lines[i] = "\t".join(cols)
+    (tmp_path / "test.conllu").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(CorpusInputError, match=rf"test.conllu:{i + 1}: label 'NOTATAG' in the test split"):
+        load_task(ud_task(data_dir, test=str(tmp_path / "test.conllu")))
+
+    ner = data_dir / "science/ner/NCBI-disease-IOB"
+    lines = (ner / "test.tsv").read_text(encoding="utf-8").splitlines()[:60]
+    i = [i for i, line in enumerate(lines) if line.strip()][5]
+    lines[i] = lines[i].split("\t")[0] + "\tB-Gene"
+    (tmp_path / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    task = DownstreamTaskConfig(name="ncbi", type="ner", format="iob", path=str(ner), train="train.tsv",
+                                test=str(tmp_path / "test.tsv"))
+    with pytest.raises(CorpusInputError, match=rf"test.tsv:{i + 1}: label 'B-Gene' in the test split"):
+        load_task(task)
+
+
+def jsonl_task(tmp_path, records: list[str], **changes) -> DownstreamTaskConfig:
+    (tmp_path / "texts.jsonl").write_text("\n".join(records) + "\n", encoding="utf-8")
+    return DownstreamTaskConfig(**dict(name="j", type="classify", format="jsonl", path=str(tmp_path / "texts.jsonl"),
+                                       train="train", test="test") | changes)
+
+
+def test_a_null_label_is_refused_naming_its_line(tmp_path):
+    """null is a missing annotation, not a class "None" (nor, for a multi-label task, no labels)."""
+    task = jsonl_task(tmp_path, ['{"split": "train", "text": "a", "label": "pos"}',
+                                 '{"split": "train", "text": "b", "label": null}'])
+    with pytest.raises(CorpusInputError, match=r"texts.jsonl:2: the 'label' field is null: a label is a string"):
+        read_split(task, "train")
+    task = jsonl_task(tmp_path, ['{"split": "train", "text": "a", "subjects": ["x", "y"]}',
+                                 '{"split": "train", "text": "b", "subjects": []}',
+                                 '{"split": "train", "text": "c", "subjects": null}'],
+                      label_field="subjects", multi_label=True)
+    with pytest.raises(CorpusInputError, match=r"texts.jsonl:3: the 'subjects' field is null: a multi-label task's "
+                                               r"labels are a list of strings \(\[\] for none\)"):
+        read_split(task, "train")
+    task = jsonl_task(tmp_path, ['{"split": "train", "text": "a", "subjects": ["x", null]}'],
+                      label_field="subjects", multi_label=True)
+    with pytest.raises(CorpusInputError, match=r"texts.jsonl:1: the 'subjects' field is \[\"x\", null\]"):
+        read_split(task, "train")
+    task = jsonl_task(tmp_path, ['{"split": "train", "text": null, "label": "pos"}'])
+    with pytest.raises(CorpusInputError, match=r"texts.jsonl:1: the 'text' field is null, not a string"):
+        read_split(task, "train")
+    # an integer class id is read as its digits
+    task = jsonl_task(tmp_path, ['{"split": "train", "text": "a", "label": 1}'])
+    assert read_split(task, "train")[0].labels == ["1"]
+
+
 def test_tos_folds_label_unfair_sentences(data_dir):
     root = data_dir / "legal/tos_unfair_clauses_en"
     task = DownstreamTaskConfig(name="tos", type="classify", format="tos", path=str(root),

@@ -66,10 +66,23 @@ def test_entity_f1_matches_seqeval_on_real_data(data_dir, corpus):
 def test_label_f1_matches_scikit_learn():
     gold = [["a"], ["a", "b"], ["c"], ["b"], ["a", "c"]]
     predicted = [["a"], ["b"], ["c", "b"], [], ["a"]]
-    binarizer = MultiLabelBinarizer().fit(gold + predicted)
+    classes = ["a", "b", "c", "d"]  # the head's: "d" occurs in train only
+    binarizer = MultiLabelBinarizer(classes=classes).fit([classes])
     y, p = binarizer.transform(gold), binarizer.transform(predicted)
-    ours = label_f1(gold, predicted)
+    ours = label_f1(gold, predicted, classes)
     assert ours["macro_f1"] == pytest.approx(sk_f1(y, p, average="macro", zero_division=0))
     assert ours["micro_f1"] == pytest.approx(sk_f1(y, p, average="micro", zero_division=0))
-    # by hand: a tp2 fp0 fn1 -> 0.8; b tp1 fp1 fn1 -> 0.5; c tp1 fp0 fn1 -> 2/3
-    assert ours["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    # by hand: a tp2 fp0 fn1 -> 0.8; b tp1 fp1 fn1 -> 0.5; c tp1 fp0 fn1 -> 2/3; d never true nor predicted -> 0
+    assert ours["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3 + 0) / 4)
+
+
+def test_macro_f1_averages_every_class_and_gold_label_not_only_those_test_uses():
+    """A class the model never predicts and test never has counts as 0, and so does a gold label train
+    never has (unseen_labels=score_as_wrong): a rare class cannot drop out of the average."""
+    gold = [["a"], ["a"], ["b"], ["new"]]
+    predicted = [["a"], ["b"], ["b"], ["a"]]
+    scores = label_f1(gold, predicted, ["a", "b", "rare"])
+    # by hand: a tp1 fp1 fn1 -> 0.5; b tp1 fp1 fn0 -> 2/3; rare -> 0; new tp0 fn1 -> 0
+    assert scores["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0 + 0) / 4)
+    assert scores["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 2))  # tp2 fp2 fn2
+    assert label_f1([["a"], ["b"]], [["a"], ["b"]], ["a", "b"])["macro_f1"] == 1.0

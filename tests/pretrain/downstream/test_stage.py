@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 
 import pytest
@@ -85,6 +86,48 @@ def test_no_tasks_and_bad_task_settings_fail_before_any_stage_runs(make_cfg, tin
     cfg = make_cfg("downstream", ["experiment=demo_ga", "downstream=ud_irish", "downstream.tasks.0.type=ner"])
     with pytest.raises(ConfigError, match="type='ner' with format='conllu' does not go together"):
         plan(cfg, "downstream")
+
+
+def test_a_recipe_an_encoder_cannot_run_fails_while_planning(make_cfg, tiny_encoder):
+    """Not mid-fine-tune, and not after pretraining: each error names its key."""
+    own = ["experiment=demo_ga", "downstream=ud_irish"]
+    for override, error in (("downstream.batch_size=0", "downstream.batch_size=0: it must be at least 1"),
+                            ("downstream.warmup_share=1.5", "downstream.warmup_share=1.5: the share"),
+                            ("downstream.warmup_share=-0.1", "downstream.warmup_share=-0.1: the share"),
+                            ("downstream.max_length=513", "downstream.max_length=513 exceeds "
+                                                          "model.max_position_embeddings=512")):
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            plan(make_cfg("downstream", [*own, override]), "downstream")
+    assert plan(make_cfg("downstream", [*own, "downstream.max_length=512"]), "downstream")
+    given = ["downstream=ud_irish", f"downstream.checkpoint={tiny_encoder}"]  # 256 positions
+    with pytest.raises(ConfigError, match=re.escape("downstream.max_length=257 exceeds the 256 positions of "
+                                                    "downstream.checkpoint")):
+        plan(make_cfg("downstream", [*given, "downstream.max_length=257"]), "downstream")
+    assert plan(make_cfg("downstream", [*given, "downstream.max_length=256"]), "downstream")
+    with pytest.raises(ConfigError, match=re.escape("downstream.max_length=300 exceeds the 256 positions of "
+                                                    "downstream.references.small")):
+        plan(make_cfg("downstream", [*own, "downstream.max_length=300", f"+downstream.references.small={tiny_encoder}"]),
+             "downstream")
+
+
+def test_usable_positions_is_the_longest_input_an_exported_model_takes(tmp_path):
+    """RoBERTa numbers positions from pad_token_id + 1: its config.json holds more rows than it can use."""
+    import torch
+    from transformers import AutoModel
+
+    from pretrain.config import ModelConfig
+    from bertforge.common.checkpoints import usable_positions
+    from pretrain.model import hf_config
+
+    for arch in ("bert", "roberta"):
+        config = hf_config(ModelConfig(arch=arch, hidden_size=32, num_heads=2, num_layers=1, intermediate_size=64,
+                                       max_position_embeddings=64), 100, {"pad": 1, "cls": 0, "sep": 2})
+        config.save_pretrained(tmp_path / arch)
+        assert usable_positions(tmp_path / arch) == 64, arch
+        encoder = AutoModel.from_config(config)
+        encoder(input_ids=torch.full((1, 64), 5))  # fits
+        with pytest.raises((IndexError, RuntimeError)):
+            encoder(input_ids=torch.full((1, 65), 5))  # one more token has no position
 
 
 def test_downstream_folds_into_publish_only_when_tasks_are_named(make_cfg):
