@@ -119,7 +119,8 @@ def _start_folder(cfg: ExperimentConfig) -> Path | None:
 def _vocab_inputs(cfg: ExperimentConfig) -> dict:
     from corpora.vocab.stage import checked_vocab_inputs
 
-    return checked_vocab_inputs(cfg.tokenizer, cfg.source, _start_folder(cfg), cfg.model.vocab_mode)
+    return checked_vocab_inputs(cfg.tokenizer, cfg.source, _start_folder(cfg), cfg.model.vocab_mode,
+                                cfg.shards.heldout_percent)
 
 
 def _build_vocab(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
@@ -370,7 +371,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
           "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,)),
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
-          "train a subword vocabulary", derived=_vocab_inputs),
+          "train a subword vocabulary", derived=_vocab_inputs,
+          version=2),  # 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor, _check_shard_work)),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,

@@ -61,25 +61,28 @@ def dropout_stream(copy: int) -> str:
 class TokeniseFiles(PipelineStep):
     """Task r of T: the token streams of its document files (train, heldout, and with `dropout_copies` the
     training documents tokenised that many times with the dropout tokenizer), one file per stream, and
-    their counts; with `pairs`, the files' sentence-pair examples of every length in `pair_lengths`."""
+    their counts; with `pairs`, the files' sentence-pair examples of every length in `pair_lengths`.
+    `special_ids`: the vocab folder's special token ids by role (`corpora.vocab.special_tokens.special_tokens`)."""
 
     type = "🔢 - TOKENIZE"
     name = "✂️ shards tokenise"
 
     def __init__(self, corpus_dir: str, tokenizer_file: str, parts_dir: str, tasks: int, heldout_percent: float,
                  dtype: str, batch_docs: int, dropout_tokenizer_file: str = "", dropout_copies: int = 0,
-                 pairs: PairSettings | None = None, pair_lengths: tuple[int, ...] = ()):
+                 pairs: PairSettings | None = None, pair_lengths: tuple[int, ...] = (),
+                 special_ids: dict[str, int] | None = None):
         super().__init__()
         self.corpus_dir, self.tokenizer_file, self.parts_dir = corpus_dir, tokenizer_file, parts_dir
         self.tasks, self.heldout_percent, self.dtype, self.batch_docs = tasks, heldout_percent, dtype, batch_docs
         self.dropout_tokenizer_file, self.dropout_copies = dropout_tokenizer_file, dropout_copies
         self.pairs, self.pair_lengths = pairs, list(pair_lengths)
+        self.special_ids = special_ids
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         from corpora.vocab.special_tokens import special_token_ids
 
         tokenizer = Tokenizer.from_file(self.tokenizer_file)
-        special = special_token_ids(tokenizer)
+        special = self.special_ids or special_token_ids(tokenizer)
         sep = special["sep"]
         if self.dropout_copies:
             dropout = Tokenizer.from_file(self.dropout_tokenizer_file)

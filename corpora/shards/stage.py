@@ -38,7 +38,7 @@ from corpora.shards.parts import TokeniseFiles, pack_parts, packed_splits, remov
 from corpora.shards.rows import file_sha256
 from corpora.shards.pairs import PairSettings, join_pair_parts, pair_files
 from corpora.shards.static_masks import DrawMasks, StaticMasking, allocate_mask_files, chunk_count, mask_files, per_row
-from corpora.vocab.special_tokens import special_token_ids
+from corpora.vocab.special_tokens import special_token_ids, special_tokens
 
 log = logging.getLogger("bertforge.shards")
 
@@ -72,17 +72,21 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         raise CorpusInputError(str(corpus_dir / "documents"), "holds no *.jsonl.gz documents",
                                "Rebuild the corpus stage (delete its folder and rerun).")
     tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
+    # The roles the vocab stage wrote (tokenizer_config.json): an extended base may name its own, e.g. ALBERT's
+    # [CLS] [SEP] <pad> <unk> [MASK], which the bare tokenizer.json cannot tell.
+    ids = special_token_ids(tokenizer, special_tokens(vocab_dir))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32
     with out.build(resumable=True) as build:
         tasks = min(shards.tasks or len(files), len(files))
         by_len = _once(build.tmp, "packed", lambda: _packed_rows(
-            shards, lengths, corpus_dir, vocab_dir, tokenizer, dtype, executor or ExecutorConfig(), tasks,
+            shards, lengths, corpus_dir, vocab_dir, ids, dtype, executor or ExecutorConfig(), tasks,
             len(files), build.tmp, pairs))
+        parts_tasks = _tokenised_tasks(build.tmp, tasks)  # the later steps read every part the tokenising wrote
         dropout = _once(build.tmp, "dropout_copies", lambda: pack_dropout_copies(
-            build.tmp / "parts", tasks, shards.dropout_copies, lengths, special_token_ids(tokenizer), dtype, build.tmp,
+            build.tmp / "parts", parts_tasks, shards.dropout_copies, lengths, ids, dtype, build.tmp,
             str(corpus_dir))) if shards.dropout_copies else None
         pair_counts = _once(build.tmp, "pairs", lambda: _join_pairs(
-            pairs, lengths, tasks, build.tmp, str(corpus_dir))) if pairs is not None else None
+            pairs, lengths, parts_tasks, build.tmp, str(corpus_dir))) if pairs is not None else None
         if (build.tmp / "parts").exists():  # once the steps that read them are kept: a rerun needs only the rows
             remove_parts(build.tmp / "parts")
         # The share of maskable tokens in plain packed rows: the training rows', or the held-out rows' where those
@@ -99,7 +103,7 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
             "seq_len": lengths[0], "seq_lens": lengths, "dtype": np.dtype(dtype).name,
             "vocab_size": tokenizer.get_vocab_size(),
             "tokenizer_sha256": file_sha256(vocab_dir / "tokenizer.json"),
-            "special_ids": special_token_ids(tokenizer),  # by role: BERT and RoBERTa styles alike
+            "special_ids": ids,  # by role: BERT and RoBERTa styles alike
             "maskable_share": shares,
         }
         if dropout:
@@ -143,6 +147,20 @@ def _once(folder: Path, step: str, run) -> dict:
     return orjson.loads(done.read_bytes())  # the same JSON data whether run now or before
 
 
+def _tokenised_tasks(folder: Path, tasks: int) -> int:
+    """How many tokenise tasks wrote the parts in `folder/parts`, as tasks.json recorded it. A rerun with
+    another `shards.tasks` that takes the packed rows from an interrupted attempt reads that attempt's parts:
+    reading only its own count's would silently lose the other tasks' dropout copies and sentence pairs."""
+    plan_file = folder / "tasks.json"
+    if not plan_file.exists():
+        return tasks
+    recorded = orjson.loads(plan_file.read_bytes())["tasks"]
+    if recorded != tasks:
+        log.info("shards: the tokenising was split into %d tasks by an earlier attempt (this run: %d); "
+                 "reading its %d parts", recorded, tasks, recorded)
+    return recorded
+
+
 def _same_plan(plan_file: Path, step: str, plan: dict) -> bool:
     """Whether an interrupted attempt split `step`'s work as `plan` too (or nothing was split before), kept
     in `plan_file`. When it differs, the caller removes the step's finished tasks, which covered other
@@ -155,11 +173,12 @@ def _same_plan(plan_file: Path, step: str, plan: dict) -> bool:
     return same
 
 
-def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, tokenizer: Tokenizer,
+def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, vocab_dir: Path, ids: dict[str, int],
                  dtype, executor: ExecutorConfig, tasks: int, files: int, folder: Path, pairs: PairSettings | None
                  ) -> dict[str, dict]:
     """Tokenise in `tasks` tasks (with the BPE-dropout copies and the sentence pairs, if any), then pack
-    every split and length; {"<length>": {split: counts}} (`files`: the corpus's document files).
+    every split and length; {"<length>": {split: counts}} (`ids`: the special token ids by role, `files`: the
+    corpus's document files).
     Resumable: finished tasks are not run again."""
     parts, logs = folder / "parts", folder / "datatrove"
     plan = {"tasks": tasks, "files": files, "dropout_copies": shards.dropout_copies, "pairs": pairs is not None}
@@ -168,9 +187,8 @@ def _packed_rows(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
         shutil.rmtree(logs / "tokenise", ignore_errors=True)
     step = TokeniseFiles(str(corpus_dir), str(vocab_dir / "tokenizer.json"), str(parts), tasks,
                          shards.heldout_percent, np.dtype(dtype).name, shards.encode_batch_docs,
-                         str(vocab_dir / "tokenizer_dropout.json"), shards.dropout_copies, pairs, tuple(lengths))
+                         str(vocab_dir / "tokenizer_dropout.json"), shards.dropout_copies, pairs, tuple(lengths), ids)
     run_chain(executor, [("tokenise", [step], tasks)], logs, stage="shards")
-    ids = special_token_ids(tokenizer)
     by_len = {length: {} for length in lengths}
     for split in packed_splits(pairs is not None, shards.dropout_copies):
         paths = {length: folder / f"{split}-{length}.bin" for length in lengths}

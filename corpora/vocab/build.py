@@ -6,8 +6,9 @@ a second with the config key at fault, not after an hour of training.
 
 from __future__ import annotations
 
+import logging
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertforge.common.errors import ConfigError
 from corpora.vocab.special_tokens import STYLES, style_tokens
@@ -18,6 +19,8 @@ MODELS = ("wordpiece", "bpe", "unigram")
 TRAINERS = ("tokenizers", "sentencepiece")
 NORMALIZERS = ("nfc", "nfkc", "none", "bert")
 BYTE_LEVEL_ALPHABET = len(pre_tokenizers.ByteLevel.alphabet())  # 256: every byte has a symbol
+
+log = logging.getLogger("bertforge.vocab")
 
 
 def check_options(tok_cfg: TokenizerConfig) -> None:
@@ -36,6 +39,9 @@ def check_options(tok_cfg: TokenizerConfig) -> None:
     if tok_cfg.trainer == "sentencepiece" and tok_cfg.byte_level:
         raise ConfigError("tokenizer.trainer=sentencepiece trains character-level bpe or unigram (and wordpiece "
                           "converted from its bpe): use tokenizer.trainer=tokenizers for byte-level BPE")
+    if tok_cfg.limit_alphabet < 1:  # tokenizers would keep no character at all: every word [UNK]
+        raise ConfigError(f"tokenizer.limit_alphabet={tok_cfg.limit_alphabet} keeps no character: give at least 1 "
+                          "(the default 1000 keeps the most frequent 1000)")
     if tok_cfg.unused_tokens < 0:
         raise ConfigError(f"tokenizer.unused_tokens={tok_cfg.unused_tokens} must be 0 or more")
     if not 0.0 <= tok_cfg.bpe_dropout < 1.0:
@@ -66,6 +72,26 @@ def check_alphabet(tok_cfg: TokenizerConfig, distinct_chars: int) -> None:
         raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size} is below the alphabet size plus special "
                           f"tokens ({needed}: {why}): raise tokenizer.vocab_size to well above {needed}"
                           + ("" if tok_cfg.byte_level else " or lower tokenizer.limit_alphabet"))
+    if tok_cfg.model == "wordpiece" and tok_cfg.trainer == "tokenizers" and tok_cfg.vocab_size < needed + alphabet:
+        # Which characters continue a word is known only once the trainer has split the words.
+        log.warning("vocab: tokenizer.vocab_size=%d may be too small for WordPiece: besides the %d special tokens "
+                    "and %d characters it adds a ##x copy of each character that continues a word (up to %d tokens "
+                    "in all); a larger trained vocabulary stops the stage", tok_cfg.vocab_size, needed - alphabet,
+                    alphabet, needed + alphabet)
+
+
+def check_trained_size(tokenizer: Tokenizer, tok_cfg: TokenizerConfig) -> None:
+    """Refuse a trained vocabulary larger than tokenizer.vocab_size. The trainers never merge past it, but
+    their starting alphabet can exceed it: WordPiece adds a "##x" copy of every character that continues
+    a word, which `check_alphabet` cannot count before training."""
+    trained = tokenizer.get_vocab_size(with_added_tokens=True)
+    if trained <= tok_cfg.vocab_size:
+        return
+    copies = sum(1 for token in tokenizer.get_vocab() if token.startswith("##") and len(token) == 3)
+    why = f", of which {copies} are the ##x copies of characters that continue a word" if copies else ""
+    raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size}: the trained vocabulary has {trained} tokens before "
+                      f"any merge (the special tokens and the alphabet{why}): raise tokenizer.vocab_size to well "
+                      f"above {trained} or lower tokenizer.limit_alphabet (now {tok_cfg.limit_alphabet})")
 
 
 def special_token_list(tok_cfg: TokenizerConfig) -> list[str]:
@@ -75,17 +101,31 @@ def special_token_list(tok_cfg: TokenizerConfig) -> list[str]:
     return style_tokens(tok_cfg.style) + extra + [f"[unused{i}]" for i in range(tok_cfg.unused_tokens)]
 
 
+def uses_metaspace(tok_cfg: TokenizerConfig) -> bool:
+    """Whether the tokenizer marks word starts with Metaspace's "▁" (character-level BPE and Unigram,
+    from either trainer); WordPiece and byte-level BPE split at any whitespace themselves."""
+    return tok_cfg.model in ("bpe", "unigram") and not tok_cfg.byte_level
+
+
 def build_normalizer(tok_cfg: TokenizerConfig) -> normalizers.Normalizer | None:
-    """Unicode form, then accent stripping (only if asked), then lowercasing (only if asked)."""
+    """Unicode form, then accent stripping (only if asked), then lowercasing (only if asked); for Metaspace
+    tokenizers, every whitespace run (line breaks included) then becomes one space."""
     if tok_cfg.normalizer == "bert":
         # BertNormalizer strips accents whenever lowercase is on unless told otherwise: say it explicitly.
-        return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                          strip_accents=tok_cfg.strip_accents, lowercase=tok_cfg.lowercase)
-    steps = {"nfc": [normalizers.NFC()], "nfkc": [normalizers.NFKC()], "none": []}[tok_cfg.normalizer]
-    if tok_cfg.strip_accents:
-        steps += [normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()]
-    if tok_cfg.lowercase:
-        steps.append(normalizers.Lowercase())
+        steps = [normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                            strip_accents=tok_cfg.strip_accents, lowercase=tok_cfg.lowercase)]
+    else:
+        steps = {"nfc": [normalizers.NFC()], "nfkc": [normalizers.NFKC()], "none": []}[tok_cfg.normalizer]
+        if tok_cfg.strip_accents:
+            steps += [normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()]
+        if tok_cfg.lowercase:
+            steps.append(normalizers.Lowercase())
+    if uses_metaspace(tok_cfg):
+        # Metaspace splits words at " " only: a line break would be glued into a token ('.\nThe') or become
+        # [UNK], and the next word would lose its "▁". Offsets still point into the original text.
+        steps.append(normalizers.Replace(Regex(r"\s+"), " "))
+    if tok_cfg.normalizer == "bert" and len(steps) == 1:
+        return steps[0]  # saved bare, as before: WordPiece tokenizer.json files stay byte-identical
     return normalizers.Sequence(steps) if steps else None
 
 

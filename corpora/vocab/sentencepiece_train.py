@@ -28,12 +28,16 @@ _SPM_ROLE = {"pad": "pad", "unk": "unk", "cls": "bos", "sep": "eos"}  # our role
 
 
 def write_training_text(texts: Iterable[str], normalizer, path: Path) -> int:
-    """Stream normalised training text to `path`, one line of at most ~4 kB each; returns lines written."""
+    """Stream normalised training text to `path`, one line of at most ~4 kB each; returns lines written.
+
+    Texts are cut at their line breaks before normalising, as the tokenizer.json normaliser turns a line
+    break into a space and sentencepiece starts each line with a word-start "▁": either way the next line's
+    first word starts a word, and training and the converted tokenizer agree."""
     lines = 0
     with open(path, "w", encoding="utf-8") as handle:
         for text in texts:
-            text = normalizer.normalize_str(text) if normalizer else text
-            for line in text.splitlines():
+            for line in text.split("\n"):
+                line = normalizer.normalize_str(line) if normalizer else line
                 for chunk in _chunks(line.strip()):
                     handle.write(chunk + "\n")
                     lines += 1

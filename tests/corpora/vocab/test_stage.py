@@ -132,9 +132,27 @@ def test_vocab_size_below_the_alphabet_fails_before_training(make_cfg, tmp_path)
     assert not (tmp_path / "work" / "vocab").exists() or not any((tmp_path / "work" / "vocab").iterdir())
 
 
-def test_all_held_out_corpus_is_a_clear_error(make_cfg):
-    with pytest.raises(CorpusInputError, match="has no training documents"):
-        run_stage(make_cfg("vocab", ["shards.heldout_percent=100"]), "vocab")
+def test_a_wordpiece_alphabet_larger_than_vocab_size_is_refused(make_cfg, tmp_path):
+    """88 characters and 5 special tokens fit in 120, but WordPiece also adds a ##x copy of each character that
+    continues a word: 162 tokens. The stage says so instead of publishing a vocabulary larger than asked."""
+    with pytest.raises(ConfigError, match=r"tokenizer.vocab_size=120: the trained vocabulary has 162 tokens.*"
+                                          r"of which 69 are the ##x copies"):
+        run_stages(make_cfg("vocab", ["experiment=demo_ga", "tokenizer.vocab_size=120"]), "vocab")
+    assert not any((tmp_path / "work" / "vocab").iterdir())
+
+
+@pytest.mark.parametrize("percent", ["100", "0", "-5"])
+def test_a_held_out_share_that_leaves_no_split_fails_before_any_stage_runs(make_cfg, tmp_path, percent):
+    with pytest.raises(ConfigError, match=rf"shards.heldout_percent={float(percent)}: give a share between 0 and 100"):
+        run_stages(make_cfg("vocab", [f"shards.heldout_percent={percent}"]), "vocab")
+    assert not (tmp_path / "work" / "corpus").exists()
+
+
+def test_no_held_out_words_is_an_error_not_a_perfect_score(make_cfg, tmp_path):
+    """A held-out share too small for the corpus: the stage stops before training, never scoring 0 words."""
+    with pytest.raises(CorpusInputError, match="no held-out words.*Raise shards.heldout_percent"):
+        run_stages(make_cfg("vocab", ["shards.heldout_percent=0.001"]), "vocab")
+    assert not (tmp_path / "work" / "vocab").exists()
 
 
 @pytest.mark.parametrize("bad", ["missing", "folder", "garbage"])
@@ -156,6 +174,8 @@ def test_bad_reference_fails_before_any_stage_runs(make_cfg, tmp_path, bad):
     (["tokenizer.model=bert"], "tokenizer.model='bert'"),
     (["tokenizer.style=t5"], "tokenizer.style='t5'"),
     (["tokenizer.gold_conllu=[/nonexistent/treebank]"], "tokenizer.gold_conllu"),
+    (["tokenizer.metrics_max_chars=-5"], "tokenizer.metrics_max_chars=-5"),
+    (["tokenizer.limit_alphabet=0"], "tokenizer.limit_alphabet=0 keeps no character"),
 ])
 def test_bad_options_are_named(make_cfg, overrides, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
