@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,21 @@ def newest_checkpoint_up_to(folder: Path, step: int) -> Path | None:
         if is_readable(path):
             return path
     return None
+
+
+def set_aside_after(folder: Path, step: int, aside: str) -> list[Path]:
+    """Move `last.ckpt` and every step checkpoint past `step` into `folder`/`aside`, out of the way of
+    `newest_valid_checkpoint`: after a rollback to `step` they hold the attempt it abandoned, and a run
+    resumed before the next attempt saves would go on from them (skipped batches never trained, the
+    rollback forgotten). Kept, not deleted. Returns where they went."""
+    folder = Path(folder)
+    abandoned = [p for p in folder.glob("*.ckpt")
+                 if p.name == LAST or (STEP_FILE.search(p.name) and int(STEP_FILE.search(p.name).group(1)) > step)]
+    moved = []
+    for path in abandoned:
+        (folder / aside).mkdir(exist_ok=True)
+        moved.append(Path(shutil.move(path, folder / aside / path.name)))
+    return moved
 
 
 class PinnedCheckpoints(Callback):

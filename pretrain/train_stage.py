@@ -29,7 +29,8 @@ from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metric
                                   requeue_command, set_aside_metrics,
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
-from pretrain.checkpoints import PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint
+from pretrain.checkpoints import (PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint,
+                                  set_aside_after)
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.publish.hub import stage_mark
 from pretrain.init_from import load_start_model
@@ -164,6 +165,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                                     optim.max_rollbacks)
                         if launch.is_global_zero:
                             set_aside_metrics(build.tmp / "logs", data.start_step)  # the diverged rows go
+                            set_aside_after(build.tmp / "checkpoints", data.start_step,
+                                            f"abandoned-rollback{len(module.rollbacks)}")
             finally:
                 for push in pusher:  # the last step's upload ends before the final model goes to main
                     push.finish()

@@ -3,6 +3,8 @@ many in a row stop the run with a message naming the step and the last checkpoin
 
 import csv
 import json
+import logging
+import re
 
 import pytest
 import torch
@@ -113,3 +115,32 @@ def test_rollbacks_are_bounded_then_the_run_stops_and_says_so(make_cfg, monkeypa
     with pytest.raises(TrainingDiverged, match=r"up to step 4 .* after 1 rollbacks \(optim.max_rollbacks=1; the "
                                                r"learning rate was x0.5\)"):
         run_stage(cfg, "pretrain")
+
+
+def test_a_run_that_dies_after_a_rollback_resumes_from_the_rollback_point(make_cfg, monkeypatch, shards_work,
+                                                                        caplog):
+    """NaN at steps 7-9, back to step 6, and the process dies at the retrained step 7, before it saves:
+    rerunning the command resumes from step 6, not from the abandoned attempt's last.ckpt (step 8, whose
+    steps 7-8 were skipped, never trained), which is kept aside."""
+    import pretrain.module as module
+
+    real, calls = module.sparse_mlm_loss, []
+
+    def loss(*args):
+        calls.append(None)
+        if len(calls) == 10:  # the first retrained step
+            raise RuntimeError("the process dies")
+        value, correct = real(*args)
+        return (value * float("nan"), correct) if len(calls) in {7, 8, 9} else (value, correct)
+
+    monkeypatch.setattr(module, "sparse_mlm_loss", loss)
+    cfg = make_cfg("pretrain", [*ROLLBACK, "optim.on_divergence=rollback"], work_dir=shards_work)
+    with pytest.raises(RuntimeError, match="the process dies"):
+        run_stage(cfg, "pretrain")
+    monkeypatch.setattr(module, "sparse_mlm_loss", real)
+    with caplog.at_level(logging.INFO, logger="bertforge.pretrain"):
+        folder = run_stage(cfg, "pretrain")
+    assert re.search(r"resuming from \S+/checkpoints/step6\.ckpt at step 6", caplog.text), caplog.text
+    assert sorted(lr_and_loss(folder)) == list(range(1, 13))
+    aside = sorted(p.name for p in (folder / "checkpoints" / "abandoned-rollback1").iterdir())
+    assert aside == ["last.ckpt", "step8.ckpt"]
