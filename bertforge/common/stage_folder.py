@@ -211,6 +211,11 @@ def _clear_leftovers(final: Path, tmp: Path, fresh: bool) -> None:
                     final.parent.name, aside)
 
 
+def stage_folder(work_dir: Path, stage: str, digest: str) -> Path:
+    """Where the finished folder of `stage` with hash `digest` lies: <work_dir>/<stage>/<stage>-<digest>."""
+    return Path(work_dir) / stage / f"{stage}-{digest}"
+
+
 @dataclass(frozen=True)
 class StageOutput:
     """The folder one stage is asked to build: where it goes and what names it (from the stage graph).
@@ -231,7 +236,7 @@ class StageOutput:
 
     @property
     def folder(self) -> Path:
-        return Path(self.work_dir) / self.stage / f"{self.stage}-{self.digest}"
+        return stage_folder(self.work_dir, self.stage, self.digest)
 
     def build(self, resumable: bool = False, publish: bool = True, fresh: bool = False,
               keep_on_error: bool | tuple[type[BaseException], ...] = False):

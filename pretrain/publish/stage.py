@@ -8,7 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from bertforge.common.stage_folder import StageOutput, read_manifest
+from bertforge.common.stage_folder import StageOutput, read_manifest, stage_folder
 from corpora.config import FiltersConfig, SourceConfig, TokenizerConfig
 from corpora.documents import iter_documents
 from omegaconf import OmegaConf
@@ -71,7 +71,7 @@ def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | N
     pretrain_hash = manifest["inputs"]["pretrain"]
     steps_note, rollback_steps = "", []
     if publish.push_every_n_steps:  # else the pretrain stage was never asked to push steps
-        pretrain = folder.parent.parent / "pretrain" / f"pretrain-{pretrain_hash}"
+        pretrain = stage_folder(folder.parent.parent, "pretrain", pretrain_hash)  # beside this one's stage folder
         pushed, note = steps_pushed(publish, pretrain)
         if pushed:  # the steps a rollback abandoned are not this model's (`holds_step`)
             rollback_steps = [rollback["to_step"] for rollback in read_manifest(pretrain).get("rollbacks", [])]
