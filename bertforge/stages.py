@@ -372,13 +372,15 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,)),
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
           "train a subword vocabulary", derived=_vocab_inputs,
-          version=2),  # 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character
+          version=3),  # 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character
+    # 3: extending a BPE or Unigram vocabulary adds in-context words ("Ġword", "▁word") as vocabulary entries
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor, _check_shard_work)),
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
           checks=(_check_pretrain_settings, _check_hub), every_rank=True,
-          version=2),  # 2: the exported tokenizer's model_max_length is the model's positions, not 512
+          version=3),  # 2: the exported tokenizer's model_max_length is the model's positions, not 512
+    # 3: mlm_nsp/mlm_sop: MLM loss per row, not per micro-batch; init_from keeps the pooler and pair head
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,

@@ -11,18 +11,20 @@ the run trains with (`model.vocab_mode`, `model.vocab_transfer`).
 
 A checkpoint without an MLM head (a sentence-embedding BERT) gets a new one; transformers ties its
 decoder to the input embeddings where the architecture does. What was loaded, new and dropped is
-reported, as are the rows that took each route.
+reported, as are the rows that took each route. A sentence-pair objective (NSP/SOP) keeps the checkpoint's
+pooler and pair head (`carry_pair_head`), which the masked-LM class drops.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
-from transformers import AutoConfig, AutoModelForMaskedLM
+from transformers import AutoConfig, AutoModelForMaskedLM, BertForPreTraining
 from transformers.utils import logging as transformers_logging
 
 from bertforge.common.checkpoints import Checkpoint
@@ -35,6 +37,7 @@ log = logging.getLogger("bertforge.pretrain")
 
 VOCAB_TRANSFERS = ("copy", "mean", "random")
 SUPPORTED = tuple(ARCHS) + ("xlm-roberta",)
+PAIR_HEAD = ("bert.pooler.", "cls.seq_relationship.")  # BertForPreTraining's weights that a masked LM lacks
 
 
 @dataclass
@@ -50,6 +53,8 @@ class StartReport:
     """Embedding rows by route: kept, copied, mean, random (padding rows not counted)."""
     weights: dict[str, list[str]] = field(default_factory=dict)
     """loaded (count only), new and dropped parameter names."""
+    folder: str = ""
+    """The folder the weights were read from (not in `as_dict`: `checkpoint` and `identity` name it)."""
 
     def as_dict(self) -> dict:
         return {"checkpoint": self.checkpoint, **self.identity, "model_type": self.model_type,
@@ -75,17 +80,13 @@ def load_start_model(checkpoint: Checkpoint, vocab_dir: Path, vocab_mode: str, v
                      pad_to_multiple_of: int, attention: str, seed: int) -> tuple[torch.nn.Module, StartReport]:
     """The checkpoint as a `*ForMaskedLM` whose embeddings fit `vocab_dir`'s tokenizer (see the module doc)."""
     check_start(checkpoint, vocab_mode, vocab_transfer)
-    quiet = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # its table of missing keys: the report below says the same once
-    try:
+    with _quiet_loading():
         # fp32 master weights whatever dtype the checkpoint was saved in (transformers keeps a bf16 file's
         # dtype): trainer.precision decides what the run computes in, and AdamW's state follows the weights
         model, info = AutoModelForMaskedLM.from_pretrained(str(checkpoint.folder), output_loading_info=True,
                                                            attn_implementation=attention, dtype=torch.float32)
-    finally:
-        transformers_logging.set_verbosity(quiet)
     report = StartReport(checkpoint.requested, checkpoint.identity, model.config.model_type, vocab_mode,
-                         vocab_transfer)
+                         vocab_transfer, folder=str(checkpoint.folder))
     loaded = len(model.state_dict()) - len(info["missing_keys"])
     report.weights = {"loaded": [str(loaded)], "new": sorted(info["missing_keys"]),
                       "dropped": sorted(info["unexpected_keys"])}
@@ -103,6 +104,41 @@ def load_start_model(checkpoint: Checkpoint, vocab_dir: Path, vocab_mode: str, v
     return model, report
 
 
+@contextmanager
+def _quiet_loading():
+    """transformers without its table of missing and unexpected keys: the StartReport says the same once."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+@torch.no_grad()
+def carry_pair_head(model: BertForPreTraining, report: StartReport) -> None:
+    """Copy the pooler and pair head of `report`'s checkpoint into `model` (the masked-LM class it was first
+    loaded as drops them) and record it in `report`: those weights move from dropped to loaded, and any the
+    checkpoint lacks (a masked LM has neither, a sentence-embedding BERT no pair head) are listed as new."""
+    with _quiet_loading():
+        # Read as transformers maps it (prefixes, old LayerNorm names, shards), not from the files by key.
+        source, info = BertForPreTraining.from_pretrained(report.folder, output_loading_info=True,
+                                                          dtype=torch.float32)
+    absent = set(info["missing_keys"])
+    carried = {k: v for k, v in source.state_dict().items() if k.startswith(PAIR_HEAD) and k not in absent}
+    target = model.state_dict()
+    for key, value in carried.items():
+        target[key].copy_(value)
+    new = [k for k in target if k.startswith(PAIR_HEAD) and k not in carried]
+    # The checkpoint names them as it stores them: "pooler.*" in a bare BertModel, "bert.pooler.*" otherwise.
+    report.weights["dropped"] = [k for k in report.weights["dropped"]
+                                 if k not in carried and f"bert.{k}" not in carried]
+    report.weights["loaded"] = [str(int(report.weights["loaded"][0]) + len(carried))]
+    report.weights["new"] = sorted(report.weights["new"] + new)
+    log.info("init_from %s: pooler and pair head, %d weights carried over, new: %s", report.checkpoint,
+             len(carried), ", ".join(sorted(new)) or "none")
+
+
 def _new_rows(old_rows: torch.Tensor, old_tok: Tokenizer | None, new_tok: Tokenizer, vocab_mode: str,
               transfer: str, draw: RowDraw) -> tuple[torch.Tensor, dict[int, int], dict[str, int]]:
     """(new vocab, hidden) rows for every id of `new_tok`; new id -> old id of the rows kept or copied;
@@ -112,7 +148,9 @@ def _new_rows(old_rows: torch.Tensor, old_tok: Tokenizer | None, new_tok: Tokeni
         _check_ids_kept(old_tok, new_tok, vocab_mode)
         old_size = old_tok.get_vocab_size(with_added_tokens=True)
         rows = [old_rows[i] for i in range(old_size)]
-        added = [_mean_of_pieces(old_rows, old_tok, new_tok.id_to_token(i)) for i in range(old_size, new_size)]
+        # A new entry is in the old model's own form ("Ġword", "▁word"): its pieces are the old model's split of it,
+        # as running text had it, not the split of its bare text.
+        added = [_mean_of_model_pieces(old_rows, old_tok, new_tok.id_to_token(i)) for i in range(old_size, new_size)]
         counts = {"kept": old_size, "mean": sum(r is not None for r in added)}
         counts["random"] = len(added) - counts["mean"]
         rows += [r if r is not None else draw() for r in added]
@@ -176,6 +214,12 @@ def _surface(token: str) -> str:
 def _mean_of_pieces(old_rows: torch.Tensor, old_tok: Tokenizer, token: str) -> torch.Tensor | None:
     """The mean of the old rows of the pieces the old tokenizer splits `token`'s text into (None: no piece)."""
     ids = [i for i in old_tok.encode(_surface(token), add_special_tokens=False).ids if i < len(old_rows)]
+    return old_rows[ids].mean(0) if ids else None
+
+
+def _mean_of_model_pieces(old_rows: torch.Tensor, old_tok: Tokenizer, token: str) -> torch.Tensor | None:
+    """The mean of the old rows of the pieces the old model splits the model-form `token` into (None: no piece)."""
+    ids = [piece.id for piece in old_tok.model.tokenize(token) if piece.id < len(old_rows)]
     return old_rows[ids].mean(0) if ids else None
 
 

@@ -101,15 +101,18 @@ class MaskedLMModule(L.LightningModule):
     def pair_step(self, rows: dict) -> torch.Tensor:
         """MLM + the pair head (NSP or SOP) on padded sentence-pair rows (`pretrain.objectives`)."""
         batch = masked_pairs(rows, self.masker, self.masker.special_ids)
-        loss, correct, pair_correct = pair_loss(self.model, batch, rows)
-        self.window["loss_sum"] += torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0)
-        self.window["correct"] += correct
-        self.window["pair_correct"] += pair_correct
+        terms = pair_loss(self.model, batch, rows)
+        # Logged as the MLM mean over the interval's scored tokens + the pair head's mean (see `pop_window`).
+        finite = {"nan": 0.0, "posinf": 0.0, "neginf": 0.0}
+        self.window["scored_loss_sum"] += torch.nan_to_num(terms.scored_loss_sum, **finite)
+        self.window["pair_loss_sum"] += torch.nan_to_num(terms.pair_loss, **finite)
+        self.window["correct"] += terms.correct
+        self.window["pair_correct"] += terms.pair_correct
         self.window["micro_batches"] += 1
         self.window["masked"] += (batch.targets != IGNORE_INDEX).sum()  # the scored positions
         self.window["pairs"] += rows["pair_label"].numel()
         self.window["tokens"] += batch.input_ids.numel()
-        return loss
+        return terms.loss
 
     def on_train_start(self) -> None:
         if self.rolling_back:  # the restored rates are the old ones: apply the new factor from this step on
@@ -139,22 +142,24 @@ class MaskedLMModule(L.LightningModule):
         bad_run = self.window["bad_run"] if self.window else zero.clone()  # runs across log intervals
         self.window = {"loss_sum": zero.clone(), "correct": zero.clone(), "grad_norm": zero.clone(),
                        "skipped": zero.clone(), "bad_run": bad_run.to(self.device), "micro_batches": 0,
-                       "masked": zero.clone(), "tokens": 0, "pair_correct": zero.clone(), "pairs": 0}
+                       "masked": zero.clone(), "tokens": 0, "pair_correct": zero.clone(), "pairs": 0,
+                       "scored_loss_sum": zero.clone(), "pair_loss_sum": zero.clone()}
 
     def pop_window(self) -> dict:
         """Metrics since the last call, as Python numbers. This is the one host sync per log interval."""
         w = self.window
         sums = torch.stack([w["loss_sum"], w["correct"], w["loss_sum"].new_tensor(w["micro_batches"]),
                             w["masked"], w["grad_norm"], w["skipped"], w["bad_run"],
-                            w["pair_correct"], w["loss_sum"].new_tensor(w["pairs"])])
+                            w["pair_correct"], w["loss_sum"].new_tensor(w["pairs"]), w["scored_loss_sum"],
+                            w["pair_loss_sum"]])
         ranks = 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Loss and accuracy of the whole global batch, not of this rank's slice: one all-reduce per
             # log interval (every rank calls this at the same steps).
             torch.distributed.all_reduce(sums)
             ranks = torch.distributed.get_world_size()
-        loss_sum, correct, micro_batches, masked, grad_norm_sum, skipped, bad_run, pair_correct, pairs = \
-            sums.tolist()  # host sync
+        (loss_sum, correct, micro_batches, masked, grad_norm_sum, skipped, bad_run, pair_correct, pairs,
+         scored_loss_sum, pair_loss_sum) = sums.tolist()  # host sync
         # Norms, skips and runs of bad steps are the same on every rank: gradients were reduced before them.
         grad_norm, skipped, bad_run = grad_norm_sum / ranks, round(skipped / ranks), round(bad_run / ranks)
         self.reset_window()
@@ -166,7 +171,12 @@ class MaskedLMModule(L.LightningModule):
                 f"updated by them; the last checkpoint is {last}. Lower optim.lr or raise optim.warmup_steps "
                 "(or set optim.on_divergence=rollback), then rerun the same command (checkpoint.resume=false to "
                 "start over)", step=self.global_step, bad_steps=bad_run)
-        metrics = {"train/loss": loss_sum / max(micro_batches, 1), "train/masked_accuracy": correct / max(masked, 1),
+        # Plain MLM: every micro-batch scores the same number of tokens, so the mean of their means is the mean
+        # over every masked token of the interval (all ranks).
+        loss = loss_sum / max(micro_batches, 1)
+        if pairs:  # NSP / SOP: rows score different numbers of tokens; the same mean, over the scored ones
+            loss = scored_loss_sum / max(masked, 1) + pair_loss_sum / max(micro_batches, 1)
+        metrics = {"train/loss": loss, "train/masked_accuracy": correct / max(masked, 1),
                    "train/grad_norm": grad_norm, "train/skipped_steps": skipped, "tokens": w["tokens"]}
         if pairs:  # NSP / SOP: accuracy of the pair head
             metrics["train/pair_accuracy"] = pair_correct / pairs

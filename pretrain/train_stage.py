@@ -33,7 +33,7 @@ from pretrain.checkpoints import (PinnedCheckpoints, newest_checkpoint_up_to, ne
                                   set_aside_after)
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.publish.hub import stage_mark
-from pretrain.init_from import load_start_model
+from pretrain.init_from import carry_pair_head, load_start_model
 from pretrain.model import attn_implementation, build_model, check_model_config, use_bf16_layer_norms
 from pretrain.module import MaskedLMModule
 from pretrain.objectives import as_pretraining_model
@@ -86,6 +86,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             check_positions(model.config, longest)
         if training.objective != "mlm":  # + the NSP/SOP head: a BertForPreTraining, exported as such
             model = as_pretraining_model(model, attention)
+            if start is not None:  # a Google or bertforge NSP checkpoint has a trained pooler and pair head
+                carry_pair_head(model, started_from)
         if impl.bf16_layer_norm:
             use_bf16_layer_norms(model)
         word_starts = torch.from_numpy(load_word_start_table(vocab_dir / "tokenizer.json", model.config.vocab_size)) \

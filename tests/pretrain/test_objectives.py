@@ -12,9 +12,12 @@ from bertforge.common.errors import ConfigError
 from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stages
 from pretrain.data import PackedRows
+from pretrain.config import MaskingConfig, OptimConfig
 from pretrain.masking import IGNORE_INDEX, Masker
+from pretrain.module import MaskedLMModule
 from pretrain.objectives import as_pretraining_model, masked_pairs
 from tests.conftest import QUICK
+from tests.pretrain.conftest import SPECIAL
 
 CLS, SEP, PAD, MASK = 2, 3, 0, 4
 
@@ -53,6 +56,55 @@ def test_each_pair_row_masks_its_own_share_of_its_tokens():
     original = ids.gather(1, batch.positions)
     assert torch.equal(batch.targets[scored], original[scored])
     assert torch.equal(batch.input_ids.gather(1, batch.positions)[~scored], original[~scored])  # left as it was
+
+
+def statically_masked_pairs(lengths: list[int], seq_len: int = 32) -> dict:
+    """Pair rows with A + B of `lengths` tokens and static masks (the k slots of a full row each): short rows
+    score fewer of their slots than long ones."""
+    ids = torch.full((len(lengths), seq_len), PAD)
+    for row, n in enumerate(lengths):
+        ids[row, :n + 3] = torch.tensor([CLS, *range(10, 10 + n // 2), SEP, *range(30, 30 + n - n // 2), SEP])
+    masker = Masker(0.15, MASK, 64, torch.tensor(sorted(set(SPECIAL.values()))), {seq_len: (seq_len - 3) / seq_len})
+    masks = masker(ids, torch.Generator().manual_seed(0))
+    pair_label = torch.arange(len(lengths)) % 2
+    token_type_ids = (torch.arange(seq_len) > 1 + torch.tensor(lengths)[:, None] // 2).long() * (ids != PAD)
+    return {"input_ids": masks.input_ids, "positions": masks.positions, "targets": masks.targets,
+            "attention_mask": (ids != PAD).long(), "token_type_ids": token_type_ids, "pair_label": pair_label}
+
+
+def test_pair_loss_and_gradient_do_not_depend_on_the_micro_batch_size():
+    """One global batch of pair rows, cut into 1, 4 or 8 micro-batches and accumulated as Lightning does:
+    the same loss, gradient and logged train/loss (hardware decides the cut, never the result)."""
+    rows = statically_masked_pairs([2, 29, 5, 29, 11, 29, 20, 8])
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=64, hidden_dropout_prob=0.0,
+                                          attention_probs_dropout_prob=0.0))
+    module = MaskedLMModule(model, MaskingConfig(ratio=0.15), OptimConfig(), [], SPECIAL, 64, {32: 29 / 32})
+
+    def accumulated(micro_batches: int) -> tuple[float, torch.Tensor, float]:
+        module.zero_grad()
+        module.reset_window()
+        loss = 0.0
+        for part in zip(*(value.chunk(micro_batches) for value in rows.values())):
+            micro = module.training_step(dict(zip(rows, part)), 0) / micro_batches  # Lightning's accumulation
+            micro.backward()
+            loss += micro.item()
+        return loss, model.bert.encoder.layer[0].attention.self.query.weight.grad.clone(), \
+            module.pop_window()["train/loss"]
+
+    whole, gradient, logged = accumulated(1)
+    for micro_batches in (4, 8):
+        loss, other_gradient, other_logged = accumulated(micro_batches)
+        assert loss == pytest.approx(whole, rel=1e-6) and other_logged == pytest.approx(logged, rel=1e-6)
+        assert torch.allclose(other_gradient, gradient, rtol=1e-4, atol=1e-7)
+    batch = masked_pairs(rows, module.masker, module.masker.special_ids)
+    assert (batch.targets != IGNORE_INDEX).sum(1).tolist() == [1, 4, 1, 4, 2, 4, 3, 1]  # 1 to 4 of the 4 slots
+    with torch.no_grad():  # logged: transformers' loss of the global batch, the MLM mean over its scored tokens
+        reference = model(input_ids=batch.input_ids, attention_mask=rows["attention_mask"],
+                          token_type_ids=rows["token_type_ids"], labels=batch.dense_labels(),
+                          next_sentence_label=rows["pair_label"]).loss
+    assert logged == pytest.approx(reference.item(), rel=1e-5)
 
 
 def test_pretraining_model_keeps_the_mlm_weights():

