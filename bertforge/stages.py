@@ -73,9 +73,11 @@ class Stage:
 
 def _corpus_inputs(cfg: ExperimentConfig) -> dict:
     from corpora.corpus.stage import checked_inputs
+    from corpora.corpus.rules.chain import check_stopwords
     from corpora.corpus.whole_corpus import check_near_dedup
 
     check_near_dedup(cfg.filters.near_dedup)  # while planning: a sweep's bad point fails before any job
+    check_stopwords(cfg.filters)
     return {"files": checked_inputs(cfg.source).fingerprint}
 
 
@@ -369,7 +371,8 @@ def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
-          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,)),
+          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,),
+          version=2),  # 2: stop words per input without langid; sentence/bullet/'#' rules and c4 as their sources
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
           "train a subword vocabulary", derived=_vocab_inputs,
           version=3),  # 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character

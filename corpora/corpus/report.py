@@ -97,7 +97,10 @@ def _timing(out: Path) -> dict[str, float]:
 
 
 def corpus_report(out: Path, examples_per_rule: int = 3, extra_skipped: list[dict] | None = None) -> dict:
-    """Counts of kept and removed documents, per rule and per source, read from the written files."""
+    """Counts of kept and removed documents, per rule and per source, read from the written files.
+
+    `documents_kept` counts each kept input document once; `copies_written` the extra copies a source
+    weight above 1 wrote (`documents_written` = both; `kept` and `sources` total what was written)."""
     clusters_file = out / "kept" / "clusters.json"
     clusters = json.loads(clusters_file.read_text(encoding="utf-8")) if clusters_file.exists() else []
     rules, member_text = _removed(out, examples_per_rule,
@@ -105,12 +108,17 @@ def corpus_report(out: Path, examples_per_rule: int = 3, extra_skipped: list[dic
     kept, sources, languages, quotes = _kept(out)
     removed = sum(rule["documents"] for rule in rules.values())
     skipped = _skipped(out, extra_skipped or [])
-    documents_in = kept["documents"] - kept["copies"] + removed
+    # A source weight above 1 writes extra copies of kept documents: they are written, not kept
+    # input, so documents_kept + documents_removed = documents_in and kept_share stays within 0..1.
+    kept_once = kept["documents"] - kept["copies"]
+    documents_in = kept_once + removed
     return {
         "documents_in": documents_in,
-        "documents_kept": kept["documents"],
+        "documents_kept": kept_once,
         "documents_removed": removed,
-        "kept_share": round(kept["documents"] / documents_in, 4) if documents_in else 0.0,
+        "copies_written": kept["copies"],
+        "documents_written": kept["documents"],
+        "kept_share": round(kept_once / documents_in, 4) if documents_in else 0.0,
         "kept": kept,
         "sources": dict(sources),
         "languages": dict(languages),
@@ -132,12 +140,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:160]
 
 
+def _copies(report: dict) -> str:
+    """` (+N copies written for source weights)`, or nothing where no input is weighted above 1."""
+    copies = report.get("copies_written", 0)
+    return f" (+{copies} copies written for source weights)" if copies else ""
+
+
 def report_markdown(report: dict) -> str:
     """The report as Markdown: totals, per-rule table with examples, clusters, skipped records."""
     lines = [
         "# Corpus report", "",
-        f"{report['documents_kept']} of {report['documents_in']} documents kept "
-        f"({report['kept']['words']} words, {report['kept']['characters']} characters).", "",
+        f"{report['documents_kept']} of {report['documents_in']} documents kept{_copies(report)} "
+        f"({report['kept']['words']} words, {report['kept']['characters']} characters written).", "",
         "| rule | step | documents removed | characters removed |", "|---|---|---:|---:|",
     ]
     for rule, stats in sorted(report["removed_by_rule"].items(), key=lambda kv: -kv[1]["documents"]):

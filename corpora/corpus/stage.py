@@ -29,7 +29,7 @@ from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import CorpusConfig, FiltersConfig, InputConfig, SourceConfig
 from corpora.corpus.report import corpus_report, report_markdown
 from corpora.executors import run_chain
-from corpora.corpus.rules.chain import filter_steps, stopword_lists
+from corpora.corpus.rules.chain import describe_stopword_lists, filter_steps, stopword_lists
 from corpora.corpus.duplicate_index import MAX_COPIES, IndexTask, MergeDecisions
 from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter
 from corpora.corpus.normalise import normalise_text
@@ -162,8 +162,8 @@ def _readers(source: SourceConfig, skipped_folder: str, tasks: int = 0) -> list:
 
 
 def _sample_texts(source: SourceConfig, filters: FiltersConfig):
-    """Documents from the start of every input (an equal share each), normalised as the pipeline
-    will: for deriving stop words."""
+    """(source tag, text) of documents from the start of every input (an equal share each), the text
+    normalised as the pipeline will: for deriving stop words (per input where language ID is off)."""
     norm = filters.normalise
 
     def sample(count: int):
@@ -173,9 +173,11 @@ def _sample_texts(source: SourceConfig, filters: FiltersConfig):
             for reader in _readers(source, ""):
                 reader.on_bad_record = "skip"  # a sample: bad records are the pipeline's to report
                 files = reader.data_folder.list_files(recursive=True, glob_pattern=reader.glob_pattern)
-                yield from itertools.islice((d for name in files for d in reader.read_file(name)), per_input)
-        return (normalise_text(d.text, norm.unicode_form, norm.remove_control_chars, norm.collapse_spaces)
-                for d in docs())
+                # the input's tag, not the record's: a JSONL record's own `source` field overrides the tag
+                read = (d for name in files for d in reader.read_file(name))
+                yield from ((reader.source, d) for d in itertools.islice(read, per_input))
+        return ((tag, normalise_text(d.text, norm.unicode_form, norm.remove_control_chars,
+                                     norm.collapse_spaces)) for tag, d in docs())
 
     return sample
 
@@ -188,8 +190,7 @@ def _run_pipelines(source: SourceConfig, filters: FiltersConfig, run: CorpusConf
 
     stopwords = stopword_lists(filters, _sample_texts(source, filters))
     if stopwords:
-        (out / "stopwords.txt").write_text(
-            "\n".join(f"{lang}: {' '.join(words)}" for lang, words in stopwords.items()) + "\n", encoding="utf-8")
+        (out / "stopwords.txt").write_text(describe_stopword_lists(stopwords), encoding="utf-8")
     tasks = max(1, run.tasks)
     filter_pipeline = [
         *_readers(source, str(out / "skipped"), tasks),

@@ -57,11 +57,12 @@ def test_a_stage_version_bump_rebuilds_that_stage_and_renames_all_after_it(make_
     bumped = {s.stage.name: s.output.folder for s in plan(cfg, "publish")}
     assert bumped["corpus"] == base["corpus"] == old
     assert all(bumped[name] != base[name] for name in ("vocab", "shards", "pretrain", "evaluate", "publish"))
-    monkeypatch.setattr("bertforge.stages.STAGES", dict(STAGES, corpus=replace(STAGES["corpus"], version=2)))
+    version = STAGES["corpus"].version
+    monkeypatch.setattr("bertforge.stages.STAGES", dict(STAGES, corpus=replace(STAGES["corpus"], version=version + 1)))
     rebuilt = run_stages(cfg, "corpus")["corpus"]
     assert rebuilt != old and old.is_dir()
-    assert read_manifest(rebuilt)["config"]["stage_version"] == 2
-    assert read_manifest(old)["config"]["stage_version"] == 1
+    assert read_manifest(rebuilt)["config"]["stage_version"] == version + 1
+    assert read_manifest(old)["config"]["stage_version"] == version
 
 
 def test_a_missing_input_fails_before_any_stage_runs(make_cfg, tmp_path):

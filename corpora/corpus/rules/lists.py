@@ -22,6 +22,7 @@ from corpora.config import UrlConfig
 
 _WORD = re.compile(r"\w+")
 _WINDOW = 300
+SOURCE_LIST = "source="  # key prefix of a list for one input's documents (derived per input, language ID off)
 _URL_IN_TEXT = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 
 
@@ -55,8 +56,9 @@ def has_stopwords(text: str, stopwords: frozenset[str], needed: int) -> bool:
 class StopwordFilter(FilterStep):
     """Drops documents with fewer than `min_stopwords` stop-word tokens of their language.
 
-    `words` maps a language code (as set by the language step) to its list; `default` applies
-    to documents of other or unknown language. Tokens are counted for a batch at a time, on the
+    `words` maps a language code (as set by the language step) to its list; `source=<tag>` to the
+    list of the documents whose `metadata.source` is that tag (derived per input without language
+    ID); `default` applies to the other documents. Tokens are counted for a batch at a time, on the
     batch the quality step read the documents in where there is one (`corpora.corpus.text_batch`): a
     token is a stop word when its hash is among the list's. A document whose case folding is not
     one code point to one is counted by `has_stopwords` instead.
@@ -81,17 +83,23 @@ class StopwordFilter(FilterStep):
             hits = batch.cached("stopword_hits", self._hits)
             for row, position in zip(rows.tolist(), positions):
                 doc = docs[position]
-                language = doc.metadata.get("language", "default")
-                language = language if language in self.words else "default"
-                if language not in self.words:
-                    continue  # no list for this language: the rule cannot judge it
+                key = self._list_for(doc.metadata)
+                if key is None:
+                    continue  # no list for this document: the rule cannot judge it
                 if batch.expands[row]:
-                    enough = has_stopwords(doc.text, self.words[language], self.min_stopwords)
+                    enough = has_stopwords(doc.text, self.words[key], self.min_stopwords)
                 else:
-                    enough = hits[language][row] >= self.min_stopwords
+                    enough = hits[key][row] >= self.min_stopwords
                 if not enough:
                     verdicts[position] = (False, "few_stopwords")
         return verdicts
+
+    def _list_for(self, metadata: dict) -> str | None:
+        """The key of the list that judges a document: its language's, else its input's, else `default`."""
+        for key in (metadata.get("language"), f"{SOURCE_LIST}{metadata.get('source')}", "default"):
+            if key in self.words:
+                return key
+        return None
 
     def _hits(self, batch: TextBatch) -> dict[str, np.ndarray]:
         """Per list, its stop-word tokens in each document of `batch`."""

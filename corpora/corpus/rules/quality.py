@@ -23,11 +23,13 @@ from corpora.corpus.text_batch import CATEGORIES, TextBatch, combine
 
 # Sentence-final marks of Latin, Greek (;), Armenian, Arabic, Devanagari, CJK, Ethiopic, Myanmar...
 TERMINAL_PUNCT = tuple(".!?;…。！？｡։؟۔।॥።፧၊။\"'”’»)")
-BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "◦", "‣", "⁃", "-", "*", "–", "—", "·")
+# No en or em dash: Polish, Estonian, Irish... dialogue lines open with one (Gopher counts • and -).
+BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "◦", "‣", "⁃", "-", "*", "·")
 ELLIPSES = ("...", "…")
-# Latin-style stops end a sentence only before a space or the end (not in "3.14" or "e.g.x");
+# Latin-style stops end a sentence only before a space or the end (not in "3.14" or "e.g.x"), also
+# through closing quotes and brackets (`.”`, `?"`, `.)`, `!»`, Polish `.“`);
 # CJK, Devanagari, Ethiopic... stops end one wherever they stand (those scripts need no space).
-_SENTENCE_END = re.compile(r"[.!?…;]+(?=\s|$)|[。！？｡։؟۔।॥።፧၊။]+")
+_SENTENCE_END = re.compile(r"[.!?…;]+[\"'”’»“)\]]*(?=\s|$)|[。！？｡։؟۔।॥።፧၊။]+")
 # a whitespace-separated token without a single letter (letters: \w minus digits and underscore)
 _LETTERLESS_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(\s[^<>]*)?/?>")
@@ -186,8 +188,9 @@ def character_rule(s: TextStats, q) -> str | None:
     if q.max_upper_ratio is not None and s.classes["Lu"] > q.max_upper_ratio * max(1, s.letters):
         return "high_upper_ratio"
     if q.max_hash_ellipsis_word_ratio is not None:
-        marks = s.text.count("#") + s.text.count("...") + s.text.count("…")  # str.count: no Counter needed
-        if marks > q.max_hash_ellipsis_word_ratio * max(1, s.n_words):
+        # each mark on its own against the limit, as Gopher (either ratio above 0.1) and datatrove do
+        limit = q.max_hash_ellipsis_word_ratio * max(1, s.n_words)
+        if s.text.count("#") > limit or s.text.count("...") + s.text.count("…") > limit:
             return "high_hash_ellipsis_ratio"
     if q.scripts and q.min_script_ratio is not None:
         scripts = tuple(q.scripts)

@@ -255,3 +255,79 @@ def test_stop_word_filter_on_batches_decides_as_counting_each_text(data_dir):
     QualityFilter(["length"], QualityConfig(min_words=0)).filter_batch(shared[100:])
     assert stop.filter_batch(shared) == expected  # the quality step's two batches
     assert {v for v in expected if v is not True} and True in expected
+
+
+def test_a_sentence_ending_in_a_closing_quote_or_bracket_is_counted(data_dir):
+    """`.”`, `?"`, `.)` end a sentence: Estonian treebank sentences ending so each count as one, and a
+    Polish dialogue of four quoted sentences passes min_sentences=4 (it once counted 0)."""
+    import re
+
+    closed = [s for s in ud_sentences(data_dir, "UD_Estonian-EDT") if re.search(r"[.!?…][\"'”’»“)\]]+$", s)]
+    assert len(closed) > 100
+    assert all(broken(line_rule, s, min_sentences=1) is None for s in closed)
+    dialogue = ("Powiedział: „Idę do domu teraz.” Ona odpowiedziała: „Dobrze, idź już.” "
+                "Potem zapytał: „Czy przyjdziesz jutro?” Ona rzekła: „Tak, przyjdę rano.”")
+    assert broken(line_rule, dialogue, min_sentences=4) is None
+    assert broken(line_rule, dialogue, min_sentences=5) == "too_few_sentences"
+    assert broken(line_rule, dialogue, min_mean_sentence_words=5) is None  # 24 words / 4 sentences
+    assert broken(line_rule, "Liczba 3.14 i „cytat” bez kropki", min_sentences=1) == "too_few_sentences"
+
+
+def test_hash_and_ellipsis_ratios_are_judged_apart_as_in_gopher(data_dir):
+    """Gopher removes a document when '#' per word or ellipses per word is above 0.1, each on its own:
+    English prose with 7 % hashtags and 7 % ellipses stays, 11 % of either goes."""
+    words = " ".join(ud_sentences(data_dir, "UD_English-EWT")[:12]).split()
+    n = len(words)
+
+    def marked(hash_share, ellipsis_share):
+        out = list(words)
+        for i in range(int(hash_share * n)):
+            out[2 * i] = "#" + out[2 * i]
+        for i in range(int(ellipsis_share * n)):
+            out[2 * i + 1] += "…" if i % 2 else "..."
+        return " ".join(out)
+
+    assert broken(character_rule, marked(0.07, 0.07), max_hash_ellipsis_word_ratio=0.1) is None
+    assert broken(character_rule, marked(0.11, 0), max_hash_ellipsis_word_ratio=0.1) == "high_hash_ellipsis_ratio"
+    assert broken(character_rule, marked(0, 0.11), max_hash_ellipsis_word_ratio=0.1) == "high_hash_ellipsis_ratio"
+
+
+def test_dialogue_dashes_are_not_bullets(data_dir):
+    """Polish dialogue lines open with an en dash; Gopher's bullet rule counts only • and -, so a page
+    of dialogue is prose, while a list of hyphen or • items is still bullets."""
+    dialogue = [s for s in ud_sentences(data_dir, "UD_Polish-LFG") if s.startswith(("–", "—"))]
+    assert len(dialogue) >= 10
+    assert broken(line_rule, "\n".join(dialogue[:10]), max_bullet_line_ratio=0.9) is None
+    assert broken(line_rule, "\n".join(f"- {s}" for s in dialogue[:10]), max_bullet_line_ratio=0.9) == "bullet_lines"
+    assert broken(line_rule, "\n".join(f"• {s}" for s in dialogue[:10]), max_bullet_line_ratio=0.9) == "bullet_lines"
+
+
+def test_c4_preset_has_the_constants_of_c4(make_cfg):
+    """conf/filters/c4.yaml against TFDS c4_utils (Raffel et al. 2.2): a line needs 5+ words and must not
+    end in an ellipsis; a page needs 3+ sentences."""
+    filters = make_cfg("corpus", ["filters=c4"]).filters
+    line_q, page_q = filters.line_quality, filters.quality
+    rules = [line_rule, length_rule, content_rule]
+
+    def line_cut(line):
+        return next((r for r in (rule(TextStats(line), line_q) for rule in rules) if r), None)
+
+    assert line_cut("Bhí mé ag dul abhaile ach...") == "ellipsis_lines"
+    assert line_cut("Agus ansin tháinig an oíche dhorcha…") == "ellipsis_lines"
+    assert line_cut("Tá sé go maith.") == "too_few_words"  # 4 words: C4 keeps lines of 5+
+    assert line_cut("Tá an aimsir go maith inniu.") is None
+    page = ("Tá an aimsir go maith inniu. Chuaigh siad síos chuig an trá. D'fhill siad abhaile ag a sé.")
+    assert line_rule(TextStats(page), page_q) is None  # 3 sentences: C4 keeps it
+    assert line_rule(TextStats("Tá an aimsir go maith inniu. Chuaigh siad abhaile."), page_q) == "too_few_sentences"
+
+
+def test_stop_word_lists_of_inputs_judge_their_own_documents():
+    """Lists keyed `source=<input>` judge that input's documents; a language's list comes first."""
+    keep = StopwordFilter({"source=ga": ["agus", "an"], "source=et": ["ja", "on"], "default": ["zzqx"]}, 2)
+    irish, estonian = "Tá an fear agus an bhean anseo", "Mees ja naine on siin ja seal"
+    assert keep.filter(Document(text=irish, id="1", metadata={"source": "ga"})) is True
+    assert keep.filter(Document(text=estonian, id="2", metadata={"source": "et"})) is True
+    assert keep.filter(Document(text=irish, id="3", metadata={"source": "et"})) == (False, "few_stopwords")
+    assert keep.filter(Document(text=irish, id="4", metadata={"source": "other"})) == (False, "few_stopwords")
+    by_language = StopwordFilter({"ga": ["agus", "an"], "source=ga": ["zzqx"]}, 2)
+    assert by_language.filter(Document(text=irish, id="5", metadata={"source": "ga", "language": "ga"})) is True

@@ -107,7 +107,7 @@ def irish_sentences(data_dir) -> list[str]:
 
 
 def test_line_rules_cut_lines_and_say_which_rule_cut_each(make_cfg, data_dir, tmp_path):
-    sentences = [s for s in irish_sentences(data_dir) if len(s.split()) >= 3 and s.endswith(".")]
+    sentences = [s for s in irish_sentences(data_dir) if len(s.split()) >= 5 and s.endswith(".")]  # C4: 5+ words
     page, other = "\n".join(sentences[:6]), "\n\n".join(sentences[6:12])
     docs = [
         page + "\nCliceáil anseo\nCumasaigh JavaScript le do thoil.",  # two lines C4 cuts
@@ -146,6 +146,13 @@ def test_sources_mix_with_weights_and_caps(make_cfg, data_dir):
     report = json.loads((folder / "report.json").read_text())
     n_irish = report["sources"]["ga"] // 2
     assert report["sources"] == {"ga": 2 * n_irish, "et": 40} and n_irish > 80
+    # The copies a weight writes are not kept input: kept + removed = in, and the share is of the input.
+    assert report["copies_written"] == n_irish and report["documents_written"] == 2 * n_irish + 40
+    assert report["documents_kept"] == n_irish + 40
+    assert report["documents_kept"] + report["documents_removed"] == report["documents_in"]
+    assert report["kept_share"] == round((n_irish + 40) / report["documents_in"], 4) < 1
+    assert f"{n_irish + 40} of {report['documents_in']} documents kept (+{n_irish} copies" in \
+        (folder / "report.md").read_text(encoding="utf-8")
     assert report["removed_by_rule"]["source_cap"]["documents"] > 200
     ids = [d["id"] for d in iter_documents(folder)]
     assert len(ids) == len(set(ids)) and sum("#copy1" in i for i in ids) == n_irish
@@ -267,7 +274,8 @@ def test_killed_run_resumes_its_finished_tasks_and_duplicates_nothing(data_dir, 
 
 def test_derived_stopwords_are_per_language_in_a_mixed_corpus(make_cfg):
     folder = run_stage(make_cfg("corpus", ["source=ud_mixed", "filters=gopher", "filters.langid.languages=[ga,et]"]), "corpus")
-    lists = dict(line.split(": ", 1) for line in (folder / "stopwords.txt").read_text(encoding="utf-8").splitlines())
+    lists = dict(line.split(": ", 1) for line in (folder / "stopwords.txt").read_text(encoding="utf-8").splitlines()
+                 if not line.startswith("#"))
     assert {"agus", "an"} <= set(lists["ga"].split()) and {"ja", "on"} <= set(lists["et"].split())
     report = json.loads((folder / "report.json").read_text())
     assert report["sources"]["ga"] > 150  # Irish judged by Irish stop words, not by Estonian ones
@@ -330,3 +338,30 @@ def test_unparsable_url_removes_its_document_as_bad_url(make_cfg, data_dir, tmp_
     report = json.loads((folder / "report.json").read_text())
     assert report["documents_kept"] == 19 and report["removed_by_rule"]["bad_url"]["documents"] == 1
     assert report["removed_by_rule"]["bad_url"]["examples"][0]["id"].endswith("/8")
+
+
+@pytest.mark.parametrize("langid", [[], ["filters.langid.languages=[et]"]])
+def test_stop_word_lists_no_document_would_be_judged_by_are_refused_before_work(make_cfg, tmp_path, langid):
+    """An Irish list without language ID (documents carry no language) or one for a language that
+    language ID does not keep was silently never applied: 92 of 92 documents kept with a nonsense list."""
+    cfg = make_cfg("corpus", ["filters=length", "filters.stopwords.min_stopwords=2",
+                              "+filters.stopwords.words={ga:[zzqx,qqzx]}", *langid])
+    with pytest.raises(ConfigError, match=r"filters\.stopwords\.words .*\['ga'\].*default"):
+        run_stage(cfg, "corpus")
+    assert not list((tmp_path / "work").glob("corpus/*"))
+    folder = run_stage(make_cfg("corpus", ["filters=length", "filters.stopwords.min_stopwords=2",
+                                           "+filters.stopwords.words={default:[zzqx,qqzx]}"]), "corpus")
+    assert json.loads((folder / "report.json").read_text())["documents_kept"] == 0  # `default` applies to all
+
+
+def test_derived_stopwords_are_per_input_without_language_id(make_cfg):
+    """Without language ID, ud_mixed (Irish + Estonian) once got one Estonian list and lost all 89 Irish
+    documents as few_stopwords; each input now gets a list of its own, named in stopwords.txt."""
+    folder = run_stage(make_cfg("corpus", ["source=ud_mixed", "filters=gopher", "filters.near_dedup.enabled=false"]),
+                       "corpus")
+    text = (folder / "stopwords.txt").read_text(encoding="utf-8")
+    lists = dict(line.split(": ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert {"agus", "an"} <= set(lists["source=ga"].split()) and {"ja", "on"} <= set(lists["source=et"].split())
+    report = json.loads((folder / "report.json").read_text())
+    assert report["sources"]["ga"] > 150  # Irish (written twice) judged by Irish stop words
+    assert report["removed_by_rule"].get("few_stopwords", {"documents": 0})["documents"] < 20
