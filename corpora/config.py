@@ -100,7 +100,7 @@ class QualityConfig:
     max_word_chars: int = 0
     """Drop documents holding a word longer than this (C4: 1000); 0 means no limit."""
     max_hash_ellipsis_word_ratio: float | None = None
-    """'#' and ellipses per word (Gopher: 0.1)."""
+    """'#' per word and ellipses per word, each against this limit (Gopher: 0.1)."""
     min_sentences: int = 0
     """Sentences are counted by terminal punctuation of any script; 0 turns the rule off."""
     min_mean_sentence_words: float = field(default=0.0, metadata={"hashed_if_set": True})
@@ -152,7 +152,8 @@ class StopwordConfig:
     min_stopwords: int = 0
     """Drop documents with fewer stop-word tokens than this; 0 turns the rule off."""
     words: dict[str, list[str]] = field(default_factory=dict)
-    """language code -> stop words; the `default` list applies to documents of any other language."""
+    """language code -> stop words; the `default` list applies to documents of any other language. Without
+    language ID (filters.langid.languages empty) only `default` can apply: other lists alone are refused."""
     derive_top_k: int = 0
     """When `words` is empty: take the k words found in the most documents of a sample of the corpus."""
     derive_sample_docs: int = 2000
