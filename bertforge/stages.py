@@ -370,28 +370,29 @@ def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
 
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
+    # version 2: stop words per input without langid; sentence/bullet/'#' rules and c4 as their sources
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
-          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,),
-          version=2),  # 2: stop words per input without langid; sentence/bullet/'#' rules and c4 as their sources
-    Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
-          "train a subword vocabulary", derived=_vocab_inputs,
-          version=3),  # 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character
+          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,), version=2),
+    # version 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character;
     # 3: extending a BPE or Unigram vocabulary adds in-context words ("Ġword", "▁word") as vocabulary entries
+    Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
+          "train a subword vocabulary", derived=_vocab_inputs, version=3),
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor, _check_shard_work)),
+    # version 2: the exported tokenizer's model_max_length is the model's positions, not 512;
+    # 3: mlm_nsp/mlm_sop: MLM loss per row, not per micro-batch; init_from keeps the pooler and pair head
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
-          checks=(_check_pretrain_settings, _check_hub), every_rank=True,
-          version=3),  # 2: the exported tokenizer's model_max_length is the model's positions, not 512
-    # 3: mlm_nsp/mlm_sop: MLM loss per row, not per micro-batch; init_from keeps the pooler and pair head
+          checks=(_check_pretrain_settings, _check_hub), every_rank=True, version=3),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
+    # version 2: words encoded as running text ("Ġ" kept); macro F1 counts every train label
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
-          "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_plan,
-          version=2),  # 2: words encoded as running text ("Ġ" kept); macro F1 counts every train label
+          "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_plan, version=2),
+    # version 2: the card says how many held-out rows and test examples were scored
     Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
           "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub, _check_card_scores),
-          then=_push_publish, version=2),  # 2: the card says how many held-out rows and test examples were scored
+          then=_push_publish, version=2),
 )}
 
 
