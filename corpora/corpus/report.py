@@ -140,7 +140,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:160]
 
 
-def _copies(report: dict) -> str:
+def copies_note(report: dict) -> str:
     """` (+N copies written for source weights)`, or nothing where no input is weighted above 1."""
     copies = report.get("copies_written", 0)
     return f" (+{copies} copies written for source weights)" if copies else ""
@@ -150,7 +150,7 @@ def report_markdown(report: dict) -> str:
     """The report as Markdown: totals, per-rule table with examples, clusters, skipped records."""
     lines = [
         "# Corpus report", "",
-        f"{report['documents_kept']} of {report['documents_in']} documents kept{_copies(report)} "
+        f"{report['documents_kept']} of {report['documents_in']} documents kept{copies_note(report)} "
         f"({report['kept']['words']} words, {report['kept']['characters']} characters written).", "",
         "| rule | step | documents removed | characters removed |", "|---|---|---:|---:|",
     ]

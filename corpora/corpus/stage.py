@@ -27,7 +27,7 @@ from pathlib import Path
 from bertforge.common.errors import ConfigError, CorpusInputError, TasksFailed
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import CorpusConfig, FiltersConfig, InputConfig, SourceConfig
-from corpora.corpus.report import corpus_report, report_markdown
+from corpora.corpus.report import copies_note, corpus_report, report_markdown
 from corpora.executors import run_chain
 from corpora.corpus.rules.chain import describe_stopword_lists, filter_steps, stopword_lists
 from corpora.corpus.duplicate_index import MAX_COPIES, IndexTask, MergeDecisions
@@ -77,8 +77,11 @@ def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig
                                      "kept_words": report["kept"]["words"],
                                      "kept_characters": report["kept"]["characters"],
                                      "kept_share": report["kept_share"]}
+        if report["copies_written"]:  # only where a source weight wrote copies: else every sweep table shows 0
+            build.manifest["counts"]["copies_written"] = report["copies_written"]
         build.manifest["timing_s"] = report["timing_s"]
-    log.info("corpus: kept %d of %d documents -> %s", report["documents_kept"], report["documents_in"], out.folder)
+    log.info("corpus: kept %d of %d documents%s -> %s", report["documents_kept"], report["documents_in"],
+             copies_note(report), out.folder)
 
 
 def checked_inputs(source: SourceConfig) -> CheckedInputs:

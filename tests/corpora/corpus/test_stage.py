@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import logging
 
 import pytest
 
@@ -138,13 +139,16 @@ def test_language_filter_removes_estonian_from_an_irish_corpus(make_cfg, data_di
     assert wrong["documents"] > 250 and wrong["examples"][0]["language"][0] == "et"
 
 
-def test_sources_mix_with_weights_and_caps(make_cfg, data_dir):
+def test_sources_mix_with_weights_and_caps(make_cfg, data_dir, caplog):
     ga, et = data_dir / "ud" / "UD_Irish-IDT", data_dir / "ud" / "UD_Estonian-EDT" / "et_edt-ud-dev.conllu"
-    folder = run_stage(make_cfg("corpus", [
-        f"source.inputs=[{{path: '{ga}', format: conllu, name: ga, weight: 2.0}},"
-        f" {{path: '{et}', format: conllu, name: et, max_docs: 40}}]", "filters=none"]), "corpus")
+    with caplog.at_level(logging.INFO, logger="bertforge.corpus"):
+        folder = run_stage(make_cfg("corpus", [
+            f"source.inputs=[{{path: '{ga}', format: conllu, name: ga, weight: 2.0}},"
+            f" {{path: '{et}', format: conllu, name: et, max_docs: 40}}]", "filters=none"]), "corpus")
     report = json.loads((folder / "report.json").read_text())
     n_irish = report["sources"]["ga"] // 2
+    assert f"corpus: kept {n_irish + 40} of {report['documents_in']} documents (+{n_irish} copies" in caplog.text
+    assert read_manifest(folder)["counts"]["copies_written"] == n_irish
     assert report["sources"] == {"ga": 2 * n_irish, "et": 40} and n_irish > 80
     # The copies a weight writes are not kept input: kept + removed = in, and the share is of the input.
     assert report["copies_written"] == n_irish and report["documents_written"] == 2 * n_irish + 40
