@@ -89,6 +89,14 @@ def newest_checkpoint_up_to(folder: Path, step: int) -> Path | None:
     return None
 
 
+def remove_partial_saves(folder: Path) -> None:
+    """Delete the `<name>.tmp-<pid>` files a run killed while saving left (`AtomicCheckpointIO`): no reader
+    takes them and `checkpoint.keep_last` never prunes them (a large model's is gigabytes)."""
+    for partial in Path(folder).glob("*.ckpt.tmp-*"):
+        log.warning("removing %s, a checkpoint a killed run did not finish writing", partial)
+        partial.unlink(missing_ok=True)
+
+
 def set_aside_after(folder: Path, step: int, aside: str) -> list[Path]:
     """Move `last.ckpt` and every step checkpoint past `step` into `folder`/`aside`, out of the way of
     `newest_valid_checkpoint`: after a rollback to `step` they hold the attempt it abandoned, and a run

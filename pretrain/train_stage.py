@@ -30,7 +30,8 @@ from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metric
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
 from pretrain.checkpoints import (PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint,
-                                  set_aside_after)
+                                  remove_partial_saves, set_aside_after)
+from pretrain.heldout import row_batches
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.publish.hub import stage_mark
 from pretrain.init_from import carry_pair_head, load_start_model
@@ -112,7 +113,11 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
         # at the same step and data position.
         with out.build(resumable=True, publish=launch.is_global_zero, fresh=not checkpoint.resume,
                        keep_on_error=True) as build:
-            resume = newest_valid_checkpoint(build.tmp / "checkpoints")
+            # checkpoint.resume=false: every rank starts over. Only the first clears the old working folder,
+            # so another rank looking there before it does would resume the old run alone.
+            resume = newest_valid_checkpoint(build.tmp / "checkpoints") if checkpoint.resume else None
+            if resume and launch.is_global_zero:
+                remove_partial_saves(build.tmp / "checkpoints")
             data.start_step = checkpoint_step(resume) if resume else 0
             if resume:
                 log.info("resuming from %s at step %d", resume, data.start_step)
@@ -287,10 +292,10 @@ def check_positions(config, seq_len: int) -> None:
 
 
 def heldout_batches(shards_dir: Path, batch_size: int, count: int) -> list[torch.Tensor]:
-    """The first `count` batches of held-out rows (main length): the same rows at every validation."""
-    rows = load_rows(shards_dir, "heldout")
-    usable = min(count * batch_size, len(rows)) // batch_size * batch_size
-    return [torch.from_numpy(rows[i:i + batch_size].astype("int64")) for i in range(0, usable, batch_size)]
+    """The first `count` batches of held-out rows (main length): the same rows at every validation. The
+    last may be short: with fewer held-out rows than one micro-batch (the demo: 14 and 32), whole batches
+    only would leave validation with nothing to score, silently."""
+    return row_batches(load_rows(shards_dir, "heldout"), batch_size, count * batch_size)
 
 
 def throughput_summary(history: list[dict]) -> dict:

@@ -30,6 +30,11 @@ class HeldoutValidation(L.Callback):
         self.validated_step = -1
         self.history: list[dict] = []  # every validation row ({"step", "val/loss", "val/masked_accuracy"})
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A resumed run's first micro-batches end at the step it resumed from: validated before that step's
+        # checkpoint was saved (checkpoints are written after the other callbacks of the step).
+        self.validated_step = trainer.global_step
+
     def due(self, step: int, max_steps: int) -> bool:
         """Whether optimiser step `step` (steps done) is one to validate at, and not yet validated."""
         if not (self.every and self.batches) or step in (0, self.validated_step):

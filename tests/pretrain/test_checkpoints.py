@@ -71,3 +71,16 @@ def test_a_pin_outside_the_run_is_refused_before_anything_runs(make_cfg, tmp_pat
                                           r"training.max_steps=500"):
         run_stage(make_cfg("pretrain", ["experiment=demo_ga", "checkpoint.pin_steps=[0,600]"]), "pretrain")
     assert not (tmp_path / "work").exists()
+
+
+def test_partial_saves_a_killed_run_left_are_removed(tmp_path, caplog):
+    """A kill while saving leaves `<name>.tmp-<pid>` beside the checkpoints: no reader takes it and keep_last
+    never prunes it, so a resumed run removes it (and nothing else)."""
+    from pretrain.checkpoints import remove_partial_saves
+
+    for name in ("last.ckpt", "step5.ckpt", "step10.ckpt.tmp-4242"):
+        (tmp_path / name).write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="bertforge.pretrain"):
+        remove_partial_saves(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step5.ckpt"]
+    assert "step10.ckpt.tmp-4242, a checkpoint a killed run did not finish writing" in caplog.text

@@ -210,3 +210,23 @@ def test_validation_scores_the_modules_masking_at_its_ratio_once_per_due_step():
     expected = score_heldout(model, batches, masker.at_ratio(0.15), seed=7)
     assert validate.history[0]["val/loss"] == pytest.approx(expected["loss"])
     assert expected["masked_tokens"] == 12 * masker.at_ratio(0.15).per_row(SEQ)
+
+
+def test_fewer_held_out_rows_than_a_micro_batch_are_still_scored(monkeypatch):
+    """The demo: 14 held-out rows, micro-batches of 32. Whole batches only left validation nothing to score,
+    so logger.val_every_n_steps silently did nothing."""
+    import pretrain.train_stage as train_stage
+
+    rows = np.arange(14 * 8).reshape(14, 8)
+    monkeypatch.setattr(train_stage, "load_rows", lambda folder, split: rows)
+    batches = train_stage.heldout_batches(None, batch_size=32, count=2)
+    assert [b.shape for b in batches] == [(14, 8)] and torch.equal(batches[0], torch.from_numpy(rows))
+    assert [len(b) for b in train_stage.heldout_batches(None, batch_size=4, count=2)] == [4, 4]
+
+
+def test_a_resumed_run_does_not_validate_again_at_the_step_it_resumed_from():
+    """With accumulation, a resumed run's first micro-batches end at the resumed step (validated before its
+    checkpoint was saved): validating there again wrote a second val row for that step."""
+    check = HeldoutValidation([torch.zeros(1, 4, dtype=torch.long)], every_n_steps=4, ratio=0.15, seed=0)
+    check.on_train_start(SimpleNamespace(global_step=4), None)
+    assert not check.due(4, max_steps=12) and check.due(8, max_steps=12)
