@@ -213,13 +213,17 @@ def _surface(token: str) -> str:
 
 def _mean_of_pieces(old_rows: torch.Tensor, old_tok: Tokenizer, token: str) -> torch.Tensor | None:
     """The mean of the old rows of the pieces the old tokenizer splits `token`'s text into (None: no piece)."""
-    ids = [i for i in old_tok.encode(_surface(token), add_special_tokens=False).ids if i < len(old_rows)]
-    return old_rows[ids].mean(0) if ids else None
+    return _mean_row(old_rows, old_tok.encode(_surface(token), add_special_tokens=False).ids)
 
 
 def _mean_of_model_pieces(old_rows: torch.Tensor, old_tok: Tokenizer, token: str) -> torch.Tensor | None:
     """The mean of the old rows of the pieces the old model splits the model-form `token` into (None: no piece)."""
-    ids = [piece.id for piece in old_tok.model.tokenize(token) if piece.id < len(old_rows)]
+    return _mean_row(old_rows, [piece.id for piece in old_tok.model.tokenize(token)])
+
+
+def _mean_row(old_rows: torch.Tensor, ids: list[int]) -> torch.Tensor | None:
+    """The mean of the old rows `ids` that exist (None: none does)."""
+    ids = [i for i in ids if i < len(old_rows)]
     return old_rows[ids].mean(0) if ids else None
 
 

@@ -116,13 +116,12 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             # checkpoint.resume=false: every rank starts over. Only the first clears the old working folder,
             # so another rank looking there before it does would resume the old run alone.
             resume = newest_valid_checkpoint(build.tmp / "checkpoints") if checkpoint.resume else None
-            if resume and launch.is_global_zero:
-                remove_partial_saves(build.tmp / "checkpoints")
             data.start_step = checkpoint_step(resume) if resume else 0
             if resume:
                 log.info("resuming from %s at step %d", resume, data.start_step)
                 if launch.is_global_zero:
                     set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
+                    remove_partial_saves(build.tmp / "checkpoints")
             mark = stage_mark(out.digest)
             pusher = [HubCheckpointPush(hub, lambda m, folder: export_hf(m, vocab_dir, folder),
                                         f"bertforge {run_name}: {mark}", mark)] if hub else []

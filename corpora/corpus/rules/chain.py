@@ -56,9 +56,9 @@ def stopword_lists(filters: FiltersConfig, sample_texts: Callable[[int], Iterabl
     an Irish list and an Estonian list, each document judged by its own language's list). Without
     it, one list per source tag (`source=<tag>`, applied by `metadata.source`), so that the
     minority input of a mixed corpus is not judged by the majority's function words, and a
-    `default` list from the whole sample; a corpus of one tag gets only the `default` list.
+    `default` list from the whole sample; a corpus of one tag gets only the `default` list. Lists that
+    no document would be judged by were refused while planning (`check_stopwords`).
     """
-    check_stopwords(filters)
     cfg = filters.stopwords
     if cfg.words:
         return {lang: list(words) for lang, words in cfg.words.items()}
