@@ -156,13 +156,13 @@ def _phase_lines(train: dict) -> list[str]:
     phases = train.get("phases") or []
     if not phases:  # a manifest from before phases were recorded
         return [f"- {train['steps']} steps, {train['tokens_trained']:,} tokens"]
-    rows = [f"{p['steps']:,} steps x {p['batch_size']} sequences x {p['seq_len']} tokens "
-            f"= {p['steps'] * p['batch_size'] * p['seq_len']:,} tokens" for p in phases]
+    tokens = [p["steps"] * p["batch_size"] * p["seq_len"] for p in phases]
+    rows = [f"{p['steps']:,} steps x {p['batch_size']} sequences x {p['seq_len']} tokens = {n:,} tokens"
+            for p, n in zip(phases, tokens)]
     if len(rows) == 1:
         return [f"- {rows[0]}"]
-    total = sum(p["steps"] * p["batch_size"] * p["seq_len"] for p in phases)
     return [*(f"- Phase {i}: {row}" for i, row in enumerate(rows, 1)),
-            f"- In all: {sum(p['steps'] for p in phases):,} steps, {total:,} tokens"]
+            f"- In all: {sum(p['steps'] for p in phases):,} steps, {sum(tokens):,} tokens"]
 
 
 def _duration(seconds: float | None) -> str:
