@@ -14,11 +14,13 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from bertforge.common.errors import DiskFull
@@ -112,14 +114,35 @@ def set_aside_after(folder: Path, step: int, aside: str) -> list[Path]:
     return moved
 
 
+Untimed = Callable[[torch.device], AbstractContextManager]  # StepMetricsLogger.untimed: host time left out
+
+
+def _timed(device: torch.device) -> AbstractContextManager:
+    return nullcontext()
+
+
+class UntimedCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, each save run under `untimed`: a save's host time (the device's copy to the
+    host, the write, the fsync) is neither training throughput nor the next step's data wait."""
+
+    def __init__(self, untimed: Untimed = _timed, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.untimed = untimed
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        with self.untimed(trainer.lightning_module.device):
+            super()._save_checkpoint(trainer, filepath)
+
+
 class PinnedCheckpoints(Callback):
     """Save the checkpoint of every step in `steps` (checkpoint.pin_steps) as `pinned-step<N>.ckpt`.
 
     ModelCheckpoint's keep_last deletes only the files it wrote itself, so a pinned one stays for good;
-    it is written through the same atomic checkpoint IO, and a rollback may go back to it."""
+    it is written through the same atomic checkpoint IO, and a rollback may go back to it. Saves run
+    under `untimed`, as UntimedCheckpoint's do."""
 
-    def __init__(self, steps: list[int], folder: Path):
-        self.steps, self.folder = set(steps), Path(folder)
+    def __init__(self, steps: list[int], folder: Path, untimed: Untimed = _timed):
+        self.steps, self.folder, self.untimed = set(steps), Path(folder), untimed
         self.seen_step = -1
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -131,4 +154,5 @@ class PinnedCheckpoints(Callback):
             return
         self.seen_step = step
         if step in self.steps:  # every rank calls it (a collective); rank 0 writes
-            trainer.save_checkpoint(self.folder / f"pinned-step{step}.ckpt")
+            with self.untimed(pl_module.device):
+                trainer.save_checkpoint(self.folder / f"pinned-step{step}.ckpt")

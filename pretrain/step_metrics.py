@@ -4,16 +4,19 @@ The module keeps its sums on the device; this callback reads them once per inter
 host sync of the loop) and times the interval on the host. Between two reads the host may run
 ahead of the GPU, but the read at the end of each interval waits for it, so the interval's wall
 time and token count are exact. Host time spent on other work inside the loop (held-out
-validation) is handed back through `exclude_from_timing`, so it counts neither as training time
-nor as data wait.
+validation, checkpoint saves, the hub push's export) is run under `untimed`, so it counts neither as
+training time nor as data wait; each interval logs how much was left out (`time/untimed_s`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning as L
+import torch
 from tqdm.auto import tqdm
 
 from pretrain.flops import mfu
@@ -34,16 +37,26 @@ class StepMetricsLogger(L.Callback):
         self.peak_tflops, self.world_size, self.show_bar = peak_tflops, world_size, progress_bar
         self.bar = None
         self.window_start = self.batch_end = 0.0
-        self.data_wait_s = 0.0
+        self.data_wait_s = self.untimed_s = 0.0
         self.logged_step = -1
         self.step_lr = 0.0
         self.history: list[dict] = []  # every logged row, for the stage manifest and tests
 
-    def exclude_from_timing(self, seconds: float) -> None:
-        """Leave `seconds` of host time just spent inside the training loop out of the current interval
-        and out of the data wait (whichever side of this callback's own hooks it was spent on)."""
-        self.window_start += seconds
-        self.batch_end += seconds
+    @contextmanager
+    def untimed(self, device: torch.device | None = None) -> Iterator[None]:
+        """Leave the host time of the work inside the block out of the current interval and out of the data
+        wait, whichever side of this callback's own hooks it runs on. On a GPU the clock starts once the
+        training work already queued is done (one host sync): that work belongs to the interval."""
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - started
+            self.window_start += seconds
+            self.batch_end += seconds
+            self.untimed_s += seconds
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.window_start = self.batch_end = time.perf_counter()
@@ -84,11 +97,12 @@ class StepMetricsLogger(L.Callback):
             "throughput/mfu": mfu(tokens_per_s / self.world_size, self.flops_by_phase[phase.index], self.peak_tflops),
             "throughput/data_wait_share": min(1.0, self.data_wait_s / elapsed),
             "time/data_wait_s": self.data_wait_s,
+            "time/untimed_s": self.untimed_s,
         }
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         self.history.append({"step": step, **metrics})
-        self.window_start, self.data_wait_s = now, 0.0
+        self.window_start, self.data_wait_s, self.untimed_s = now, 0.0, 0.0
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}",
                                  mfu=f"{metrics['throughput/mfu']:.2%}", refresh=False)

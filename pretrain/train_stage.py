@@ -12,7 +12,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from transformers import AutoModelForMaskedLM
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from bertforge.common.checkpoints import Checkpoint, usable_positions
@@ -29,8 +28,8 @@ from pretrain.distributed import (checkpoint_step, last_checkpoint, merge_metric
                                   requeue_command, set_aside_metrics,
                                   trainer_arguments, unsharded_copy, wait_for_stage)
 from pretrain.flops import flops_per_token
-from pretrain.checkpoints import (PinnedCheckpoints, newest_checkpoint_up_to, newest_valid_checkpoint,
-                                  remove_partial_saves, set_aside_after)
+from pretrain.checkpoints import (PinnedCheckpoints, UntimedCheckpoint, newest_checkpoint_up_to,
+                                  newest_valid_checkpoint, remove_partial_saves, set_aside_after)
 from pretrain.heldout import row_batches
 from pretrain.hub_push import HubCheckpointPush
 from pretrain.publish.hub import stage_mark
@@ -123,8 +122,12 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                     set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
                     remove_partial_saves(build.tmp / "checkpoints")
             mark = stage_mark(out.digest)
-            pusher = [HubCheckpointPush(hub, lambda m, folder: export_hf(m, vocab_dir, folder),
-                                        f"bertforge {run_name}: {mark}", mark)] if hub else []
+
+            def export_step(trained, folder: Path) -> None:  # on the training thread: its time is not training's
+                with step_metrics.untimed(module.device):
+                    export_hf(trained, vocab_dir, folder)
+
+            pusher = [HubCheckpointPush(hub, export_step, f"bertforge {run_name}: {mark}", mark)] if hub else []
 
             def new_trainer() -> tuple[L.Trainer, list]:
                 """A Trainer with its own callbacks: one per attempt (a rollback starts another)."""
@@ -139,12 +142,12 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                     reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
                     limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in HeldoutValidation
                     callbacks=[
-                        ModelCheckpoint(dirpath=str(build.tmp / "checkpoints"), filename="step{step}",
-                                        every_n_train_steps=checkpoint.every_n_steps, save_last=True,
-                                        monitor="step", mode="max", save_top_k=max(1, checkpoint.keep_last),
-                                        auto_insert_metric_name=False),
+                        UntimedCheckpoint(step_metrics.untimed, dirpath=str(build.tmp / "checkpoints"),
+                                          filename="step{step}", every_n_train_steps=checkpoint.every_n_steps,
+                                          save_last=True, monitor="step", mode="max",
+                                          save_top_k=max(1, checkpoint.keep_last), auto_insert_metric_name=False),
                         PhaseAccumulation(plan),
-                        PinnedCheckpoints(checkpoint.pin_steps, build.tmp / "checkpoints"),
+                        PinnedCheckpoints(checkpoint.pin_steps, build.tmp / "checkpoints", step_metrics.untimed),
                         step_metrics,
                         validation,
                         MicroBatchSeeding(lambda: data.sampler, training.seed,

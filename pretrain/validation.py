@@ -6,7 +6,7 @@ the same masks every time, so the curve compares like with like.
 
 from __future__ import annotations
 
-import time
+from contextlib import nullcontext
 
 import lightning as L
 import torch
@@ -20,7 +20,7 @@ class HeldoutValidation(L.Callback):
     step (0: never), and logs the scores to every logger of the trainer.
 
     Masks follow the module's own masking (`pl_module.masker`) at `ratio`, drawn from `seed`. The time
-    it takes is handed to `step_metrics`, when given, so it is not counted as training throughput.
+    it takes runs under `step_metrics.untimed`, when given, so it is not counted as training throughput.
     """
 
     def __init__(self, batches: list[torch.Tensor], every_n_steps: int, ratio: float, seed: int,
@@ -46,20 +46,10 @@ class HeldoutValidation(L.Callback):
         if not self.due(step, trainer.max_steps):
             return
         self.validated_step = step
-        _wait_for(pl_module.device)
-        started = time.perf_counter()
-        masker = pl_module.masker.at_ratio(self.ratio)
-        scores = score_heldout(pl_module.model, self.batches, masker, self.seed, self.mask_draws)
-        metrics = {"val/loss": scores["loss"], "val/masked_accuracy": scores["accuracy"]}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+        with self.step_metrics.untimed(pl_module.device) if self.step_metrics is not None else nullcontext():
+            masker = pl_module.masker.at_ratio(self.ratio)
+            scores = score_heldout(pl_module.model, self.batches, masker, self.seed, self.mask_draws)
+            metrics = {"val/loss": scores["loss"], "val/masked_accuracy": scores["accuracy"]}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
         self.history.append({"step": step, **metrics})
-        if self.step_metrics is not None:
-            self.step_metrics.exclude_from_timing(time.perf_counter() - started)
-
-
-def _wait_for(device: torch.device) -> None:
-    # A host sync, once per validation: training work still queued on the device belongs to the
-    # throughput interval, so the validation clock starts only once it is done.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

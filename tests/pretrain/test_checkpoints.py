@@ -84,3 +84,76 @@ def test_partial_saves_a_killed_run_left_are_removed(tmp_path, caplog):
         remove_partial_saves(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step5.ckpt"]
     assert "step10.ckpt.tmp-4242, a checkpoint a killed run did not finish writing" in caplog.text
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_checkpoint_saves_count_neither_as_training_time_nor_as_data_wait(tmp_path, monkeypatch):
+    """A save's host time is left out of the logging interval and out of the next step's data wait, for the
+    regular saves (step and last) and the pinned ones alike, and each interval says how much was left out."""
+    import lightning as L
+
+    import pretrain.step_metrics as step_metrics
+    from pretrain.checkpoints import PinnedCheckpoints, UntimedCheckpoint
+    from pretrain.step_metrics import StepMetricsLogger
+
+    clock = FakeClock()
+    monkeypatch.setattr(step_metrics.time, "perf_counter", clock)
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, index):
+            clock.now += 0.1  # the loader: 0.1 s a row
+            return torch.ones(4)
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            clock.now += 1.0  # the step
+            return self.layer(batch).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(Rows(), batch_size=1)
+
+        def pop_window(self):
+            return {"train/loss": 1.0, "tokens": 100}
+
+    class SlowSaves(AtomicCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            clock.now += 5.0  # each save: 5 s
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+    metrics = StepMetricsLogger([type("Phase", (), {"end_step": 6, "seq_len": 8, "index": 0})()], [1e6],
+                                every_n_steps=2, peak_tflops=1.0, progress_bar=False)
+    folder = tmp_path / "checkpoints"
+    trainer = L.Trainer(
+        max_steps=6, logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        plugins=[SlowSaves()],
+        callbacks=[UntimedCheckpoint(metrics.untimed, dirpath=str(folder), filename="step{step}",
+                                     every_n_train_steps=2, save_last=True, monitor="step", mode="max",
+                                     save_top_k=10, auto_insert_metric_name=False),
+                   PinnedCheckpoints([3], folder, metrics.untimed), metrics])
+    trainer.fit(Tiny())
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "pinned-step3.ckpt", "step2.ckpt",
+                                                        "step4.ckpt", "step6.ckpt"]
+    # Every interval: two steps of 1 s and two rows of 0.1 s from the loader, whatever was saved in it.
+    assert [h["step"] for h in metrics.history] == [2, 4, 6]
+    assert [h["throughput/tokens_per_s"] for h in metrics.history] == pytest.approx([100 / 2.2] * 3)
+    assert [h["time/data_wait_s"] for h in metrics.history] == pytest.approx([0.2] * 3)
+    # Logged at step 2 before step 2's saves (Lightning runs ModelCheckpoint after the other callbacks):
+    # steps 3-4 leave out step 2's two saves (step2, last) and the pin at step 3.
+    assert [h["time/untimed_s"] for h in metrics.history] == pytest.approx([0.0, 15.0, 10.0])

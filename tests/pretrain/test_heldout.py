@@ -11,6 +11,7 @@ import torch
 from transformers import DistilBertConfig, DistilBertForMaskedLM
 
 import pretrain.heldout as heldout
+import pretrain.step_metrics as step_metrics
 import pretrain.validation as validation
 from pretrain.config import MaskingConfig
 from pretrain.heldout import has_sparse_head, row_batches, score_heldout
@@ -160,7 +161,7 @@ class RecordingLogger:
 @pytest.mark.parametrize("validation_first", [False, True])
 def test_validation_time_is_neither_throughput_nor_data_wait(monkeypatch, validation_first):
     clock = FakeClock()
-    monkeypatch.setattr(validation.time, "perf_counter", clock)  # the one `time` module both callbacks read
+    monkeypatch.setattr(step_metrics.time, "perf_counter", clock)  # the clock of StepMetricsLogger.untimed
 
     def slow_score(model, batches, masker, seed, mask_draws):
         clock.now += 5.0  # validation takes 5 s
@@ -191,6 +192,9 @@ def test_validation_time_is_neither_throughput_nor_data_wait(monkeypatch, valida
     assert [h["step"] for h in metrics.history] == [2, 4]
     assert [h["throughput/tokens_per_s"] for h in metrics.history] == pytest.approx([100 / 2.2, 100 / 2.2])
     assert [h["time/data_wait_s"] for h in metrics.history] == pytest.approx([0.2, 0.2])
+    # Validating after this callback has logged puts each validation's 5 s in the next interval's account.
+    untimed = [5.0, 5.0] if validation_first else [0.0, 5.0]
+    assert [h["time/untimed_s"] for h in metrics.history] == pytest.approx(untimed)
     assert validate.history == [{"step": s, "val/loss": 2.0, "val/masked_accuracy": 0.5} for s in (2, 4)]
     assert sorted(step for step, row in logger.rows if "val/loss" in row) == [2, 4]
 
