@@ -32,7 +32,7 @@ from typing import Callable
 
 from omegaconf import OmegaConf
 
-from bertforge.common.errors import ConfigError
+from bertforge.common.errors import ConfigError, FinishedMeanwhile
 from bertforge.common.checkpoints import Checkpoint, resolve_checkpoint
 from bertforge.common.ranks import first_process
 from bertforge.common.stage_folder import StageOutput, is_complete, wait_for_builder
@@ -479,7 +479,11 @@ def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
         if is_complete(folder):
             log.info("%s: reusing %s%s", step.stage.name, folder, _headline(step.stage.name, folder))
         else:
-            step.stage.build(cfg, step.upstream, step.output)
+            try:
+                step.stage.build(cfg, step.upstream, step.output)
+            except FinishedMeanwhile:  # another run held the lock and finished it after the check above
+                log.info("%s: reusing %s, finished by another run meanwhile%s", step.stage.name, folder,
+                         _headline(step.stage.name, folder))
         if step.stage.then:
             step.stage.then(cfg, folder)
         folders[step.stage.name] = folder

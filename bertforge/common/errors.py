@@ -43,6 +43,15 @@ class StageBusy(RuntimeError):
     """Another live process is building the same stage folder (it holds the stage's lock)."""
 
 
+class FinishedMeanwhile(Exception):
+    """The stage folder about to be built was finished by another run after this one found it missing (that
+    run held the lock until it was done): nothing is built, the finished folder is the one to use."""
+
+    def __init__(self, folder):
+        super().__init__(f"{folder} was finished by another run meanwhile: reuse it")
+        self.folder = folder
+
+
 class TasksFailed(RuntimeError):
     """Tasks of a datatrove step (corpus or shards stage) that did not complete: on SLURM or Ray, or locally where
     a task's process died. The message names them, their logs and, where a task's log has it, the error it

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from bertforge.common.errors import StageBusy
+from bertforge.common.errors import FinishedMeanwhile, StageBusy
 
 log = logging.getLogger("bertforge")
 
@@ -90,12 +90,17 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
     `fresh=True` sets such a folder aside (renamed, never deleted) and starts over. Other builds write
     into `.<name>.tmp-<pid>` and remove it on failure; a killed build's leftover is removed by the
     next one, with a warning.
+
+    A folder found finished once the lock is held (another run finished it after the caller looked)
+    raises FinishedMeanwhile before the body runs: the work is not done twice.
     """
     named = StageOutput(Path(work_dir), stage, payload, inputs)
     digest, final = named.digest, named.folder
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / (f".{final.name}.work" if resumable else f".{final.name}.tmp-{os.getpid()}")
     with _stage_lock(Path(work_dir), final) if publish else contextlib.nullcontext():
+        if is_complete(final):
+            raise FinishedMeanwhile(final)
         if publish:
             _clear_leftovers(final, tmp, fresh)
         tmp.mkdir(exist_ok=resumable)  # other ranks, or an earlier attempt, may have made a resumable one

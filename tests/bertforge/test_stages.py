@@ -250,3 +250,30 @@ def test_a_test_file_the_corpus_reads_is_warned_of_once_before_any_stage(make_cf
     with caplog.at_level(logging.WARNING, logger="bertforge"):
         plan(clean, "downstream")
     assert not [r for r in caplog.records if "pretraining corpus" in r.getMessage()]
+
+
+def test_a_stage_another_run_finished_after_the_check_is_reused_not_built_again(make_cfg, monkeypatch, caplog):
+    """Two commands for one stage: the second found the folder missing just before the first finished it and
+    let go of its lock. Holding the lock, the second sees the finished folder and builds nothing."""
+    bodies = []
+
+    def recording(stage):
+        def build(cfg, up, out):
+            with out.build() as folder:
+                bodies.append(stage.name)
+                (folder.tmp / "built").write_text(stage.name)
+        return build
+
+    monkeypatch.setattr("bertforge.stages.STAGES", {name: replace(stage, build=recording(stage))
+                                                    for name, stage in STAGES.items()})
+    cfg = make_cfg("shards", ["experiment=demo_ga"])
+    first = run_stages(cfg, "shards")
+    assert bodies == ["corpus", "vocab", "shards"]
+    bodies.clear()
+    monkeypatch.setattr("bertforge.stages.is_complete", lambda folder: False)  # each check came too early
+    with caplog.at_level(logging.INFO, logger="bertforge"):
+        again = run_stages(cfg, "shards")
+    assert bodies == [] and again == first
+    meanwhile = [r.getMessage().split(":")[0] for r in caplog.records if "by another run meanwhile" in r.getMessage()]
+    assert meanwhile == ["corpus", "vocab", "shards"]
+    assert all((folder / "built").is_file() for folder in first.values())

@@ -2,6 +2,7 @@
 
 import pytest
 
+from bertforge.common.errors import FinishedMeanwhile
 from bertforge.common.stage_folder import StageOutput, build_stage, config_hash, is_complete, read_manifest
 
 
@@ -43,3 +44,15 @@ def test_stale_tmp_from_killed_run_is_cleaned(tmp_path):
     with build_stage(tmp_path, "corpus", {"x": 1}, {}):
         pass
     assert not stale.exists() and is_complete(folder)
+
+
+def test_a_folder_finished_before_the_lock_was_taken_is_not_built_again(tmp_path):
+    with build_stage(tmp_path, "vocab", {"v": 1}, {}) as build:
+        (build.tmp / "vocab.json").write_text("first")
+    folder = StageOutput(tmp_path, "vocab", {"v": 1}, {}).folder
+    for _ in range(2):  # and the lock is let go: the next try is told the same, not that the folder is busy
+        with pytest.raises(FinishedMeanwhile, match="finished by another run meanwhile"):
+            with build_stage(tmp_path, "vocab", {"v": 1}, {}) as build:
+                (build.tmp / "vocab.json").write_text("second")
+    assert (folder / "vocab.json").read_text() == "first"
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no working folder left beside it
