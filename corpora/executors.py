@@ -10,9 +10,9 @@ published only when the work is done. With Ray (where installed) each step is a
 `RayPipelineExecutor` run. The choice never changes the output.
 
 On every executor a step whose tasks did not all complete stops the chain before the next step reads their
-output: locally with the task's own error (`TasksFailed` where its process died), on SLURM and Ray with
-`TasksFailed` (naming the tasks, their logs and the error they ended with). Rerunning the same command runs
-only those tasks.
+output with `TasksFailed` (naming the tasks, their logs and the error they ended with), and rerunning the same
+command runs only those tasks. Locally, bad input (CorpusInputError, ConfigError) is raised as it was raised:
+the input is what to fix, and the stage starts over.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from datatrove.utils.logging import setup_default_logger
 
-from bertforge.common.errors import ConfigError, TasksFailed
+from bertforge.common.errors import ConfigError, CorpusInputError, TasksFailed
 from corpora.config import ExecutorConfig
 from corpora.local_tasks import WatchedLocalExecutor, run_watched
 
@@ -48,11 +48,18 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
             log.debug("%s: step %s, %d task(s)", stage, name, tasks)  # the stage's one line comes at its end
-            with _console_in_file(logging_dir / name):  # a task's own error is raised here, as it was raised
+            with _console_in_file(logging_dir / name):  # datatrove may warn already when the executor is made
                 executor = WatchedLocalExecutor(pipeline, tasks=tasks, workers=workers,
                                                 logging_dir=str(logging_dir / name), skip_completed=True,
                                                 start_method=executor_cfg.start_method)
-                run_watched(executor, f"{stage}: step {name}")  # a task whose process died: TasksFailed
+            try:
+                with _console_in_file(logging_dir / name):
+                    run_watched(executor, f"{stage}: step {name}")  # a task whose process died: TasksFailed
+            except (TasksFailed, CorpusInputError, ConfigError):
+                raise  # bad input is fixed in the input: the stage starts over (its folder is removed)
+            except Exception as err:  # a full disk, memory: the tasks that completed are kept for the rerun
+                raise TasksFailed(_failed_tasks(executor, f"{stage}: step {name}", f"a task ended with: "
+                                                f"{type(err).__name__}: {err}; ")) from err
             _check_completed(executor, f"{stage}: step {name}")
         return
     if executor_cfg.name == "slurm":
@@ -119,14 +126,21 @@ def _console_in_file(folder: Path):
 def _check_completed(executor, what: str) -> None:
     """`TasksFailed` when some of `executor`'s tasks have no completion marker: which, where their logs
     are, and the last error line of the first one's log (datatrove writes each task's traceback there)."""
+    if executor.get_incomplete_ranks(skip_completed=True):
+        raise TasksFailed(_failed_tasks(executor, what))
+
+
+def _failed_tasks(executor, what: str, error: str | None = None) -> str:
+    """What a TasksFailed says: which tasks did not complete, the error (`error`, or the first one's log's last),
+    where their logs are, and that a rerun runs only those."""
     failed = executor.get_incomplete_ranks(skip_completed=True)
-    if not failed:
-        return
     logs = Path(executor.logging_dir.path) / "logs"
-    raise TasksFailed(f"{what}: {len(failed)} of {executor.world_size} task(s) did not complete "
-                      f"(ranks {', '.join(map(str, failed[:10]))}{', ...' if len(failed) > 10 else ''}); "
-                      f"{_last_error(logs / f'task_{failed[0]:05d}.log')}see {logs}. Rerun the same command "
-                      "once the cause is fixed: the tasks that completed are not run again.")
+    if error is None:
+        error = _last_error(logs / f"task_{failed[0]:05d}.log") if failed else ""
+    return (f"{what}: {len(failed)} of {executor.world_size} task(s) did not complete "
+            f"(ranks {', '.join(map(str, failed[:10]))}{', ...' if len(failed) > 10 else ''}); "
+            f"{error}see {logs}. Rerun the same command once the cause is fixed: the tasks that completed are "
+            "not run again.")
 
 
 def _last_error(task_log: Path) -> str:

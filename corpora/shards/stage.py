@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 from tokenizers import Tokenizer
 
-from bertforge.common.errors import CorpusInputError
+from bertforge.common.errors import CorpusInputError, TasksFailed
 from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import ExecutorConfig, ShardsConfig
 from corpora.executors import run_chain
@@ -63,7 +63,8 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     training reads), drawn by tasks too.
 
     The tokenising runs as `shards.tasks` datatrove tasks on `executor` (`corpora.shards.parts`); the
-    folder is resumable: a rerun of a killed build skips the tasks and the steps that finished (`_once`)."""
+    folder is resumable: a rerun of a killed build, or of one whose tasks failed, skips the tasks and the steps
+    that finished (`_once`)."""
     for settings in (static, pairs):
         if settings is not None:
             settings.check()
@@ -76,7 +77,7 @@ def build_shards(shards: ShardsConfig, lengths: list[int], corpus_dir: Path, voc
     # [CLS] [SEP] <pad> <unk> [MASK], which the bare tokenizer.json cannot tell.
     ids = special_token_ids(tokenizer, special_tokens(vocab_dir))
     dtype = np.uint16 if tokenizer.get_vocab_size() <= np.iinfo(np.uint16).max + 1 else np.uint32
-    with out.build(resumable=True) as build:
+    with out.build(resumable=True, keep_on_error=(TasksFailed,)) as build:  # bad input starts over
         tasks = min(shards.tasks or len(files), len(files))
         by_len = _once(build.tmp, "packed", lambda: _packed_rows(
             shards, lengths, corpus_dir, vocab_dir, ids, dtype, executor or ExecutorConfig(), tasks,

@@ -1,9 +1,10 @@
 """A step whose tasks do not all complete stops the chain on every executor, before the next step reads
-their output: locally with the task's own error, on Ray and SLURM with `TasksFailed` naming the tasks, their
-logs and the error they ended with. Rerunning the same chain runs only the tasks that had not completed."""
+their output with `TasksFailed` naming the tasks, their logs and the error they ended with (locally, bad input
+is raised as it was). Rerunning the same chain runs only the tasks that had not completed."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,9 +65,14 @@ def fails_then_resumes(executor: ExecutorConfig, folder: Path, after_failure=lam
     return failed
 
 
-def test_local_executor_raises_the_tasks_own_error(tmp_path):
+def test_local_executor_stops_at_the_failed_task_and_names_it(tmp_path):
     failed = fails_then_resumes(ExecutorConfig(), tmp_path)
-    assert failed.type is ValueError and "found no" in str(failed.value)
+    message = str(failed.value)
+    assert failed.type is TasksFailed and type(failed.value.__cause__) is ValueError
+    # rank 0 too where the pool was ended before its worker completed it (a loaded machine)
+    assert re.search(r"corpus: step first: [12] of 2 task\(s\) did not complete \(ranks (0, )?1\)", message)
+    assert f"a task ended with: ValueError: rank 1 of 2 found no {tmp_path}/first/fixed" in message
+    assert str(tmp_path / "logs" / "first" / "logs") in message and "Rerun the same command" in message
 
 
 def test_ray_executor_stops_at_the_failed_task_and_names_it(tmp_path, ray_shut_down_after):

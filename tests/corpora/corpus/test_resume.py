@@ -1,6 +1,7 @@
 """Reruns of an unfinished corpus stage: a rerun split another way starts over and loses nothing, a task
 that died leaves the finished ones for the rerun, and an interrupted report is built again."""
 
+import errno
 import json
 import logging
 import os
@@ -86,6 +87,33 @@ def test_a_task_that_died_leaves_the_finished_tasks_for_the_rerun(make_cfg, data
     corpus_dir = tmp_path / "work" / "corpus"
     filtered = {p.name: p.stat().st_mtime_ns for p in corpus_dir.glob(".corpus-*.work/datatrove/filter/completions/*")}
     assert len(filtered) == 2
+    folder = run_stage(cfg, "corpus")
+    after = {p.name: p.stat().st_mtime_ns for p in (folder / "datatrove" / "filter" / "completions").iterdir()}
+    assert after == filtered  # not run again
+    assert report_of(folder)["documents_kept"] == len(list(iter_documents(folder))) == 400
+
+
+def test_a_task_that_raised_leaves_the_finished_tasks_for_the_rerun(make_cfg, data_dir, tmp_path, monkeypatch):
+    """A full disk or a MemoryError inside a task is not bad input: the work folder stays, and the rerun
+    runs only the task that did not complete."""
+    src = estonian_jsonl(data_dir, tmp_path / "in", files=2, docs_per_file=200)
+    cfg = make_cfg("corpus", ["source=jsonl", f"source.inputs.0.path={src}", "filters=none", "corpus.tasks=2"])
+    real_apply = whole_corpus.DecisionApplier.run
+    full = {"disk": True}
+
+    def disk_full_once(self, data=None, rank=0, world_size=1):
+        if rank == 1 and full["disk"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_apply(self, data, rank, world_size)
+
+    monkeypatch.setattr(whole_corpus.DecisionApplier, "run", disk_full_once)
+    with pytest.raises(TasksFailed, match=r"corpus: step apply: .*ranks .*1\).*a task ended with: OSError: "
+                                          r"\[Errno 28\] No space left on device"):
+        run_stage(cfg, "corpus")
+    corpus_dir = tmp_path / "work" / "corpus"
+    filtered = {p.name: p.stat().st_mtime_ns for p in corpus_dir.glob(".corpus-*.work/datatrove/filter/completions/*")}
+    assert len(filtered) == 2
+    full["disk"] = False
     folder = run_stage(cfg, "corpus")
     after = {p.name: p.stat().st_mtime_ns for p in (folder / "datatrove" / "filter" / "completions").iterdir()}
     assert after == filtered  # not run again
