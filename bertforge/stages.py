@@ -371,8 +371,10 @@ def _always(*names: str) -> Callable[[ExperimentConfig], tuple[str, ...]]:
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # version 2: stop words per input without langid; sentence/bullet/'#' rules and c4 as their sources
+    # version 3: a near duplicate is removed only when close to a kept document (no chains); records without
+    # text are listed with the skipped ones
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
-          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,), version=2),
+          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,), version=3),
     # version 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character;
     # 3: extending a BPE or Unigram vocabulary adds in-context words ("Ġword", "▁word") as vocabulary entries
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,

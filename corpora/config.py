@@ -218,7 +218,9 @@ class NearDedupConfig:
     rows: int = 5
     """LSH: a pair becomes a candidate when all `rows` hashes of any of the `bands` agree."""
     threshold: float = 0.7
-    """Candidates whose estimated Jaccard (share of equal MinHash values) reaches this are duplicates."""
+    """Candidates whose estimated Jaccard (share of equal MinHash values) reaches this are duplicates. In reading
+    order, a document is removed only when it reaches this with a document that is kept (its candidate, or
+    its candidate's kept copy): a chain A~B~C keeps C when C is not close to A."""
     seed: int = 1
 
 

@@ -13,9 +13,12 @@ row, to the key file of the index task that owns the key's hash range (`KeyFiles
   corpus): exact pairs mark their second document; near pairs that touch an exact duplicate are
   dropped (an exact duplicate has its kept copy's signature, so the copy sits in every run the
   duplicate does, below it: the runs' first documents and the remaining pairs are those of the
-  one-task index over the documents left); connected components over the remaining pairs, on
-  compacted ids, give the clusters, each kept as its first document. Then, one signature task's
-  files at a time, the source caps and weights, and the decision files `DecisionApplier` reads.
+  one-task index over the documents left). In reading order, a document is then removed when its
+  estimated Jaccard reaches the threshold with a kept document that one of its pairs leads to (the
+  pair's first document, or that one's kept copy), so a chain of pairs removes only what is close
+  to something kept (`_near`). An exact copy of a removed near duplicate is a near duplicate of that
+  one's kept copy. Then, one signature task's files at a time, the source caps and weights, and the
+  decision files `DecisionApplier` reads.
 
 Boilerplate line counting (off by default) stays global: its memory grows with the corpus's lines.
 """
@@ -250,30 +253,104 @@ class MergeDecisions(PipelineStep):
         e_rep = exact["first"][first_at]
         near = pairs[pairs["exact"] == 0]
         near = near[~np.isin(near["first"], e_docs) & ~np.isin(near["other"], e_docs)]
-        n_docs = np.zeros(0, np.int64)
-        n_rep = np.zeros(0, np.int64)
-        if len(near):
-            # imported here: scipy.sparse is a fifth of a second to import
-            from scipy.sparse import coo_matrix
-            from scipy.sparse.csgraph import connected_components
-
-            members = np.unique(np.concatenate([near["first"], near["other"]]))  # compact ids: sorted documents
-            a, b = np.searchsorted(members, near["first"]), np.searchsorted(members, near["other"])
-            graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(members), len(members)))
-            count, label = connected_components(graph, directed=False)
-            keeper = np.full(count, np.iinfo(np.int64).max)
-            np.minimum.at(keeper, label, members)  # the kept copy: the cluster's first document
-            n_rep_all = keeper[label]
-            n_docs, n_rep = members[members != n_rep_all], n_rep_all[members != n_rep_all]
+        n_docs, n_rep, n_sim = self._near(files, near)
+        e_action = np.full(len(e_docs), EXACT, np.uint8)
+        e_sim = np.ones(len(e_docs), dtype=np.float32)
+        if len(n_docs):  # an exact copy of a near duplicate: a near duplicate of its kept copy, at its similarity
+            at = np.searchsorted(n_docs, e_rep).clip(max=len(n_docs) - 1)
+            via = n_docs[at] == e_rep
+            e_rep = np.where(via, n_rep[at], e_rep)
+            e_action[via], e_sim[via] = NEAR, n_sim[at[via]]
         removed = np.concatenate([e_docs, n_docs])
         rep = np.concatenate([e_rep, n_rep])
-        action = np.concatenate([np.full(len(e_docs), EXACT, np.uint8), np.full(len(n_docs), NEAR, np.uint8)])
-        similarity = np.ones(len(removed), dtype=np.float32)
-        if len(n_docs):
-            sim = (files.signatures(n_docs) == files.signatures(n_rep)).mean(axis=1)
-            similarity[len(e_docs):] = sim.astype(np.float32)
+        action = np.concatenate([e_action, np.full(len(n_docs), NEAR, np.uint8)])
+        similarity = np.concatenate([e_sim, n_sim])
         order = np.argsort(removed, kind="stable")
         return removed[order], rep[order], action[order], similarity[order]
+
+    def _near(self, files: SignatureFiles, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(removed documents sorted, their kept copy, estimated Jaccard with it) from the verified near pairs.
+
+        In reading order, a document is removed when its estimated Jaccard reaches the threshold with a kept
+        document that one of its pairs leads to: the pair's first document if it is kept, else that one's kept
+        copy. A chain of pairs (A~B, B~C, C~D ...) so removes only what is close to something kept, where
+        connected components would remove the whole chain for its first document, C and D with nothing in
+        common with A. The pairs split into connected components, which are decided apart: a component of
+        two documents, most of them, is its one pair (no signature read); a larger one reads its members'
+        signatures, a share of the duplicates at a time."""
+        empty = np.zeros(0, np.int64)
+        if not len(near):
+            return empty, empty, np.zeros(0, np.float32)
+        # imported here: scipy.sparse is a fifth of a second to import
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        # one row per pair: a pair found in several bands may come from several index tasks
+        first, other = np.unique(np.stack([near["first"], near["other"]], axis=1), axis=0).T
+        members = np.unique(np.concatenate([first, other]))  # compact ids: sorted documents
+        a, b = np.searchsorted(members, first), np.searchsorted(members, other)
+        graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(members), len(members)))
+        _, label = connected_components(graph, directed=False)
+        size = np.bincount(label)
+        two = size[label[a]] == 2
+        docs, reps, sims = [other[two]], [first[two]], [self._similarity(files, first[two], other[two])]
+        big = np.flatnonzero(size > 2)
+        if len(big):
+            in_big = np.flatnonzero(size[label] > 2)  # ascending: each component's members in reading order
+            in_big = in_big[np.argsort(label[in_big], kind="stable")]
+            starts = np.searchsorted(label[in_big], big)
+            ends = np.append(starts[1:], len(in_big))
+            order = np.flatnonzero(~two)
+            order = order[np.argsort(label[b[order]], kind="stable")]  # the pairs, component by component
+            p_ends = np.searchsorted(label[b[order]], big, side="right")
+            p_starts = np.append(0, p_ends[:-1])
+            group = 0
+            while group < len(big):  # components together, up to a bounded number of signatures at a time
+                last = group + max(1, int(np.searchsorted(ends[group:] - starts[group], 1 << 16, side="right")))
+                held = members[in_big[starts[group]:ends[last - 1]]]
+                sig, row = files.signatures(held), {int(d): i for i, d in enumerate(held)}
+                for c in range(group, last):
+                    mine = order[p_starts[c]:p_ends[c]]
+                    decided = self._decide(members[in_big[starts[c]:ends[c]]], first[mine], other[mine], sig, row)
+                    for out, part in zip((docs, reps, sims), decided):
+                        out.append(part)
+                group = last
+        n_docs, n_rep, n_sim = np.concatenate(docs), np.concatenate(reps), np.concatenate(sims)
+        order = np.argsort(n_docs, kind="stable")
+        return n_docs[order], n_rep[order], n_sim[order]
+
+    def _decide(self, docs: np.ndarray, first: np.ndarray, other: np.ndarray, sig: np.ndarray,
+                row: dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One component: its members `docs` (ascending) in reading order, each against the kept copies its
+        pairs (first[i] < other[i]) lead to; the most similar that reaches the threshold is its kept copy (ties:
+        the first). (removed, kept copy, estimated Jaccard) arrays; `sig[row[d]]` is document d's signature."""
+        leads: dict[int, list[int]] = {}
+        for earlier, later in zip(first.tolist(), other.tolist()):
+            leads.setdefault(later, []).append(earlier)
+        kept_copy: dict[int, int] = {}
+        out = []
+        for doc in docs.tolist():
+            if doc not in leads:
+                continue  # no pair to an earlier document: kept
+            candidates = sorted({kept_copy.get(first, first) for first in leads[doc]})
+            estimate = (sig[[row[c] for c in candidates]] == sig[row[doc]]).mean(axis=1)
+            best = int(np.argmax(estimate))
+            if estimate[best] >= self.cfg.threshold:
+                kept_copy[doc] = candidates[best]
+                out.append((doc, candidates[best], estimate[best]))
+        if not out:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        removed, rep, estimate = zip(*out)
+        return np.array(removed, np.int64), np.array(rep, np.int64), np.array(estimate, np.float32)
+
+    @staticmethod
+    def _similarity(files: SignatureFiles, first: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Estimated Jaccard of each pair (first[i], other[i]), as float32, a bounded number of pairs at a time."""
+        out = np.empty(len(first), np.float32)
+        for start in range(0, len(first), 1 << 16):
+            end = start + (1 << 16)
+            out[start:end] = (files.signatures(first[start:end]) == files.signatures(other[start:end])).mean(axis=1)
+        return out
 
     def _mix(self, meta: np.ndarray, action: np.ndarray, taken: list[int], placed: list[int]) -> np.ndarray:
         """Source caps (first kept documents win) and weights (hash-chosen sampling or repeats), for one

@@ -26,9 +26,11 @@ def runs_of_equal(values, candidates):
 
 
 def one_task_index(texts, num_perm=128, bands=20, rows=5, threshold=0.7, seed=1):
-    """The one-task index this project used before the split, as a reference: exact runs first, then
-    LSH over the documents left, candidates checked against the threshold, clusters kept by their
-    first document. Returns {removed index: (reason, kept index)}."""
+    """The whole index in one process, as a reference: exact runs first, then LSH over the documents left,
+    each document paired with the first of every band run it is in and the pair checked against the
+    threshold; then, in reading order, a document is removed as a near duplicate of the most similar kept
+    document its checked pairs lead to (the pair's first, or that one's kept copy), if that reaches the
+    threshold. An exact copy of a removed near duplicate goes with it. Returns {removed: (reason, kept)}."""
     batches = [TextBatch(texts[i:i + 256]) for i in range(0, len(texts), 256)]
     exact = np.concatenate([b.exact_hashes() for b in batches])
     sigs, has_sig = map(np.concatenate, zip(*(signatures(b, num_perm, 5, "words", seed) for b in batches)))
@@ -40,19 +42,21 @@ def one_task_index(texts, num_perm=128, bands=20, rows=5, threshold=0.7, seed=1)
     keys = band_hashes(sigs[candidates], bands, rows)
     pairs = {(int(candidates[f]), int(candidates[o])) for band in range(bands)
              for f, o in zip(*runs_of_equal(keys[:, band], np.arange(len(candidates))))}
-    parent = list(range(total))
-
-    def root(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
-    for a, b in sorted(pairs):
-        if (sigs[a] == sigs[b]).mean() >= threshold:
-            ra, rb = root(a), root(b)
-            parent[max(ra, rb)] = min(ra, rb)  # the root is the cluster's lowest document
-    decided.update({i: ("near_duplicate", root(i)) for i in range(total) if root(i) != i})
-    return decided
+    similar = lambda a, b: (sigs[a] == sigs[b]).mean()  # noqa: E731
+    leads = {}
+    for a, b in pairs:
+        if similar(a, b) >= threshold:
+            leads.setdefault(b, set()).add(a)
+    kept_copy = {}
+    for doc in range(total):
+        options = sorted({kept_copy.get(a, a) for a in leads.get(doc, ())})
+        if options:
+            best = max(options, key=lambda k: (similar(doc, k), -k))
+            if similar(doc, best) >= threshold:
+                kept_copy[doc] = best
+    decided.update({doc: ("near_duplicate", kept) for doc, kept in kept_copy.items()})
+    return {doc: ("near_duplicate", kept_copy[kept]) if kept in kept_copy else (reason, kept)
+            for doc, (reason, kept) in decided.items()}
 
 
 def legal_texts_with_plants(data_dir):
@@ -150,3 +154,47 @@ def test_index_tasks_below_one_is_refused_before_work(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="corpus.index_tasks=0"):
         run_stage(make_cfg("corpus", ["corpus.index_tasks=0"]), "corpus")
     assert not list((tmp_path / "work").glob("corpus/*"))
+
+
+def removed_with_similarity(folder):
+    """{line index: (reason, kept line index, similarity)} of the stage's dedup removals."""
+    out = {}
+    for path in (folder / "removed" / "dedup").glob("*.jsonl.gz"):
+        for line in gzip.open(path):
+            meta = json.loads(line)["metadata"]
+            out[line_of(json.loads(line)["id"])] = (meta["filter_reason"], line_of(meta["duplicate_of"]),
+                                                    meta["similarity"])
+    return out
+
+
+def test_a_chain_of_near_duplicates_keeps_what_is_not_close_to_anything_kept(make_cfg, tmp_path):
+    """30 windows of one text, each shifted 12 of its 200 words (neighbours ~0.9 alike): merging every chain
+    of pairs into one cluster kept the first window alone. Each removed window names a kept one that it
+    resembles at or above the threshold, and the text's words survive."""
+    rng = random.Random(1)
+    stream = [f"w{rng.randrange(5000)}" for _ in range(600)]
+    windows = [" ".join(stream[k * 12:k * 12 + 200]) for k in range(30)]
+    src = tmp_path / "windows.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in windows), encoding="utf-8")
+    folder = run_stage(stage_cfg(make_cfg, src, tmp_path / "w", 3), "corpus")
+    removed = removed_with_similarity(folder)
+    kept = sorted(set(range(30)) - set(removed))
+    assert 0 in kept and len(kept) >= 5
+    assert all(reason == "near_duplicate" and kept_copy in kept and similarity >= 0.7
+               for reason, kept_copy, similarity in removed.values())
+    words = {w for i in kept for w in windows[i].split()}
+    assert len(words) >= 0.9 * len(set(" ".join(windows).split()))
+    assert {i: (reason, kept_copy) for i, (reason, kept_copy, _) in removed.items()} == one_task_index(windows)
+
+
+def test_an_exact_copy_of_a_near_duplicate_names_the_kept_document(make_cfg, tmp_path):
+    rng = random.Random(4)
+    words = [f"w{rng.randrange(3000)}" for _ in range(300)]
+    near = list(words)
+    near[150] = "changed"
+    texts = [" ".join(words), " ".join(near), " ".join(near).upper()]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    removed = removed_with_similarity(run_stage(stage_cfg(make_cfg, src, tmp_path / "w", 1), "corpus"))
+    # the third is an exact copy of the second, which is itself removed: both name the first
+    assert removed[1] == removed[2] and removed[1][:2] == ("near_duplicate", 0) and removed[1][2] > 0.9
