@@ -83,9 +83,18 @@ class _StrictReader(BaseDiskReader):
 
     # -- bad records -------------------------------------------------------------------------
     def _bad(self, filepath: str, bad: BadRecord) -> None:
-        full = self.data_folder.resolve_paths(filepath)
         if self.on_bad_record == "error":
-            raise CorpusInputError(full, bad.problem, bad.fix, line=bad.line) from None
+            raise CorpusInputError(self.data_folder.resolve_paths(filepath), bad.problem, bad.fix,
+                                   line=bad.line) from None
+        self._skip(filepath, bad)
+
+    def _empty(self, filepath: str, line: int) -> None:
+        """A record (JSON line, table row) whose text is empty, only spaces or null: not bad input, but not a
+        document either; listed with the skipped records, so the report counts it."""
+        self._skip(filepath, BadRecord(line, "holds no text (empty, only spaces, or null)", ""))
+
+    def _skip(self, filepath: str, bad: BadRecord) -> None:
+        full = self.data_folder.resolve_paths(filepath)
         self.stat_update("skipped_records")
         if self.skipped_folder:
             if self._skipped_out is None:
@@ -237,6 +246,8 @@ class JsonlReader(_StrictReader):
             meta = {k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}
             if doc := self._doc(text, filepath, str(number), meta):
                 yield doc
+            else:
+                self._empty(filepath, number)
 
 
 def _nul_in(text: str, number: int) -> BadRecord | None:
@@ -252,7 +263,8 @@ def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, tex
         text = row.get(text_key)
         if not isinstance(text, str):
             if text is None:
-                continue  # a null cell holds no text; nothing to keep
+                reader._empty(filepath, number)
+                continue
             yield BadRecord(number, f"column {text_key!r} holds {type(text).__name__}, not text",
                             "Set source.inputs[].text_key to a string column.")
             continue
@@ -265,6 +277,8 @@ def _row_records(reader: _StrictReader, rows: Iterator[dict], filepath: str, tex
         meta = {k: v for k, v in row.items() if k != text_key and isinstance(v, (str, int, float, bool))}
         if doc := reader._doc(text, filepath, str(number), meta):
             yield doc
+        else:
+            reader._empty(filepath, number)
 
 
 class ParquetReader(_StrictReader):

@@ -149,3 +149,24 @@ def test_truncated_gzip_in_skip_mode_keeps_what_was_read(tmp_path):
     assert 0 < len(docs) < 2000 and docs[0].text == "doc 0"
     [skipped] = [json.loads(line) for p in (tmp_path / "s").glob("*.jsonl") for line in p.open()]
     assert skipped["line"] == len(docs) + 1 and "cannot be read past this line" in skipped["problem"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_records_without_text_are_listed_not_dropped_silently_and_are_not_errors(tmp_path, fmt):
+    texts = ["maith", "", "   \n ", None, "go maith"]
+    if fmt == "jsonl":
+        path = tmp_path / "in.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts if t is not None), encoding="utf-8")
+        empty_lines = [2, 3]
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "in.parquet"
+        pq.write_table(pa.table({"text": texts}), path)
+        empty_lines = [2, 3, 4]
+    # on_bad_record=error: an empty record is not bad input
+    _, docs = read_all_with(InputConfig(path=str(path), format=fmt, name="e"), skipped_folder=str(tmp_path / "s"))
+    assert [d.text for d in docs] == ["maith", "go maith"]
+    skipped = [json.loads(line) for p in (tmp_path / "s").glob("*.jsonl") for line in p.open()]
+    assert [s["line"] for s in skipped] == empty_lines and all("holds no text" in s["problem"] for s in skipped)
