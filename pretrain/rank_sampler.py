@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from bertforge.common.errors import ConfigError
 from pretrain.distributed import BatchLayout
 from pretrain.phases import Phase
 
@@ -107,13 +106,8 @@ class MicroBatchSeeding(L.Callback):
         sampler = self.current_sampler()
         accumulation, saved = sampler.layout.accumulation, self.saved_accumulation or sampler.layout.accumulation
         check_step_boundary(trainer, saved)
-        completed = _completed_batches(trainer.fit_loop.epoch_loop.batch_progress.current)
-        if saved != accumulation and completed % accumulation:
-            # Lightning counts this phase's micro-batches on from the checkpoint's count and steps the optimiser
-            # when that count is a multiple of the new accumulation: here it would step mid-way through a step
-            raise ConfigError(f"the checkpoint was saved by a run with {saved} micro-batch(es) a step and this one "
-                              f"has {accumulation} (trainer.micro_batch_size): resume with the micro_batch_size it "
-                              "was saved with (its step is not a whole number of new steps into its phase)")
+        if saved != accumulation:
+            recount_micro_batches(trainer, (sampler.start_step - sampler.first_step) * accumulation)
         if trainer.global_step != sampler.start_step:
             raise RuntimeError(f"Lightning resumed at step {trainer.global_step} but the data sampler starts at step "
                                f"{sampler.start_step}: pass the step of the checkpoint given to fit()")
@@ -156,6 +150,23 @@ def check_step_boundary(trainer, accumulation: int) -> None:
     if partial:
         raise RuntimeError(f"the checkpoint was saved after {partial} of {accumulation} micro-batches of a step; "
                            "resume from one saved at a step boundary (checkpoints/step*.ckpt)")
+
+
+def recount_micro_batches(trainer, done: int) -> None:
+    """Count the micro-batches of this phase already trained as `done`, in this run's accumulation.
+
+    Lightning restores the checkpoint's count, in the accumulation of the run that saved it (another
+    `trainer.micro_batch_size` or number of devices), and goes on from there: it steps the optimiser when
+    the count is a multiple of this run's accumulation, and ends the phase when it reaches the loader's
+    length, counted in this run's. Unchanged, a run that accumulates fewer micro-batches than the one it
+    resumed ended its phase early, mid-way through the sampler, and every resume after it failed."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    shift = done - _completed_batches(progress.current)
+    for tracker in (progress.current, progress.total):  # every counter moves: Lightning compares them on restart
+        tracker.ready += shift
+        tracker.started += shift
+        tracker.processed += shift
+        tracker.completed += shift
 
 
 def _completed_batches(tracker) -> int:

@@ -292,23 +292,3 @@ def test_fsdp_clips_by_the_norm_of_the_whole_model(tmp_path):
     norms = [tuple(map(float, (tmp_path / f"rank{r}").read_text().split())) for r in range(2)]
     assert norms[0][1] > 1.0  # the clip bites
     assert all(ours == pytest.approx(true, rel=1e-4) for ours, true in norms)
-
-
-def test_a_resume_with_another_micro_batch_size_is_refused_only_where_lightning_would_step_wrongly():
-    """trainer.micro_batch_size is hardware (not hashed): a run saved at accumulation 1 may resume at 2 where
-    the checkpoint's batch count is a whole number of new steps, and is refused, naming the key, elsewhere
-    (it was refused as 'saved after 1 of 2 micro-batches of a step', which it was not)."""
-    from pretrain.rank_sampler import MicroBatchSeeding
-
-    sampler = SimpleNamespace(layout=SimpleNamespace(accumulation=2), start_step=3, rank=0)
-    seeding = MicroBatchSeeding(lambda: sampler, seed=0)
-    seeding.load_state_dict({"accumulation": 1})
-    trainer, _ = progress(3, 3, 3, 3)  # step 3 of a run with one micro-batch a step
-    trainer.global_step, trainer.global_rank = 3, 0
-    with pytest.raises(ConfigError, match=r"saved by a run with 1 micro-batch\(es\) a step and this one has 2 "
-                                          r"\(trainer.micro_batch_size\)"):
-        seeding.on_train_start(trainer, None)
-    trainer, _ = progress(4, 4, 4, 4)  # step 4: two whole steps of two
-    trainer.global_step, trainer.global_rank, sampler.start_step = 4, 0, 4
-    seeding.on_train_start(trainer, None)
-    assert seeding.state_dict() == {"accumulation": 2}

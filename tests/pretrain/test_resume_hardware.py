@@ -1,0 +1,78 @@
+"""A run resumes on other hardware: another `trainer.micro_batch_size` or number of devices accumulates another
+number of micro-batches a step (the global batch is hashed, the split is not), and the resumed run goes on
+from the checkpoint's step to the end, every step trained once at its data position."""
+
+from __future__ import annotations
+
+import csv
+from types import SimpleNamespace
+
+import pytest
+
+from bertforge.stages import run_stage
+from tests.conftest import QUICK
+
+RUN = [*QUICK, "training.max_steps=12", "optim.warmup_steps=2", "logger.log_every_n_steps=1", "logger.progress_bar=false",
+       "checkpoint.every_n_steps=3", "logger.log_data_positions=true"]
+BATCH = 32  # demo_ga's global batch
+
+
+def trained_steps(folder) -> list[int]:
+    with open(folder / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (4, 2)])
+def test_a_run_resumes_with_another_number_of_micro_batches_a_step(make_cfg, monkeypatch, shards_work, before, after):
+    import pretrain.module as module
+
+    real, calls = module.sparse_mlm_loss, []
+
+    def dies_in_step_5(*args):
+        calls.append(None)
+        if len(calls) == 4 * before + 1:  # the first micro-batch of step 5: the last checkpoint is step 3's
+            raise RuntimeError("the process dies")
+        return real(*args)
+
+    monkeypatch.setattr(module, "sparse_mlm_loss", dies_in_step_5)
+    with pytest.raises(RuntimeError, match="the process dies"):
+        run_stage(make_cfg("pretrain", [*RUN, f"trainer.micro_batch_size={BATCH // before}"], work_dir=shards_work),
+                  "pretrain")
+    monkeypatch.setattr(module, "sparse_mlm_loss", real)
+    folder = run_stage(make_cfg("pretrain", [*RUN, f"trainer.micro_batch_size={BATCH // after}"],
+                                work_dir=shards_work), "pretrain")
+    assert trained_steps(folder) == list(range(1, 13))
+    # Each step's rows, read once, at its place: steps 1-3 by the first run's micro-batches, 4-12 by the second's.
+    rows = [line.split("\t") for line in (folder / "data_positions" / "rank0.tsv").read_text().splitlines()]
+    latest = {}
+    for _, step, slot, start, stop in rows:  # a step's slot 0 again: a later attempt trains it afresh
+        if int(slot) == 0:
+            latest[int(step)] = {}
+        latest[int(step)][int(slot)] = (int(start), int(stop))
+    assert sorted(latest) == list(range(12))
+    for step, slots in latest.items():
+        split = before if step < 3 else after
+        size = BATCH // split
+        assert slots == {k: (step * BATCH + k * size, step * BATCH + (k + 1) * size) for k in range(split)}, step
+
+
+def test_lightning_counts_the_resumed_phase_in_this_runs_micro_batches():
+    """Saved at step 3 with one micro-batch a step, resumed with two: Lightning's restored count (3) becomes 6,
+    so it steps the optimiser after every second micro-batch and ends the phase where the sampler does."""
+    from lightning.pytorch.loops.progress import _BatchProgress as Progress
+
+    from pretrain.rank_sampler import MicroBatchSeeding
+
+    sampler = SimpleNamespace(layout=SimpleNamespace(accumulation=2), start_step=3, first_step=0, rank=0)
+    seeding = MicroBatchSeeding(lambda: sampler, seed=0)
+    seeding.load_state_dict({"accumulation": 1})
+    progress = Progress()
+    for tracker in (progress.current, progress.total):
+        tracker.ready = tracker.started = tracker.processed = tracker.completed = 3
+    progress.total.completed = progress.total.ready = progress.total.started = progress.total.processed = 5
+    trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+                              global_step=3, global_rank=0)
+    seeding.on_train_start(trainer, None)
+    assert (progress.current.ready, progress.current.completed) == (6, 6)
+    assert (progress.total.ready, progress.total.completed) == (8, 8)  # moved by as much
+    assert seeding.state_dict() == {"accumulation": 2}
