@@ -84,12 +84,13 @@ class MicroBatchSeeding(L.Callback):
 
     `current_sampler` returns the sampler of the loader Lightning is iterating (one per training phase).
     `ledger_dir`: when given, each rank appends `attempt step slot start stop` per trained
-    micro-batch to `rank<r>.tsv` there (an audit that ranks read disjoint data and resumed in place).
+    micro-batch to `rank<r>.tsv` there (an audit that ranks read disjoint data and resumed in place). The
+    attempt is one more than the last one the ledger holds: a rerun, a requeued job, a restarted torchrun or a
+    rollback each start one.
     """
 
-    def __init__(self, current_sampler: Callable[[], RankSliceSampler], seed: int, ledger_dir: Path | None = None,
-                 attempt: int = 0):
-        self.current_sampler, self.seed, self.attempt = current_sampler, seed, attempt
+    def __init__(self, current_sampler: Callable[[], RankSliceSampler], seed: int, ledger_dir: Path | None = None):
+        self.current_sampler, self.seed, self.attempt = current_sampler, seed, 0
         self.ledger_dir = Path(ledger_dir) if ledger_dir else None
         self._ledger = None
         self.saved_accumulation: int | None = None  # that of the run that wrote the checkpoint resumed from
@@ -116,7 +117,9 @@ class MicroBatchSeeding(L.Callback):
                                f"rank {sampler.rank}: the launch environment and the config disagree")
         if self.ledger_dir is not None:
             self.ledger_dir.mkdir(parents=True, exist_ok=True)
-            self._ledger = open(self.ledger_dir / f"rank{sampler.rank}.tsv", "a", encoding="utf-8")
+            path = self.ledger_dir / f"rank{sampler.rank}.tsv"
+            self.attempt = _last_attempt(path) + 1
+            self._ledger = open(path, "a", encoding="utf-8")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         step, slot, _ = self.current_sampler().pending[0]
@@ -137,6 +140,20 @@ class MicroBatchSeeding(L.Callback):
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
+
+
+def _last_attempt(ledger: Path) -> int:
+    """The attempt of the ledger's last line (its lines are appended, attempts in order); -1 for none. Reads
+    only the file's tail: a ledger has a line per micro-batch ever trained."""
+    if not ledger.exists():
+        return -1
+    with open(ledger, "rb") as handle:
+        handle.seek(max(0, handle.seek(0, 2) - 4096))
+        lines = handle.read().splitlines()
+    # The tail's first line may start mid-line; a kill may cut the last, but a tab after it means its attempt
+    # is whole.
+    read = [line for line in (lines[1:] or lines) if b"\t" in line]
+    return int(read[-1].split(b"\t")[0]) if read else -1
 
 
 def check_step_boundary(trainer, accumulation: int) -> None:

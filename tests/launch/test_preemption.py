@@ -60,8 +60,11 @@ def test_signal_on_one_rank_stops_both_at_one_step_and_the_restart_repeats_nothi
     [folder] = pretrain_folders(tmp_path)
     assert read_manifest(folder)["counts"]["steps"] == STEPS
     for rank, rows in ledger(folder).items():
-        # Attempt 0 trained steps 0..k-1, the restart k..STEPS-1: every step once, each at its data position.
+        # Attempt 0 trained steps 0..k-1, the restart (attempt 1, no SLURM here) k..STEPS-1: every step once,
+        # each at its data position.
         assert [step for _, step, _, _, _ in rows] == list(range(STEPS))
+        attempts = [attempt for attempt, _, _, _, _ in rows]
+        assert attempts == sorted(attempts) and set(attempts) == {0, 1}
         assert [start for _, _, _, start, _ in rows] == [s * GLOBAL_BATCH + rank * GLOBAL_BATCH // 2
                                                          for s in range(STEPS)]
     assert [int(m["step"]) for m in metrics(folder)] == list(range(1, STEPS + 1))

@@ -44,11 +44,14 @@ def test_a_run_resumes_with_another_number_of_micro_batches_a_step(make_cfg, mon
     assert trained_steps(folder) == list(range(1, 13))
     # Each step's rows, read once, at its place: steps 1-3 by the first run's micro-batches, 4-12 by the second's.
     rows = [line.split("\t") for line in (folder / "data_positions" / "rank0.tsv").read_text().splitlines()]
+    # The rerun is attempt 1 (no SLURM here); it trained step 3 (0-based) again, which the first had trained
+    # after its last checkpoint.
+    attempts = {int(attempt) for attempt, step, *_ in rows if int(step) == 3}
+    assert attempts == {0, 1} and {int(attempt) for attempt, step, *_ in rows if int(step) > 4} == {1}
     latest = {}
-    for _, step, slot, start, stop in rows:  # a step's slot 0 again: a later attempt trains it afresh
-        if int(slot) == 0:
-            latest[int(step)] = {}
-        latest[int(step)][int(slot)] = (int(start), int(stop))
+    for attempt, step, slot, start, stop in rows:
+        latest.setdefault(int(step), {}).setdefault(int(attempt), {})[int(slot)] = (int(start), int(stop))
+    latest = {step: by_attempt[max(by_attempt)] for step, by_attempt in latest.items()}
     assert sorted(latest) == list(range(12))
     for step, slots in latest.items():
         split = before if step < 3 else after
@@ -76,3 +79,15 @@ def test_lightning_counts_the_resumed_phase_in_this_runs_micro_batches():
     assert (progress.current.ready, progress.current.completed) == (6, 6)
     assert (progress.total.ready, progress.total.completed) == (8, 8)  # moved by as much
     assert seeding.state_dict() == {"accumulation": 2}
+
+
+def test_the_attempt_follows_the_last_one_in_the_ledger_even_when_a_kill_cut_it(tmp_path):
+    from pretrain.rank_sampler import _last_attempt
+
+    ledger = tmp_path / "rank0.tsv"
+    assert _last_attempt(ledger) == -1
+    ledger.write_text("".join(f"{a}\t{s}\t0\t{s * 8}\t{s * 8 + 8}\n" for a, s in [(0, 0), (0, 1), (1, 1)] * 400)
+                      + "2\t7\t0\t56")  # a line cut by a kill: its attempt is still read
+    assert _last_attempt(ledger) == 2
+    ledger.write_text("0\t0\t0\t0\t8\n")
+    assert _last_attempt(ledger) == 0
