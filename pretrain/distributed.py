@@ -291,18 +291,19 @@ def unsharded_copy(checkpoint: Path, build_model) -> torch.nn.Module:
     return fresh
 
 
-def wait_for_stage(folder: Path, timeout_s: float = 600.0, poll_s: float = 0.5) -> None:
-    """Ranks other than 0 wait until rank 0 has published the stage folder (so every rank returns it)."""
-    import time
+def wait_for_stage(folder: Path, poll_s: float = 0.5) -> None:
+    """Ranks other than 0 wait until rank 0 has published the stage folder (so every rank returns it).
 
-    from bertforge.common.stage_folder import is_complete
+    They wait as long as rank 0 holds the stage's lock, which it does until the folder is in place: exporting
+    a large model or gathering a full FSDP checkpoint may take long, and a rank that gave up would end the
+    launch (srun --kill-on-bad-exit, torchrun) with rank 0 mid-publish. StageBusy, naming the folder, once no
+    process has held the lock for `stage_folder.BUILDER_GRACE_S` (rank 0 died: its log says why).
+    """
+    from bertforge.common.stage_folder import wait_for_builder
 
-    deadline = time.monotonic() + timeout_s
-    while not is_complete(Path(folder)):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"rank 0 did not publish {folder} within {timeout_s:.0f} s after training; "
-                               "see rank 0's log")
-        time.sleep(poll_s)
+    folder = Path(folder)
+    # The lock lives in the work folder, and a stage folder is <work>/<stage>/<stage>-<hash> (stage_folder()).
+    wait_for_builder(folder.parent.parent, folder, poll_s)
 
 
 METRICS_BEFORE_RESUME = "metrics-before-resume.csv"
@@ -310,37 +311,34 @@ METRICS_BEFORE_RESUME = "metrics-before-resume.csv"
 
 def set_aside_metrics(log_dir: Path, resume_step: int) -> None:
     """Keep the metrics a resumed run will not log again (steps up to `resume_step`) out of the way of
-    Lightning's CSVLogger, which deletes an existing metrics.csv when it starts."""
-    import csv
+    Lightning's CSVLogger, which deletes an existing metrics.csv when it starts.
 
+    Each step's rows are kept once however often this runs: a resume that dies before the CSVLogger starts
+    leaves metrics.csv beside the rows already set aside, and the next resume sets aside again.
+    """
     log_dir = Path(log_dir)
-    rows = _read_rows(log_dir / METRICS_BEFORE_RESUME) + _read_rows(log_dir / "version_0" / "metrics.csv")
-    rows = [row for row in rows if row.get("step") and int(row["step"]) <= resume_step]
-    log_dir.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(log_dir / METRICS_BEFORE_RESUME, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = _add_new_steps(_read_rows(log_dir / METRICS_BEFORE_RESUME),
+                          _read_rows(log_dir / "version_0" / "metrics.csv"))
+    _write_rows(log_dir / METRICS_BEFORE_RESUME,
+                [row for row in rows if row.get("step") and int(row["step"]) <= resume_step])
 
 
 def merge_metrics(log_dir: Path) -> None:
-    """Put the rows set aside before a resume back in front of the resumed run's metrics.csv."""
-    import csv
-
+    """Put the rows set aside before a resume back in front of the resumed run's metrics.csv, each step's once
+    (also when an earlier merge was cut short before the set-aside file went)."""
     log_dir = Path(log_dir)
     aside = log_dir / METRICS_BEFORE_RESUME
     if not aside.exists():
         return
     current = log_dir / "version_0" / "metrics.csv"
-    rows = _read_rows(aside) + _read_rows(current)
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    current.parent.mkdir(parents=True, exist_ok=True)
-    with open(current, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_rows(current, _add_new_steps(_read_rows(aside), _read_rows(current)))
     aside.unlink()
+
+
+def _add_new_steps(kept: list[dict], later: list[dict]) -> list[dict]:
+    """`kept`, then the rows of `later` at steps `kept` has no rows for (a step may have several rows)."""
+    steps = {row.get("step") for row in kept}
+    return kept + [row for row in later if row.get("step") not in steps]
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -350,6 +348,22 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return [{k: v for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """Write a CSV through a temporary file and a rename: a kill mid-write leaves the previous file whole
+    (and a temporary file, which the next write removes: only rank 0 writes these)."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 try:

@@ -3,6 +3,9 @@ second process. The runs with two processes are in tests/launch/."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from bertforge.common.errors import ConfigError
+from bertforge.common import stage_folder
+from bertforge.common.errors import ConfigError, StageBusy
+from bertforge.common.stage_folder import StageOutput, is_complete
 from pretrain.config import TrainerConfig
 from pretrain.data import PackedRows
 from pretrain.distributed import (LaunchPlan, batch_layout, plan_launch, trainer_arguments,
-                                  transformer_layer_classes)
+                                  transformer_layer_classes, wait_for_stage)
 from pretrain.rank_sampler import RankSliceSampler, check_step_boundary, micro_batch_seed
 
 GLOBAL_BATCH = 24
@@ -292,3 +297,49 @@ def test_fsdp_clips_by_the_norm_of_the_whole_model(tmp_path):
     norms = [tuple(map(float, (tmp_path / f"rank{r}").read_text().split())) for r in range(2)]
     assert norms[0][1] > 1.0  # the clip bites
     assert all(ours == pytest.approx(true, rel=1e-4) for ours, true in norms)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """time.monotonic and time.sleep of a clock that each sleep moves on at once: an hour's wait takes no time.
+    `at[s]` is called once the clock passes s seconds."""
+    clock = SimpleNamespace(now=0.0, at={})
+
+    def sleep(seconds):
+        clock.now += seconds
+        for due in sorted(s for s in clock.at if s <= clock.now):
+            clock.at.pop(due)()
+        if clock.now > 10_000:
+            raise AssertionError(f"still waiting at {clock.now:.0f} s")
+
+    monkeypatch.setattr(time, "monotonic", lambda: clock.now)
+    monkeypatch.setattr(time, "sleep", sleep)
+    return clock
+
+
+def test_other_ranks_wait_for_rank_0_as_long_as_it_holds_the_stage_lock(tmp_path, fake_clock, monkeypatch):
+    """Rank 0 exports for 40 minutes (a large model, a full FSDP checkpoint to gather): the other ranks wait
+    for its folder however long that takes, not a fixed limit after which they would end the launch."""
+    monkeypatch.setattr(stage_folder, "BUILDER_GRACE_S", 5.0)
+    out = StageOutput(tmp_path / "work", "pretrain", {"model": "large"}, {})
+    with contextlib.ExitStack() as rank_0:
+        rank_0.enter_context(out.build(resumable=True, keep_on_error=True))  # holds the lock, as in train_stage
+        fake_clock.at[2400.0] = rank_0.close  # publishes the folder and lets go of the lock
+        wait_for_stage(out.folder)
+    assert is_complete(out.folder)
+    assert 2400 <= fake_clock.now < 2410
+
+
+def test_other_ranks_stop_with_stage_busy_once_no_process_holds_the_lock(tmp_path, fake_clock, monkeypatch):
+    """Rank 0 died after 1000 s without publishing: the others give up `BUILDER_GRACE_S` later with an error
+    the CLI reports (naming the folder), not a traceback."""
+    monkeypatch.setattr(stage_folder, "BUILDER_GRACE_S", 60.0)
+    out = StageOutput(tmp_path / "work", "pretrain", {"model": "large"}, {})
+    rank_0 = contextlib.ExitStack()
+    rank_0.enter_context(out.build(resumable=True, keep_on_error=True))
+    died = RuntimeError("rank 0 died")
+    fake_clock.at[1000.0] = lambda: rank_0.__exit__(RuntimeError, died, None)  # the lock goes with its process
+    with pytest.raises(StageBusy, match=re.escape(out.folder.name)):
+        wait_for_stage(out.folder)
+    assert 1060 <= fake_clock.now < 1070
+    assert not is_complete(out.folder)
