@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING as MISSING_FIELD, dataclass, field, fields, is_dataclass
 from typing import get_args, get_origin, get_type_hints
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -121,11 +121,28 @@ def _unknown_keys(node, schema, prefix: str = "") -> list[str]:
     return found
 
 
+def used(rule: tuple, switch_value) -> bool:
+    """Whether a field with `metadata={"used_when": rule}` is used, its section's switch holding `switch_value`.
+    `rule` is (switch, allowed values), or (switch, "set") / (switch, "unset") for a switch that is used only
+    when it is non-empty / empty (e.g. the size keys of `model`, which `model.init_from` replaces)."""
+    allowed = rule[1]
+    if allowed in ("set", "unset"):
+        return bool(switch_value) == (allowed == "set")
+    return switch_value in allowed
+
+
+def _when(section_name: str, rule: tuple, chosen) -> str:
+    switch, allowed = rule
+    if allowed in ("set", "unset"):
+        return f"used only when {section_name}.{switch} is {'' if allowed == 'set' else 'not '}set"
+    return f"used only when {section_name}.{switch} is {' or '.join(map(str, allowed))}, not {chosen}"
+
+
 def unused_keys(section_name: str, schema, values: dict) -> list[str]:
     """Keys of one section set in `values` that its own choice does not use.
 
     A field says when it is used with `metadata={"used_when": (switch, allowed values)}`, e.g.
-    `model.local_attention_window` only with `model.arch=modernbert`. `values` is what a YAML file
+    `model.local_attention_window` only with `model.arch=modernbert` (see `used`). `values` is what a YAML file
     or override sets; the switch is read from it, or from the schema default when it is not set.
     """
     defaults = schema()
@@ -134,11 +151,28 @@ def unused_keys(section_name: str, schema, values: dict) -> list[str]:
         rule = f.metadata.get("used_when")
         if rule is None or f.name not in values:
             continue
-        switch, allowed = rule
-        chosen = values.get(switch, getattr(defaults, switch))
-        if chosen not in allowed:
-            found.append(f"{section_name}.{f.name} (used only when {section_name}.{switch} is "
-                         f"{' or '.join(allowed)}, not {chosen})")
+        chosen = values.get(rule[0], getattr(defaults, rule[0]))
+        if not used(rule, chosen):
+            found.append(f"{section_name}.{f.name} ({_when(section_name, rule, chosen)})")
+    return found
+
+
+def unused_settings(cfg: ExperimentConfig, sections: set[str]) -> list[str]:
+    """'key=value (used only when ...)' for each key of `sections` set away from its default that the
+    section's own choice never reads: it changes nothing, and names no stage folder."""
+    found = []
+
+    def walk(value, name: str) -> None:
+        for f in fields(value):
+            child, rule = getattr(value, f.name), f.metadata.get("used_when")
+            default = f.default_factory() if f.default_factory is not MISSING_FIELD else f.default
+            if rule is not None and child != default and not used(rule, getattr(value, rule[0])):
+                found.append(f"{name}.{f.name}={child} ({_when(name, rule, getattr(value, rule[0]))})")
+            elif is_dataclass(child) and not isinstance(child, type):
+                walk(child, f"{name}.{f.name}")
+
+    for section in sorted(sections):
+        walk(getattr(cfg, section), section)
     return found
 
 

@@ -36,7 +36,7 @@ from bertforge.common.errors import ConfigError, FinishedMeanwhile
 from bertforge.common.checkpoints import Checkpoint, resolve_checkpoint
 from bertforge.common.ranks import first_process
 from bertforge.common.stage_folder import StageOutput, is_complete, wait_for_builder
-from bertforge.experiment import ExperimentConfig
+from bertforge.experiment import ExperimentConfig, unused_settings, used
 
 log = logging.getLogger("bertforge")
 
@@ -326,6 +326,11 @@ def _publish_needs(cfg: ExperimentConfig) -> tuple[str, ...]:
     return ("corpus", "vocab", "shards", "pretrain", "evaluate") + (("downstream",) if cfg.downstream.tasks else ())
 
 
+def _card_name(cfg: ExperimentConfig) -> dict:
+    # The card, its usage snippet and its reproduce config name the experiment: another name, another card.
+    return {"name": cfg.name}
+
+
 def _build_publish(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.publish.stage import build_publish
 
@@ -393,8 +398,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_plan, version=2),
     # version 2: the card says how many held-out rows and test examples were scored
     Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
-          "an HF folder with a model card, pushed to a hub with publish.push_to_hub", checks=(_check_hub, _check_card_scores),
-          then=_push_publish, version=2),
+          "an HF folder with a model card, pushed to a hub with publish.push_to_hub", derived=_card_name,
+          checks=(_check_hub, _check_card_scores), then=_push_publish, version=2),
 )}
 
 
@@ -451,9 +456,15 @@ def check_settings(cfg: ExperimentConfig, target: str) -> None:
     """Every `Stage.checks` of the stages `target` needs: the settings no folder name holds (hardware,
     launcher, executor, hub) fail here, before any input is looked at or any stage is run or reused, so
     the same command fails the same way in a fresh work folder and in a finished one. (`plan` leaves
-    them out: it also names the folders of runs meant for other machines.)"""
-    for check in dict.fromkeys(check for stage in resolve(cfg, target) for check in stage.checks):
+    them out: it also names the folders of runs meant for other machines.) Keys of those stages that
+    their own choice never reads are named in a warning: they change nothing."""
+    stages = resolve(cfg, target)
+    for check in dict.fromkeys(check for stage in stages for check in stage.checks):
         check(cfg)  # each once, though several stages share one (the hub check)
+    unused = unused_settings(cfg, {path.split(".")[0] for stage in stages for path in stage.hashes})
+    if unused:
+        log.warning("%s: %s changes nothing: %s", target, "this setting" if len(unused) == 1 else "these settings",
+                    "; ".join(unused))
 
 
 def run_stages(cfg: ExperimentConfig, target: str) -> dict[str, Path]:
@@ -523,11 +534,13 @@ def _plain(value):
 
 def _drop_unset(value, plain: dict) -> dict:
     """Leave out fields marked `metadata={"hashed_if_set": True}` while they hold their default (an option
-    added later then names no folder unless it is used, so every existing folder keeps its name), and
-    fields marked `metadata={"hashed": False}`: how the work is split, which never changes the output."""
+    added later then names no folder unless it is used, so every existing folder keeps its name), fields
+    marked `metadata={"hashed": False}` (how the work is split, a label: never the output), and fields their
+    section's own choice does not use (`used_when`: a BERT's local_attention_window, a continued run's size)."""
     for f in dataclasses.fields(value):
-        child = getattr(value, f.name)
-        if f.metadata.get("hashed") is False or (f.metadata.get("hashed_if_set") and child == _field_default(f)):
+        child, rule = getattr(value, f.name), f.metadata.get("used_when")
+        if f.metadata.get("hashed") is False or (f.metadata.get("hashed_if_set") and child == _field_default(f)) \
+                or (rule is not None and not used(rule, getattr(value, rule[0]))):
             plain.pop(f.name, None)
         elif hasattr(child, "__dataclass_fields__") and isinstance(plain.get(f.name), dict):
             _drop_unset(child, plain[f.name])

@@ -338,7 +338,7 @@ class TokenizerConfig:
     lie in held-out documents, so the vocabulary is never scored on its own training text."""
     metrics_max_chars: int = 20_000_000
     """Held-out characters (and gold words x 10) scored at most, to keep metrics quick on big corpora."""
-    recommend_within_percent: float = 2.0
+    recommend_within_percent: float = field(default=2.0, metadata={"hashed": False})
     """A sweep recommends the smallest vocab_size whose held-out fertility is within this percentage of
     the best fertility in the sweep."""
     extend_from: str = ""

