@@ -18,7 +18,9 @@ row, to the key file of the index task that owns the key's hash range (`KeyFiles
   pair's first document, or that one's kept copy), so a chain of pairs removes only what is close
   to something kept (`_near`). An exact copy of a removed near duplicate is a near duplicate of that
   one's kept copy. Then, one signature task's files at a time, the source caps and weights, and the
-  decision files `DecisionApplier` reads.
+  decision files `DecisionApplier` reads. Caps and weights come after dedup: a kept copy they drop
+  takes its duplicates' text with it (the first copy in reading order is kept, whatever input the
+  later ones are in), and each such duplicate says so (`duplicate_dropped_by`).
 
 Boilerplate line counting (off by default) stays global: its memory grows with the corpus's lines.
 """
@@ -208,6 +210,8 @@ class MergeDecisions(PipelineStep):
             counts = np.zeros(5, dtype=np.int64)
             line_hashes, taken, placed = [], [0] * len(self.inputs), [0] * len(self.inputs)
             dups_of_rank = []
+            keepers = np.unique(rep)  # the kept copies that have duplicates
+            dropped: dict[int, str] = {}  # of them, those a source cap or weight then dropped, and which
             for k, r in enumerate(files.ranks):
                 start, end = files.offsets[k], files.offsets[k + 1]
                 lo, hi = np.searchsorted(removed, [start, end])
@@ -218,6 +222,10 @@ class MergeDecisions(PipelineStep):
                     rows = np.fromfile(Path(self.sig_folder) / f"{r:05d}.lines", dtype=LINE_DTYPE)
                     line_hashes.append(rows["hash"][action[rows["doc"].astype(np.int64)] == KEEP])
                 copies = self._mix(meta, action, taken, placed)
+                here = keepers[(keepers >= start) & (keepers < end)]
+                for keeper, verdict in zip(here.tolist(), action[here - start].tolist()):
+                    if verdict in (CAP, WEIGHT):
+                        dropped[keeper] = ACTION_REASONS[verdict]
                 counts += np.bincount(action, minlength=5)
                 np.save(out / f"{r:05d}.action.npy", action)
                 np.save(out / f"{r:05d}.copies.npy", copies)
@@ -228,8 +236,9 @@ class MergeDecisions(PipelineStep):
             clusters = _largest_clusters(removed[near], rep[near], CLUSTERS_SHOWN)
             ids = _ids_of(files, set(rep.tolist()) | {m for c in clusters for m in c})
             for (lo, hi), r, start in zip(dups_of_rank, files.ranks, files.offsets[:-1]):
+                # A third entry where a cap or weight dropped the kept copy: the text is in no output
                 dups = {int(removed[i] - start): [ids[int(rep[i])], round(float(similarity[i]), 3)]
-                        for i in range(lo, hi)}
+                        + ([dropped[int(rep[i])]] if int(rep[i]) in dropped else []) for i in range(lo, hi)}
                 (out / f"{r:05d}.dups.json").write_text(json.dumps(dups), encoding="utf-8")
             sim_of = dict(zip(removed.tolist(), similarity.tolist()))
 

@@ -35,6 +35,8 @@ def _removed(out: Path, examples_per_rule: int, quoted_members: set[str]):
             rule["documents"] += 1
             rule["characters"] += len(doc["text"])
             rule["step"] = step_dir.name
+            if "duplicate_dropped_by" in meta:  # its kept copy fell to a cap or weight: the text is in no output
+                rule["kept_copy_dropped"] = rule.get("kept_copy_dropped", 0) + 1
             if len(rule["examples"]) < examples_per_rule:
                 example = {"id": doc["id"], "text": doc["text"][:EXAMPLE_CHARS]}
                 if "language" in meta:
@@ -156,6 +158,11 @@ def report_markdown(report: dict) -> str:
     ]
     for rule, stats in sorted(report["removed_by_rule"].items(), key=lambda kv: -kv[1]["documents"]):
         lines.append(f"| {rule} | {stats['step']} | {stats['documents']} | {stats['characters']} |")
+    orphans = sum(stats.get("kept_copy_dropped", 0) for stats in report["removed_by_rule"].values())
+    if orphans:
+        lines += ["", f"{orphans} duplicate(s) removed whose kept copy a source cap or weight then dropped: their "
+                      "text is in no output (`duplicate_dropped_by` in removed/dedup/; list the input whose copy "
+                      "should stay first, or raise its cap or weight)."]
     lines += ["", "| source | documents kept |", "|---|---:|"]
     lines += [f"| {name} | {count} |" for name, count in sorted(report["sources"].items())]
     lines += ["", "| language | documents kept |", "|---|---:|"]

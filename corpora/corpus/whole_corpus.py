@@ -194,8 +194,9 @@ class DecisionApplier(PipelineStep):
     """Step 3 (every task): reads back, in order, the documents this task kept in step 1 and applies
     what the duplicate index decided. Kept documents go to `documents/` as the line that was read
     (unless boilerplate is cut from one or it is copied for a source weight), removed ones to
-    `removed/dedup/` with `filter_reason`, `duplicate_of` (the kept id) and `similarity` (estimated
-    Jaccard); cut lines are logged. Totals of what was kept (documents, words, characters, sources,
+    `removed/dedup/` with `filter_reason`, `duplicate_of` (the kept id), `similarity` (estimated
+    Jaccard) and, where a source cap or weight then dropped that kept copy, `duplicate_dropped_by`
+    (source_cap or source_weight); cut lines are logged. Totals of what was kept (documents, words, characters, sources,
     languages, from what step 1 recorded per document, and the text of the kept copies of the largest
     clusters) go to `kept/<rank>.json`, so the report need not read the output back.
     """
@@ -243,7 +244,10 @@ class DecisionApplier(PipelineStep):
                         removed[reason] += 1
                         record["metadata"]["filter_reason"] = reason
                         if verdict in (EXACT, NEAR):
-                            record["metadata"]["duplicate_of"], record["metadata"]["similarity"] = dups[str(index)]
+                            kept_id, similarity, *dropped_by = dups[str(index)]
+                            record["metadata"] |= {"duplicate_of": kept_id, "similarity": similarity}
+                            if dropped_by:  # its kept copy was dropped by a source cap or weight
+                                record["metadata"]["duplicate_dropped_by"] = dropped_by[0]
                         removed_out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
                         continue
                     cut = []

@@ -198,3 +198,29 @@ def test_an_exact_copy_of_a_near_duplicate_names_the_kept_document(make_cfg, tmp
     removed = removed_with_similarity(run_stage(stage_cfg(make_cfg, src, tmp_path / "w", 1), "corpus"))
     # the third is an exact copy of the second, which is itself removed: both name the first
     assert removed[1] == removed[2] and removed[1][:2] == ("near_duplicate", 0) and removed[1][2] > 0.9
+
+
+@pytest.mark.parametrize("limit, reason", [("max_docs: 1", "source_cap"), ("weight: 0", "source_weight")])
+def test_a_duplicate_whose_kept_copy_a_cap_or_weight_dropped_says_so(make_cfg, tmp_path, limit, reason):
+    """Dedup keeps the first copy in reading order, then caps and weights decide: a copy of input A removed as
+    a duplicate of one that input B's cap or weight then drops is in no output. It is not silent: the
+    removed record and the report say so."""
+    shared = "The second document of input B, which also appears in input A word for word, about the tides."
+    b, a = tmp_path / "b.jsonl", tmp_path / "a.jsonl"
+    b.write_text(json.dumps({"text": "The first document of input B, about the weather in Galway."}) + "\n"
+                 + json.dumps({"text": shared}) + "\n", encoding="utf-8")
+    a.write_text(json.dumps({"text": shared}) + "\n"
+                 + json.dumps({"text": "A document only input A holds, about the ferries."}) + "\n", encoding="utf-8")
+    inputs = (f"source.inputs=[{{path: '{b}', format: jsonl, name: B, {limit}}}, "
+              f"{{path: '{a}', format: jsonl, name: A}}]")
+    folder = run_stage(make_cfg("corpus", ["source=jsonl", "filters=none", "filters.exact_dedup=true", inputs]),
+                       "corpus")
+    removed = [json.loads(line)["metadata"] for p in (folder / "removed" / "dedup").glob("*.jsonl.gz")
+               for line in gzip.open(p)]
+    [duplicate] = [m for m in removed if m["filter_reason"] == "exact_duplicate"]
+    assert duplicate["source"] == "A" and duplicate["duplicate_of"] == "B/b.jsonl/2"
+    assert duplicate["duplicate_dropped_by"] == reason
+    report = json.loads((folder / "report.json").read_text())
+    assert report["removed_by_rule"]["exact_duplicate"]["kept_copy_dropped"] == 1
+    assert "1 duplicate(s) removed whose kept copy a source cap or weight then dropped" in \
+        (folder / "report.md").read_text()
