@@ -87,6 +87,12 @@ def _check_executor(cfg: ExperimentConfig) -> None:
     check_executor(cfg.corpus.executor)
 
 
+def _check_corpus_work(cfg: ExperimentConfig) -> None:
+    from corpora.corpus.stage import check_work_split
+
+    check_work_split(cfg.corpus)
+
+
 def _check_shard_work(cfg: ExperimentConfig) -> None:
     """How the shards stage splits its work (not hashed): checked before any stage runs."""
     if cfg.shards.tasks < 0:
@@ -212,11 +218,12 @@ def _pretrain_start(cfg: ExperimentConfig) -> dict:
 
 def _check_pretrain_settings(cfg: ExperimentConfig) -> None:
     from pretrain.model import attn_implementation
-    from pretrain.settings_check import check_impl_config, check_pretrain_settings
+    from pretrain.settings_check import check_impl_config, check_logger_config, check_pretrain_settings
 
     check_pretrain_settings(cfg.trainer, cfg.training, cfg.optim, cfg.checkpoint, cfg.shards.seq_len, cfg.model,
                             cfg.masking)
     check_impl_config(cfg.impl)
+    check_logger_config(cfg.logger)
     attn_implementation(cfg.impl.attention)
 
 
@@ -331,6 +338,12 @@ def _card_name(cfg: ExperimentConfig) -> dict:
     return {"name": cfg.name}
 
 
+def _check_evaluate_settings(cfg: ExperimentConfig) -> None:
+    from pretrain.evaluate.stage import check_evaluate_config
+
+    check_evaluate_config(cfg.evaluate)
+
+
 def _build_publish(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.publish.stage import build_publish
 
@@ -379,7 +392,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # version 3: a near duplicate is removed only when close to a kept document (no chains); records without
     # text are listed with the skipped ones
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
-          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor,), version=3),
+          "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor, _check_corpus_work),
+          version=3),
     # version 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character;
     # 3: extending a BPE or Unigram vocabulary adds in-context words ("Ġword", "▁word") as vocabulary entries
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
@@ -392,7 +406,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
           checks=(_check_pretrain_settings, _check_hub), every_rank=True, version=3),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
-          _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint),
+          _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint,
+          checks=(_check_evaluate_settings,)),
     # version 2: words encoded as running text ("Ġ" kept); macro F1 counts every train label
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
           "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_plan, version=2),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from bertforge.common.errors import ConfigError
 from pretrain.config import (
     CheckpointConfig,
+    LoggerConfig,
     MaskingConfig,
     ModelConfig,
     OptimConfig,
@@ -36,13 +37,42 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_pr
 
 
 def check_impl_config(impl) -> None:
-    """ConfigError naming the key for an `impl` value torch would refuse late (num_workers) or read as
-    another one (an unknown matmul precision)."""
+    """ConfigError naming the key for an `impl` value torch would refuse late (num_workers, cpu_threads) or
+    read as another one (an unknown matmul precision)."""
     if impl.num_workers < 0:
         raise ConfigError(f"impl.num_workers={impl.num_workers}: give 0 (load in the training process) or more")
     if impl.matmul_precision not in MATMUL_PRECISIONS:
         raise ConfigError(f"impl.matmul_precision={impl.matmul_precision!r}: choose one of "
                           f"{', '.join(MATMUL_PRECISIONS)}")
+    if impl.cpu_threads < 0:  # torch.set_num_threads refuses it only once training starts
+        raise ConfigError(f"impl.cpu_threads={impl.cpu_threads}: give 0 (torch's default, all cores) or a thread "
+                          "count (1 on a busy, shared CPU)")
+
+
+def check_model_numbers(model: ModelConfig) -> None:
+    """ConfigError naming the key for a from-scratch size that builds no model (a count below 1; a zero
+    num_heads would end the divisibility check in a ZeroDivisionError) or a dropout that is not a
+    probability below 1 (torch refuses it only after corpus, vocab and shards are built; 1 drops every
+    activation, so nothing is learnt)."""
+    for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        if getattr(model, key) < 1:
+            raise ConfigError(f"model.{key}={getattr(model, key)}: give at least 1")
+    for key, value in (("dropout", model.dropout), ("attention_dropout", model.attention_dropout)):
+        if value is not None and not 0 <= value < 1:  # also refuses NaN
+            raise ConfigError(f"model.{key}={value}: give a probability from 0 up to (not including) 1 "
+                              "(BERT: 0.1)" + ("; null: model.dropout" if key == "attention_dropout" else ""))
+
+
+def check_logger_config(logger: LoggerConfig) -> None:
+    """ConfigError naming the key for a held-out validation setting that cannot mean what it says: a negative
+    interval (the modulo would read it as its absolute value) or a negative batch count (no rows are
+    scored, so no val/* row is ever logged)."""
+    if logger.val_every_n_steps < 0:
+        raise ConfigError(f"logger.val_every_n_steps={logger.val_every_n_steps}: give 0 (no validation during "
+                          "training) or a step count")
+    if logger.val_batches < 0:
+        raise ConfigError(f"logger.val_batches={logger.val_batches} leaves no held-out rows to score: give a batch "
+                          "count (e.g. 4)")
 
 
 def check_pretrain_settings(trainer: TrainerConfig, training: TrainingConfig, optim: OptimConfig,
@@ -52,16 +82,20 @@ def check_pretrain_settings(trainer: TrainerConfig, training: TrainingConfig, op
     against this machine and its environment, the optimiser (name, lr, betas, eps) and its schedule
     (name, warmup against training.max_steps), the global batch against the world size and the
     micro-batch (`seq_len`: the shards' main row length), each phase's lr and re-warm-up, the checkpoint
-    settings and the divergence rule, a from-scratch architecture against every phase's length, and
-    the masking ratios."""
+    settings and the divergence rule, a from-scratch architecture (sizes, dropouts, every phase's length),
+    the masking ratios and trainer.peak_tflops."""
     if str(trainer.precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision={trainer.precision!r}: choose one of {', '.join(PRECISIONS)} "
                           "(32 on CPU, bf16-mixed on GPUs that support it)")
+    if not trainer.peak_tflops > 0:  # throughput/mfu divides by it, mid-training
+        raise ConfigError(f"trainer.peak_tflops={trainer.peak_tflops}: give the peak dense TFLOP/s of one device, "
+                          "above 0 (989: H100 SXM bf16)")
     launch = plan_launch(trainer)
     check_optim_config(optim)  # before the phases: they divide by optim.lr
     lr_lambda(optim.schedule, optim.warmup_steps, training.max_steps, optim.min_lr_ratio, optim.decay_fraction)
     phases = plan_phases(training, trainer.micro_batch_size, optim, seq_len, launch.world_size)
     if not model.init_from:  # a continued model's size is its checkpoint's
+        check_model_numbers(model)  # before check_model_config divides by model.num_heads
         for phase in phases:
             check_model_config(model, phase.seq_len)
     check_masking_config(masking)

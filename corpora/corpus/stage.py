@@ -33,13 +33,14 @@ from corpora.corpus.rules.chain import describe_stopword_lists, filter_steps, st
 from corpora.corpus.duplicate_index import MAX_COPIES, IndexTask, MergeDecisions
 from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter
 from corpora.corpus.normalise import normalise_text
-from corpora.corpus.readers import make_reader, split_inputs
+from corpora.corpus.readers import BAD_RECORD_MODES, FORMATS, make_reader, split_inputs
 from corpora.corpus.text_batch import char_tables
 from corpora.corpus.writers import DocumentWriter
 
 log = logging.getLogger("bertforge.corpus")
 
 WORK_SPLIT = "work_split.json"  # how the working folder's tasks were split, recorded when it is started
+TXT_UNITS = ("file", "paragraph", "line")  # corpora.corpus.readers.TextReader's
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,7 @@ class CheckedInputs:
 
 def build_corpus(source: SourceConfig, filters: FiltersConfig, run: CorpusConfig, out: StageOutput) -> None:
     """Clean and deduplicate `source` with `filters` into the folder `out` (run by `run.executor`)."""
-    if run.index_tasks < 1:
-        raise ConfigError(f"corpus.index_tasks={run.index_tasks}: give at least 1 (each index task holds about "
-                          "525 bytes per document / index_tasks)")
+    check_work_split(run)
     inputs = checked_inputs(source)
     # Resumable: the folder of a killed run, or of one whose tasks failed, is kept, and the rerun skips the
     # datatrove tasks that finished.
@@ -93,6 +92,7 @@ def checked_inputs(source: SourceConfig) -> CheckedInputs:
     if not source.inputs:
         raise CorpusInputError(f"source {source.name!r}", "has no inputs",
                                "Add at least one entry under source.inputs.")
+    check_source_settings(source)
     fingerprint, empty = [], []
     for index, spec in enumerate(source.inputs):
         _check_mixing(spec, index)
@@ -115,6 +115,32 @@ def checked_inputs(source: SourceConfig) -> CheckedInputs:
                               "input": spec.name or source.name})
             fingerprint.append([str(full), full.stat().st_size, int(full.stat().st_mtime)])
     return CheckedInputs(list(source.inputs), fingerprint, empty)
+
+
+def check_work_split(run: CorpusConfig) -> None:
+    """ConfigError naming the key for a split of the work that cannot run (not hashed: planning asks too)."""
+    if run.index_tasks < 1:
+        raise ConfigError(f"corpus.index_tasks={run.index_tasks}: give at least 1 (each index task holds about "
+                          "525 bytes per document / index_tasks)")
+
+
+def check_source_settings(source: SourceConfig) -> None:
+    """ConfigError naming the key for a `source` value the readers would refuse (a traceback once the corpus
+    build starts, or at planning) or that makes every record bad: from the config alone, while planning."""
+    if source.on_bad_record not in BAD_RECORD_MODES:
+        raise ConfigError(f"source.on_bad_record={source.on_bad_record!r}: choose error (stop at the first bad "
+                          "record) or skip (leave it out and list it)")
+    if not source.max_record_mib > 0:  # also refuses NaN
+        raise ConfigError(f"source.max_record_mib={source.max_record_mib}: give the longest record in MiB, above 0 "
+                          "(default 16); every record would be too long")
+    for index, spec in enumerate(source.inputs):
+        if spec.format not in FORMATS:
+            raise ConfigError(f"source.inputs.{index}.format={spec.format!r}: choose one of {', '.join(FORMATS)}")
+        if spec.format == "txt" and spec.txt_unit not in TXT_UNITS:
+            raise ConfigError(f"source.inputs.{index}.txt_unit={spec.txt_unit!r}: choose one of {', '.join(TXT_UNITS)}")
+        if spec.format == "conllu" and spec.sentences_per_doc < 1:
+            raise ConfigError(f"source.inputs.{index}.sentences_per_doc={spec.sentences_per_doc}: give at least 1 "
+                              "(sentences per document when no `# newdoc` marker comes first)")
 
 
 def _check_mixing(spec: InputConfig, index: int) -> None:

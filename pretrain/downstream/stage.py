@@ -74,6 +74,21 @@ def _check_recipe(cfg: DownstreamConfig) -> None:
     if not 0.0 <= cfg.warmup_share <= 1.0:
         raise ConfigError(f"downstream.warmup_share={cfg.warmup_share}: the share of fine-tuning steps spent "
                           "warming up the learning rate, between 0 and 1")
+    # AdamW refuses a negative rate or weight decay only when the first fine-tuning starts (after pretraining)
+    if not cfg.lr >= 0:
+        raise ConfigError(f"downstream.lr={cfg.lr}: give the encoder's peak fine-tuning rate, e.g. 5e-5 (0 keeps "
+                          "the encoder frozen)")
+    if not cfg.head_lr > 0:
+        raise ConfigError(f"downstream.head_lr={cfg.head_lr}: give a rate above 0, e.g. 1e-3 (the task head starts "
+                          "from nothing: at 0 it never learns and every score is chance)")
+    if not cfg.weight_decay >= 0:
+        raise ConfigError(f"downstream.weight_decay={cfg.weight_decay}: give 0 (none) or more, e.g. 0.01")
+    if cfg.patience < 1:  # 0 or below would stop at the first epoch without a better dev score, as 1 does
+        raise ConfigError(f"downstream.patience={cfg.patience}: give the epochs without a better dev score before "
+                          "stopping, at least 1 (default 3)")
+    for key in ("max_train_examples", "max_eval_examples"):
+        if getattr(cfg, key) < 0:  # a negative slice would drop the last examples instead of capping
+            raise ConfigError(f"downstream.{key}={getattr(cfg, key)}: give 0 (every example) or a cap")
 
 
 def _check_max_length(max_length: int, positions: int, whose: str, remedy: str) -> None:

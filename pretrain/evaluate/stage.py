@@ -28,6 +28,7 @@ def build_evaluate(evaluate: EvaluateConfig, masking: MaskingConfig, seed: int, 
     `own_model`: the checkpoint is this experiment's pretrain export; otherwise (`evaluate.checkpoint`)
     it must use the tokenizer the shards were built with.
     """
+    check_evaluate_config(evaluate)
     fmt = read_manifest(shards_dir)["format"]
     if not own_model:
         _check_same_vocabulary(checkpoint, fmt)
@@ -51,6 +52,19 @@ def build_evaluate(evaluate: EvaluateConfig, masking: MaskingConfig, seed: int, 
         build.manifest["counts"] = metrics
     log.info("evaluate: held-out accuracy %.3f (untrained %.3f)", metrics["trained"]["accuracy"],
              metrics["untrained"]["accuracy"])
+
+
+def check_evaluate_config(evaluate: EvaluateConfig) -> None:
+    """ConfigError naming the key for an `evaluate` value that scores nothing (a metrics.json of zeros that
+    publish would put in the card) or fails mid-scoring: from the config alone, so planning can ask."""
+    for key in ("batch_size", "mask_draws"):
+        if getattr(evaluate, key) < 1:
+            raise ConfigError(f"evaluate.{key}={getattr(evaluate, key)}: give at least 1 "
+                              f"(default {getattr(EvaluateConfig, key)})")
+    if evaluate.max_rows < 0:
+        raise ConfigError(f"evaluate.max_rows={evaluate.max_rows}: give 0 (every held-out row) or a row count")
+    if not 0 < evaluate.mask_ratio < 1:  # also refuses NaN
+        raise ConfigError(f"evaluate.mask_ratio={evaluate.mask_ratio} must lie strictly between 0 and 1 (BERT: 0.15)")
 
 
 def _check_same_vocabulary(checkpoint: Path, fmt: dict) -> None:

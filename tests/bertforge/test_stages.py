@@ -110,6 +110,11 @@ BAD_UNHASHED = {
     "shards.tasks=-1": (lambda c: replace(c, shards=replace(c.shards, tasks=-1)), "shards.tasks=-1"),
     "shards.encode_batch_docs=0": (lambda c: replace(c, shards=replace(c.shards, encode_batch_docs=0)),
                                    "shards.encode_batch_docs=0"),
+    "corpus.index_tasks=0": (lambda c: replace(c, corpus=replace(c.corpus, index_tasks=0)), "corpus.index_tasks=0"),
+    "logger.val_batches=-1": (lambda c: replace(c, logger=replace(c.logger, val_batches=-1)),
+                              "logger.val_batches=-1"),
+    "trainer.peak_tflops=0": (lambda c: replace(c, trainer=replace(c.trainer, peak_tflops=0.0)),
+                              "trainer.peak_tflops=0"),
 }
 
 
@@ -319,3 +324,10 @@ def test_the_experiments_name_names_its_card(make_cfg):
     alpha = _digests(make_cfg, "publish", ["experiment=demo_ga", "publish.model_name=", "name=alpha"])
     beta = _digests(make_cfg, "publish", ["experiment=demo_ga", "publish.model_name=", "name=beta"])
     assert [stage for stage in alpha if alpha[stage] != beta[stage]] == ["publish"]
+
+
+def test_an_evaluate_setting_that_scores_nothing_fails_before_any_stage(make_cfg, tmp_path):
+    """evaluate.mask_draws=0 wrote a complete evaluate folder of zeros that publish put into the card."""
+    with pytest.raises(ConfigError, match=r"evaluate.mask_draws=0: give at least 1"):
+        run_stages(make_cfg("publish", ["experiment=demo_ga", "evaluate.mask_draws=0"]), "publish")
+    assert not list((tmp_path / "work").glob("*/*"))

@@ -10,7 +10,7 @@ import pytest
 
 from bertforge.common.errors import ConfigError
 from bertforge.stages import check_settings
-from pretrain.config import MaskingConfig, OptimConfig
+from pretrain.config import LoggerConfig, MaskingConfig, OptimConfig
 from pretrain.masking import Masker
 from pretrain.settings_check import check_pretrain_settings
 
@@ -94,6 +94,45 @@ def test_static_masking_ratios_fail_while_the_shards_are_planned(make_cfg):
 
     with pytest.raises(ConfigError, match="masking.ratio=1.5 must lie strictly between 0 and 1"):
         plan(make_cfg("shards", ["experiment=demo_ga", "masking.static=true", "masking.ratio=1.5"]), "shards")
+
+
+@pytest.mark.parametrize("override, message", [
+    # each once failed only after corpus, vocab and shards were built: torch's dropout error, ZeroDivisionError in
+    # throughput/mfu mid-training, RuntimeError from set_num_threads; num_heads=0 a ZeroDivisionError while planning
+    ("model.dropout=2", r"model.dropout=2.0: give a probability from 0 up to \(not including\) 1"),
+    ("model.dropout=-0.1", "model.dropout=-0.1: give a probability"),
+    ("model.attention_dropout=1", "model.attention_dropout=1.0: give a probability .*null: model.dropout"),
+    ("model.num_heads=0", "model.num_heads=0: give at least 1"),
+    ("model.num_layers=0", "model.num_layers=0: give at least 1"),
+    ("model.intermediate_size=-1", "model.intermediate_size=-1: give at least 1"),
+    ("trainer.peak_tflops=0", r"trainer.peak_tflops=0.0: give the peak dense TFLOP/s of one device, above 0"),
+    ("trainer.peak_tflops=-989", "trainer.peak_tflops=-989.0: give the peak"),
+    ("impl.cpu_threads=-2", r"impl.cpu_threads=-2: give 0 \(torch's default, all cores\) or a thread count"),
+])
+def test_a_size_dropout_or_speed_setting_that_cannot_work_fails_in_the_pre_run_check(make_cfg, override, message):
+    cfg = make_cfg("run", ["experiment=demo_ga", override])
+    with pytest.raises(ConfigError, match=message):
+        check_settings(cfg, "pretrain")
+
+
+def test_a_bad_dropout_is_refused_for_a_model_from_scratch_only(make_cfg):
+    with pytest.raises(ConfigError, match="model.dropout=2.0"):
+        check(make_cfg("run", ["experiment=demo_ga", "model.dropout=2"]))
+    # model.init_from loads the checkpoint's architecture and dropouts: model.dropout is not used
+    check(make_cfg("run", ["experiment=demo_ga", "model.init_from=org/some-bert", "model.dropout=2"]))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"val_every_n_steps": -5}, "logger.val_every_n_steps=-5: give 0 \\(no validation during training\\)"),
+    ({"val_every_n_steps": 10, "val_batches": -1}, "logger.val_batches=-1 leaves no held-out rows to score"),
+])
+def test_validation_that_cannot_mean_what_it_says_is_refused(settings, message):
+    from pretrain.settings_check import check_logger_config  # not yet wired into a stage's checks
+
+    check_logger_config(LoggerConfig())  # the defaults, and val_batches=0 (every held-out row), pass
+    check_logger_config(LoggerConfig(val_every_n_steps=10, val_batches=0))
+    with pytest.raises(ConfigError, match=message):
+        check_logger_config(LoggerConfig(**settings))
 
 
 def test_the_later_checks_name_the_key_too():

@@ -3,6 +3,7 @@
 import gzip
 import json
 import logging
+import re
 
 import pytest
 
@@ -329,6 +330,25 @@ def test_weight_or_cap_that_cannot_work_is_refused_before_work(make_cfg, data_di
     with pytest.raises(ConfigError, match=key):
         run_stage(cfg, "corpus")
     assert not list((tmp_path / "work").glob("corpus/*"))
+
+
+@pytest.mark.parametrize("overrides, key", [
+    # once a ValueError from the corpus build (exit 1), which a sweep's up-front check did not see
+    (["source.on_bad_record=skipp"], "source.on_bad_record='skipp': choose error"),
+    (["source.max_record_mib=0"], "source.max_record_mib=0.0: give the longest record in MiB, above 0"),
+    # once a ValueError (a traceback) while planning
+    (["source.inputs.0.format=xml"], "source.inputs.0.format='xml': choose one of txt, jsonl"),
+    (["source.inputs.0.format=txt", "source.inputs.0.txt_unit=sentence"],
+     "source.inputs.0.txt_unit='sentence': choose one of file, paragraph, line"),
+    (["source.inputs.0.sentences_per_doc=0"], "source.inputs.0.sentences_per_doc=0: give at least 1"),
+])
+def test_source_settings_the_readers_refuse_fail_while_planning(make_cfg, data_dir, tmp_path, overrides, key):
+    from bertforge.stages import plan
+
+    src = data_dir / "ud" / "UD_Irish-IDT" / "ga_idt-ud-test.conllu"
+    cfg = make_cfg("corpus", [f"source.inputs=[{{path: '{src}', format: conllu, name: ga}}]", *overrides])
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        plan(cfg, "corpus")
 
 
 def test_unparsable_url_removes_its_document_as_bad_url(make_cfg, data_dir, tmp_path):

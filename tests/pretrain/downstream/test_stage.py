@@ -110,6 +110,22 @@ def test_a_recipe_an_encoder_cannot_run_fails_while_planning(make_cfg, tiny_enco
              "downstream")
 
 
+@pytest.mark.parametrize("override, error", [
+    # AdamW refused these only when the first fine-tuning started, after pretraining
+    ("downstream.lr=-1", "downstream.lr=-1.0: give the encoder's peak fine-tuning rate"),
+    ("downstream.weight_decay=-0.01", "downstream.weight_decay=-0.01: give 0 (none) or more"),
+    ("downstream.head_lr=0", "downstream.head_lr=0.0: give a rate above 0"),
+    # stopped every run after its first epoch without a word
+    ("downstream.patience=-1", "downstream.patience=-1: give the epochs without a better dev score"),
+    # a negative slice dropped the last examples instead of capping
+    ("downstream.max_train_examples=-5", "downstream.max_train_examples=-5: give 0 (every example) or a cap"),
+    ("downstream.max_eval_examples=-5", "downstream.max_eval_examples=-5: give 0 (every example) or a cap"),
+])
+def test_a_fine_tuning_number_that_cannot_work_fails_while_planning(make_cfg, override, error):
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        plan(make_cfg("downstream", ["experiment=demo_ga", "downstream=ud_irish", override]), "downstream")
+
+
 def test_usable_positions_is_the_longest_input_an_exported_model_takes(tmp_path):
     """RoBERTa numbers positions from pad_token_id + 1: its config.json holds more rows than it can use."""
     import torch
