@@ -10,28 +10,35 @@ Every stage command runs the stage graph (`bertforge.stages`) up to that stage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+import threading
 import warnings
+from typing import Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from bertforge.common.errors import (EXIT_PREEMPTED, ConfigError, CorpusInputError, DiskFull, Preempted,
                                      StageBusy, TasksFailed, TrainingDiverged)
+from bertforge.common.ranks import first_process
 from bertforge.experiment import ExperimentConfig, load_config  # also registers the schema conf/base.yaml builds on
 from bertforge.stages import STAGES, run_stages
 from bertforge.sweep_report import record_job_result
+from pretrain.signal_flag import flag_on_signal
 
 STAGE_VARIABLE = "BERTFORGE_STAGE"  # tells ranks started by Lightning which command they run
 COMMANDS = {name: stage.help for name, stage in STAGES.items()} | {
     "run": "every stage of one experiment, with a summary",
     "demo": "the whole path on Irish treebank text, tiny BERT, CPU",
 }
+# Commands that train: the cluster's warning signal only raises a flag from their start (pretrain/signal_flag.py).
+TRAINING_COMMANDS = ("pretrain", "run")
 
 
 # Keys that moved when the trainer group became hardware only: a user's old command gets the new name.
@@ -126,29 +133,88 @@ def execute(command: str, cfg: ExperimentConfig, in_sweep: bool = False) -> dict
     return run_stages(cfg, command)
 
 
-def command_app(command: str):
-    """The Hydra app for one command: compose conf/<command>.yaml, validate it, run it."""
+def command_app(command: str, arguments: list[str]):
+    """The Hydra app for one command: compose conf/<command>.yaml, validate it, run it. `arguments`: the
+    command line after the command (what Hydra parses)."""
 
     @hydra.main(version_base=None, config_path="pkg://bertforge_conf", config_name=command)
     def app(raw: DictConfig):
+        hydra_cfg = HydraConfig.get()
+        in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
         try:
             if command == "demo":
                 from bertforge.run import ensure_demo_data
 
                 raw.paths.data_dir = ensure_demo_data(raw.paths.data_dir, raw.paths.work_dir)
-            folders = execute(command, load_config(raw), in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
+            cfg = load_config(raw)
+            with ranks_for_this_job(arguments, hydra_cfg) if in_sweep else contextlib.nullcontext():
+                folders = execute(command, cfg, in_sweep=in_sweep)
         except (ConfigError, CorpusInputError, StageBusy, DiskFull, TasksFailed, TrainingDiverged) as err:
             print(f"bertforge {command}: error: {err}", file=sys.stderr)  # once: not also through the log
             sys.exit(2)
         except Preempted as stop:
             print(f"bertforge {command}: {stop}", file=sys.stderr)
             sys.exit(EXIT_PREEMPTED)
-        hydra_cfg = HydraConfig.get()
-        record_job_result(hydra_cfg.runtime.output_dir, command, list(hydra_cfg.overrides.task),
-                          {name: str(folder) for name, folder in folders.items()})
+        if first_process():  # the job's result is the first process's: the other ranks stop after pretrain
+            record_job_result(hydra_cfg.runtime.output_dir, command, list(hydra_cfg.overrides.task),
+                              {name: str(folder) for name, folder in folders.items()})
         return folders
 
     return app
+
+
+@contextlib.contextmanager
+def ranks_for_this_job(sweep_arguments: list[str], hydra_cfg) -> Iterator[None]:
+    """While one job of a `-m` sweep runs here: the ranks Lightning starts for a multi-process trainer run
+    this job only, and after it, none is left for the next job to find.
+
+    Lightning starts rank i with `sys.argv` + `hydra.run.dir=<hydra.run.dir>`: with the sweep's arguments
+    each rank would replay the whole sweep, so it gets this job's overrides and folder instead. And Lightning
+    starts ranks once per process: it leaves LOCAL_RANK, MASTER_PORT, ... in the environment and the process
+    group open, and the next job would start no rank and wait for this job's, which have ended.
+    """
+    argv, environment = list(sys.argv), dict(os.environ)
+    sys.argv = [argv[0], *job_arguments(sweep_arguments, list(hydra_cfg.overrides.task))]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir  # the ranks' logs beside the job's
+    try:
+        yield
+        wait_for_started_ranks()  # not after a failure: a rank may wait for what the failed job never wrote
+    finally:
+        close_process_group()
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environment)
+
+
+def job_arguments(sweep_arguments: list[str], job_overrides: list[str]) -> list[str]:
+    """The sweep's arguments with its overrides replaced by one job's, and without -m: the options
+    (--config-dir, --config-name) stay."""
+    from hydra._internal.utils import get_args_parser  # the parser @hydra.main read them with
+
+    options = [arg for arg in sweep_arguments if arg not in ("-m", "--multirun")]
+    for override in get_args_parser().parse_args(sweep_arguments).overrides:
+        options.remove(override)
+    return [*options, *job_overrides]
+
+
+def wait_for_started_ranks() -> None:
+    """Wait for the ranks Lightning started in this process to end (they end once rank 0 has published
+    the pretrain stage). Lightning keeps them only in the thread that watches them."""
+    launcher = sys.modules.get("lightning.fabric.strategies.launchers.subprocess_script")
+    if launcher is None:  # Lightning never ran: no rank was started
+        return
+    for thread in threading.enumerate():
+        if isinstance(thread, launcher._ChildProcessObserver):
+            for rank in thread._child_processes:
+                rank.wait()
+
+
+def close_process_group() -> None:
+    """End the process group a multi-process job opened (Lightning leaves it open until the process exits)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def quiet_libraries() -> None:
@@ -186,4 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     # Hydra parses the overrides from sys.argv[1:]; Lightning restarts sys.argv[0] for other local ranks,
     # so it must stay the real program.
     sys.argv = [os.path.abspath(sys.argv[0]) if os.path.isfile(sys.argv[0]) else sys.argv[0], *rest]
-    command_app(command)()
+    # From the start, not from training's: a warning that comes while the run plans or waits for upstream
+    # stages would otherwise end it unsaved; training stops at its first step boundary instead.
+    with flag_on_signal(enabled=command in TRAINING_COMMANDS):
+        command_app(command, rest)()

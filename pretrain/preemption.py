@@ -1,70 +1,41 @@
 """Stopping a run cleanly when the cluster says it is about to end it, so the next attempt resumes in place.
 
 SLURM warns a job before its time limit or a preemption with SIGUSR1 (`--signal=USR1@90` in
-launch/slurm/*.sbatch). Lightning's own SLURM handler saves a checkpoint *inside* the signal handler,
-which waits at a barrier for the other ranks: a rank that gets the signal while another is elsewhere
-(starting up, in a collective, between steps) waits there forever, and the job hangs until it is killed.
+launch/slurm/*.sbatch); a job of a `hydra/launcher=slurm` sweep is warned with the signal submitit asked
+for (SUBMITIT_PREEMPT_SIGNAL, by default USR2). Lightning's own SLURM handler saves a checkpoint *inside*
+the signal handler, which waits at a barrier for the other ranks: a rank that gets the signal while another
+is elsewhere (starting up, in a collective, between steps) waits there forever, and the job hangs until it
+is killed. submitit's handler runs `scontrol requeue` and exits from inside the handler, mid-step.
 
-Here the handler only raises a flag. At each optimiser-step boundary every rank learns, through one tiny
-all-reduce over CPU (gloo, so no GPU sync), whether any rank has the flag; then all of them, at the same
-step, save `checkpoints/last.ckpt` together, rank 0 runs `scontrol requeue` (under SLURM), and training
-stops. The checkpoint sits exactly on a step boundary, so the next attempt repeats and skips nothing.
+Here the handler only raises a flag (`pretrain.signal_flag`, set up from the command's start, so a signal
+that comes while the run still plans or waits for upstream stages is kept, and training stops at its first
+step boundary). At each
+optimiser-step boundary every rank learns, through one tiny all-reduce over CPU (gloo, so no GPU sync),
+whether any rank has the flag; then all of them, at the same step, save `checkpoints/last.ckpt` together,
+rank 0 runs `scontrol requeue` (under SLURM), and training stops. The checkpoint sits exactly on a step
+boundary, so the next attempt repeats and skips nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import subprocess
-import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import lightning as L
 import torch
 import torch.distributed as dist
 
+from pretrain.signal_flag import SignalFlag
+
 log = logging.getLogger("bertforge.pretrain")
-
-PREEMPTION_SIGNAL = signal.SIGUSR1
-class SignalFlag:
-    """Set by a signal handler; read at step boundaries. The handler does nothing else."""
-
-    def __init__(self) -> None:
-        self.received = False
-
-    def _handle(self, signum, frame) -> None:
-        self.received = True
-
-
-@contextlib.contextmanager
-def flag_on_signal(enabled: bool = True, signum: int = PREEMPTION_SIGNAL) -> Iterator[SignalFlag | None]:
-    """While inside, `signum` only sets the returned flag (instead of its default: ending the process).
-
-    Enter it as early as possible: a signal that arrives before would end the process. Disabled (a run
-    that cannot resume, so stopping it cleanly would save nothing useful), it yields None and leaves the
-    signal alone.
-    """
-    if not enabled:
-        yield None
-        return
-    if threading.current_thread() is not threading.main_thread():  # Python lets only the main thread set handlers
-        log.warning("not on the main thread: the preemption signal keeps its default action (this run stops "
-                    "without a checkpoint on it; the periodic checkpoints still resume it)")
-        yield None
-        return
-    flag = SignalFlag()
-    previous = signal.signal(signum, flag._handle)
-    try:
-        yield flag
-    finally:
-        signal.signal(signum, previous)
 
 
 class StopOnPreemption(L.Callback):
     """At each optimiser-step boundary: if any rank got the signal, every rank saves `checkpoint` at that
-    step, rank 0 runs `requeue` (a command, or None outside SLURM), and training stops.
+    step, rank 0 runs `requeue` (a command, or None outside SLURM), and training stops. A flag raised
+    before training stops it at its first step boundary.
 
     After `fit` returns, `stopped_at` is the step saved at (None when the run was not preempted).
     """

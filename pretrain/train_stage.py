@@ -38,8 +38,9 @@ from pretrain.model import attn_implementation, build_model, check_model_config,
 from pretrain.module import MaskedLMModule
 from pretrain.objectives import as_pretraining_model
 from pretrain.phases import plan_phases
-from pretrain.preemption import StopOnPreemption, flag_on_signal
+from pretrain.preemption import StopOnPreemption
 from pretrain.rank_sampler import MicroBatchSeeding, PhaseAccumulation
+from pretrain.signal_flag import flag_on_signal
 from pretrain.step_metrics import StepMetricsLogger
 from pretrain.validation import HeldoutValidation
 from pretrain.word_starts import load_word_start_table

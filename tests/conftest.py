@@ -154,3 +154,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         group = "processes" if _runs_processes(item) else str(item.path.relative_to(REPO))
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session")
+def upstream_work(tmp_path_factory, data_dir) -> Path:
+    """A work folder with corpus, vocab and shards of the launch tests' tiny run (tests/launch/conftest.py's
+    TINY_RUN) built once, shared by the tests that launch real training commands."""
+    from bertforge.stages import run_stage
+    from tests.launch.conftest import TINY_RUN
+
+    work = tmp_path_factory.mktemp("launch-upstream")
+    run_stage(experiment("shards", data_dir, work, TINY_RUN), "shards")
+    return work

@@ -1,9 +1,15 @@
 """The `bertforge` command as a user runs it: stages, errors, and a sweep that ends in a comparison."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from bertforge.common.errors import EXIT_PREEMPTED
+from tests.launch.conftest import TINY_RUN, ledger, with_upstream
 
 
 def bertforge(*args, data_dir, work, module=None, env=None):
@@ -135,3 +141,58 @@ def test_a_sweep_that_would_push_different_models_to_one_repo_stops_before_its_f
         assert "and #1 (experiment=demo_ga tokenizer.vocab_size=1500 " in result.stderr
         assert f"push different models to {hub.url}/my-org/ga-bert at main" in result.stderr
         assert not (tmp_path / "w" / "corpus").exists()  # job #0 did not run
+
+
+# The tests below train from the corpus, vocab and shards of the launch tests' tiny run (upstream_work).
+TWO_RANKS = [o for o in TINY_RUN if not o.startswith(("training.max_steps", "checkpoint.every", "optim.warmup"))] + [
+    "training.max_steps=4", "checkpoint.every_n_steps=4", "optim.warmup_steps=1", "trainer=ddp_cpu",
+    "impl.cpu_threads=1"]
+
+
+def processes_working_in(work: Path) -> list[str]:
+    """Command lines of the processes whose BERTFORGE_WORK is `work` (every rank has rank 0's environment)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"BERTFORGE_WORK={work}\0".encode() in (proc / "environ").read_bytes() + b"\0":
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # ended meanwhile, or not ours
+            pass
+    return found
+
+
+@pytest.mark.xdist_group("processes")  # two ranks: not beside another multi-process test on two cores
+def test_a_local_sweep_of_a_two_rank_run_trains_each_point_once(upstream_work, tmp_path, data_dir):
+    """Lightning starts rank 1 with rank 0's command line: with the sweep's `-m` and every value, it replayed
+    the whole sweep (a second sweep folder, rank 1 running ahead to the next point). Each rank 1 runs its
+    job alone, its log beside the job's, and none is left running when the sweep returns."""
+    work = with_upstream(upstream_work, tmp_path / "w")
+    folder = sweep("pretrain", "-m", *TWO_RANKS, "optim.lr=1e-3,2e-3", data_dir=data_dir, work=work)
+    assert processes_working_in(work) == []
+    for job in ("0", "1"):
+        assert (folder / job / "train_ddp_process_1.log").exists()
+    trained = sorted((work / "pretrain").glob("pretrain-*"))
+    assert len(trained) == 2  # one folder per learning rate
+    for stage in trained:  # each rank trained each of the 4 steps once: one ledger row per step
+        assert sorted(ledger(stage)) == [0, 1] and all(len(rows) == 4 for rows in ledger(stage).values())
+    assert sum(line.startswith("|") for line in (folder / "comparison.md").read_text().splitlines()) == 4
+
+
+def test_a_signal_before_training_stops_the_run_at_its_first_step_to_resume(upstream_work, tmp_path, data_dir):
+    """SLURM's warning while the command still plans or waits for upstream stages: it ended the process
+    (killed by SIGUSR1, no checkpoint, no requeue). Now the run stops at its first step boundary, saved,
+    with the preempted run's status and message."""
+    work = with_upstream(upstream_work, tmp_path / "w")
+    env = dict(os.environ, BERTFORGE_DATA=str(data_dir), BERTFORGE_WORK=str(work), WANDB_MODE="offline")
+    run = subprocess.Popen([str(Path(sys.executable).parent / "bertforge"), "pretrain", *TINY_RUN],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output = []
+    for line in run.stdout:  # the shards stage is reused before the pretrain stage imports its libraries
+        output.append(line)
+        if "shards: reusing" in line:
+            run.send_signal(signal.SIGUSR1)
+            break
+    output += run.stdout.readlines()
+    assert run.wait(timeout=300) == EXIT_PREEMPTED, "".join(output)[-3000:]
+    assert "bertforge pretrain: stopped on the preemption signal at step 1; saved " in "".join(output)
+    assert len(list((work / "pretrain").glob(".pretrain-*.work/checkpoints/last.ckpt"))) == 1

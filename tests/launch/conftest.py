@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,15 +56,4 @@ def with_upstream(upstream_work: Path, work: Path) -> Path:
     """`work` holding a copy of the shared corpus, vocab and shards folders (each run trains in its own)."""
     for stage in ("corpus", "vocab", "shards"):
         shutil.copytree(upstream_work / stage, work / stage)
-    return work
-
-
-@pytest.fixture(scope="session")
-def upstream_work(tmp_path_factory, data_dir) -> Path:
-    """A work folder with corpus, vocab and shards of the demo built once, shared by the launch tests."""
-    from bertforge.stages import run_stage
-    from tests.conftest import experiment
-
-    work = tmp_path_factory.mktemp("launch-upstream")
-    run_stage(experiment("shards", data_dir, work, TINY_RUN), "shards")
     return work
