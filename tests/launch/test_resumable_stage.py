@@ -5,7 +5,7 @@ import multiprocessing
 
 import pytest
 
-from bertforge.common.errors import StageBusy
+from bertforge.common.errors import FinishedMeanwhile, StageBusy
 from bertforge.common.stage_folder import StageOutput, build_stage, is_complete
 
 
@@ -81,5 +81,7 @@ def test_a_second_live_run_of_the_stage_is_told_who_builds_it(tmp_path):
     finally:
         release.set()
         holder.join(30)
-    with build_stage(tmp_path, "pretrain", {"x": 1}, {}, resumable=True):  # the lock died with its holder's build
-        pass
+    # The lock went with its holder's build, which finished the folder: the next run is told so, not that it is busy
+    with pytest.raises(FinishedMeanwhile):
+        with build_stage(tmp_path, "pretrain", {"x": 1}, {}, resumable=True):
+            pass
