@@ -73,7 +73,10 @@ def misspelt(overrides: list[str]) -> list[str]:
     found = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+")
-        if "=" not in override or "." not in key or key.startswith(("~", "hydra.")) or "/" in key:
+        if "=" not in override or key.startswith(("~", "hydra.")) or "/" in key:
+            continue
+        if "." not in key:
+            found += _misspelt_top_level(key)
             continue
         node, path = ExperimentConfig, []
         for part in key.split("."):
@@ -93,6 +96,27 @@ def misspelt(overrides: list[str]) -> list[str]:
                 break
             node, path = known[part], [*path, part]
     return found
+
+
+def _misspelt_top_level(key: str) -> list[str]:
+    """For an undotted key that is neither a top-level field (`name`) nor a config group (`experiment`,
+    `trainer`): the dotted keys it may stand for, `max_steps` -> `training.max_steps`."""
+    import difflib
+    from dataclasses import fields, is_dataclass
+    from importlib.resources import files
+    from typing import get_type_hints
+
+    sections = get_type_hints(ExperimentConfig)
+    groups = {entry.name for entry in files("bertforge_conf").iterdir() if entry.is_dir()}
+    if key in groups or key in sections:
+        return []
+    leaves: dict[str, list[str]] = {}  # a section's key -> where it is (lr: optim.lr, downstream.lr)
+    for section, kind in sections.items():
+        for leaf in fields(kind) if is_dataclass(kind) else ():
+            leaves.setdefault(leaf.name, []).append(f"{section}.{leaf.name}")
+    named = leaves.get(key) or [k for close in difflib.get_close_matches(key, list(leaves), n=2) for k in leaves[close]]
+    hint = f"did you mean {' or '.join(named)}?" if named else "a key is <section>.<name> (e.g. training.max_steps)"
+    return [f"unknown config key {key!r}: {hint}"]
 
 
 # A Hugging Face or wandb token given on the command line would be saved by Hydra (.hydra/overrides.yaml).

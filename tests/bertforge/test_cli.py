@@ -94,6 +94,10 @@ def test_a_misspelt_key_gets_the_right_name_not_hydras_plus_hint(tmp_path, data_
                                      "did you mean training.max_steps?")
     listed = bertforge("corpus", "source.inputs.0.pth=x", data_dir=data_dir, work=tmp_path)
     assert "did you mean source.inputs.0.path?" in listed.stderr and "+" not in listed.stderr
+    # A key without its section: Hydra said "+max_steps=3", which only failed later
+    bare = bertforge("pretrain", "experiment=demo_ga", "max_steps=3", data_dir=data_dir, work=tmp_path)
+    assert bare.returncode == 2 and bare.stderr.strip() == (
+        "bertforge pretrain: error: unknown config key 'max_steps': did you mean training.max_steps?")
 
 
 def test_a_token_on_the_command_line_is_refused_before_hydra_saves_it(tmp_path, data_dir):
