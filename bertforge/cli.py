@@ -26,13 +26,12 @@ from omegaconf import DictConfig, read_write
 
 from bertforge.common.errors import (EXIT_PREEMPTED, ConfigError, CorpusInputError, DiskFull, Preempted,
                                      StageBusy, TasksFailed, TrainingDiverged)
-from bertforge.common.ranks import first_process
+from bertforge.common.ranks import STAGE_VARIABLE, first_process
 from bertforge.experiment import ExperimentConfig, load_config  # also registers the schema conf/base.yaml builds on
 from bertforge.stages import STAGES, run_stages
 from bertforge.sweep_report import record_job_result
 from pretrain.signal_flag import flag_on_signal
 
-STAGE_VARIABLE = "BERTFORGE_STAGE"  # tells ranks started by Lightning which command they run
 COMMANDS = {name: stage.help for name, stage in STAGES.items()} | {
     "run": "every stage of one experiment, with a summary",
     "demo": "the whole path on Irish treebank text, tiny BERT, CPU",

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from bertforge.cli import STAGE_VARIABLE
 from bertforge.common.errors import ConfigError, CorpusInputError
+from bertforge.common.ranks import STAGE_VARIABLE
 
 TARGETS = {"run": "publish"}  # a command that is not a stage: the stage it runs up to
 

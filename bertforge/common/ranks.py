@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+STAGE_VARIABLE = "BERTFORGE_STAGE"  # the command this process runs: set by the CLI, read by the ranks it starts
 
 
 def first_process() -> bool:
