@@ -119,9 +119,9 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
             data.start_step = checkpoint_step(resume) if resume else 0
             if resume:
                 log.info("resuming from %s at step %d", resume, data.start_step)
-                if launch.is_global_zero:
-                    set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
-                    remove_partial_saves(build.tmp / "checkpoints")
+            if launch.is_global_zero:  # also at step 0, in a kept folder whose checkpoints are all unreadable
+                set_aside_metrics(build.tmp / "logs", data.start_step)  # the CSV logger would delete them
+                remove_partial_saves(build.tmp / "checkpoints")
             mark = stage_mark(out.digest)
 
             def export_step(trained, folder: Path) -> None:  # on the training thread: its time is not training's

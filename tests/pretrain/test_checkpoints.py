@@ -157,3 +157,39 @@ def test_checkpoint_saves_count_neither_as_training_time_nor_as_data_wait(tmp_pa
     # Logged at step 2 before step 2's saves (Lightning runs ModelCheckpoint after the other callbacks):
     # steps 3-4 leave out step 2's two saves (step2, last) and the pin at step 3.
     assert [h["time/untimed_s"] for h in metrics.history] == pytest.approx([0.0, 15.0, 10.0])
+
+
+def test_a_run_that_starts_over_in_its_kept_folder_merges_no_earlier_rows(make_cfg, shards_work, monkeypatch):
+    """Rows an earlier resume set aside, in a working folder whose every checkpoint then turned out unreadable:
+    the next attempt starts at step 0 there, and those rows must not be merged in front of its own (they
+    stood for steps 1-3 in the finished metrics.csv)."""
+    import csv
+
+    import pretrain.module as module
+    from bertforge.stages import run_stage
+    from tests.conftest import QUICK
+
+    cfg = make_cfg("pretrain", [*QUICK, "training.max_steps=6", "optim.warmup_steps=2", "logger.log_every_n_steps=1",
+                                "checkpoint.every_n_steps=3", "logger.progress_bar=false"], work_dir=shards_work)
+    real_loss, calls = module.sparse_mlm_loss, []
+
+    def dies_in_step_5(*args):
+        calls.append(None)
+        if len(calls) == 5:
+            raise RuntimeError("the process dies")
+        return real_loss(*args)
+
+    monkeypatch.setattr(module, "sparse_mlm_loss", dies_in_step_5)
+    with pytest.raises(RuntimeError, match="the process dies"):
+        run_stage(cfg, "pretrain")
+    monkeypatch.setattr(module, "sparse_mlm_loss", real_loss)
+    [work] = list((shards_work / "pretrain").glob(".pretrain-*.work"))
+    # what a resume that died before training left: the rows up to its step, set aside (here marked 999)
+    (work / "logs" / "metrics-before-resume.csv").write_text(
+        "step,train/loss\n" + "".join(f"{step},999.0\n" for step in (1, 2, 3)))
+    for checkpoint in (work / "checkpoints").glob("*.ckpt"):
+        checkpoint.write_bytes(b"not a checkpoint")  # a bad disk: nothing to resume from
+    folder = run_stage(cfg, "pretrain")
+    with open(folder / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        rows = [(int(row["step"]), float(row["train/loss"])) for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert [step for step, _ in rows] == list(range(1, 7)) and all(loss < 100 for _, loss in rows)
