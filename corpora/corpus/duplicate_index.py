@@ -102,6 +102,15 @@ class SignatureFiles:
             out[mine] = sig[docs[mine] - self.offsets[k]]
         return out
 
+    def similarity(self, first: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Estimated Jaccard (share of equal MinHash values) of each pair (first[i], other[i]), read a bounded
+        number of pairs at a time: two signatures per pair in memory."""
+        out = np.empty(len(first))
+        for start in range(0, len(first), 1 << 16):
+            end = start + (1 << 16)
+            out[start:end] = (self.signatures(first[start:end]) == self.signatures(other[start:end])).mean(axis=1)
+        return out
+
     def meta(self, k: int) -> np.ndarray:
         return np.fromfile(self.folder / f"{self.ranks[k]:05d}.meta", dtype=META_DTYPE)
 
@@ -175,12 +184,7 @@ class IndexTask(PipelineStep):
         """The candidate pairs (each once) whose estimated Jaccard reaches the threshold."""
         pairs = self._pairs(first, other, False)
         self.stat_update("lsh_candidate_pairs", value=len(pairs))
-        keep = np.zeros(len(pairs), dtype=bool)
-        for start in range(0, len(pairs), 1 << 16):  # bounded: two signatures per pair in memory
-            chunk = pairs[start:start + (1 << 16)]
-            estimate = (files.signatures(chunk["first"]) == files.signatures(chunk["other"])).mean(axis=1)
-            keep[start:start + len(chunk)] = estimate >= self.cfg.threshold
-        return pairs[keep]
+        return pairs[files.similarity(pairs["first"], pairs["other"]) >= self.cfg.threshold]
 
 
 class MergeDecisions(PipelineStep):
@@ -222,7 +226,7 @@ class MergeDecisions(PipelineStep):
                     rows = np.fromfile(Path(self.sig_folder) / f"{r:05d}.lines", dtype=LINE_DTYPE)
                     line_hashes.append(rows["hash"][action[rows["doc"].astype(np.int64)] == KEEP])
                 copies = self._mix(meta, action, taken, placed)
-                here = keepers[(keepers >= start) & (keepers < end)]
+                here = keepers[np.searchsorted(keepers, start):np.searchsorted(keepers, end)]
                 for keeper, verdict in zip(here.tolist(), action[here - start].tolist()):
                     if verdict in (CAP, WEIGHT):
                         dropped[keeper] = ACTION_REASONS[verdict]
@@ -302,7 +306,7 @@ class MergeDecisions(PipelineStep):
         _, label = connected_components(graph, directed=False)
         size = np.bincount(label)
         two = size[label[a]] == 2
-        docs, reps, sims = [other[two]], [first[two]], [self._similarity(files, first[two], other[two])]
+        docs, reps, sims = [other[two]], [first[two]], [files.similarity(first[two], other[two]).astype(np.float32)]
         big = np.flatnonzero(size > 2)
         if len(big):
             in_big = np.flatnonzero(size[label] > 2)  # ascending: each component's members in reading order
@@ -351,15 +355,6 @@ class MergeDecisions(PipelineStep):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
         removed, rep, estimate = zip(*out)
         return np.array(removed, np.int64), np.array(rep, np.int64), np.array(estimate, np.float32)
-
-    @staticmethod
-    def _similarity(files: SignatureFiles, first: np.ndarray, other: np.ndarray) -> np.ndarray:
-        """Estimated Jaccard of each pair (first[i], other[i]), as float32, a bounded number of pairs at a time."""
-        out = np.empty(len(first), np.float32)
-        for start in range(0, len(first), 1 << 16):
-            end = start + (1 << 16)
-            out[start:end] = (files.signatures(first[start:end]) == files.signatures(other[start:end])).mean(axis=1)
-        return out
 
     def _mix(self, meta: np.ndarray, action: np.ndarray, taken: list[int], placed: list[int]) -> np.ndarray:
         """Source caps (first kept documents win) and weights (hash-chosen sampling or repeats), for one
