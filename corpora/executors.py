@@ -48,18 +48,17 @@ def run_chain(executor_cfg: ExecutorConfig, steps: list[tuple[str, list, int]], 
         for name, pipeline, tasks in steps:
             workers = max(1, min(tasks, os.cpu_count() or 1))
             log.debug("%s: step %s, %d task(s)", stage, name, tasks)  # the stage's one line comes at its end
-            with _console_in_file(logging_dir / name):  # datatrove may warn already when the executor is made
+            with _console_in_file(logging_dir / name):
                 executor = WatchedLocalExecutor(pipeline, tasks=tasks, workers=workers,
                                                 logging_dir=str(logging_dir / name), skip_completed=True,
                                                 start_method=executor_cfg.start_method)
-            try:
-                with _console_in_file(logging_dir / name):
+                try:
                     run_watched(executor, f"{stage}: step {name}")  # a task whose process died: TasksFailed
-            except (TasksFailed, CorpusInputError, ConfigError):
-                raise  # bad input is fixed in the input: the stage starts over (its folder is removed)
-            except Exception as err:  # a full disk, memory: the tasks that completed are kept for the rerun
-                raise TasksFailed(_failed_tasks(executor, f"{stage}: step {name}", f"a task ended with: "
-                                                f"{type(err).__name__}: {err}; ")) from err
+                except (TasksFailed, CorpusInputError, ConfigError):
+                    raise  # bad input is fixed in the input: the stage starts over (its folder is removed)
+                except Exception as err:  # a full disk, memory: the tasks that completed are kept for the rerun
+                    raise TasksFailed(_failed_tasks(executor, f"{stage}: step {name}", f"a task ended with: "
+                                                    f"{type(err).__name__}: {err}; ")) from err
             _check_completed(executor, f"{stage}: step {name}")
         return
     if executor_cfg.name == "slurm":

@@ -32,6 +32,7 @@ DEFAULT_GLOBS = {"txt": "**/*.txt", "jsonl": "**/*.jsonl*", "conllu": "**/*.conl
                  "parquet": "**/*.parquet", "hf": "**/dataset_info.json"}
 FORMATS = tuple(DEFAULT_GLOBS)
 BAD_RECORD_MODES = ("error", "skip")
+TXT_UNITS = ("file", "paragraph", "line")  # TextReader: a document per file, paragraph or line
 
 
 class BadRecord(Exception):
@@ -180,7 +181,7 @@ class TextReader(_StrictReader):
     name = "📄 text"
 
     def __init__(self, data_folder: str, source: str, glob_pattern: str, unit: str = "paragraph", **kwargs):
-        if unit not in ("file", "paragraph", "line"):
+        if unit not in TXT_UNITS:
             raise ValueError(f"source.inputs[].txt_unit must be file, paragraph or line, not {unit!r}")
         super().__init__(data_folder, source, glob_pattern, **kwargs)
         self.unit = unit

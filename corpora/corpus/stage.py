@@ -33,14 +33,13 @@ from corpora.corpus.rules.chain import describe_stopword_lists, filter_steps, st
 from corpora.corpus.duplicate_index import MAX_COPIES, IndexTask, MergeDecisions
 from corpora.corpus.whole_corpus import DecisionApplier, SignatureWriter
 from corpora.corpus.normalise import normalise_text
-from corpora.corpus.readers import BAD_RECORD_MODES, FORMATS, make_reader, split_inputs
+from corpora.corpus.readers import BAD_RECORD_MODES, FORMATS, TXT_UNITS, make_reader, split_inputs
 from corpora.corpus.text_batch import char_tables
 from corpora.corpus.writers import DocumentWriter
 
 log = logging.getLogger("bertforge.corpus")
 
 WORK_SPLIT = "work_split.json"  # how the working folder's tasks were split, recorded when it is started
-TXT_UNITS = ("file", "paragraph", "line")  # corpora.corpus.readers.TextReader's
 
 
 @dataclass(frozen=True)
