@@ -74,9 +74,11 @@ class Stage:
 def _corpus_inputs(cfg: ExperimentConfig) -> dict:
     from corpora.corpus.stage import checked_inputs
     from corpora.corpus.rules.chain import check_stopwords
+    from corpora.corpus.rules.settings import check_filter_settings
     from corpora.corpus.whole_corpus import check_near_dedup
 
     check_near_dedup(cfg.filters.near_dedup)  # while planning: a sweep's bad point fails before any job
+    check_filter_settings(cfg.filters)
     check_stopwords(cfg.filters)
     return {"files": checked_inputs(cfg.source).fingerprint}
 

@@ -57,6 +57,9 @@ def check_model_numbers(model: ModelConfig) -> None:
     for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
         if getattr(model, key) < 1:
             raise ConfigError(f"model.{key}={getattr(model, key)}: give at least 1")
+    if model.arch == "modernbert" and model.local_attention_window < 2:  # half of it on each side of a token
+        raise ConfigError(f"model.local_attention_window={model.local_attention_window}: give at least 2 tokens "
+                          "(ModernBERT: 128)")
     for key, value in (("dropout", model.dropout), ("attention_dropout", model.attention_dropout)):
         if value is not None and not 0 <= value < 1:  # also refuses NaN
             raise ConfigError(f"model.{key}={value}: give a probability from 0 up to (not including) 1 "
@@ -90,6 +93,8 @@ def check_pretrain_settings(trainer: TrainerConfig, training: TrainingConfig, op
     if not trainer.peak_tflops > 0:  # throughput/mfu divides by it, mid-training
         raise ConfigError(f"trainer.peak_tflops={trainer.peak_tflops}: give the peak dense TFLOP/s of one device, "
                           "above 0 (989: H100 SXM bf16)")
+    if not 0 <= training.seed < 2**32:  # Lightning's seed_everything and numpy's generators refuse it mid-run
+        raise ConfigError(f"training.seed={training.seed}: give a whole number from 0 to {2**32 - 1}")
     launch = plan_launch(trainer)
     check_optim_config(optim)  # before the phases: they divide by optim.lr
     lr_lambda(optim.schedule, optim.warmup_steps, training.max_steps, optim.min_lr_ratio, optim.decay_fraction)

@@ -20,6 +20,7 @@ from corpora.corpus.rules.lists import (SOURCE_LIST, BlocklistFilter, StopwordFi
 from corpora.corpus.rules.lines import LineCleaner
 from corpora.corpus.normalise import Normaliser
 from corpora.corpus.rules.quality import QualityFilter, active_groups
+from corpora.corpus.rules.settings import check_filter_settings
 from corpora.config import FiltersConfig
 
 
@@ -98,15 +99,12 @@ def filter_steps(filters: FiltersConfig, removed_writer: Callable[[str], object]
                  cut_lines_folder: str) -> list[PipelineStep]:
     """datatrove steps for `filters` (a FiltersConfig); `removed_writer(step)` gives each its writer,
     and lines cut by the line rules go to `cut_lines_folder`."""
+    check_filter_settings(filters)  # planning checked it too; this function is also called directly
     steps: list[PipelineStep] = [Normaliser(filters.normalise, exclusion_writer=removed_writer("normalise"))]
     line_groups = active_groups(filters.line_quality)
     if line_groups:
         steps.append(LineCleaner(line_groups, filters.line_quality, cut_lines_folder,
                                  exclusion_writer=removed_writer("lines")))
-    for key, q in (("filters.quality", filters.quality), ("filters.line_quality", filters.line_quality)):
-        if q.max_foreign_letter_ratio is not None and not q.alphabet:
-            raise ConfigError(f"{key}.max_foreign_letter_ratio needs {key}.alphabet (the language's letters, "
-                              "e.g. abcdefghijklmnopqrstuvwxyzáéíóú)")
     groups = active_groups(filters.quality)
     if groups:
         steps.append(QualityFilter(groups, filters.quality, exclusion_writer=removed_writer("quality")))
