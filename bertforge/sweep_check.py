@@ -92,7 +92,9 @@ def sweep_error(command: str, config) -> str | None:
     from hydra.core.global_hydra import GlobalHydra
 
     config_name = config.hydra.job.config_name
-    points = sweep_points(list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
+    # As Hydra's basic sweeper: the config's hydra.sweeper.params first, then the command line's overrides
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    points = sweep_points(params + list(config.hydra.overrides.task), GlobalHydra.instance().config_loader())
     targets = []
     for number, overrides in enumerate(points):
         try:

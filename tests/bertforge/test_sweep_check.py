@@ -81,6 +81,23 @@ def test_the_model_cards_reproduce_config_is_checked_as_its_command(tmp_path, da
             "leaves no room") in result.stderr
 
 
+def test_a_sweep_written_in_the_config_is_checked_too(tmp_path, data_dir):
+    """A sweep's values in `hydra.sweeper.params` (a yaml file, not the command line) are expanded as Hydra's basic
+    sweeper does, before the command line's, and checked like them."""
+    config = tmp_path / "conf"
+    config.mkdir()
+    cfg = experiment("run", data_dir, tmp_path / "w", ["experiment=demo_ga"])
+    swept = reproducible_config(_plain(cfg)) | {"hydra": {"sweeper": {"params": {"tokenizer.vocab_size": "2000,0"}}}}
+    (config / "swept.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(swept)))
+    work = tmp_path / "w2"
+    result = bertforge("vocab", "-m", "--config-dir", str(config), "--config-name", "swept", "training.seed=1",
+                       data_dir=data_dir, work=work)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert ("bertforge vocab: error: sweep job #1 (tokenizer.vocab_size=0 training.seed=1): tokenizer.vocab_size=0 "
+            "leaves no room") in result.stderr
+    assert not work.exists()
+
+
 # `bertforge` with Hydra's ${now:...} stopped at one second (microseconds still pass): two sweeps started in it.
 SAME_SECOND = """
 import datetime
