@@ -316,8 +316,9 @@ class TokenizerConfig:
     min_frequency: int = field(default=2, metadata={"used_when": ("model", ("wordpiece", "bpe"))})
     """wordpiece/bpe: a pair merged fewer times is not learnt (unigram ignores it)."""
     limit_alphabet: int = field(default=1000, metadata={"used_when": ("model", ("wordpiece", "bpe"))})
-    """wordpiece/char bpe: cap on initial characters, so large alphabets do not push the vocabulary
-    past vocab_size; rarer characters become [UNK]."""
+    """wordpiece/char bpe with the tokenizers trainer: cap on initial characters, so large alphabets do not push
+    the vocabulary past vocab_size; rarer characters become [UNK]. The sentencepiece trainers (sp_*) keep every
+    character (character_coverage 1.0) and do not read it."""
     bpe_dropout: float = field(default=0.0, metadata={"used_when": ("model", ("bpe",))})
     """bpe only, training-time regularisation (HerBERT): when > 0, tokenizer_dropout.json is written
     beside tokenizer.json with this merge-dropout probability; tokenizer.json stays deterministic."""

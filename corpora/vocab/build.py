@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertforge.common.errors import ConfigError
 from corpora.vocab.special_tokens import STYLES, style_tokens
@@ -58,26 +58,48 @@ def check_options(tok_cfg: TokenizerConfig) -> None:
 
 
 def check_alphabet(tok_cfg: TokenizerConfig, distinct_chars: int) -> None:
-    """Fail before training when vocab_size cannot even hold the alphabet plus the special tokens."""
-    if tok_cfg.byte_level:
-        alphabet, why = BYTE_LEVEL_ALPHABET, "byte-level BPE starts from all 256 byte symbols"
-    elif tok_cfg.model == "unigram" and tok_cfg.trainer == "tokenizers":
-        alphabet, why = distinct_chars, f"{distinct_chars} distinct characters in the training sample"
-    else:
-        alphabet = min(distinct_chars, tok_cfg.limit_alphabet)
-        why = (f"{distinct_chars} distinct characters in the training sample, "
-               f"tokenizer.limit_alphabet={tok_cfg.limit_alphabet}")
+    """Fail before training when vocab_size cannot even hold the alphabet plus the special tokens.
+    `distinct_chars`: the training sample's distinct characters after the tokenizer's normaliser."""
+    alphabet, why = starting_alphabet(tok_cfg, distinct_chars)
     needed = alphabet + len(special_token_list(tok_cfg))
     if tok_cfg.vocab_size < needed:
         raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size} is below the alphabet size plus special "
                           f"tokens ({needed}: {why}): raise tokenizer.vocab_size to well above {needed}"
-                          + ("" if tok_cfg.byte_level else " or lower tokenizer.limit_alphabet"))
+                          + smaller_alphabet_advice(tok_cfg))
     if tok_cfg.model == "wordpiece" and tok_cfg.trainer == "tokenizers" and tok_cfg.vocab_size < needed + alphabet:
         # Which characters continue a word is known only once the trainer has split the words.
         log.warning("vocab: tokenizer.vocab_size=%d may be too small for WordPiece: besides the %d special tokens "
                     "and %d characters it adds a ##x copy of each character that continues a word (up to %d tokens "
                     "in all); a larger trained vocabulary stops the stage", tok_cfg.vocab_size, needed - alphabet,
                     alphabet, needed + alphabet)
+
+
+def starting_alphabet(tok_cfg: TokenizerConfig, distinct_chars: int) -> tuple[int, str]:
+    """(tokens the trainer starts from before any merge, why), by trainer: what `check_alphabet` counts."""
+    chars = f"{distinct_chars} distinct characters in the training sample"
+    word_start = " and the word-start ▁" if uses_metaspace(tok_cfg) else ""
+    if tok_cfg.byte_level:
+        return BYTE_LEVEL_ALPHABET, "byte-level BPE starts from all 256 byte symbols"
+    if tok_cfg.trainer == "sentencepiece" and tok_cfg.model == "wordpiece":
+        return 2 * distinct_chars, f"{chars}, each as a word-initial x and a continuation ##x"
+    if tok_cfg.trainer == "sentencepiece" or tok_cfg.model == "unigram":
+        return distinct_chars + bool(word_start), chars + word_start
+    return (min(distinct_chars + bool(word_start), tok_cfg.limit_alphabet),
+            f"{chars}{word_start}, tokenizer.limit_alphabet={tok_cfg.limit_alphabet}")
+
+
+def smaller_alphabet_advice(tok_cfg: TokenizerConfig) -> str:
+    """How to make the trainer start from fewer characters, as the end of a sentence ("" for byte-level)."""
+    if tok_cfg.byte_level:
+        return ""
+    if tok_cfg.trainer == "tokenizers" and tok_cfg.model != "unigram":
+        return f" or lower tokenizer.limit_alphabet (now {tok_cfg.limit_alphabet}; rarer characters become [UNK])"
+    # sentencepiece runs with character_coverage=1.0 and the tokenizers Unigram trainer has no cap: both keep
+    # every character, and tokenizer.limit_alphabet does not apply.
+    trainer = "sentencepiece" if tok_cfg.trainer == "sentencepiece" else "the Unigram trainer"
+    folds = [f"tokenizer.{key}=true" for key in ("lowercase", "strip_accents") if not getattr(tok_cfg, key)]
+    fold = f" or fold characters together with {' or '.join(folds)}" if folds else ""
+    return f"{fold} ({trainer} keeps every character: tokenizer.limit_alphabet does not apply to it)"
 
 
 def check_trained_size(tokenizer: Tokenizer, tok_cfg: TokenizerConfig) -> None:
@@ -91,7 +113,7 @@ def check_trained_size(tokenizer: Tokenizer, tok_cfg: TokenizerConfig) -> None:
     why = f", of which {copies} are the ##x copies of characters that continue a word" if copies else ""
     raise ConfigError(f"tokenizer.vocab_size={tok_cfg.vocab_size}: the trained vocabulary has {trained} tokens before "
                       f"any merge (the special tokens and the alphabet{why}): raise tokenizer.vocab_size to well "
-                      f"above {trained} or lower tokenizer.limit_alphabet (now {tok_cfg.limit_alphabet})")
+                      f"above {trained}" + smaller_alphabet_advice(tok_cfg))
 
 
 def special_token_list(tok_cfg: TokenizerConfig) -> list[str]:
@@ -105,6 +127,20 @@ def uses_metaspace(tok_cfg: TokenizerConfig) -> bool:
     """Whether the tokenizer marks word starts with Metaspace's "▁" (character-level BPE and Unigram,
     from either trainer); WordPiece and byte-level BPE split at any whitespace themselves."""
     return tok_cfg.model in ("bpe", "unigram") and not tok_cfg.byte_level
+
+
+def marks_word_starts(tok_cfg: TokenizerConfig) -> bool:
+    """Whether the space before a word is part of the word's first token ("▁word" with Metaspace, "Ġword"
+    with byte-level BPE): character-level and byte-level BPE and Unigram, not WordPiece."""
+    return tok_cfg.model in ("bpe", "unigram")
+
+
+def mask_taking_space(mask: str) -> AddedToken:
+    """The mask token, taking the spaces before it (lstrip, as roberta-base's <mask>). Where a word's first
+    token holds the space before it, masking in training replaces that whole token ("▁ag" -> [MASK]); without
+    lstrip a fill-mask prompt "Tá sé [MASK] anseo" gives a lone "▁" before [MASK], a sequence training never
+    produced. Text without the mask string encodes exactly as before."""
+    return AddedToken(mask, lstrip=True, rstrip=False, single_word=False, normalized=False, special=True)
 
 
 def build_normalizer(tok_cfg: TokenizerConfig) -> normalizers.Normalizer | None:
@@ -185,7 +221,10 @@ def finish(tokenizer: Tokenizer, tok_cfg: TokenizerConfig) -> dict[str, str]:
 
     The vocabulary is not padded here: the model pads its embedding rows
     (`model.pad_vocab_to_multiple_of`), so a tokenizer holds only tokens that can occur."""
-    tokenizer.add_special_tokens(special_token_list(tok_cfg))  # already in the vocabulary: keeps their ids
     roles = dict(STYLES[tok_cfg.style])
+    specials = special_token_list(tok_cfg)
+    if marks_word_starts(tok_cfg):
+        specials[specials.index(roles["mask"])] = mask_taking_space(roles["mask"])
+    tokenizer.add_special_tokens(specials)  # already in the vocabulary: keeps their ids
     add_post_processor(tokenizer, roles, tok_cfg.style)
     return roles

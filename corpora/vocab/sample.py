@@ -7,11 +7,14 @@ spread over the whole corpus, identical on every run, and never held in memory.
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import xxhash
+from tokenizers.normalizers import Normalizer
 
 from corpora.documents import iter_documents
 
@@ -31,26 +34,27 @@ class TrainingSample:
     split_documents: int = 0
     split_chars: int = 0
     alphabet: set[str] = field(default_factory=set)
+    """Distinct characters of the training split as the trainer sees them (after the normaliser), no whitespace."""
     documents: int = 0
     chars: int = 0
 
     @classmethod
     def plan(cls, corpus_dir: Path, heldout_percent: float, max_docs: int, max_chars: int,
-             lowercase: bool = False) -> "TrainingSample":
-        """Measure the training split in one streaming pass and fix the sampling fraction."""
+             normalizer: Normalizer | None = None) -> "TrainingSample":
+        """Measure the training split in one streaming pass and fix the sampling fraction; the alphabet is
+        counted after `normalizer` (the tokenizer's), as the trainer counts it."""
         docs = chars = 0
-        alphabet: set[str] = set()
+        alphabet = _Alphabet(normalizer)
         for doc in iter_documents(corpus_dir, "train", heldout_percent):
             text = doc["text"]
             docs, chars = docs + 1, chars + len(text)
-            alphabet.update(text.lower() if lowercase else text)
-        alphabet -= {" ", "\n", "\t", "\r"}
+            alphabet.update(text)
         fraction = 1.0
         if max_chars and chars > max_chars:
             fraction = min(fraction, max_chars / chars)
         if max_docs and docs > max_docs:
             fraction = min(fraction, max_docs / docs)
-        return cls(Path(corpus_dir), heldout_percent, fraction, max_docs, max_chars, docs, chars, alphabet)
+        return cls(Path(corpus_dir), heldout_percent, fraction, max_docs, max_chars, docs, chars, alphabet.chars())
 
     def is_sampled(self, doc_id: str) -> bool:
         return xxhash.xxh64_intdigest(doc_id.encode("utf-8"), seed=_SAMPLE_SEED) % _BUCKETS < self.keep_fraction * _BUCKETS
@@ -64,3 +68,38 @@ class TrainingSample:
                 return  # the hash fraction is approximate; the caps are hard
             self.documents, self.chars = self.documents + 1, self.chars + len(doc["text"])
             yield doc["text"]
+
+
+class _Alphabet:
+    """Distinct characters of texts after a normaliser, which may merge, split, drop or change them.
+
+    Normalising every text would cost several times the plan's pass, so a text is normalised only when it
+    holds a character not seen before, or one that Unicode composition can merge with the character before
+    it (`_composing`): otherwise the normaliser maps its characters one by one, and each was already mapped."""
+
+    def __init__(self, normalizer: Normalizer | None):
+        self.normalizer, self.raw, self.normalized = normalizer, set(), set()
+
+    def update(self, text: str) -> None:
+        chars = set(text)
+        if self.normalizer is None:
+            self.raw |= chars
+        elif not chars <= self.raw or not chars.isdisjoint(_composing()):
+            self.raw |= chars
+            self.normalized.update(self.normalizer.normalize_str(text))
+
+    def chars(self) -> set[str]:
+        return {ch for ch in (self.normalized if self.normalizer else self.raw) if not ch.isspace()}
+
+
+@functools.cache
+def _composing() -> frozenset[str]:
+    """Characters that NFC/NFKC composition can merge into the character before them: every part but the
+    first of a canonical decomposition (combining accents, some Indic vowel signs), and Hangul's vowel and
+    final jamo (composed by rule, not listed)."""
+    found = {chr(code) for code in range(0x1161, 0x1176)} | {chr(code) for code in range(0x11A8, 0x11C3)}
+    for code in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(code))
+        if decomposition and not decomposition.startswith("<"):  # "<compat> ..." is not canonical
+            found.update(chr(int(part, 16)) for part in decomposition.split()[1:])
+    return frozenset(found)

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from bertforge.common.errors import ConfigError
 from corpora.vocab.special_tokens import STYLES
-from corpora.vocab.build import build_normalizer, special_token_list
+from corpora.vocab.build import build_normalizer, smaller_alphabet_advice, special_token_list
 from corpora.config import TokenizerConfig
 
 log = logging.getLogger("bertforge.vocab")
@@ -86,7 +86,11 @@ def train_processor(texts: Iterable[str], tok_cfg: TokenizerConfig, workdir: Pat
             num_threads=tok_cfg.sentencepiece_threads, max_sentence_length=_MAX_LINE_BYTES * 2,
             control_symbols=controls, minloglevel=2, **ids, **pieces)
     except RuntimeError as err:
-        raise ConfigError(f"sentencepiece could not train tokenizer.vocab_size={tok_cfg.vocab_size}: {err}") from None
+        # Its advice names its own flags: say which bertforge key to change (character_coverage is fixed at 1.0).
+        advice = (" In bertforge, raise tokenizer.vocab_size" + smaller_alphabet_advice(tok_cfg)
+                  if "required_chars" in str(err) else "")
+        raise ConfigError(f"sentencepiece could not train tokenizer.vocab_size={tok_cfg.vocab_size}: {err}{advice}"
+                          ) from None
     finally:
         text_file.unlink(missing_ok=True)
     processor = spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))

@@ -24,7 +24,8 @@ from bertforge.common.stage_folder import StageOutput, write_json_atomic
 from corpora.config import SourceConfig, TokenizerConfig
 from corpora.documents import corpus_sentences, iter_documents
 from corpora.vocab.special_tokens import special_tokens
-from corpora.vocab.build import build_untrained, check_alphabet, check_options, check_trained_size, finish
+from corpora.vocab.build import (build_normalizer, build_untrained, check_alphabet, check_options, check_trained_size,
+                                 finish)
 from corpora.vocab.extend import add_tokens, choose_new_tokens, count_words
 from corpora.vocab.metrics import conllu_files, gold_metrics, gold_sentences, load_reference, text_metrics, unk_id
 from corpora.vocab.sample import TrainingSample
@@ -164,10 +165,11 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
     if base is not None:
         check_base(tok_cfg, plan, base)
     reference_path = tok_cfg.reference or plan.base
-    reference = load_reference(tok_cfg.reference, "tokenizer.reference") if tok_cfg.reference else base
+    # convert=True as `checked_vocab_inputs` loads it: a folder with only a slow tokenizer's files passes both.
+    reference = load_reference(tok_cfg.reference, "tokenizer.reference", convert=True) if tok_cfg.reference else base
     gold_files = conllu_files(tok_cfg.gold_conllu) if tok_cfg.gold_conllu else _source_treebanks(source)
-    sample = TrainingSample.plan(corpus_dir, heldout_percent, tok_cfg.max_training_docs,
-                                 tok_cfg.max_training_chars, tok_cfg.lowercase)
+    sample = TrainingSample.plan(corpus_dir, heldout_percent, tok_cfg.max_training_docs, tok_cfg.max_training_chars,
+                                 build_normalizer(tok_cfg) if plan.action == "train" else None)
     if sample.split_documents == 0:
         raise CorpusInputError(str(corpus_dir), "has no training documents (all filtered out, or all held out)",
                                "Loosen the filters, add text, or lower shards.heldout_percent.")
@@ -204,13 +206,22 @@ def build_vocab(tok_cfg: TokenizerConfig, source: SourceConfig, heldout_percent:
             metrics["sentencepiece_agreement"] = segmentation_agreement(build.tmp / "spm.model", tokenizer, heldout)
         if extension:
             metrics["extension"] = extension | {
-                "fertility_before": metrics["reference"]["heldout"]["fertility"],
+                "fertility_before": _base_fertility(base, plan.base, metrics, reference is base, heldout),
                 "fertility_after": metrics["fertility"]}
         write_json_atomic(build.tmp / "metrics.json", metrics)
         build.manifest["counts"] = metrics
     log.info("vocab: %s, %d tokens, held-out fertility %.3f%s -> %s", plan.action, metrics["vocab_size"],
              metrics["fertility"],
              f" (reference {metrics['reference']['heldout']['fertility']:.3f})" if reference else "", out.folder)
+
+
+def _base_fertility(base: Tokenizer, base_path: str, metrics: dict, base_is_reference: bool,
+                    heldout: list[str]) -> float:
+    """Held-out fertility of the tokenizer extended, before its new tokens: the reference's score when the
+    base is the reference, else measured here (a tokenizer.reference is another tokenizer)."""
+    if base_is_reference:
+        return metrics["reference"]["heldout"]["fertility"]
+    return text_metrics(base, heldout, unk_id(base, base_path))["fertility"]
 
 
 def train(tok_cfg: TokenizerConfig, sample: TrainingSample, workdir: Path) -> tuple[Tokenizer, dict[str, str]]:

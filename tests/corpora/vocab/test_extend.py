@@ -107,3 +107,21 @@ def test_extending_a_marker_vocabulary_shortens_running_text_by_the_predicted_sa
     in_context = base.encode(f"tá {top['text']}", add_special_tokens=False).ids[1:]  # its pieces after "tá "
     assert counts["mean"] == len(added) and torch.allclose(rows[extended.token_to_id(top["token"])],
                                                            old_rows[in_context].mean(0))
+
+
+def test_fertility_before_is_the_base_tokenizers_even_with_another_reference(make_cfg, shared_work):
+    """metrics.json's extension compares the tokenizer extended before and after its new tokens; a
+    tokenizer.reference (here a small Irish WordPiece) is scored beside them, not in the base's place."""
+    reference = run_stage(make_cfg("vocab", ["tokenizer.vocab_size=1500"], work_dir=shared_work), "vocab")
+    cfg = make_cfg("vocab", ["tokenizer=extend", f"tokenizer.extend_from={BASE}", "tokenizer.extend_tokens=100",
+                             f"tokenizer.reference={reference}"], work_dir=shared_work)
+    metrics = json.loads((run_stage(cfg, "vocab") / "metrics.json").read_text())
+    base = Tokenizer.from_file(str(BASE / "tokenizer.json"))
+    base.no_truncation()
+    held_out = [d["text"] for d in iter_documents(next((shared_work / "corpus").glob("corpus-*")), "heldout",
+                                                  cfg.shards.heldout_percent)]
+    words = sum(len(text.split()) for text in held_out)
+    base_fertility = sum(len(e.ids) for e in base.encode_batch(held_out, add_special_tokens=False)) / words
+    assert metrics["reference"]["path"] == str(reference) and metrics["heldout_words"] == words
+    assert metrics["extension"]["fertility_before"] == pytest.approx(base_fertility)
+    assert metrics["reference"]["heldout"]["fertility"] < 0.95 * base_fertility  # so the two are told apart

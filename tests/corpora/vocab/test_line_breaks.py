@@ -57,3 +57,23 @@ def test_a_line_break_is_a_word_boundary(data_dir, tmp_path, option):
     unks = sum(e.ids.count(tokenizer.token_to_id("[UNK]"))
                for e in tokenizer.encode_batch(docs, add_special_tokens=False))
     assert unks == 0
+
+
+@pytest.mark.parametrize("option", list(FAMILIES) + ["bpe_bytelevel"])
+def test_whole_word_units_never_join_the_words_around_a_line_break(data_dir, tmp_path, option):
+    """Whole-word masking takes a word-start token and the tokens up to the next one as one unit. Byte-level BPE
+    gives "\\n" and "\\t" tokens of their own ("Ċ", "ĉ") and the word after them no "Ġ": that word must still get
+    a unit of its own, not join the word before the break ("Ġanseo . Ċ BhÃŃ" as one unit)."""
+    docs = one_sentence_per_line(data_dir)
+    if option == "bpe_bytelevel":
+        tokenizer, trainer = build_untrained(TokenizerConfig(vocab_size=600, model="bpe", byte_level=True))
+        tokenizer.train_from_iterator(docs, trainer=trainer)
+    else:
+        tokenizer = trained(option, docs, tmp_path)
+    table = word_start_table(tokenizer)
+    for text in ["The terms apply.\nThe terms\r\napply.\n\n\tThe end.", *docs[:20]]:
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        starts = [i for i, token_id in enumerate(encoding.ids) if i == 0 or table[token_id]]
+        units = [text[encoding.offsets[a][0]:encoding.offsets[b - 1][1]]
+                 for a, b in zip(starts, starts[1:] + [len(encoding.ids)])]
+        assert [unit for unit in units if len(unit.split()) > 1] == []

@@ -33,14 +33,33 @@ def test_pieces_are_rewritten_as_gabert_did(converted):
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"[unused{i}]" for i in range(100)]
     assert [tokenizer.id_to_token(i) for i in range(105)] == specials
     pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
-    for piece in pieces[105:]:
-        if piece != "▁":
-            assert (piece[1:] if piece.startswith("▁") else "##" + piece) in vocab, piece
-    assert "▁" in pieces and tokenizer.get_vocab_size() == len(pieces) - 1  # only the bare ▁ went
+    assert "▁" in pieces and "" not in vocab  # the bare ▁ went
+    rewritten = [piece[1:] if piece.startswith("▁") else "##" + piece for piece in pieces[105:] if piece != "▁"]
+    # Only the latest-learnt multi-character pieces gave way, to the characters' missing entries.
+    merged = [token for token in rewritten if len(token.removeprefix("##")) > 1]
+    dropped = [token for token in rewritten if token not in vocab]
+    assert dropped == merged[len(merged) - len(dropped):]
+    assert len(pieces) - 1 - len(dropped) < tokenizer.get_vocab_size() <= 2000  # tokenizer.vocab_size
     assert json.loads(tokenizer.to_str())["model"]["type"] == "WordPiece"
     # Whole-word masking reads word starts from the ## convention.
     table = load_word_start_table(converted / "tokenizer.json")
     assert table[vocab["##" + next(p for p in pieces[105:] if not p.startswith("▁"))]] == False  # noqa: E712
+
+
+def test_every_character_can_start_and_continue_a_word(converted):
+    """sentencepiece keeps a character that never merged with ▁ ("v", "j", "Ú" in Irish) only as a non-initial
+    piece: without a bare entry too, every held-out word starting with it would be [UNK] as a whole."""
+    tokenizer = Tokenizer.from_file(str(converted / "tokenizer.json"))
+    processor = spm.SentencePieceProcessor(model_file=str(converted / "spm.model"))
+    vocab = tokenizer.get_vocab()
+    alphabet = {ch for i in range(105, processor.get_piece_size()) for ch in processor.id_to_piece(i)} - {"▁"}
+    assert len(alphabet) > 50
+    assert [ch for ch in sorted(alphabet) if ch not in vocab or "##" + ch not in vocab] == []
+    corpus = next((converted.parent.parent / "corpus").iterdir())
+    words = {w for d in iter_documents(corpus, "heldout", 25.0) for w in d["text"].split()}
+    spelt = [w for w in words if set(w) <= alphabet]  # words made only of characters sentencepiece learnt
+    unknown = [w for w in spelt if "[UNK]" in tokenizer.encode(w, add_special_tokens=False).tokens]
+    assert len(spelt) > 2000 and unknown == []
 
 
 def test_transformers_loads_it_cased_with_fadas(converted):
@@ -70,6 +89,15 @@ def test_most_held_out_words_are_segmented_as_sentencepiece_did(converted):
 
 
 def test_conversion_drops_bare_word_start_and_collisions():
-    vocab, counts = convert_pieces(["[PAD]", "[UNK]", "▁an", "an", "▁", "▁##x", "x"], ["[PAD]", "[UNK]"])
-    assert vocab == {"[PAD]": 0, "[UNK]": 1, "an": 2, "##an": 3, "##x": 4}
+    vocab, counts = convert_pieces(["[PAD]", "[UNK]", "▁an", "an", "▁", "▁##x", "x"], ["[PAD]", "[UNK]"], 100)
+    assert list(vocab)[:5] == ["[PAD]", "[UNK]", "an", "##an", "##x"]
     assert counts["dropped_bare_word_start"] == 1 and counts["dropped_collisions"] == 1
+
+
+def test_conversion_gives_every_character_both_entries_within_vocab_size():
+    pieces = ["[PAD]", "[UNK]", "▁an", "an", "▁", "nn", "▁aa", "a", "n", "x"]  # sentencepiece: characters last
+    vocab, counts = convert_pieces(pieces, ["[PAD]", "[UNK]"], vocab_size=10)
+    # "a", "n", "x" start no learnt piece: they are added, and the two latest merges ("##nn", "aa") make room.
+    assert list(vocab) == ["[PAD]", "[UNK]", "an", "##an", "##a", "##n", "##x", "a", "n", "x"]
+    assert counts["added_character_entries"] == 3 and counts["dropped_for_characters"] == 2
+    assert list(convert_pieces(pieces, ["[PAD]", "[UNK]"], vocab_size=100)[0])[2:7] == ["an", "##an", "##nn", "aa", "##a"]

@@ -2,6 +2,9 @@
 metrics against a reference, and clear errors before training on bad input."""
 
 import json
+import re
+import shutil
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -139,6 +142,56 @@ def test_a_wordpiece_alphabet_larger_than_vocab_size_is_refused(make_cfg, tmp_pa
                                           r"of which 69 are the ##x copies"):
         run_stages(make_cfg("vocab", ["experiment=demo_ga", "tokenizer.vocab_size=120"]), "vocab")
     assert not any((tmp_path / "work" / "vocab").iterdir())
+
+
+def test_the_alphabet_is_counted_after_the_tokenizers_normaliser(make_cfg, shared_work):
+    """Lowercasing and stripping accents fold Irish capitals and fadas together: a vocabulary with room for the
+    folded alphabet trains, though the alphabet counted before the normaliser would not fit in it."""
+    folded = ["tokenizer=unigram", "tokenizer.lowercase=true", "tokenizer.strip_accents=true"]
+    cfg = make_cfg("vocab", folded, work_dir=shared_work)
+    corpus = run_stages(cfg, "corpus")["corpus"]
+    texts = [d["text"] for d in iter_documents(corpus, "train", cfg.shards.heldout_percent)]
+    lowered = {ch for text in texts for ch in text.lower() if not ch.isspace()}
+    stripped = {ch for ch in unicodedata.normalize("NFD", "".join(lowered)) if not unicodedata.combining(ch)}
+    size = len(stripped) + 1 + 5 + 2  # the folded alphabet, Metaspace's "▁", 5 special tokens, a little room
+    assert size < len(lowered) + 5  # what counting the lowercased text alone asked for
+    folder = run_stage(make_cfg("vocab", [*folded, f"tokenizer.vocab_size={size}"], work_dir=shared_work), "vocab")
+    assert Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size() <= size
+
+
+@pytest.mark.parametrize("overrides,needed,advice", [
+    (["tokenizer.vocab_size=40"], r"tokenizer.limit_alphabet=1000", r"or lower tokenizer.limit_alphabet \(now 1000"),
+    (["tokenizer=unigram", "tokenizer.vocab_size=40"], r"characters in the training sample and the word-start ▁",
+     r"tokenizer.lowercase=true or tokenizer.strip_accents=true \(the Unigram trainer keeps every character"),
+    # sentencepiece ignores limit_alphabet (character_coverage=1.0): it used to pass the check and fail in training.
+    (["tokenizer=sp_bpe", "tokenizer.limit_alphabet=30", "tokenizer.vocab_size=60"], r"the word-start ▁\)",
+     r"tokenizer.lowercase=true or tokenizer.strip_accents=true \(sentencepiece keeps every character"),
+    # gaBERT's WordPiece needs x and ##x for each character: 2 x 88 characters + 105 special tokens.
+    (["tokenizer=sp_wordpiece", "tokenizer.vocab_size=250"], r"\(281: .* each as a word-initial x and a continuation ##x",
+     r"sentencepiece keeps every character: tokenizer.limit_alphabet does not apply"),
+], ids=["wordpiece", "unigram", "sp_bpe", "sp_wordpiece"])
+def test_an_alphabet_too_large_is_refused_with_the_trainers_own_advice(make_cfg, tmp_path, overrides, needed, advice):
+    with pytest.raises(ConfigError, match=r"is below the alphabet size plus special tokens") as refused:
+        run_stage(make_cfg("vocab", overrides), "vocab")
+    assert re.search(needed, str(refused.value)) and re.search(advice, str(refused.value)), str(refused.value)
+    assert ("lower tokenizer.limit_alphabet" in str(refused.value)) == (overrides[0] == "tokenizer.vocab_size=40")
+    assert not (tmp_path / "work" / "vocab").exists() or not any((tmp_path / "work" / "vocab").iterdir())
+
+
+def test_a_reference_with_only_a_slow_tokenizer_is_converted_and_scored(make_cfg, shared_work, tmp_path):
+    """A model folder with vocab.txt and no tokenizer.json passes the check before any stage runs; the stage
+    itself then reads it the same way (converted by transformers), and scores it as its tokenizer.json."""
+    slow = tmp_path / "slow_minilm"
+    slow.mkdir()
+    for name in ("vocab.txt", "config.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(Path(REFERENCE) / name, slow / name)
+    scored = {}
+    for reference in (str(slow), REFERENCE):
+        folder = run_stage(make_cfg("vocab", ["tokenizer.vocab_size=2000", f"tokenizer.reference={reference}"],
+                                    work_dir=shared_work), "vocab")
+        scored[reference] = json.loads((folder / "metrics.json").read_text())["reference"]
+    assert scored[str(slow)]["vocab_size"] == 30522 and scored[str(slow)]["path"] == str(slow)
+    assert scored[str(slow)]["heldout"] == scored[REFERENCE]["heldout"]
 
 
 @pytest.mark.parametrize("percent", ["100", "0", "-5"])
