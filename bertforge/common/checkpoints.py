@@ -1,9 +1,10 @@
 """Where a starting checkpoint is: a local Hugging Face folder, an earlier bertforge stage, or a hub id.
 
 Both sides need it: the vocab stage reads the checkpoint's tokenizer (`model.vocab_mode=keep` or
-`extend`), the pretrain stage its weights. Its identity (the hash of its config and weights, or the
-hash of the bertforge stage that made it) goes into their stage hashes, so a changed checkpoint is a
-changed input and a sweep can branch from one base model.
+`extend`), the pretrain stage its weights, the evaluate and downstream stages both. Its identity (the
+hash of its config and weights, the hash of its tokenizer files, and for a bertforge stage folder the hash
+of the stage that made it) goes into their stage hashes, so a changed checkpoint is a changed input and a
+sweep can branch from one base model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from bertforge.common.stage_folder import MANIFEST, is_complete
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")
 STAGE_EXPORTS = {"pretrain": "hf", "publish": "model"}  # where a bertforge stage folder keeps its HF model
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "spm.model", "sentencepiece.bpe.model",
+                   "sentencepiece.model", "tokenizer.model")
+"""The files a Hugging Face tokenizer is loaded from (whichever a folder has): they decide the input ids."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,8 @@ class Checkpoint:
     folder: Path
     """A local folder with config.json and weights."""
     identity: dict
-    """{"sha256": ...} of config and weights, plus {"stage", "stage_hash"} for a bertforge stage folder."""
+    """{"sha256": ...} of config and weights, {"tokenizer_sha256": ...} of the tokenizer files (when it has
+    any), plus {"stage", "stage_hash"} for a bertforge stage folder."""
 
     @property
     def has_tokenizer(self) -> bool:
@@ -69,7 +75,16 @@ def _local(requested: str, path: Path, key: str) -> Checkpoint:
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
     if not weights:
         raise ConfigError(f"{key}={requested!r}: {path} has config.json but no weights ({', '.join(WEIGHT_FILES)})")
-    return Checkpoint(requested, path.resolve(), identity | {"sha256": _files_sha256([path / "config.json", *weights])})
+    identity |= {"sha256": _files_sha256([path / "config.json", *weights])} | _tokenizer_identity(path)
+    return Checkpoint(requested, path.resolve(), identity)
+
+
+def _tokenizer_identity(folder: Path) -> dict:
+    """{"tokenizer_sha256": ...} of the tokenizer files `folder` has; {} when it has none."""
+    # The tokenizer decides the input ids the weights see: a changed one beside the same weights is another
+    # model to score (and another start to continue from). A folder without one keeps the identity it had.
+    files = [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    return {"tokenizer_sha256": _named_files_sha256(files)} if files else {}
 
 
 def _files_sha256(files: list[Path]) -> str:
@@ -78,6 +93,15 @@ def _files_sha256(files: list[Path]) -> str:
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _named_files_sha256(files: list[Path]) -> str:
+    # Each file's name with its own hash, so content moved from one file to another (vocab.txt to
+    # tokenizer.json) is a change too.
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}\0{_files_sha256([file])}\n".encode())
     return digest.hexdigest()[:16]
 
 

