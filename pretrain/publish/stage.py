@@ -8,16 +8,16 @@ import logging
 import shutil
 from pathlib import Path
 
-from bertforge.common.stage_folder import StageOutput, read_manifest, stage_folder
-from corpora.config import FiltersConfig, SourceConfig, TokenizerConfig
+from bertforge.common.stage_folder import StageOutput, read_manifest, stage_folder, write_json_atomic
+from corpora.config import FiltersConfig, SourceConfig
 from corpora.documents import iter_documents
 from omegaconf import OmegaConf
 
 from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingConfig
-from pretrain.publish.card import (CONFIG_FILE, CardInputs, ModelCardFacts, for_hub, model_card, reproducible_config,
-                                   widget_sentences)
+from pretrain.publish.card import (CONFIG_FILE, CardInputs, ModelCardFacts, for_hub, model_card, public_start,
+                                   reproducible_config, tokenizer_facts, widget_sentences)
 from bertforge.common.ranks import first_process
-from pretrain.publish.hub import push_published, step_plan
+from pretrain.publish.hub import hub_endpoint, push_published, step_plan
 
 log = logging.getLogger("bertforge.publish")
 
@@ -25,31 +25,38 @@ MODEL_FILES = "model_files"  # the manifest key: the files the stage wrote into 
 
 
 def build_publish(publish: PublishConfig, *, run_name: str, source: SourceConfig, filters: FiltersConfig,
-                  tokenizer: TokenizerConfig, masking: MaskingConfig, optim: OptimConfig, training: TrainingConfig,
+                  masking: MaskingConfig, optim: OptimConfig, training: TrainingConfig,
                   experiment: dict, upstream: dict[str, Path], out: StageOutput) -> None:
     """Copy the pretrain stage's HF export into `out`/model with a model card made from every upstream
     stage's manifest (`upstream`: corpus, vocab, shards, pretrain, evaluate and, when it ran, downstream
     folders) and `bertforge_config.yaml` (`experiment`, as plain data, made portable). The manifest lists
-    the model folder's files (`model_files`, paths relative to it): what `push_publish` uploads."""
+    the model folder's files (`model_files`, paths relative to it): what `push_publish` uploads. A local
+    `model.init_from` is named by its folder's last component in the card and `init_from.json` (`public_start`)."""
     from transformers import AutoTokenizer
 
     hf = upstream["pretrain"] / "hf"
     heldout = (doc["text"] for doc in iter_documents(upstream["corpus"], "heldout",
                                                       experiment["shards"]["heldout_percent"]))
     downstream = upstream.get("downstream")
+    published_tokenizer = AutoTokenizer.from_pretrained(str(hf))
+    config = reproducible_config(experiment)
     found = CardInputs(
         manifests={name: read_manifest(path) for name, path in upstream.items()},
         corpus_report=json.loads((upstream["corpus"] / "report.json").read_text(encoding="utf-8")),
         architecture=json.loads((hf / "config.json").read_text(encoding="utf-8")),
-        widgets=widget_sentences(heldout, AutoTokenizer.from_pretrained(str(hf)), publish.widget_examples),
-        downstream=json.loads((downstream / "metrics.json").read_text(encoding="utf-8")) if downstream else None)
-    card = model_card(ModelCardFacts(publish, run_name, source, filters, tokenizer, masking, optim, training), found)
+        widgets=widget_sentences(heldout, published_tokenizer, publish.widget_examples),
+        tokenizer=tokenizer_facts(published_tokenizer),
+        downstream=json.loads((downstream / "metrics.json").read_text(encoding="utf-8")) if downstream else None,
+        reproduce_init_from=config.get("model", {}).get("init_from", ""))
+    card = model_card(ModelCardFacts(publish, run_name, source, filters, masking, optim, training), found)
     with out.build() as build:
         model = build.tmp / "model"
         shutil.copytree(hf, model)
+        start = model / "init_from.json"
+        if start.is_file():  # the pretrain export names the start as the config did: maybe a path on this machine
+            write_json_atomic(start, public_start(json.loads(start.read_text(encoding="utf-8"))))
         (model / "README.md").write_text(card, encoding="utf-8")
-        (model / CONFIG_FILE).write_text(
-            OmegaConf.to_yaml(OmegaConf.create(reproducible_config(experiment))), encoding="utf-8")
+        (model / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")
         # What a push sends: only these, whatever is put into the folder later (`Upload.of`).
         build.manifest[MODEL_FILES] = sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file())
     log.info("publish: %s", out.folder / "model")
@@ -80,23 +87,26 @@ def push_publish(publish: PublishConfig, run_name: str, folder: Path) -> str | N
                         publish.push_every_n_steps, note)
         steps_note = note if pushed else f"none will be pushed: {note}"
     return push_published(publish, model_dir, message,
-                          lambda branches: for_hub(card, name, publish.repo_id, branches),
+                          lambda branches: for_hub(card, name, publish.repo_id, branches, publish.revision),
                           pretrain_hash=pretrain_hash, rollback_steps=rollback_steps, steps_note=steps_note,
                           files=manifest.get(MODEL_FILES))  # None: a folder built before the list was kept
 
 
 def steps_pushed(publish: PublishConfig, pretrain: Path) -> tuple[bool, str]:
-    """Whether the run that trained `pretrain` (a finished stage folder) pushed its steps to `publish.repo_id`
-    every `publish.push_every_n_steps` (its manifest's `hub_revisions`), and a line saying what happened.
+    """Whether the run that trained `pretrain` (a finished stage folder) pushed its steps to `publish.repo_id` on
+    this hub (`hub_endpoint`) every `publish.push_every_n_steps` (its manifest's `hub_revisions`; one from before
+    the endpoint was recorded names no hub, so it does not count), and a line saying what happened.
 
     Only the run that trains the stage pushes steps: a folder this command found finished (trained by an
     earlier command, or by a dry run, which never pushes) gets none now, and its step exports are not kept."""
     record = read_manifest(pretrain).get("hub_revisions") if (pretrain / "manifest.json").is_file() else None
     n = publish.push_every_n_steps
-    if record and record.get("repo_id") == publish.repo_id and record.get("every_n_steps") == n:
+    endpoint = hub_endpoint(publish)
+    if record and (record.get("repo_id"), record.get("endpoint"), record.get("every_n_steps")) == \
+            (publish.repo_id, endpoint, n):
         return True, f"{step_plan(publish)}, pushed by the run that trained {pretrain.name} (not pushed again)"
-    earlier = (f"pushing every {record['every_n_steps']} steps to {record['repo_id']}" if record else
-               "without pushing steps")
+    earlier = (f"pushing every {record['every_n_steps']} steps to {record['repo_id']} on "
+               f"{record.get('endpoint') or 'a hub it did not record'}" if record else "without pushing steps")
     return False, (f"the pretrain stage {pretrain} is already finished, trained {earlier}, and only the run that "
                    "trains it pushes steps. Its step exports are not kept (only hf/, the last step, and "
                    "checkpoints/*.ckpt: the newest checkpoint.keep_last and checkpoint.pin_steps); to push them, "

@@ -146,3 +146,26 @@ def test_after_a_rollback_the_retrained_steps_replace_the_abandoned_ones(hub, tm
     before = train(HubCheckpointPush(publish, export, message), module(), 40)
     assert before.already_there == {"step-000010"} and before.pushed == ["step-000040"]
     assert held()["step-000040"] == "attempt 1"
+
+
+def test_step_exports_wait_beside_the_run_folder_and_a_killed_runs_are_removed(hub, tmp_path):
+    """The exports go to `<run folder>.hub-push` (the run's working folder becomes the stage folder: never inside
+    it), not the system temp folder: what a killed run left there goes at the next start, the rest at the end."""
+    run_folder = tmp_path / "pretrain" / ".pretrain-0123456789ab.work"
+    left = tmp_path / "pretrain" / ".pretrain-0123456789ab.work.hub-push" / "step-000020"
+    left.mkdir(parents=True)
+    (left / "model.safetensors").write_text("an export a SIGKILL left")
+    seen = []
+
+    def export(model, folder):
+        seen.append(folder)
+        write_export(model, folder)
+
+    publish = PublishConfig(push_to_hub=True, repo_id="org/m", endpoint=hub.url, push_every_n_steps=10)
+    callback = HubCheckpointPush(publish, export, "test")
+    callback.on_fit_start(SimpleNamespace(is_global_zero=True, default_root_dir=str(run_folder)), module())
+    assert not left.exists()
+    steps(callback, 10)
+    callback.finish()
+    assert seen == [left.parent / "step-000010"] and callback.pushed == ["step-000010"]
+    assert not left.parent.exists() and not run_folder.exists()

@@ -1,6 +1,7 @@
 """A RoBERTa-style path (byte-level BPE with <s> </s> <mask>, RoBERTa layout) runs end to end:
 later stages find special tokens by role, not by BERT's names."""
 
+import json
 from pathlib import Path
 
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
@@ -25,3 +26,5 @@ def test_roberta_style_vocabulary_and_model(make_cfg):
     # the tokenizer cuts where the model's positions end (RoBERTa's table is pad_token_id + 1 rows longer)
     assert model.config.max_position_embeddings == 128 + 2
     assert AutoTokenizer.from_pretrained(model_dir).model_max_length == 128
+    # a class transformers 4.x has too (5.x writes its own TokenizersBackend, which 4.x cannot load)
+    assert json.loads((model_dir / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"

