@@ -93,6 +93,9 @@ class QualityConfig:
     """Share of letters that belong to `scripts`."""
     min_terminal_punct_line_ratio: float | None = None
     """Share of lines ending in terminal punctuation (. ! ? … and their CJK/Arabic/Devanagari forms)."""
+    terminal_punct: list[str] = field(default_factory=list, metadata={"hashed_if_set": True})
+    """The marks that count as terminal punctuation for min_terminal_punct_line_ratio (C4: . ? ! "); empty:
+    those of many scripts (`corpora.corpus.rules.quality.TERMINAL_PUNCT`, closing quotes and brackets too)."""
     max_bullet_line_ratio: float | None = None
     """Share of lines starting with a bullet (Gopher: 0.9)."""
     max_ellipsis_line_ratio: float | None = None

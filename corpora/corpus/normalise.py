@@ -54,6 +54,12 @@ def normalise_text(text: str, unicode_form: str = "NFC", remove_control_chars: b
     return text.strip()
 
 
+def normalise_options(cfg: NormaliseConfig) -> dict:
+    """`normalise_text`'s keyword arguments for the `filters.normalise` settings `cfg`."""
+    return dict(unicode_form=cfg.unicode_form, remove_control_chars=cfg.remove_control_chars,
+                collapse_spaces=cfg.collapse_spaces, fix_mojibake=cfg.fix_mojibake)
+
+
 class Normaliser(FilterStep):
     """datatrove step: normalise every document's text in place (see `normalise_text`)."""
 
@@ -68,8 +74,7 @@ class Normaliser(FilterStep):
                 import ftfy  # noqa: F401
             except ImportError:
                 raise ValueError("filters.normalise.fix_mojibake needs ftfy: pip install ftfy") from None
-        self.options = dict(unicode_form=cfg.unicode_form, remove_control_chars=cfg.remove_control_chars,
-                            collapse_spaces=cfg.collapse_spaces, fix_mojibake=cfg.fix_mojibake)
+        self.options = normalise_options(cfg)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         doc.text = normalise_text(doc.text, **self.options)

@@ -3,19 +3,25 @@
 Each reader decodes bytes itself so that a non-UTF-8 byte, a NUL byte, a malformed JSON line, a
 record without its text field or a record longer than `max_record_mib` is bad input named by
 file and line. With `on_bad_record: error` the run stops there; with `skip` the record is left
-out, counted, and written to `skipped/<input>/<rank>.jsonl` (file, line, problem) for the report.
+out, counted, and written to `skipped/<input>/<rank>.jsonl` (file, line, problem) for the report. For
+txt by paragraph (or file) the record is the paragraph (file): one bad line, or a paragraph over the
+limit, leaves out the whole paragraph, listed once (at the bad line, or at the first line of the long
+paragraph).
 
 Each task reads a contiguous run of the whole input (`split_inputs`): all inputs' files in config
 order, an HF dataset's rows in ranges. Tasks in rank order read the input in its own order, so the
 task count never changes the corpus (its order, which copy of a duplicate is kept, what a cap keeps).
 
-Lines are read with a length limit, so a 50 MB line costs at most `max_record_mib` of memory.
+Lines are read with a length limit, so a 50 MB line costs at most `max_record_mib` of memory. A UTF-8
+byte order mark (BOM) at the start of a file is removed (Windows editors write one), so the first JSON line
+parses and a first `# text =` or `# newdoc` line of CoNLL-U is seen.
 Every document carries `metadata["source"]` (the input's name) and, until the dedup step takes
 it off, `metadata["input_index"]` (which input it came from, for caps and weights).
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import zlib
 from pathlib import Path
@@ -33,6 +39,14 @@ DEFAULT_GLOBS = {"txt": "**/*.txt", "jsonl": "**/*.jsonl*", "conllu": "**/*.conl
 FORMATS = tuple(DEFAULT_GLOBS)
 BAD_RECORD_MODES = ("error", "skip")
 TXT_UNITS = ("file", "paragraph", "line")  # TextReader: a document per file, paragraph or line
+BOM = "\ufeff"
+
+
+def size_text(n_bytes: int) -> str:
+    """A byte limit for a message: "16 MiB", "0.5 MiB", "1000 bytes" (never "0 MiB" under 1 MiB)."""
+    if n_bytes >= 1 << 19:
+        return f"{n_bytes / (1 << 20):.3g} MiB"
+    return f"{n_bytes / (1 << 10):.3g} KiB" if n_bytes >= 1 << 10 else f"{n_bytes} bytes"
 
 
 class BadRecord(Exception):
@@ -143,7 +157,7 @@ class _StrictReader(BaseDiskReader):
                     if len(line) > limit and not line.endswith(b"\n"):
                         while (rest := handle.readline(limit)) and not rest.endswith(b"\n"):
                             pass  # skip the rest of the oversized line without holding it
-                        yield number, BadRecord(number, f"line longer than {limit >> 20} MiB",
+                        yield number, BadRecord(number, f"line longer than {size_text(limit)}",
                                                 "Split the record, or raise source.max_record_mib.")
                         continue
                     if b"\x00" in line:
@@ -151,11 +165,14 @@ class _StrictReader(BaseDiskReader):
                                                 "Remove the binary content or the file.")
                         continue
                     try:
-                        yield number, line.decode("utf-8")
+                        text = line.decode("utf-8")
                     except UnicodeDecodeError as err:
                         yield number, BadRecord(
                             number, f"not valid UTF-8 (byte {err.start} of the line)",
                             "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or remove it.")
+                        continue
+                    # a byte order mark is no text: left on, it breaks line 1's JSON or CoNLL-U comment
+                    yield number, text[1:] if number == 1 and text.startswith(BOM) else text
             except (EOFError, OSError, zlib.error) as err:
                 yield number + 1, BadRecord(number + 1, f"cannot be read past this line ({err})",
                                             "The file is truncated or corrupt: re-download or re-compress it.",
@@ -170,7 +187,7 @@ class _StrictReader(BaseDiskReader):
 
     def _check_size(self, text: str, line: int) -> BadRecord | None:
         if len(text) > self.max_record_bytes:  # counts characters (no encoding pass): up to 4x the bytes
-            return BadRecord(line, f"record longer than {self.max_record_bytes >> 20} MiB",
+            return BadRecord(line, f"record longer than {size_text(self.max_record_bytes)}",
                              "Split the record, or raise source.max_record_mib.")
         return None
 
@@ -187,30 +204,51 @@ class TextReader(_StrictReader):
         self.unit = unit
 
     def _records(self, filepath: str):
+        if self.unit == "line":
+            for number, line in self._lines(filepath):
+                if isinstance(line, BadRecord):
+                    yield line
+                elif doc := self._doc(line, filepath, str(number)):
+                    yield doc
+            return
+        yield from self._block_records(filepath)
+
+    def _block_records(self, filepath: str):
+        """A document per paragraph (or file). A paragraph holding a bad line, or longer than the record
+        limit, is left out whole and listed once: keeping the lines around a bad one
+        would join text that never stood together, and keeping the tail of a long one would pass it off as a
+        paragraph of its own."""
         block: list[str] = []
-        size = 0
-        first = 1
+        size, first, dropped = 0, 1, False  # dropped: this paragraph (file) was listed as bad: skip it
         for number, line in self._lines(filepath):
+            if self.unit == "paragraph" and isinstance(line, str) and not line.strip():
+                if not dropped and (doc := self._doc("".join(block), filepath, str(first))):
+                    yield doc
+                block, size, first, dropped = [], 0, number + 1, False
+                continue
+            if dropped:
+                continue
             if isinstance(line, BadRecord):
-                yield line
-                continue
-            if self.unit == "line":
-                if doc := self._doc(line, filepath, str(number)):
-                    yield doc
-                continue
-            if self.unit == "paragraph" and not line.strip():
-                if doc := self._doc("".join(block), filepath, str(first)):
-                    yield doc
-                block, size, first = [], 0, number + 1
+                yield self._whole_unit_bad(line, first)
+                block, dropped = [], True
                 continue
             block.append(line)
             size += len(line)
-            if size > self.max_record_bytes:  # a paragraph (or file) too long to hold: drop the rest of it
-                yield BadRecord(first, f"{self.unit} starting here is longer than {self.max_record_bytes >> 20} MiB",
+            if size > self.max_record_bytes:
+                limit = size_text(self.max_record_bytes)
+                yield BadRecord(first, f"{self.unit} starting here is longer than {limit}",
                                 "Split it, use txt_unit=line, or raise source.max_record_mib.")
-                block, size, first = [], 0, number + 1
-        if doc := self._doc("".join(block), filepath, str(first)):
+                block, dropped = [], True
+        if not dropped and (doc := self._doc("".join(block), filepath, str(first))):
             yield doc
+
+    def _whole_unit_bad(self, bad: BadRecord, first: int) -> BadRecord:
+        """`bad` (one line), saying in skip mode that the paragraph (or file) holding it, from line `first`,
+        is left out whole (the skipped list must not read as if only that line was lost)."""
+        if self.on_bad_record != "skip":
+            return bad  # the run stops at it: nothing is left out
+        problem = f"{bad.problem}; its {self.unit} (from line {first}) is left out whole"
+        return BadRecord(bad.line, problem, bad.fix, bad.fatal_for_file)
 
 
 class JsonlReader(_StrictReader):
@@ -234,6 +272,9 @@ class JsonlReader(_StrictReader):
             except orjson.JSONDecodeError as err:
                 yield BadRecord(number, f"not a JSON object ({err})",
                                 "Fix or remove this line; each line must be one JSON object.")
+                continue
+            if isinstance(record, dict) and self.text_key in record and record[self.text_key] is None:
+                self._empty(filepath, number)  # null text: no text, as an empty string or a null table cell
                 continue
             if not isinstance(record, dict) or not isinstance(record.get(self.text_key), str):
                 keys = sorted(record) if isinstance(record, dict) else type(record).__name__
@@ -420,6 +461,19 @@ def split_inputs(readers: list[_StrictReader], tasks: int) -> None:
             reader.shares.setdefault(rank, []).append(unit)
 
 
+def exact_glob(name: str) -> str:
+    """A glob pattern that matches the file `name` and nothing else. `[`, `*` and `?` in the name are
+    escaped (`crawl[2024].jsonl` would match `crawl2.jsonl`...), and the pattern always holds a bracket:
+    datatrove puts `*` before a pattern without one (`plain.jsonl` would also match `explain.jsonl`)."""
+    escaped = glob.escape(name)
+    if glob.has_magic(escaped):
+        return escaped
+    for i, ch in enumerate(escaped):
+        if ch.isalnum() or ch in "._":
+            return f"{escaped[:i]}[{ch}]{escaped[i + 1:]}"
+    return escaped  # no letter, digit, dot or underscore at all: left as it is
+
+
 def make_reader(input_cfg: InputConfig, source_name: str, index: int = 0, on_bad_record: str = "error",
                 max_record_mib: float = 16.0, skipped_folder: str = "") -> BaseDiskReader:
     """The datatrove reader for one configured input (see `corpora.config.InputConfig`); its documents
@@ -427,18 +481,18 @@ def make_reader(input_cfg: InputConfig, source_name: str, index: int = 0, on_bad
     fmt = input_cfg.format
     if fmt not in FORMATS:
         raise ValueError(f"source.inputs[{index}].format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    path, glob = Path(input_cfg.path), input_cfg.glob or DEFAULT_GLOBS[fmt]
+    path, pattern = Path(input_cfg.path), input_cfg.glob or DEFAULT_GLOBS[fmt]
     if path.is_file() and fmt != "hf":  # a single file: read its folder, matching only that file
-        path, glob = path.parent, path.name
+        path, pattern = path.parent, exact_glob(path.name)
     common = dict(input_index=index, on_bad_record=on_bad_record,
                   max_record_bytes=int(max_record_mib * (1 << 20)), skipped_folder=skipped_folder)
     name = input_cfg.name or source_name
     if fmt == "txt":
-        return TextReader(str(path), name, glob, unit=input_cfg.txt_unit, **common)
+        return TextReader(str(path), name, pattern, unit=input_cfg.txt_unit, **common)
     if fmt == "jsonl":
-        return JsonlReader(str(path), name, glob, text_key=input_cfg.text_key, **common)
+        return JsonlReader(str(path), name, pattern, text_key=input_cfg.text_key, **common)
     if fmt == "parquet":
-        return ParquetReader(str(path), name, glob, text_key=input_cfg.text_key, **common)
+        return ParquetReader(str(path), name, pattern, text_key=input_cfg.text_key, **common)
     if fmt == "hf":
         return HFDatasetReader(str(path), name, "dataset_info.json", text_key=input_cfg.text_key, **common)
-    return ConlluReader(str(path), name, glob, sentences_per_doc=input_cfg.sentences_per_doc, **common)
+    return ConlluReader(str(path), name, pattern, sentences_per_doc=input_cfg.sentences_per_doc, **common)

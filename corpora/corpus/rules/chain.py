@@ -116,7 +116,7 @@ def filter_steps(filters: FiltersConfig, removed_writer: Callable[[str], object]
         steps.append(UrlFilter(urls, blocked, exclusion_writer=removed_writer("urls")))
     if filters.blocklist.file:
         phrases = read_word_list(filters.blocklist.file, "filters.blocklist.file")
-        steps.append(BlocklistFilter(phrases, filters.blocklist.max_matches,
+        steps.append(BlocklistFilter(phrases, filters.blocklist.max_matches, filters.normalise,
                                      exclusion_writer=removed_writer("blocklist")))
     if filters.langid.languages:
         steps.append(LanguageFilter(filters.langid, exclusion_writer=removed_writer("language")))

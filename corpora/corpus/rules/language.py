@@ -2,7 +2,8 @@
 
 Backends: `cld2` (pycld2: Google's CLD2 in C++, ~80 languages incl. ga, et, pl; fast) and
 `py3langid` (langid.py's naive Bayes model, 97 languages, pure Python + numpy; ~10x slower).
-Each returns (ISO 639-1 code, score in 0..1).
+Each returns (ISO 639-1 code, score in 0..1); a language without a 639-1 code keeps CLD2's 639-2/3
+one (ceb, haw...). CLD2's deprecated codes are mapped to today's (`CLD2_TO_ISO`: iw -> he, jw -> jv).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from corpora.corpus.rules.base import FilterStep
 from corpora.config import LangIdConfig
 
 BACKENDS = ("cld2", "py3langid")
+# CLD2 still reports the withdrawn codes of Hebrew and Javanese (ISO 639-1 changed them in 1989 and 2001);
+# py3langid, and so users writing filters.langid.languages, say he and jv
+CLD2_TO_ISO = {"iw": "he", "jw": "jv"}
 
 
 class LanguageIdentifier:
@@ -44,8 +48,11 @@ class LanguageIdentifier:
             except self._model.error:  # CLD2 rejects some invalid code points (lone surrogates)
                 return "und", 0.0
             name, code, percent, _ = details[0]
-            # CLD2 reports Irish etc. by ISO 639-1; "un" means unknown. percent: share of the text's bytes
-            return ("und", 0.0) if code == "un" else (code.split("-")[0], percent / 100.0)
+            # "un": unknown; "zh-Hant", "sr-ME" name a script or region. percent: share of the text's bytes
+            if code == "un":
+                return "und", 0.0
+            code = code.split("-")[0]
+            return CLD2_TO_ISO.get(code, code), percent / 100.0
         code, prob = self._model.classify(text)
         return code, float(prob)
 

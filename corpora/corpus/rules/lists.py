@@ -16,9 +16,10 @@ import numpy as np
 from datatrove.data import Document
 
 from bertforge.common.errors import CorpusInputError
+from corpora.corpus.normalise import normalise_options, normalise_text
 from corpora.corpus.rules.base import FilterStep
 from corpora.corpus.text_batch import TextBatch, batches_of
-from corpora.config import UrlConfig
+from corpora.config import NormaliseConfig, UrlConfig
 
 _WORD = re.compile(r"\w+")
 _WINDOW = 300
@@ -121,14 +122,19 @@ def read_word_list(path: str, key: str) -> list[str]:
 
 
 class BlocklistFilter(FilterStep):
-    """Drops documents with more than `max_matches` whole-word matches of the user's phrases."""
+    """Drops documents with more than `max_matches` whole-word matches of the user's phrases.
+
+    The phrases are normalised as the documents were (`normalise`: filters.normalise, NFC by default), so
+    a list saved in NFD (macOS editors), or in fullwidth letters that NFKC unfolds, still matches; the words
+    of a phrase match across any run of whitespace, a line break included.
+    """
 
     name = "⛔ blocklist"
 
-    def __init__(self, phrases: list[str], max_matches: int = 0, exclusion_writer=None):
+    def __init__(self, phrases: list[str], max_matches: int = 0, normalise: NormaliseConfig | None = None,
+                 exclusion_writer=None):
         super().__init__(exclusion_writer)
-        alternatives = "|".join(re.escape(p.casefold()) for p in sorted(set(phrases), key=len, reverse=True))
-        self.pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)") if phrases else None
+        self.pattern = blocklist_pattern(phrases, normalise or NormaliseConfig())
         self.max_matches = max_matches
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
@@ -142,11 +148,21 @@ class BlocklistFilter(FilterStep):
         return True
 
 
+def blocklist_pattern(phrases: list[str], normalise: NormaliseConfig) -> re.Pattern | None:
+    """One regex for whole-word, case-insensitive (casefolded) matches of any of `phrases`; None for none."""
+    options = normalise_options(normalise)
+    words = {tuple(normalise_text(p, **options).casefold().split()) for p in phrases} - {()}
+    longest_first = sorted(words, key=lambda w: len(" ".join(w)), reverse=True)  # "bad word" before "bad"
+    alternatives = [r"\s+".join(map(re.escape, w)) for w in longest_first]
+    return re.compile(rf"(?<!\w)(?:{'|'.join(alternatives)})(?!\w)") if alternatives else None
+
+
 def domain_of(url: str) -> str:
-    """Lower-cased host of a URL without port or leading `www.` ('' when there is none); ValueError when the
-    URL cannot be parsed (an unclosed `[` of an IPv6 host, say)."""
+    """Lower-cased host of a URL without port, leading `www.` or trailing dot ('' when there is none);
+    ValueError when the URL cannot be parsed (an unclosed `[` of an IPv6 host, say)."""
     host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
-    return host.removeprefix("www.")
+    # "example.com." is the fully qualified form of example.com: it must meet the same domain rules
+    return host.removesuffix(".").removeprefix("www.")
 
 
 class UrlFilter(FilterStep):
@@ -160,7 +176,9 @@ class UrlFilter(FilterStep):
 
     def __init__(self, cfg: UrlConfig, blocked_domains: list[str], exclusion_writer=None):
         super().__init__(exclusion_writer)
-        self.key, self.blocked = cfg.metadata_key, frozenset(d.lower().removeprefix("www.") for d in blocked_domains)
+        self.key = cfg.metadata_key
+        self.blocked = frozenset(d.strip().lower().removesuffix(".").removeprefix("www.")
+                                 for d in blocked_domains)
         self.allowed_tlds = frozenset(t.lower().lstrip(".") for t in cfg.allowed_tlds)
         self.max_url_chars_ratio = cfg.max_url_chars_ratio
 

@@ -28,7 +28,7 @@ def check_filter_settings(filters: FiltersConfig) -> None:
     """ConfigError naming the key for a threshold of `filters` outside what it can mean: a share outside
     [0, 1], a negative count or limit, a minimum above its maximum, an n-gram size that is not a whole
     number from 1, an unknown Unicode script, normal form or language-ID backend, a foreign-letter rule
-    without its alphabet."""
+    without its alphabet, an empty terminal-punctuation mark."""
     for key, quality in (("filters.quality", filters.quality), ("filters.line_quality", filters.line_quality)):
         _check_quality(key, quality)
     if filters.normalise.unicode_form not in NORMAL_FORMS:
@@ -78,6 +78,11 @@ def _check_quality(key: str, q: QualityConfig) -> None:
         except regex.error:
             raise ConfigError(f"{key}.scripts holds {name!r}, which is not a Unicode script name (e.g. Latin, "
                               "Cyrillic, Greek, Arabic, Han)") from None
+    if any(not isinstance(mark, str) or not mark.strip() for mark in q.terminal_punct):
+        # every line ends in "": an empty mark would turn the terminal-punctuation rule off unnoticed
+        raise ConfigError(f"{key}.terminal_punct={list(q.terminal_punct)!r} holds an empty or non-text "
+                          "mark: give the marks a line may end in (e.g. [\".\", \"?\", \"!\"]), or [] for "
+                          "the default")
     if q.max_foreign_letter_ratio is not None and not q.alphabet:
         raise ConfigError(f"{key}.max_foreign_letter_ratio needs {key}.alphabet (the language's letters, "
                           "e.g. abcdefghijklmnopqrstuvwxyzáéíóú)")

@@ -56,3 +56,11 @@ def test_a_foreign_letter_rule_needs_its_alphabet():
     with pytest.raises(ConfigError, match="filters.line_quality.max_foreign_letter_ratio needs "
                                           "filters.line_quality.alphabet"):
         check_filter_settings(FiltersConfig(line_quality=QualityConfig(max_foreign_letter_ratio=0.02)))
+
+
+@pytest.mark.parametrize("marks", [[""], [".", " "]])
+def test_an_empty_terminal_mark_is_refused(marks):
+    """Every line ends in "": such a mark would turn the terminal-punctuation rule off unnoticed."""
+    with pytest.raises(ConfigError, match="filters.line_quality.terminal_punct"):
+        check_filter_settings(FiltersConfig(line_quality=QualityConfig(terminal_punct=marks)))
+    check_filter_settings(FiltersConfig(line_quality=QualityConfig(terminal_punct=[".", "?", "!", '"'])))

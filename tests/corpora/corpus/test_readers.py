@@ -156,17 +156,92 @@ def test_records_without_text_are_listed_not_dropped_silently_and_are_not_errors
     texts = ["maith", "", "   \n ", None, "go maith"]
     if fmt == "jsonl":
         path = tmp_path / "in.jsonl"
-        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts if t is not None), encoding="utf-8")
-        empty_lines = [2, 3]
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = tmp_path / "in.parquet"
         pq.write_table(pa.table({"text": texts}), path)
-        empty_lines = [2, 3, 4]
-    # on_bad_record=error: an empty record is not bad input
+    # on_bad_record=error: an empty or null record is not bad input
     _, docs = read_all_with(InputConfig(path=str(path), format=fmt, name="e"), skipped_folder=str(tmp_path / "s"))
     assert [d.text for d in docs] == ["maith", "go maith"]
     skipped = [json.loads(line) for p in (tmp_path / "s").glob("*.jsonl") for line in p.open()]
-    assert [s["line"] for s in skipped] == empty_lines and all("holds no text" in s["problem"] for s in skipped)
+    assert [s["line"] for s in skipped] == [2, 3, 4] and all("holds no text" in s["problem"] for s in skipped)
+
+
+def test_jsonl_text_that_is_neither_text_nor_null_stays_bad_input(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text(json.dumps({"text": None}) + "\n" + json.dumps({"text": 5}) + "\n", encoding="utf-8")
+    with pytest.raises(CorpusInputError, match="no string field 'text'") as err:
+        read_all(InputConfig(path=str(path), format="jsonl", name="n"))
+    assert err.value.line == 2  # the null on line 1 was no error
+
+
+def _with_bom(fmt: str, sentences: list[str]) -> bytes:
+    """`sentences` as a file of `fmt` that starts with a UTF-8 byte order mark (as Windows editors save)."""
+    if fmt.startswith("jsonl"):
+        text = "".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in sentences)
+    elif fmt == "txt":
+        text = "".join(s + "\n\n" for s in sentences)
+    else:  # CoNLL-U whose first line is a sentence's text (no sent_id before it)
+        text = "".join(f"# text = {s}\n1\t{s.split()[0]}\t_\t_\t_\t_\t0\troot\t_\t_\n\n" for s in sentences)
+    data = "\ufeff".encode() + text.encode("utf-8")
+    return gzip.compress(data) if fmt.endswith(".gz") else data
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "txt", "conllu"])
+def test_a_byte_order_mark_at_the_start_of_a_file_is_not_text(tmp_path, data_dir, fmt):
+    sentences = irish_sentences(data_dir, 5)
+    path = tmp_path / f"bom.{fmt}"
+    path.write_bytes(_with_bom(fmt, sentences))
+    docs = read_all(InputConfig(path=str(path), format=fmt.removesuffix(".gz"), name="b"))
+    texts = [d.text for d in docs]
+    assert texts == ([" ".join(sentences)] if fmt == "conllu" else sentences)  # line 1 read, without the mark
+
+
+def test_an_overlong_paragraph_is_skipped_whole_and_its_limit_is_named(tmp_path, data_dir):
+    sentences = irish_sentences(data_dir, 30)
+    long_paragraph = "\n".join(sentences[2:])  # about 3 KB of real sentences, one a line
+    path = tmp_path / "long.txt"
+    path.write_text(f"{sentences[0]}\n\n{long_paragraph}\n\n{sentences[1]}\n", encoding="utf-8")
+    _, docs = read_all_with(InputConfig(path=str(path), format="txt", name="t", txt_unit="paragraph"),
+                            on_bad_record="skip", max_record_mib=1000 / (1 << 20),
+                            skipped_folder=str(tmp_path / "s"))
+    assert [d.text for d in docs] == sentences[:2]  # no tail of the long paragraph passed off as a paragraph
+    [skipped] = [json.loads(line) for p in (tmp_path / "s").glob("*.jsonl") for line in p.open()]
+    assert skipped["line"] == 3 and skipped["problem"] == "paragraph starting here is longer than 1000 bytes"
+
+
+@pytest.mark.parametrize("unit", ["paragraph", "file"])
+def test_a_bad_line_leaves_out_its_whole_paragraph_and_says_so(tmp_path, data_dir, unit):
+    sentences = irish_sentences(data_dir, 6)
+    path = tmp_path / "bad.txt"
+    latin1_line = "\nTá sé go breá\n".encode("latin-1")
+    broken = "\n".join(sentences[1:3]).encode() + latin1_line + sentences[3].encode()
+    path.write_bytes(sentences[0].encode() + b"\n\n" + broken + b"\n\n" + sentences[4].encode() + b"\n")
+    _, docs = read_all_with(InputConfig(path=str(path), format="txt", name="t", txt_unit=unit),
+                            on_bad_record="skip", skipped_folder=str(tmp_path / "s"))
+    # never the lines around the bad one joined into a paragraph that was not in the file
+    assert [d.text for d in docs] == ([sentences[0], sentences[4]] if unit == "paragraph" else [])
+    [skipped] = [json.loads(line) for p in (tmp_path / "s").glob("*.jsonl") for line in p.open()]
+    first = 3 if unit == "paragraph" else 1
+    assert skipped["line"] == 5 and skipped["problem"].startswith("not valid UTF-8")
+    assert f"its {unit} (from line {first}) is left out whole" in skipped["problem"]
+
+
+@pytest.mark.parametrize("name,sibling", [
+    ("crawl[2024].jsonl", "crawl2.jsonl"), ("doc[1].jsonl", "doc1.jsonl"), ("a*b?.jsonl", "axbx.jsonl"),
+    ("plain.jsonl", "explain.jsonl"),  # datatrove reads a pattern without magic as "*plain.jsonl"
+])
+def test_a_file_input_reads_that_file_whatever_its_name_holds(tmp_path, data_dir, name, sibling):
+    from corpora.config import SourceConfig
+    from corpora.corpus.stage import checked_inputs
+
+    mine, other = irish_sentences(data_dir, 2)
+    (tmp_path / name).write_text(json.dumps({"text": mine}) + "\n", encoding="utf-8")
+    (tmp_path / sibling).write_text(json.dumps({"text": other}) + "\n", encoding="utf-8")
+    spec = InputConfig(path=str(tmp_path / name), format="jsonl", name="g")
+    assert [d.text for d in read_all(spec)] == [mine]  # never the sibling its name matches as a glob
+    checked = checked_inputs(SourceConfig(name="g", inputs=[spec]))
+    assert [entry[0] for entry in checked.fingerprint] == [str(tmp_path / name)]

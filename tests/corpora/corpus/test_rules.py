@@ -1,8 +1,11 @@
 """Each quality rule on text built to break it, in several scripts, and real Irish prose passing them."""
 
+import unicodedata
+
 import pytest
 
-from corpora.config import QualityConfig
+from corpora.config import FiltersConfig, NormaliseConfig, QualityConfig
+from corpora.corpus.rules.chain import filter_steps
 from corpora.corpus.rules.language import LanguageIdentifier
 from corpora.corpus.rules.lists import BlocklistFilter, StopwordFilter, UrlFilter, derive_stopwords, domain_of
 from corpora.corpus.normalise import normalise_text
@@ -158,7 +161,47 @@ def test_blocklist_matches_whole_words_case_insensitively():
     block = BlocklistFilter(["drochfhocal", "two words"], max_matches=0)
     assert block.filter(Document(text="Seo DROCHFHOCAL anseo", id="1")) == (False, "blocklist")
     assert block.filter(Document(text="drochfhocalacha is a longer word", id="2")) is True
-    assert block.filter(Document(text="Two  words", id="3")) is True  # normalisation collapses spaces first
+    assert block.filter(Document(text="Two  words", id="3")) == (False, "blocklist")  # any run of spaces
+
+
+def test_blocklist_phrases_are_normalised_as_the_text_and_match_across_line_breaks(data_dir):
+    sentence = next(s for s in irish_docs(data_dir, 1) if "á" in s and len(s.split()) > 5)
+    word = next(w.strip(".,") for w in sentence.split() if "á" in w)
+    text = normalise_text(sentence)  # NFC, as the normalise step leaves every document
+    nfd_list = BlocklistFilter([unicodedata.normalize("NFD", word)])  # a list saved by a macOS editor
+    assert nfd_list.filter(Document(text=text, id="1")) == (False, "blocklist")
+    first, second = sentence.split()[:2]
+    phrase = BlocklistFilter([f"{first}  {second}"])
+    assert phrase.filter(Document(text=text.replace(" ", "\n", 1), id="2")) == (False, "blocklist")
+    fullwidth = BlocklistFilter(["ｍａｉｔｈ"], normalise=NormaliseConfig(unicode_form="NFKC"))
+    text = normalise_text("Tá sé ｍａｉｔｈ.", "NFKC")
+    assert fullwidth.filter(Document(text=text, id="3")) == (False, "blocklist")
+
+
+def test_the_blocklist_step_reads_its_file_normalised_as_filters_normalise_says(tmp_path):
+    def kept(filters, text):
+        docs = [Document(text=text, id="1")]
+        for step in filter_steps(filters, lambda step: None, {}, str(tmp_path / "cut")):
+            docs = list(step.run(docs))
+        return [d.text for d in docs]
+
+    listed = tmp_path / "block.txt"
+    listed.write_text("ｍａｉｔｈ\n", encoding="utf-8")  # fullwidth letters, which NFKC unfolds in the text
+    filters = FiltersConfig()
+    filters.normalise.unicode_form = "NFKC"
+    assert kept(filters, "Tá sé ｍａｉｔｈ go leor.") == ["Tá sé maith go leor."]
+    filters.blocklist.file = str(listed)
+    assert kept(filters, "Tá sé ｍａｉｔｈ go leor.") == []
+
+
+def test_a_host_written_with_its_trailing_dot_meets_the_domain_rules():
+    rule = UrlFilter(UrlConfig(allowed_tlds=["ie"]), ["spam.example.com"])
+    assert domain_of("https://www.Example.com./x") == "example.com"
+    assert rule.filter(Document(text="t", id="1", metadata={"url": "https://spam.example.com./p"})) == \
+        (False, "blocked_domain")
+    assert rule.filter(Document(text="t", id="2", metadata={"url": "https://nuacht.com./p"})) == \
+        (False, "tld_not_allowed")
+    assert rule.filter(Document(text="t", id="3", metadata={"url": "https://www.rte.ie./nuacht"})) is True
 
 
 def test_url_rules():
@@ -180,6 +223,16 @@ def test_language_id_on_real_irish_and_estonian(data_dir, backend):
     assert sum(identify(t)[0] == "ga" for t in irish) >= 9
     assert sum(identify(t)[0] == "et" for t in estonian) >= 8
     assert all(0.0 <= identify(t)[1] <= 1.0 for t in irish)
+
+
+def test_cld2_codes_are_those_of_iso_639_1():
+    """CLD2 says iw and jw (withdrawn codes); languages config, py3langid and users say he and jv."""
+    identify = LanguageIdentifier("cld2")
+    hebrew = ("שלום לכולם, היום אנחנו הולכים לספר לכם על ההיסטוריה של העיר ירושלים ועל האנשים שגרו בה "
+              "לאורך הדורות.")
+    javanese = ("Basa Jawa iku basa sing dituturaké déning wong Jawa ing tlatah Jawa Tengah, Jawa Timur, lan "
+                "Yogyakarta. Basa iki kagolong basa Austronesia.")
+    assert identify(hebrew)[0] == "he" and identify(javanese)[0] == "jv"
 
 
 TRICKY = ["", "   ", "STRASSE straße Straße ẞ", "ǅungla ǄUNGLA ǆungla", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 😀 ２０２４ ½ ² x_y __ 123 ١٢٣",
@@ -313,12 +366,25 @@ def test_c4_preset_has_the_constants_of_c4(make_cfg):
         return next((r for r in (rule(TextStats(line), line_q) for rule in rules) if r), None)
 
     assert line_cut("Bhí mé ag dul abhaile ach...") == "ellipsis_lines"
-    assert line_cut("Agus ansin tháinig an oíche dhorcha…") == "ellipsis_lines"
+    assert line_cut("Agus ansin tháinig an oíche dhorcha…") == "few_terminal_punct_lines"  # no C4 end mark
     assert line_cut("Tá sé go maith.") == "too_few_words"  # 4 words: C4 keeps lines of 5+
     assert line_cut("Tá an aimsir go maith inniu.") is None
     page = ("Tá an aimsir go maith inniu. Chuaigh siad síos chuig an trá. D'fhill siad abhaile ag a sé.")
     assert line_rule(TextStats(page), page_q) is None  # 3 sentences: C4 keeps it
     assert line_rule(TextStats("Tá an aimsir go maith inniu. Chuaigh siad abhaile."), page_q) == "too_few_sentences"
+
+
+def test_c4_preset_ends_lines_only_with_c4s_end_marks(make_cfg, data_dir):
+    """TFDS c4_utils keeps a line only when it ends in . ? ! or a straight double quote; the other presets
+    keep the many-script marks (; ’ ” » ) ...)."""
+    line_q = make_cfg("corpus", ["filters=c4"]).filters.line_quality
+    sentence = next(s for s in irish_docs(data_dir, 1) if s.endswith(".") and len(s.split()) >= 5)
+    for end in (".", "?", "!", '"'):
+        assert line_rule(TextStats(sentence[:-1] + end), line_q) is None
+    for end in (";", ")", "'", "’", "”", "»", "。"):
+        assert line_rule(TextStats(sentence[:-1] + end), line_q) == "few_terminal_punct_lines"
+    for end in (";", "’", "»", "。"):  # the default marks, for every preset that sets none
+        assert broken(line_rule, sentence[:-1] + end, min_terminal_punct_line_ratio=1.0) is None
 
 
 def test_stop_word_lists_of_inputs_judge_their_own_documents():
