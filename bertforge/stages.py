@@ -399,9 +399,10 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # version 2: stop words per input without langid; sentence/bullet/'#' rules and c4 as their sources
     # version 3: a near duplicate is removed only when close to a kept document (no chains); records without
     # text are listed with the skipped ones
+    # 4: BOM stripped, null JSON text listed, bad txt paragraphs skipped whole, c4 end marks, blocklist/URL fixes
     Stage("corpus", _always(), ("source", "filters"), _build_corpus,
           "clean and deduplicate raw text", derived=_corpus_inputs, checks=(_check_executor, _check_corpus_work),
-          version=3),
+          version=4),
     # version 2: bpe/unigram (Metaspace) tokenizers treat a line break as a space, not a word character;
     # 3: extending a BPE or Unigram vocabulary adds in-context words ("Ġword", "▁word") as vocabulary entries
     # 4: sp_wordpiece gives every character both x and ##x; bpe/unigram masks take the space before them (lstrip);
@@ -413,13 +414,15 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     # version 2: the exported tokenizer's model_max_length is the model's positions, not 512;
     # 3: mlm_nsp/mlm_sop: MLM loss per row, not per micro-batch; init_from keeps the pooler and pair head;
     # 4: init_from replace: special-token ids (and RoBERTa's positions) follow the new tokenizer, rows are matched
-    # by word form; the exported tokenizer_config names PreTrainedTokenizerFast (transformers 4.x loads it)
+    # by word form; the exported tokenizer_config names PreTrainedTokenizerFast (transformers 4.x loads it); val/* masks
+    # do not depend on the micro-batch; pair rows count [CLS] and both [SEP] in their mask count, as Google's code
     Stage("pretrain", _always("shards", "vocab"), ("model", "masking", "optim", "training"), _build_pretrain,
           "masked-language-model pretraining (from scratch or model.init_from)", derived=_pretrain_start,
           checks=(_check_pretrain_settings, _check_hub), every_rank=True, version=4),
+    # version 2: the masks are drawn 4096 rows at a time from their own seeds, never by evaluate.batch_size's cut
     Stage("evaluate", _evaluate_needs, ("evaluate", "masking"),
           _build_evaluate, "held-out masked-token loss and accuracy", derived=_evaluate_checkpoint,
-          checks=(_check_evaluate_settings,)),
+          checks=(_check_evaluate_settings,), version=2),
     # version 2: words encoded as running text ("Ġ" kept); macro F1 counts every train label
     Stage("downstream", _downstream_needs, ("downstream",), _build_downstream,
           "fine-tune and score on tagging, parsing, NER, classification", derived=_downstream_plan, version=2),

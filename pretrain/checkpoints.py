@@ -123,15 +123,17 @@ def _timed(device: torch.device) -> AbstractContextManager:
 
 class UntimedCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, each save run under `untimed`: a save's host time (the device's copy to the
-    host, the write, the fsync) is neither training throughput nor the next step's data wait."""
+    host, the write, the fsync) is neither training throughput nor the next step's data wait. `saved` runs
+    after each save (the stage folder's `record_attempt`: a killed attempt's time counts to its last checkpoint)."""
 
-    def __init__(self, untimed: Untimed = _timed, **kwargs: Any):
+    def __init__(self, untimed: Untimed = _timed, saved: Callable[[], None] = lambda: None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.untimed = untimed
+        self.untimed, self.saved = untimed, saved
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         with self.untimed(trainer.lightning_module.device):
             super()._save_checkpoint(trainer, filepath)
+        self.saved()
 
 
 class PinnedCheckpoints(Callback):

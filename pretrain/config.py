@@ -228,7 +228,8 @@ class LoggerConfig:
     val_every_n_steps: int = 0
     """Held-out masked loss/accuracy at masking.eval_ratio every this many steps (and at the end); 0: never."""
     val_batches: int = 4
-    """Held-out batches per validation (always the same rows and masks)."""
+    """Held-out rows per validation, in global batches (training.batch_size rows each, the first phase's; scored a
+    micro-batch at a time): always the same rows and masks, on any hardware. 0: every held-out row."""
     progress_bar: bool = True
     """A progress bar over optimiser steps with loss, tokens/s and ETA."""
     log_data_positions: bool = False
@@ -242,7 +243,8 @@ class EvaluateConfig:
     mask_ratio: float = 0.15
     seed: int = 0
     """Fixed masking seed so every checkpoint is scored on the same masked positions."""
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata={"hashed": False})
+    """Rows per forward pass: memory only (the masks, and so the scores, do not depend on it), so not hashed."""
     max_rows: int = 0
     """0 means every held-out row."""
     mask_draws: int = 8

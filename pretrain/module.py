@@ -8,6 +8,8 @@ come from `pretrain.heldout`, run by `HeldoutValidation` (pretrain/validation.py
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -92,8 +94,8 @@ class MaskedLMModule(L.LightningModule):
         loss, correct = self.loss_fn(batch.input_ids, batch.positions, batch.targets)
         # Accumulate on the device: no .item() here (that would wait for the GPU every step).
         self.window["loss_sum"] += torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+        self.window["finite"] += torch.isfinite(loss.detach())  # a skipped step's loss is not averaged in as 0
         self.window["correct"] += correct
-        self.window["micro_batches"] += 1  # Python ints: known without asking the device
         self.window["masked"] += batch.targets.numel()
         self.window["tokens"] += input_ids.numel()
         return loss
@@ -106,9 +108,11 @@ class MaskedLMModule(L.LightningModule):
         finite = {"nan": 0.0, "posinf": 0.0, "neginf": 0.0}
         self.window["scored_loss_sum"] += torch.nan_to_num(terms.scored_loss_sum, **finite)
         self.window["pair_loss_sum"] += torch.nan_to_num(terms.pair_loss, **finite)
+        good = torch.isfinite(terms.loss.detach())
+        self.window["finite"] += good
+        self.window["finite_masked"] += (batch.targets != IGNORE_INDEX).sum() * good
         self.window["correct"] += terms.correct
         self.window["pair_correct"] += terms.pair_correct
-        self.window["micro_batches"] += 1
         self.window["masked"] += (batch.targets != IGNORE_INDEX).sum()  # the scored positions
         self.window["pairs"] += rows["pair_label"].numel()
         self.window["tokens"] += batch.input_ids.numel()
@@ -139,27 +143,29 @@ class MaskedLMModule(L.LightningModule):
 
     def reset_window(self) -> None:
         zero = torch.zeros((), device=self.device)
-        bad_run = self.window["bad_run"] if self.window else zero.clone()  # runs across log intervals
-        self.window = {"loss_sum": zero.clone(), "correct": zero.clone(), "grad_norm": zero.clone(),
-                       "skipped": zero.clone(), "bad_run": bad_run.to(self.device), "micro_batches": 0,
+        # carried across log intervals: a run of bad steps, and the latest good step's gradient norm
+        bad_run = self.window["bad_run"] if self.window else zero.clone()
+        grad_norm = self.window["grad_norm"] if self.window else zero.clone()
+        self.window = {"loss_sum": zero.clone(), "correct": zero.clone(), "grad_norm": grad_norm.to(self.device),
+                       "skipped": zero.clone(), "bad_run": bad_run.to(self.device),
                        "masked": zero.clone(), "tokens": 0, "pair_correct": zero.clone(), "pairs": 0,
-                       "scored_loss_sum": zero.clone(), "pair_loss_sum": zero.clone()}
+                       "scored_loss_sum": zero.clone(), "pair_loss_sum": zero.clone(), "finite": zero.clone(),
+                       "finite_masked": zero.clone()}
 
     def pop_window(self) -> dict:
         """Metrics since the last call, as Python numbers. This is the one host sync per log interval."""
         w = self.window
-        sums = torch.stack([w["loss_sum"], w["correct"], w["loss_sum"].new_tensor(w["micro_batches"]),
-                            w["masked"], w["grad_norm"], w["skipped"], w["bad_run"],
+        sums = torch.stack([w["loss_sum"], w["correct"], w["masked"], w["grad_norm"], w["skipped"], w["bad_run"],
                             w["pair_correct"], w["loss_sum"].new_tensor(w["pairs"]), w["scored_loss_sum"],
-                            w["pair_loss_sum"]])
+                            w["pair_loss_sum"], w["finite"], w["finite_masked"]])
         ranks = 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Loss and accuracy of the whole global batch, not of this rank's slice: one all-reduce per
             # log interval (every rank calls this at the same steps).
             torch.distributed.all_reduce(sums)
             ranks = torch.distributed.get_world_size()
-        (loss_sum, correct, micro_batches, masked, grad_norm_sum, skipped, bad_run, pair_correct, pairs,
-         scored_loss_sum, pair_loss_sum) = sums.tolist()  # host sync
+        (loss_sum, correct, masked, grad_norm_sum, skipped, bad_run, pair_correct, pairs,
+         scored_loss_sum, pair_loss_sum, finite, finite_masked) = sums.tolist()  # host sync
         # Norms, skips and runs of bad steps are the same on every rank: gradients were reduced before them.
         grad_norm, skipped, bad_run = grad_norm_sum / ranks, round(skipped / ranks), round(bad_run / ranks)
         self.reset_window()
@@ -172,10 +178,11 @@ class MaskedLMModule(L.LightningModule):
                 "(or set optim.on_divergence=rollback), then rerun the same command (checkpoint.resume=false to "
                 "start over)", step=self.global_step, bad_steps=bad_run)
         # Plain MLM: every micro-batch scores the same number of tokens, so the mean of their means is the mean
-        # over every masked token of the interval (all ranks).
-        loss = loss_sum / max(micro_batches, 1)
+        # over every masked token of the interval (all ranks). Only finite micro-batches count: a skipped step's
+        # loss is no 0, and an interval of skipped steps only has no loss (NaN).
+        loss = loss_sum / finite if finite else math.nan
         if pairs:  # NSP / SOP: rows score different numbers of tokens; the same mean, over the scored ones
-            loss = scored_loss_sum / max(masked, 1) + pair_loss_sum / max(micro_batches, 1)
+            loss = scored_loss_sum / max(finite_masked, 1) + pair_loss_sum / finite if finite else math.nan
         metrics = {"train/loss": loss, "train/masked_accuracy": correct / max(masked, 1),
                    "train/grad_norm": grad_norm, "train/skipped_steps": skipped, "tokens": w["tokens"]}
         if pairs:  # NSP / SOP: accuracy of the pair head
@@ -215,7 +222,7 @@ class MaskedLMModule(L.LightningModule):
         # Fused AdamW (and our LAMB) skip the whole update on the device where `found_inf` is 1: the hook
         # AMP's GradScaler uses. Under fp16 mixed precision the scaler sets it again itself.
         inner.found_inf = bad.float()
-        self.window["grad_norm"] = torch.where(bad, 0.0, norm.detach())  # the latest good step's norm is logged
+        self.window["grad_norm"] = torch.where(bad, self.window["grad_norm"], norm.detach())  # the latest good one
         self.window["skipped"] += bad
         self.window["bad_run"] = torch.where(bad, self.window["bad_run"] + 1, 0.0)
 

@@ -42,14 +42,15 @@ def masked_pairs(rows: dict, masker, special_ids: torch.Tensor) -> MaskedBatch:
     """The masked batch of pair rows: the shards' static masks when present, else drawn now.
 
     Every row has the k masked slots of a full row, in random order (static shapes). As in Google's
-    create_pretraining_data.py, a row masks round(ratio x its tokens), at least one: the slots past its own
-    count, and any that fell on padding, are left as they were and not scored (target -100)."""
+    create_pretraining_data.py, a row masks round(ratio x its tokens), [CLS] and both [SEP] counted (its
+    len(tokens)), at least one and at most k: the slots past its own count, and any that fell on padding, are
+    left as they were and not scored (target -100)."""
     if "positions" in rows:
         batch = MaskedBatch(rows["input_ids"], rows["positions"], rows["targets"])
     else:
         batch = masker(rows["input_ids"])  # torch's global RNG, reseeded per micro-batch
-    tokens = rows["attention_mask"].sum(1, keepdim=True) - 3  # A and B: all but [CLS] and two [SEP]
-    own_count = (tokens * masker.ratio).round().clamp(min=1)  # (batch, 1)
+    tokens = rows["attention_mask"].sum(1, keepdim=True)  # the whole pair, [CLS] and two [SEP] included
+    own_count = (tokens * masker.ratio).round().clamp(min=1)  # (batch, 1); the slots cap it at k
     slot = torch.arange(batch.positions.shape[1], device=batch.positions.device)
     unscored = torch.isin(batch.targets, special_ids) | (slot >= own_count)  # (batch, k)
     input_ids = batch.input_ids.scatter(1, batch.positions, torch.where(unscored, batch.targets,

@@ -89,10 +89,11 @@ class Lamb(torch.optim.Optimizer):
                     continue
                 state = self.state[param]
                 if not state:
-                    state["step"] = 0
+                    # a device tensor: a skipped step adds 0 to it without asking the device whether it was skipped
+                    state["step"] = torch.zeros((), device=param.device)
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["step"] += 1  # also on a skipped step: its bias correction is a step ahead
+                state["step"] = state["step"] + (1 if skip is None else 1 - skip)  # a skipped step counts no step
                 grad, m, v = param.grad.float(), state["exp_avg"], state["exp_avg_sq"]
                 if skip is not None:  # a bad step (see MaskedLMModule): moments and weights stay as they are
                     grad = torch.where(skip.bool(), 0.0, grad)

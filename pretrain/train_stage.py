@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -106,7 +107,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                    for p in plan],
             logger.log_every_n_steps, trainer.peak_tflops, launch.world_size, logger.progress_bar)
         validation = HeldoutValidation(
-            heldout_batches(shards_dir, plan[0].micro_batch_size, logger.val_batches), logger.val_every_n_steps,
+            heldout_batches(shards_dir, plan[0].micro_batch_size, logger.val_batches * plan[0].batch_size),
+            logger.val_every_n_steps,
             masking.eval_ratio, training.seed, step_metrics=step_metrics)
         # Every rank writes into one working folder named by the stage hash: a rerun of the same command (a
         # requeued SLURM job, a restarted torchrun, a plain rerun) finds its checkpoints there and resumes
@@ -143,8 +145,8 @@ def build_pretrain(*, model_cfg: ModelConfig, masking: MaskingConfig, optim: Opt
                     reload_dataloaders_every_n_epochs=1,  # one epoch per phase: see PhasedData
                     limit_val_batches=0, num_sanity_val_steps=0,  # held-out scoring runs in HeldoutValidation
                     callbacks=[
-                        UntimedCheckpoint(step_metrics.untimed, dirpath=str(build.tmp / "checkpoints"),
-                                          filename="step{step}", every_n_train_steps=checkpoint.every_n_steps,
+                        UntimedCheckpoint(step_metrics.untimed, build.record_attempt,
+                                          dirpath=str(build.tmp / "checkpoints"), filename="step{step}", every_n_train_steps=checkpoint.every_n_steps,
                                           save_last=True, monitor="step", mode="max",
                                           save_top_k=max(1, checkpoint.keep_last), auto_insert_metric_name=False),
                         PhaseAccumulation(plan),
@@ -293,11 +295,12 @@ def check_positions(config, seq_len: int) -> None:
                           "build shorter shards (shards.seq_len, training.phases[].seq_len)")
 
 
-def heldout_batches(shards_dir: Path, batch_size: int, count: int) -> list[torch.Tensor]:
-    """The first `count` batches of held-out rows (main length): the same rows at every validation. The
-    last may be short: with fewer held-out rows than one micro-batch (the demo: 14 and 32), whole batches
-    only would leave validation with nothing to score, silently."""
-    return row_batches(load_rows(shards_dir, "heldout"), batch_size, count * batch_size)
+def heldout_batches(shards_dir: Path, batch_size: int, rows: int) -> list[torch.Tensor]:
+    """The first `rows` held-out rows (main length; fewer when the split is smaller), in batches of `batch_size`
+    (a device's micro-batch): the same rows at every validation, on any hardware (`rows` comes from the
+    experiment's batch, not the device's). The last batch may be short: with fewer held-out rows than one
+    micro-batch (the demo: 14 and 32), whole batches only would leave validation with nothing to score."""
+    return row_batches(load_rows(shards_dir, "heldout"), batch_size, rows)
 
 
 def throughput_summary(history: list[dict]) -> dict:
@@ -356,12 +359,13 @@ def export_hf(model, vocab_dir: Path, out: Path) -> None:
 
 
 def read_loss_curve(stage_dir: Path) -> list[tuple[int, float]]:
-    """(step, train/loss) pairs from the CSV log."""
+    """(step, train/loss) pairs from the CSV log; an interval of skipped steps only (loss NaN) is left out."""
     path = Path(stage_dir) / "logs" / "version_0" / "metrics.csv"
     if not path.exists():
         return []
     with open(path, newline="") as handle:
-        return [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(handle) if r.get("train/loss")]
+        rows = [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(handle) if r.get("train/loss")]
+    return [(step, loss) for step, loss in rows if math.isfinite(loss)]
 
 
 def plot_loss_curve(curve: list[tuple[int, float]], path: Path, title: str) -> None:

@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,6 +27,7 @@ log = logging.getLogger("bertforge")
 
 COMPLETE_MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
+ATTEMPTS = "attempts.json"  # a resumable build's working folder: the seconds of each attempt so far
 
 
 def config_hash(payload: Any) -> str:
@@ -67,6 +68,18 @@ class StageBuild:
     final: Path
     tmp: Path
     manifest: dict
+    started: float = field(default_factory=time.time)
+    earlier_seconds: list[float] = field(default_factory=list)
+    """A resumable build's earlier attempts' seconds (`ATTEMPTS` in its working folder)."""
+    records_attempts: bool = False
+    """Whether this process keeps `ATTEMPTS` (the publishing process of a resumable build)."""
+
+    def record_attempt(self) -> None:
+        """Write this attempt's seconds so far after the earlier attempts' into the working folder, so the attempt
+        that finishes adds them up (`seconds` in the manifest). Called when an attempt stops and at each of its
+        checkpoints: a killed attempt counts up to its last checkpoint, the work the next one goes on from."""
+        if self.records_attempts:
+            write_json_atomic(self.tmp / ATTEMPTS, [*self.earlier_seconds, round(time.time() - self.started, 3)])
 
 
 @contextlib.contextmanager
@@ -105,6 +118,7 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
             _clear_leftovers(final, tmp, fresh)
         tmp.mkdir(exist_ok=resumable)  # other ranks, or an earlier attempt, may have made a resumable one
         started = time.time()
+        earlier = _earlier_attempts(tmp) if resumable else []
         manifest = {
             "stage": stage,
             "hash": digest,
@@ -113,7 +127,8 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
             "versions": _versions(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         }
-        build = StageBuild(stage=stage, final=final, tmp=tmp, manifest=manifest)
+        build = StageBuild(stage=stage, final=final, tmp=tmp, manifest=manifest, started=started,
+                           earlier_seconds=earlier, records_attempts=resumable and publish)
         try:
             yield build
         except BaseException as err:
@@ -121,10 +136,17 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
             kept = isinstance(err, keep_on_error) if isinstance(keep_on_error, tuple) else keep_on_error
             if not (resumable and (kept or interrupted)):
                 shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):  # never in place of the error that ended the attempt
+                    build.record_attempt()
             raise
         if not publish:
             return
-        manifest["seconds"] = round(time.time() - started, 3)
+        this = round(time.time() - started, 3)
+        manifest["seconds"] = round(sum(earlier) + this, 3)  # every attempt's: what the folder cost
+        if earlier:
+            manifest["attempt_seconds"] = [*earlier, this]
+        (tmp / ATTEMPTS).unlink(missing_ok=True)  # now in the manifest
         write_json_atomic(tmp / MANIFEST, manifest)
         (tmp / COMPLETE_MARKER).write_text("ok\n")  # written last: the folder is finished
         if final.exists():  # finished meanwhile by a run that did not wait for the lock (an older bertforge)
@@ -135,6 +157,16 @@ def build_stage(work_dir: Path, stage: str, payload: dict, inputs: dict[str, str
 
 def _lock_path(work_dir: Path, final: Path) -> Path:
     return Path(work_dir) / ".locks" / f"{final.name}.lock"
+
+
+def _earlier_attempts(tmp: Path) -> list[float]:
+    """The seconds of the attempts before this one that `StageBuild.record_attempt` wrote ([]: none, or a file a
+    kill cut short)."""
+    try:
+        seconds = json.loads((tmp / ATTEMPTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [float(s) for s in seconds] if isinstance(seconds, list) else []
 
 
 LOCK_TRIES = 5  # a waiting rank's probe (`_builder_alive`) holds the lock for microseconds: not a builder

@@ -15,7 +15,8 @@ example (so NSP drifts above 50 % random on short documents), here the next sent
 when the coin asked for a real continuation; only a document's last lone sentence falls back to a
 random next, counted as `forced_random_next`. And where Google flips a fair coin for every example, here
 the coin is flipped only while the labels are even and otherwise the label that evens them is taken, so
-NSP labels are 50/50 to within one example even with forced random nexts (and SOP's swaps alike). SOP cannot use a lone last sentence: it is left out and
+NSP labels are 50/50 to within one example (and SOP's swaps alike) unless forced random nexts outnumber the real
+pairs a file's documents can give (many documents of one or two sentences): the manifest's `label_share` says so. SOP cannot use a lone last sentence: it is left out and
 counted. Documents of one sentence give no real pair at all: above `max_single_sentence_doc_share` of
 them the stage stops with an error instead of writing mostly-random pairs.
 
@@ -26,7 +27,7 @@ by the file's place in the corpus. The shards stage's tokenise tasks build them
 the examples are the same bytes for any number of tasks. A task holds one file's training documents in memory
 at a time, each sentence a numpy array of token ids: 7.6 bytes per token with the arrays' own overhead on the
 20 MB benchmark corpus (4.1 M tokens in 176,870 sentences; Python lists took 33.6). A corpus built with more
-`corpus.tasks` has more, smaller files. The NSP labels are 50/50 to within one example per file.
+`corpus.tasks` has more, smaller files. The NSP labels are 50/50 to within one example per file (see above).
 
 Row layout, (examples, L): [CLS] A [SEP] B [SEP] [PAD]...; beside it (examples, 3) int32: len(A),
 len(B), label. Token types and the attention mask follow from the lengths.

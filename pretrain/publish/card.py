@@ -150,9 +150,7 @@ def _training(cfg: ModelCardFacts, found: CardInputs) -> list[str]:
             *_phase_lines(train),
             f"- Hardware: {hardware['devices'] * hardware['num_nodes']} {hardware['accelerator'].upper()} device(s), "
             f"precision {hardware['precision']}, strategy {hardware['strategy']}; "
-            # the stage folder records the wall time of its last attempt only: a resumed run's earlier ones are lost
-            f"{_duration(pretrain.get('seconds'))} of training (the last attempt's: a run resumed after a stop "
-            "does not count the attempts before it)",
+            f"{_duration(pretrain.get('seconds'))} of training{_attempts(pretrain.get('attempt_seconds'))}",
             f"- Masking: {cfg.masking.ratio:.0%} of tokens ({cfg.masking.replace_with_mask:.0%} [MASK], "
             f"{cfg.masking.replace_with_random:.0%} random)",
             f"- {o.name} lr {o.lr}, weight decay {o.weight_decay}, {o.warmup_steps} warmup steps, {o.schedule} schedule",
@@ -173,6 +171,14 @@ def _phase_lines(train: dict) -> list[str]:
         return [f"- {rows[0]}"]
     return [*(f"- Phase {i}: {row}" for i, row in enumerate(rows, 1)),
             f"- In all: {sum(p['steps'] for p in phases):,} steps, {sum(tokens):,} tokens"]
+
+
+def _attempts(seconds: list[float] | None) -> str:
+    """How a resumed run's time was spent: the stage folder adds up its attempts (a stopped one to its last checkpoint)."""
+    if not seconds:
+        return ""
+    return f" in {len(seconds)} attempts ({', '.join(_duration(s) for s in seconds)}; a stopped attempt counted to its " \
+           "last checkpoint)"
 
 
 def _duration(seconds: float | None) -> str:

@@ -49,6 +49,54 @@ def test_a_nan_step_leaves_weights_and_optimiser_state_alone(optimiser):
     assert window["train/skipped_steps"] == 1 and window["train/grad_norm"] > 0
 
 
+@pytest.mark.parametrize("optimiser", ["adamw", "lamb"])
+def test_a_skipped_step_is_as_if_it_never_happened_and_is_not_logged_as_a_loss(optimiser):
+    """Good, NaN, good, good trains the weights and the optimiser's step count (LAMB's bias correction) of good,
+    good, good; the interval's train/loss is its good steps' mean (not pulled toward 0), its grad norm the latest
+    good step's, and an interval of one skipped step logs no loss (NaN), not 0."""
+    def fresh():
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), 100, 0, 16,
+                            SPECIAL)
+        module = MaskedLMModule(model, MaskingConfig(), OptimConfig(name=optimiser, lr=1e-2, warmup_steps=0),
+                                [Phase(0, 16, 0, 10, 4, 4, 1, 1.0, 0)], SPECIAL, 100, {16: 0.9})
+        return model, module, module.configure_optimizers()["optimizer"]
+
+    batches = [torch.randint(5, 100, (4, 16), generator=torch.Generator().manual_seed(k)) for k in range(3)]
+
+    def step(module, optimizer, k: int, poison: bool = False) -> None:
+        optimizer.zero_grad()
+        torch.manual_seed(k)  # the masks of batch k (the masker draws from torch's global generator)
+        ids, real = batches[k], module.loss_fn
+        if poison:  # the loss itself is NaN, as a diverging forward gives
+            module.loss_fn = lambda *args: (real(*args)[0] * float("nan"), real(*args)[1])
+        try:
+            module.training_step(ids, 0).backward()
+        finally:
+            module.loss_fn = real
+        module.configure_gradient_clipping(optimizer)
+        optimizer.step()
+
+    clean_model, clean, clean_opt = fresh()
+    for k in range(3):
+        step(clean, clean_opt, k)
+    model, module, optimizer = fresh()
+    step(module, optimizer, 0)
+    step(module, optimizer, 1, poison=True)
+    step(module, optimizer, 1)
+    step(module, optimizer, 2)
+    assert all(torch.equal(a, b) for a, b in zip(clean_model.state_dict().values(), model.state_dict().values()))
+    assert [int(s["step"]) for s in optimizer.state.values()] == [int(s["step"]) for s in clean_opt.state.values()]
+    logged, expected = module.pop_window(), clean.pop_window()
+    assert logged["train/skipped_steps"] == 1
+    assert logged["train/loss"] == pytest.approx(expected["train/loss"], rel=1e-6)
+    assert logged["train/grad_norm"] == pytest.approx(expected["train/grad_norm"], rel=1e-6)
+    step(module, optimizer, 0, poison=True)  # an interval of one skipped step
+    alone = module.pop_window()
+    assert alone["train/loss"] != alone["train/loss"]  # NaN: no loss to log
+    assert alone["train/grad_norm"] == pytest.approx(expected["train/grad_norm"], rel=1e-6)
+
+
 def poisoned(monkeypatch, bad_calls):
     """Make the training loss NaN on the given calls (one call per step here: no accumulation)."""
     import pretrain.module as module
@@ -70,7 +118,9 @@ def test_a_nan_at_a_known_step_is_skipped_and_training_finishes(make_cfg, monkey
     with open(folder / "logs" / "version_0" / "metrics.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("train/skipped_steps")]
     assert [int(float(r["train/skipped_steps"])) for r in rows] == [0, 0, 1, 0, 0, 0]
-    assert all(torch.isfinite(torch.tensor(float(r["train/loss"]))) for r in rows)
+    # the interval of the skipped step alone has no loss to log (NaN, not 0); every other one is finite
+    assert [torch.isfinite(torch.tensor(float(r["train/loss"]))).item() for r in rows] == [True, True, False, True,
+                                                                                            True, True]
 
 
 def test_too_many_bad_steps_in_a_row_stop_the_run_and_say_where(make_cfg, monkeypatch, shards_work):

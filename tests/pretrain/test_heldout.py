@@ -45,13 +45,18 @@ def distilbert() -> DistilBertForMaskedLM:
 
 
 def dense_reference(model, batches, masker: Masker, seed: int, mask_draws: int) -> dict:
-    """transformers' own masked-LM loss (labels: the targets) on the masks `masker` draws from `seed`."""
-    generator = torch.Generator().manual_seed(seed)
+    """transformers' own masked-LM loss (labels: the targets) on the masks `masker` draws from `seed` (all rows
+    at once in each draw: fewer than MASK_ROWS), scored a batch at a time."""
     loss_sum, correct, count = 0.0, 0, 0
+    sizes = [len(ids) for ids in batches]
     with torch.no_grad():
-        for _ in range(mask_draws):
-            for ids in batches:
-                batch = masker(ids, generator)
+        for draw in range(mask_draws):
+            whole = masker(torch.cat(batches), heldout.mask_generator(seed, draw, 0, "cpu"))
+            for ids, positions, targets in zip(*(t.split(sizes) for t in (whole.input_ids, whole.positions,
+                                                                           whole.targets))):
+                batch = SimpleNamespace(input_ids=ids, positions=positions, targets=targets,
+                                        dense_labels=lambda ids=ids, p=positions, t=targets: torch.full_like(
+                                            ids, -100).scatter(1, p, t))
                 out = model.eval()(input_ids=batch.input_ids, labels=batch.dense_labels())
                 loss_sum += out.loss.item() * batch.targets.numel()
                 correct += (out.logits.argmax(-1).gather(1, batch.positions) == batch.targets).sum().item()
@@ -74,6 +79,36 @@ def test_scores_equal_transformers_dense_loss_on_the_same_masks(arch):
     assert scores["accuracy"] == expected["accuracy"]
     assert scores == score_heldout(model, batches, masker, seed=3, mask_draws=2)  # fixed by the seed
     assert scores["loss"] != score_heldout(model, batches, masker, seed=4, mask_draws=2)["loss"]
+
+
+def test_scores_do_not_depend_on_how_the_rows_are_cut_into_batches(monkeypatch):
+    """evaluate.batch_size and a device's micro-batch are memory settings: the masks, and so the scores, are the
+    rows', the seed's and the draw's alone, also across chunks of MASK_ROWS rows."""
+    model = small_model("bert")
+    rows = heldout_rows(12)
+    masker = masker_of(MaskingConfig(ratio=0.3, whole_word=True))
+    scores = [score_heldout(model, list(rows.split(size)), masker, seed=5, mask_draws=2) for size in (12, 5, 3, 1)]
+    assert all(s["masked_tokens"] == scores[0]["masked_tokens"] for s in scores)
+    assert [s["loss"] for s in scores] == pytest.approx([scores[0]["loss"]] * 4, rel=1e-6)
+    assert len({s["accuracy"] for s in scores}) == 1
+    monkeypatch.setattr(heldout, "MASK_ROWS", 4)  # three chunks of rows, each masked from its own seed
+    chunked = [score_heldout(model, list(rows.split(size)), masker, seed=5, mask_draws=2) for size in (12, 5, 1)]
+    assert [s["loss"] for s in chunked] == pytest.approx([chunked[0]["loss"]] * 3, rel=1e-6)
+
+
+def test_validation_scores_the_experiments_rows_on_any_hardware(monkeypatch, tmp_path):
+    """Training's validation takes `logger.val_batches` global batches of held-out rows (training.batch_size rows
+    each), cut into the device's micro-batches: the same rows, and so the same val/* scores, for any micro-batch."""
+    import pretrain.train_stage as train_stage
+
+    held_out = heldout_rows(40).numpy().astype(np.uint16)
+    monkeypatch.setattr(train_stage, "load_rows", lambda folder, split: held_out)
+    model, masker = small_model("bert"), masker_of(MaskingConfig())
+    cuts = {micro: train_stage.heldout_batches(tmp_path, micro, 2 * 16) for micro in (4, 8, 16)}
+    for batches in cuts.values():
+        assert torch.equal(torch.cat(batches), torch.from_numpy(held_out[:32].astype(np.int64)))
+    scores = [score_heldout(model, batches, masker, seed=1) for batches in cuts.values()]
+    assert [s["loss"] for s in scores] == pytest.approx([scores[0]["loss"]] * 3, rel=1e-6)
 
 
 def test_scoring_runs_in_eval_mode_and_restores_the_mode():
@@ -223,9 +258,9 @@ def test_fewer_held_out_rows_than_a_micro_batch_are_still_scored(monkeypatch):
 
     rows = np.arange(14 * 8).reshape(14, 8)
     monkeypatch.setattr(train_stage, "load_rows", lambda folder, split: rows)
-    batches = train_stage.heldout_batches(None, batch_size=32, count=2)
+    batches = train_stage.heldout_batches(None, batch_size=32, rows=64)
     assert [b.shape for b in batches] == [(14, 8)] and torch.equal(batches[0], torch.from_numpy(rows))
-    assert [len(b) for b in train_stage.heldout_batches(None, batch_size=4, count=2)] == [4, 4]
+    assert [len(b) for b in train_stage.heldout_batches(None, batch_size=4, rows=8)] == [4, 4]
 
 
 def test_a_resumed_run_does_not_validate_again_at_the_step_it_resumed_from():

@@ -42,7 +42,8 @@ def test_masks_that_land_on_padding_are_not_scored():
 
 
 def test_each_pair_row_masks_its_own_share_of_its_tokens():
-    """BERT's count per pair row, round(ratio x tokens) and at least one, out of the slots of a full row."""
+    """BERT's count per pair row: round(ratio x tokens), [CLS] and both [SEP] counted as Google's len(tokens) counts
+    them, at least one, at most the slots of a full row."""
     special = torch.tensor([PAD, 1, CLS, SEP, MASK])
     lengths = [2, 9, 15, 29, 61]  # A + B tokens of each row, in a 64-token row
     ids = torch.full((len(lengths), 64), PAD)
@@ -52,7 +53,7 @@ def test_each_pair_row_masks_its_own_share_of_its_tokens():
     torch.manual_seed(0)
     batch = masked_pairs({"input_ids": ids, "attention_mask": (ids != PAD).long()}, masker, special)
     scored = batch.targets != IGNORE_INDEX
-    assert batch.positions.shape == (5, 9) and scored.sum(1).tolist() == [1, 1, 2, 4, 9]
+    assert batch.positions.shape == (5, 9) and scored.sum(1).tolist() == [1, 2, 3, 5, 9]
     original = ids.gather(1, batch.positions)
     assert torch.equal(batch.targets[scored], original[scored])
     assert torch.equal(batch.input_ids.gather(1, batch.positions)[~scored], original[~scored])  # left as it was
@@ -99,7 +100,7 @@ def test_pair_loss_and_gradient_do_not_depend_on_the_micro_batch_size():
         assert loss == pytest.approx(whole, rel=1e-6) and other_logged == pytest.approx(logged, rel=1e-6)
         assert torch.allclose(other_gradient, gradient, rtol=1e-4, atol=1e-7)
     batch = masked_pairs(rows, module.masker, module.masker.special_ids)
-    assert (batch.targets != IGNORE_INDEX).sum(1).tolist() == [1, 4, 1, 4, 2, 4, 3, 1]  # 1 to 4 of the 4 slots
+    assert (batch.targets != IGNORE_INDEX).sum(1).tolist() == [1, 4, 1, 4, 2, 4, 3, 2]  # 1 to 4 of the 4 slots
     with torch.no_grad():  # logged: transformers' loss of the global batch, the MLM mean over its scored tokens
         reference = model(input_ids=batch.input_ids, attention_mask=rows["attention_mask"],
                           token_type_ids=rows["token_type_ids"], labels=batch.dense_labels(),

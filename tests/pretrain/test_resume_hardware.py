@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from bertforge.common.stage_folder import read_manifest
 from bertforge.stages import run_stage
 from tests.conftest import QUICK
 
@@ -42,6 +43,8 @@ def test_a_run_resumes_with_another_number_of_micro_batches_a_step(make_cfg, mon
     folder = run_stage(make_cfg("pretrain", [*RUN, f"trainer.micro_batch_size={BATCH // after}"],
                                 work_dir=shards_work), "pretrain")
     assert trained_steps(folder) == list(range(1, 13))
+    manifest = read_manifest(folder)  # the folder's time is both attempts' (the model card says so)
+    assert len(manifest["attempt_seconds"]) == 2 and manifest["seconds"] == pytest.approx(sum(manifest["attempt_seconds"]))
     # Each step's rows, read once, at its place: steps 1-3 by the first run's micro-batches, 4-12 by the second's.
     rows = [line.split("\t") for line in (folder / "data_positions" / "rank0.tsv").read_text().splitlines()]
     # The rerun is attempt 1 (no SLURM here); it trained step 3 (0-based) again, which the first had trained

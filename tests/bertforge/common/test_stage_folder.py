@@ -56,3 +56,46 @@ def test_a_folder_finished_before_the_lock_was_taken_is_not_built_again(tmp_path
                 (build.tmp / "vocab.json").write_text("second")
     assert (folder / "vocab.json").read_text() == "first"
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no working folder left beside it
+
+
+class Clock:
+    """time.time for bertforge.common.stage_folder, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_resumed_build_counts_every_attempts_time(tmp_path, monkeypatch):
+    """A resumable folder's `seconds` are what every attempt spent on it: an interrupted attempt's whole time, a
+    killed one's up to its last `record_attempt` (a checkpoint), and the one that finished."""
+    import bertforge.common.stage_folder as stage_folder
+
+    clock = Clock()
+    monkeypatch.setattr(stage_folder.time, "time", clock)
+
+    def attempt():
+        return build_stage(tmp_path, "pretrain", {"x": 1}, {}, resumable=True, keep_on_error=True)
+
+    with pytest.raises(KeyboardInterrupt):  # a Ctrl-C (or SIGTERM) after 30 s
+        with attempt():
+            clock.now += 30
+            raise KeyboardInterrupt
+    killed = attempt()  # a SIGKILL: checkpoints at 50 s, then runs no more code of its own (its lock dies with it)
+    build = killed.__enter__()
+    clock.now += 50
+    build.record_attempt()
+    clock.now += 7
+    build.records_attempts = False
+    assert killed.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None) is False
+    with attempt() as build:
+        assert build.earlier_seconds == [30.0, 50.0]
+        clock.now += 20
+    manifest = read_manifest(build.final)
+    assert manifest["seconds"] == 100.0 and manifest["attempt_seconds"] == [30.0, 50.0, 20.0]
+    assert not (build.final / stage_folder.ATTEMPTS).exists()
+    with build_stage(tmp_path, "pretrain", {"x": 2}, {}, resumable=True) as build:  # one attempt: its time alone
+        clock.now += 5
+    assert "attempt_seconds" not in read_manifest(build.final) and read_manifest(build.final)["seconds"] == 5.0

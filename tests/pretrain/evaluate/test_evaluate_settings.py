@@ -37,3 +37,15 @@ def test_the_build_refuses_them_before_reading_the_shards(tmp_path):
         build_evaluate(EvaluateConfig(mask_draws=0), MaskingConfig(), 0, tmp_path / "hf", own_model=True,
                        shards_dir=tmp_path / "no-shards", out=out)
     assert not (tmp_path / "work").exists()
+
+
+def test_the_batch_size_names_no_evaluate_folder(make_cfg):
+    """Scores do not depend on evaluate.batch_size (pretrain.heldout masks by rows, not batches): a smaller batch to
+    fit memory reuses the folder; a setting that changes the scores names another."""
+    from bertforge.stages import plan
+
+    def evaluate_folder(*overrides: str) -> str:
+        return plan(make_cfg("evaluate", ["experiment=demo_ga", *overrides]), "evaluate")[-1].output.digest
+
+    assert evaluate_folder() == evaluate_folder("evaluate.batch_size=8")
+    assert evaluate_folder() != evaluate_folder("evaluate.mask_draws=2")

@@ -243,12 +243,12 @@ def test_a_push_sends_the_recorded_files_and_refuses_a_folder_that_lost_one(hub,
     assert "model.safetensors" in api.list_repo_files(REPO)
 
 
-def training_lines(phases: list[dict], everything: bool = False) -> list[str]:
+def training_lines(phases: list[dict], everything: bool = False, **manifest) -> list[str]:
     tokens = sum(p["steps"] * p["batch_size"] * p["seq_len"] for p in phases)
     pretrain = {"counts": {"steps": sum(p["steps"] for p in phases), "tokens_trained": tokens, "phases": phases,
                            "first_loss": 9.0, "last_loss": 2.0},
                 "hardware": {"devices": 1, "num_nodes": 1, "accelerator": "gpu", "precision": "bf16-mixed",
-                             "strategy": "auto"}, "seconds": 100}
+                             "strategy": "auto"}, "seconds": 100} | manifest
     cfg = SimpleNamespace(training=SimpleNamespace(batch_size=32), optim=OptimConfig(),
                           masking=SimpleNamespace(ratio=.15, replace_with_mask=.8, replace_with_random=.1))
     found = SimpleNamespace(manifests={"pretrain": pretrain, "shards": {"format": {"seq_len": 128}}})
@@ -256,11 +256,17 @@ def training_lines(phases: list[dict], everything: bool = False) -> list[str]:
     return [line for line in _training(cfg, found) if everything or counted.match(line)]
 
 
-def test_the_training_time_says_it_is_the_last_attempts():
-    """The pretrain manifest's seconds are the attempt that finished the stage: a resumed run's card says so."""
+def test_the_training_time_adds_up_a_resumed_runs_attempts():
+    """The pretrain manifest's seconds are every attempt's (bertforge.common.stage_folder): a resumed run's card
+    says how they were spent."""
     phases = [{"seq_len": 128, "steps": 10, "batch_size": 8}]
-    hardware = next(line for line in training_lines(phases, everything=True) if line.startswith("- Hardware"))
-    assert "100 s of training (the last attempt's" in hardware
+
+    def hardware(**manifest) -> str:
+        return next(line for line in training_lines(phases, everything=True, **manifest) if line.startswith("- Hardware"))
+
+    assert hardware().endswith("strategy auto; 100 s of training")
+    assert hardware(seconds=3800, attempt_seconds=[3700, 100]).endswith(
+        "63.3 min of training in 2 attempts (61.7 min, 100 s; a stopped attempt counted to its last checkpoint)")
 
 
 def test_the_training_lines_are_the_batches_trained_and_multiply_out():
