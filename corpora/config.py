@@ -333,6 +333,10 @@ class TokenizerConfig:
     bounded however large the corpus. Held-out documents (shards.heldout_percent) are never trained on."""
     sentencepiece_threads: int = field(default=2, metadata={"used_when": ("trainer", ("sentencepiece",))})
     """sentencepiece only: trainer threads."""
+    character_coverage: float = field(default=1.0, metadata={"used_when": ("trainer", ("sentencepiece",)),
+                                                             "hashed_if_set": True})
+    """sentencepiece only: the share of the sample's characters its alphabet covers; the rarest characters past it
+    become [UNK] (1.0: every character; gaBERT's sentencepiece.sh: 0.9999)."""
     reference: str = ""
     """A tokenizer to compare against (a folder with tokenizer.json, or the file itself), e.g. a
     multilingual model's; its metrics are reported beside ours. Empty: no comparison."""

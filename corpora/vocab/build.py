@@ -39,6 +39,9 @@ def check_options(tok_cfg: TokenizerConfig) -> None:
     if tok_cfg.trainer == "sentencepiece" and tok_cfg.byte_level:
         raise ConfigError("tokenizer.trainer=sentencepiece trains character-level bpe or unigram (and wordpiece "
                           "converted from its bpe): use tokenizer.trainer=tokenizers for byte-level BPE")
+    if not 0 < tok_cfg.character_coverage <= 1:  # also refuses NaN
+        raise ConfigError(f"tokenizer.character_coverage={tok_cfg.character_coverage}: give a share above 0 and at "
+                          "most 1 (1.0: every character; 0.9999: gaBERT's)")
     if tok_cfg.limit_alphabet < 1:  # tokenizers would keep no character at all: every word [UNK]
         raise ConfigError(f"tokenizer.limit_alphabet={tok_cfg.limit_alphabet} keeps no character: give at least 1 "
                           "(the default 1000 keeps the most frequent 1000)")
@@ -59,7 +62,10 @@ def check_options(tok_cfg: TokenizerConfig) -> None:
 
 def check_alphabet(tok_cfg: TokenizerConfig, distinct_chars: int) -> None:
     """Fail before training when vocab_size cannot even hold the alphabet plus the special tokens.
-    `distinct_chars`: the training sample's distinct characters after the tokenizer's normaliser."""
+    `distinct_chars`: the training sample's distinct characters after the tokenizer's normaliser. Below full
+    character coverage sentencepiece itself chooses the characters it keeps (and says when they do not fit)."""
+    if tok_cfg.trainer == "sentencepiece" and tok_cfg.character_coverage < 1:
+        return
     alphabet, why = starting_alphabet(tok_cfg, distinct_chars)
     needed = alphabet + len(special_token_list(tok_cfg))
     if tok_cfg.vocab_size < needed:
@@ -94,12 +100,14 @@ def smaller_alphabet_advice(tok_cfg: TokenizerConfig) -> str:
         return ""
     if tok_cfg.trainer == "tokenizers" and tok_cfg.model != "unigram":
         return f" or lower tokenizer.limit_alphabet (now {tok_cfg.limit_alphabet}; rarer characters become [UNK])"
-    # sentencepiece runs with character_coverage=1.0 and the tokenizers Unigram trainer has no cap: both keep
-    # every character, and tokenizer.limit_alphabet does not apply.
-    trainer = "sentencepiece" if tok_cfg.trainer == "sentencepiece" else "the Unigram trainer"
+    # the tokenizers Unigram trainer has no cap and keeps every character; sentencepiece keeps the share
+    # tokenizer.character_coverage says. tokenizer.limit_alphabet applies to neither.
     folds = [f"tokenizer.{key}=true" for key in ("lowercase", "strip_accents") if not getattr(tok_cfg, key)]
     fold = f" or fold characters together with {' or '.join(folds)}" if folds else ""
-    return f"{fold} ({trainer} keeps every character: tokenizer.limit_alphabet does not apply to it)"
+    if tok_cfg.trainer == "sentencepiece":
+        return (f"{fold} or lower tokenizer.character_coverage (now {tok_cfg.character_coverage}; the rarest "
+                "characters become [UNK]; tokenizer.limit_alphabet does not apply to sentencepiece)")
+    return f"{fold} (the Unigram trainer keeps every character: tokenizer.limit_alphabet does not apply to it)"
 
 
 def check_trained_size(tokenizer: Tokenizer, tok_cfg: TokenizerConfig) -> None:

@@ -79,14 +79,14 @@ def train_processor(texts: Iterable[str], tok_cfg: TokenizerConfig, workdir: Pat
     try:
         spm.SentencePieceTrainer.train(
             input=str(text_file), model_prefix=str(prefix), model_type=tok_cfg.model,
-            vocab_size=tok_cfg.vocab_size, character_coverage=1.0,
+            vocab_size=tok_cfg.vocab_size, character_coverage=tok_cfg.character_coverage,
             normalization_rule_name="identity", remove_extra_whitespaces=False,
             input_sentence_size=0,  # the file is already the bounded sample: read it all, no reshuffle
             hard_vocab_limit=False,  # like the tokenizers trainers: stop short when the text has no more pieces
             num_threads=tok_cfg.sentencepiece_threads, max_sentence_length=_MAX_LINE_BYTES * 2,
             control_symbols=controls, minloglevel=2, **ids, **pieces)
     except RuntimeError as err:
-        # Its advice names its own flags: say which bertforge key to change (character_coverage is fixed at 1.0).
+        # Its advice names its own flags: say which bertforge keys to change.
         advice = (" In bertforge, raise tokenizer.vocab_size" + smaller_alphabet_advice(tok_cfg)
                   if "required_chars" in str(err) else "")
         raise ConfigError(f"sentencepiece could not train tokenizer.vocab_size={tok_cfg.vocab_size}: {err}{advice}"

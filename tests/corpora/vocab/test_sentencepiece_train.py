@@ -34,3 +34,16 @@ def test_long_lines_are_cut_below_sentencepiece_limit():
     chunks = list(_chunks(line))
     assert len(chunks) > 1 and all(len(c.encode()) <= 4000 for c in chunks)
     assert " ".join(chunks) == line
+
+
+def test_character_coverage_leaves_the_rarest_characters_to_unk(make_cfg, tmp_path):
+    """gaBERT's sentencepiece.sh covers 99.99 % of the characters (tokenizer=sp_wordpiece does too): the rarest
+    characters of the Irish text get no piece of their own, where full coverage gives each one."""
+    def characters(coverage: str) -> set[str]:
+        folder = run_stage(make_cfg("vocab", ["tokenizer=sp_bpe", "tokenizer.vocab_size=2000",
+                                              f"tokenizer.character_coverage={coverage}"], tmp_path / "work"), "vocab")
+        pieces = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab()
+        return {piece.lstrip("▁") for piece in pieces if len(piece.lstrip("▁")) == 1}
+
+    every, most = characters("1.0"), characters("0.9999")
+    assert most < every and len(every - most) >= 3, sorted(every - most)

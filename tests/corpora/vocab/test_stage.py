@@ -163,12 +163,14 @@ def test_the_alphabet_is_counted_after_the_tokenizers_normaliser(make_cfg, share
     (["tokenizer.vocab_size=40"], r"tokenizer.limit_alphabet=1000", r"or lower tokenizer.limit_alphabet \(now 1000"),
     (["tokenizer=unigram", "tokenizer.vocab_size=40"], r"characters in the training sample and the word-start ▁",
      r"tokenizer.lowercase=true or tokenizer.strip_accents=true \(the Unigram trainer keeps every character"),
-    # sentencepiece ignores limit_alphabet (character_coverage=1.0): it used to pass the check and fail in training.
+    # sentencepiece ignores limit_alphabet (its share is character_coverage): it used to pass the check and fail in
+    # training.
     (["tokenizer=sp_bpe", "tokenizer.limit_alphabet=30", "tokenizer.vocab_size=60"], r"the word-start ▁\)",
-     r"tokenizer.lowercase=true or tokenizer.strip_accents=true \(sentencepiece keeps every character"),
+     r"tokenizer.strip_accents=true or lower tokenizer.character_coverage \(now 1.0; the rarest characters"),
     # gaBERT's WordPiece needs x and ##x for each character: 2 x 88 characters + 105 special tokens.
-    (["tokenizer=sp_wordpiece", "tokenizer.vocab_size=250"], r"\(281: .* each as a word-initial x and a continuation ##x",
-     r"sentencepiece keeps every character: tokenizer.limit_alphabet does not apply"),
+    (["tokenizer=sp_wordpiece", "tokenizer.character_coverage=1.0", "tokenizer.vocab_size=250"],
+     r"\(281: .* each as a word-initial x and a continuation ##x",
+     r"lower tokenizer.character_coverage \(now 1.0;.* tokenizer.limit_alphabet does not apply to sentencepiece"),
 ], ids=["wordpiece", "unigram", "sp_bpe", "sp_wordpiece"])
 def test_an_alphabet_too_large_is_refused_with_the_trainers_own_advice(make_cfg, tmp_path, overrides, needed, advice):
     with pytest.raises(ConfigError, match=r"is below the alphabet size plus special tokens") as refused:
