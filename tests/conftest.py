@@ -88,6 +88,16 @@ def estonian_jsonl(data_dir: Path, folder: Path, files: int, docs_per_file: int,
     return folder
 
 
+class FakeClock:
+    """A stand-in for time.time or time.perf_counter, moved by hand (`clock.now += 30`)."""
+
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 def make_cfg(tmp_path, data_dir):
     """Compose a stage config with overrides, pointed at real data and a fresh work folder."""

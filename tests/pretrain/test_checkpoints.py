@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bertforge.common.errors import DiskFull
+from tests.conftest import FakeClock
 from pretrain.checkpoints import AtomicCheckpointIO, is_readable, newest_valid_checkpoint
 
 
@@ -84,14 +85,6 @@ def test_partial_saves_a_killed_run_left_are_removed(tmp_path, caplog):
         remove_partial_saves(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step5.ckpt"]
     assert "step10.ckpt.tmp-4242, a checkpoint a killed run did not finish writing" in caplog.text
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_checkpoint_saves_count_neither_as_training_time_nor_as_data_wait(tmp_path, monkeypatch):

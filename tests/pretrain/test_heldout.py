@@ -18,6 +18,7 @@ from pretrain.heldout import has_sparse_head, row_batches, score_heldout
 from pretrain.masking import Masker
 from pretrain.step_metrics import StepMetricsLogger
 from pretrain.validation import HeldoutValidation
+from tests.conftest import FakeClock
 from tests.pretrain.test_module import SPECIAL, small_model
 
 VOCAB, SEQ = 300, 64
@@ -175,14 +176,6 @@ def test_row_batches_cover_the_requested_rows_in_order():
     limited = row_batches(rows, 4, max_rows=6)
     assert [b.shape[0] for b in limited] == [4, 2] and limited[0].dtype == torch.int64
     assert torch.equal(torch.cat(limited), torch.from_numpy(rows[:6].astype(np.int64)))
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingLogger:

@@ -4,6 +4,7 @@ import pytest
 
 from bertforge.common.errors import FinishedMeanwhile
 from bertforge.common.stage_folder import StageOutput, build_stage, config_hash, is_complete, read_manifest
+from tests.conftest import FakeClock
 
 
 def test_hash_ignores_key_order():
@@ -58,22 +59,12 @@ def test_a_folder_finished_before_the_lock_was_taken_is_not_built_again(tmp_path
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no working folder left beside it
 
 
-class Clock:
-    """time.time for bertforge.common.stage_folder, moved by hand."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_resumed_build_counts_every_attempts_time(tmp_path, monkeypatch):
     """A resumable folder's `seconds` are what every attempt spent on it: an interrupted attempt's whole time, a
     killed one's up to its last `record_attempt` (a checkpoint), and the one that finished."""
     import bertforge.common.stage_folder as stage_folder
 
-    clock = Clock()
+    clock = FakeClock(1000.0)
     monkeypatch.setattr(stage_folder.time, "time", clock)
 
     def attempt():
