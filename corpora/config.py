@@ -134,6 +134,11 @@ class QualityConfig:
     """n -> max share of characters in repeated n-grams (Gopher: 5: 0.15 ... 10: 0.10)."""
 
     @cached_property
+    def end_marks(self) -> tuple[str, ...]:
+        """terminal_punct as str.endswith takes it (empty: the rule's many-script default)."""
+        return tuple(self.terminal_punct)
+
+    @cached_property
     def top_ngram_limits(self) -> list[tuple[int, float]]:
         """max_top_ngram_char_ratio as (n, limit) pairs, smallest n first."""
         return sorted((int(n), limit) for n, limit in self.max_top_ngram_char_ratio.items())

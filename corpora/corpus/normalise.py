@@ -60,6 +60,9 @@ def normalise_options(cfg: NormaliseConfig) -> dict:
                 collapse_spaces=cfg.collapse_spaces, fix_mojibake=cfg.fix_mojibake)
 
 
+UNICODE_FORMS = ("NFC", "NFKC", "none")  # filters.normalise.unicode_form
+
+
 class Normaliser(FilterStep):
     """datatrove step: normalise every document's text in place (see `normalise_text`)."""
 
@@ -67,7 +70,7 @@ class Normaliser(FilterStep):
 
     def __init__(self, cfg: NormaliseConfig, exclusion_writer=None):
         super().__init__(exclusion_writer)
-        if cfg.unicode_form not in ("NFC", "NFKC", "none"):
+        if cfg.unicode_form not in UNICODE_FORMS:
             raise ValueError(f"filters.normalise.unicode_form must be NFC, NFKC or none, not {cfg.unicode_form!r}")
         if cfg.fix_mojibake:
             try:

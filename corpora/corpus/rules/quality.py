@@ -210,7 +210,7 @@ def line_rule(s: TextStats, q) -> str | None:
     """Terminal punctuation, bullets, ellipses, short lines, list-likeness, sentence count."""
     n_lines = max(1, len(s.lines))
     if q.min_terminal_punct_line_ratio is not None:
-        marks = tuple(q.terminal_punct) or TERMINAL_PUNCT  # a preset may narrow them to its source's (c4)
+        marks = q.end_marks or TERMINAL_PUNCT  # a preset may narrow them to its source's (c4)
         ended = sum(1 for line in s.lines if line.rstrip().endswith(marks))
         if ended < q.min_terminal_punct_line_ratio * n_lines:
             return "few_terminal_punct_lines"

@@ -15,13 +15,13 @@ import regex
 
 from bertforge.common.errors import ConfigError
 from corpora.config import FiltersConfig, QualityConfig
+from corpora.corpus.normalise import UNICODE_FORMS
+from corpora.corpus.rules.language import BACKENDS
 
 # `*_ratio` thresholds that are not shares of a whole: '#'s and ellipses per word can pass 1
 NOT_SHARES = ("max_hash_ellipsis_word_ratio",)
 # (low, high) bounds whose low one above the high one removes every document
 PAIRS = (("min_words", "max_words"), ("min_chars", "max_chars"), ("min_mean_word_chars", "max_mean_word_chars"))
-NORMAL_FORMS = ("NFC", "NFKC", "none")
-LANGID_BACKENDS = ("cld2", "py3langid")  # corpora.corpus.rules.language.BACKENDS, without its imports
 
 
 def check_filter_settings(filters: FiltersConfig) -> None:
@@ -31,13 +31,13 @@ def check_filter_settings(filters: FiltersConfig) -> None:
     without its alphabet, an empty terminal-punctuation mark."""
     for key, quality in (("filters.quality", filters.quality), ("filters.line_quality", filters.line_quality)):
         _check_quality(key, quality)
-    if filters.normalise.unicode_form not in NORMAL_FORMS:
+    if filters.normalise.unicode_form not in UNICODE_FORMS:
         raise ConfigError(f"filters.normalise.unicode_form={filters.normalise.unicode_form!r}: choose one of "
-                          f"{', '.join(NORMAL_FORMS)}")
+                          f"{', '.join(UNICODE_FORMS)}")
     langid = filters.langid
     if langid.languages:
-        if langid.backend not in LANGID_BACKENDS:
-            raise ConfigError(f"filters.langid.backend={langid.backend!r}: choose one of {', '.join(LANGID_BACKENDS)}")
+        if langid.backend not in BACKENDS:
+            raise ConfigError(f"filters.langid.backend={langid.backend!r}: choose one of {', '.join(BACKENDS)}")
         _share("filters.langid.min_score", langid.min_score)
         _at_least("filters.langid.max_chars", langid.max_chars, 0, "0 classifies the whole text")
     if filters.urls.max_url_chars_ratio is not None:
