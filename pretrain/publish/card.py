@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bertforge.common.checkpoints import is_hub_id
 from corpora.config import FiltersConfig, SourceConfig
+from corpora.vocab.word_starts import BYTE_LEVEL_SPACE, word_markers
 from pretrain.config import MaskingConfig, OptimConfig, PublishConfig, TrainingConfig
 
 CONFIG_FILE = "bertforge_config.yaml"
@@ -366,18 +367,18 @@ def tokenizer_facts(tokenizer) -> dict:
     the added tokens, and whether its normalizer lowercases and strips accents."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec["model"]["type"].lower()
-    if model == "bpe" and "ByteLevel" in _types(spec.get("pre_tokenizer")):
+    if model == "bpe" and word_markers(spec)[1] == BYTE_LEVEL_SPACE:  # a ByteLevel pre-tokenizer
         model = "bpe (byte-level)"
     lowercase, strip_accents = _casing(spec.get("normalizer"))
     return {"model": model, "size": len(tokenizer), "lowercase": lowercase, "strip_accents": strip_accents}
 
 
-def _types(part: dict | None) -> list[str]:
-    """The types of a tokenizer.json normalizer or pre-tokenizer, a Sequence's members included."""
-    if not part:
+def _types(normalizer: dict | None) -> list[str]:
+    """The types of a tokenizer.json normalizer, a Sequence's members included."""
+    if not normalizer:
         return []
-    members = part.get("normalizers") or part.get("pretokenizers") or []
-    return [part.get("type", ""), *(kind for member in members for kind in _types(member))]
+    return [normalizer.get("type", ""), *(kind for member in normalizer.get("normalizers") or []
+                                           for kind in _types(member))]
 
 
 def _casing(normalizer: dict | None) -> tuple[bool, bool]:
